@@ -1,0 +1,5 @@
+//! The `gitstate` binary.
+
+fn main() {
+    std::process::exit(gitstate_cli::run());
+}

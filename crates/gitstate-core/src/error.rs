@@ -1,0 +1,82 @@
+//! The core's typed errors: [`ExpectedError`] (the expected-state source), [`SinkError`]
+//! (alarm delivery), [`JournalError`] (persistence).
+
+/// The expected state could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExpectedError {
+    /// The repository could not be opened.
+    #[error("cannot open repository {repo}: {message}")]
+    Open {
+        /// Where.
+        repo: String,
+        /// Why (the underlying error, rendered).
+        message: String,
+    },
+    /// The ref does not exist.
+    #[error("ref {reference:?} not found in {repo}")]
+    RefNotFound {
+        /// The ref as asked for.
+        reference: String,
+        /// The repository.
+        repo: String,
+    },
+    /// The ref exists but does not lead to a commit.
+    #[error("ref {reference:?} in {repo} does not point at a commit: {message}")]
+    NotACommit {
+        /// The ref.
+        reference: String,
+        /// The repository.
+        repo: String,
+        /// Why.
+        message: String,
+    },
+    /// A ref name that git would refuse.
+    #[error("invalid ref name {0:?}")]
+    BadRefName(String),
+    /// Talking to a remote failed.
+    #[error("cannot list refs of {url}: {message}")]
+    Remote {
+        /// The URL (credentials redacted).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading history failed.
+    #[error("cannot walk history in {repo}: {message}")]
+    History {
+        /// The repository.
+        repo: String,
+        /// Why.
+        message: String,
+    },
+    /// Another failure, with its source.
+    #[error("{context}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// An alarm sink did not accept a notification.
+#[derive(Debug, thiserror::Error)]
+#[error("alarm sink {sink}: {message}")]
+pub struct SinkError {
+    /// The sink.
+    pub sink: String,
+    /// Why (never a secret).
+    pub message: String,
+}
+
+/// State or events could not be persisted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot persist to {path}: {message}")]
+pub struct JournalError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}

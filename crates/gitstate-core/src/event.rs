@@ -1,0 +1,133 @@
+//! The audit trail: [`Event`]s as one JSON object a line in `events.jsonl` (SPEC §7).
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::CommitId;
+use crate::name::EnvName;
+use crate::observation::Status;
+use crate::state::AlarmKind;
+
+/// Why an alarm was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Every instance is in sync.
+    Converged,
+    /// The expected commit changed; the incident it belonged to is over.
+    Superseded,
+    /// The condition is gone (probes answer again, no diverged instance remains).
+    Cleared,
+}
+
+/// Something that happened to an environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The environment's ref points at a new commit.
+    ExpectedChanged {
+        /// The previous expected commit.
+        from: Option<CommitId>,
+        /// The new one.
+        to: CommitId,
+    },
+    /// An incident started: the environment is not in sync.
+    DriftDetected {
+        /// The expected commit.
+        expected: CommitId,
+        /// The worst status observed.
+        status: Status,
+    },
+    /// A remediation is about to run (state was persisted first).
+    RemediationStarted {
+        /// The expected commit being deployed.
+        expected: CommitId,
+        /// 1-based attempt in this incident.
+        attempt: u32,
+    },
+    /// A remediation returned.
+    RemediationFinished {
+        /// The expected commit.
+        expected: CommitId,
+        /// 1-based attempt.
+        attempt: u32,
+        /// Whether the deploy was triggered.
+        ok: bool,
+        /// The command's exit code, when there was one.
+        exit_code: Option<i32>,
+        /// What happened, in a line.
+        detail: String,
+        /// The end of the command's output.
+        output_tail: Option<String>,
+    },
+    /// An alarm opened.
+    AlarmRaised {
+        /// Its kind.
+        alarm: AlarmKind,
+        /// The expected commit.
+        expected: CommitId,
+    },
+    /// An open alarm was notified again.
+    AlarmRepeated {
+        /// Its kind.
+        alarm: AlarmKind,
+        /// The expected commit.
+        expected: CommitId,
+    },
+    /// An alarm closed.
+    AlarmResolved {
+        /// Its kind.
+        alarm: AlarmKind,
+        /// Why.
+        reason: Resolution,
+    },
+    /// The environment reached its expected commit.
+    Converged {
+        /// The commit.
+        expected: CommitId,
+        /// Seconds from the commit being first seen to in sync.
+        lag_s: f64,
+    },
+    /// An alarm sink did not accept a notification; it is retried next pass.
+    NotificationFailed {
+        /// The sink.
+        sink: String,
+        /// The alarm.
+        alarm: AlarmKind,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One line of `events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: Timestamp,
+    /// Which environment.
+    pub environment: EnvName,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_flat_json_lines_with_at_event_environment() {
+        let e = Event {
+            at: "2026-11-24T06:00:00Z".parse().unwrap(),
+            environment: EnvName::new("production").unwrap(),
+            kind: EventKind::Converged { expected: CommitId::parse(&"a".repeat(40)).unwrap(), lag_s: 1.5 },
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["at"], "2026-11-24T06:00:00Z");
+        assert_eq!(v["event"], "converged");
+        assert_eq!(v["environment"], "production");
+        assert_eq!(v["lag_s"], 1.5);
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,183 @@
+//! A Git repository on this machine, read with gix: refs resolved like git, refs listed
+//! under a prefix, and the history relation of a reported commit to the expected one.
+//! Entry type: [`LocalRepo`]. All methods are blocking; [`super::GitSource`] runs them
+//! off the async executor.
+
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use super::chain;
+use crate::commit::{CommitId, ReportedCommit};
+use crate::error::ExpectedError;
+use crate::observation::Relation;
+use crate::plugin::Expected;
+
+/// Bytes of decoded objects cached per call, to speed up history walks.
+const OBJECT_CACHE: usize = 8 * 1024 * 1024;
+
+/// A local repository, bare or not. Every call takes a fresh view of the refs, so a ref
+/// moved by another process (loose, or after `git pack-refs`) is seen at the next call.
+pub struct LocalRepo {
+    repo: gix::ThreadSafeRepository,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LocalRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRepo").field("path", &self.path).finish()
+    }
+}
+
+impl LocalRepo {
+    /// Opens the repository at `path` (its work tree or its git dir) without reading the
+    /// user's or the system's git configuration.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ExpectedError> {
+        let path = path.as_ref().to_path_buf();
+        let repo = gix::open_opts(&path, gix::open::Options::isolated())
+            .map_err(|e| ExpectedError::Open { repo: path.display().to_string(), message: chain(&e) })?;
+        Ok(Self { repo: repo.into_sync(), path })
+    }
+
+    /// The path it was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn thread_local(&self) -> gix::Repository {
+        let mut repo = self.repo.to_thread_local();
+        repo.object_cache_size_if_unset(OBJECT_CACHE);
+        repo
+    }
+
+    /// Resolves each ref (full, or short like `environments/production`, as git does) to
+    /// the commit it points at, peeling annotated tags.
+    pub fn resolve(&self, refs: &[String]) -> Vec<Result<Expected, ExpectedError>> {
+        let repo = self.thread_local();
+        refs.iter().map(|name| self.resolve_one(&repo, name)).collect()
+    }
+
+    fn resolve_one(&self, repo: &gix::Repository, name: &str) -> Result<Expected, ExpectedError> {
+        let partial: &gix::refs::PartialNameRef =
+            name.try_into().map_err(|_| ExpectedError::BadRefName(name.to_owned()))?;
+        let found = repo.try_find_reference(partial).map_err(|e| ExpectedError::NotACommit {
+            reference: name.to_owned(),
+            repo: self.display(),
+            message: chain(&e),
+        })?;
+        let Some(mut r) = found else {
+            return Err(ExpectedError::RefNotFound { reference: name.to_owned(), repo: self.display() });
+        };
+        let reference = r.name().as_bstr().to_string();
+        let commit = r.peel_to_commit().map_err(|e| ExpectedError::NotACommit {
+            reference: reference.clone(),
+            repo: self.display(),
+            message: chain(&e),
+        })?;
+        Ok(Expected { reference, commit: to_commit_id(commit.id) })
+    }
+
+    /// Every ref under `prefix` (e.g. `refs/heads/environments/`), peeled to commits,
+    /// sorted by name. Refs that do not lead to a commit are skipped with a warning.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        let repo = self.thread_local();
+        let err = |e: &dyn std::error::Error| ExpectedError::History {
+            repo: self.display(),
+            message: format!("listing refs under {prefix:?}: {}", chain(e)),
+        };
+        let platform = repo.references().map_err(|e| err(&e))?;
+        let mut out = Vec::new();
+        let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
+        for r in iter {
+            let r = r.map_err(|e| err(&e))?;
+            let name = r.name().as_bstr().to_string();
+            let id = r.id().detach();
+            match commit_of(&repo, id) {
+                Some(c) => out.push(Expected { reference: name, commit: to_commit_id(c) }),
+                None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Relates each reported commit to `expected`: in sync, behind n, ahead n, diverged
+    /// (n, m), or unknown (not in the repository, ambiguous, or not a commit). Counts
+    /// equal `git rev-list --count`; the commit-graph file is used when present.
+    pub fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        let repo = self.thread_local();
+        let exp = ObjectId::from_hex(expected.as_str().as_bytes()).map_err(|e| ExpectedError::History {
+            repo: self.display(),
+            message: format!("expected commit {expected}: {e}"),
+        })?;
+        reported.iter().map(|r| self.relate_one(&repo, exp, r)).collect()
+    }
+
+    fn relate_one(
+        &self,
+        repo: &gix::Repository,
+        expected: ObjectId,
+        reported: &ReportedCommit,
+    ) -> Result<Relation, ExpectedError> {
+        let Some(actual) = lookup(repo, reported) else {
+            return Ok(Relation::UnknownCommit);
+        };
+        if actual == expected {
+            return Ok(Relation::InSync);
+        }
+        let hist =
+            |e: &dyn std::error::Error| ExpectedError::History { repo: self.display(), message: chain(e) };
+        let base = repo.merge_base(expected, actual).map_err(|e| hist(&e))?.map(|id| id.detach());
+        let count = |tip: ObjectId, hidden: ObjectId| -> Result<u64, ExpectedError> {
+            let walk = repo.rev_walk([tip]).with_hidden([hidden]).all().map_err(|e| hist(&e))?;
+            let mut n = 0u64;
+            for info in walk {
+                info.map_err(|e| hist(&e))?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok(match base {
+            Some(b) if b == actual => Relation::Behind(count(expected, actual)?),
+            Some(b) if b == expected => Relation::Ahead(count(actual, expected)?),
+            _ => Relation::Diverged { behind: count(expected, actual)?, ahead: count(actual, expected)? },
+        })
+    }
+}
+
+/// The commit a reported id names in `repo`, if it names exactly one (tags peeled).
+fn lookup(repo: &gix::Repository, reported: &ReportedCommit) -> Option<ObjectId> {
+    let hex = reported.as_str();
+    let id = if hex.len() == repo.object_hash().len_in_hex() {
+        ObjectId::from_hex(hex.as_bytes()).ok()?
+    } else if hex.len() < repo.object_hash().len_in_hex() {
+        let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
+        match repo.objects.lookup_prefix(prefix, None) {
+            Ok(Some(Ok(id))) => id,
+            // Not found, ambiguous, or unreadable: the repository cannot name it.
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    commit_of(repo, id)
+}
+
+/// Peels `id` to a commit, if it is one or a tag of one, and the object exists.
+fn commit_of(repo: &gix::Repository, id: ObjectId) -> Option<ObjectId> {
+    let object = repo.try_find_object(id).ok()??;
+    let commit = object.peel_to_kind(gix::object::Kind::Commit).ok()?;
+    Some(commit.id)
+}
+
+pub(crate) fn to_commit_id(id: impl AsRef<gix::oid>) -> CommitId {
+    CommitId::from_trusted_hex(id.as_ref().to_hex().to_string())
+}

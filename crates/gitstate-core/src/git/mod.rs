@@ -1,0 +1,123 @@
+//! Git as the expected state: [`GitSource`] implements [`crate::ExpectedState`] over a
+//! [`LocalRepo`] (a path) or a [`RemoteRepo`] (a URL, optionally mirrored). gix is
+//! blocking; every call runs on a blocking thread pool, never on the async executor.
+
+mod local;
+mod remote;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use local::LocalRepo;
+pub use remote::{RemoteRepo, is_remote_url, redact_url};
+
+use crate::commit::{CommitId, ReportedCommit};
+use crate::error::ExpectedError;
+use crate::observation::Relation;
+use crate::plugin::{Expected, ExpectedState};
+
+/// An error and its sources on one line: `outer: inner: root cause`.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let msg = src.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+#[derive(Debug)]
+enum Repo {
+    Local(LocalRepo),
+    Remote(RemoteRepo),
+}
+
+/// Git repositories as the source of expected commits. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    repo: Arc<Repo>,
+}
+
+impl GitSource {
+    /// A repository on this machine.
+    pub fn local(path: impl AsRef<Path>) -> Result<Self, ExpectedError> {
+        Ok(Self { repo: Arc::new(Repo::Local(LocalRepo::open(path)?)) })
+    }
+
+    /// A remote repository read with ls-refs only (differing commits are `drifted`).
+    pub fn remote(url: &str) -> Result<Self, ExpectedError> {
+        Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::new(url)?)) })
+    }
+
+    /// A remote repository mirrored into the bare repository at `dir`.
+    pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
+        Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::mirrored(url, dir)?)) })
+    }
+
+    /// Resolves refs, blocking the calling thread.
+    pub fn resolve_blocking(
+        &self,
+        refs: &[String],
+    ) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        match &*self.repo {
+            Repo::Local(r) => Ok(r.resolve(refs)),
+            Repo::Remote(r) => r.resolve(refs),
+        }
+    }
+
+    /// Lists refs under a prefix, blocking the calling thread.
+    pub fn list_blocking(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        match &*self.repo {
+            Repo::Local(r) => r.list(prefix),
+            Repo::Remote(r) => r.list(prefix),
+        }
+    }
+
+    /// Relates reported commits, blocking the calling thread.
+    pub fn relate_blocking(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        match &*self.repo {
+            Repo::Local(r) => r.relate(expected, reported),
+            Repo::Remote(r) => r.relate(expected, reported),
+        }
+    }
+}
+
+#[async_trait]
+impl ExpectedState for GitSource {
+    fn name(&self) -> &str {
+        "git"
+    }
+
+    async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        let this = self.clone();
+        let refs = refs.to_vec();
+        blocking::unblock(move || this.resolve_blocking(&refs)).await
+    }
+
+    async fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        let this = self.clone();
+        let (expected, reported) = (expected.clone(), reported.to_vec());
+        blocking::unblock(move || this.relate_blocking(&expected, &reported)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        let this = self.clone();
+        let prefix = prefix.to_owned();
+        blocking::unblock(move || this.list_blocking(&prefix)).await
+    }
+}

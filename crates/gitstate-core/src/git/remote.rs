@@ -1,0 +1,230 @@
+//! A remote repository (https, ssh, git, file URLs): refs listed with protocol v2 ls-refs
+//! and the ref prefix, never cloned. With `mirror`, a bare mirror on disk is fetched on
+//! every resolve so that history relations work; without it a differing commit is
+//! `drifted`. Entry type: [`RemoteRepo`]. Blocking, like [`super::LocalRepo`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::ObjectId;
+use gix::protocol::handshake::Ref;
+
+use super::chain;
+use super::local::{LocalRepo, to_commit_id};
+use crate::commit::{CommitId, ReportedCommit};
+use crate::error::ExpectedError;
+use crate::observation::Relation;
+use crate::plugin::Expected;
+
+/// A remote repository.
+pub struct RemoteRepo {
+    url: String,
+    shown: String,
+    store: LocalRepo,
+    mirror: bool,
+    // Keeps the scratch repository (needed by gix to speak to a remote) alive.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for RemoteRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteRepo").field("url", &self.shown).field("mirror", &self.mirror).finish()
+    }
+}
+
+/// `url` with any password or user name replaced, for output and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let rest = &url[scheme_end + 3..];
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether `repo` in the config names a remote rather than a local path.
+pub fn is_remote_url(repo: &str) -> bool {
+    ["https://", "http://", "ssh://", "git://", "file://"].iter().any(|s| repo.starts_with(s))
+        || (repo.contains('@') && repo.contains(':') && !Path::new(repo).exists())
+}
+
+impl RemoteRepo {
+    /// A remote with no local copy: refs only; a differing commit is `drifted`.
+    pub fn new(url: &str) -> Result<Self, ExpectedError> {
+        let scratch = tempfile::Builder::new().prefix("gitstate-remote-").tempdir().map_err(|e| {
+            ExpectedError::Open { repo: "a temporary directory".into(), message: e.to_string() }
+        })?;
+        let store = init_bare(scratch.path())?;
+        Ok(Self {
+            url: url.to_owned(),
+            shown: redact_url(url),
+            store,
+            mirror: false,
+            _scratch: Some(scratch),
+        })
+    }
+
+    /// A remote mirrored into the bare repository at `dir` (created when missing); objects
+    /// are fetched on every resolve so relations can be computed.
+    pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
+        let store = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
+        Ok(Self { url: url.to_owned(), shown: redact_url(url), store, mirror: true, _scratch: None })
+    }
+
+    /// The URL, credentials redacted.
+    pub fn redacted_url(&self) -> &str {
+        &self.shown
+    }
+
+    fn err(&self, e: impl std::error::Error) -> ExpectedError {
+        ExpectedError::Remote {
+            url: self.shown.clone(),
+            message: strip_secrets(&chain(&e), &self.url, &self.shown),
+        }
+    }
+
+    /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs), fetching
+    /// their objects first when mirroring. Returns `(full name, peeled object)`.
+    fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
+        let repo =
+            gix::open_opts(self.store.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
+        // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
+        let specs: Vec<String> = names.iter().map(|n| format!("+{n}:{n}")).collect();
+        let remote = repo
+            .remote_at(self.url.as_str())
+            .map_err(|e| self.err(e))?
+            .with_fetch_tags(gix::remote::fetch::Tags::None)
+            .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
+            .map_err(|e| self.err(e))?;
+        let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.err(e))?;
+        let refs = if self.mirror {
+            let prepare =
+                conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?;
+            let refs = prepare.ref_map().remote_refs.clone();
+            prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
+            refs
+        } else {
+            conn.ref_map(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?.0.remote_refs
+        };
+        Ok(refs
+            .into_iter()
+            .filter_map(|r| match r {
+                Ref::Direct { full_ref_name, object }
+                | Ref::Peeled { full_ref_name, object, .. }
+                | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
+                Ref::Unborn { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Resolves refs as git would (short names tried as `refs/<n>`, `refs/tags/<n>`,
+    /// `refs/heads/<n>`, `refs/remotes/<n>`, `refs/remotes/<n>/HEAD`), peeled.
+    pub fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        let candidates: Vec<Vec<String>> = refs.iter().map(|r| candidates(r)).collect();
+        let mut wanted: Vec<String> = candidates.iter().flatten().cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        let listed: std::collections::HashMap<String, ObjectId> =
+            self.ls_refs(&wanted)?.into_iter().collect();
+        Ok(refs
+            .iter()
+            .zip(&candidates)
+            .map(|(asked, cands)| {
+                if cands.is_empty() {
+                    return Err(ExpectedError::BadRefName(asked.clone()));
+                }
+                cands
+                    .iter()
+                    .find_map(|c| {
+                        listed.get(c).map(|id| Expected { reference: c.clone(), commit: to_commit_id(id) })
+                    })
+                    .ok_or_else(|| ExpectedError::RefNotFound {
+                        reference: asked.clone(),
+                        repo: self.shown.clone(),
+                    })
+            })
+            .collect())
+    }
+
+    /// Every remote ref under `prefix`, sorted by name.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        let mut out: Vec<Expected> = self
+            .ls_refs(&[format!("{prefix}*")])?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(reference, id)| Expected { reference, commit: to_commit_id(id) })
+            .collect();
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Relations from the mirror; without one, every differing commit is `drifted`.
+    pub fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        if self.mirror {
+            return self.store.relate(expected, reported);
+        }
+        Ok(reported
+            .iter()
+            .map(|r| if r.matches(expected) { Relation::InSync } else { Relation::Drifted })
+            .collect())
+    }
+
+    /// The mirror's directory, when mirroring.
+    pub fn mirror_dir(&self) -> Option<PathBuf> {
+        self.mirror.then(|| self.store.path().to_path_buf())
+    }
+}
+
+fn init_bare(dir: &Path) -> Result<LocalRepo, ExpectedError> {
+    gix::init_bare(dir)
+        .map_err(|e| ExpectedError::Open { repo: dir.display().to_string(), message: e.to_string() })?;
+    LocalRepo::open(dir)
+}
+
+/// The full names git tries for `name` (gitrevisions(7)), valid ones only.
+fn candidates(name: &str) -> Vec<String> {
+    let list = if name.starts_with("refs/") {
+        vec![name.to_owned()]
+    } else {
+        vec![
+            format!("refs/{name}"),
+            format!("refs/tags/{name}"),
+            format!("refs/heads/{name}"),
+            format!("refs/remotes/{name}"),
+            format!("refs/remotes/{name}/HEAD"),
+        ]
+    };
+    list.into_iter()
+        .filter(|c| <&gix::refs::FullNameRef>::try_from(c.as_str()).is_ok() && !c.contains(['*', '?', '[']))
+        .collect()
+}
+
+/// gix errors may echo the URL; make sure its credentials never come back.
+fn strip_secrets(msg: &str, url: &str, shown: &str) -> String {
+    if url == shown { msg.to_owned() } else { msg.replace(url, shown) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_user_info_only() {
+        assert_eq!(redact_url("https://u:p@host/x.git"), "https://***@host/x.git");
+        assert_eq!(redact_url("https://host/a@b"), "https://host/a@b");
+        assert_eq!(redact_url("git://127.0.0.1:9/r"), "git://127.0.0.1:9/r");
+    }
+
+    #[test]
+    fn short_names_expand_like_git() {
+        assert_eq!(candidates("refs/heads/environments/prod"), ["refs/heads/environments/prod"]);
+        assert_eq!(candidates("environments/prod")[2], "refs/heads/environments/prod");
+        assert!(candidates("a..b").is_empty());
+        assert!(candidates("x*").is_empty());
+    }
+}

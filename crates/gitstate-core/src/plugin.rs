@@ -1,0 +1,258 @@
+//! The plugin traits a downstream team implements: [`ExpectedState`] (where the expected
+//! commit comes from), [`ActualStateProbe`] (what runs), [`Remediator`] (re-trigger a
+//! deploy), [`AlarmSink`] (tell people), and [`Journal`] (where the engine persists state
+//! and events). All are `Send + Sync`, dyn-compatible and storable as `Arc<dyn Trait>`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading, ReportedCommit};
+//!
+//! struct Fixed(&'static str);
+//!
+//! #[async_trait::async_trait]
+//! impl ActualStateProbe for Fixed {
+//!     fn name(&self) -> &str { "fixed" }
+//!     async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
+//!         let result = ReportedCommit::parse(self.0).map_err(|e| ProbeFailure::invalid(e.to_string()));
+//!         Ok(vec![Reading { instance: "fixed".into(), result, elapsed: Duration::ZERO }])
+//!     }
+//! }
+//! let probe: std::sync::Arc<dyn ActualStateProbe> = std::sync::Arc::new(Fixed("0123456"));
+//! assert_eq!(probe.name(), "fixed");
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{CommitId, ReportedCommit};
+use crate::error::{ExpectedError, JournalError, SinkError};
+use crate::event::{Event, Resolution};
+use crate::name::EnvName;
+use crate::observation::{ProbeFailure, Reading, Relation, TargetObservation};
+use crate::state::{AlarmKind, EnvState};
+
+/// A ref resolved to the commit it points at (tags peeled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// The full ref name, e.g. `refs/heads/environments/production`.
+    pub reference: String,
+    /// The commit.
+    pub commit: CommitId,
+}
+
+/// Where expected commits come from (Git, in [`crate::git`]).
+#[async_trait]
+pub trait ExpectedState: Send + Sync {
+    /// A short name for logs (`git`).
+    fn name(&self) -> &str;
+
+    /// Resolves refs (full or short names, as git resolves them) to commits. The outer
+    /// error is the source failing as a whole; an inner one is one ref (e.g. not found).
+    async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError>;
+
+    /// Relates each reported commit to `expected`.
+    async fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError>;
+
+    /// Lists every ref under `prefix` (for `[[discover]]`), sorted by name.
+    async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError>;
+}
+
+/// What a probe is asked about.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeContext<'a> {
+    /// The environment.
+    pub environment: &'a EnvName,
+    /// The target's name.
+    pub target: &'a str,
+    /// The commit the environment should run.
+    pub expected: &'a CommitId,
+}
+
+/// Reads the commit each instance of one target runs.
+#[async_trait]
+pub trait ActualStateProbe: Send + Sync {
+    /// The probe kind, shown in reports and metric labels (`http`, `aws`, …).
+    fn name(&self) -> &str;
+
+    /// Reads every instance. `Err` is the target failing as a whole (an API error: no
+    /// instances). Must bound its own time: the engine does not own a timer.
+    async fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure>;
+}
+
+/// What a remediator is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemediationRequest {
+    /// The environment.
+    pub environment: EnvName,
+    /// Its ref.
+    pub reference: String,
+    /// The commit to deploy.
+    pub expected: CommitId,
+    /// 1-based attempt within the incident.
+    pub attempt: u32,
+    /// `(target, instance id)` of every instance not in sync.
+    pub drifted: Vec<(String, String)>,
+}
+
+/// What a remediation returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemediationOutcome {
+    /// The deploy was triggered (exit 0, 2xx).
+    pub ok: bool,
+    /// One line for people.
+    pub detail: String,
+    /// The exit code, for commands.
+    pub exit_code: Option<i32>,
+    /// The end of the output.
+    pub output_tail: Option<String>,
+}
+
+/// Re-triggers a deployment. Failure to trigger is an outcome, not an error: it counts as
+/// an attempt. Must bound its own time (a hung deploy is killed and reported failed).
+#[async_trait]
+pub trait Remediator: Send + Sync {
+    /// A short name (`command`, `webhook`, …).
+    fn name(&self) -> &str;
+    /// Triggers the deploy.
+    async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome;
+}
+
+/// What happened to an alarm, as sinks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmEvent {
+    /// Opened.
+    AlarmRaised,
+    /// Still open, re-notified.
+    AlarmRepeated,
+    /// Closed.
+    AlarmResolved,
+    /// Still open, nothing new: sent every pass for sinks that expire silent alerts
+    /// (Alertmanager); other sinks ignore it.
+    AlarmFiring,
+}
+
+impl AlarmEvent {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmEvent::AlarmRaised => "alarm_raised",
+            AlarmEvent::AlarmRepeated => "alarm_repeated",
+            AlarmEvent::AlarmResolved => "alarm_resolved",
+            AlarmEvent::AlarmFiring => "alarm_firing",
+        }
+    }
+}
+
+/// One target's part in an alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmTarget {
+    /// The target.
+    pub name: String,
+    /// Its status.
+    pub status: crate::observation::Status,
+    /// What its instances report (distinct values).
+    pub actual: Vec<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// A notification for alarm sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmNotification {
+    /// Raised, repeated, resolved, firing.
+    pub event: AlarmEvent,
+    /// Which alarm.
+    pub alarm: AlarmKind,
+    /// The environment.
+    pub environment: EnvName,
+    /// Its ref.
+    pub reference: String,
+    /// The expected commit.
+    pub expected_sha: CommitId,
+    /// When the alarm was raised.
+    pub since: Timestamp,
+    /// When it was resolved (resolved only).
+    pub ended_at: Option<Timestamp>,
+    /// Why it was resolved (resolved only).
+    pub resolution: Option<Resolution>,
+    /// One line for people.
+    pub summary: String,
+    /// The targets not in sync.
+    pub targets: Vec<AlarmTarget>,
+}
+
+/// Delivers alarm notifications (Alertmanager, a webhook, a chat).
+#[async_trait]
+pub trait AlarmSink: Send + Sync {
+    /// A short name, used in metrics and to retry undelivered notifications.
+    fn name(&self) -> &str;
+    /// Delivers one notification. Must bound its own time.
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError>;
+}
+
+/// Where the engine persists. `checkpoint` runs before any remediation starts, so a crash
+/// never forgets an attempt; `record` appends to the audit trail.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Stores the given environments' states (merging them into what is stored).
+    async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError>;
+    /// Appends events.
+    async fn record(&self, events: &[Event]) -> Result<(), JournalError>;
+}
+
+macro_rules! forward {
+    ($trait:ident { $(fn $m:ident(&self $(, $a:ident: $t:ty)*) -> $r:ty;)* } $(async { $(fn $am:ident(&self $(, $aa:ident: $at:ty)*) -> $ar:ty;)* })?) => {
+        #[async_trait]
+        impl<T: $trait + ?Sized> $trait for Arc<T> {
+            $(fn $m(&self $(, $a: $t)*) -> $r { (**self).$m($($a),*) })*
+            $($(async fn $am(&self $(, $aa: $at)*) -> $ar { (**self).$am($($aa),*).await })*)?
+        }
+        #[async_trait]
+        impl<T: $trait + ?Sized> $trait for Box<T> {
+            $(fn $m(&self $(, $a: $t)*) -> $r { (**self).$m($($a),*) })*
+            $($(async fn $am(&self $(, $aa: $at)*) -> $ar { (**self).$am($($aa),*).await })*)?
+        }
+    };
+}
+
+forward!(ActualStateProbe { fn name(&self) -> &str; } async {
+    fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure>;
+});
+forward!(Remediator { fn name(&self) -> &str; } async {
+    fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome;
+});
+forward!(AlarmSink { fn name(&self) -> &str; } async {
+    fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError>;
+});
+
+/// Compile-time check that every plugin trait stays dyn-compatible and thread-safe.
+const _: () = {
+    fn assert_dyn<T: ?Sized + Send + Sync>() {}
+    let _ = assert_dyn::<dyn ExpectedState>;
+    let _ = assert_dyn::<dyn ActualStateProbe>;
+    let _ = assert_dyn::<dyn Remediator>;
+    let _ = assert_dyn::<dyn AlarmSink>;
+    let _ = assert_dyn::<dyn Journal>;
+};
+
+/// Keeps [`TargetObservation`] in this module's vocabulary for alarm summaries.
+pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
+    targets
+        .iter()
+        .filter(|t| t.status != crate::observation::Status::InSync)
+        .map(|t| {
+            let mut actual: Vec<String> = t.instances.iter().filter_map(|i| i.actual.clone()).collect();
+            actual.sort();
+            actual.dedup();
+            AlarmTarget { name: t.name.clone(), status: t.status, actual, error: t.error.clone() }
+        })
+        .collect()
+}

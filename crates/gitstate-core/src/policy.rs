@@ -1,0 +1,157 @@
+//! [`Policy`]: how the closed loop acts on drift (SPEC §5 `[policy]`), and the backoff rule.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether gitstate may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Re-trigger deployments, alarm when that does not help.
+    #[default]
+    Remediate,
+    /// Never remediate; alarm when drift outlasts `grace`.
+    Observe,
+}
+
+/// What to do when a target runs a commit Git never led to (`diverged`, `unknown_commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDiverged {
+    /// Raise a `diverged` alarm, never overwrite (it may be a hotfix).
+    #[default]
+    Alarm,
+    /// Treat it as drift and redeploy the expected commit.
+    Remediate,
+}
+
+/// The `[policy]` table: every key with its SPEC default.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// `remediate` or `observe`.
+    pub mode: Mode,
+    /// After the expected commit changes, drift is `converging`, not acted on.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// After a remediation was triggered, wait this long before judging it.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Remediations per incident.
+    pub max_attempts: u32,
+    /// Base of the exponential gap between attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Cap of the exponential gap.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Consecutive passes with a failed probe before an `unreachable` alarm (at least 1).
+    pub unreachable_after: u32,
+    /// `alarm` or `remediate`.
+    pub on_diverged: OnDiverged,
+    /// Repeat an open alarm's notification at most this often; zero = never.
+    #[serde(with = "humantime_serde")]
+    pub renotify: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Remediate,
+            grace: Duration::from_secs(300),
+            settle: Duration::from_secs(300),
+            max_attempts: 3,
+            backoff: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(1800),
+            unreachable_after: 3,
+            on_diverged: OnDiverged::Alarm,
+            renotify: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+impl Policy {
+    /// The least time between attempt `n` (1-based) and attempt `n + 1`:
+    /// `max(settle, min(backoff * 2^(n-1), backoff_max))`. Saturates instead of overflowing.
+    pub fn gap_after_attempt(&self, n: u32) -> Duration {
+        let exp = n.saturating_sub(1).min(63);
+        let factor = 1u64 << exp;
+        let grown =
+            u32::try_from(factor).ok().and_then(|f| self.backoff.checked_mul(f)).unwrap_or(Duration::MAX);
+        self.settle.max(grown.min(self.backoff_max))
+    }
+
+    /// Checks the relations between keys; a message for the config error otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.unreachable_after == 0 {
+            return Err("unreachable_after must be at least 1".into());
+        }
+        if self.backoff_max < self.backoff {
+            return Err(format!(
+                "backoff_max ({}) is shorter than backoff ({})",
+                humantime::format_duration(self.backoff_max),
+                humantime::format_duration(self.backoff)
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(settle: u64, backoff: u64, max: u64) -> Policy {
+        Policy {
+            settle: Duration::from_secs(settle),
+            backoff: Duration::from_secs(backoff),
+            backoff_max: Duration::from_secs(max),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn gap_is_max_of_settle_and_capped_exponential() {
+        let pol = p(10, 60, 1800);
+        let gaps: Vec<u64> = (1..=7).map(|n| pol.gap_after_attempt(n).as_secs()).collect();
+        assert_eq!(gaps, [60, 120, 240, 480, 960, 1800, 1800]);
+        // settle dominates small backoffs
+        let pol = p(300, 60, 1800);
+        assert_eq!(pol.gap_after_attempt(1).as_secs(), 300);
+        assert_eq!(pol.gap_after_attempt(3).as_secs(), 300);
+        assert_eq!(pol.gap_after_attempt(4).as_secs(), 480);
+    }
+
+    #[test]
+    fn gap_saturates() {
+        let pol = p(0, 3600, u64::MAX / 4);
+        assert_eq!(pol.gap_after_attempt(u32::MAX), Duration::from_secs(u64::MAX / 4));
+        assert_eq!(pol.gap_after_attempt(0), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let d = Policy::default();
+        assert_eq!(d.mode, Mode::Remediate);
+        assert_eq!(d.grace, Duration::from_secs(300));
+        assert_eq!(d.settle, Duration::from_secs(300));
+        assert_eq!(d.max_attempts, 3);
+        assert_eq!(d.backoff, Duration::from_secs(60));
+        assert_eq!(d.backoff_max, Duration::from_secs(1800));
+        assert_eq!(d.unreachable_after, 3);
+        assert_eq!(d.on_diverged, OnDiverged::Alarm);
+        assert_eq!(d.renotify, Duration::from_secs(14_400));
+        assert!(d.validate().is_ok());
+    }
+
+    #[test]
+    fn deserializes_humantime_and_rejects_unknown_keys() {
+        let p: Policy = serde_json::from_str(r#"{"grace":"0s","mode":"observe","renotify":"0s"}"#).unwrap();
+        assert_eq!(p.grace, Duration::ZERO);
+        assert_eq!(p.mode, Mode::Observe);
+        assert_eq!(p.settle, Duration::from_secs(300));
+        assert!(serde_json::from_str::<Policy>(r#"{"gracee":"1s"}"#).is_err());
+        assert!(serde_json::from_str::<Policy>(r#"{"grace":"soon"}"#).is_err());
+    }
+}

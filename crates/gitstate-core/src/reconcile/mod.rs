@@ -1,0 +1,446 @@
+//! The pure decision function of the closed loop: [`reconcile()`].
+//!
+//! Given what a pass observed of one environment, what gitstate remembered of it, its
+//! [`Policy`] and the time, it decides the next [`EnvState`], the [`Phase`], the
+//! [`Action`]s (remediate, raise / repeat / resolve alarms), the audit events and when to
+//! look again. It reads no clock, does no I/O and draws no randomness, so every invariant
+//! of SPEC §7 is a test here (see `tests.rs` and the proptest properties in `props.rs`).
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::CommitId;
+use crate::event::{EventKind, Resolution};
+use crate::observation::Assessment;
+use crate::policy::{Mode, OnDiverged, Policy};
+use crate::state::{AlarmKind, EnvState, ExpectedRecord, Incident, OpenAlarm, after, elapsed};
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;
+
+/// Where an environment stands after a pass (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Every instance runs the expected commit.
+    InSync,
+    /// Not in sync and nothing to act on yet: within grace of a new expected commit, or
+    /// probes failing fewer than `unreachable_after` passes.
+    Converging,
+    /// A remediation was triggered and is settling.
+    Remediating,
+    /// Waiting for the backoff before the next attempt.
+    BackingOff,
+    /// An alarm is open.
+    Alarm,
+    /// Observe mode, drift within grace.
+    Observing,
+}
+
+impl Phase {
+    /// The name in JSON and text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::InSync => "in_sync",
+            Phase::Converging => "converging",
+            Phase::Remediating => "remediating",
+            Phase::BackingOff => "backing_off",
+            Phase::Alarm => "alarm",
+            Phase::Observing => "observing",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an alarm changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmChange {
+    /// Opened now.
+    Raised,
+    /// Still open, `renotify` has passed since the last notification.
+    Repeated,
+    /// Closed now.
+    Resolved(Resolution),
+}
+
+/// Something the pass must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Run the environment's remediator; `attempt` is 1-based within the incident.
+    Remediate {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Notify the alarm sinks.
+    Alarm {
+        /// Raised, repeated or resolved.
+        change: AlarmChange,
+        /// Which alarm.
+        kind: AlarmKind,
+        /// When the alarm was raised.
+        since: Timestamp,
+    },
+}
+
+/// Why the decision is what it is: reads well in a log line and an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Every instance reports the expected commit.
+    InSync,
+    /// Drift within grace of the expected commit's arrival.
+    WithinGrace {
+        /// When grace ends.
+        until: Timestamp,
+    },
+    /// A remediation was started and is settling.
+    Settling {
+        /// Attempts so far.
+        attempt: u32,
+        /// When the settle time ends.
+        until: Timestamp,
+    },
+    /// Waiting before the next attempt.
+    BackingOff {
+        /// Attempts so far.
+        attempt: u32,
+        /// When the next may start.
+        until: Timestamp,
+    },
+    /// A remediation is started now.
+    Remediating {
+        /// Its number.
+        attempt: u32,
+    },
+    /// Every attempt was used and the environment is still drifted.
+    AttemptsExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Observe mode: drift is reported, never remediated.
+    Observing,
+    /// A target runs a commit Git never led to; policy holds deploys back.
+    DivergedHeld,
+    /// Probes fail; the count of consecutive failing passes.
+    ProbeFailing {
+        /// Consecutive failing passes.
+        passes: u32,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Reason::InSync => f.write_str("every instance runs the expected commit"),
+            Reason::WithinGrace { until } => write!(f, "drift within grace until {until}"),
+            Reason::Settling { attempt, until } => {
+                write!(f, "remediation attempt {attempt} settling until {until}")
+            }
+            Reason::BackingOff { attempt, until } => {
+                write!(f, "after attempt {attempt}, next attempt not before {until}")
+            }
+            Reason::Remediating { attempt } => write!(f, "drift: starting remediation attempt {attempt}"),
+            Reason::AttemptsExhausted { attempts } => {
+                write!(f, "still drifted after {attempts} remediation attempt(s)")
+            }
+            Reason::Observing => f.write_str("drift observed; observe mode never remediates"),
+            Reason::DivergedHeld => f.write_str(
+                "a target runs a commit the ref never led to; not overwriting it (on_diverged = \"alarm\")",
+            ),
+            Reason::ProbeFailing { passes } => write!(f, "probes failing for {passes} consecutive pass(es)"),
+        }
+    }
+}
+
+/// What [`reconcile()`] decided for one environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The state to remember (attempts already counted for a remediation decided here).
+    pub state: EnvState,
+    /// The phase.
+    pub phase: Phase,
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// Audit events the observation itself caused (expected changed, drift detected, converged).
+    pub events: Vec<EventKind>,
+    /// Why.
+    pub reason: Reason,
+    /// When something may change without a new observation (grace, settle, backoff, renotify ends).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Decides one environment's next step. Pure: `now` is an input.
+///
+/// `expected` is the commit the ref points at on this pass, `assessment` the sum of what
+/// was observed, `prior` what the last pass left (`None` on the first pass of a new state).
+pub fn reconcile(
+    expected: &CommitId,
+    assessment: &Assessment,
+    prior: Option<&EnvState>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Decision {
+    Pass::new(expected, assessment, prior, policy, now).run()
+}
+
+struct Pass<'a> {
+    expected: &'a CommitId,
+    a: &'a Assessment,
+    policy: &'a Policy,
+    now: Timestamp,
+    s: EnvState,
+    actions: Vec<Action>,
+    events: Vec<EventKind>,
+    wake: Option<Timestamp>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        expected: &'a CommitId,
+        a: &'a Assessment,
+        prior: Option<&EnvState>,
+        policy: &'a Policy,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            expected,
+            a,
+            policy,
+            now,
+            s: prior.cloned().unwrap_or_default(),
+            actions: Vec::new(),
+            events: Vec::new(),
+            wake: None,
+        }
+    }
+
+    fn wake_at(&mut self, t: Timestamp) {
+        if t > self.now {
+            self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+        }
+    }
+
+    fn raise(&mut self, kind: AlarmKind) {
+        if self.s.alarm(kind).is_some() {
+            return;
+        }
+        self.s.alarms.push(OpenAlarm { kind, since: self.now, last_notified_at: Some(self.now) });
+        self.actions.push(Action::Alarm { change: AlarmChange::Raised, kind, since: self.now });
+    }
+
+    fn resolve(&mut self, kind: AlarmKind, why: Resolution) {
+        if let Some(i) = self.s.alarms.iter().position(|a| a.kind == kind) {
+            let alarm = self.s.alarms.remove(i);
+            self.actions.push(Action::Alarm { change: AlarmChange::Resolved(why), kind, since: alarm.since });
+        }
+    }
+
+    fn run(mut self) -> Decision {
+        self.track_expected();
+        let (phase, reason) = self.decide();
+        self.renotify();
+        self.s.phase = Some(phase);
+        Decision {
+            requeue_after: self.wake.map(|w| elapsed(self.now, w)),
+            state: self.s,
+            phase,
+            actions: self.actions,
+            events: self.events,
+            reason,
+        }
+    }
+
+    /// Invariant 5: a new expected commit ends the incident and supersedes its alarms.
+    fn track_expected(&mut self) {
+        let prior = self.s.expected.as_ref().map(|e| e.commit.clone());
+        if prior.as_ref() == Some(self.expected) {
+            return;
+        }
+        let first = prior.is_none();
+        if !first {
+            self.events.push(EventKind::ExpectedChanged { from: prior, to: self.expected.clone() });
+            self.resolve(AlarmKind::Drift, Resolution::Superseded);
+            self.resolve(AlarmKind::Diverged, Resolution::Superseded);
+            self.s.incident = None;
+        }
+        self.s.expected = Some(ExpectedRecord {
+            commit: self.expected.clone(),
+            since: self.now,
+            since_known: !first,
+            converged: false,
+        });
+    }
+
+    fn decide(&mut self) -> (Phase, Reason) {
+        let a = *self.a;
+        let policy = self.policy;
+        let now = self.now;
+
+        // Invariant 7: probe failures are counted; `unreachable_after` in a row → alarm.
+        if a.probe_failure {
+            self.s.consecutive_probe_failures = self.s.consecutive_probe_failures.saturating_add(1);
+            if self.s.consecutive_probe_failures >= policy.unreachable_after.max(1) {
+                self.raise(AlarmKind::Unreachable);
+            }
+        } else {
+            self.s.consecutive_probe_failures = 0;
+            self.resolve(AlarmKind::Unreachable, Resolution::Cleared);
+        }
+
+        if a.in_sync {
+            return self.in_sync();
+        }
+
+        let incident = match self.s.incident.clone() {
+            Some(inc) => inc,
+            None => {
+                let inc = Incident { since: now, attempts: 0, last_attempt_at: None, next_attempt_at: None };
+                self.s.incident = Some(inc.clone());
+                self.events
+                    .push(EventKind::DriftDetected { expected: self.expected.clone(), status: a.worst });
+                inc
+            }
+        };
+
+        let since = self.s.expected.as_ref().map_or(now, |e| e.since);
+        let grace_end = after(since, policy.grace);
+        let grace_over = now >= grace_end;
+
+        // Invariant 6: diverged under on_diverged = "alarm" blocks remediation of the whole
+        // environment and raises its own alarm after grace.
+        let held = a.diverged && policy.on_diverged == OnDiverged::Alarm;
+        // Like the drift alarm, it belongs to the incident: resolved when the environment
+        // converges or the expected commit moves, so it never flaps within an incident.
+        if held && grace_over {
+            self.raise(AlarmKind::Diverged);
+        }
+        let drift = a.remediable || (a.diverged && policy.on_diverged == OnDiverged::Remediate);
+
+        let (phase, reason) = if held {
+            if grace_over {
+                (Phase::Alarm, Reason::DivergedHeld)
+            } else {
+                self.wake_at(grace_end);
+                (Phase::Converging, Reason::WithinGrace { until: grace_end })
+            }
+        } else if drift && !grace_over {
+            // Invariant 2: within grace, no remediation and no alarm.
+            self.wake_at(grace_end);
+            let phase = if policy.mode == Mode::Observe { Phase::Observing } else { Phase::Converging };
+            (phase, Reason::WithinGrace { until: grace_end })
+        } else if drift && policy.mode == Mode::Observe {
+            // Invariant 8: observe mode alarms after grace, never remediates.
+            self.raise(AlarmKind::Drift);
+            (Phase::Alarm, Reason::Observing)
+        } else if drift {
+            self.remediate_or_alarm(incident)
+        } else {
+            (Phase::Converging, Reason::ProbeFailing { passes: self.s.consecutive_probe_failures })
+        };
+
+        if !self.s.alarms.is_empty() {
+            return (Phase::Alarm, reason);
+        }
+        (phase, reason)
+    }
+
+    /// Invariants 3 and 4: bounded attempts spaced by the backoff rule, then one alarm.
+    fn remediate_or_alarm(&mut self, inc: Incident) -> (Phase, Reason) {
+        let policy = self.policy;
+        let now = self.now;
+        let settle_end = inc.last_attempt_at.map(|t| after(t, policy.settle));
+
+        if inc.attempts < policy.max_attempts {
+            let due = inc.next_attempt_at.is_none_or(|t| now >= t);
+            if due {
+                let attempt = inc.attempts + 1;
+                let next = after(now, policy.gap_after_attempt(attempt));
+                self.s.incident = Some(Incident {
+                    attempts: attempt,
+                    last_attempt_at: Some(now),
+                    next_attempt_at: Some(next),
+                    ..inc
+                });
+                self.actions.push(Action::Remediate { attempt });
+                self.wake_at(after(now, policy.settle).min(next));
+                return (Phase::Remediating, Reason::Remediating { attempt });
+            }
+            let next = inc.next_attempt_at.unwrap_or(now);
+            self.wake_at(next);
+            if let Some(end) = settle_end.filter(|end| now < *end) {
+                self.wake_at(end);
+                return (Phase::Remediating, Reason::Settling { attempt: inc.attempts, until: end });
+            }
+            return (Phase::BackingOff, Reason::BackingOff { attempt: inc.attempts, until: next });
+        }
+
+        match settle_end {
+            Some(end) if now < end => {
+                self.wake_at(end);
+                (Phase::Remediating, Reason::Settling { attempt: inc.attempts, until: end })
+            }
+            _ => {
+                self.raise(AlarmKind::Drift);
+                (Phase::Alarm, Reason::AttemptsExhausted { attempts: inc.attempts })
+            }
+        }
+    }
+
+    /// Invariant 1: resolve, record the lag once per expected commit, no action.
+    fn in_sync(&mut self) -> (Phase, Reason) {
+        self.resolve(AlarmKind::Drift, Resolution::Converged);
+        self.resolve(AlarmKind::Diverged, Resolution::Converged);
+        self.s.incident = None;
+        self.s.last_in_sync_at = Some(self.now);
+        if let Some(rec) = self.s.expected.as_mut().filter(|r| !r.converged) {
+            rec.converged = true;
+            if rec.since_known {
+                let lag = elapsed(rec.since, self.now).as_secs_f64();
+                self.s.last_convergence_lag_s = Some(lag);
+                self.events.push(EventKind::Converged { expected: self.expected.clone(), lag_s: lag });
+            }
+        }
+        (Phase::InSync, Reason::InSync)
+    }
+
+    /// Invariant 4: an open alarm is re-notified at most every `renotify` (never when zero).
+    fn renotify(&mut self) {
+        let every = self.policy.renotify;
+        if every.is_zero() {
+            return;
+        }
+        let now = self.now;
+        let mut wake = Vec::new();
+        for alarm in &mut self.s.alarms {
+            if alarm.since == now {
+                wake.push(after(now, every));
+                continue;
+            }
+            let due = alarm.last_notified_at.map_or(now, |t| after(t, every));
+            if now >= due {
+                alarm.last_notified_at = Some(now);
+                self.actions.push(Action::Alarm {
+                    change: AlarmChange::Repeated,
+                    kind: alarm.kind,
+                    since: alarm.since,
+                });
+                wake.push(after(now, every));
+            } else {
+                wake.push(due);
+            }
+        }
+        for w in wake {
+            self.wake_at(w);
+        }
+    }
+}

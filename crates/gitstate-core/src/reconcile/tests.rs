@@ -1,0 +1,301 @@
+//! Table tests: one block per invariant of SPEC §7.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::observation::Status;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn commit(c: char) -> CommitId {
+    CommitId::parse(&c.to_string().repeat(40)).unwrap()
+}
+
+fn policy() -> Policy {
+    Policy {
+        grace: Duration::from_secs(60),
+        settle: Duration::from_secs(30),
+        max_attempts: 3,
+        backoff: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(600),
+        unreachable_after: 3,
+        renotify: Duration::from_secs(3600),
+        ..Policy::default()
+    }
+}
+
+fn of(statuses: &[Status]) -> Assessment {
+    Assessment::of_statuses(statuses.iter().copied())
+}
+
+const SYNC: &[Status] = &[Status::InSync, Status::InSync];
+const BEHIND: &[Status] = &[Status::InSync, Status::Behind];
+const DIVERGED: &[Status] = &[Status::Diverged];
+const DOWN: &[Status] = &[Status::Unreachable];
+
+/// Runs a script of `(second, expected, statuses)` passes and returns every decision.
+fn run(policy: &Policy, script: &[(i64, char, &[Status])]) -> Vec<Decision> {
+    let mut state: Option<EnvState> = None;
+    let mut out = Vec::new();
+    for &(t, c, st) in script {
+        let d = reconcile(&commit(c), &of(st), state.as_ref(), policy, at(t));
+        state = Some(d.state.clone());
+        out.push(d);
+    }
+    out
+}
+
+fn remediations(ds: &[Decision]) -> Vec<u32> {
+    ds.iter()
+        .flat_map(|d| &d.actions)
+        .filter_map(|a| match a {
+            Action::Remediate { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alarms(d: &Decision) -> Vec<(AlarmChange, AlarmKind)> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Alarm { change, kind, .. } => Some((*change, *kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lags(ds: &[Decision]) -> Vec<f64> {
+    ds.iter()
+        .flat_map(|d| &d.events)
+        .filter_map(|e| match e {
+            EventKind::Converged { lag_s, .. } => Some(*lag_s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn inv1_in_sync_gets_nothing_and_first_pass_records_no_lag() {
+    let ds = run(&policy(), &[(0, 'a', SYNC), (10, 'a', SYNC)]);
+    for d in &ds {
+        assert_eq!(d.phase, Phase::InSync);
+        assert!(d.actions.is_empty());
+        assert_eq!(d.reason, Reason::InSync);
+    }
+    assert!(lags(&ds).is_empty(), "the first pass cannot know when the ref moved");
+    assert_eq!(ds[1].state.last_in_sync_at, Some(at(10)));
+    assert_eq!(ds[1].state.last_convergence_lag_s, None);
+}
+
+#[test]
+fn inv1_lag_is_recorded_once_per_expected_commit() {
+    let ds = run(
+        &policy(),
+        &[
+            (0, 'a', SYNC),
+            (100, 'b', BEHIND),
+            (130, 'b', BEHIND),
+            (145, 'b', SYNC),
+            (150, 'b', BEHIND),
+            (200, 'b', SYNC),
+        ],
+    );
+    assert_eq!(lags(&ds), [45.0]);
+    assert_eq!(ds[5].state.last_convergence_lag_s, Some(45.0));
+}
+
+#[test]
+fn inv1_lag_is_zero_when_already_in_sync_on_the_pass_that_saw_it() {
+    let ds = run(&policy(), &[(0, 'a', SYNC), (100, 'b', SYNC)]);
+    assert_eq!(lags(&ds), [0.0]);
+    assert!(matches!(ds[1].events[0], EventKind::ExpectedChanged { .. }));
+}
+
+#[test]
+fn inv1_open_alarm_resolved_on_first_in_sync_pass() {
+    let p = Policy { grace: Duration::ZERO, max_attempts: 0, ..policy() };
+    let ds = run(&p, &[(0, 'a', SYNC), (10, 'b', BEHIND), (20, 'b', SYNC), (30, 'b', SYNC)]);
+    assert_eq!(alarms(&ds[1]), [(AlarmChange::Raised, AlarmKind::Drift)]);
+    assert_eq!(alarms(&ds[2]), [(AlarmChange::Resolved(Resolution::Converged), AlarmKind::Drift)]);
+    assert!(ds[3].actions.is_empty());
+    assert!(ds[2].state.alarms.is_empty());
+}
+
+#[test]
+fn inv2_within_grace_drift_is_converging() {
+    let ds = run(
+        &policy(),
+        &[(0, 'a', SYNC), (100, 'b', BEHIND), (130, 'b', BEHIND), (159, 'b', BEHIND), (160, 'b', BEHIND)],
+    );
+    for d in &ds[1..4] {
+        assert_eq!(d.phase, Phase::Converging);
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(matches!(d.reason, Reason::WithinGrace { until } if until == at(160)));
+    }
+    assert_eq!(ds[2].requeue_after, Some(Duration::from_secs(30)));
+    assert_eq!(remediations(&ds[4..]), [1]);
+    assert_eq!(ds[4].phase, Phase::Remediating);
+}
+
+#[test]
+fn inv3_attempts_are_capped_and_spaced_by_the_backoff_rule() {
+    let p = Policy { grace: Duration::ZERO, ..policy() };
+    let mut script: Vec<(i64, char, &[Status])> = vec![(0, 'a', SYNC)];
+    script.extend((1..=2000).map(|t| (t, 'b', BEHIND)));
+    let ds = run(&p, &script);
+    let when: Vec<i64> = ds
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.actions.iter().any(|a| matches!(a, Action::Remediate { .. })))
+        .map(|(i, _)| script[i].0)
+        .collect();
+    // gap(1) = max(30, 60) = 60, gap(2) = 120
+    assert_eq!(when, [1, 61, 181]);
+    assert_eq!(remediations(&ds), [1, 2, 3]);
+    assert_eq!(ds[30].phase, Phase::Remediating);
+    assert_eq!(ds[45].phase, Phase::BackingOff);
+    assert!(matches!(ds[45].reason, Reason::BackingOff { attempt: 1, until } if until == at(61)));
+}
+
+#[test]
+fn inv4_one_drift_alarm_after_the_last_settle_renotified_and_resolved_once() {
+    let p = Policy { grace: Duration::ZERO, max_attempts: 1, settle: Duration::from_secs(30), ..policy() };
+    let mut script: Vec<(i64, char, &[Status])> = vec![(0, 'a', SYNC)];
+    script.extend((1..=8000).step_by(10).map(|t| (t, 'b', BEHIND)));
+    script.push((9000, 'b', SYNC));
+    script.push((9010, 'b', SYNC));
+    let ds = run(&p, &script);
+    let all: Vec<(i64, AlarmChange)> =
+        ds.iter().zip(&script).flat_map(|(d, s)| alarms(d).into_iter().map(move |(c, _)| (s.0, c))).collect();
+    assert_eq!(
+        all,
+        [
+            (31, AlarmChange::Raised),
+            (3631, AlarmChange::Repeated),
+            (7231, AlarmChange::Repeated),
+            (9000, AlarmChange::Resolved(Resolution::Converged)),
+        ]
+    );
+    assert_eq!(remediations(&ds), [1]);
+    let raised = ds.iter().position(|d| d.phase == Phase::Alarm).unwrap();
+    assert_eq!(script[raised].0, 31);
+    assert_eq!(ds[raised].reason, Reason::AttemptsExhausted { attempts: 1 });
+}
+
+#[test]
+fn inv4_renotify_zero_never_repeats() {
+    let p = Policy { grace: Duration::ZERO, max_attempts: 0, renotify: Duration::ZERO, ..policy() };
+    let mut script: Vec<(i64, char, &[Status])> = vec![(0, 'a', SYNC)];
+    script.extend((1..=100_000).step_by(1000).map(|t| (t, 'b', BEHIND)));
+    let ds = run(&p, &script);
+    let n: usize = ds.iter().map(|d| alarms(d).len()).sum();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn inv5_new_expected_commit_supersedes_the_incident() {
+    let p = Policy { grace: Duration::from_secs(10), max_attempts: 1, ..policy() };
+    let ds = run(
+        &p,
+        &[
+            (0, 'a', SYNC),
+            (100, 'b', BEHIND),
+            (110, 'b', BEHIND),
+            (200, 'b', BEHIND),
+            (300, 'c', BEHIND),
+            (305, 'c', BEHIND),
+            (310, 'c', BEHIND),
+        ],
+    );
+    assert_eq!(alarms(&ds[3]), [(AlarmChange::Raised, AlarmKind::Drift)]);
+    assert_eq!(alarms(&ds[4]), [(AlarmChange::Resolved(Resolution::Superseded), AlarmKind::Drift)]);
+    let inc = ds[4].state.incident.as_ref().unwrap();
+    assert_eq!((inc.attempts, inc.since), (0, at(300)));
+    assert_eq!(ds[4].phase, Phase::Converging, "fresh grace");
+    assert!(ds[5].actions.is_empty());
+    assert_eq!(remediations(&ds[6..]), [1], "zero attempts in the new incident");
+}
+
+#[test]
+fn inv6_diverged_raises_its_alarm_after_grace_and_is_never_redeployed() {
+    let p = Policy { grace: Duration::from_secs(10), ..policy() };
+    let mixed: &[Status] = &[Status::Behind, Status::Diverged];
+    let unknown: &[Status] = &[Status::UnknownCommit];
+    let mut script: Vec<(i64, char, &[Status])> = vec![(0, 'a', SYNC), (100, 'b', DIVERGED)];
+    script.extend((101..3000).step_by(7).map(|t| (t, 'b', if t % 2 == 0 { mixed } else { unknown })));
+    let ds = run(&p, &script);
+    assert!(remediations(&ds).is_empty());
+    assert_eq!(ds[1].phase, Phase::Converging);
+    let raised: Vec<_> = ds.iter().flat_map(alarms).collect();
+    assert_eq!(raised, [(AlarmChange::Raised, AlarmKind::Diverged)]);
+    assert_eq!(ds.last().unwrap().phase, Phase::Alarm);
+    assert_eq!(ds.last().unwrap().reason, Reason::DivergedHeld);
+
+    let p = Policy { on_diverged: OnDiverged::Remediate, grace: Duration::ZERO, ..policy() };
+    let ds = run(&p, &[(0, 'a', SYNC), (1, 'b', DIVERGED)]);
+    assert_eq!(remediations(&ds), [1]);
+}
+
+#[test]
+fn inv7_probe_failures_never_sync_never_remediate_and_alarm_after_n_passes() {
+    let p = Policy { grace: Duration::ZERO, ..policy() };
+    let ds = run(
+        &p,
+        &[
+            (0, 'a', DOWN),
+            (10, 'a', DOWN),
+            (20, 'a', DOWN),
+            (30, 'a', DOWN),
+            (40, 'a', SYNC),
+            (50, 'a', SYNC),
+        ],
+    );
+    assert!(remediations(&ds).is_empty());
+    assert!(ds[..4].iter().all(|d| d.phase != Phase::InSync));
+    assert_eq!(ds[1].phase, Phase::Converging);
+    assert_eq!(ds[1].reason, Reason::ProbeFailing { passes: 2 });
+    assert!(alarms(&ds[1]).is_empty());
+    assert_eq!(alarms(&ds[2]), [(AlarmChange::Raised, AlarmKind::Unreachable)]);
+    assert!(alarms(&ds[3]).is_empty());
+    assert_eq!(alarms(&ds[4]), [(AlarmChange::Resolved(Resolution::Cleared), AlarmKind::Unreachable)]);
+    assert!(alarms(&ds[5]).is_empty());
+    for bad in [Status::Invalid, Status::Missing] {
+        let ds = run(&p, &[(0, 'a', &[Status::InSync, bad])]);
+        assert_ne!(ds[0].phase, Phase::InSync);
+    }
+}
+
+#[test]
+fn inv8_observe_mode_never_remediates() {
+    let p = Policy { mode: Mode::Observe, grace: Duration::from_secs(60), ..policy() };
+    let ds = run(
+        &p,
+        &[(0, 'a', SYNC), (10, 'b', BEHIND), (50, 'b', BEHIND), (80, 'b', BEHIND), (5000, 'b', BEHIND)],
+    );
+    assert!(remediations(&ds).is_empty());
+    assert_eq!(ds[1].phase, Phase::Observing);
+    assert_eq!(ds[3].phase, Phase::Alarm);
+    assert_eq!(alarms(&ds[3]), [(AlarmChange::Raised, AlarmKind::Drift)]);
+    assert_eq!(alarms(&ds[4]), [(AlarmChange::Repeated, AlarmKind::Drift)]);
+}
+
+#[test]
+fn inv9_deterministic_and_clock_free() {
+    let p = policy();
+    let prior = run(&p, &[(0, 'a', SYNC), (10, 'b', BEHIND)]).pop().unwrap().state;
+    let one = reconcile(&commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
+    let two = reconcile(&commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
+    assert_eq!(one, two);
+}
+
+#[test]
+fn reasons_read_well() {
+    let r = Reason::AttemptsExhausted { attempts: 3 }.to_string();
+    assert_eq!(r, "still drifted after 3 remediation attempt(s)");
+    assert!(Reason::WithinGrace { until: at(0) }.to_string().starts_with("drift within grace until 2027-"));
+}

@@ -1,0 +1,83 @@
+//! The report of a pass: the stable JSON of `check` and `reconcile` (`-o json`, schema 1,
+//! SPEC §6). Entry type: [`Report`].
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::CommitId;
+use crate::name::EnvName;
+use crate::observation::TargetObservation;
+use crate::reconcile::Phase;
+use crate::state::AlarmKind;
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Format version: 1.
+    pub schema: u32,
+    /// When the pass started.
+    pub checked_at: Timestamp,
+    /// Every environment is in sync.
+    pub in_sync: bool,
+    /// Per environment, in the order given.
+    pub environments: Vec<EnvironmentReport>,
+}
+
+impl Report {
+    /// Some environment could not be checked at all (its ref did not resolve): exit code 2.
+    pub fn has_errors(&self) -> bool {
+        self.environments.iter().any(|e| e.error.is_some())
+    }
+}
+
+/// One environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentReport {
+    /// Its name.
+    pub name: EnvName,
+    /// Its ref.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The expected commit, when the ref resolved.
+    pub expected: Option<CommitId>,
+    /// Every instance of every target is in sync.
+    pub in_sync: bool,
+    /// Why the environment could not be checked.
+    pub error: Option<String>,
+    /// The phase (`reconcile` only).
+    pub phase: Option<Phase>,
+    /// What the pass did (`reconcile` only).
+    pub actions: Vec<ActionReport>,
+    /// Per target.
+    pub targets: Vec<TargetObservation>,
+}
+
+/// An action in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionReport {
+    /// A remediation.
+    Remediate {
+        /// 1-based attempt.
+        attempt: u32,
+        /// Triggered; `null` in a dry run.
+        ok: Option<bool>,
+        /// What happened.
+        detail: String,
+    },
+    /// An alarm opened.
+    AlarmRaised {
+        /// Which.
+        alarm: AlarmKind,
+    },
+    /// An alarm closed.
+    AlarmResolved {
+        /// Which.
+        alarm: AlarmKind,
+    },
+    /// An open alarm re-notified.
+    AlarmRepeated {
+        /// Which.
+        alarm: AlarmKind,
+    },
+}

@@ -1,0 +1,365 @@
+//! The pass engine end to end over a real repository, with probes, a remediator, a sink
+//! and a journal written as a downstream team would write them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::executor::block_on;
+use gitstate_core::git::GitSource;
+use gitstate_core::*;
+use jiff::Timestamp;
+use support::Repo;
+
+/// Reports fixed answers per instance; yields a few times to overlap with other probes.
+struct Scripted {
+    answers: Mutex<Vec<(String, Result<String, ProbeFailure>)>>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+struct YieldTimes(u32);
+impl Future for YieldTimes {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[async_trait]
+impl ActualStateProbe for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        YieldTimes(5).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let answers = self.answers.lock().unwrap().clone();
+        Ok(answers
+            .into_iter()
+            .map(|(instance, r)| Reading {
+                instance,
+                result: r.and_then(|s| {
+                    ReportedCommit::parse(&s).map_err(|e| ProbeFailure::invalid(e.to_string()))
+                }),
+                elapsed: Duration::from_millis(3),
+            })
+            .collect())
+    }
+}
+
+fn scripted(answers: Vec<(&str, Result<String, ProbeFailure>)>) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        answers: Mutex::new(answers.into_iter().map(|(i, r)| (i.to_owned(), r)).collect()),
+        in_flight: Arc::default(),
+        peak: Arc::default(),
+    })
+}
+
+/// Records calls; each call checks that the journal already holds the attempt.
+struct Deploy {
+    calls: Mutex<Vec<RemediationRequest>>,
+    ok: bool,
+    journal: Arc<Memory>,
+}
+
+#[async_trait]
+impl Remediator for Deploy {
+    fn name(&self) -> &str {
+        "deploy"
+    }
+    async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
+        let persisted =
+            self.journal.states.lock().unwrap().get(&req.environment).and_then(|s| s.incident.clone());
+        assert_eq!(
+            persisted.map(|i| i.attempts),
+            Some(req.attempt),
+            "state persisted before the remediation"
+        );
+        self.calls.lock().unwrap().push(req.clone());
+        RemediationOutcome {
+            ok: self.ok,
+            detail: if self.ok { "triggered".into() } else { "exit 1".into() },
+            exit_code: Some(if self.ok { 0 } else { 1 }),
+            output_tail: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    states: Mutex<BTreeMap<EnvName, EnvState>>,
+    events: Mutex<Vec<Event>>,
+}
+
+#[async_trait]
+impl Journal for Memory {
+    async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
+        let mut m = self.states.lock().unwrap();
+        for (n, s) in states {
+            m.insert(n.clone(), s.clone());
+        }
+        Ok(())
+    }
+    async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
+        self.events.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+struct Sink {
+    fail: std::sync::atomic::AtomicBool,
+    got: Mutex<Vec<AlarmNotification>>,
+}
+
+#[async_trait]
+impl AlarmSink for Sink {
+    fn name(&self) -> &str {
+        "test-sink"
+    }
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(SinkError { sink: "test-sink".into(), message: "503".into() });
+        }
+        self.got.lock().unwrap().push(n.clone());
+        Ok(())
+    }
+}
+
+fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn env(
+    name: &str,
+    targets: Vec<TargetSpec>,
+    remediator: Option<Arc<dyn Remediator>>,
+    policy: Policy,
+) -> EnvironmentSpec {
+    EnvironmentSpec {
+        name: EnvName::new(name).unwrap(),
+        reference: format!("environments/{name}"),
+        targets,
+        remediator,
+        policy,
+    }
+}
+
+#[test]
+fn check_classifies_every_instance_against_history() {
+    let r = Repo::new();
+    let c = r.commits(5, "c");
+    r.git(&["checkout", "-q", "-b", "hotfix", &c[2]]);
+    let h = r.commits(1, "hotfix");
+    r.update_ref("refs/heads/environments/production", &c[4]);
+    let src = Arc::new(GitSource::local(r.path()).unwrap());
+    let probe = scripted(vec![
+        ("eu", Ok(c[4].clone())),
+        ("us", Ok(c[1][..7].to_owned())),
+        ("ap", Ok(h[0].clone())),
+        ("sa", Ok("f".repeat(40))),
+        ("af", Err(ProbeFailure::unreachable("connection refused"))),
+    ]);
+    let e = env("production", vec![TargetSpec { name: "web".into(), probe }], None, Policy::default());
+    let engine = Engine::new(src);
+    let out = block_on(engine.run_pass(&[e], &BTreeMap::new(), PassMode::Check, at(0)));
+    let rep = &out.report.environments[0];
+    assert_eq!(rep.expected.as_ref().unwrap().as_str(), c[4]);
+    assert_eq!(rep.reference, "refs/heads/environments/production");
+    assert!(!rep.in_sync && !out.report.in_sync);
+    assert_eq!(rep.phase, None);
+    assert!(rep.actions.is_empty() && out.states.is_empty());
+    let t = &rep.targets[0];
+    assert_eq!(t.status, Status::Unreachable);
+    let row = |id: &str| t.instances.iter().find(|i| i.id == id).unwrap().clone();
+    assert_eq!(row("eu").status, Status::InSync);
+    assert_eq!((row("us").status, row("us").commits_behind), (Status::Behind, Some(3)));
+    assert_eq!(row("us").actual.as_deref(), Some(&c[1][..7]));
+    assert_eq!((row("ap").commits_behind, row("ap").commits_ahead), (Some(2), Some(1)));
+    assert_eq!(row("ap").status, Status::Diverged);
+    assert_eq!(row("sa").status, Status::UnknownCommit);
+    assert_eq!(row("af").error.as_deref(), Some("connection refused"));
+    assert_eq!(row("af").elapsed_ms, 3);
+
+    let json = serde_json::to_value(&out.report).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["environments"][0]["ref"], "refs/heads/environments/production");
+    assert_eq!(json["environments"][0]["targets"][0]["kind"], "scripted");
+}
+
+#[test]
+fn missing_ref_is_an_environment_error() {
+    let r = Repo::new();
+    r.commits(1, "c");
+    let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
+    let e = env("ghost", vec![], None, Policy::default());
+    let out = block_on(engine.run_pass(&[e], &BTreeMap::new(), PassMode::Check, at(0)));
+    assert!(out.report.has_errors());
+    let err = out.report.environments[0].error.clone().unwrap();
+    assert!(err.contains("ghost") && err.contains("environments/ghost"), "{err}");
+}
+
+#[test]
+fn probes_run_concurrently_up_to_the_limit() {
+    let r = Repo::new();
+    let c = r.commits(1, "c");
+    r.update_ref("refs/heads/environments/a", &c[0]);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let targets: Vec<TargetSpec> = (0..40)
+        .map(|i| TargetSpec {
+            name: format!("t{i}"),
+            probe: Arc::new(Scripted {
+                answers: Mutex::new(vec![("x".into(), Ok(c[0].clone()))]),
+                in_flight: in_flight.clone(),
+                peak: peak.clone(),
+            }),
+        })
+        .collect();
+    let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap())).with_concurrency(7);
+    let out = block_on(engine.run_pass(
+        &[env("a", targets, None, Policy::default())],
+        &BTreeMap::new(),
+        PassMode::Check,
+        at(0),
+    ));
+    assert!(out.report.in_sync);
+    assert_eq!(peak.load(Ordering::SeqCst), 7);
+}
+
+#[test]
+fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    r.update_ref("refs/heads/environments/production", &c[1]);
+    let src = Arc::new(GitSource::local(r.path()).unwrap());
+    let journal = Arc::new(Memory::default());
+    let deploy = Arc::new(Deploy { calls: Mutex::default(), ok: false, journal: journal.clone() });
+    let sink = Arc::new(Sink { fail: false.into(), got: Mutex::default() });
+    let probe = scripted(vec![("eu", Ok(c[1].clone()))]);
+    let policy = Policy {
+        grace: Duration::ZERO,
+        settle: Duration::from_secs(10),
+        backoff: Duration::from_secs(10),
+        max_attempts: 2,
+        ..Policy::default()
+    };
+    let e = env(
+        "production",
+        vec![TargetSpec { name: "web".into(), probe: probe.clone() }],
+        Some(deploy.clone()),
+        policy,
+    );
+    let engine = Engine::new(src).with_journal(journal.clone()).with_sink(sink.clone());
+    let state = std::cell::RefCell::new(BTreeMap::new());
+    let pass = |t: i64, dry: bool| {
+        let prior = state.borrow().clone();
+        let out = block_on(engine.run_pass(
+            std::slice::from_ref(&e),
+            &prior,
+            PassMode::Reconcile { dry_run: dry },
+            at(t),
+        ));
+        if !dry {
+            state.borrow_mut().extend(out.states.clone());
+        }
+        out
+    };
+
+    let first = pass(0, false);
+    assert_eq!(first.report.environments[0].phase, Some(Phase::InSync));
+    // The ref moves; the target stays behind.
+    r.update_ref("refs/heads/environments/production", &c[2]);
+
+    let dry = pass(5, true);
+    assert_eq!(
+        dry.report.environments[0].actions,
+        [ActionReport::Remediate { attempt: 1, ok: None, detail: "dry run: not started".into() }]
+    );
+    assert!(deploy.calls.lock().unwrap().is_empty(), "a dry run runs nothing");
+    assert!(
+        journal.events.lock().unwrap().is_empty(),
+        "a dry run records nothing (and the first pass had no event)"
+    );
+    assert!(journal.states.lock().unwrap().is_empty(), "a dry run persists nothing");
+
+    let p1 = pass(10, false);
+    assert_eq!(
+        p1.report.environments[0].actions,
+        [ActionReport::Remediate { attempt: 1, ok: Some(false), detail: "exit 1".into() }]
+    );
+    let req = deploy.calls.lock().unwrap()[0].clone();
+    assert_eq!((req.attempt, req.expected.as_str()), (1, c[2].as_str()));
+    assert_eq!(req.drifted, [("web".to_owned(), "eu".to_owned())]);
+    assert_eq!(req.reference, "refs/heads/environments/production");
+    let kinds: Vec<String> = journal
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["expected_changed", "drift_detected", "remediation_started", "remediation_finished"]);
+
+    pass(15, false); // settling
+    let p2 = pass(21, false);
+    assert!(matches!(p2.report.environments[0].actions[..], [ActionReport::Remediate { attempt: 2, .. }]));
+    let p3 = pass(40, false);
+    assert_eq!(p3.report.environments[0].actions, [ActionReport::AlarmRaised { alarm: AlarmKind::Drift }]);
+    assert_eq!(p3.report.environments[0].phase, Some(Phase::Alarm));
+    assert_eq!(deploy.calls.lock().unwrap().len(), 2, "failed attempts count");
+
+    // The sink fails: the next notification is kept and retried.
+    sink.fail.store(true, Ordering::SeqCst);
+    *probe.answers.lock().unwrap() = vec![("eu".into(), Ok(c[2].clone()))];
+    let p4 = pass(50, false);
+    assert_eq!(p4.report.environments[0].actions, [ActionReport::AlarmResolved { alarm: AlarmKind::Drift }]);
+    let undelivered = state.borrow()[&EnvName::new("production").unwrap()].undelivered.clone();
+    assert_eq!(undelivered.len(), 1);
+    assert_eq!(undelivered[0].notification.event, AlarmEvent::AlarmResolved);
+    assert!(p4.events.iter().any(|e| matches!(e.kind, EventKind::NotificationFailed { .. })));
+    assert!(
+        p4.events.iter().any(|e| matches!(e.kind, EventKind::Converged { lag_s, .. } if lag_s == 40.0)),
+        "first seen by the non-dry pass at t=10"
+    );
+
+    sink.fail.store(false, Ordering::SeqCst);
+    pass(60, false);
+    let got: Vec<AlarmEvent> = sink.got.lock().unwrap().iter().map(|n| n.event).collect();
+    assert_eq!(got, [AlarmEvent::AlarmRaised, AlarmEvent::AlarmResolved]);
+    assert!(state.borrow()[&EnvName::new("production").unwrap()].undelivered.is_empty());
+    let resolved = sink.got.lock().unwrap()[1].clone();
+    assert_eq!(resolved.ended_at, Some(at(50)));
+    assert_eq!(resolved.expected_sha.as_str(), c[2]);
+}
+
+#[test]
+fn environments_without_a_remediator_are_observed() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    r.update_ref("refs/heads/environments/qa", &c[1]);
+    let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
+    let probe = scripted(vec![("x", Ok(c[0].clone()))]);
+    let e = env(
+        "qa",
+        vec![TargetSpec { name: "web".into(), probe }],
+        None,
+        Policy { grace: Duration::ZERO, ..Policy::default() },
+    );
+    let out =
+        block_on(engine.run_pass(&[e], &BTreeMap::new(), PassMode::Reconcile { dry_run: false }, at(0)));
+    assert_eq!(out.report.environments[0].actions, [ActionReport::AlarmRaised { alarm: AlarmKind::Drift }]);
+}

@@ -1,0 +1,270 @@
+//! Git as the expected state, against real local repositories built with git.
+
+mod support;
+
+use gitstate_core::git::{GitSource, LocalRepo};
+use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
+use support::Repo;
+
+fn rc(s: &str) -> ReportedCommit {
+    ReportedCommit::parse(s).unwrap()
+}
+
+fn cid(s: &str) -> CommitId {
+    CommitId::parse(s).unwrap()
+}
+
+fn relate(repo: &LocalRepo, expected: &str, reported: &str) -> Relation {
+    repo.relate(&cid(expected), &[rc(reported)]).unwrap()[0]
+}
+
+fn resolve(repo: &LocalRepo, name: &str) -> Result<(String, String), ExpectedError> {
+    repo.resolve(&[name.to_owned()]).pop().unwrap().map(|e| (e.reference, e.commit.to_string()))
+}
+
+#[test]
+fn linear_history_behind_ahead_and_abbreviations() {
+    let r = Repo::new();
+    let c = r.commits(6, "c");
+    r.update_ref("refs/heads/environments/production", &c[5]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+
+    let (name, id) = resolve(&repo, "refs/heads/environments/production").unwrap();
+    assert_eq!((name.as_str(), id.as_str()), ("refs/heads/environments/production", c[5].as_str()));
+    // Short names resolve like git.
+    assert_eq!(resolve(&repo, "environments/production").unwrap().1, c[5]);
+
+    assert_eq!(relate(&repo, &c[5], &c[5]), Relation::InSync);
+    assert_eq!(relate(&repo, &c[5], &c[5][..7]), Relation::InSync);
+    assert_eq!(relate(&repo, &c[5], &c[2]), Relation::Behind(3));
+    assert_eq!(relate(&repo, &c[5], &c[2][..9].to_uppercase()), Relation::Behind(3));
+    assert_eq!(relate(&repo, &c[2], &c[5]), Relation::Ahead(3));
+    assert_eq!(relate(&repo, &c[5], &c[0]), Relation::Behind(r.count(&c[0], &c[5])));
+}
+
+#[test]
+fn merges_count_like_rev_list() {
+    let r = Repo::new();
+    let base = r.commits(3, "base");
+    r.git(&["checkout", "-q", "-b", "feature"]);
+    let feat = r.commits(4, "feature");
+    r.git(&["checkout", "-q", "main"]);
+    let main = r.commits(2, "main");
+    r.git(&["merge", "-q", "--no-ff", "-m", "merge feature", "feature"]);
+    let merged = r.git(&["rev-parse", "HEAD"]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+
+    for old in [&base[1], &feat[1], &feat[3], &main[0]] {
+        assert_eq!(relate(&repo, &merged, old), Relation::Behind(r.count(old, &merged)), "from {old}");
+    }
+    assert_eq!(relate(&repo, &base[0], &merged), Relation::Ahead(r.count(&base[0], &merged)));
+    // A side branch against the other side: diverged, counts from the merge base.
+    assert_eq!(
+        relate(&repo, &main[1], &feat[3]),
+        Relation::Diverged { behind: r.count(&feat[3], &main[1]), ahead: r.count(&main[1], &feat[3]) }
+    );
+}
+
+#[test]
+fn out_of_band_hotfix_is_diverged_with_both_counts() {
+    let r = Repo::new();
+    let c = r.commits(4, "c");
+    r.git(&["checkout", "-q", "-b", "hotfix", &c[1]]);
+    let h = r.commits(2, "hotfix");
+    r.git(&["checkout", "-q", "main"]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(relate(&repo, &c[3], &h[1]), Relation::Diverged { behind: 2, ahead: 2 });
+    assert_eq!(relate(&repo, &c[3], &h[1][..7]), Relation::Diverged { behind: 2, ahead: 2 });
+}
+
+#[test]
+fn unrelated_histories_are_diverged_and_strangers_unknown() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    r.git(&["checkout", "-q", "--orphan", "other"]);
+    let o = r.commits(3, "orphan");
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(relate(&repo, &c[1], &o[2]), Relation::Diverged { behind: 2, ahead: 3 });
+
+    assert_eq!(relate(&repo, &c[1], &"ab".repeat(20)), Relation::UnknownCommit);
+    assert_eq!(relate(&repo, &c[1], "abcdef0"), Relation::UnknownCommit);
+    // A blob is not a commit.
+    let blob = support::git_cmd(r.path())
+        .args(["hash-object", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(b"not a commit\n")?;
+            ch.wait_with_output()
+        })
+        .unwrap();
+    let blob = String::from_utf8(blob.stdout).unwrap().trim().to_owned();
+    assert_eq!(relate(&repo, &c[1], &blob), Relation::UnknownCommit);
+}
+
+#[test]
+fn ambiguous_abbreviation_is_unknown_commit() {
+    let r = Repo::new();
+    let c = r.commits(1, "c");
+    // Write enough blobs that two share their first 7 hex digits (birthday bound of 2^28).
+    let mut script = Vec::new();
+    for i in 0..60_000u32 {
+        let data = format!("blob {i}\n");
+        script.extend_from_slice(format!("blob\ndata {}\n{data}\n", data.len()).as_bytes());
+    }
+    let mut fi = support::git_cmd(r.path())
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        fi.stdin.take().unwrap().write_all(&script).unwrap();
+    }
+    assert!(fi.wait().unwrap().success());
+    let all = r.git(&["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"]);
+    let mut ids: Vec<&str> = all.lines().collect();
+    ids.sort();
+    let dup =
+        ids.windows(2).find(|w| w[0][..7] == w[1][..7]).expect("a 7-digit collision among 60,000 objects");
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(relate(&repo, &c[0], &dup[0][..7]), Relation::UnknownCommit);
+    // The full ids are found (and are blobs, so still not commits).
+    assert_eq!(relate(&repo, &c[0], dup[0]), Relation::UnknownCommit);
+}
+
+#[test]
+fn annotated_tags_are_peeled() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    r.git(&["tag", "-a", "-m", "release", "v1.0", &c[1]]);
+    let tag_object = r.git(&["rev-parse", "v1.0"]);
+    assert_ne!(tag_object, c[1]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(resolve(&repo, "v1.0").unwrap(), ("refs/tags/v1.0".to_owned(), c[1].clone()));
+    assert_eq!(resolve(&repo, "refs/tags/v1.0").unwrap().1, c[1]);
+    // A target reporting the tag object's id runs the tagged commit.
+    assert_eq!(relate(&repo, &c[2], &tag_object), Relation::Behind(1));
+}
+
+#[test]
+fn refs_moved_by_another_process_are_seen_loose_and_packed() {
+    let r = Repo::new();
+    let c = r.commits(4, "c");
+    let env = "refs/heads/environments/staging";
+    r.update_ref(env, &c[0]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(resolve(&repo, env).unwrap().1, c[0]);
+
+    r.update_ref(env, &c[1]);
+    assert_eq!(resolve(&repo, env).unwrap().1, c[1], "loose ref moved");
+
+    r.git(&["pack-refs", "--all"]);
+    assert!(!r.path().join(".git/refs/heads/environments/staging").exists());
+    assert_eq!(resolve(&repo, env).unwrap().1, c[1], "after pack-refs");
+
+    r.update_ref(env, &c[2]);
+    assert_eq!(resolve(&repo, env).unwrap().1, c[2], "loose ref shadows the packed one");
+
+    r.git(&["pack-refs", "--all"]);
+    r.update_ref(env, &c[3]);
+    r.git(&["pack-refs", "--all"]);
+    assert_eq!(resolve(&repo, env).unwrap().1, c[3], "packed-refs rewritten");
+
+    // New commits written after opening are found too.
+    let fresh = r.commit("later");
+    assert_eq!(relate(&repo, &fresh, &c[3]), Relation::Behind(1));
+}
+
+#[test]
+fn bare_repositories_and_listing_under_a_prefix() {
+    let work = Repo::new();
+    let c = work.commits(3, "c");
+    work.update_ref("refs/heads/environments/production", &c[2]);
+    work.update_ref("refs/heads/environments/staging", &c[1]);
+    work.update_ref("refs/heads/environments/eu/west", &c[0]);
+    work.update_ref("refs/heads/other", &c[0]);
+    work.git(&["tag", "-a", "-m", "t", "env-tag", &c[1]]);
+    let bare = Repo::new_bare();
+    work.git(&[
+        "push",
+        "-q",
+        &bare.path().display().to_string(),
+        "refs/heads/*:refs/heads/*",
+        "refs/tags/*:refs/tags/*",
+    ]);
+    bare.git(&["pack-refs", "--all"]);
+
+    let repo = LocalRepo::open(bare.path()).unwrap();
+    let listed: Vec<(String, String)> = repo
+        .list("refs/heads/environments/")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reference, e.commit.to_string()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("refs/heads/environments/eu/west".to_owned(), c[0].clone()),
+            ("refs/heads/environments/production".to_owned(), c[2].clone()),
+            ("refs/heads/environments/staging".to_owned(), c[1].clone()),
+        ]
+    );
+    // Annotated tags listed under a prefix are peeled to their commits.
+    let tags = repo.list("refs/tags/").unwrap();
+    assert_eq!(tags.len(), 1);
+    assert_eq!((tags[0].reference.as_str(), tags[0].commit.as_str()), ("refs/tags/env-tag", c[1].as_str()));
+    assert_eq!(resolve(&repo, "environments/staging").unwrap().1, c[1]);
+}
+
+#[test]
+fn missing_and_malformed_refs_are_typed_errors() {
+    let r = Repo::new();
+    r.commits(1, "c");
+    let repo = LocalRepo::open(r.path()).unwrap();
+    let err = resolve(&repo, "refs/heads/environments/nope").unwrap_err();
+    assert!(matches!(err, ExpectedError::RefNotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("refs/heads/environments/nope"));
+    for bad in ["a..b", "refs/heads/x y", "refs/heads/x~1", ""] {
+        assert!(
+            matches!(
+                resolve(&repo, bad),
+                Err(ExpectedError::BadRefName(_)) | Err(ExpectedError::RefNotFound { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let e = LocalRepo::open("/nonexistent/repository").unwrap_err();
+    assert!(matches!(e, ExpectedError::Open { .. }));
+    assert!(e.to_string().contains("/nonexistent/repository"));
+}
+
+#[test]
+fn commit_graph_gives_the_same_counts() {
+    let r = Repo::new();
+    let c = r.commits(40, "c");
+    r.git(&["checkout", "-q", "-b", "side", &c[10]]);
+    let s = r.commits(5, "s");
+    r.git(&["commit-graph", "write", "--reachable"]);
+    assert!(r.path().join(".git/objects/info/commit-graph").exists());
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(relate(&repo, &c[39], &c[3]), Relation::Behind(36));
+    assert_eq!(relate(&repo, &c[39], &s[4]), Relation::Diverged { behind: 29, ahead: 5 });
+}
+
+#[test]
+fn the_async_source_runs_off_the_executor() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    r.update_ref("refs/heads/environments/production", &c[2]);
+    let src = GitSource::local(r.path()).unwrap();
+    use gitstate_core::ExpectedState;
+    let got = futures::executor::block_on(src.resolve(&["environments/production".into()])).unwrap();
+    assert_eq!(got[0].as_ref().unwrap().commit.as_str(), c[2]);
+    let rel = futures::executor::block_on(src.relate(&cid(&c[2]), &[rc(&c[0]), rc(&c[2])])).unwrap();
+    assert_eq!(rel, [Relation::Behind(2), Relation::InSync]);
+    let listed = futures::executor::block_on(src.list("refs/heads/environments/")).unwrap();
+    assert_eq!(listed.len(), 1);
+}

@@ -1,0 +1,120 @@
+//! Git remotes as the expected state: ls-refs without a clone, and the mirror, over
+//! file:// and git:// (a real `git daemon` on 127.0.0.1).
+
+mod support;
+
+use gitstate_core::git::GitSource;
+use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
+use support::Repo;
+
+/// A bare repository with environment refs, inside a directory a server can export.
+struct Fixture {
+    base: tempfile::TempDir,
+    work: Repo,
+    c: Vec<String>,
+}
+
+fn fixture() -> Fixture {
+    let work = Repo::new();
+    let c = work.commits(5, "c");
+    work.update_ref("refs/heads/environments/production", &c[4]);
+    work.update_ref("refs/heads/environments/staging", &c[2]);
+    work.update_ref("refs/heads/unrelated", &c[0]);
+    let base = tempfile::tempdir().unwrap();
+    support::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+    push(&work, &base.path().join("repo.git"));
+    Fixture { base, work, c }
+}
+
+fn push(work: &Repo, to: &std::path::Path) {
+    work.git(&["push", "-q", "-f", &to.display().to_string(), "refs/heads/*:refs/heads/*"]);
+}
+
+fn expected_of(src: &GitSource, name: &str) -> Result<(String, String), String> {
+    src.resolve_blocking(&[name.to_owned()])
+        .map_err(|e| e.to_string())?
+        .pop()
+        .unwrap()
+        .map(|e| (e.reference, e.commit.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+fn relate(src: &GitSource, expected: &str, reported: &str) -> Relation {
+    src.relate_blocking(&CommitId::parse(expected).unwrap(), &[ReportedCommit::parse(reported).unwrap()])
+        .unwrap()[0]
+}
+
+/// Every remote check, over whatever URL serves the fixture's repository.
+fn exercise(fx: &Fixture, url: &str) {
+    let src = GitSource::remote(url).unwrap();
+    assert_eq!(
+        expected_of(&src, "refs/heads/environments/production").unwrap(),
+        ("refs/heads/environments/production".to_owned(), fx.c[4].clone())
+    );
+    assert_eq!(expected_of(&src, "environments/staging").unwrap().1, fx.c[2]);
+    let missing = src.resolve_blocking(&["refs/heads/environments/nope".into()]).unwrap().pop().unwrap();
+    assert!(matches!(missing, Err(ExpectedError::RefNotFound { .. })), "{missing:?}");
+
+    let listed: Vec<String> =
+        src.list_blocking("refs/heads/environments/").unwrap().into_iter().map(|e| e.reference).collect();
+    assert_eq!(listed, ["refs/heads/environments/production", "refs/heads/environments/staging"]);
+
+    // Without objects, a differing commit can only be `drifted`.
+    assert_eq!(relate(&src, &fx.c[4], &fx.c[1]), Relation::Drifted);
+    assert_eq!(relate(&src, &fx.c[4], &fx.c[4][..8]), Relation::InSync);
+
+    // A ref moved on the server is seen at the next call.
+    fx.work.update_ref("refs/heads/environments/staging", &fx.c[3]);
+    push(&fx.work, &fx.base.path().join("repo.git"));
+    assert_eq!(expected_of(&src, "refs/heads/environments/staging").unwrap().1, fx.c[3]);
+
+    // With a mirror, history is available: behind, diverged, unknown.
+    let state = tempfile::tempdir().unwrap();
+    let mirror_dir = state.path().join("mirror.git");
+    let m = GitSource::mirrored(url, &mirror_dir).unwrap();
+    assert_eq!(expected_of(&m, "refs/heads/environments/production").unwrap().1, fx.c[4]);
+    assert_eq!(relate(&m, &fx.c[4], &fx.c[1]), Relation::Behind(3));
+    assert_eq!(relate(&m, &fx.c[4], &"cd".repeat(20)), Relation::UnknownCommit);
+
+    // New commits arrive with the next resolve; the mirror is reused.
+    fx.work.git(&["checkout", "-q", "-b", "hotfix", &fx.c[2]]);
+    let h = fx.work.commits(2, "hotfix");
+    fx.work.git(&["checkout", "-q", "main"]);
+    let newer = fx.work.commits(1, "newer");
+    fx.work.update_ref("refs/heads/environments/production", &newer[0]);
+    fx.work.update_ref("refs/heads/environments/hotfix-base", &h[1]);
+    push(&fx.work, &fx.base.path().join("repo.git"));
+    let m = GitSource::mirrored(url, &mirror_dir).unwrap();
+    m.resolve_blocking(&[
+        "refs/heads/environments/production".into(),
+        "refs/heads/environments/hotfix-base".into(),
+    ])
+    .unwrap();
+    assert_eq!(relate(&m, &newer[0], &fx.c[4]), Relation::Behind(1));
+    assert_eq!(relate(&m, &newer[0], &h[1]), Relation::Diverged { behind: 3, ahead: 2 });
+    let listed = m.list_blocking("refs/heads/environments/").unwrap();
+    assert_eq!(listed.len(), 3);
+}
+
+#[test]
+fn file_url() {
+    let fx = fixture();
+    let url = format!("file://{}", fx.base.path().join("repo.git").display());
+    exercise(&fx, &url);
+}
+
+#[test]
+fn git_daemon() {
+    let fx = fixture();
+    let daemon = support::git_daemon(fx.base.path());
+    exercise(&fx, &format!("git://127.0.0.1:{}/repo.git", daemon.port));
+}
+
+#[test]
+fn unreachable_remote_is_a_clear_error() {
+    let port = support::free_port();
+    let src = GitSource::remote(&format!("git://127.0.0.1:{port}/nothing.git")).unwrap();
+    let err = src.resolve_blocking(&["refs/heads/x".into()]).unwrap_err();
+    assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+}

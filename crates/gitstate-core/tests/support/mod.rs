@@ -1,0 +1,256 @@
+//! Test helpers: real repositories built with the `git` command in temporary directories,
+//! and real servers (`git daemon`, `git http-backend` behind a tiny CGI server) on
+//! 127.0.0.1 with ephemeral ports.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A repository made with git.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    pub bare: bool,
+}
+
+pub fn git_cmd(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = git_cmd(dir).args(args).output().expect("git is installed");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        Self { dir, bare: false }
+    }
+
+    pub fn new_bare() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main"]);
+        Self { dir, bare: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git(self.path(), args)
+    }
+
+    /// An empty commit on the current branch; returns its id.
+    pub fn commit(&self, msg: &str) -> String {
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// `n` commits on the current branch; returns their ids, oldest first.
+    pub fn commits(&self, n: usize, label: &str) -> Vec<String> {
+        (0..n).map(|i| self.commit(&format!("{label} {i}"))).collect()
+    }
+
+    pub fn update_ref(&self, name: &str, id: &str) {
+        self.git(&["update-ref", name, id]);
+    }
+
+    /// `git rev-list --count a..b`, the oracle for counts.
+    pub fn count(&self, a: &str, b: &str) -> u64 {
+        self.git(&["rev-list", "--count", &format!("{a}..{b}")]).parse().unwrap()
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released: the caller binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server on port {port} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `git daemon` serving every repository under `base` on git://127.0.0.1:port/.
+pub fn git_daemon(base: &Path) -> Server {
+    for _ in 0..5 {
+        let port = free_port();
+        let child = git_cmd(base)
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--enable=upload-pack",
+                &format!("--base-path={}", base.display()),
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &base.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let mut s = Server { child: Some(child), port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return s;
+            }
+            if let Some(c) = s.child.as_mut()
+                && c.try_wait().unwrap().is_some()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("git daemon did not start");
+}
+
+/// A minimal HTTP/1.1 server running `git http-backend` as CGI for every request,
+/// serving the repositories under `root` at http://127.0.0.1:port/<repo>.
+pub struct HttpBackend {
+    pub port: u16,
+}
+
+pub fn git_http_backend(root: &Path) -> HttpBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root: PathBuf = root.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let _ = serve_cgi(stream, &root);
+            });
+        }
+    });
+    HttpBackend { port }
+}
+
+fn serve_cgi(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let target = parts.next().unwrap_or("/").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end().to_owned();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let body = if let Some(len) = header("content-length") {
+            let mut b = vec![0; len.parse().unwrap_or(0)];
+            reader.read_exact(&mut b)?;
+            b
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            let mut b = Vec::new();
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                b.extend_from_slice(&chunk[..n]);
+            }
+            b
+        } else {
+            Vec::new()
+        };
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let mut cmd = Command::new("git");
+        cmd.arg("http-backend")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("REQUEST_METHOD", &method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", query)
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(ct) = header("content-type") {
+            cmd.env("CONTENT_TYPE", ct);
+        }
+        if let Some(p) = header("git-protocol") {
+            cmd.env("GIT_PROTOCOL", p);
+        }
+        let mut child = cmd.spawn()?;
+        child.stdin.take().unwrap().write_all(&body)?;
+        let out = child.wait_with_output()?;
+        let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+        let split = split.or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+        let (head, payload) = match split {
+            Some((i, n)) => (String::from_utf8_lossy(&out.stdout[..i]).to_string(), &out.stdout[i + n..]),
+            None => (String::new(), &out.stdout[..]),
+        };
+        let mut status = "200 OK".to_owned();
+        let mut resp_headers = String::new();
+        for l in head.lines() {
+            if let Some(s) = l.strip_prefix("Status:") {
+                status = s.trim().to_owned();
+            } else if !l.trim().is_empty() {
+                resp_headers.push_str(l.trim());
+                resp_headers.push_str("\r\n");
+            }
+        }
+        write!(writer, "HTTP/1.1 {status}\r\n{resp_headers}Content-Length: {}\r\n\r\n", payload.len())?;
+        writer.write_all(payload)?;
+        writer.flush()?;
+    }
+}

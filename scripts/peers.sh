@@ -1,0 +1,26 @@
+# Installs the peers the tests talk to, when missing. Sourced by scripts/test.
+# Each peer is a real program started by the tests on 127.0.0.1 with ephemeral ports.
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing $*; install it with: sudo apt-get install -y $*" >&2
+    return 1
+  fi
+  if [ -z "${GITSTATE_APT_UPDATED:-}" ]; then
+    apt-get update -qq >/dev/null
+    export GITSTATE_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_peers() {
+  # git itself, `git daemon` (git://) and `git http-backend` (smart HTTP).
+  if ! command -v git >/dev/null; then apt_install git; fi
+  local core
+  core=$(git --exec-path)
+  if [ ! -x "$core/git-daemon" ] || [ ! -x "$core/git-http-backend" ]; then
+    apt_install git
+  fi
+  [ -x "$core/git-daemon" ] || { echo "git daemon is missing from $core" >&2; return 1; }
+  [ -x "$core/git-http-backend" ] || { echo "git http-backend is missing from $core" >&2; return 1; }
+}
