@@ -27,6 +27,7 @@ pub mod observation;
 pub mod plugin;
 pub mod policy;
 pub mod reconcile;
+pub mod redact;
 pub mod report;
 pub mod state;
 

@@ -1,8 +1,6 @@
 //! The pass engine end to end over a real repository, with probes, a remediator, a sink
 //! and a journal written as a downstream team would write them.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,8 +12,8 @@ use std::time::Duration;
 use futures::executor::block_on;
 use gitstate_core::git::GitSource;
 use gitstate_core::*;
+use gitstate_testkit::Repo;
 use jiff::Timestamp;
-use support::Repo;
 
 /// Reports fixed answers per instance; yields a few times to overlap with other probes.
 struct Scripted {

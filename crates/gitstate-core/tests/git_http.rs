@@ -1,11 +1,9 @@
 //! Git remotes over smart HTTP: `git http-backend` behind a small CGI server on 127.0.0.1.
 //! Needs the `git-https` feature (the CLI enables it; `cargo test --workspace` has it).
 
-mod support;
-
 use gitstate_core::git::GitSource;
 use gitstate_core::{CommitId, Relation, ReportedCommit};
-use support::Repo;
+use gitstate_testkit::Repo;
 
 #[test]
 fn smart_http_ls_refs_and_mirror() {
@@ -13,14 +11,14 @@ fn smart_http_ls_refs_and_mirror() {
     let c = work.commits(4, "c");
     work.update_ref("refs/heads/environments/production", &c[3]);
     let base = tempfile::tempdir().unwrap();
-    support::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+    gitstate_testkit::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
     work.git(&[
         "push",
         "-q",
         &base.path().join("repo.git").display().to_string(),
         "refs/heads/*:refs/heads/*",
     ]);
-    let server = support::git_http_backend(base.path());
+    let server = gitstate_testkit::git_http_backend(base.path());
     let url = format!("http://127.0.0.1:{}/repo.git", server.port);
 
     let src = GitSource::remote(&url).unwrap();

@@ -1,10 +1,8 @@
 //! Git as the expected state, against real local repositories built with git.
 
-mod support;
-
 use gitstate_core::git::{GitSource, LocalRepo};
 use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
-use support::Repo;
+use gitstate_testkit::Repo;
 
 fn rc(s: &str) -> ReportedCommit {
     ReportedCommit::parse(s).unwrap()
@@ -89,7 +87,7 @@ fn unrelated_histories_are_diverged_and_strangers_unknown() {
     assert_eq!(relate(&repo, &c[1], &"ab".repeat(20)), Relation::UnknownCommit);
     assert_eq!(relate(&repo, &c[1], "abcdef0"), Relation::UnknownCommit);
     // A blob is not a commit.
-    let blob = support::git_cmd(r.path())
+    let blob = gitstate_testkit::git_cmd(r.path())
         .args(["hash-object", "-w", "--stdin"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -114,7 +112,7 @@ fn ambiguous_abbreviation_is_unknown_commit() {
         let data = format!("blob {i}\n");
         script.extend_from_slice(format!("blob\ndata {}\n{data}\n", data.len()).as_bytes());
     }
-    let mut fi = support::git_cmd(r.path())
+    let mut fi = gitstate_testkit::git_cmd(r.path())
         .args(["fast-import", "--quiet"])
         .stdin(std::process::Stdio::piped())
         .spawn()

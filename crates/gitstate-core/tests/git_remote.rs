@@ -1,11 +1,9 @@
 //! Git remotes as the expected state: ls-refs without a clone, and the mirror, over
 //! file:// and git:// (a real `git daemon` on 127.0.0.1).
 
-mod support;
-
 use gitstate_core::git::GitSource;
 use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
-use support::Repo;
+use gitstate_testkit::Repo;
 
 /// A bare repository with environment refs, inside a directory a server can export.
 struct Fixture {
@@ -21,7 +19,7 @@ fn fixture() -> Fixture {
     work.update_ref("refs/heads/environments/staging", &c[2]);
     work.update_ref("refs/heads/unrelated", &c[0]);
     let base = tempfile::tempdir().unwrap();
-    support::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+    gitstate_testkit::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
     push(&work, &base.path().join("repo.git"));
     Fixture { base, work, c }
 }
@@ -106,13 +104,13 @@ fn file_url() {
 #[test]
 fn git_daemon() {
     let fx = fixture();
-    let daemon = support::git_daemon(fx.base.path());
+    let daemon = gitstate_testkit::git_daemon(fx.base.path());
     exercise(&fx, &format!("git://127.0.0.1:{}/repo.git", daemon.port));
 }
 
 #[test]
 fn unreachable_remote_is_a_clear_error() {
-    let port = support::free_port();
+    let port = gitstate_testkit::free_port();
     let src = GitSource::remote(&format!("git://127.0.0.1:{port}/nothing.git")).unwrap();
     let err = src.resolve_blocking(&["refs/heads/x".into()]).unwrap_err();
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");

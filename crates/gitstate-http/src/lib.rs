@@ -1,8 +1,20 @@
 //! # gitstate-http
 //!
-//! Everything in gitstate that speaks HTTP: the well-known-file probe
-//! (`/.well-known/deployment-meta.json`), the webhook remediator, and the Alertmanager
-//! and webhook alarm sinks. Depends on `gitstate-core` only, never on the CLI.
+//! Everything in gitstate that speaks HTTP. Depends on `gitstate-core` only.
 //!
-//! The adapters arrive with the HTTP-probe and closed-loop issues; this crate exists so
-//! the workspace layout of SPEC §2 holds from the start.
+//! - [`HttpProbe`]: reads `/.well-known/deployment-meta.json` (or Dockerflow, Spring Boot
+//!   actuator, Kubernetes-style version files, or a plain commit id) from every URL of a
+//!   target, with the bounds of SPEC §8. Body parsing is the pure [`parse_body`].
+//! - [`HttpClients`]: the shared connection pool and in-flight limit.
+//!
+//! The webhook remediator and the alarm sinks arrive with the closed-loop work.
+
+pub mod body;
+pub mod error;
+pub mod probe;
+pub mod redirect;
+
+pub use body::{AUTO_POINTERS, parse_body};
+pub use error::HttpError;
+pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
+pub use redirect::{FollowRedirects, MAX_REDIRECTS};

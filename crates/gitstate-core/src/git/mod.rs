@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use crate::redact::redact_url;
 pub use local::LocalRepo;
-pub use remote::{RemoteRepo, is_remote_url, redact_url};
+pub use remote::{RemoteRepo, is_remote_url};
 
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;

@@ -15,6 +15,7 @@ use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;
 use crate::observation::Relation;
 use crate::plugin::Expected;
+use crate::redact::redact_url;
 
 /// A remote repository.
 pub struct RemoteRepo {
@@ -29,17 +30,6 @@ pub struct RemoteRepo {
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteRepo").field("url", &self.shown).field("mirror", &self.mirror).finish()
-    }
-}
-
-/// `url` with any password or user name replaced, for output and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -212,13 +202,6 @@ fn strip_secrets(msg: &str, url: &str, shown: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_user_info_only() {
-        assert_eq!(redact_url("https://u:p@host/x.git"), "https://***@host/x.git");
-        assert_eq!(redact_url("https://host/a@b"), "https://host/a@b");
-        assert_eq!(redact_url("git://127.0.0.1:9/r"), "git://127.0.0.1:9/r");
-    }
 
     #[test]
     fn short_names_expand_like_git() {

@@ -1,7 +1,5 @@
-//! Test helpers: real repositories built with the `git` command in temporary directories,
-//! and real servers (`git daemon`, `git http-backend` behind a tiny CGI server) on
-//! 127.0.0.1 with ephemeral ports.
-#![allow(dead_code, missing_docs)]
+//! Real repositories built with the `git` command in temporary directories, and real Git
+//! servers (`git daemon`, `git http-backend` behind a tiny CGI server) on 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

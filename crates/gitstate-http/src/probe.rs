@@ -1,0 +1,284 @@
+//! The well-known-file probe: GET each URL of a target and read the commit from the body.
+//! Entry types: [`HttpProbe`] (one target) and [`HttpClients`] (the shared connection pool
+//! and in-flight limit every probe uses).
+//!
+//! Every read is bounded: a total deadline per instance (across redirects and the body),
+//! a connect timeout, a body cap (`max_bytes`, checked against `Content-Length` and while
+//! streaming), at most three redirects. Whatever a target does, the outcome is a reading:
+//! `unreachable` or `invalid` with a clear error, never a hang, a crash or `in_sync`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gitstate_core::redact::redact_url;
+use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::body::parse_body;
+use crate::error::HttpError;
+use crate::redirect::{FollowRedirects, MAX_REDIRECTS, allowed};
+
+/// Connect timeout of every request (SPEC §5).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The HTTP clients of a process: one connection pool for the default trust store, one
+/// per custom CA file, and a limit on requests in flight shared by every probe.
+#[derive(Clone)]
+pub struct HttpClients {
+    default: reqwest::Client,
+    custom: Arc<Mutex<HashMap<PathBuf, reqwest::Client>>>,
+    in_flight: Arc<Semaphore>,
+    user_agent: String,
+}
+
+fn builder(user_agent: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        // Redirects are followed by hand, with the rules of SPEC §8.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+}
+
+impl HttpClients {
+    /// Clients allowing `concurrency` requests in flight across all probes.
+    pub fn new(concurrency: usize) -> Result<Self, HttpError> {
+        let user_agent = format!("gitstate/{}", env!("CARGO_PKG_VERSION"));
+        let default = builder(&user_agent).build().map_err(|e| HttpError::Client { message: chain(&e) })?;
+        Ok(Self {
+            default,
+            custom: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            user_agent,
+        })
+    }
+
+    /// The client trusting only the CAs in `ca_file` (PEM), built once per file.
+    pub fn with_ca_file(&self, ca_file: &Path) -> Result<reqwest::Client, HttpError> {
+        let mut map = self.custom.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(ca_file) {
+            return Ok(c.clone());
+        }
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: e.to_string() })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: chain(&e) })?;
+        if certs.is_empty() {
+            return Err(HttpError::CaFile {
+                path: ca_file.to_path_buf(),
+                message: "no PEM certificate in it".into(),
+            });
+        }
+        let client = builder(&self.user_agent)
+            .tls_certs_only(certs)
+            .build()
+            .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: chain(&e) })?;
+        map.insert(ca_file.to_path_buf(), client.clone());
+        Ok(client)
+    }
+
+    /// The client for the default trust store.
+    pub fn default_client(&self) -> &reqwest::Client {
+        &self.default
+    }
+}
+
+/// One HTTP target's settings (SPEC §5 `[environments.targets.http]`), validated.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The URLs, one instance each.
+    pub urls: Vec<Url>,
+    /// Where the commit is in the JSON body; auto-detected when `None`.
+    pub sha_pointer: Option<String>,
+    /// Total time per instance, redirects and body included.
+    pub timeout: Duration,
+    /// Larger bodies are `invalid`, read no further.
+    pub max_bytes: usize,
+    /// Extra request headers (values are secrets: never shown).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A PEM file of CAs to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Which redirects to follow.
+    pub follow_redirects: FollowRedirects,
+}
+
+impl HttpTarget {
+    /// Defaults: 10 s timeout, 64 KiB cap, same-host redirects.
+    pub fn new(urls: Vec<Url>) -> Self {
+        Self {
+            urls,
+            sha_pointer: None,
+            timeout: Duration::from_secs(10),
+            max_bytes: 65_536,
+            headers: Vec::new(),
+            ca_file: None,
+            follow_redirects: FollowRedirects::SameHost,
+        }
+    }
+}
+
+/// Reads the commit of every URL of one target.
+pub struct HttpProbe {
+    target: HttpTarget,
+    client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    headers: HeaderMap,
+}
+
+impl HttpProbe {
+    /// A probe using the shared `clients`.
+    pub fn new(clients: &HttpClients, target: HttpTarget) -> Result<Self, HttpError> {
+        let client = match &target.ca_file {
+            Some(ca) => clients.with_ca_file(ca)?,
+            None => clients.default.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in &target.headers {
+            let mut v = v.clone();
+            v.set_sensitive(true);
+            headers.append(k.clone(), v);
+        }
+        Ok(Self { target, client, in_flight: clients.in_flight.clone(), headers })
+    }
+
+    async fn read(&self, url: &Url) -> Reading {
+        let start = Instant::now();
+        let result = match self.in_flight.acquire().await {
+            Ok(_permit) => self.fetch(url, start + self.target.timeout).await,
+            Err(_) => Err(ProbeFailure::unreachable("probe shut down")),
+        };
+        Reading { instance: redact_url(url.as_str()), result, elapsed: start.elapsed() }
+    }
+
+    async fn fetch(
+        &self,
+        first: &Url,
+        deadline: Instant,
+    ) -> Result<gitstate_core::ReportedCommit, ProbeFailure> {
+        let timeout = self.target.timeout;
+        let timed_out = || ProbeFailure::unreachable(format!("timed out after {}", humanize(timeout)));
+        let mut url = first.clone();
+        let mut headers = self.headers.clone();
+        let mut redirects = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            let send = self.client.get(url.clone()).headers(headers.clone()).timeout(left).send();
+            let mut resp = match tokio::time::timeout(left, send).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+                Ok(Err(e)) => return Err(ProbeFailure::unreachable(describe(&e))),
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status();
+            if status.is_redirection() {
+                let Some(next) =
+                    resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| url.join(l).ok())
+                else {
+                    return Err(ProbeFailure::unreachable(format!(
+                        "HTTP {status} without a usable Location"
+                    )));
+                };
+                allowed(self.target.follow_redirects, &url, &next)
+                    .map_err(|why| ProbeFailure::unreachable(format!("HTTP {status}: {why}")))?;
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(ProbeFailure::unreachable(format!("more than {MAX_REDIRECTS} redirects")));
+                }
+                if next.host_str() != url.host_str() {
+                    // Credentials are for the configured host only.
+                    headers = HeaderMap::new();
+                }
+                url = next;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(ProbeFailure::unreachable(format!("HTTP {status}")));
+            }
+            let cap = self.target.max_bytes;
+            if resp.content_length().is_some_and(|n| n > cap as u64) {
+                return Err(ProbeFailure::invalid(format!("body larger than max_bytes ({cap} bytes)")));
+            }
+            let mut body = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, resp.chunk()).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+                    Ok(Err(e)) => {
+                        return Err(ProbeFailure::unreachable(format!("reading the body: {}", describe(&e))));
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => {
+                        if body.len() + chunk.len() > cap {
+                            return Err(ProbeFailure::invalid(format!(
+                                "body larger than max_bytes ({cap} bytes)"
+                            )));
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            return parse_body(&body, self.target.sha_pointer.as_deref());
+        }
+    }
+}
+
+#[async_trait]
+impl ActualStateProbe for HttpProbe {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
+        Ok(futures::future::join_all(self.target.urls.iter().map(|u| self.read(u))).await)
+    }
+}
+
+/// A reqwest error and its causes on one line, without the URL (it may hold secrets and
+/// is the instance id anyway).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_request() {
+        "request failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "HTTP error"
+    };
+    let mut s = kind.to_owned();
+    let mut cur = std::error::Error::source(e);
+    while let Some(src) = cur {
+        let msg = src.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}

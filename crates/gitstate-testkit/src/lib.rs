@@ -1,0 +1,13 @@
+//! Test peers for gitstate's own tests (not published): real git repositories and servers,
+//! and HTTP targets, well-behaved and hostile, served on 127.0.0.1 with ephemeral ports.
+// A test-only crate: its helpers are documented where their behaviour is not obvious.
+#![allow(missing_docs)]
+
+pub mod git;
+pub mod http;
+pub mod tls;
+
+pub use git::{
+    HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, wait_for_port,
+};
+pub use http::{Behavior, TestServer};
