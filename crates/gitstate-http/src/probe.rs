@@ -148,8 +148,10 @@ impl HttpProbe {
     }
 
     async fn read(&self, url: &Url) -> Reading {
+        // The deadline starts when the request may start, not while it waits for a slot.
+        let permit = self.in_flight.acquire().await;
         let start = Instant::now();
-        let result = match self.in_flight.acquire().await {
+        let result = match permit {
             Ok(_permit) => self.fetch(url, start + self.target.timeout).await,
             Err(_) => Err(ProbeFailure::unreachable("probe shut down")),
         };

@@ -41,6 +41,7 @@ pub struct TestServer {
     pub port: u16,
     routes: Arc<Mutex<HashMap<String, Behavior>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    active: Arc<Mutex<(usize, usize)>>,
 }
 
 impl TestServer {
@@ -48,7 +49,7 @@ impl TestServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = Self { port, routes: Arc::default(), hits: Arc::default() };
+        let server = Self { port, routes: Arc::default(), hits: Arc::default(), active: Arc::default() };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
@@ -98,6 +99,21 @@ impl TestServer {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
+    /// The most requests this server has had in progress at once.
+    pub fn peak_in_progress(&self) -> usize {
+        self.active.lock().unwrap().1
+    }
+
+    fn enter(&self) {
+        let mut a = self.active.lock().unwrap();
+        a.0 += 1;
+        a.1 = a.1.max(a.0);
+    }
+
+    fn leave(&self) {
+        self.active.lock().unwrap().0 -= 1;
+    }
+
     /// Reset needs the path before a reader takes the stream: peek the request line.
     async fn peek_route(&self, stream: &tokio::net::TcpStream) -> Option<Behavior> {
         let mut buf = [0u8; 2048];
@@ -127,8 +143,16 @@ impl TestServer {
             }
             *self.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
             let behavior = self.routes.lock().unwrap().get(&path).cloned().unwrap_or(Behavior::Status(404));
-            let w = reader.get_mut();
-            let keep = respond(w, behavior).await.is_ok();
+            self.enter();
+            let keep = if let Behavior::NeverRespond = behavior {
+                // Hold the request until the client gives up and closes the connection.
+                let mut sink = [0u8; 1024];
+                while tokio::io::AsyncReadExt::read(&mut reader, &mut sink).await.unwrap_or(0) > 0 {}
+                false
+            } else {
+                respond(reader.get_mut(), behavior).await.is_ok()
+            };
+            self.leave();
             if !keep {
                 return;
             }
@@ -169,11 +193,9 @@ async fn respond<W: AsyncWrite + Unpin>(w: &mut W, b: Behavior) -> std::io::Resu
             let head = format!("HTTP/1.1 {c} {}\r\nLocation: {loc}\r\nContent-Length: 0\r\n\r\n", reason(c));
             w.write_all(head.as_bytes()).await?;
         }
-        Behavior::NeverRespond => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
+        Behavior::NeverRespond => unreachable!("handled by serve"),
         Behavior::Trickle(every) => {
-            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n").await?;
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await?;
             loop {
                 w.write_all(b" ").await?;
                 w.flush().await?;

@@ -1,0 +1,190 @@
+//! The HTTP probe against real servers on 127.0.0.1, friendly and hostile. Every hostile
+//! target must end within its timeout as `unreachable` or `invalid`, never `in_sync`.
+
+use std::time::{Duration, Instant};
+
+use gitstate_core::{ActualStateProbe, CommitId, EnvName, FailureKind, ProbeContext, Reading};
+use gitstate_http::{FollowRedirects, HttpClients, HttpProbe, HttpTarget};
+use gitstate_testkit::tls::TestCa;
+use gitstate_testkit::{Behavior, TestServer};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn meta(sha: &str) -> Behavior {
+    Behavior::Json(format!(
+        r#"{{"schema":1,"sha":"{sha}","ref":null,"environment":"t","built_at":"2026-11-24T06:00:00Z"}}"#
+    ))
+}
+
+async fn read_with(target: HttpTarget) -> Vec<Reading> {
+    let clients = HttpClients::new(64).unwrap();
+    let probe = HttpProbe::new(&clients, target).unwrap();
+    let env = EnvName::new("t").unwrap();
+    let expected = CommitId::parse(SHA).unwrap();
+    probe.observe(&ProbeContext { environment: &env, target: "web", expected: &expected }).await.unwrap()
+}
+
+async fn read(urls: &[String], timeout: Duration) -> Vec<Reading> {
+    let mut t = HttpTarget::new(urls.iter().map(|u| u.parse().unwrap()).collect());
+    t.timeout = timeout;
+    read_with(t).await
+}
+
+fn failure(r: &Reading) -> (FailureKind, String) {
+    let f = r.result.clone().expect_err(&format!("{} should fail", r.instance));
+    (f.kind, f.message)
+}
+
+#[tokio::test]
+async fn reads_commits_from_several_urls() {
+    let s = TestServer::start().await;
+    s.route("/a", meta(SHA)).route("/b", Behavior::Bytes(format!("{}\n", &SHA[..10]).into_bytes()));
+    let r = read(&[s.url("/a"), s.url("/b")], Duration::from_secs(5)).await;
+    assert_eq!(r[0].result.as_ref().unwrap().as_str(), SHA);
+    assert_eq!(r[1].result.as_ref().unwrap().as_str(), &SHA[..10]);
+    assert_eq!(r[0].instance, s.url("/a"));
+}
+
+#[tokio::test]
+async fn hostile_targets_end_within_their_timeout() {
+    let s = TestServer::start().await;
+    s.route("/silent", Behavior::NeverRespond)
+        .route("/trickle", Behavior::Trickle(Duration::from_millis(200)))
+        .route("/endless", Behavior::Endless)
+        .route("/huge", Behavior::Huge(100 * 1024 * 1024))
+        .route("/bomb", Behavior::GzipBomb(50 * 1024 * 1024))
+        .route("/deep", Behavior::Json(format!("{}{}", "[".repeat(32_000), "]".repeat(32_000))))
+        .route("/utf8", Behavior::Bytes(b"{\"sha\": \"\xff\xfe\"}".to_vec()))
+        .route("/number", Behavior::Json(r#"{"sha": 1234567}"#.into()))
+        .route("/short", Behavior::Json(r#"{"sha": "abc"}"#.into()))
+        .route("/404", Behavior::Status(404))
+        .route("/429", Behavior::Status(429))
+        .route("/500", Behavior::Status(500))
+        .route("/loop", Behavior::Redirect(302, "/loop".into()))
+        .route("/r1", Behavior::Redirect(302, "/r2".into()))
+        .route("/r2", Behavior::Redirect(301, "/r3".into()))
+        .route("/r3", Behavior::Redirect(307, "/r4".into()))
+        .route("/r4", Behavior::Redirect(302, "/ok".into()))
+        .route("/ok", meta(SHA))
+        .route("/away", Behavior::Redirect(302, "http://localhost:1/x".into()))
+        .route("/reset", Behavior::Reset);
+    let paths = [
+        "/silent", "/trickle", "/endless", "/huge", "/bomb", "/deep", "/utf8", "/number", "/short", "/404",
+        "/429", "/500", "/loop", "/r1", "/away", "/reset",
+    ];
+    let urls: Vec<String> = paths.iter().map(|p| s.url(p)).collect();
+    let start = Instant::now();
+    let got = read(&urls, Duration::from_secs(2)).await;
+    // All run concurrently; the slowest ends at its 2 s deadline, not later.
+    assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+    let by: std::collections::HashMap<&str, (FailureKind, String)> =
+        paths.iter().zip(&got).map(|(p, r)| (*p, failure(r))).collect();
+    let expect = |p: &str, kind: FailureKind, needle: &str| {
+        let (k, m) = &by[p];
+        assert_eq!(*k, kind, "{p}: {m}");
+        assert!(m.contains(needle), "{p}: {m:?} lacks {needle:?}");
+    };
+    expect("/silent", FailureKind::Unreachable, "timed out after 2s");
+    expect("/trickle", FailureKind::Unreachable, "timed out");
+    expect("/endless", FailureKind::Invalid, "larger than max_bytes");
+    expect("/huge", FailureKind::Invalid, "larger than max_bytes");
+    expect("/bomb", FailureKind::Invalid, "neither JSON");
+    expect("/deep", FailureKind::Invalid, "recursion limit");
+    expect("/utf8", FailureKind::Invalid, "neither JSON");
+    expect("/number", FailureKind::Invalid, "a number");
+    expect("/short", FailureKind::Invalid, "shorter than 7");
+    expect("/404", FailureKind::Unreachable, "HTTP 404");
+    expect("/429", FailureKind::Unreachable, "HTTP 429");
+    expect("/500", FailureKind::Unreachable, "HTTP 500");
+    expect("/loop", FailureKind::Unreachable, "more than 3 redirects");
+    expect("/r1", FailureKind::Unreachable, "more than 3 redirects");
+    expect("/away", FailureKind::Unreachable, "another origin refused");
+    expect("/reset", FailureKind::Unreachable, "");
+}
+
+#[tokio::test]
+async fn three_redirects_are_followed() {
+    let s = TestServer::start().await;
+    s.route("/r1", Behavior::Redirect(302, "/r2".into()))
+        .route("/r2", Behavior::Redirect(301, "/r3".into()))
+        .route("/r3", Behavior::Redirect(307, "/ok".into()))
+        .route("/ok", meta(SHA));
+    let got = read(&[s.url("/r1")], Duration::from_secs(5)).await;
+    assert_eq!(got[0].result.as_ref().unwrap().as_str(), SHA);
+    assert_eq!(got[0].instance, s.url("/r1"), "the instance is the configured URL");
+
+    let other = TestServer::start().await;
+    other.route("/ok", meta(SHA));
+    s.route("/cross", Behavior::Redirect(302, other.url("/ok")));
+    let mut t = HttpTarget::new(vec![s.url("/cross").parse().unwrap()]);
+    t.follow_redirects = FollowRedirects::Any;
+    assert!(read_with(t.clone()).await[0].result.is_ok(), "any host allowed");
+    t.follow_redirects = FollowRedirects::None;
+    let (k, m) = failure(&read_with(t).await[0]);
+    assert_eq!(k, FailureKind::Unreachable);
+    assert!(m.contains("not followed"), "{m}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_unreachable() {
+    let port = gitstate_testkit::free_port();
+    let got = read(&[format!("http://127.0.0.1:{port}/x")], Duration::from_secs(5)).await;
+    let (k, m) = failure(&got[0]);
+    assert_eq!(k, FailureKind::Unreachable);
+    assert!(m.contains("cannot connect"), "{m}");
+}
+
+#[tokio::test]
+async fn headers_and_sha_pointer() {
+    let s = TestServer::start().await;
+    s.route("/info", Behavior::Json(format!(r#"{{"build":{{"rev":"{SHA}"}}}}"#)));
+    let mut t = HttpTarget::new(vec![s.url("/info").parse().unwrap()]);
+    t.sha_pointer = Some("/build/rev".into());
+    t.headers = vec![("authorization".parse().unwrap(), "Bearer secret".parse().unwrap())];
+    assert_eq!(read_with(t).await[0].result.as_ref().unwrap().as_str(), SHA);
+}
+
+#[tokio::test]
+async fn tls_with_an_unknown_ca_and_with_ca_file() {
+    let routes = TestServer::start().await;
+    routes.route("/meta", meta(SHA));
+    let ca = TestCa::new();
+    let port = ca.serve(routes).await;
+    let url = format!("https://127.0.0.1:{port}/meta");
+
+    let got = read(std::slice::from_ref(&url), Duration::from_secs(5)).await;
+    let (k, m) = failure(&got[0]);
+    assert_eq!(k, FailureKind::Unreachable);
+    assert!(m.to_lowercase().contains("certificate"), "{m}");
+
+    let mut t = HttpTarget::new(vec![url.parse().unwrap()]);
+    t.ca_file = Some(ca.pem_file.clone());
+    assert_eq!(read_with(t).await[0].result.as_ref().unwrap().as_str(), SHA);
+}
+
+#[tokio::test]
+async fn bad_ca_file_is_a_setup_error() {
+    let clients = HttpClients::new(4).unwrap();
+    let mut t = HttpTarget::new(vec!["https://127.0.0.1:1/".parse().unwrap()]);
+    t.ca_file = Some("/nonexistent/ca.pem".into());
+    let e = HttpProbe::new(&clients, t).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn in_flight_requests_are_bounded_across_probes() {
+    let s = TestServer::start().await;
+    s.route("/slow", Behavior::NeverRespond);
+    let clients = HttpClients::new(2).unwrap();
+    let mut t = HttpTarget::new((0..6).map(|_| s.url("/slow").parse().unwrap()).collect());
+    t.timeout = Duration::from_millis(300);
+    let probe = HttpProbe::new(&clients, t).unwrap();
+    let env = EnvName::new("t").unwrap();
+    let expected = CommitId::parse(SHA).unwrap();
+    let r =
+        probe.observe(&ProbeContext { environment: &env, target: "w", expected: &expected }).await.unwrap();
+    assert_eq!(r.len(), 6);
+    assert!(r.iter().all(|r| failure(r).1.contains("timed out")));
+    assert_eq!(s.hits("/slow"), 6);
+    assert_eq!(s.peak_in_progress(), 2, "never more than the limit in flight");
+}
