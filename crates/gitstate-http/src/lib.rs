@@ -18,3 +18,4 @@ pub use body::{AUTO_POINTERS, parse_body};
 pub use error::HttpError;
 pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};
+pub use reqwest::header::{HeaderName, HeaderValue};

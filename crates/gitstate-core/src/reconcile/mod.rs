@@ -138,16 +138,21 @@ pub enum Reason {
     },
 }
 
+/// A time for people: to the second.
+fn when(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Reason::InSync => f.write_str("every instance runs the expected commit"),
-            Reason::WithinGrace { until } => write!(f, "drift within grace until {until}"),
+            Reason::WithinGrace { until } => write!(f, "drift within grace until {}", when(until)),
             Reason::Settling { attempt, until } => {
-                write!(f, "remediation attempt {attempt} settling until {until}")
+                write!(f, "remediation attempt {attempt} settling until {}", when(until))
             }
             Reason::BackingOff { attempt, until } => {
-                write!(f, "after attempt {attempt}, next attempt not before {until}")
+                write!(f, "after attempt {attempt}, next attempt not before {}", when(until))
             }
             Reason::Remediating { attempt } => write!(f, "drift: starting remediation attempt {attempt}"),
             Reason::AttemptsExhausted { attempts } => {

@@ -1,0 +1,98 @@
+//! The command line as clap parses it. Validation into typed settings happens in the
+//! commands (`config::load`), not here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Git is the source of truth for what runs where.
+///
+/// A ref such as refs/heads/environments/production says which commit production should
+/// run; gitstate compares it with what every target reports and explains the difference.
+#[derive(Debug, Parser)]
+#[command(name = "gitstate", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Text,
+    /// Stable JSON (schema 1) for programs.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What each environment should run now: ref -> commit.
+    Expected(Select),
+    /// One-shot report of every target against its expected commit; stateless, never acts.
+    Check(Select),
+    /// Write deployment-meta.json for a repository and revision.
+    Stamp(Stamp),
+    /// Parse and check the configuration, touch nothing.
+    Validate(ConfigArg),
+    /// A self-contained sandbox showing drift detected, explained and fixed.
+    Demo,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `-c FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file [default: $GITSTATE_CONFIG, else ./gitstate.toml].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Which environments, and how to report.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this environment (repeatable).
+    #[arg(short, long = "environment", value_name = "ENV")]
+    pub environments: Vec<String>,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `gitstate stamp`.
+#[derive(Debug, Args)]
+pub struct Stamp {
+    /// The repository.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The revision: a ref, a commit id, or anything git rev-parse takes.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub rev: String,
+    /// The environment to name in the file.
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// Where to write it; `-` for stdout.
+    #[arg(short, long, value_name = "FILE", default_value = "-")]
+    pub output: PathBuf,
+}

@@ -1,0 +1,44 @@
+//! `gitstate check`: one stateless pass that probes every target, classifies what it
+//! runs against the expected commit with the Git history, reports, and never acts.
+//! Exit 0 all in sync, 1 some drift, 2 an environment could not be checked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gitstate_core::{Engine, PassMode};
+use gitstate_http::HttpClients;
+
+use crate::cli::{Output, Select};
+use crate::output::progress::Progress;
+use crate::output::{Paint, report};
+use crate::{exit, plan};
+
+/// Runs the command.
+pub async fn run(args: Select) -> anyhow::Result<i32> {
+    let config = super::load_config(args.config.config.as_deref())?;
+    let source = plan::source(&config)?;
+    let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
+    let clients = HttpClients::new(config.watch.concurrency)?;
+    let mut specs = plan::specs(&envs, &clients)?;
+    let engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
+        .with_concurrency(config.watch.concurrency);
+    let progress = Progress::start(&mut specs);
+    let out = engine.run_pass(&specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
+    drop(progress);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
+        Output::Text => {
+            print!("{}", report::render(&out.report, &Paint::new(crate::output::color_enabled_stdout())))
+        }
+    }
+    Ok(if out.report.has_errors() {
+        for e in out.report.environments.iter().filter_map(|e| e.error.as_ref()) {
+            eprintln!("error: {e}");
+        }
+        exit::ERROR
+    } else if out.report.in_sync {
+        exit::IN_SYNC
+    } else {
+        exit::DRIFT
+    })
+}

@@ -1,0 +1,336 @@
+//! `gitstate demo`: a self-contained sandbox. It builds a throw-away repository with an
+//! environment ref, serves a target on 127.0.0.1 that reports the commit it runs, and then
+//! shows — in a few seconds, in plain words — drift detected and explained with the
+//! history, the deploy re-triggered, the target converged with the lag measured, a hotfix
+//! left alone with an alarm, and a failing deploy backing off into an alarm that resolves
+//! when the deploy is fixed. Needs only this binary and git.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use gitstate_core::git::GitSource;
+use gitstate_core::{
+    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, Engine, EnvName, EnvState, EnvironmentSpec,
+    PassMode, PassOutcome, Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError,
+    TargetSpec,
+};
+use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::exit;
+use crate::output::{Paint, report};
+
+const REF: &str = "refs/heads/environments/production";
+
+/// Runs the demo.
+pub async fn run() -> anyhow::Result<i32> {
+    let p = Paint::new(crate::output::color_enabled_stdout());
+    let dir = tempfile::Builder::new().prefix("gitstate-demo-").tempdir()?;
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"])?;
+    let mut commits = Vec::new();
+    for msg in ["initial import", "add health check", "tune timeouts"] {
+        commits.push(commit(repo, msg)?);
+    }
+    git(repo, &["update-ref", REF, &commits[2]])?;
+
+    let served = Arc::new(Mutex::new(commits[2].clone()));
+    let port = serve(served.clone()).await?;
+    let url = format!("http://127.0.0.1:{port}/.well-known/deployment-meta.json");
+
+    let deploy = Arc::new(DemoDeploy { served: served.clone(), broken: AtomicBool::new(false) });
+    let clients = HttpClients::new(16)?;
+    let mut target = HttpTarget::new(vec![url.parse()?]);
+    target.timeout = Duration::from_secs(2);
+    let env = EnvironmentSpec {
+        name: EnvName::new("production")?,
+        reference: REF.into(),
+        targets: vec![TargetSpec { name: "web".into(), probe: Arc::new(HttpProbe::new(&clients, target)?) }],
+        remediator: Some(deploy.clone()),
+        policy: Policy {
+            grace: Duration::ZERO,
+            settle: Duration::from_millis(1500),
+            backoff: Duration::from_millis(1500),
+            backoff_max: Duration::from_secs(5),
+            max_attempts: 2,
+            ..Policy::default()
+        },
+    };
+    let engine = Engine::new(Arc::new(GitSource::local(repo)?)).with_sink(Arc::new(PrintSink { paint: p }));
+    let mut demo = Demo { engine, env, state: BTreeMap::new(), paint: p, last_line: String::new() };
+
+    println!(
+        "{}",
+        p.bold("gitstate demo: Git says what should run; gitstate checks, explains and fixes what does.")
+    );
+    println!("Sandbox: a repository in {} and a web service at", repo.display());
+    println!("  {url}\nthat reports the commit it runs. The ref {REF} says what production should run.");
+
+    step(&p, 1, "Production runs what its ref says");
+    let out = demo.reconcile_pass().await;
+    print!("{}", report::render(&out.report, &p));
+
+    step(&p, 2, "A release: three commits land and the ref moves (git update-ref)");
+    for msg in ["feature: dark mode", "fix: login redirect", "bump dependencies"] {
+        commits.push(commit(repo, msg)?);
+    }
+    git(repo, &["update-ref", REF, &commits[5]])?;
+    let out = demo.check().await;
+    print!("{}", report::render(&out.report, &p));
+    println!("Drift detected: the service is 3 commits behind its ref, so a deploy is pending.");
+
+    step(&p, 3, "The closed loop: gitstate re-triggers the deploy and waits for convergence");
+    demo.reconcile_pass().await;
+    let lag = demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!(
+        "{} converged on {}: convergence lag {lag:.1} s (from the ref move being seen to every instance in sync).",
+        p.good("✓"),
+        &commits[5][..7],
+    );
+
+    step(&p, 4, "An out-of-band hotfix: someone deploys a commit the ref never led to");
+    git(repo, &["checkout", "-q", "-b", "hotfix", &commits[4]])?;
+    let hotfix = commit(repo, "hotfix: patch the login redirect")?;
+    git(repo, &["checkout", "-q", "main"])?;
+    *served.lock().unwrap_or_else(|e| e.into_inner()) = hotfix.clone();
+    let out = demo.reconcile_pass().await;
+    print!("{}", report::render(&out.report, &p));
+    println!(
+        "gitstate does not overwrite a hotfix by default (on_diverged = \"alarm\"): it raises an alarm instead."
+    );
+    *served.lock().unwrap_or_else(|e| e.into_inner()) = commits[5].clone();
+    demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!("The hotfix is folded back (the service runs {} again); the alarm resolves.", &commits[5][..7]);
+
+    step(&p, 5, "A broken deploy: the ref moves, every deploy fails, gitstate backs off, then alarms");
+    commits.push(commit(repo, "feature: export to CSV")?);
+    git(repo, &["update-ref", REF, &commits[6]])?;
+    deploy.broken.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = demo.reconcile_pass().await;
+        if out.report.environments[0].phase == Some(Phase::Alarm) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the demo's drift alarm did not fire in time");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("Someone fixes the deploy script; the next attempt is up to the operator or the next ref move.");
+    deploy.broken.store(false, Ordering::SeqCst);
+    commits.push(commit(repo, "ci: fix the deploy script")?);
+    git(repo, &["update-ref", REF, &commits[7]])?;
+    demo.reconcile_pass().await;
+    let lag = demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!(
+        "{} converged on {} (lag {:.1} s); the old incident's alarm was resolved as superseded.",
+        p.good("✓"),
+        &commits[7][..7],
+        lag
+    );
+
+    println!();
+    println!("{}", p.bold("That is the whole loop. Point gitstate.toml at your repository and targets:"));
+    println!("  gitstate check -c gitstate.toml        # what runs where, explained");
+    Ok(exit::IN_SYNC)
+}
+
+struct Demo {
+    engine: Engine,
+    env: EnvironmentSpec,
+    state: BTreeMap<EnvName, EnvState>,
+    paint: Paint,
+    last_line: String,
+}
+
+impl Demo {
+    async fn check(&self) -> PassOutcome {
+        self.engine
+            .run_pass(std::slice::from_ref(&self.env), &self.state, PassMode::Check, jiff::Timestamp::now())
+            .await
+    }
+
+    /// One reconcile pass; prints what it did in words.
+    async fn reconcile_pass(&mut self) -> PassOutcome {
+        let mode = PassMode::Reconcile { dry_run: false };
+        let out = self
+            .engine
+            .run_pass(std::slice::from_ref(&self.env), &self.state, mode, jiff::Timestamp::now())
+            .await;
+        self.state.extend(out.states.clone());
+        let p = &self.paint;
+        for (_, reason, _) in &out.decisions {
+            for a in &out.report.environments[0].actions {
+                match a {
+                    ActionReport::Remediate { attempt, ok, detail } => {
+                        let verdict = if *ok == Some(true) { p.good("triggered") } else { p.bad("failed") };
+                        println!("  deploy attempt {attempt}: {verdict} ({detail})");
+                    }
+                    ActionReport::AlarmRaised { .. }
+                    | ActionReport::AlarmResolved { .. }
+                    | ActionReport::AlarmRepeated { .. } => {}
+                }
+            }
+            let phase = out.report.environments[0].phase;
+            let line = format!("{}: {reason}", phase.map_or("?", |ph| ph.as_str()));
+            if out.report.environments[0].actions.is_empty()
+                && phase != Some(Phase::InSync)
+                && line != self.last_line
+            {
+                println!("  {}", p.dim(&line));
+            }
+            self.last_line = line;
+        }
+        out
+    }
+
+    /// Reconcile passes until in sync; returns the recorded convergence lag.
+    async fn until_in_sync(&mut self, limit: Duration) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let mode = PassMode::Reconcile { dry_run: false };
+            let out = self
+                .engine
+                .run_pass(std::slice::from_ref(&self.env), &self.state, mode, jiff::Timestamp::now())
+                .await;
+            self.state.extend(out.states.clone());
+            if out.report.in_sync {
+                let lag = out.states.first().and_then(|(_, s)| s.last_convergence_lag_s);
+                return lag.context("no convergence lag was recorded");
+            }
+            if Instant::now() > deadline {
+                bail!("the demo target did not converge in time");
+            }
+        }
+    }
+}
+
+fn step(p: &Paint, n: u32, title: &str) {
+    println!("\n{}", p.bold(&format!("{n}. {title}")));
+}
+
+/// Stands in for a deploy pipeline: "deploys" by making the service report the commit
+/// after a short delay; can be broken on purpose.
+struct DemoDeploy {
+    served: Arc<Mutex<String>>,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl Remediator for DemoDeploy {
+    fn name(&self) -> &str {
+        "demo-deploy"
+    }
+    async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
+        if self.broken.load(Ordering::SeqCst) {
+            return RemediationOutcome {
+                ok: false,
+                detail: "deploy.sh exited 1: registry unavailable".into(),
+                exit_code: Some(1),
+                output_tail: None,
+            };
+        }
+        let served = self.served.clone();
+        let sha = req.expected.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            *served.lock().unwrap_or_else(|e| e.into_inner()) = sha;
+        });
+        RemediationOutcome {
+            ok: true,
+            detail: format!("deploy of {} started", req.expected.short(7)),
+            exit_code: Some(0),
+            output_tail: None,
+        }
+    }
+}
+
+/// Prints alarm notifications as an on-call person would receive them.
+struct PrintSink {
+    paint: Paint,
+}
+
+#[async_trait]
+impl AlarmSink for PrintSink {
+    fn name(&self) -> &str {
+        "demo"
+    }
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
+        let p = &self.paint;
+        match n.event {
+            AlarmEvent::AlarmRaised => println!("  {} {} alarm: {}", p.bad("ALARM"), n.alarm, n.summary),
+            AlarmEvent::AlarmResolved => println!("  {} {}", p.good("RESOLVED"), n.summary),
+            AlarmEvent::AlarmRepeated => println!("  {} {}", p.warn("STILL OPEN"), n.summary),
+            AlarmEvent::AlarmFiring => {}
+        }
+        Ok(())
+    }
+}
+
+/// Serves deployment-meta.json with whatever commit `served` holds.
+async fn serve(served: Arc<Mutex<String>>) -> anyhow::Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = 0;
+                // Read the request head (small; bounded), then answer and close.
+                while seen < buf.len() {
+                    match stream.read(&mut buf[seen..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen += n,
+                    }
+                    if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let body = format!(
+                    "{{\"schema\":1,\"sha\":\"{sha}\",\"ref\":\"{REF}\",\"environment\":\"production\",\"built_at\":\"{}\"}}",
+                    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                );
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Demo Developer")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Demo Developer")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.invalid")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running git (the demo needs git on PATH)")?;
+    if !out.status.success() {
+        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn commit(dir: &Path, msg: &str) -> anyhow::Result<String> {
+    git(dir, &["commit", "-q", "--allow-empty", "-m", msg])?;
+    git(dir, &["rev-parse", "HEAD"])
+}

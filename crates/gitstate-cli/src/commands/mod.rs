@@ -1,0 +1,38 @@
+//! One module per subcommand; [`dispatch`] runs the chosen one and returns its exit code.
+
+pub mod check;
+pub mod demo;
+pub mod expected;
+pub mod stamp;
+pub mod validate;
+
+use std::path::Path;
+
+use crate::cli::Command;
+use crate::config::{self, Config};
+
+/// Runs a subcommand.
+pub fn dispatch(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Expected(a) => runtime()?.block_on(expected::run(a)),
+        Command::Check(a) => runtime()?.block_on(check::run(a)),
+        Command::Stamp(a) => stamp::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Demo => runtime()?.block_on(demo::run()),
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gitstate", &mut std::io::stdout());
+            Ok(crate::exit::IN_SYNC)
+        }
+    }
+}
+
+/// The binary owns the runtime; libraries never start one.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Loads the configuration named by `-c` / `$GITSTATE_CONFIG` / `./gitstate.toml`.
+pub fn load_config(flag: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(config::load(&config::locate(flag))?)
+}

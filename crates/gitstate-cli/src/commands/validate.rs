@@ -1,0 +1,46 @@
+//! `gitstate validate`: parse and check the configuration; touch nothing (no repository,
+//! no network). Exit 0 when valid, 2 otherwise.
+
+use crate::cli::ConfigArg;
+use crate::config::{RemediateConfig, RepoLocation, TargetKind};
+use crate::exit;
+
+/// Runs the command.
+pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
+    let config = super::load_config(args.config.as_deref())?;
+    let repo = match &config.source.repo {
+        RepoLocation::Local(p) => p.display().to_string(),
+        RepoLocation::Remote(u) => gitstate_core::redact::redact_url(u),
+    };
+    println!("{}: valid", config.path.display());
+    println!("  source: {repo} (ref prefix {})", config.source.ref_prefix);
+    for e in &config.environments {
+        let kinds: Vec<String> = e
+            .targets
+            .iter()
+            .map(|t| match &t.kind {
+                TargetKind::Http(h) => format!(
+                    "{} (http, {} url{})",
+                    t.name,
+                    h.urls.len(),
+                    if h.urls.len() == 1 { "" } else { "s" }
+                ),
+                TargetKind::Aws(a) => format!("{} (aws, {})", t.name, a.region),
+            })
+            .collect();
+        let remediate = match &e.remediate {
+            Some(RemediateConfig::Command { argv, .. }) => format!("command {}", argv[0]),
+            Some(RemediateConfig::Webhook { url, .. }) => format!("webhook {}", url.host_str().unwrap_or("")),
+            None => "none (observe only)".into(),
+        };
+        println!("  environment {} -> {}: {}; remediate: {remediate}", e.name, e.reference, kinds.join(", "));
+    }
+    for d in &config.discover {
+        println!(
+            "  discover {}* (exclude: {})",
+            d.ref_prefix,
+            if d.exclude.is_empty() { "none".into() } else { d.exclude.join(", ") }
+        );
+    }
+    Ok(exit::IN_SYNC)
+}

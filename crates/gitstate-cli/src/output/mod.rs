@@ -1,0 +1,72 @@
+//! What people and programs read: tables ([`table`]), the check report ([`report`]),
+//! a progress line on stderr ([`progress`]), colour rules and error chains.
+
+pub mod progress;
+pub mod report;
+pub mod table;
+
+use std::io::IsTerminal;
+
+/// Colour is used only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+pub fn color_enabled_stdout() -> bool {
+    no_color_unset() && std::io::stdout().is_terminal()
+}
+
+/// As [`color_enabled_stdout`], for stderr.
+pub fn color_enabled_stderr() -> bool {
+    no_color_unset() && std::io::stderr().is_terminal()
+}
+
+fn no_color_unset() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// ANSI styling that is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    /// Styling on or off.
+    pub fn new(on: bool) -> Self {
+        Self { on }
+    }
+
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+    }
+
+    /// Green.
+    pub fn good(&self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    /// Yellow.
+    pub fn warn(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    /// Red.
+    pub fn bad(&self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+    /// Bold.
+    pub fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    /// Dim.
+    pub fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+}

@@ -1,0 +1,120 @@
+//! The check report as people read it: one row per instance (or per failed target or
+//! environment), short SHAs, behind/ahead counts, and a one-line summary.
+
+use std::collections::BTreeMap;
+
+use gitstate_core::{InstanceObservation, Report, Status};
+
+use super::Paint;
+use super::table::Table;
+
+fn short(s: &str) -> String {
+    let hexish = s.bytes().all(|b| b.is_ascii_hexdigit());
+    if hexish { s.chars().take(7).collect() } else { s.chars().take(12).collect() }
+}
+
+fn paint_status(p: &Paint, s: Status) -> String {
+    match s {
+        Status::InSync => p.good(s.as_str()),
+        Status::Behind | Status::Ahead | Status::Drifted => p.warn(s.as_str()),
+        _ => p.bad(s.as_str()),
+    }
+}
+
+/// What an instance's status means, in words.
+pub fn detail(i: &InstanceObservation) -> String {
+    let n = |v: Option<u64>| v.unwrap_or(0);
+    let plural = |k: u64| if k == 1 { "" } else { "s" };
+    match i.status {
+        Status::InSync => String::new(),
+        Status::Behind => {
+            let k = n(i.commits_behind);
+            format!("{k} commit{} behind: deploy pending", plural(k))
+        }
+        Status::Ahead => {
+            let k = n(i.commits_ahead);
+            format!("{k} commit{} ahead: rollback pending", plural(k))
+        }
+        Status::Diverged => format!(
+            "{} behind, {} ahead of the merge base: not from this ref (hotfix?)",
+            n(i.commits_behind),
+            n(i.commits_ahead)
+        ),
+        Status::UnknownCommit => "commit not in the repository (or an ambiguous abbreviation)".into(),
+        Status::Drifted => {
+            i.error.clone().unwrap_or_else(|| "differs; no history to compare (mirror = true adds it)".into())
+        }
+        Status::Missing | Status::Invalid | Status::Unreachable => i.error.clone().unwrap_or_default(),
+    }
+}
+
+/// Renders a check report.
+pub fn render(report: &Report, p: &Paint) -> String {
+    let mut t = Table::new(&["ENVIRONMENT", "TARGET", "INSTANCE", "STATUS", "EXPECTED → ACTUAL", "DETAIL"]);
+    let mut counts: BTreeMap<Status, usize> = BTreeMap::new();
+    let mut errors = 0;
+    for env in &report.environments {
+        let exp = env.expected.as_ref().map_or("-".to_owned(), |c| c.short(7).to_owned());
+        if let Some(e) = &env.error {
+            errors += 1;
+            t.row(vec![env.name.to_string(), "-".into(), "-".into(), p.bad("error"), "-".into(), e.clone()]);
+            continue;
+        }
+        if env.targets.is_empty() {
+            t.row(vec![
+                env.name.to_string(),
+                "-".into(),
+                "-".into(),
+                p.dim("no targets"),
+                exp.clone(),
+                String::new(),
+            ]);
+        }
+        for target in &env.targets {
+            if target.instances.is_empty() {
+                *counts.entry(target.status).or_default() += 1;
+                t.row(vec![
+                    env.name.to_string(),
+                    target.name.clone(),
+                    "-".into(),
+                    paint_status(p, target.status),
+                    format!("{exp} → -"),
+                    target.error.clone().unwrap_or_default(),
+                ]);
+            }
+            for i in &target.instances {
+                *counts.entry(i.status).or_default() += 1;
+                let actual = i.actual.as_deref().map_or("-".to_owned(), short);
+                t.row(vec![
+                    env.name.to_string(),
+                    target.name.clone(),
+                    i.id.clone(),
+                    paint_status(p, i.status),
+                    format!("{exp} → {actual}"),
+                    detail(i),
+                ]);
+            }
+        }
+    }
+    let mut out = t.render();
+    let envs = report.environments.len();
+    let synced = report.environments.iter().filter(|e| e.in_sync).count();
+    let total: usize = counts.values().sum();
+    let breakdown: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let headline = format!("{synced} of {envs} environment{} in sync", if envs == 1 { "" } else { "s" });
+    let headline = if synced == envs { p.good(&headline) } else { p.bold(&headline) };
+    out.push('\n');
+    out.push_str(&headline);
+    if total > 0 {
+        out.push_str(&format!(
+            "; {total} instance{}: {}",
+            if total == 1 { "" } else { "s" },
+            breakdown.join(", ")
+        ));
+    }
+    if errors > 0 {
+        out.push_str(&format!("; {errors} could not be checked"));
+    }
+    out.push('\n');
+    out
+}

@@ -1,0 +1,74 @@
+//! A plain text table: left-aligned columns sized to their widest cell, measured without
+//! colour codes so that coloured and plain output line up the same.
+
+/// Rows of cells under a header.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Self {
+        Self { header: header.iter().map(|s| (*s).to_owned()).collect(), rows: Vec::new() }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Renders, one line per row, no trailing spaces.
+    pub fn render(&self) -> String {
+        let n = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| visible_len(h)).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(visible_len(c));
+            }
+        }
+        let mut out = String::new();
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate().take(n) {
+                line.push_str(c);
+                if i + 1 < n {
+                    line.push_str(&" ".repeat(widths[i] - visible_len(c) + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Characters shown, skipping ANSI escape sequences.
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_ignoring_colour() {
+        let mut t = Table::new(&["A", "B"]);
+        t.row(vec!["\x1b[32mok\x1b[0m".into(), "x".into()]);
+        t.row(vec!["longer".into(), "".into()]);
+        let s = t.render();
+        assert_eq!(s, "A       B\n\x1b[32mok\x1b[0m      x\nlonger\n");
+    }
+}

@@ -1,0 +1,152 @@
+//! From a [`Config`] to what the engine runs: the Git source, the environments (explicit
+//! and discovered, filtered by `-e`), and a probe per target sharing one HTTP pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use gitstate_core::git::GitSource;
+use gitstate_core::{
+    ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
+    ReportedCommit, TargetSpec,
+};
+use gitstate_http::{HttpClients, HttpProbe};
+
+use crate::config::discover::{self, Skipped};
+use crate::config::{Config, EnvironmentConfig, RepoLocation, TargetKind};
+
+/// Opens the configured repository (local path, remote URL, or mirrored remote).
+pub fn source(config: &Config) -> anyhow::Result<GitSource> {
+    match &config.source.repo {
+        RepoLocation::Local(p) => {
+            GitSource::local(p).with_context(|| format!("{}: source.repo", config.path.display()))
+        }
+        RepoLocation::Remote(url) if config.source.mirror => {
+            let dir = config.state_dir.join("mirror.git");
+            std::fs::create_dir_all(&config.state_dir)
+                .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
+            Ok(GitSource::mirrored(url, &dir)?)
+        }
+        RepoLocation::Remote(url) => Ok(GitSource::remote(url)?),
+    }
+}
+
+/// The environments to work on: explicit ones and those `[[discover]]` finds (each prefix
+/// listed once), narrowed to `only` when given. Discovered ones carry their commit.
+pub async fn environments(
+    config: &Config,
+    source: &GitSource,
+    only: &[String],
+) -> anyhow::Result<(Vec<(EnvironmentConfig, Option<Expected>)>, Vec<Skipped>)> {
+    let mut listed = Vec::new();
+    for d in &config.discover {
+        let refs = source
+            .list(&d.ref_prefix)
+            .await
+            .with_context(|| format!("listing refs under {}", d.ref_prefix))?;
+        listed.push(refs);
+    }
+    let (mut envs, skipped) = discover::environments(config, &listed, &|k| std::env::var(k).ok())?;
+    for s in &skipped {
+        tracing::warn!(reference = %s.reference, reason = %s.reason, "discover: skipping a ref");
+    }
+    if !only.is_empty() {
+        for name in only {
+            if !envs.iter().any(|(e, _)| e.name.as_str() == name) {
+                let known: Vec<&str> = envs.iter().map(|(e, _)| e.name.as_str()).collect();
+                bail!(
+                    "no environment named {name:?} (known: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                );
+            }
+        }
+        envs.retain(|(e, _)| only.iter().any(|n| n == e.name.as_str()));
+    }
+    Ok((envs, skipped))
+}
+
+/// Engine specs with probes for each target. Remediators are attached by the caller.
+pub fn specs(
+    envs: &[(EnvironmentConfig, Option<Expected>)],
+    clients: &HttpClients,
+) -> anyhow::Result<Vec<EnvironmentSpec>> {
+    envs.iter()
+        .map(|(e, _)| {
+            let targets = e
+                .targets
+                .iter()
+                .map(|t| {
+                    let probe: Arc<dyn ActualStateProbe> = match &t.kind {
+                        TargetKind::Http(h) => Arc::new(
+                            HttpProbe::new(clients, h.clone())
+                                .with_context(|| format!("environment {}, target {}", e.name, t.name))?,
+                        ),
+                        TargetKind::Aws(_) => bail!(
+                            "environment {}, target {}: AWS targets need the gitstate-aws probe, which this build does not include yet",
+                            e.name,
+                            t.name
+                        ),
+                    };
+                    Ok(TargetSpec { name: t.name.clone(), probe })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(EnvironmentSpec {
+                name: e.name.clone(),
+                reference: e.reference.clone(),
+                targets,
+                remediator: None,
+                policy: e.policy.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Answers `resolve` from what a `[[discover]]` listing already returned, so a discovered
+/// ref is read once per pass; everything else goes to the inner source.
+pub struct Prefetched {
+    inner: GitSource,
+    known: HashMap<String, Expected>,
+}
+
+impl Prefetched {
+    /// Wraps `inner` with the commits already listed.
+    pub fn new(inner: GitSource, envs: &[(EnvironmentConfig, Option<Expected>)]) -> Self {
+        let known = envs.iter().filter_map(|(_, e)| e.clone()).map(|e| (e.reference.clone(), e)).collect();
+        Self { inner, known }
+    }
+}
+
+#[async_trait]
+impl ExpectedState for Prefetched {
+    fn name(&self) -> &str {
+        "git"
+    }
+
+    async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        let missing: Vec<String> = refs.iter().filter(|r| !self.known.contains_key(*r)).cloned().collect();
+        let mut fetched =
+            if missing.is_empty() { Vec::new() } else { self.inner.resolve(&missing).await? }.into_iter();
+        Ok(refs
+            .iter()
+            .map(|r| match self.known.get(r) {
+                Some(e) => Ok(e.clone()),
+                None => fetched.next().unwrap_or_else(|| {
+                    Err(ExpectedError::RefNotFound { reference: r.clone(), repo: "?".into() })
+                }),
+            })
+            .collect())
+    }
+
+    async fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        self.inner.relate(expected, reported).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        self.inner.list(prefix).await
+    }
+}
