@@ -13,8 +13,8 @@ use gitstate_core::{
 };
 use gitstate_http::{HttpClients, HttpProbe};
 
-use crate::config::discover::{self, Skipped};
-use crate::config::{Config, EnvironmentConfig, RepoLocation, TargetKind};
+use crate::config::discover::{self, Planned, Skipped};
+use crate::config::{Config, RepoLocation, TargetKind};
 
 /// Opens the configured repository (local path, remote URL, or mirrored remote).
 pub fn source(config: &Config) -> anyhow::Result<GitSource> {
@@ -38,7 +38,7 @@ pub async fn environments(
     config: &Config,
     source: &GitSource,
     only: &[String],
-) -> anyhow::Result<(Vec<(EnvironmentConfig, Option<Expected>)>, Vec<Skipped>)> {
+) -> anyhow::Result<(Vec<Planned>, Vec<Skipped>)> {
     let mut listed = Vec::new();
     for d in &config.discover {
         let refs = source
@@ -53,26 +53,23 @@ pub async fn environments(
     }
     if !only.is_empty() {
         for name in only {
-            if !envs.iter().any(|(e, _)| e.name.as_str() == name) {
-                let known: Vec<&str> = envs.iter().map(|(e, _)| e.name.as_str()).collect();
+            if !envs.iter().any(|p| p.config.name.as_str() == name) {
+                let known: Vec<&str> = envs.iter().map(|p| p.config.name.as_str()).collect();
                 bail!(
                     "no environment named {name:?} (known: {})",
                     if known.is_empty() { "none".into() } else { known.join(", ") }
                 );
             }
         }
-        envs.retain(|(e, _)| only.iter().any(|n| n == e.name.as_str()));
+        envs.retain(|p| only.iter().any(|n| n == p.config.name.as_str()));
     }
     Ok((envs, skipped))
 }
 
 /// Engine specs with probes for each target. Remediators are attached by the caller.
-pub fn specs(
-    envs: &[(EnvironmentConfig, Option<Expected>)],
-    clients: &HttpClients,
-) -> anyhow::Result<Vec<EnvironmentSpec>> {
+pub fn specs(envs: &[Planned], clients: &HttpClients) -> anyhow::Result<Vec<EnvironmentSpec>> {
     envs.iter()
-        .map(|(e, _)| {
+        .map(|Planned { config: e, .. }| {
             let targets = e
                 .targets
                 .iter()
@@ -111,8 +108,8 @@ pub struct Prefetched {
 
 impl Prefetched {
     /// Wraps `inner` with the commits already listed.
-    pub fn new(inner: GitSource, envs: &[(EnvironmentConfig, Option<Expected>)]) -> Self {
-        let known = envs.iter().filter_map(|(_, e)| e.clone()).map(|e| (e.reference.clone(), e)).collect();
+    pub fn new(inner: GitSource, envs: &[Planned]) -> Self {
+        let known = envs.iter().filter_map(|p| p.listed.clone()).map(|e| (e.reference.clone(), e)).collect();
         Self { inner, known }
     }
 }

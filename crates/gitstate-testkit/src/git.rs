@@ -22,6 +22,9 @@ pub fn git_cmd(dir: &Path) -> Command {
         .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
         .env("GIT_COMMITTER_NAME", "t")
         .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        // Fixed dates make commit ids the same on every run (stable snapshots).
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
         .stdin(Stdio::null());
     c
 }
@@ -30,6 +33,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = git_cmd(dir).args(args).output().expect("git is installed");
     assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl Default for Repo {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Repo {
@@ -139,7 +148,7 @@ pub fn git_daemon(base: &Path) -> Server {
 }
 
 /// A minimal HTTP/1.1 server running `git http-backend` as CGI for every request,
-/// serving the repositories under `root` at http://127.0.0.1:port/<repo>.
+/// serving the repositories under `root` at `http://127.0.0.1:port/<repo>`.
 pub struct HttpBackend {
     pub port: u16,
 }

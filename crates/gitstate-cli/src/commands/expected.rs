@@ -26,12 +26,13 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let source = plan::source(&config)?;
     let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
     let source = plan::Prefetched::new(source, &envs);
-    let refs: Vec<String> = envs.iter().map(|(e, _)| e.reference.clone()).collect();
+    let refs: Vec<String> = envs.iter().map(|p| p.config.reference.clone()).collect();
     let resolved = source.resolve(&refs).await?;
     let rows: Vec<Row> = envs
         .iter()
         .zip(resolved)
-        .map(|((e, _), r)| match r {
+        .map(|(p, r)| (&p.config, r))
+        .map(|(e, r)| match r {
             Ok(x) => Row {
                 name: e.name.to_string(),
                 reference: x.reference,

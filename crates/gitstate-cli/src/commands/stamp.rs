@@ -61,15 +61,12 @@ fn gix_open(path: &Path) -> anyhow::Result<gix::Repository> {
 /// The commit `rev` names and, when it names a ref (following `HEAD` to its branch), the ref.
 fn resolve(repo: &gix::Repository, rev: &str) -> anyhow::Result<(String, Option<String>)> {
     let reference = match repo.try_find_reference(rev) {
-        Ok(Some(r)) => {
-            // A symbolic ref such as HEAD names the branch it points at; detached HEAD names none.
-            let name = match r.target() {
-                gix::refs::TargetRef::Symbolic(target) => Some(target.as_bstr().to_string()),
-                gix::refs::TargetRef::Object(_) if r.name().as_bstr() == "HEAD" => None,
-                gix::refs::TargetRef::Object(_) => Some(r.name().as_bstr().to_string()),
-            };
-            name
-        }
+        // A symbolic ref such as HEAD names the branch it points at; detached HEAD names none.
+        Ok(Some(r)) => match r.target() {
+            gix::refs::TargetRef::Symbolic(target) => Some(target.as_bstr().to_string()),
+            gix::refs::TargetRef::Object(_) if r.name().as_bstr() == "HEAD" => None,
+            gix::refs::TargetRef::Object(_) => Some(r.name().as_bstr().to_string()),
+        },
         _ => None,
     };
     let id = repo.rev_parse_single(rev)?;

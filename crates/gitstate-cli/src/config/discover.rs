@@ -22,6 +22,15 @@ pub struct DiscoverConfig {
     pub(super) ctx: Ctx,
 }
 
+/// An environment to work on, with its commit when a `[[discover]]` listing already read it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The environment.
+    pub config: EnvironmentConfig,
+    /// Its ref and commit, as listed (discovered environments only).
+    pub listed: Option<Expected>,
+}
+
 /// A ref under a prefix that could not become an environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -38,9 +47,9 @@ pub fn environments(
     config: &Config,
     listed: &[Vec<Expected>],
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vec<(EnvironmentConfig, Option<Expected>)>, Vec<Skipped>), ConfigError> {
-    let mut out: Vec<(EnvironmentConfig, Option<Expected>)> =
-        config.environments.iter().cloned().map(|e| (e, None)).collect();
+) -> Result<(Vec<Planned>, Vec<Skipped>), ConfigError> {
+    let mut out: Vec<Planned> =
+        config.environments.iter().cloned().map(|config| Planned { config, listed: None }).collect();
     let mut skipped = Vec::new();
     for (d, refs) in config.discover.iter().zip(listed) {
         for e in refs {
@@ -55,7 +64,7 @@ pub fn environments(
             if d.exclude.iter().any(|g| glob_match(g, name.as_str())) {
                 continue;
             }
-            if out.iter().any(|(x, _)| x.name == name) {
+            if out.iter().any(|p| p.config.name == name) {
                 // An explicit environment (or an earlier discover block) wins.
                 continue;
             }
@@ -71,7 +80,7 @@ pub fn environments(
                 discovered: true,
                 name,
             };
-            out.push((env, Some(e.clone())));
+            out.push(Planned { config: env, listed: Some(e.clone()) });
         }
     }
     Ok((out, skipped))

@@ -119,7 +119,7 @@ pub enum RemediateConfig {
         /// Where.
         url: Url,
         /// Extra headers (secret values).
-        headers: Vec<(HeaderName, HeaderValue)>,
+        headers: Headers,
         /// A body template (`${GITSTATE_…}` filled at remediation time); the default JSON when absent.
         body: Option<String>,
         /// Whole request.
@@ -144,13 +144,36 @@ pub struct EnvironmentConfig {
     pub discovered: bool,
 }
 
+/// Request headers; values may be secrets and are never shown.
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// `[alerts.alertmanager]`.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerConfig {
+    /// Base URL (`/api/v2/alerts` is appended).
+    pub url: Url,
+    /// Extra headers.
+    pub headers: Headers,
+}
+
+/// `[alerts.webhook]`.
+#[derive(Debug, Clone)]
+pub struct AlertWebhookConfig {
+    /// Where to POST.
+    pub url: Url,
+    /// `json` or `slack`.
+    pub format: WebhookFormat,
+    /// Extra headers.
+    pub headers: Headers,
+}
+
 /// `[alerts]`.
 #[derive(Debug, Clone, Default)]
 pub struct AlertsConfig {
-    /// Alertmanager base URL and headers.
-    pub alertmanager: Option<(Url, Vec<(HeaderName, HeaderValue)>)>,
-    /// Webhook URL, format and headers.
-    pub webhook: Option<(Url, WebhookFormat, Vec<(HeaderName, HeaderValue)>)>,
+    /// Alertmanager, if configured.
+    pub alertmanager: Option<AlertmanagerConfig>,
+    /// A webhook, if configured.
+    pub webhook: Option<AlertWebhookConfig>,
 }
 
 /// `[watch]`.
@@ -338,7 +361,10 @@ pub fn parse(
             .alertmanager
             .as_ref()
             .map(|a| {
-                Ok::<_, ConfigError>((url_at(&ctx, &a.url, "", lookup)?, headers(&ctx, &a.headers, lookup)?))
+                Ok::<_, ConfigError>(AlertmanagerConfig {
+                    url: url_at(&ctx, &a.url, "", lookup)?,
+                    headers: headers(&ctx, &a.headers, lookup)?,
+                })
             })
             .transpose()?,
         webhook: raw
@@ -346,11 +372,11 @@ pub fn parse(
             .webhook
             .as_ref()
             .map(|w| {
-                Ok::<_, ConfigError>((
-                    url_at(&ctx, &w.url, "", lookup)?,
-                    w.format,
-                    headers(&ctx, &w.headers, lookup)?,
-                ))
+                Ok::<_, ConfigError>(AlertWebhookConfig {
+                    url: url_at(&ctx, &w.url, "", lookup)?,
+                    format: w.format,
+                    headers: headers(&ctx, &w.headers, lookup)?,
+                })
             })
             .transpose()?,
     };
@@ -491,7 +517,7 @@ fn headers(
     ctx: &Ctx,
     map: &BTreeMap<String, Spanned<String>>,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+) -> Result<Headers, ConfigError> {
     map.iter()
         .map(|(k, v)| {
             let name = HeaderName::from_bytes(k.as_bytes())

@@ -1,0 +1,446 @@
+//! `gitstate check` end to end: real repositories, real HTTP servers on 127.0.0.1, the
+//! built binary; every status HTTP can produce, every auto-detected format, exit codes,
+//! discover, JSON schema 1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// A repository with history: main c0..c5 (production at c5), a hotfix branch off c2.
+struct World {
+    repo: Repo,
+    c: Vec<String>,
+    hotfix: String,
+    server: TestServer,
+}
+
+fn world() -> World {
+    let repo = Repo::new();
+    let c = repo.commits(6, "c");
+    repo.git(&["checkout", "-q", "-b", "hotfix", &c[2]]);
+    let hotfix = repo.commit("hotfix");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.update_ref(REF, &c[5]);
+    World { repo, c, hotfix, server: TestServer::start_background() }
+}
+
+fn config_for(w: &World, body: &str) -> std::path::PathBuf {
+    write_config(w.repo.path(), &format!("[source]\nrepo = \".\"\n\n{body}"))
+}
+
+#[test]
+fn every_status_http_can_produce_with_counts() {
+    let w = world();
+    let s = &w.server;
+    s.route("/in-sync", meta(&w.c[5]))
+        .route("/behind", meta(&w.c[2]))
+        .route("/ahead", meta(&w.c[5]))
+        .route("/diverged", meta(&w.hotfix))
+        .route("/unknown", meta(&"e".repeat(40)))
+        .route("/invalid", Behavior::Json(r#"{"sha": 42}"#.into()));
+    w.repo.update_ref("refs/heads/environments/rollback", &w.c[3]);
+    let urls =
+        |paths: &[&str]| paths.iter().map(|p| format!("\"{}\"", s.url(p))).collect::<Vec<_>>().join(", ");
+    let cfg = config_for(
+        &w,
+        &format!(
+            r#"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = [{}]
+  timeout = "5s"
+
+[[environments]]
+name = "rollback"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = [{}]
+"#,
+            urls(&["/in-sync", "/behind", "/diverged", "/unknown", "/invalid", "/down"]),
+            urls(&["/ahead"])
+        ),
+    );
+    // /down is a port nobody listens on.
+    let down = format!("http://127.0.0.1:{}/x", gitstate_testkit::free_port());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&s.url("/down"), &down);
+    std::fs::write(&cfg, text).unwrap();
+
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 1, "drift → exit 1\n{}", r.stderr);
+    let j = r.json();
+    let st = |env: &str, id: &str| instance(&j, env, "web", id).clone();
+    assert_eq!(st("production", &s.url("/in-sync"))["status"], "in_sync");
+    let b = st("production", &s.url("/behind"));
+    assert_eq!(
+        (b["status"].as_str(), b["commits_behind"].as_u64(), b["commits_ahead"].clone()),
+        (Some("behind"), Some(3), Value::Null)
+    );
+    let d = st("production", &s.url("/diverged"));
+    assert_eq!(
+        (d["status"].as_str(), d["commits_behind"].as_u64(), d["commits_ahead"].as_u64()),
+        (Some("diverged"), Some(3), Some(1))
+    );
+    assert_eq!(st("production", &s.url("/unknown"))["status"], "unknown_commit");
+    let inv = st("production", &s.url("/invalid"));
+    assert_eq!(inv["status"], "invalid");
+    assert!(inv["error"].as_str().unwrap().contains("number"));
+    let dn = st("production", &down);
+    assert_eq!(dn["status"], "unreachable");
+    assert!(dn["error"].as_str().unwrap().contains("cannot connect"));
+    let a = st("rollback", &s.url("/ahead"));
+    assert_eq!((a["status"].as_str(), a["commits_ahead"].as_u64()), (Some("ahead"), Some(2)));
+    // The target is its worst instance.
+    assert_eq!(j["environments"][0]["targets"][0]["status"], "unreachable");
+    assert_eq!(j["environments"][1]["targets"][0]["status"], "ahead");
+}
+
+#[test]
+fn auto_detected_formats_and_abbreviations_are_in_sync() {
+    let w = world();
+    let s = &w.server;
+    let sha = &w.c[5];
+    s.route("/meta", meta(sha))
+        .route(
+            "/dockerflow",
+            Behavior::Json(format!(r#"{{"source":"x","version":"1","commit":"{sha}","build":"b"}}"#)),
+        )
+        .route(
+            "/spring",
+            Behavior::Json(format!(
+                r#"{{"git":{{"branch":"main","commit":{{"id":"{}","time":"t"}}}}}}"#,
+                &sha[..7]
+            )),
+        )
+        .route(
+            "/spring-full",
+            Behavior::Json(format!(
+                r#"{{"git":{{"commit":{{"id":{{"abbrev":"{}","full":"{sha}"}}}}}}}}"#,
+                &sha[..7]
+            )),
+        )
+        .route("/version", Behavior::Json(format!(r#"{{"major":"1","minor":"30","gitCommit":"{sha}"}}"#)))
+        .route("/plain", Behavior::Bytes(format!("{}\n", sha[..12].to_uppercase()).into_bytes()))
+        .route("/custom", Behavior::Json(format!(r#"{{"build":{{"rev":"{sha}"}}}}"#)));
+    let list = ["/meta", "/dockerflow", "/spring", "/spring-full", "/version", "/plain"]
+        .iter()
+        .map(|p| format!("\"{}\"", s.url(p)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = config_for(
+        &w,
+        &format!(
+            r#"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "auto"
+  [environments.targets.http]
+  urls = [{list}]
+  [[environments.targets]]
+  name = "pointer"
+  [environments.targets.http]
+  urls = ["{}"]
+  sha_pointer = "/build/rev"
+"#,
+            s.url("/custom")
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["in_sync"], true);
+    let auto = &j["environments"][0]["targets"][0]["instances"];
+    assert_eq!(auto.as_array().unwrap().len(), 6);
+    for i in auto.as_array().unwrap() {
+        assert_eq!(i["status"], "in_sync", "{i}");
+    }
+    assert_eq!(instance(&j, "production", "auto", &s.url("/spring"))["actual"], &sha[..7]);
+    assert_eq!(instance(&j, "production", "auto", &s.url("/plain"))["actual"], sha[..12].to_lowercase());
+}
+
+/// Checks the JSON against the field sets of SPEC §6.
+fn assert_schema(j: &Value) {
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(j), ["checked_at", "environments", "in_sync", "schema"]);
+    assert_eq!(j["schema"], 1);
+    jiff::Timestamp::from_str_ok(j["checked_at"].as_str().unwrap());
+    for e in j["environments"].as_array().unwrap() {
+        assert_eq!(keys(e), ["actions", "error", "expected", "in_sync", "name", "phase", "ref", "targets"]);
+        assert_eq!(e["phase"], Value::Null, "check has no phase");
+        assert_eq!(e["actions"], serde_json::json!([]));
+        for t in e["targets"].as_array().unwrap() {
+            assert_eq!(keys(t), ["error", "instances", "kind", "name", "status"]);
+            for i in t["instances"].as_array().unwrap() {
+                assert_eq!(
+                    keys(i),
+                    ["actual", "commits_ahead", "commits_behind", "elapsed_ms", "error", "id", "status"]
+                );
+                assert!(i["elapsed_ms"].is_u64());
+            }
+        }
+    }
+}
+
+trait TsOk {
+    fn from_str_ok(s: &str);
+}
+impl TsOk for jiff::Timestamp {
+    fn from_str_ok(s: &str) {
+        s.parse::<jiff::Timestamp>().unwrap_or_else(|e| panic!("{s} is not RFC 3339: {e}"));
+    }
+}
+
+#[test]
+fn json_follows_schema_1_and_exit_codes_follow_the_spec() {
+    let w = world();
+    w.server.route("/ok", meta(&w.c[5]));
+    let cfg = config_for(
+        &w,
+        &format!(
+            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\"]\n",
+            w.server.url("/ok")
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_schema(&j);
+    assert_eq!(j["environments"][0]["ref"], REF);
+    assert_eq!(j["environments"][0]["expected"], w.c[5]);
+    assert_eq!(j["environments"][0]["targets"][0]["kind"], "http");
+
+    // The ref moves between two runs: the next run sees it.
+    w.repo.update_ref(REF, &w.c[4]);
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 1);
+    let j = r.json();
+    assert_eq!(j["environments"][0]["expected"], w.c[4]);
+    assert_eq!(j["environments"][0]["targets"][0]["status"], "ahead");
+}
+
+#[test]
+fn a_missing_ref_exits_2_naming_the_environment() {
+    let w = world();
+    w.server.route("/ok", meta(&w.c[5]));
+    let cfg = config_for(
+        &w,
+        &format!(
+            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{u}\"]\n\n[[environments]]\nname = \"staging\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{u}\"]\n",
+            u = w.server.url("/ok")
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("environment staging") && r.stderr.contains("refs/heads/environments/staging"),
+        "{}",
+        r.stderr
+    );
+    let j = r.json();
+    assert_schema(&j);
+    assert!(j["environments"][1]["error"].as_str().unwrap().contains("not found"));
+    assert_eq!(j["environments"][0]["in_sync"], true);
+
+    // -e narrows to the healthy one; an unknown name is a usage error.
+    assert_eq!(with_config(&cfg, &["check", "-e", "production"]).code, 0);
+    let r = with_config(&cfg, &["check", "-e", "nope"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no environment named \"nope\""), "{}", r.stderr);
+}
+
+#[test]
+fn discover_makes_an_environment_per_ref() {
+    let w = world();
+    let s = &w.server;
+    w.repo.update_ref("refs/heads/environments/staging", &w.c[4]);
+    w.repo.update_ref("refs/heads/environments/legacy-eu", &w.c[0]);
+    w.repo.update_ref("refs/heads/environments/eu/west", &w.c[0]);
+    s.route("/production/meta", meta(&w.c[5]))
+        .route("/staging/meta", meta(&w.c[3]))
+        .route("/explicit", meta(&w.c[5]));
+    let cfg = config_for(
+        &w,
+        &format!(
+            r#"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "explicit"
+  [environments.targets.http]
+  urls = ["{}"]
+
+[[discover]]
+exclude = ["legacy-*"]
+  [[discover.targets]]
+  name = "web"
+  [discover.targets.http]
+  urls = ["http://127.0.0.1:{}/{{environment}}/meta"]
+"#,
+            s.url("/explicit"),
+            s.port
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j = r.json();
+    let names: Vec<&str> =
+        j["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["production", "staging"],
+        "explicit wins; legacy-* excluded; eu/west is not a valid name"
+    );
+    assert_eq!(j["environments"][0]["targets"][0]["name"], "explicit");
+    let staging = instance(&j, "staging", "web", &s.url("/staging/meta"));
+    assert_eq!((staging["status"].as_str(), staging["commits_behind"].as_u64()), (Some("behind"), Some(1)));
+    assert!(r.stderr.contains("eu/west"), "the skipped ref is named: {}", r.stderr);
+
+    let r = with_config(&cfg, &["expected", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"schema": 1, "environments": [
+            {"name": "production", "ref": REF, "expected": w.c[5]},
+            {"name": "staging", "ref": "refs/heads/environments/staging", "expected": w.c[4]},
+        ]})
+    );
+}
+
+#[test]
+fn hostile_targets_are_unreachable_or_invalid_never_in_sync() {
+    let w = world();
+    let s = &w.server;
+    let far = TestServer::start_background();
+    far.route("/x", meta(&w.c[5]));
+    s.route("/silent", Behavior::NeverRespond)
+        .route("/trickle", Behavior::Trickle(std::time::Duration::from_millis(300)))
+        .route("/endless", Behavior::Endless)
+        .route("/huge", Behavior::Huge(100 * 1024 * 1024))
+        .route("/bomb", Behavior::GzipBomb(32 * 1024 * 1024))
+        .route("/deep", Behavior::Json(format!("{}{}", "[".repeat(32_000), "]".repeat(32_000))))
+        .route("/utf8", Behavior::Bytes(b"\xff\xfe\xfd garbage".to_vec()))
+        .route("/number", Behavior::Json(r#"{"sha": 1234567890}"#.into()))
+        .route("/three", Behavior::Json(r#"{"sha": "abc"}"#.into()))
+        .route("/404", Behavior::Status(404))
+        .route("/429", Behavior::Status(429))
+        .route("/500", Behavior::Status(500))
+        .route("/loop", Behavior::Redirect(302, "/loop".into()))
+        .route("/r1", Behavior::Redirect(302, "/r2".into()))
+        .route("/r2", Behavior::Redirect(302, "/r3".into()))
+        .route("/r3", Behavior::Redirect(302, "/r4".into()))
+        .route("/r4", Behavior::Redirect(302, "/ok".into()))
+        .route("/ok", meta(&w.c[5]))
+        .route("/elsewhere", Behavior::Redirect(302, far.url("/x")))
+        .route("/reset", Behavior::Reset);
+    let paths = [
+        "/silent",
+        "/trickle",
+        "/endless",
+        "/huge",
+        "/bomb",
+        "/deep",
+        "/utf8",
+        "/number",
+        "/three",
+        "/404",
+        "/429",
+        "/500",
+        "/loop",
+        "/r1",
+        "/elsewhere",
+        "/reset",
+    ];
+    let list = paths.iter().map(|p| format!("\"{}\"", s.url(p))).collect::<Vec<_>>().join(", ");
+    let cfg = config_for(
+        &w,
+        &format!(
+            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"hostile\"\n  [environments.targets.http]\n  urls = [{list}]\n  timeout = \"2s\"\n"
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j = r.json();
+    let expect = [
+        ("/silent", "unreachable", "timed out after 2s"),
+        ("/trickle", "unreachable", "timed out after 2s"),
+        ("/endless", "invalid", "larger than max_bytes"),
+        ("/huge", "invalid", "larger than max_bytes"),
+        ("/bomb", "invalid", "neither JSON"),
+        ("/deep", "invalid", "recursion limit"),
+        ("/utf8", "invalid", "neither JSON"),
+        ("/number", "invalid", "a number"),
+        ("/three", "invalid", "shorter than 7"),
+        ("/404", "unreachable", "HTTP 404"),
+        ("/429", "unreachable", "HTTP 429"),
+        ("/500", "unreachable", "HTTP 500"),
+        ("/loop", "unreachable", "more than 3 redirects"),
+        ("/r1", "unreachable", "more than 3 redirects"),
+        ("/elsewhere", "unreachable", "another origin refused"),
+        ("/reset", "unreachable", ""),
+    ];
+    for (p, status, needle) in expect {
+        let i = instance(&j, "production", "hostile", &s.url(p));
+        assert_eq!(i["status"], status, "{p}: {i}");
+        assert!(i["error"].as_str().unwrap_or("").contains(needle), "{p}: {i}");
+        assert!(i["elapsed_ms"].as_u64().unwrap() < 10_000, "{p} was bounded: {i}");
+    }
+}
+
+#[test]
+fn a_thousand_targets_all_correct() {
+    let w = world();
+    let s = &w.server;
+    let mut targets = String::new();
+    for i in 0..1000 {
+        let sha = if i % 10 == 0 { &w.c[4] } else { &w.c[5] };
+        s.route(&format!("/t{i}"), meta(sha));
+        targets.push_str(&format!(
+            "  [[environments.targets]]\n  name = \"t{i}\"\n  [environments.targets.http]\n  urls = [\"{}\"]\n",
+            s.url(&format!("/t{i}"))
+        ));
+    }
+    let cfg = config_for(&w, &format!("[[environments]]\nname = \"production\"\n{targets}"));
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j = r.json();
+    let targets = j["environments"][0]["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1000);
+    for (i, t) in targets.iter().enumerate() {
+        let want = if i % 10 == 0 { "behind" } else { "in_sync" };
+        assert_eq!(t["name"], format!("t{i}"));
+        assert_eq!(t["status"], want, "{t}");
+    }
+}
+
+#[test]
+fn text_table_snapshot() {
+    let w = world();
+    let s = &w.server;
+    s.route("/eu", meta(&w.c[5]))
+        .route("/us", meta(&w.c[2]))
+        .route("/ap", meta(&w.hotfix))
+        .route("/sa", Behavior::Status(503));
+    let cfg = config_for(
+        &w,
+        &format!(
+            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\", \"{}\", \"{}\", \"{}\"]\n",
+            s.url("/eu"),
+            s.url("/us"),
+            s.url("/ap"),
+            s.url("/sa")
+        ),
+    );
+    let r = with_config(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(!r.stdout.contains('\x1b'), "no colour when stdout is not a terminal");
+    insta::assert_snapshot!(normalize(&r.stdout, s, &[w.repo.path()]));
+}

@@ -1,0 +1,298 @@
+//! The other one-shot commands end to end: configuration errors (file:line:column),
+//! `${VAR}` expansion and secrets, `validate`, `expected`, `stamp`, `completions`, `--help`.
+
+mod common;
+
+use common::*;
+
+fn repo_with_env() -> (Repo, Vec<String>) {
+    let repo = Repo::new();
+    let c = repo.commits(3, "c");
+    repo.update_ref(REF, &c[2]);
+    (repo, c)
+}
+
+const ENV: &str = r#"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["http://127.0.0.1:9/meta"]
+"#;
+
+#[test]
+fn unknown_keys_name_file_line_and_column() {
+    let (repo, _) = repo_with_env();
+    let cfg = write_config(
+        repo.path(),
+        &format!("[source]\nrepo = \".\"\n\n[policy]\ngrace = \"1m\"\ngracee = \"2m\"\n{ENV}"),
+    );
+    let r = with_config(&cfg, &["validate"]);
+    assert_eq!(r.code, 2);
+    let want = format!("{}:6:1: unknown field `gracee`", cfg.display());
+    assert!(r.stderr.contains(&want), "{}", r.stderr);
+    // Nothing was touched: no state dir appeared.
+    assert!(!repo.path().join(".gitstate").exists());
+}
+
+#[test]
+fn bad_values_are_located_too() {
+    let (repo, _) = repo_with_env();
+    let cases = [
+        ("[policy]\ngrace = \"soon\"\n", 2, "invalid duration \"soon\""),
+        ("[policy]\nmode = \"yolo\"\n", 2, "unknown variant `yolo`"),
+        ("[policy]\nbackoff = \"10m\"\nbackoff_max = \"1m\"\n", 0, "backoff_max"),
+        ("[[environments]]\nname = \"bad/name\"\n", 2, "invalid environment name \"bad/name\""),
+        ("[[environments]]\nname = \"x\"\nref = \"refs/heads/a..b\"\n", 3, "not a valid Git ref name"),
+        (
+            "[[environments]]\nname = \"x\"\n  [[environments.targets]]\n  name = \"t\"\n  [environments.targets.http]\n  urls = [\"ftp://h/x\"]\n",
+            6,
+            "must be http:// or https://",
+        ),
+        ("[[environments]]\nname = \"x\"\n  [[environments.targets]]\n  name = \"t\"\n", 4, "exactly one of"),
+        ("[watch]\nlisten = \"everywhere\"\n", 2, "not an address"),
+    ];
+    for (body, line, needle) in cases {
+        let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{body}{ENV}"));
+        let r = with_config(&cfg, &["validate"]);
+        assert_eq!(r.code, 2, "{body}");
+        assert!(r.stderr.contains(needle), "{body}: {}", r.stderr);
+        if line > 0 {
+            let at = format!("{}:{}:", cfg.display(), line + 2);
+            assert!(r.stderr.contains(&at), "{body}: expected {at} in {}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn variables_expand_and_secrets_never_come_back() {
+    let (repo, c) = repo_with_env();
+    let server = TestServer::start_background();
+    server.route("/meta", meta(&c[2]));
+    let cfg = write_config(
+        repo.path(),
+        "[source]\nrepo = \".\"\n[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"http://user:pa55word@127.0.0.1:${META_PORT}/meta\"]\n  headers = { Authorization = \"Bearer ${STATUS_TOKEN}\" }\n",
+    );
+    // Unset: an error naming the variable, never an empty string.
+    let r = run(gitstate()
+        .args(["check", "-o", "json", "-c"])
+        .arg(&cfg)
+        .env_remove("STATUS_TOKEN")
+        .env("META_PORT", server.port.to_string()));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("STATUS_TOKEN is not set"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{}:9:31:", cfg.display())), "{}", r.stderr);
+
+    let r = run(gitstate()
+        .args(["check", "-o", "json", "-c"])
+        .arg(&cfg)
+        .env("STATUS_TOKEN", "t0psecret")
+        .env("META_PORT", server.port.to_string()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for out in [&r.stdout, &r.stderr] {
+        assert!(!out.contains("t0psecret") && !out.contains("pa55word"), "secret leaked: {out}");
+    }
+    assert!(r.stdout.contains("http://***@127.0.0.1"), "{}", r.stdout);
+    let v = run(gitstate()
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .env("STATUS_TOKEN", "t0psecret")
+        .env("META_PORT", "1"));
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(!v.stdout.contains("t0psecret"));
+}
+
+#[test]
+fn config_is_found_by_flag_env_or_cwd() {
+    let (repo, c) = repo_with_env();
+    let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{ENV}"));
+    let r = run(gitstate().args(["expected", "-o", "json"]).env("GITSTATE_CONFIG", &cfg));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["environments"][0]["expected"], c[2]);
+    let r = run(gitstate().args(["expected"]).current_dir(repo.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(&c[2]) && r.stdout.contains(REF), "{}", r.stdout);
+    let r = run(gitstate().args(["expected"]).current_dir(std::env::temp_dir()));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("gitstate.toml") && r.stderr.contains("cannot read"), "{}", r.stderr);
+}
+
+#[test]
+fn validate_accepts_the_full_schema() {
+    let (repo, _) = repo_with_env();
+    std::fs::write(repo.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    let cfg = write_config(
+        repo.path(),
+        r#"
+[source]
+repo = "."
+ref_prefix = "refs/heads/environments/"
+
+[policy]
+mode = "remediate"
+grace = "5m"
+settle = "5m"
+max_attempts = 3
+backoff = "1m"
+backoff_max = "30m"
+unreachable_after = 3
+on_diverged = "alarm"
+renotify = "4h"
+
+[[environments]]
+name = "production"
+ref = "environments/production"
+  [environments.policy]
+  grace = "0s"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://eu.example.com/.well-known/deployment-meta.json", "https://us.example.com/.well-known/deployment-meta.json"]
+  sha_pointer = "/git/commit/id"
+  timeout = "10s"
+  max_bytes = 65536
+  headers = { Authorization = "Bearer x" }
+  ca_file = "ca.pem"
+  follow_redirects = "same-host"
+  [[environments.targets]]
+  name = "workers"
+  [environments.targets.aws]
+  region = "eu-west-1"
+  tags = { service = "workers", environment = ["production", "prod"] }
+  resource_types = ["lambda:function", "ec2:instance"]
+  sha_tag = "gitstate:sha"
+  endpoint_url = "http://127.0.0.1:5000"
+  [environments.remediate]
+  command = ["./deploy.sh", "production"]
+  timeout = "15m"
+
+[[environments]]
+name = "staging"
+  [environments.remediate.webhook]
+  url = "https://api.example.com/deploy"
+  headers = { Authorization = "Bearer y" }
+  body = '{"ref":"main","inputs":{"sha":"${GITSTATE_EXPECTED_SHA}"}}'
+
+[[discover]]
+ref_prefix = "refs/heads/previews/"
+exclude = ["legacy-*"]
+  [[discover.targets]]
+  name = "web"
+  [discover.targets.http]
+  urls = ["https://{environment}.example.com/.well-known/deployment-meta.json"]
+  [discover.remediate]
+  command = ["./deploy.sh", "{environment}"]
+
+[alerts]
+[alerts.alertmanager]
+url = "http://127.0.0.1:9093"
+[alerts.webhook]
+url = "https://hooks.example.com/services/T0/B0"
+format = "slack"
+
+[watch]
+interval = "60s"
+jitter = "10%"
+ref_poll = "1s"
+concurrency = 64
+listen = "127.0.0.1:9464"
+
+[state]
+dir = ".gitstate"
+"#,
+    );
+    let r = with_config(&cfg, &["validate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("environment production -> environments/production"), "{}", r.stdout);
+    assert!(r.stdout.contains("discover refs/heads/previews/*"), "{}", r.stdout);
+}
+
+#[test]
+fn stamp_writes_deployment_meta() {
+    let (repo, c) = repo_with_env();
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args(["--environment", "production"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["schema"], 1);
+    assert_eq!(j["sha"], c[2]);
+    assert_eq!(j["ref"], "refs/heads/main");
+    assert_eq!(j["environment"], "production");
+    j["built_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args([
+        "--rev",
+        "environments/production",
+        "-o",
+        "-",
+    ]));
+    assert_eq!(r.json()["ref"], REF);
+
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args(["--rev", &c[0]]));
+    let j = r.json();
+    assert_eq!(
+        (j["sha"].as_str(), j["ref"].is_null(), j["environment"].is_null()),
+        (Some(c[0].as_str()), true, true)
+    );
+
+    let out = repo.path().join("public/.well-known");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("deployment-meta.json");
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).arg("-o").arg(&file));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["sha"], c[2]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "no temporary file left behind");
+
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args(["--rev", "no-such-rev"]));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no-such-rev"), "{}", r.stderr);
+    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args(["--environment", "bad name"]));
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn completions_and_usage_errors() {
+    let r = run(gitstate().args(["completions", "bash"]));
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("_gitstate()") && r.stdout.contains("check"),
+        "{}",
+        &r.stdout[..200.min(r.stdout.len())]
+    );
+    let r = run(gitstate().args(["check", "--bogus"]));
+    assert_eq!(r.code, 2);
+    let r = run(gitstate().args(["check", "-o", "yaml"]));
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn help_snapshots() {
+    let top = run(gitstate().arg("--help"));
+    assert_eq!(top.code, 0);
+    insta::assert_snapshot!("help", top.stdout);
+    let check = run(gitstate().args(["check", "--help"]));
+    insta::assert_snapshot!("help_check", check.stdout);
+    let stamp = run(gitstate().args(["stamp", "--help"]));
+    insta::assert_snapshot!("help_stamp", stamp.stdout);
+}
+
+#[test]
+fn demo_shows_the_whole_story() {
+    let r = run(gitstate().arg("demo"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for needle in [
+        "in_sync",
+        "3 commits behind: deploy pending",
+        "deploy attempt 1: triggered",
+        "convergence lag",
+        "diverged",
+        "ALARM diverged alarm",
+        "deploy attempt 2: failed",
+        "ALARM drift alarm",
+        "RESOLVED drift alarm",
+    ] {
+        assert!(r.stdout.contains(needle), "demo output lacks {needle:?}:\n{}", r.stdout);
+    }
+}
