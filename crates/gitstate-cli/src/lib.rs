@@ -8,8 +8,11 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod fsutil;
 pub mod output;
 pub mod plan;
+pub mod remediate;
+pub mod state;
 
 use clap::Parser;
 

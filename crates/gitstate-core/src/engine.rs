@@ -94,6 +94,9 @@ pub struct PassOutcome {
     pub deliveries: Vec<(String, bool)>,
     /// Persisting failed: the error, rendered. Remediations were not run when this is set.
     pub journal_error: Option<String>,
+    /// Remediations decided and persisted but not run (engines built with
+    /// [`Engine::with_deferred_remediations`]): run each with [`Engine::remediate`].
+    pub deferred: Vec<(EnvName, RemediationRequest)>,
 }
 
 /// Drives passes. Cheap to clone.
@@ -103,6 +106,7 @@ pub struct Engine {
     sinks: Vec<Arc<dyn AlarmSink>>,
     journal: Option<Arc<dyn Journal>>,
     concurrency: usize,
+    defer_remediations: bool,
 }
 
 struct Decided {
@@ -120,7 +124,7 @@ struct Probed {
 impl Engine {
     /// An engine reading expected commits from `source`, probing 64 targets at a time.
     pub fn new(source: Arc<dyn ExpectedState>) -> Self {
-        Self { source, sinks: Vec::new(), journal: None, concurrency: 64 }
+        Self { source, sinks: Vec::new(), journal: None, concurrency: 64, defer_remediations: false }
     }
 
     /// Adds an alarm sink.
@@ -139,6 +143,32 @@ impl Engine {
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
+    }
+
+    /// Hands remediations back in [`PassOutcome::deferred`] instead of awaiting them in the
+    /// pass, so that a long deploy of one environment never delays the probes of others
+    /// (the `watch` loop runs each with [`Engine::remediate`] in its own task). The attempt
+    /// is counted and persisted before the pass returns, as for inline remediations.
+    pub fn with_deferred_remediations(mut self) -> Self {
+        self.defer_remediations = true;
+        self
+    }
+
+    /// Runs one deferred remediation and records its `remediation_finished` event, stamped
+    /// by `clock` when it returns.
+    pub async fn remediate(
+        &self,
+        env: &EnvironmentSpec,
+        req: &RemediationRequest,
+        clock: impl Fn() -> Timestamp + Send,
+    ) -> RemediationOutcome {
+        let outcome = run_remediator(env.remediator.as_deref(), req).await;
+        if let Some(j) = &self.journal
+            && let Err(e) = j.record(&[finished_event(&env.name, req, &outcome, clock())]).await
+        {
+            tracing::error!(error = %e, "audit event could not be appended");
+        }
+        outcome
     }
 
     /// The probes-in-flight limit.
@@ -171,6 +201,7 @@ impl Engine {
             remediations: Vec::new(),
             deliveries: Vec::new(),
             journal_error: None,
+            deferred: Vec::new(),
         };
         let mut decided: Vec<Option<Decided>> = Vec::new();
         for ((env, exp), targets) in envs.iter().zip(&expected).zip(targets) {
@@ -514,21 +545,20 @@ impl Engine {
                 }
                 recorded = out.events.len();
             }
-            if out.journal_error.is_none() {
-                let runs = remediate.iter().map(|(i, req)| {
-                    let r = envs[*i].remediator.clone();
-                    async move {
-                        let outcome = match r {
-                            Some(r) => r.remediate(req).await,
-                            None => RemediationOutcome {
-                                ok: false,
-                                detail: "no remediator configured".into(),
-                                exit_code: None,
-                                output_tail: None,
-                            },
-                        };
-                        (*i, req, outcome)
+            if out.journal_error.is_none() && self.defer_remediations {
+                for (i, req) in remediate {
+                    for a in &mut out.report.environments[i].actions {
+                        if let ActionReport::Remediate { attempt, detail, .. } = a
+                            && *attempt == req.attempt
+                        {
+                            *detail = "started in the background".into();
+                        }
                     }
+                    out.deferred.push((envs[i].name.clone(), req));
+                }
+            } else if out.journal_error.is_none() {
+                let runs = remediate.iter().map(|(i, req)| async move {
+                    (*i, req, run_remediator(envs[*i].remediator.as_deref(), req).await)
                 });
                 let done: Vec<_> = stream::iter(runs).buffer_unordered(self.concurrency).collect().await;
                 for (i, req, outcome) in done {
@@ -541,18 +571,7 @@ impl Engine {
                             *detail = outcome.detail.clone();
                         }
                     }
-                    out.events.push(Event {
-                        at: now,
-                        environment: env.name.clone(),
-                        kind: EventKind::RemediationFinished {
-                            expected: req.expected.clone(),
-                            attempt: req.attempt,
-                            ok: outcome.ok,
-                            exit_code: outcome.exit_code,
-                            detail: outcome.detail.clone(),
-                            output_tail: outcome.output_tail.clone(),
-                        },
-                    });
+                    out.events.push(finished_event(&env.name, req, &outcome, now));
                     out.remediations.push((env.name.clone(), outcome));
                 }
             } else {
@@ -641,6 +660,33 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+async fn run_remediator(r: Option<&dyn Remediator>, req: &RemediationRequest) -> RemediationOutcome {
+    match r {
+        Some(r) => r.remediate(req).await,
+        None => RemediationOutcome {
+            ok: false,
+            detail: "no remediator configured".into(),
+            exit_code: None,
+            output_tail: None,
+        },
+    }
+}
+
+fn finished_event(env: &EnvName, req: &RemediationRequest, outcome: &RemediationOutcome, at: Timestamp) -> Event {
+    Event {
+        at,
+        environment: env.clone(),
+        kind: EventKind::RemediationFinished {
+            expected: req.expected.clone(),
+            attempt: req.attempt,
+            ok: outcome.ok,
+            exit_code: outcome.exit_code,
+            detail: outcome.detail.clone(),
+            output_tail: outcome.output_tail.clone(),
+        },
     }
 }
 

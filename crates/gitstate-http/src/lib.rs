@@ -6,16 +6,20 @@
 //!   actuator, Kubernetes-style version files, or a plain commit id) from every URL of a
 //!   target, with the bounds of SPEC §8. Body parsing is the pure [`parse_body`].
 //! - [`HttpClients`]: the shared connection pool and in-flight limit.
-//!
-//! The webhook remediator and the alarm sinks arrive with the closed-loop work.
+//! - [`WebhookRemediator`]: re-triggers a deployment with a POST.
+//! - [`AlertmanagerSink`] and [`WebhookSink`]: where alarms go.
 
+pub mod alarm;
 pub mod body;
 pub mod error;
 pub mod probe;
 pub mod redirect;
+pub mod remediate;
 
 pub use body::{AUTO_POINTERS, parse_body};
+pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use error::HttpError;
 pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};
+pub use remediate::{RUNTIME_VARS, WebhookRemediator};
 pub use reqwest::header::{HeaderName, HeaderValue};

@@ -247,7 +247,7 @@ impl ActualStateProbe for HttpProbe {
 
 /// A reqwest error and its causes on one line, without the URL (it may hold secrets and
 /// is the instance id anyway).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "cannot connect"
     } else if e.is_request() {

@@ -47,7 +47,7 @@ pub fn run(args: Stamp) -> anyhow::Result<i32> {
     if args.output == Path::new("-") {
         std::io::stdout().write_all(json.as_bytes())?;
     } else {
-        write_atomic(&args.output, json.as_bytes())
+        crate::fsutil::write_atomic(&args.output, json.as_bytes())
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
     Ok(exit::IN_SYNC)
@@ -76,20 +76,4 @@ fn resolve(repo: &gix::Repository, rev: &str) -> anyhow::Result<(String, Option<
         bail!("unexpected object id {sha}");
     }
     Ok((sha, reference))
-}
-
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

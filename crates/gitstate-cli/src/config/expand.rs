@@ -43,15 +43,6 @@ pub fn expand(
     Ok(out)
 }
 
-/// Fills in [`RUNTIME_VARS`] (and nothing else) at remediation time.
-pub fn fill_runtime(s: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = s.to_owned();
-    for (k, v) in vars {
-        out = out.replace(&format!("${{{k}}}"), v);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,10 +71,6 @@ mod tests {
         let body = r#"{"sha":"${GITSTATE_EXPECTED_SHA}","t":"${TOKEN}"}"#;
         let loaded = expand(body, true, &env).unwrap();
         assert_eq!(loaded, r#"{"sha":"${GITSTATE_EXPECTED_SHA}","t":"s3cret"}"#);
-        assert_eq!(
-            fill_runtime(&loaded, &[("GITSTATE_EXPECTED_SHA", "abc")]),
-            r#"{"sha":"abc","t":"s3cret"}"#
-        );
         assert!(expand("${GITSTATE_REF}", false, &env).is_err());
     }
 }

@@ -19,7 +19,7 @@ use gitstate_http::{HeaderName, HeaderValue};
 use toml::Spanned;
 use url::Url;
 
-pub use raw::WebhookFormat;
+pub use gitstate_http::WebhookFormat;
 use raw::{PolicyPatch, RawConfig, RawRemediate, RawTarget};
 
 /// The default ref prefix (SPEC §5).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gitstate_core::{EnvName, Mode, OnDiverged};
-use gitstate_http::FollowRedirects;
+use gitstate_http::{FollowRedirects, WebhookFormat};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -182,17 +182,6 @@ pub struct RawAlertmanager {
     pub url: Spanned<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
-}
-
-/// `format` of an alert webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookFormat {
-    /// The gitstate JSON document.
-    #[default]
-    Json,
-    /// `{"text": "..."}` for Slack-compatible incoming webhooks.
-    Slack,
 }
 
 #[derive(Debug, Deserialize)]

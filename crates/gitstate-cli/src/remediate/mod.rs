@@ -1,0 +1,37 @@
+//! Remediators and alarm sinks built from the configuration: [`command`] (in this crate)
+//! and the webhook remediator, Alertmanager and webhook sinks from `gitstate-http`.
+
+pub mod command;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gitstate_core::{AlarmSink, Remediator};
+use gitstate_http::{AlertmanagerSink, HttpClients, WebhookRemediator, WebhookSink};
+
+use crate::config::{AlertsConfig, RemediateConfig};
+pub use command::CommandRemediator;
+
+/// The remediator a `[remediate]` table describes; commands run in `config_dir`.
+pub fn remediator(cfg: &RemediateConfig, config_dir: &Path, clients: &HttpClients) -> Arc<dyn Remediator> {
+    match cfg {
+        RemediateConfig::Command { argv, timeout } => {
+            Arc::new(CommandRemediator::new(argv.clone(), config_dir.to_path_buf(), *timeout))
+        }
+        RemediateConfig::Webhook { url, headers, body, timeout } => {
+            Arc::new(WebhookRemediator::new(clients, url.clone(), headers.clone(), body.clone(), *timeout))
+        }
+    }
+}
+
+/// The alarm sinks `[alerts]` describes.
+pub fn sinks(cfg: &AlertsConfig, clients: &HttpClients) -> anyhow::Result<Vec<Arc<dyn AlarmSink>>> {
+    let mut out: Vec<Arc<dyn AlarmSink>> = Vec::new();
+    if let Some(am) = &cfg.alertmanager {
+        out.push(Arc::new(AlertmanagerSink::new(clients, &am.url, am.headers.clone())?));
+    }
+    if let Some(w) = &cfg.webhook {
+        out.push(Arc::new(WebhookSink::new(clients, w.url.clone(), w.format, w.headers.clone())));
+    }
+    Ok(out)
+}

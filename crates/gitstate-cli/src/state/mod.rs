@@ -1,0 +1,204 @@
+//! The state directory (SPEC §7): `state.json` (what the loop remembers, written
+//! atomically after each pass and before each remediation starts), `lock` (one
+//! `reconcile` or `watch` at a time; the holder's pid inside), and `events.jsonl` (the
+//! append-only audit trail). Entry type: [`StateStore`], which is also the engine's
+//! [`Journal`].
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, StateFile};
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process holds the lock.
+    #[error("the state lock {path} is held by {holder}: another gitstate reconcile or watch is running")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, e.g. `pid 1234`.
+        holder: String,
+    },
+    /// `state.json` cannot be read as gitstate state; it is left untouched.
+    #[error(
+        "corrupt state file {path}: {message}; it was left untouched: fix it, or move it away to start with no memory"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An I/O error on a state file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+/// The exclusive lock, released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    state: Mutex<StateFile>,
+}
+
+impl StateStore {
+    /// `state.json` under `dir`.
+    pub fn state_path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Takes the exclusive lock of `dir` (created when missing), writing our pid into it.
+    pub fn lock(dir: &Path) -> Result<Lock, StateError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("lock");
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let holder = match pid.trim() {
+                    "" => "another process".to_owned(),
+                    p => format!("pid {p}"),
+                };
+                return Err(StateError::Locked { path, holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        file.set_len(0).map_err(io(&path))?;
+        file.rewind().map_err(io(&path))?;
+        write!(file, "{}", std::process::id()).map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// Reads `state.json` (an empty state when there is none). A file that does not parse
+    /// is an error naming it; it is never reset.
+    pub fn read(dir: &Path) -> Result<StateFile, StateError> {
+        let path = Self::state_path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let state: StateFile =
+            serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        if state.schema != StateFile::SCHEMA {
+            return Err(StateError::Corrupt { path, message: format!("unknown schema {}", state.schema) });
+        }
+        Ok(state)
+    }
+
+    /// Opens the store of `dir` with its current content.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(Self::read(dir)?) })
+    }
+
+    /// A copy of every environment's state.
+    pub fn environments(&self) -> BTreeMap<EnvName, EnvState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).environments.clone()
+    }
+
+    /// Merges `states` in and writes `state.json` atomically.
+    pub fn save(&self, states: &[(EnvName, EnvState)]) -> Result<(), StateError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, s) in states {
+            guard.environments.insert(name.clone(), s.clone());
+        }
+        let mut json = serde_json::to_vec_pretty(&*guard).map_err(|e| StateError::Corrupt {
+            path: Self::state_path(&self.dir),
+            message: e.to_string(),
+        })?;
+        json.push(b'\n');
+        let path = Self::state_path(&self.dir);
+        crate::fsutil::write_atomic(&path, &json).map_err(io(&path))
+    }
+
+    /// Appends events to `events.jsonl`, one JSON object a line.
+    pub fn append(&self, events: &[Event]) -> Result<(), StateError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("events.jsonl");
+        let mut buf = Vec::new();
+        for e in events {
+            // An event always serialises: it is made of strings, numbers and timestamps.
+            if let Ok(line) = serde_json::to_string(e) {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+            }
+        }
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        f.write_all(&buf).map_err(io(&path))?;
+        f.sync_data().map_err(io(&path))
+    }
+}
+
+#[async_trait]
+impl Journal for StateStore {
+    async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
+        self.save(states).map_err(|e| JournalError { path: Self::state_path(&self.dir).display().to_string(), message: e.to_string() })
+    }
+
+    async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
+        self.append(events)
+            .map_err(|e| JournalError { path: self.dir.join("events.jsonl").display().to_string(), message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_state_is_named_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = StateStore::state_path(dir.path());
+        std::fs::write(&path, "{not json").unwrap();
+        let e = StateStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("corrupt state file") && e.contains(&path.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
+    }
+
+    #[test]
+    fn a_second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = StateStore::lock(dir.path()).unwrap();
+        let e = StateStore::lock(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(held);
+        assert!(StateStore::lock(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn saves_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let name = EnvName::new("production").unwrap();
+        let st = EnvState { consecutive_probe_failures: 2, ..EnvState::default() };
+        store.save(&[(name.clone(), st.clone())]).unwrap();
+        assert_eq!(StateStore::read(dir.path()).unwrap().environments[&name], st);
+    }
+}

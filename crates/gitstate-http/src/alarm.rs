@@ -1,0 +1,170 @@
+//! Alarm sinks: [`AlertmanagerSink`] (Alertmanager API v2; firing alerts are re-posted
+//! every pass, a resolution is posted once with `endsAt`) and [`WebhookSink`] (gitstate
+//! JSON, or `{"text": …}` for Slack-compatible hooks).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gitstate_core::{AlarmEvent, AlarmNotification, AlarmSink, SinkError};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use url::Url;
+
+use crate::probe::HttpClients;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn header_map(headers: Vec<(HeaderName, HeaderValue)>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, mut v) in headers {
+        v.set_sensitive(true);
+        map.append(k, v);
+    }
+    map
+}
+
+async fn post(
+    client: &reqwest::Client,
+    sink: &str,
+    url: &Url,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+) -> Result<(), SinkError> {
+    let err = |message: String| SinkError { sink: sink.to_owned(), message };
+    let resp = client
+        .post(url.clone())
+        .headers(headers.clone())
+        .json(body)
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| err(crate::probe::describe(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text = crate::remediate::read_tail(resp, TIMEOUT).await;
+        Err(err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())))
+    }
+}
+
+/// Posts alerts to Alertmanager's API v2.
+pub struct AlertmanagerSink {
+    client: reqwest::Client,
+    endpoint: Url,
+    headers: HeaderMap,
+}
+
+impl AlertmanagerSink {
+    /// A sink for the Alertmanager at `base` (e.g. `http://127.0.0.1:9093`).
+    pub fn new(clients: &HttpClients, base: &Url, headers: Vec<(HeaderName, HeaderValue)>) -> Result<Self, url::ParseError> {
+        let mut base = base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Self { client: clients.default_client().clone(), endpoint: base.join("api/v2/alerts")?, headers: header_map(headers) })
+    }
+
+    /// The alert posted for a notification.
+    pub fn alert(n: &AlarmNotification) -> serde_json::Value {
+        let actual: Vec<String> = n.targets.iter().flat_map(|t| t.actual.iter().cloned()).collect();
+        let mut alert = serde_json::json!({
+            "labels": {
+                "alertname": n.alarm.alertname(),
+                "environment": n.environment,
+                "severity": "critical",
+            },
+            "annotations": {
+                "summary": n.summary,
+                "expected_sha": n.expected_sha,
+                "ref": n.reference,
+                "actual": actual.join(", "),
+            },
+            "startsAt": n.since.to_string(),
+        });
+        if let Some(end) = n.ended_at.filter(|_| n.event == AlarmEvent::AlarmResolved) {
+            alert["endsAt"] = serde_json::Value::String(end.to_string());
+        }
+        alert
+    }
+}
+
+#[async_trait]
+impl AlarmSink for AlertmanagerSink {
+    fn name(&self) -> &str {
+        "alertmanager"
+    }
+
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
+        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([Self::alert(n)])).await
+    }
+}
+
+/// The body format of a [`WebhookSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"event", "alarm", "environment", "ref", "expected_sha", "since", "targets", "summary"}`.
+    #[default]
+    Json,
+    /// `{"text": "..."}` for Slack-compatible incoming webhooks.
+    Slack,
+}
+
+/// Posts alarm changes to a webhook (raised, repeated, resolved; not the per-pass refresh).
+pub struct WebhookSink {
+    client: reqwest::Client,
+    url: Url,
+    headers: HeaderMap,
+    format: WebhookFormat,
+}
+
+impl WebhookSink {
+    /// A sink posting to `url` in `format`.
+    pub fn new(clients: &HttpClients, url: Url, format: WebhookFormat, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Self { client: clients.default_client().clone(), url, headers: header_map(headers), format }
+    }
+
+    /// The body posted for a notification.
+    pub fn body(&self, n: &AlarmNotification) -> serde_json::Value {
+        match self.format {
+            WebhookFormat::Json => serde_json::json!({
+                "event": n.event.as_str(),
+                "alarm": n.alarm,
+                "environment": n.environment,
+                "ref": n.reference,
+                "expected_sha": n.expected_sha,
+                "since": n.since.to_string(),
+                "summary": n.summary,
+                "targets": n.targets,
+            }),
+            WebhookFormat::Slack => {
+                let icon = match n.event {
+                    AlarmEvent::AlarmResolved => ":white_check_mark:",
+                    _ => ":rotating_light:",
+                };
+                let targets: Vec<String> =
+                    n.targets.iter().map(|t| format!("{} is {}", t.name, t.status)).collect();
+                let mut text = format!("{icon} [{}] {}", n.environment, n.summary);
+                if !targets.is_empty() && n.event != AlarmEvent::AlarmResolved {
+                    text.push_str(&format!(" ({})", targets.join("; ")));
+                }
+                serde_json::json!({ "text": text })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AlarmSink for WebhookSink {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
+        if n.event == AlarmEvent::AlarmFiring {
+            return Ok(());
+        }
+        post(&self.client, self.name(), &self.url, &self.headers, &self.body(n)).await
+    }
+}
