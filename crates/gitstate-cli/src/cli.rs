@@ -45,6 +45,12 @@ pub enum Command {
     Expected(Select),
     /// One-shot report of every target against its expected commit; stateless, never acts.
     Check(Select),
+    /// One pass of the closed loop: check, then remediate and alarm as the policy says.
+    Reconcile(Reconcile),
+    /// The closed loop, forever: passes on an interval and whenever a ref moves.
+    Watch(Watch),
+    /// What the state dir holds: phases, incidents, alarms, convergence lag.
+    Status(Status),
     /// Write deployment-meta.json for a repository and revision.
     Stamp(Stamp),
     /// Parse and check the configuration, touch nothing.
@@ -95,4 +101,37 @@ pub struct Stamp {
     /// Where to write it; `-` for stdout.
     #[arg(short, long, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
+}
+
+/// `gitstate reconcile`.
+#[derive(Debug, Args)]
+pub struct Reconcile {
+    /// Which environments, and how to report.
+    #[command(flatten)]
+    pub select: Select,
+    /// Decide and report the actions without running them; take no lock, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `gitstate watch`.
+#[derive(Debug, Args)]
+pub struct Watch {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Serve /metrics, /healthz, /readyz and /status here [default: watch.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `gitstate status`.
+#[derive(Debug, Args)]
+pub struct Status {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }

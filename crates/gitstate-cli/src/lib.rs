@@ -13,6 +13,7 @@ pub mod output;
 pub mod plan;
 pub mod remediate;
 pub mod state;
+pub mod watch;
 
 use clap::Parser;
 

@@ -66,8 +66,12 @@ pub async fn environments(
     Ok((envs, skipped))
 }
 
-/// Engine specs with probes for each target. Remediators are attached by the caller.
-pub fn specs(envs: &[Planned], clients: &HttpClients) -> anyhow::Result<Vec<EnvironmentSpec>> {
+/// Engine specs: a probe for each target (sharing `clients`) and the configured remediator.
+pub fn specs(
+    config: &Config,
+    envs: &[Planned],
+    clients: &HttpClients,
+) -> anyhow::Result<Vec<EnvironmentSpec>> {
     envs.iter()
         .map(|Planned { config: e, .. }| {
             let targets = e
@@ -92,7 +96,7 @@ pub fn specs(envs: &[Planned], clients: &HttpClients) -> anyhow::Result<Vec<Envi
                 name: e.name.clone(),
                 reference: e.reference.clone(),
                 targets,
-                remediator: None,
+                remediator: e.remediate.as_ref().map(|r| crate::remediate::remediator(r, &config.dir, clients)),
                 policy: e.policy.clone(),
             })
         })

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
@@ -285,18 +286,18 @@ impl Engine {
         envs: &[EnvironmentSpec],
         expected: &[Result<(String, CommitId), String>],
     ) -> Vec<Vec<TargetObservation>> {
-        let jobs = envs
-            .iter()
-            .enumerate()
-            .filter_map(|(ei, env)| expected[ei].as_ref().ok().map(|(_, commit)| (ei, env, commit)));
-        let jobs = jobs.flat_map(|(ei, env, commit)| {
-            env.targets.iter().enumerate().map(move |(ti, t)| async move {
-                let cx = ProbeContext { environment: &env.name, target: &t.name, expected: commit };
-                let span = tracing::debug_span!("probe", environment = %env.name, target = %t.name);
-                let _ = &span;
-                Probed { env: ei, target: ti, result: t.probe.observe(&cx).await }
-            })
-        });
+        // Boxed, concretely typed futures: closures over borrowed data in iterator chains make
+        // the pass future fail the `Send` check in generic callers (rust-lang/rust#102211).
+        let mut jobs: Vec<BoxFuture<'_, Probed>> = Vec::new();
+        for (ei, env) in envs.iter().enumerate() {
+            let Ok((_, commit)) = &expected[ei] else { continue };
+            for (ti, t) in env.targets.iter().enumerate() {
+                jobs.push(Box::pin(async move {
+                    let cx = ProbeContext { environment: &env.name, target: &t.name, expected: commit };
+                    Probed { env: ei, target: ti, result: t.probe.observe(&cx).await }
+                }));
+            }
+        }
         let mut probed: Vec<Probed> = stream::iter(jobs).buffer_unordered(self.concurrency).collect().await;
         probed.sort_by_key(|p| (p.env, p.target));
 
@@ -305,16 +306,17 @@ impl Engine {
             let e = p.env;
             per_env[e].push(p);
         }
-        let classify = per_env.into_iter().enumerate().map(|(ei, probed)| {
+        let mut classify: Vec<BoxFuture<'_, Vec<TargetObservation>>> = Vec::new();
+        for (ei, probed) in per_env.into_iter().enumerate() {
             let env = &envs[ei];
             let commit = expected[ei].as_ref().ok().map(|(_, c)| c.clone());
-            async move {
+            classify.push(Box::pin(async move {
                 match commit {
                     Some(commit) => self.classify(env, &commit, probed).await,
                     None => Vec::new(),
                 }
-            }
-        });
+            }));
+        }
         stream::iter(classify).buffered(self.concurrency).collect().await
     }
 
@@ -557,9 +559,12 @@ impl Engine {
                     out.deferred.push((envs[i].name.clone(), req));
                 }
             } else if out.journal_error.is_none() {
-                let runs = remediate.iter().map(|(i, req)| async move {
-                    (*i, req, run_remediator(envs[*i].remediator.as_deref(), req).await)
-                });
+                let mut runs: Vec<BoxFuture<'_, (usize, &RemediationRequest, RemediationOutcome)>> =
+                    Vec::new();
+                for (i, req) in &remediate {
+                    let r = envs[*i].remediator.clone();
+                    runs.push(Box::pin(async move { (*i, req, run_remediator(r.as_deref(), req).await) }));
+                }
                 let done: Vec<_> = stream::iter(runs).buffer_unordered(self.concurrency).collect().await;
                 for (i, req, outcome) in done {
                     let env = &envs[i];
@@ -627,11 +632,17 @@ impl Engine {
                 jobs.push((si, sink.clone(), note.clone(), 0));
             }
         }
-        let sends = jobs.into_iter().map(|(si, sink, note, failures)| async move {
-            let r = sink.notify(&note).await;
-            (si, sink, note, failures, r)
-        });
-        let results: Vec<_> = stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
+        type Sent = (usize, Arc<dyn AlarmSink>, AlarmNotification, u32, Result<(), crate::error::SinkError>);
+        let sends: Vec<BoxFuture<'static, Sent>> = jobs
+            .into_iter()
+            .map(|(si, sink, note, failures)| -> BoxFuture<'static, Sent> {
+                Box::pin(async move {
+                    let r = sink.notify(&note).await;
+                    (si, sink, note, failures, r)
+                })
+            })
+            .collect();
+        let results: Vec<Sent> = stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
         for (si, sink, note, failures, r) in results {
             out.deliveries.push((sink.name().to_owned(), r.is_ok()));
             let Err(err) = r else { continue };
@@ -675,7 +686,12 @@ async fn run_remediator(r: Option<&dyn Remediator>, req: &RemediationRequest) ->
     }
 }
 
-fn finished_event(env: &EnvName, req: &RemediationRequest, outcome: &RemediationOutcome, at: Timestamp) -> Event {
+fn finished_event(
+    env: &EnvName,
+    req: &RemediationRequest,
+    outcome: &RemediationOutcome,
+    at: Timestamp,
+) -> Event {
     Event {
         at,
         environment: env.clone(),

@@ -361,3 +361,31 @@ fn environments_without_a_remediator_are_observed() {
         block_on(engine.run_pass(&[e], &BTreeMap::new(), PassMode::Reconcile { dry_run: false }, at(0)));
     assert_eq!(out.report.environments[0].actions, [ActionReport::AlarmRaised { alarm: AlarmKind::Drift }]);
 }
+
+/// Regression: the pass future must be `Send` where callers are generic over lifetimes
+/// (`#[async_trait]` impls, `tokio::spawn`), which closures in iterator chains broke.
+#[async_trait]
+trait RunsPasses {
+    async fn go(&self, engine: &Engine, envs: Vec<EnvironmentSpec>) -> Report;
+}
+
+struct Runner;
+
+#[async_trait]
+impl RunsPasses for Runner {
+    async fn go(&self, engine: &Engine, envs: Vec<EnvironmentSpec>) -> Report {
+        engine.run_pass(&envs, &BTreeMap::new(), PassMode::Reconcile { dry_run: true }, at(0)).await.report
+    }
+}
+
+#[test]
+fn the_pass_future_is_send_in_generic_callers() {
+    let r = Repo::new();
+    let c = r.commits(1, "c");
+    r.update_ref("refs/heads/environments/a", &c[0]);
+    let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
+    let probe = scripted(vec![("x", Ok(c[0].clone()))]);
+    let e = env("a", vec![TargetSpec { name: "t".into(), probe }], None, Policy::default());
+    let report = block_on(Runner.go(&engine, vec![e]));
+    assert!(report.in_sync);
+}

@@ -57,12 +57,20 @@ pub struct AlertmanagerSink {
 
 impl AlertmanagerSink {
     /// A sink for the Alertmanager at `base` (e.g. `http://127.0.0.1:9093`).
-    pub fn new(clients: &HttpClients, base: &Url, headers: Vec<(HeaderName, HeaderValue)>) -> Result<Self, url::ParseError> {
+    pub fn new(
+        clients: &HttpClients,
+        base: &Url,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Self, url::ParseError> {
         let mut base = base.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Ok(Self { client: clients.default_client().clone(), endpoint: base.join("api/v2/alerts")?, headers: header_map(headers) })
+        Ok(Self {
+            client: clients.default_client().clone(),
+            endpoint: base.join("api/v2/alerts")?,
+            headers: header_map(headers),
+        })
     }
 
     /// The alert posted for a notification.
@@ -96,7 +104,8 @@ impl AlarmSink for AlertmanagerSink {
     }
 
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
-        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([Self::alert(n)])).await
+        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([Self::alert(n)]))
+            .await
     }
 }
 
@@ -121,7 +130,12 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// A sink posting to `url` in `format`.
-    pub fn new(clients: &HttpClients, url: Url, format: WebhookFormat, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+    pub fn new(
+        clients: &HttpClients,
+        url: Url,
+        format: WebhookFormat,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Self {
         Self { client: clients.default_client().clone(), url, headers: header_map(headers), format }
     }
 

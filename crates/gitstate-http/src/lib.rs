@@ -16,8 +16,8 @@ pub mod probe;
 pub mod redirect;
 pub mod remediate;
 
-pub use body::{AUTO_POINTERS, parse_body};
 pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
+pub use body::{AUTO_POINTERS, parse_body};
 pub use error::HttpError;
 pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};

@@ -12,7 +12,8 @@ use url::Url;
 use crate::probe::HttpClients;
 
 /// Variables a webhook body template may use; filled in for each attempt.
-pub const RUNTIME_VARS: [&str; 4] = ["GITSTATE_ENVIRONMENT", "GITSTATE_REF", "GITSTATE_EXPECTED_SHA", "GITSTATE_ATTEMPT"];
+pub const RUNTIME_VARS: [&str; 4] =
+    ["GITSTATE_ENVIRONMENT", "GITSTATE_REF", "GITSTATE_EXPECTED_SHA", "GITSTATE_ATTEMPT"];
 
 /// Bytes of the response kept as the output tail.
 const TAIL: usize = 8 * 1024;
@@ -91,7 +92,8 @@ impl Remediator for WebhookRemediator {
             .body(self.body_for(req))
             .timeout(self.timeout)
             .send();
-        let fail = |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
+        let fail =
+            |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
         let resp = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => return fail(format!("webhook timed out after {}s", self.timeout.as_secs())),
             Ok(Err(e)) => return fail(format!("webhook failed: {}", crate::probe::describe(&e))),

@@ -19,7 +19,7 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let source = plan::source(&config)?;
     let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
     let clients = HttpClients::new(config.watch.concurrency)?;
-    let mut specs = plan::specs(&envs, &clients)?;
+    let mut specs = plan::specs(&config, &envs, &clients)?;
     let engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
         .with_concurrency(config.watch.concurrency);
     let progress = Progress::start(&mut specs);

@@ -3,8 +3,11 @@
 pub mod check;
 pub mod demo;
 pub mod expected;
+pub mod reconcile;
 pub mod stamp;
+pub mod status;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 
@@ -16,6 +19,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Expected(a) => runtime()?.block_on(expected::run(a)),
         Command::Check(a) => runtime()?.block_on(check::run(a)),
+        Command::Reconcile(a) => runtime()?.block_on(reconcile::run(a)),
+        Command::Watch(a) => runtime()?.block_on(watch::run(a)),
+        Command::Status(a) => status::run(a),
         Command::Stamp(a) => stamp::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use gitstate_core::{InstanceObservation, Report, Status};
+use std::time::Duration;
+
+use gitstate_core::{ActionReport, EnvName, InstanceObservation, Phase, Reason, Report, Status};
 
 use super::Paint;
 use super::table::Table;
@@ -116,5 +118,50 @@ pub fn render(report: &Report, p: &Paint) -> String {
         out.push_str(&format!("; {errors} could not be checked"));
     }
     out.push('\n');
+    out
+}
+
+fn paint_phase(p: &Paint, phase: Phase) -> String {
+    match phase {
+        Phase::InSync => p.good(phase.as_str()),
+        Phase::Alarm => p.bad(phase.as_str()),
+        _ => p.warn(phase.as_str()),
+    }
+}
+
+/// What a reconcile pass decided and did, per environment: phase, reason, actions.
+pub fn render_decisions(
+    report: &Report,
+    decisions: &[(EnvName, Reason, Option<Duration>)],
+    p: &Paint,
+) -> String {
+    let mut out = String::new();
+    for env in &report.environments {
+        let Some(phase) = env.phase else { continue };
+        let reason = decisions
+            .iter()
+            .find(|(n, _, _)| *n == env.name)
+            .map(|(_, r, _)| r.to_string())
+            .unwrap_or_default();
+        out.push_str(&format!("{}: {} ({reason})\n", env.name, paint_phase(p, phase)));
+        for a in &env.actions {
+            let line = match a {
+                ActionReport::Remediate { attempt, ok, detail } => {
+                    let verdict = match ok {
+                        Some(true) => p.good("triggered"),
+                        Some(false) => p.bad("failed"),
+                        None => p.dim("not run"),
+                    };
+                    format!("remediation attempt {attempt}: {verdict} ({detail})")
+                }
+                ActionReport::AlarmRaised { alarm } => p.bad(&format!("{alarm} alarm raised")),
+                ActionReport::AlarmRepeated { alarm } => {
+                    p.warn(&format!("{alarm} alarm still open, notified again"))
+                }
+                ActionReport::AlarmResolved { alarm } => p.good(&format!("{alarm} alarm resolved")),
+            };
+            out.push_str(&format!("  -> {line}\n"));
+        }
+    }
     out
 }

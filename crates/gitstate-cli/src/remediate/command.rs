@@ -73,7 +73,8 @@ impl Remediator for CommandRemediator {
     }
 
     async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
-        let fail = |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
+        let fail =
+            |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
         let (reader, writer) = match std::io::pipe() {
             Ok(p) => p,
             Err(e) => return fail(format!("cannot create a pipe: {e}")),
@@ -135,7 +136,12 @@ impl Remediator for CommandRemediator {
         let output_tail = (!tail.is_empty()).then_some(tail);
         let status = match status {
             Ok(s) => s,
-            Err(e) => return RemediationOutcome { output_tail, ..fail(format!("waiting for {}: {e}", self.argv[0])) },
+            Err(e) => {
+                return RemediationOutcome {
+                    output_tail,
+                    ..fail(format!("waiting for {}: {e}", self.argv[0]))
+                };
+            }
         };
         let code = status.code();
         let detail = if timed_out {
@@ -180,7 +186,13 @@ mod tests {
         assert!(r.ok, "{r:?}");
         assert_eq!(r.exit_code, Some(0));
         let out = r.output_tail.unwrap();
-        assert!(out.contains(&format!("env=production sha={} attempt=1 ref=refs/heads/environments/production", "b".repeat(40))), "{out}");
+        assert!(
+            out.contains(&format!(
+                "env=production sha={} attempt=1 ref=refs/heads/environments/production",
+                "b".repeat(40)
+            )),
+            "{out}"
+        );
         assert!(out.contains("err\n"), "stderr is interleaved: {out}");
         assert!(out.contains("web\thttp://a/x\nweb\thttp://b/x\n"), "{out}");
         assert!(!out.contains("stdin-open"), "stdin is closed");
@@ -188,9 +200,12 @@ mod tests {
 
     #[tokio::test]
     async fn failure_and_the_last_8_kib() {
-        let r = sh("i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; exit 3", Duration::from_secs(10))
-            .remediate(&req())
-            .await;
+        let r = sh(
+            "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; exit 3",
+            Duration::from_secs(10),
+        )
+        .remediate(&req())
+        .await;
         assert!(!r.ok);
         assert_eq!(r.exit_code, Some(3));
         assert_eq!(r.detail, "sh exited 3");
@@ -219,9 +234,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_a_failed_attempt() {
-        let r = CommandRemediator::new(vec!["./no-such-deploy.sh".into()], std::env::temp_dir(), Duration::from_secs(5))
-            .remediate(&req())
-            .await;
+        let r = CommandRemediator::new(
+            vec!["./no-such-deploy.sh".into()],
+            std::env::temp_dir(),
+            Duration::from_secs(5),
+        )
+        .remediate(&req())
+        .await;
         assert!(!r.ok);
         assert!(r.detail.contains("cannot run ./no-such-deploy.sh"), "{}", r.detail);
     }

@@ -72,7 +72,13 @@ impl StateStore {
     pub fn lock(dir: &Path) -> Result<Lock, StateError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("lock");
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -102,8 +108,8 @@ impl StateStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::new()),
             Err(e) => return Err(io(&path)(e)),
         };
-        let state: StateFile =
-            serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let state: StateFile = serde_json::from_str(&text)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
         if state.schema != StateFile::SCHEMA {
             return Err(StateError::Corrupt { path, message: format!("unknown schema {}", state.schema) });
         }
@@ -127,10 +133,8 @@ impl StateStore {
         for (name, s) in states {
             guard.environments.insert(name.clone(), s.clone());
         }
-        let mut json = serde_json::to_vec_pretty(&*guard).map_err(|e| StateError::Corrupt {
-            path: Self::state_path(&self.dir),
-            message: e.to_string(),
-        })?;
+        let mut json = serde_json::to_vec_pretty(&*guard)
+            .map_err(|e| StateError::Corrupt { path: Self::state_path(&self.dir), message: e.to_string() })?;
         json.push(b'\n');
         let path = Self::state_path(&self.dir);
         crate::fsutil::write_atomic(&path, &json).map_err(io(&path))
@@ -159,12 +163,17 @@ impl StateStore {
 #[async_trait]
 impl Journal for StateStore {
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        self.save(states).map_err(|e| JournalError { path: Self::state_path(&self.dir).display().to_string(), message: e.to_string() })
+        self.save(states).map_err(|e| JournalError {
+            path: Self::state_path(&self.dir).display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        self.append(events)
-            .map_err(|e| JournalError { path: self.dir.join("events.jsonl").display().to_string(), message: e.to_string() })
+        self.append(events).map_err(|e| JournalError {
+            path: self.dir.join("events.jsonl").display().to_string(),
+            message: e.to_string(),
+        })
     }
 }
 

@@ -1,0 +1,78 @@
+//! `gitstate reconcile`: one pass of the closed loop with durable state. It takes the
+//! state lock, probes, decides with the pure `reconcile`, persists the attempt before any
+//! remediation starts, runs remediations and alarm notifications, writes `state.json`
+//! and `events.jsonl`, and exits with what the pass observed (no re-probe).
+//! `--dry-run` decides and reports only: no lock, no state, no event, `"ok": null`.
+
+use std::sync::Arc;
+
+use gitstate_core::{Engine, PassMode};
+use gitstate_http::HttpClients;
+
+use crate::cli::{Output, Reconcile};
+use crate::output::progress::Progress;
+use crate::output::{Paint, report};
+use crate::state::StateStore;
+use crate::{exit, plan, remediate};
+
+/// Runs the command.
+pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
+    let config = super::load_config(args.select.config.config.as_deref())?;
+    let dry_run = args.dry_run;
+    let (_lock, store) = if dry_run {
+        (None, None)
+    } else {
+        let lock = StateStore::lock(&config.state_dir)?;
+        (Some(lock), Some(Arc::new(StateStore::open(&config.state_dir)?)))
+    };
+    let prior = match &store {
+        Some(s) => s.environments(),
+        None => StateStore::read(&config.state_dir)?.environments,
+    };
+    let source = plan::source(&config)?;
+    let (envs, _) = plan::environments(&config, &source, &args.select.environments).await?;
+    let clients = HttpClients::new(config.watch.concurrency)?;
+    let mut specs = plan::specs(&config, &envs, &clients)?;
+    let mut engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
+        .with_concurrency(config.watch.concurrency);
+    for sink in remediate::sinks(&config.alerts, &clients)? {
+        engine = engine.with_sink(sink);
+    }
+    if let Some(s) = &store {
+        engine = engine.with_journal(s.clone());
+    }
+    let progress = Progress::start(&mut specs);
+    let out = engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
+    drop(progress);
+    let mut failed = out.journal_error.clone();
+    if let Some(s) = &store
+        && let Err(e) = s.save(&out.states)
+    {
+        failed.get_or_insert(e.to_string());
+    }
+    for (name, reason, _) in &out.decisions {
+        tracing::info!(environment = %name, %reason, "decided");
+    }
+    match args.select.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
+        Output::Text => {
+            let p = Paint::new(crate::output::color_enabled_stdout());
+            print!("{}", report::render(&out.report, &p));
+            print!("{}", report::render_decisions(&out.report, &out.decisions, &p));
+        }
+    }
+    if let Some(e) = failed {
+        eprintln!("error: {e}");
+        return Ok(exit::ERROR);
+    }
+    Ok(if out.report.has_errors() {
+        for e in out.report.environments.iter().filter_map(|e| e.error.as_ref()) {
+            eprintln!("error: {e}");
+        }
+        exit::ERROR
+    } else if out.report.in_sync {
+        exit::IN_SYNC
+    } else {
+        exit::DRIFT
+    })
+}

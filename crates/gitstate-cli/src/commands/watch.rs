@@ -1,0 +1,107 @@
+//! `gitstate watch`: the closed loop, forever, with `/metrics`, `/healthz`, `/readyz` and
+//! `/status`. SIGINT/SIGTERM stop scheduling, let in-flight work finish (30 s at most,
+//! then kill and record it), persist, and exit 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gitstate_core::Engine;
+use gitstate_http::HttpClients;
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+
+use crate::cli::Watch;
+use crate::config::RepoLocation;
+use crate::state::StateStore;
+use crate::watch::metrics::Metrics;
+use crate::watch::schedule::{self, Jitter, Timing};
+use crate::watch::{Live, git_dir, server};
+use crate::{exit, plan, remediate};
+
+/// How long shutdown waits for passes and remediations in flight.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the command.
+pub async fn run(args: Watch) -> anyhow::Result<i32> {
+    let config = super::load_config(args.config.config.as_deref())?;
+    let _lock = StateStore::lock(&config.state_dir)?;
+    let store = Arc::new(StateStore::open(&config.state_dir)?);
+    let source = plan::source(&config)?;
+    let clients = HttpClients::new(config.watch.concurrency)?;
+    let mut engine = Engine::new(Arc::new(source.clone()))
+        .with_concurrency(config.watch.concurrency)
+        .with_journal(store.clone())
+        .with_deferred_remediations();
+    for sink in remediate::sinks(&config.alerts, &clients)? {
+        engine = engine.with_sink(sink);
+    }
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listen = args.listen.unwrap_or(config.watch.listen);
+    let bound = server::start(
+        listen,
+        server::Endpoint { metrics: metrics.clone(), store: store.clone(), ready: ready.clone() },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(listen = %bound, "serving /metrics /healthz /readyz /status");
+
+    // Local repositories are also watched by file-system notification: a moved ref starts
+    // a pass without waiting for the next poll.
+    let (fs_tx, fs_rx) = mpsc::channel(1);
+    let _fs_watcher = match &config.source.repo {
+        RepoLocation::Local(p) => {
+            let dir = git_dir(p);
+            let tx = fs_tx.clone();
+            let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.try_send(());
+                }
+            });
+            match watcher {
+                Ok(mut w) => {
+                    let refs = w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive);
+                    let top = w.watch(&dir, notify::RecursiveMode::NonRecursive);
+                    if let Err(e) = refs.and(top) {
+                        tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
+                    None
+                }
+            }
+        }
+        RepoLocation::Remote(_) => None,
+    };
+
+    let timing = Timing {
+        interval: config.watch.interval,
+        jitter: config.watch.jitter,
+        ref_poll: config.watch.ref_poll,
+        drain: DRAIN,
+    };
+    let live = Arc::new(Live::new(config, engine, store, source, clients, metrics).await?);
+    let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
+    let on_full = {
+        let ready = ready.clone();
+        move || ready.store(true, Ordering::SeqCst)
+    };
+    schedule::run(live, timing, Jitter::new(seed), fs_rx, shutdown_signal(), on_full).await;
+    tracing::info!("stopped; state persisted");
+    Ok(exit::IN_SYNC)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing work in flight"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing work in flight"),
+    }
+}

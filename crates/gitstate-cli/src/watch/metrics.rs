@@ -1,0 +1,235 @@
+//! The `/metrics` registry (prometheus-client, OpenMetrics text), with every metric of
+//! SPEC §7 under the `gitstate_` prefix. Entry: [`Metrics`], fed by each pass.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use gitstate_core::{AlarmKind, EventKind, PassOutcome, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Env {
+    environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvStatus {
+    environment: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassResult {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvOutcome {
+    environment: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvAlarm {
+    environment: String,
+    alarm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkOutcome {
+    sink: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// gitstate's own metrics.
+pub struct Metrics {
+    registry: Registry,
+    in_sync: Family<Env, Gauge>,
+    instances: Family<EnvStatus, Gauge>,
+    passes: Family<PassResult, Counter>,
+    pass_duration: Histogram,
+    probe_duration: HistogramFamily<Kind>,
+    remediations: Family<EnvOutcome, Counter>,
+    alarms_open: Family<EnvAlarm, Gauge>,
+    lag: HistogramFamily<Env>,
+    notifications: Family<SinkOutcome, Counter>,
+    expected_change: Family<Env, Gauge<f64, AtomicU64>>,
+}
+
+fn seconds_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn lag_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.25, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gitstate");
+        let m = Self {
+            in_sync: Family::default(),
+            instances: Family::default(),
+            passes: Family::default(),
+            pass_duration: seconds_buckets(),
+            probe_duration: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
+            remediations: Family::default(),
+            alarms_open: Family::default(),
+            lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
+            notifications: Family::default(),
+            expected_change: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "environment_in_sync",
+            "1 when every instance of the environment runs its expected commit",
+            m.in_sync.clone(),
+        );
+        registry.register(
+            "instances",
+            "Instances per environment and status, as of the last pass",
+            m.instances.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Reconcile passes by result (in_sync, drift, error)",
+            m.passes.clone(),
+        );
+        registry.register(
+            "reconcile_pass_duration_seconds",
+            "Duration of reconcile passes",
+            m.pass_duration.clone(),
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Time to read one instance, by probe kind",
+            m.probe_duration.clone(),
+        );
+        registry.register(
+            "remediations",
+            "Remediations run, by environment and outcome (ok, failed)",
+            m.remediations.clone(),
+        );
+        registry.register("alarms_open", "1 while the alarm is open", m.alarms_open.clone());
+        registry.register(
+            "convergence_lag_seconds",
+            "Seconds from an expected commit first seen to every instance in sync",
+            m.lag.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Alarm notifications by sink and outcome (ok, failed)",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "expected_commit_change_timestamp_seconds",
+            "When the environment's expected commit was last seen to change (Unix time)",
+            m.expected_change.clone(),
+        );
+        let build = Family::<Version, Gauge>::default();
+        build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("build_info", "The running gitstate's version", build);
+        Self { registry, ..m }
+    }
+
+    /// Records a pass.
+    pub fn observe_pass(&self, out: &PassOutcome, took: Duration) {
+        self.pass_duration.observe(took.as_secs_f64());
+        let result = if out.report.has_errors() || out.journal_error.is_some() {
+            "error"
+        } else if out.report.in_sync {
+            "in_sync"
+        } else {
+            "drift"
+        };
+        self.passes.get_or_create(&PassResult { result: result.into() }).inc();
+        for env in &out.report.environments {
+            let name = env.name.to_string();
+            self.in_sync.get_or_create(&Env { environment: name.clone() }).set(i64::from(env.in_sync));
+            let mut counts = [0i64; Status::ALL.len()];
+            for t in &env.targets {
+                if t.instances.is_empty() {
+                    counts[Status::ALL.iter().position(|s| *s == t.status).unwrap_or(0)] += 1;
+                }
+                for i in &t.instances {
+                    counts[Status::ALL.iter().position(|s| *s == i.status).unwrap_or(0)] += 1;
+                    self.probe_duration
+                        .get_or_create(&Kind { kind: t.kind.clone() })
+                        .observe(i.elapsed_ms as f64 / 1000.0);
+                }
+            }
+            for (s, n) in Status::ALL.iter().zip(counts) {
+                self.instances
+                    .get_or_create(&EnvStatus { environment: name.clone(), status: s.as_str().into() })
+                    .set(n);
+            }
+        }
+        for (name, state) in &out.states {
+            for kind in [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable] {
+                let open = i64::from(state.alarm(kind).is_some());
+                self.alarms_open
+                    .get_or_create(&EnvAlarm { environment: name.to_string(), alarm: kind.as_str().into() })
+                    .set(open);
+            }
+            if let Some(e) = &state.expected {
+                self.expected_change
+                    .get_or_create(&Env { environment: name.to_string() })
+                    .set(e.since.as_millisecond() as f64 / 1000.0);
+            }
+        }
+        for e in &out.events {
+            if let EventKind::Converged { lag_s, .. } = e.kind {
+                self.lag.get_or_create(&Env { environment: e.environment.to_string() }).observe(lag_s);
+            }
+        }
+        for (name, outcome) in &out.remediations {
+            self.remediation(name.as_str(), outcome.ok);
+        }
+        for (sink, ok) in &out.deliveries {
+            let outcome = if *ok { "ok" } else { "failed" };
+            self.notifications
+                .get_or_create(&SinkOutcome { sink: sink.clone(), outcome: outcome.into() })
+                .inc();
+        }
+    }
+
+    /// Records a remediation's outcome.
+    pub fn remediation(&self, environment: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.remediations
+            .get_or_create(&EnvOutcome { environment: environment.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}

@@ -1,0 +1,195 @@
+//! `gitstate watch`: the closed loop, forever. [`schedule`] decides when (interval ±
+//! jitter, ref polls and file-system notification, requeues, one pass or remediation in
+//! flight per environment); [`Live`] is what a pass does (probe, decide, persist, notify,
+//! hand remediations to background tasks); [`metrics`] and [`server`] expose it.
+
+pub mod metrics;
+pub mod schedule;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use gitstate_core::git::GitSource;
+use gitstate_core::{
+    CommitId, Engine, EnvName, EnvironmentSpec, Event, EventKind, ExpectedState, PassMode, RemediationRequest,
+};
+use gitstate_http::HttpClients;
+
+use crate::config::Config;
+use crate::plan;
+use crate::state::StateStore;
+use metrics::Metrics;
+use schedule::{Driver, PassDone};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The real driver of the loop.
+pub struct Live {
+    config: Config,
+    engine: Engine,
+    store: Arc<StateStore>,
+    source: GitSource,
+    clients: HttpClients,
+    metrics: Arc<Metrics>,
+    specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
+    refs: Mutex<HashMap<EnvName, CommitId>>,
+    deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
+}
+
+impl Live {
+    /// Builds the driver and reads the refs once (that first reading reports no change).
+    pub async fn new(
+        config: Config,
+        engine: Engine,
+        store: Arc<StateStore>,
+        source: GitSource,
+        clients: HttpClients,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let live = Self {
+            config,
+            engine,
+            store,
+            source,
+            clients,
+            metrics,
+            specs: Mutex::default(),
+            refs: Mutex::default(),
+            deferred: Mutex::default(),
+        };
+        live.refresh_environments().await?;
+        live.poll_refs().await;
+        Ok(live)
+    }
+
+    /// Re-plans the environments (discover may add or remove some).
+    async fn refresh_environments(&self) -> anyhow::Result<()> {
+        let (envs, _) = plan::environments(&self.config, &self.source, &[]).await?;
+        let specs = plan::specs(&self.config, &envs, &self.clients)?;
+        *lock(&self.specs) = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        Ok(())
+    }
+
+    /// Resolves every environment's ref; returns those whose commit changed.
+    async fn poll_refs(&self) -> Vec<EnvName> {
+        let specs: Vec<(EnvName, String)> =
+            lock(&self.specs).values().map(|s| (s.name.clone(), s.reference.clone())).collect();
+        let refs: Vec<String> = specs.iter().map(|(_, r)| r.clone()).collect();
+        let resolved = match self.source.resolve(&refs).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "ref poll failed");
+                return Vec::new();
+            }
+        };
+        let mut known = lock(&self.refs);
+        let mut changed = Vec::new();
+        for ((name, _), r) in specs.into_iter().zip(resolved) {
+            let Ok(e) = r else { continue };
+            if known.insert(name.clone(), e.commit.clone()).as_ref() != Some(&e.commit) {
+                changed.push(name);
+            }
+        }
+        changed
+    }
+}
+
+#[async_trait]
+impl Driver for Live {
+    async fn poll(&self) -> Vec<EnvName> {
+        if !self.config.discover.is_empty()
+            && let Err(e) = self.refresh_environments().await
+        {
+            tracing::warn!(error = %crate::output::chain(&e), "discover failed; keeping the known environments");
+        }
+        let changed = self.poll_refs().await;
+        if !changed.is_empty() {
+            tracing::info!(environments = ?changed.iter().map(EnvName::as_str).collect::<Vec<_>>(), "expected commit changed");
+        }
+        changed
+    }
+
+    fn environments(&self) -> Vec<EnvName> {
+        lock(&self.specs).keys().cloned().collect()
+    }
+
+    async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
+        let specs: Vec<EnvironmentSpec> = {
+            let all = lock(&self.specs);
+            envs.iter().filter_map(|e| all.get(e).cloned()).collect()
+        };
+        if specs.is_empty() {
+            return PassDone::default();
+        }
+        let prior = self.store.environments();
+        let start = Instant::now();
+        let out = self
+            .engine
+            .run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, jiff::Timestamp::now())
+            .await;
+        if let Err(e) = self.store.save(&out.states) {
+            tracing::error!(error = %e, "state could not be written");
+        }
+        self.metrics.observe_pass(&out, start.elapsed());
+        for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
+            tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
+        }
+        for (name, reason, again) in &out.decisions {
+            tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
+        }
+        let mut deferred = lock(&self.deferred);
+        let remediations = out
+            .deferred
+            .into_iter()
+            .map(|(name, req)| {
+                deferred.insert(name.clone(), req);
+                name
+            })
+            .collect();
+        let requeue = out.decisions.into_iter().filter_map(|(n, _, again)| again.map(|d| (n, d))).collect();
+        PassDone { requeue, remediations }
+    }
+
+    async fn remediate(&self, env: EnvName) {
+        let req = lock(&self.deferred).get(&env).cloned();
+        let spec = lock(&self.specs).get(&env).cloned();
+        let (Some(req), Some(spec)) = (req, spec) else { return };
+        tracing::info!(environment = %env, attempt = req.attempt, expected = %req.expected, "remediation started");
+        let outcome = self.engine.remediate(&spec, &req, jiff::Timestamp::now).await;
+        lock(&self.deferred).remove(&env);
+        self.metrics.remediation(env.as_str(), outcome.ok);
+        tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
+    }
+
+    async fn abandoned(&self, env: EnvName) {
+        let Some(req) = lock(&self.deferred).remove(&env) else { return };
+        self.metrics.remediation(env.as_str(), false);
+        let event = Event {
+            at: jiff::Timestamp::now(),
+            environment: env,
+            kind: EventKind::RemediationFinished {
+                expected: req.expected,
+                attempt: req.attempt,
+                ok: false,
+                exit_code: None,
+                detail: "killed: watch shut down before the remediation finished".into(),
+                output_tail: None,
+            },
+        };
+        if let Err(e) = self.store.append(&[event]) {
+            tracing::error!(error = %e, "audit event could not be appended");
+        }
+    }
+}
+
+/// The git directory of a local repository (for file-system notification).
+pub fn git_dir(repo: &Path) -> PathBuf {
+    let dotgit = repo.join(".git");
+    if dotgit.is_dir() { dotgit } else { repo.to_path_buf() }
+}

@@ -1,0 +1,345 @@
+//! The timing of `watch`, independent of what a pass does: a full pass every `interval`
+//! ± jitter, a ref poll every `ref_poll` (or at once on a file-system event), a pass of an
+//! environment as soon as its ref moves, a pass when a decision's requeue time comes, at
+//! most one pass or remediation in flight per environment, and a bounded drain on
+//! shutdown. Entry: [`run`] over a [`Driver`]; tested with tokio's paused clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gitstate_core::EnvName;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// What a pass asks of the loop afterwards.
+#[derive(Debug, Default)]
+pub struct PassDone {
+    /// Environments to look at again after a delay (grace, settle, backoff ends).
+    pub requeue: Vec<(EnvName, Duration)>,
+    /// Remediations to run in the background, one per environment.
+    pub remediations: Vec<EnvName>,
+}
+
+/// What the loop drives: the real one probes and deploys; tests count calls.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Re-reads the expected refs; returns the environments whose commit changed (or that
+    /// appeared) since the last poll.
+    async fn poll(&self) -> Vec<EnvName>;
+    /// Every environment currently configured.
+    fn environments(&self) -> Vec<EnvName>;
+    /// One pass over `envs`; `full` for the interval pass.
+    async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone;
+    /// Runs the remediation the last pass of `env` decided.
+    async fn remediate(&self, env: EnvName);
+    /// Shutdown took too long: `env`'s remediation was abandoned.
+    async fn abandoned(&self, env: EnvName);
+}
+
+/// Loop settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Full pass period.
+    pub interval: Duration,
+    /// Fraction of `interval` to spread passes by, ±.
+    pub jitter: f64,
+    /// Ref poll period.
+    pub ref_poll: Duration,
+    /// How long shutdown waits for work in flight.
+    pub drain: Duration,
+}
+
+/// A small deterministic generator for jitter (no global randomness in libraries; the
+/// seed comes from the caller).
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// `interval` ± `fraction`, uniformly.
+    pub fn apply(&mut self, interval: Duration, fraction: f64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let unit = (self.0 >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        let factor = 1.0 + fraction * (2.0 * unit - 1.0);
+        interval.mul_f64(factor.max(0.0))
+    }
+}
+
+enum Done {
+    Pass(Vec<EnvName>, PassDone, bool),
+    Remediation(EnvName),
+}
+
+/// Runs the loop until `shutdown` resolves; then drains for at most `timing.drain`.
+/// `fs_events` wakes a ref poll at once. `on_full_pass` is called after every full pass.
+pub async fn run<D: Driver>(
+    driver: Arc<D>,
+    timing: Timing,
+    mut jitter: Jitter,
+    mut fs_events: mpsc::Receiver<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_full_pass: impl Fn(),
+) {
+    let mut tasks: JoinSet<Done> = JoinSet::new();
+    let mut busy: BTreeSet<EnvName> = BTreeSet::new();
+    let mut wanted: BTreeSet<EnvName> = BTreeSet::new();
+    let mut wanted_full = false;
+    let mut due: BTreeMap<Instant, BTreeSet<EnvName>> = BTreeMap::new();
+    let mut next_full = Instant::now();
+    let mut next_poll = Instant::now() + timing.ref_poll;
+    let mut remediating: BTreeSet<EnvName> = BTreeSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        // Start what is wanted and not busy.
+        if !wanted.is_empty() || wanted_full {
+            let ready: Vec<EnvName> = wanted.iter().filter(|e| !busy.contains(*e)).cloned().collect();
+            let full = wanted_full && !ready.is_empty();
+            if !ready.is_empty() {
+                for e in &ready {
+                    wanted.remove(e);
+                    busy.insert(e.clone());
+                }
+                wanted_full = false;
+                let d = driver.clone();
+                tasks.spawn(async move {
+                    let done = d.pass(ready.clone(), full).await;
+                    Done::Pass(ready, done, full)
+                });
+            }
+        }
+        let next_due = due.keys().next().copied();
+        let wake =
+            [Some(next_full), Some(next_poll), next_due].into_iter().flatten().min().unwrap_or(next_full);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok(Done::Pass(envs, done, full)) => {
+                        for e in &envs {
+                            busy.remove(e);
+                        }
+                        for (e, after) in done.requeue {
+                            due.entry(Instant::now() + after).or_default().insert(e);
+                        }
+                        for e in done.remediations {
+                            busy.insert(e.clone());
+                            remediating.insert(e.clone());
+                            let d = driver.clone();
+                            tasks.spawn(async move {
+                                d.remediate(e.clone()).await;
+                                Done::Remediation(e)
+                            });
+                        }
+                        if full {
+                            on_full_pass();
+                        }
+                    }
+                    Ok(Done::Remediation(e)) => {
+                        busy.remove(&e);
+                        remediating.remove(&e);
+                    }
+                    Err(e) => tracing::error!(error = %e, "a watch task failed"),
+                }
+            }
+            Some(()) = fs_events.recv() => {
+                next_poll = Instant::now();
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= next_full {
+                    wanted.extend(driver.environments());
+                    wanted_full = true;
+                    next_full = now + jitter.apply(timing.interval, timing.jitter);
+                }
+                if now >= next_poll {
+                    wanted.extend(driver.poll().await);
+                    next_poll = Instant::now() + timing.ref_poll;
+                }
+                while let Some(entry) = due.first_entry() {
+                    if *entry.key() > now {
+                        break;
+                    }
+                    wanted.extend(entry.remove());
+                }
+            }
+        }
+    }
+
+    // Drain: no new work; let what runs finish, within the limit.
+    let drained = tokio::time::timeout(timing.drain, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Done::Remediation(e)) = joined {
+                remediating.remove(&e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        for e in remediating {
+            tracing::error!(environment = %e, "shutdown: remediation still running after the drain limit; killed");
+            driver.abandoned(e).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<(u64, String)>>,
+        start: Mutex<Option<Instant>>,
+        moved: Mutex<Vec<EnvName>>,
+        remediate_next: Mutex<Vec<EnvName>>,
+        remediation_time: Duration,
+    }
+
+    impl Fake {
+        fn t(&self) -> u64 {
+            let start = *self.start.lock().unwrap().get_or_insert_with(Instant::now);
+            (Instant::now() - start).as_millis() as u64
+        }
+        fn note(&self, s: String) {
+            let t = self.t();
+            self.log.lock().unwrap().push((t, s));
+        }
+    }
+
+    fn n(s: &str) -> EnvName {
+        EnvName::new(s).unwrap()
+    }
+
+    #[async_trait]
+    impl Driver for Fake {
+        async fn poll(&self) -> Vec<EnvName> {
+            std::mem::take(&mut *self.moved.lock().unwrap())
+        }
+        fn environments(&self) -> Vec<EnvName> {
+            vec![n("a"), n("b")]
+        }
+        async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
+            let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
+            self.note(format!("pass {}{}", names.join(","), if full { " full" } else { "" }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let rem = std::mem::take(&mut *self.remediate_next.lock().unwrap());
+            let requeue = rem.iter().map(|e| (e.clone(), Duration::from_secs(5))).collect();
+            PassDone { requeue, remediations: rem }
+        }
+        async fn remediate(&self, env: EnvName) {
+            self.note(format!("remediate {env}"));
+            tokio::time::sleep(self.remediation_time).await;
+            self.note(format!("remediated {env}"));
+        }
+        async fn abandoned(&self, env: EnvName) {
+            self.note(format!("abandoned {env}"));
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            interval: Duration::from_secs(60),
+            jitter: 0.0,
+            ref_poll: Duration::from_secs(1),
+            drain: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_passes_on_the_interval_and_a_moved_ref_at_once() {
+        let fake = Arc::new(Fake { remediation_time: Duration::from_secs(1), ..Fake::default() });
+        fake.t();
+        let (_tx, rx) = mpsc::channel(1);
+        let f = fake.clone();
+        let stop = async move {
+            tokio::time::sleep(Duration::from_millis(30_500)).await;
+            f.moved.lock().unwrap().push(n("b"));
+            tokio::time::sleep(Duration::from_secs(100)).await;
+        };
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        assert_eq!(log[0], (0, "pass a,b full".into()));
+        // The ref moved at 30.5 s is seen by the next poll (31 s) and passed at once.
+        assert!(log.contains(&(31_000, "pass b".into())), "{log:?}");
+        assert!(log.contains(&(60_000, "pass a,b full".into())), "{log:?}");
+        assert!(log.contains(&(120_000, "pass a,b full".into())), "{log:?}");
+        assert_eq!(log.iter().filter(|(_, s)| s.ends_with("full")).count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn file_system_events_poll_at_once() {
+        let fake = Arc::new(Fake::default());
+        fake.t();
+        let (tx, rx) = mpsc::channel(1);
+        let f = fake.clone();
+        let stop = async move {
+            tokio::time::sleep(Duration::from_millis(10_250)).await;
+            f.moved.lock().unwrap().push(n("a"));
+            tx.send(()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        };
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        assert!(log.contains(&(10_250, "pass a".into())), "no wait for the next poll tick: {log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remediations_run_in_the_background_one_per_environment_and_requeue() {
+        let fake = Arc::new(Fake { remediation_time: Duration::from_secs(20), ..Fake::default() });
+        fake.t();
+        fake.remediate_next.lock().unwrap().push(n("a"));
+        let (_tx, rx) = mpsc::channel(1);
+        let f = fake.clone();
+        let stop = async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            // b's ref moves while a deploys: b is passed at once, a waits for its deploy.
+            f.moved.lock().unwrap().extend([n("a"), n("b")]);
+            tokio::time::sleep(Duration::from_secs(40)).await;
+        };
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        assert!(log.contains(&(100, "remediate a".into())), "{log:?}");
+        assert!(log.contains(&(2_000, "pass b".into())), "{log:?}");
+        assert!(log.contains(&(20_100, "remediated a".into())), "{log:?}");
+        // a's pass waited for the remediation, then ran (its requeue at 5.1 s was held too).
+        assert!(log.contains(&(20_100, "pass a".into())), "{log:?}");
+        assert!(!log.iter().any(|(t, s)| s == "pass a" && *t < 20_100), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drains_then_abandons() {
+        let fake = Arc::new(Fake { remediation_time: Duration::from_secs(3600), ..Fake::default() });
+        fake.t();
+        fake.remediate_next.lock().unwrap().push(n("b"));
+        let (_tx, rx) = mpsc::channel(1);
+        let stop = tokio::time::sleep(Duration::from_secs(1));
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        assert_eq!(log.last().unwrap(), &(31_000, "abandoned b".to_owned()), "{log:?}");
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_varies() {
+        let mut j = Jitter::new(42);
+        let got: Vec<Duration> = (0..1000).map(|_| j.apply(Duration::from_secs(60), 0.1)).collect();
+        assert!(got.iter().all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66)));
+        assert!(
+            got.iter().any(|d| *d < Duration::from_secs(57))
+                && got.iter().any(|d| *d > Duration::from_secs(63))
+        );
+        assert_eq!(Jitter::new(7).apply(Duration::from_secs(60), 0.0), Duration::from_secs(60));
+    }
+}
