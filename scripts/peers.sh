@@ -23,4 +23,9 @@ ensure_peers() {
   fi
   [ -x "$core/git-daemon" ] || { echo "git daemon is missing from $core" >&2; return 1; }
   [ -x "$core/git-http-backend" ] || { echo "git http-backend is missing from $core" >&2; return 1; }
+
+  # Alertmanager, for the alarm tests (Debian's prometheus-alertmanager).
+  if ! command -v prometheus-alertmanager >/dev/null && [ ! -x /usr/bin/prometheus-alertmanager ]; then
+    apt_install prometheus-alertmanager
+  fi
 }

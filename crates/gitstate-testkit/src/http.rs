@@ -33,6 +33,9 @@ pub enum Behavior {
     GzipBomb(usize),
     /// Close the connection with a TCP reset right after reading the request.
     Reset,
+    /// 200 with the file's current content (404 while it does not exist): a target a
+    /// deploy script outside the test can change.
+    File(std::path::PathBuf),
 }
 
 /// A running server. Routes can be changed while it runs.
@@ -42,6 +45,7 @@ pub struct TestServer {
     routes: Arc<Mutex<HashMap<String, Behavior>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     active: Arc<Mutex<(usize, usize)>>,
+    bodies: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl TestServer {
@@ -49,7 +53,13 @@ impl TestServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = Self { port, routes: Arc::default(), hits: Arc::default(), active: Arc::default() };
+        let server = Self {
+            port,
+            routes: Arc::default(),
+            hits: Arc::default(),
+            active: Arc::default(),
+            bodies: Arc::default(),
+        };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
@@ -99,6 +109,11 @@ impl TestServer {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
+    /// The bodies of the requests seen for `path` (POSTs to a receiver), in order.
+    pub fn bodies(&self, path: &str) -> Vec<String> {
+        self.bodies.lock().unwrap().get(path).cloned().unwrap_or_default()
+    }
+
     /// The most requests this server has had in progress at once.
     pub fn peak_in_progress(&self) -> usize {
         self.active.lock().unwrap().1
@@ -132,6 +147,7 @@ impl TestServer {
                 return;
             }
             let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let mut length = 0usize;
             loop {
                 let mut h = String::new();
                 if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
@@ -140,6 +156,19 @@ impl TestServer {
                 if h.trim().is_empty() {
                     break;
                 }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.trim().eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            if length > 0 {
+                let mut body = vec![0u8; length.min(1 << 20)];
+                if tokio::io::AsyncReadExt::read_exact(&mut reader, &mut body).await.is_err() {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&body).into_owned();
+                self.bodies.lock().unwrap().entry(path.clone()).or_default().push(text);
             }
             *self.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
             let behavior = self.routes.lock().unwrap().get(&path).cloned().unwrap_or(Behavior::Status(404));
@@ -237,6 +266,14 @@ async fn respond<W: AsyncWrite + Unpin>(w: &mut W, b: Behavior) -> std::io::Resu
             w.write_all(&body).await?;
         }
         Behavior::Reset => return Err(std::io::Error::other("reset")),
+        Behavior::File(path) => match std::fs::read(&path) {
+            Ok(body) => {
+                w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+                    .await?;
+                w.write_all(&body).await?;
+            }
+            Err(_) => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?,
+        },
     }
     w.flush().await
 }

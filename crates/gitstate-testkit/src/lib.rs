@@ -3,10 +3,12 @@
 // A test-only crate: its helpers are documented where their behaviour is not obvious.
 #![allow(missing_docs)]
 
+pub mod alertmanager;
 pub mod git;
 pub mod http;
 pub mod tls;
 
+pub use alertmanager::{Alertmanager, http_get};
 pub use git::{
     HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, wait_for_port,
 };

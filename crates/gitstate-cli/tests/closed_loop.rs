@@ -1,0 +1,496 @@
+//! The closed loop end to end: `reconcile`, `status`, `watch` with real deploy commands,
+//! a real webhook receiver and a real Alertmanager, all on 127.0.0.1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gitstate_testkit::{Alertmanager, http_get};
+use serde_json::Value;
+
+/// A repository, a target serving `served.json` (which deploy.sh rewrites), and a config.
+struct Loop {
+    repo: Repo,
+    c: Vec<String>,
+    server: TestServer,
+    dir: tempfile::TempDir,
+}
+
+impl Loop {
+    fn new() -> Self {
+        let repo = Repo::new();
+        let c = repo.commits(4, "c");
+        repo.update_ref(REF, &c[1]);
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_background();
+        server.route("/meta", Behavior::File(dir.path().join("served.json")));
+        let l = Self { repo, c, server, dir };
+        l.serve(&l.c[1].clone());
+        l
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the target reports, as a deploy would leave it.
+    fn serve(&self, sha: &str) {
+        std::fs::write(self.path().join("served.json"), format!("{{\"sha\":\"{sha}\"}}")).unwrap();
+    }
+
+    /// deploy.sh: logs each attempt to attempts.log, then runs `body`.
+    fn deploy_script(&self, body: &str) {
+        let p = self.path().join("deploy.sh");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"$GITSTATE_ATTEMPT $GITSTATE_EXPECTED_SHA\" >> attempts.log\n{body}\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn attempts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path().join("attempts.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn config(&self, policy: &str, extra: &str) -> PathBuf {
+        write_config(
+            self.path(),
+            &format!(
+                r#"
+[source]
+repo = "{repo}"
+
+[policy]
+{policy}
+
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["{url}"]
+  timeout = "2s"
+  [environments.remediate]
+  command = ["./deploy.sh"]
+  timeout = "60s"
+
+{extra}
+"#,
+                repo = self.repo.path().display(),
+                url = self.server.url("/meta"),
+            ),
+        )
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join(".gitstate/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn event_names(&self) -> Vec<String> {
+        self.events().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// Waits for `cond`, failing with `what` after `limit` (a condition, not a fixed sleep).
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(cfg: &Path) -> Value {
+    let r = with_config(cfg, &["status", "-o", "json"]);
+    r.json()["environments"][0].clone()
+}
+
+#[test]
+fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
+    let l = Loop::new();
+    l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
+    let cfg = l.config("grace = \"0s\"\nsettle = \"1s\"", "");
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["environments"][0]["phase"], "in_sync");
+
+    l.repo.update_ref(REF, &l.c[3]);
+    // A dry run decides, reports "ok": null, and writes nothing.
+    let before = std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap();
+    let dry = with_config(&cfg, &["reconcile", "--dry-run", "-o", "json"]);
+    assert_eq!(dry.code, 1);
+    assert_eq!(
+        dry.json()["environments"][0]["actions"],
+        serde_json::json!([{"kind": "remediate", "attempt": 1, "ok": null, "detail": "dry run: not started"}])
+    );
+    assert!(l.attempts().is_empty());
+    assert_eq!(std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap(), before);
+
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.code, 1, "the pass observed drift: {}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["environments"][0]["phase"], "remediating");
+    assert_eq!(j["environments"][0]["actions"][0]["kind"], "remediate");
+    assert_eq!(j["environments"][0]["actions"][0]["ok"], true);
+    assert_eq!(l.attempts(), [format!("1 {}", l.c[3])]);
+
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = status(&cfg);
+    assert_eq!(st["phase"], "in_sync");
+    assert_eq!(st["expected"], l.c[3]);
+    assert!(st["last_convergence_lag_s"].as_f64().unwrap() >= 0.0);
+    assert!(st["incident"].is_null() && st["alarm"].is_null());
+    assert_eq!(with_config(&cfg, &["status"]).code, 0);
+    assert_eq!(
+        l.event_names(),
+        ["expected_changed", "drift_detected", "remediation_started", "remediation_finished", "converged"]
+    );
+    let converged = l.events().into_iter().find(|e| e["event"] == "converged").unwrap();
+    assert_eq!(converged["environment"], "production");
+    assert!(converged["lag_s"].as_f64().unwrap() >= 0.0);
+    let finished = l.events().into_iter().find(|e| e["event"] == "remediation_finished").unwrap();
+    assert_eq!((finished["ok"].as_bool(), finished["exit_code"].as_i64()), (Some(true), Some(0)));
+}
+
+#[test]
+fn a_failing_remediation_backs_off_then_alarms_once_and_resolves_once() {
+    let l = Loop::new();
+    l.deploy_script("echo 'registry unavailable' >&2; exit 1");
+    let hook = TestServer::start_background();
+    hook.route("/hook", Behavior::Status(200));
+    let am = Alertmanager::start();
+    let cfg = l.config(
+        "grace = \"0s\"\nsettle = \"1s\"\nbackoff = \"1s\"\nbackoff_max = \"2s\"\nmax_attempts = 2",
+        &format!(
+            "[alerts.alertmanager]\nurl = \"{}\"\n[alerts.webhook]\nurl = \"{}\"\n",
+            am.url(),
+            hook.url("/hook")
+        ),
+    );
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(30), "the drift alarm", || {
+        let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        l.event_names().iter().any(|e| e == "alarm_raised")
+    });
+    assert_eq!(l.attempts().len(), 2, "max_attempts caps the incident: {:?}", l.attempts());
+    let started: Vec<jiff::Timestamp> = l
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "remediation_started")
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        started[1].duration_since(started[0]) >= jiff::SignedDuration::from_secs(1),
+        "backoff respected: {started:?}"
+    );
+    let failed = l.events().into_iter().find(|e| e["event"] == "remediation_finished").unwrap();
+    assert_eq!(failed["exit_code"], 1);
+    assert!(failed["output_tail"].as_str().unwrap().contains("registry unavailable"));
+    let st = status(&cfg);
+    assert_eq!(st["phase"], "alarm");
+    assert_eq!(st["alarm"]["kind"], "drift");
+    assert_eq!(st["incident"]["attempts"], 2);
+    assert_eq!(with_config(&cfg, &["status"]).code, 1);
+
+    // More passes: no new attempt, no second alarm.
+    for _ in 0..3 {
+        assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+    }
+    assert_eq!(l.attempts().len(), 2);
+    let raised: Vec<Value> = hook
+        .bodies("/hook")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .filter(|v: &Value| v["event"] == "alarm_raised")
+        .collect();
+    assert_eq!(raised.len(), 1, "exactly one alarm delivered");
+    assert_eq!(
+        (raised[0]["alarm"].as_str(), raised[0]["environment"].as_str()),
+        (Some("drift"), Some("production"))
+    );
+    assert_eq!(raised[0]["expected_sha"], l.c[3]);
+    let alerts = am.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["labels"]["alertname"], "GitstateDrift");
+    assert_eq!(alerts[0]["labels"]["environment"], "production");
+    assert_eq!(alerts[0]["labels"]["severity"], "critical");
+    assert_eq!(alerts[0]["annotations"]["expected_sha"], l.c[3]);
+
+    // Someone deploys by hand: the next pass converges and resolves the alarm, once.
+    l.serve(&l.c[3]);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    let events: Vec<String> = hook
+        .bodies("/hook")
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, ["alarm_raised", "alarm_resolved"]);
+    wait_for(Duration::from_secs(10), "Alertmanager to drop the resolved alert", || am.alerts().is_empty());
+    assert_eq!(status(&cfg)["alarm"], Value::Null);
+}
+
+#[test]
+fn a_moved_ref_supersedes_the_incident() {
+    let l = Loop::new();
+    l.deploy_script("exit 1");
+    let cfg = l.config("grace = \"0s\"\nmax_attempts = 1\nsettle = \"0s\"", "");
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    l.repo.update_ref(REF, &l.c[2]);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(
+        r.json()["environments"][0]["actions"],
+        serde_json::json!([{"kind": "alarm_raised", "alarm": "drift"}])
+    );
+    l.repo.update_ref(REF, &l.c[3]);
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    let actions = r.json()["environments"][0]["actions"].clone();
+    assert_eq!(actions[0], serde_json::json!({"kind": "alarm_resolved", "alarm": "drift"}));
+    assert_eq!((actions[1]["kind"].as_str(), actions[1]["attempt"].as_u64()), (Some("remediate"), Some(1)));
+    assert_eq!(l.attempts(), [format!("1 {}", l.c[2]), format!("1 {}", l.c[3])]);
+}
+
+#[test]
+fn a_diverged_target_alarms_and_is_never_redeployed() {
+    let l = Loop::new();
+    l.repo.git(&["checkout", "-q", "-b", "hotfix", &l.c[1]]);
+    let hotfix = l.repo.commit("hotfix");
+    l.deploy_script("exit 0");
+    let cfg = l.config("grace = \"0s\"", "");
+    l.serve(&hotfix);
+    l.repo.update_ref(REF, &l.c[3]);
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.code, 1);
+    let j = r.json();
+    assert_eq!(j["environments"][0]["targets"][0]["status"], "diverged");
+    assert_eq!(
+        j["environments"][0]["actions"],
+        serde_json::json!([{"kind": "alarm_raised", "alarm": "diverged"}])
+    );
+    for _ in 0..3 {
+        assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+    }
+    assert!(l.attempts().is_empty(), "a hotfix is never overwritten");
+    assert_eq!(status(&cfg)["alarm"]["kind"], "diverged");
+}
+
+#[test]
+fn an_unreachable_target_alarms_after_n_passes_and_is_never_redeployed() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let cfg = l.config("grace = \"0s\"\nunreachable_after = 2", "");
+    std::fs::remove_file(l.path().join("served.json")).unwrap(); // the target now answers 404
+    let first = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(first.code, 1);
+    assert_eq!(first.json()["environments"][0]["actions"], serde_json::json!([]));
+    assert_eq!(first.json()["environments"][0]["targets"][0]["status"], "unreachable");
+    let second = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(
+        second.json()["environments"][0]["actions"],
+        serde_json::json!([{"kind": "alarm_raised", "alarm": "unreachable"}])
+    );
+    assert!(l.attempts().is_empty());
+}
+
+#[test]
+fn a_second_reconcile_exits_2_naming_the_holder() {
+    let l = Loop::new();
+    l.deploy_script("touch started; while [ ! -e release ]; do sleep 0.05; done");
+    let cfg = l.config("grace = \"0s\"", "");
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    l.repo.update_ref(REF, &l.c[3]);
+    let mut first = gitstate()
+        .args(["reconcile", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the first reconcile's deploy", || l.path().join("started").exists());
+    let second = with_config(&cfg, &["reconcile"]);
+    assert_eq!(second.code, 2);
+    assert!(second.stderr.contains(&format!("pid {}", first.id())), "{}", second.stderr);
+    // A dry run takes no lock.
+    assert_eq!(with_config(&cfg, &["reconcile", "--dry-run"]).code, 1);
+    std::fs::write(l.path().join("release"), "").unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(1));
+}
+
+#[test]
+fn a_corrupt_state_file_is_named_and_kept() {
+    let l = Loop::new();
+    let cfg = l.config("", "");
+    std::fs::create_dir_all(l.path().join(".gitstate")).unwrap();
+    std::fs::write(
+        l.path().join(".gitstate/state.json"),
+        "{\"schema\": 1, \"environments\": {\"production\": {\"phase\": 7}}}",
+    )
+    .unwrap();
+    for cmd in [&["reconcile"][..], &["status"][..]] {
+        let r = with_config(&cfg, cmd);
+        assert_eq!(r.code, 2, "{cmd:?}");
+        assert!(r.stderr.contains("corrupt state file") && r.stderr.contains("state.json"), "{}", r.stderr);
+    }
+    assert!(std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap().contains("\"phase\": 7"));
+}
+
+/// A running `gitstate watch`, killed on drop.
+struct Watching {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn watch(cfg: &Path) -> Watching {
+    let port = gitstate_testkit::free_port();
+    let child = gitstate()
+        .args(["watch", "--listen", &format!("127.0.0.1:{port}"), "-c"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = Watching { child, port };
+    wait_for(Duration::from_secs(30), "watch to be ready", || {
+        matches!(http_get(port, "/readyz"), Ok((200, _)))
+    });
+    w
+}
+
+fn metrics(w: &Watching) -> String {
+    let (status, body) = http_get(w.port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    body
+}
+
+const FAST_WATCH: &str = "[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"";
+
+#[test]
+fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
+    let l = Loop::new();
+    l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
+    let hook = TestServer::start_background();
+    hook.route("/hook", Behavior::Status(200));
+    let cfg = l.config(
+        "grace = \"0s\"\nsettle = \"1s\"\nunreachable_after = 1",
+        &format!("{FAST_WATCH}\n[alerts.webhook]\nurl = \"{}\"\n", hook.url("/hook")),
+    );
+    let w = watch(&cfg);
+    let (code, _) = http_get(w.port, "/healthz").unwrap();
+    assert_eq!(code, 200);
+
+    let moved = Instant::now();
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "the remediation to start", || !l.attempts().is_empty());
+    let reaction = moved.elapsed();
+    assert!(reaction < Duration::from_secs(10), "a moved ref starts the remediation promptly ({reaction:?})");
+    wait_for(Duration::from_secs(20), "convergence", || l.event_names().iter().any(|e| e == "converged"));
+
+    let (code, body) = http_get(w.port, "/status").unwrap();
+    assert_eq!(code, 200);
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["environments"][0]["expected"], l.c[3]);
+    assert!(st["environments"][0]["last_convergence_lag_s"].as_f64().is_some());
+
+    // The target goes away: an unreachable alarm makes alarms and notifications count too.
+    std::fs::remove_file(l.path().join("served.json")).unwrap();
+    wait_for(Duration::from_secs(20), "the unreachable alarm", || !hook.bodies("/hook").is_empty());
+    let text = metrics(&w);
+    let parsed =
+        openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    for name in [
+        "gitstate_environment_in_sync",
+        "gitstate_instances",
+        "gitstate_reconcile_passes",
+        "gitstate_reconcile_pass_duration_seconds",
+        "gitstate_probe_duration_seconds",
+        "gitstate_remediations",
+        "gitstate_alarms_open",
+        "gitstate_convergence_lag_seconds",
+        "gitstate_notifications",
+        "gitstate_expected_commit_change_timestamp_seconds",
+        "gitstate_build_info",
+    ] {
+        assert!(parsed.families.contains_key(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(
+        text.contains("gitstate_remediations_total{environment=\"production\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("gitstate_convergence_lag_seconds_count{environment=\"production\"} 1"), "{text}");
+    assert!(text.contains("gitstate_notifications_total{sink=\"webhook\",outcome=\"ok\"} 1"), "{text}");
+    assert!(
+        text.contains("gitstate_alarms_open{environment=\"production\",alarm=\"unreachable\"} 1"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+#[test]
+fn sigterm_stops_watch_with_exit_0_and_state_persisted() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let cfg = l.config("grace = \"0s\"", FAST_WATCH);
+    let mut w = watch(&cfg);
+    let pid = w.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let code = w.child.wait().unwrap().code();
+    assert_eq!(code, Some(0));
+    let st = status(&cfg);
+    assert_eq!(st["phase"], "in_sync");
+    // The lock was released.
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+}
+
+#[test]
+fn kill_9_mid_remediation_then_restart_remembers_the_attempt() {
+    let l = Loop::new();
+    l.deploy_script("touch running; sleep 60");
+    let cfg = l.config("grace = \"0s\"\nmax_attempts = 1\nsettle = \"1s\"", FAST_WATCH);
+    let mut w = watch(&cfg);
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "the remediation to start", || l.path().join("running").exists());
+    w.child.kill().unwrap(); // SIGKILL
+    w.child.wait().unwrap();
+    // The orphaned deploy (its own process group) is not ours to keep.
+    let _ = Command::new("pkill").args(["-f", &format!("{}", l.path().join("deploy.sh").display())]).status();
+    drop(w);
+    let st = status(&cfg);
+    assert_eq!(st["incident"]["attempts"], 1, "the attempt was persisted before it started: {st}");
+
+    let w = watch(&cfg);
+    // Let the restarted loop run several passes: it must not try again.
+    wait_for(Duration::from_secs(30), "passes after the restart", || {
+        let m = metrics(&w);
+        m.lines()
+            .filter(|l| l.starts_with("gitstate_reconcile_passes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+            >= 4
+    });
+    assert_eq!(l.attempts().len(), 1, "not repeated beyond policy: {:?}", l.attempts());
+    assert_eq!(status(&cfg)["alarm"]["kind"], "drift");
+}
