@@ -296,3 +296,27 @@ fn demo_shows_the_whole_story() {
         assert!(r.stdout.contains(needle), "demo output lacks {needle:?}:\n{}", r.stdout);
     }
 }
+
+#[test]
+fn the_example_configurations_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let vars = [
+        ("STATUS_TOKEN", "x"),
+        ("DEPLOY_TOKEN", "y"),
+        ("SLACK_WEBHOOK_URL", "https://hooks.example.com/T0/B0"),
+    ];
+    let r = run(gitstate().args(["validate", "-c"]).arg(root.join("examples/gitstate.toml")).envs(vars));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The ConfigMap in the Kubernetes example holds a valid gitstate.toml too.
+    let yaml = std::fs::read_to_string(root.join("examples/kubernetes/deployment.yaml")).unwrap();
+    let start = yaml.find("gitstate.toml: |\n").unwrap() + "gitstate.toml: |\n".len();
+    let body: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &body);
+    let r = run(gitstate().args(["validate", "-c"]).arg(&cfg).envs(vars));
+    assert_eq!(r.code, 0, "{}\n{body}", r.stderr);
+}
