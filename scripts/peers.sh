@@ -24,6 +24,13 @@ ensure_peers() {
   [ -x "$core/git-daemon" ] || { echo "git daemon is missing from $core" >&2; return 1; }
   [ -x "$core/git-http-backend" ] || { echo "git http-backend is missing from $core" >&2; return 1; }
 
+  # moto (the AWS API emulator) and boto3 (to seed it), in the project's .venv.
+  if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import boto3, moto' 2>/dev/null; then
+    rm -rf .venv
+    python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+    .venv/bin/pip install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
+  fi
+
   # Alertmanager, for the alarm tests (Debian's prometheus-alertmanager).
   if ! command -v prometheus-alertmanager >/dev/null && [ ! -x /usr/bin/prometheus-alertmanager ]; then
     apt_install prometheus-alertmanager

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use gitstate_aws::AwsProbe;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
     ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
@@ -83,11 +84,7 @@ pub fn specs(
                             HttpProbe::new(clients, h.clone())
                                 .with_context(|| format!("environment {}, target {}", e.name, t.name))?,
                         ),
-                        TargetKind::Aws(_) => bail!(
-                            "environment {}, target {}: AWS targets need the gitstate-aws probe, which this build does not include yet",
-                            e.name,
-                            t.name
-                        ),
+                        TargetKind::Aws(a) => Arc::new(AwsProbe::new(a.clone())),
                     };
                     Ok(TargetSpec { name: t.name.clone(), probe })
                 })
@@ -96,7 +93,10 @@ pub fn specs(
                 name: e.name.clone(),
                 reference: e.reference.clone(),
                 targets,
-                remediator: e.remediate.as_ref().map(|r| crate::remediate::remediator(r, &config.dir, clients)),
+                remediator: e
+                    .remediate
+                    .as_ref()
+                    .map(|r| crate::remediate::remediator(r, &config.dir, clients)),
                 policy: e.policy.clone(),
             })
         })

@@ -6,6 +6,7 @@
 pub mod alertmanager;
 pub mod git;
 pub mod http;
+pub mod moto;
 pub mod tls;
 
 pub use alertmanager::{Alertmanager, http_get};
@@ -13,3 +14,4 @@ pub use git::{
     HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, wait_for_port,
 };
 pub use http::{Behavior, TestServer};
+pub use moto::{Moto, Resource};

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use gitstate_aws::AwsTarget;
 use gitstate_core::git::is_remote_url;
 use gitstate_core::{EnvName, Policy};
 use gitstate_http::HttpTarget;
@@ -65,25 +66,6 @@ pub struct SourceConfig {
     pub ref_prefix: String,
     /// Keep a bare mirror of a remote under the state dir.
     pub mirror: bool,
-}
-
-/// An AWS target (probed by the AWS adapter).
-#[derive(Debug, Clone)]
-pub struct AwsTarget {
-    /// Region.
-    pub region: String,
-    /// Tag filters; a resource matches when each key has one of the values.
-    pub tags: BTreeMap<String, Vec<String>>,
-    /// Resource-type filters such as `lambda:function`.
-    pub resource_types: Vec<String>,
-    /// The tag holding the commit.
-    pub sha_tag: String,
-    /// An API endpoint override (emulators).
-    pub endpoint_url: Option<Url>,
-    /// A named profile.
-    pub profile: Option<String>,
-    /// Total time per target.
-    pub timeout: Duration,
 }
 
 /// What a target is.
@@ -629,15 +611,22 @@ fn aws(
         })
         .collect();
     let endpoint_url = a.endpoint_url.as_ref().map(|u| url_at(ctx, u, env, lookup)).transpose()?;
-    Ok(AwsTarget {
-        region: region.to_owned(),
-        tags,
-        resource_types: a.resource_types.clone(),
-        sha_tag: a.sha_tag.clone().unwrap_or_else(|| "gitstate:sha".to_owned()),
-        endpoint_url,
-        profile: a.profile.clone(),
-        timeout: a.timeout.map_or(Duration::from_secs(30), |d| d.0),
-    })
+    if let Some(t) = &a.sha_tag
+        && t.trim().is_empty()
+    {
+        return Err(ctx.at(&a.region, "sha_tag is empty"));
+    }
+    let mut target = AwsTarget::new(region, tags);
+    target.resource_types = a.resource_types.clone();
+    if let Some(t) = &a.sha_tag {
+        target.sha_tag = t.clone();
+    }
+    target.endpoint_url = endpoint_url.map(|u| u.to_string().trim_end_matches('/').to_owned());
+    target.profile = a.profile.clone();
+    if let Some(d) = a.timeout {
+        target.timeout = d.0;
+    }
+    Ok(target)
 }
 
 pub(crate) fn remediate(

@@ -1,0 +1,160 @@
+//! [`AwsProbe`]: `GetResources` with tag and resource-type filters, all pages, within a
+//! total deadline. No match is `missing` (saying which filters matched nothing); an API,
+//! credential or connection failure is `unreachable` with the AWS error code and message.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_resourcegroupstagging::Client;
+use aws_sdk_resourcegroupstagging::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
+use tokio::sync::OnceCell;
+
+use crate::tags::{DEFAULT_SHA_TAG, reading_from_tags};
+
+/// One AWS target's settings (SPEC §5 `[environments.targets.aws]`).
+#[derive(Debug, Clone)]
+pub struct AwsTarget {
+    /// The region to query.
+    pub region: String,
+    /// Tag filters: a resource matches when, for every key, it has one of the values.
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// Resource-type filters such as `lambda:function`, `ec2:instance` (empty: all types).
+    pub resource_types: Vec<String>,
+    /// The tag holding the commit.
+    pub sha_tag: String,
+    /// An endpoint override (an emulator such as moto).
+    pub endpoint_url: Option<String>,
+    /// A named profile of the shared config files.
+    pub profile: Option<String>,
+    /// Total time for one observation, retries and pages included.
+    pub timeout: Duration,
+}
+
+impl AwsTarget {
+    /// A target with the defaults: `gitstate:sha`, all resource types, 30 s.
+    pub fn new(region: impl Into<String>, tags: BTreeMap<String, Vec<String>>) -> Self {
+        Self {
+            region: region.into(),
+            tags,
+            resource_types: Vec::new(),
+            sha_tag: DEFAULT_SHA_TAG.to_owned(),
+            endpoint_url: None,
+            profile: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn filters(&self) -> String {
+        let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={}", v.join("|"))).collect();
+        let mut s = format!("tags {} in {}", tags.join(", "), self.region);
+        if !self.resource_types.is_empty() {
+            s.push_str(&format!(" (types {})", self.resource_types.join(", ")));
+        }
+        s
+    }
+}
+
+/// Reads the commit tag of every matching resource.
+pub struct AwsProbe {
+    target: AwsTarget,
+    client: OnceCell<Client>,
+}
+
+impl AwsProbe {
+    /// A probe; the SDK client is built on first use.
+    pub fn new(target: AwsTarget) -> Self {
+        Self { target, client: OnceCell::new() }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let t = &self.target;
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .region(aws_config::Region::new(t.region.clone()))
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(3))
+                            .operation_attempt_timeout(t.timeout)
+                            .operation_timeout(t.timeout)
+                            .build(),
+                    );
+                if let Some(p) = &t.profile {
+                    loader = loader.profile_name(p);
+                }
+                if let Some(u) = &t.endpoint_url {
+                    loader = loader.endpoint_url(u);
+                }
+                Client::new(&loader.load().await)
+            })
+            .await
+    }
+
+    async fn read_all(&self) -> Result<Vec<Reading>, ProbeFailure> {
+        let t = &self.target;
+        let client = self.client().await;
+        let mut req = client.get_resources().resources_per_page(100);
+        for (k, values) in &t.tags {
+            req = req.tag_filters(TagFilter::builder().key(k).set_values(Some(values.clone())).build());
+        }
+        for rt in &t.resource_types {
+            req = req.resource_type_filters(rt);
+        }
+        let mut pages = req.into_paginator().send();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ProbeFailure::unreachable(describe(&e)))?;
+            let elapsed = start.elapsed();
+            for m in page.resource_tag_mapping_list() {
+                let Some(arn) = m.resource_arn() else { continue };
+                let tags = m.tags().iter().map(|tag| (tag.key(), tag.value()));
+                out.push(reading_from_tags(arn, tags, &t.sha_tag, elapsed));
+            }
+        }
+        if out.is_empty() {
+            return Err(ProbeFailure::missing(format!("no resource matched {}", t.filters())));
+        }
+        Ok(out)
+    }
+}
+
+/// `AWS <code>: <message>` for service errors, the whole chain otherwise.
+fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => format!(
+            "AWS GetResources: {}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("no message")
+        ),
+        None => format!("AWS GetResources: {}", DisplayErrorContext(e)),
+    }
+}
+
+#[async_trait]
+impl ActualStateProbe for AwsProbe {
+    fn name(&self) -> &str {
+        "aws"
+    }
+
+    async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
+        let limit = self.target.timeout;
+        match tokio::time::timeout(limit, self.read_all()).await {
+            Ok(r) => r,
+            Err(_) => Err(ProbeFailure::unreachable(format!(
+                "AWS GetResources: timed out after {}s ({})",
+                limit.as_secs(),
+                self.target.filters()
+            ))),
+        }
+    }
+}
