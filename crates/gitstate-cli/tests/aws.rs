@@ -85,7 +85,7 @@ fn a_fleet_in_sync_one_stale_instance_and_an_untagged_one() {
     assert_eq!(statuses(&j).iter().filter(|(_, s)| s == "in_sync").count(), 3);
 
     // Re-tag the stale one: the whole fleet is in sync.
-    moto().retag(&arns[3..4].to_vec(), &tags(&[("gitstate:sha", &w.c[3])]));
+    moto().retag(&arns[3..4], &tags(&[("gitstate:sha", &w.c[3])]));
     let r = aws_gitstate(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
 
