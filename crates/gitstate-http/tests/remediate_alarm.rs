@@ -1,0 +1,114 @@
+//! The webhook remediator and the webhook alarm sink against a real receiver on 127.0.0.1.
+
+use std::time::Duration;
+
+use gitstate_core::{
+    AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, AlarmTarget, CommitId, EnvName, RemediationRequest,
+    Remediator, Status,
+};
+use gitstate_http::{HttpClients, WebhookFormat, WebhookRemediator, WebhookSink};
+use gitstate_testkit::{Behavior, TestServer};
+
+fn req() -> RemediationRequest {
+    RemediationRequest {
+        environment: EnvName::new("production").unwrap(),
+        reference: "refs/heads/environments/production".into(),
+        expected: CommitId::parse(&"c".repeat(40)).unwrap(),
+        attempt: 1,
+        drifted: vec![("web".into(), "https://eu.example.com/x".into())],
+    }
+}
+
+#[tokio::test]
+async fn webhook_remediation_posts_json_and_2xx_means_triggered() {
+    let s = TestServer::start().await;
+    s.route("/deploy", Behavior::Status(202)).route("/broken", Behavior::Status(500));
+    let clients = HttpClients::new(4).unwrap();
+    let headers = vec![("authorization".parse().unwrap(), "Bearer t0ken".parse().unwrap())];
+    let r = WebhookRemediator::new(
+        &clients,
+        s.url("/deploy").parse().unwrap(),
+        headers,
+        None,
+        Duration::from_secs(5),
+    );
+    let out = r.remediate(&req()).await;
+    assert!(out.ok, "{out:?}");
+    assert!(out.detail.contains("202"));
+    let body: serde_json::Value = serde_json::from_str(&s.bodies("/deploy")[0]).unwrap();
+    assert_eq!(body["expected_sha"], "c".repeat(40));
+    assert_eq!(body["drifted"][0]["target"], "web");
+
+    let templ = r#"{"ref":"main","inputs":{"sha":"${GITSTATE_EXPECTED_SHA}"}}"#.to_owned();
+    let r = WebhookRemediator::new(
+        &clients,
+        s.url("/broken").parse().unwrap(),
+        vec![],
+        Some(templ),
+        Duration::from_secs(5),
+    );
+    let out = r.remediate(&req()).await;
+    assert!(!out.ok);
+    assert!(out.detail.contains("500"), "{}", out.detail);
+    assert_eq!(
+        s.bodies("/broken")[0],
+        format!(r#"{{"ref":"main","inputs":{{"sha":"{}"}}}}"#, "c".repeat(40))
+    );
+
+    let dead = format!("http://127.0.0.1:{}/x", gitstate_testkit::free_port());
+    let out = WebhookRemediator::new(&clients, dead.parse().unwrap(), vec![], None, Duration::from_secs(5))
+        .remediate(&req())
+        .await;
+    assert!(!out.ok && out.detail.contains("cannot connect"), "{}", out.detail);
+}
+
+fn note(event: AlarmEvent) -> AlarmNotification {
+    AlarmNotification {
+        event,
+        alarm: AlarmKind::Drift,
+        environment: EnvName::new("production").unwrap(),
+        reference: "refs/heads/environments/production".into(),
+        expected_sha: CommitId::parse(&"c".repeat(40)).unwrap(),
+        since: "2026-11-24T06:00:00Z".parse().unwrap(),
+        ended_at: None,
+        resolution: None,
+        summary: "production does not run cccccccccccc".into(),
+        targets: vec![AlarmTarget {
+            name: "web".into(),
+            status: Status::Behind,
+            actual: vec!["abcdef1".into()],
+            error: None,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn webhook_sink_json_slack_and_failures() {
+    let s = TestServer::start().await;
+    s.route("/json", Behavior::Status(200))
+        .route("/slack", Behavior::Status(200))
+        .route("/down", Behavior::Status(503));
+    let clients = HttpClients::new(4).unwrap();
+    let json = WebhookSink::new(&clients, s.url("/json").parse().unwrap(), WebhookFormat::Json, vec![]);
+    json.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap();
+    json.notify(&note(AlarmEvent::AlarmFiring)).await.unwrap();
+    let bodies = s.bodies("/json");
+    assert_eq!(bodies.len(), 1, "the per-pass refresh is not sent to webhooks");
+    let v: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        (v["event"].as_str(), v["alarm"].as_str(), v["since"].as_str()),
+        (Some("alarm_raised"), Some("drift"), Some("2026-11-24T06:00:00Z"))
+    );
+    assert_eq!(v["targets"][0]["status"], "behind");
+
+    let slack = WebhookSink::new(&clients, s.url("/slack").parse().unwrap(), WebhookFormat::Slack, vec![]);
+    slack.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s.bodies("/slack")[0]).unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("[production]") && text.contains("web is behind"), "{text}");
+    assert_eq!(v.as_object().unwrap().len(), 1);
+
+    let down = WebhookSink::new(&clients, s.url("/down").parse().unwrap(), WebhookFormat::Json, vec![]);
+    let e = down.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap_err();
+    assert!(e.to_string().contains("503"), "{e}");
+}
