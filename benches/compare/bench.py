@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""gitstate against the tools people use today, as whole processes, measured side by side.
+
+Each comparison alternates the two commands (A, B, A, B, ...) and reports medians and the
+ratio A/B measured in the same run: these machines are shared and noisy, so only ratios
+measured together mean anything. Prints a markdown table. Run through scripts/bench.
+"""
+import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("GITSTATE_BIN", ROOT / "target/release/gitstate"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+WORK = Path(tempfile.mkdtemp(prefix="gitstate-bench-"))
+GIT_ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null",
+               GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@example.invalid",
+               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.invalid")
+ROWS = []
+CHILDREN = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sh(cmd, cwd=None, input=None, env=None):
+    return subprocess.run(cmd, cwd=cwd, input=input, env=env or GIT_ENV, check=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE).stdout
+
+
+def timed(cmd, cwd=None, env=None, ok=(0,)):
+    """Wall seconds and peak RSS (KiB) of one run; output discarded."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=env or GIT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code not in ok:
+        raise RuntimeError(f"{cmd[:3]}... exited {code}: {p.stderr.read().decode()[-500:]}")
+    return wall, usage.ru_maxrss
+
+
+def compare(name, a, b, a_label, b_label, target=None, a_ok=(0,), b_ok=(0,), rounds=None):
+    rounds = rounds or ROUNDS
+    ta, tb, rss = [], [], []
+    timed(a, ok=a_ok), timed(b, ok=b_ok)  # warm caches
+    for _ in range(rounds):
+        w, r = timed(a, ok=a_ok)
+        ta.append(w)
+        rss.append(r)
+        tb.append(timed(b, ok=b_ok)[0])
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    ratio = ma / mb
+    held = "" if target is None else ("held" if ratio <= target else f"missed (target ≤ {target:.1f}×)")
+    ROWS.append((name, f"{a_label}: {ma*1000:.1f} ms", f"{b_label}: {mb*1000:.1f} ms", f"{ratio:.2f}×", held,
+                 f"{max(rss)/1024:.1f} MB"))
+    log(f"{name}: {ma*1000:.1f} ms vs {mb*1000:.1f} ms = {ratio:.2f}x")
+    return ratio, max(rss)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, host="127.0.0.1", limit=30):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+def refs_repo(n_refs):
+    """A bare repository with 100 commits and n_refs refs under refs/heads/environments/, packed."""
+    repo = WORK / f"refs-{n_refs}.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    lines = []
+    for i in range(100):
+        msg = f"commit {i}\n"
+        lines.append(f"commit refs/heads/main\nmark :{i+1}\ncommitter b <b@example.invalid> {1700000000+i} +0000\ndata {len(msg)}\n{msg}")
+    for r in range(n_refs):
+        lines.append(f"reset refs/heads/environments/env-{r:06d}\nfrom :{r % 100 + 1}\n")
+    sh(["git", "fast-import", "--quiet"], cwd=repo, input="\n".join(lines).encode())
+    sh(["git", "pack-refs", "--all"], cwd=repo)
+    return repo
+
+
+def history_repo(n):
+    """A linear history of n+1 commits with a commit-graph; returns (repo, oldest, newest)."""
+    repo = WORK / f"history-{n}.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    parts = []
+    for i in range(n + 1):
+        msg = f"c{i}\n"
+        parts.append(f"commit refs/heads/main\nmark :{i+1}\ncommitter b <b@example.invalid> {1700000000+i} +0000\ndata {len(msg)}\n{msg}")
+    sh(["git", "fast-import", "--quiet"], cwd=repo, input="\n".join(parts).encode())
+    sh(["git", "commit-graph", "write", "--reachable"], cwd=repo)
+    newest = sh(["git", "rev-parse", "main"], cwd=repo).decode().strip()
+    oldest = sh(["git", "rev-list", "--max-parents=0", "main"], cwd=repo).decode().strip()
+    sh(["git", "update-ref", "refs/heads/environments/production", newest], cwd=repo)
+    return repo, oldest, newest
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def static_server(directory):
+    port = free_port()
+    start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)])
+    wait_port(port)
+    return port
+
+
+def nginx(n_hosts, root):
+    """nginx answering on 127.0.A.B:8080 for n_hosts distinct loopback addresses."""
+    conf_dir = WORK / f"nginx-{n_hosts}"
+    (conf_dir / "logs").mkdir(parents=True, exist_ok=True)
+    addrs = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(n_hosts)]
+    listens = "\n".join(f"    listen {a}:8080 reuseport;" for a in addrs)
+    conf = f"""
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log {conf_dir}/logs/error.log crit;
+pid {conf_dir}/nginx.pid;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 100000;
+  server {{
+{listens}
+    root {root};
+    location / {{ default_type application/json; }}
+  }}
+}}
+"""
+    write(conf_dir / "nginx.conf", conf)
+    p = start(["nginx", "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir), "-g", "daemon off;"])
+    wait_port(8080, addrs[-1])
+    return p, addrs
+
+
+# --- the comparisons ------------------------------------------------------------------
+
+def expected_at_scale():
+    repo = refs_repo(100_000)
+    names = [f"env-{i*100:06d}" for i in range(1000)]
+    envs = "".join(f'[[environments]]\nname = "{n}"\n' for n in names)
+    explicit = write(WORK / "expected/explicit.toml", f'[source]\nrepo = "{repo}"\n{envs}')
+    compare("expected: 1,000 environments among 100,000 packed refs",
+            [str(BIN), "expected", "-c", str(explicit)],
+            ["git", "-C", str(repo), "rev-parse"] + [f"refs/heads/environments/{n}" for n in names],
+            "gitstate expected", "git rev-parse ×1000", target=1.0)
+    disc = write(WORK / "expected/discover.toml", f'[source]\nrepo = "{repo}"\n[[discover]]\n')
+    compare("expected: [[discover]] of 100,000 refs",
+            [str(BIN), "expected", "-c", str(disc)],
+            ["git", "-C", str(repo), "for-each-ref", "refs/heads/environments/"],
+            "gitstate expected", "git for-each-ref", target=1.0)
+    port = free_port()
+    start(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={WORK}", "--listen=127.0.0.1",
+           f"--port={port}", str(WORK)], env=GIT_ENV)
+    wait_port(port)
+    url = f"git://127.0.0.1:{port}/{repo.name}"
+    remote = write(WORK / "expected/remote.toml", f'[source]\nrepo = "{url}"\n[[discover]]\n')
+    compare("expected: remote over git daemon, 100,000 refs",
+            [str(BIN), "expected", "-c", str(remote)],
+            ["git", "ls-remote", url, "refs/heads/environments/*"],
+            "gitstate expected", "git ls-remote", target=1.0)
+
+
+def history():
+    n = 20_000 if QUICK else 50_000
+    repo, oldest, newest = history_repo(n)
+    site = WORK / "history-site"
+    write(site / ".well-known/deployment-meta.json", json.dumps({"schema": 1, "sha": oldest}))
+    port = static_server(site)
+    cfg = write(WORK / "history/gitstate.toml", f"""[source]
+repo = "{repo}"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["http://127.0.0.1:{port}/.well-known/deployment-meta.json"]
+""")
+    out = subprocess.run([str(BIN), "check", "-c", str(cfg), "-o", "json"], stdout=subprocess.PIPE).stdout
+    behind = json.loads(out)["environments"][0]["targets"][0]["instances"][0]["commits_behind"]
+    assert behind == n, f"gitstate reported {behind} behind, expected {n}"
+    compare(f"history: a target {n:,} commits behind (commit-graph)",
+            [str(BIN), "check", "-c", str(cfg)], ["git", "-C", str(repo), "rev-list", "--count", f"{oldest}..{newest}"],
+            f"gitstate check (behind {n})", "git rev-list --count", target=1.0, a_ok=(1,))
+
+
+def fanout():
+    if not shutil.which("nginx"):
+        log("nginx missing: skipping fan-out")
+        return
+    root = WORK / "fanout-site"
+    repo = WORK / "fanout.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    sh(["git", "fast-import", "--quiet"], cwd=repo,
+       input=b"commit refs/heads/environments/production\ncommitter b <b@example.invalid> 1700000000 +0000\ndata 2\nc\n\n")
+    sha = sh(["git", "rev-parse", "refs/heads/environments/production"], cwd=repo).decode().strip()
+    write(root / ".well-known/deployment-meta.json", json.dumps({"schema": 1, "sha": sha}))
+    os.chmod(root, 0o755)
+    for p in [root / ".well-known", root / ".well-known/deployment-meta.json"]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    sizes = [2000] if QUICK else [2000, 10000]
+    server, addrs = nginx(max(sizes), root)
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t2", "-c64", "-d5s", f"http://{addrs[0]}:8080/.well-known/deployment-meta.json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode()
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        ROWS.append(("fan-out: the server's own limit (wrk -t2 -c64, keep-alive, one host)", f"{float(m.group(1)):,.0f} req/s" if m else "?", "", "", "", ""))
+    for n in sizes:
+        urls = [f"http://{a}:8080/.well-known/deployment-meta.json" for a in addrs[:n]]
+        targets = "".join(f'  [[environments.targets]]\n  name = "t{i}"\n  [environments.targets.http]\n  urls = ["{u}"]\n'
+                          for i, u in enumerate(urls))
+        cfg = write(WORK / f"fanout-{n}/gitstate.toml",
+                    f'[source]\nrepo = "{repo}"\n[[environments]]\nname = "production"\n{targets}[watch]\nconcurrency = 64\n')
+        curl_cfg = write(WORK / f"fanout-{n}/curl.txt", "".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
+        ratio, rss = compare(f"fan-out: {n:,} targets, each its own loopback host",
+                             [str(BIN), "check", "-c", str(cfg)],
+                             ["curl", "--parallel", "--parallel-max", "64", "-s", "-K", str(curl_cfg)],
+                             "gitstate check", "curl --parallel-max 64", target=1.0, rounds=max(3, ROUNDS // 2))
+        if n == 2000:
+            ROWS.append((f"fan-out: peak RSS at 2,000 targets", f"{rss/1024:.1f} MB", "", "",
+                         "held" if rss / 1024 <= 64 else "missed (target ≤ 64 MB)", ""))
+    return server, addrs
+
+
+def reaction():
+    trials = 10 if QUICK else 20
+    repo = WORK / "reaction"
+    sh(["git", "init", "-q", "-b", "main", str(repo)])
+    commits = []
+    for i in range(trials + 1):
+        sh(["git", "commit", "-q", "--allow-empty", "-m", f"c{i}"], cwd=repo)
+        commits.append(sh(["git", "rev-parse", "HEAD"], cwd=repo).decode().strip())
+    sh(["git", "update-ref", "refs/heads/environments/production", commits[0]], cwd=repo)
+    site = WORK / "reaction-site"
+    write(site / ".well-known/deployment-meta.json", json.dumps({"schema": 1, "sha": commits[0]}))
+    port = static_server(site)
+    marks = WORK / "reaction-marks"
+    marks.mkdir()
+    deploy = write(WORK / "reaction-deploy.sh", f'#!/bin/sh\ndate +%s.%N > {marks}/$GITSTATE_EXPECTED_SHA\n')
+    os.chmod(deploy, 0o755)
+    cfg = write(WORK / "reaction/gitstate.toml", f"""[source]
+repo = "{repo}"
+[policy]
+grace = "0s"
+max_attempts = 1
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["http://127.0.0.1:{port}/.well-known/deployment-meta.json"]
+  [environments.remediate]
+  command = ["{deploy}"]
+[watch]
+interval = "60s"
+ref_poll = "1s"
+listen = "127.0.0.1:{free_port()}"
+""")
+    w = start([str(BIN), "watch", "-c", str(cfg)])
+    time.sleep(2)
+    lags = []
+    for c in commits[1:]:
+        moved = time.time()
+        sh(["git", "update-ref", "refs/heads/environments/production", c], cwd=repo)
+        mark = marks / c
+        deadline = time.time() + 30
+        while not mark.exists() and time.time() < deadline:
+            time.sleep(0.002)
+        if not mark.exists():
+            raise RuntimeError("watch did not start the remediation within 30 s")
+        time.sleep(0.01)
+        lags.append(float(mark.read_text()) - moved)
+        time.sleep(0.3)
+    w.send_signal(signal.SIGTERM)
+    w.wait(timeout=60)
+    med = statistics.median(lags)
+    ROWS.append((f"reaction: git update-ref → remediation command started (watch, grace 0s; median of {trials})",
+                 f"{med*1000:.0f} ms", f"min {min(lags)*1000:.0f} ms, max {max(lags)*1000:.0f} ms",
+                 "", "held" if med < 0.5 else "missed (target < 0.5 s)", ""))
+
+
+def idle(addrs):
+    n = 1000
+    repo = WORK / "fanout.git"
+    urls = [f"http://{a}:8080/.well-known/deployment-meta.json" for a in addrs[:n]]
+    targets = "".join(f'  [[environments.targets]]\n  name = "t{i}"\n  [environments.targets.http]\n  urls = ["{u}"]\n'
+                      for i, u in enumerate(urls))
+    secs = 20 if QUICK else 60
+    cfg = write(WORK / "idle/gitstate.toml", f"""[source]
+repo = "{repo}"
+[[environments]]
+name = "production"
+{targets}[watch]
+interval = "10s"
+jitter = "0%"
+listen = "127.0.0.1:{free_port()}"
+""")
+    w = start([str(BIN), "watch", "-c", str(cfg)])
+    time.sleep(secs)
+    stat = Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    hwm = next(l for l in Path(f"/proc/{w.pid}/status").read_text().splitlines() if l.startswith("VmHWM"))
+    w.send_signal(signal.SIGTERM)
+    w.wait(timeout=60)
+    ROWS.append((f"idle: watch over {n:,} targets, 10 s interval, {secs} s", f"{cpu:.2f} CPU-s",
+                 f"peak RSS {int(hwm.split()[1])/1024:.1f} MB", "", "", ""))
+
+
+def main():
+    if not BIN.exists():
+        sys.exit(f"{BIN} is missing: build it with cargo build --release -p gitstate-cli")
+    try:
+        expected_at_scale()
+        history()
+        fan = fanout()
+        reaction()
+        if fan:
+            idle(fan[1])
+    finally:
+        for p in CHILDREN:
+            p.terminate()
+        for p in CHILDREN:
+            try:
+                p.wait(timeout=10)
+            except Exception:
+                p.kill()
+        shutil.rmtree(WORK, ignore_errors=True)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu}), {ROUNDS} alternated rounds, medians.\n")
+    print("| comparison | gitstate | peer | ratio | target | peak RSS (gitstate) |")
+    print("|---|---|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
