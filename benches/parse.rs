@@ -21,8 +21,12 @@ fn bench(c: &mut Criterion) {
     let plain = format!("{SHA}\n");
     let mut g = c.benchmark_group("parse_body");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("deployment_meta", |b| b.iter(|| black_box(parse_body(black_box(meta.as_bytes()), None))));
-    g.bench_function("spring_boot_full", |b| b.iter(|| black_box(parse_body(black_box(spring.as_bytes()), None))));
+    g.bench_function("deployment_meta", |b| {
+        b.iter(|| black_box(parse_body(black_box(meta.as_bytes()), None)))
+    });
+    g.bench_function("spring_boot_full", |b| {
+        b.iter(|| black_box(parse_body(black_box(spring.as_bytes()), None)))
+    });
     g.bench_function("plain_text", |b| b.iter(|| black_box(parse_body(black_box(plain.as_bytes()), None))));
     g.finish();
 

@@ -107,7 +107,8 @@ impl LocalRepo {
 
     /// Relates each reported commit to `expected`: in sync, behind n, ahead n, diverged
     /// (n, m), or unknown (not in the repository, ambiguous, or not a commit). Counts
-    /// equal `git rev-list --count`; the commit-graph file is used when present.
+    /// equal `git rev-list --count` (`--left-right` for diverged); the commit-graph file is
+    /// used when present.
     pub fn relate(
         &self,
         expected: &CommitId,
@@ -135,20 +136,28 @@ impl LocalRepo {
         }
         let hist =
             |e: &dyn std::error::Error| ExpectedError::History { repo: self.display(), message: chain(e) };
-        let base = repo.merge_base(expected, actual).map_err(|e| hist(&e))?.map(|id| id.detach());
-        let count = |tip: ObjectId, hidden: ObjectId| -> Result<u64, ExpectedError> {
+        // `git rev-list --count hidden..tip`, and whether `hidden` is an ancestor of `tip`:
+        // it is exactly when some commit of that range has `hidden` as a parent. So the
+        // common case (behind) is one walk, with no separate merge-base computation.
+        let count = |tip: ObjectId, hidden: ObjectId| -> Result<(u64, bool), ExpectedError> {
             let walk = repo.rev_walk([tip]).with_hidden([hidden]).all().map_err(|e| hist(&e))?;
-            let mut n = 0u64;
+            let (mut n, mut reaches) = (0u64, false);
             for info in walk {
-                info.map_err(|e| hist(&e))?;
+                let info = info.map_err(|e| hist(&e))?;
+                reaches |= info.parent_ids().any(|p| p == hidden);
                 n += 1;
             }
-            Ok(n)
+            Ok((n, reaches))
         };
-        Ok(match base {
-            Some(b) if b == actual => Relation::Behind(count(expected, actual)?),
-            Some(b) if b == expected => Relation::Ahead(count(actual, expected)?),
-            _ => Relation::Diverged { behind: count(expected, actual)?, ahead: count(actual, expected)? },
+        let (behind, actual_is_ancestor) = count(expected, actual)?;
+        if actual_is_ancestor {
+            return Ok(Relation::Behind(behind));
+        }
+        let (ahead, expected_is_ancestor) = count(actual, expected)?;
+        Ok(if expected_is_ancestor && behind == 0 {
+            Relation::Ahead(ahead)
+        } else {
+            Relation::Diverged { behind, ahead }
         })
     }
 }
