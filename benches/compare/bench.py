@@ -13,6 +13,7 @@ BIN = Path(os.environ.get("GITSTATE_BIN", ROOT / "target/release/gitstate"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="gitstate-bench-"))
+os.chmod(WORK, 0o755)  # nginx workers run as an unprivileged user and must reach the files
 GIT_ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null",
                GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@example.invalid",
                GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.invalid")

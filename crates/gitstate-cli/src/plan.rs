@@ -33,13 +33,8 @@ pub fn source(config: &Config) -> anyhow::Result<GitSource> {
     }
 }
 
-/// The environments to work on: explicit ones and those `[[discover]]` finds (each prefix
-/// listed once), narrowed to `only` when given. Discovered ones carry their commit.
-pub async fn environments(
-    config: &Config,
-    source: &GitSource,
-    only: &[String],
-) -> anyhow::Result<(Vec<Planned>, Vec<Skipped>)> {
+/// Lists each `[[discover]]` prefix once.
+pub async fn listings(config: &Config, source: &GitSource) -> anyhow::Result<Vec<Vec<Expected>>> {
     let mut listed = Vec::new();
     for d in &config.discover {
         let refs = source
@@ -48,21 +43,45 @@ pub async fn environments(
             .with_context(|| format!("listing refs under {}", d.ref_prefix))?;
         listed.push(refs);
     }
-    let (mut envs, skipped) = discover::environments(config, &listed, &|k| std::env::var(k).ok())?;
-    for s in &skipped {
+    Ok(listed)
+}
+
+/// Logs the refs `[[discover]]` had to skip.
+pub fn warn_skipped(skipped: &[Skipped]) {
+    for s in skipped {
         tracing::warn!(reference = %s.reference, reason = %s.reason, "discover: skipping a ref");
     }
-    if !only.is_empty() {
-        for name in only {
-            if !envs.iter().any(|p| p.config.name.as_str() == name) {
-                let known: Vec<&str> = envs.iter().map(|p| p.config.name.as_str()).collect();
-                bail!(
-                    "no environment named {name:?} (known: {})",
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
-                );
-            }
+}
+
+/// `-e` names that match no environment are a usage error naming the known ones.
+pub fn check_selection<'a>(known: impl Iterator<Item = &'a str>, only: &[String]) -> anyhow::Result<()> {
+    let known: std::collections::BTreeSet<&str> = known.collect();
+    for name in only {
+        if !known.contains(name.as_str()) {
+            let list: Vec<&str> = known.iter().copied().collect();
+            bail!(
+                "no environment named {name:?} (known: {})",
+                if list.is_empty() { "none".into() } else { list.join(", ") }
+            );
         }
-        envs.retain(|p| only.iter().any(|n| n == p.config.name.as_str()));
+    }
+    Ok(())
+}
+
+/// The environments to work on: explicit ones and those `[[discover]]` finds (each prefix
+/// listed once), narrowed to `only` when given. Discovered ones carry their commit.
+pub async fn environments(
+    config: &Config,
+    source: &GitSource,
+    only: &[String],
+) -> anyhow::Result<(Vec<Planned>, Vec<Skipped>)> {
+    let listed = listings(config, source).await?;
+    let (mut envs, skipped) = discover::environments(config, &listed, &|k| std::env::var(k).ok())?;
+    warn_skipped(&skipped);
+    if !only.is_empty() {
+        check_selection(envs.iter().map(|p| p.config.name.as_str()), only)?;
+        let only: std::collections::HashSet<&str> = only.iter().map(String::as_str).collect();
+        envs.retain(|p| only.contains(p.config.name.as_str()));
     }
     Ok((envs, skipped))
 }

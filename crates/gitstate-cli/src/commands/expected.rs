@@ -2,10 +2,14 @@
 //! are resolved in one batch; `[[discover]]` prefixes are listed once, not looked up one
 //! by one.
 
+use std::collections::HashSet;
+use std::io::Write;
+
 use gitstate_core::ExpectedState;
 use serde::Serialize;
 
 use crate::cli::{Output, Select};
+use crate::config::discover;
 use crate::output::Paint;
 use crate::output::table::Table;
 use crate::{exit, plan};
@@ -24,14 +28,23 @@ struct Row {
 pub async fn run(args: Select) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let source = plan::source(&config)?;
-    let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
-    let source = plan::Prefetched::new(source, &envs);
-    let refs: Vec<String> = envs.iter().map(|p| p.config.reference.clone()).collect();
-    let resolved = source.resolve(&refs).await?;
-    let rows: Vec<Row> = envs
+    // Discovered environments come straight from the listing: no target is built, no ref
+    // is looked up twice.
+    let listed = plan::listings(&config, &source).await?;
+    let (found, skipped) = discover::discovered(&config, &listed);
+    plan::warn_skipped(&skipped);
+    let names =
+        config.environments.iter().map(|e| e.name.as_str()).chain(found.iter().map(|(_, n, _)| n.as_str()));
+    plan::check_selection(names, &args.environments)?;
+    let only: HashSet<&str> = args.environments.iter().map(String::as_str).collect();
+    let selected = |name: &str| only.is_empty() || only.contains(name);
+
+    let explicit: Vec<_> = config.environments.iter().filter(|e| selected(e.name.as_str())).collect();
+    let refs: Vec<String> = explicit.iter().map(|e| e.reference.clone()).collect();
+    let resolved = if refs.is_empty() { Vec::new() } else { source.resolve(&refs).await? };
+    let mut rows: Vec<Row> = explicit
         .iter()
         .zip(resolved)
-        .map(|(p, r)| (&p.config, r))
         .map(|(e, r)| match r {
             Ok(x) => Row {
                 name: e.name.to_string(),
@@ -47,18 +60,26 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
             },
         })
         .collect();
+    rows.extend(found.into_iter().filter(|(_, n, _)| selected(n.as_str())).map(|(_, name, e)| Row {
+        name: name.to_string(),
+        reference: e.reference.clone(),
+        expected: Some(e.commit.to_string()),
+        error: None,
+    }));
     let failed = rows.iter().any(|r| r.error.is_some());
+    let mut stdout = std::io::stdout().lock();
     match args.output {
         Output::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"schema": 1, "environments": rows}))?
-            );
+            serde_json::to_writer_pretty(
+                &mut stdout,
+                &serde_json::json!({"schema": 1, "environments": rows}),
+            )?;
+            writeln!(stdout)?;
         }
         Output::Text => {
             let p = Paint::new(crate::output::color_enabled_stdout());
             let mut t = Table::new(&["ENVIRONMENT", "REF", "COMMIT"]);
-            for r in &rows {
+            for r in rows.iter() {
                 let commit = match (&r.expected, &r.error) {
                     (Some(c), _) => c.clone(),
                     (None, Some(e)) => p.bad(e),
@@ -66,9 +87,10 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
                 };
                 t.row(vec![r.name.clone(), r.reference.clone(), commit]);
             }
-            print!("{}", t.render());
+            stdout.write_all(t.render().as_bytes())?;
         }
     }
+    stdout.flush()?;
     if failed {
         for r in rows.iter().filter_map(|r| r.error.as_ref()) {
             eprintln!("error: {r}");

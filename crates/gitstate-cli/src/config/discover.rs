@@ -40,18 +40,19 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The environments `config` describes: explicit ones first, then one per ref listed
-/// under each discover prefix (`listed[i]` for `config.discover[i]`), with the commits
-/// already known from the listing.
-pub fn environments(
+/// The environments `[[discover]]` finds in `listed` (`listed[i]` for `config.discover[i]`):
+/// `(block, name, ref)` in listing order, leaving out excluded names, names an explicit
+/// environment (or an earlier block) already has, and refs whose rest is not a valid name
+/// (returned as skipped).
+pub fn discovered<'a>(
     config: &Config,
-    listed: &[Vec<Expected>],
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vec<Planned>, Vec<Skipped>), ConfigError> {
-    let mut out: Vec<Planned> =
-        config.environments.iter().cloned().map(|config| Planned { config, listed: None }).collect();
+    listed: &'a [Vec<Expected>],
+) -> (Vec<(usize, EnvName, &'a Expected)>, Vec<Skipped>) {
+    let mut taken: std::collections::HashSet<EnvName> =
+        config.environments.iter().map(|e| e.name.clone()).collect();
+    let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for (d, refs) in config.discover.iter().zip(listed) {
+    for (bi, (d, refs)) in config.discover.iter().zip(listed).enumerate() {
         for e in refs {
             let rest = &e.reference[d.ref_prefix.len().min(e.reference.len())..];
             let name = match EnvName::new(rest) {
@@ -64,24 +65,41 @@ pub fn environments(
             if d.exclude.iter().any(|g| glob_match(g, name.as_str())) {
                 continue;
             }
-            if out.iter().any(|p| p.config.name == name) {
+            if !taken.insert(name.clone()) {
                 // An explicit environment (or an earlier discover block) wins.
                 continue;
             }
-            let env = EnvironmentConfig {
-                targets: targets(&d.ctx, &d.targets, name.as_str(), lookup)?,
-                remediate: d
-                    .remediate
-                    .as_ref()
-                    .map(|r| remediate(&d.ctx, r, name.as_str(), lookup))
-                    .transpose()?,
-                reference: e.reference.clone(),
-                policy: d.policy.clone(),
-                discovered: true,
-                name,
-            };
-            out.push(Planned { config: env, listed: Some(e.clone()) });
+            out.push((bi, name, e));
         }
+    }
+    (out, skipped)
+}
+
+/// The environments `config` describes: explicit ones first, then one per ref listed
+/// under each discover prefix, with the commits already known from the listing.
+pub fn environments(
+    config: &Config,
+    listed: &[Vec<Expected>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<Planned>, Vec<Skipped>), ConfigError> {
+    let mut out: Vec<Planned> =
+        config.environments.iter().cloned().map(|config| Planned { config, listed: None }).collect();
+    let (found, skipped) = discovered(config, listed);
+    for (bi, name, e) in found {
+        let d = &config.discover[bi];
+        let env = EnvironmentConfig {
+            targets: targets(&d.ctx, &d.targets, name.as_str(), lookup)?,
+            remediate: d
+                .remediate
+                .as_ref()
+                .map(|r| remediate(&d.ctx, r, name.as_str(), lookup))
+                .transpose()?,
+            reference: e.reference.clone(),
+            policy: d.policy.clone(),
+            discovered: true,
+            name,
+        };
+        out.push(Planned { config: env, listed: Some(e.clone()) });
     }
     Ok((out, skipped))
 }

@@ -28,16 +28,18 @@ impl Table {
                 widths[i] = widths[i].max(visible_len(c));
             }
         }
-        let mut out = String::new();
+        let line_width: usize = widths.iter().sum::<usize>() + 2 * n + 1;
+        let mut out = String::with_capacity(line_width * (self.rows.len() + 1));
         for r in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
+            let start = out.len();
             for (i, c) in r.iter().enumerate().take(n) {
-                line.push_str(c);
+                out.push_str(c);
                 if i + 1 < n {
-                    line.push_str(&" ".repeat(widths[i] - visible_len(c) + 2));
+                    out.extend(std::iter::repeat_n(' ', widths[i] - visible_len(c) + 2));
                 }
             }
-            out.push_str(line.trim_end());
+            let trimmed = out[start..].trim_end().len();
+            out.truncate(start + trimmed);
             out.push('\n');
         }
         out
@@ -46,6 +48,9 @@ impl Table {
 
 /// Characters shown, skipping ANSI escape sequences.
 fn visible_len(s: &str) -> usize {
+    if s.is_ascii() && !s.contains('\x1b') {
+        return s.len();
+    }
     let mut n = 0;
     let mut esc = false;
     for c in s.chars() {

@@ -91,17 +91,27 @@ impl LocalRepo {
         };
         let platform = repo.references().map_err(|e| err(&e))?;
         let mut out = Vec::new();
+        // Many refs share few commits (a fleet on the same release): check each object once.
+        let mut commits: std::collections::HashMap<ObjectId, Option<CommitId>> =
+            std::collections::HashMap::new();
         let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
         for r in iter {
             let r = r.map_err(|e| err(&e))?;
-            let name = r.name().as_bstr().to_string();
             let id = r.id().detach();
-            match commit_of(&repo, id) {
-                Some(c) => out.push(Expected { reference: name, commit: to_commit_id(c) }),
-                None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
+            let commit = commits.entry(id).or_insert_with(|| commit_of(&repo, id).map(to_commit_id));
+            match commit {
+                Some(c) => {
+                    out.push(Expected { reference: r.name().as_bstr().to_string(), commit: c.clone() })
+                }
+                None => {
+                    tracing::warn!(reference = %r.name().as_bstr(), "skipping a ref that does not point at a commit")
+                }
             }
         }
-        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        // Loose and packed refs come merged in order already; this is a check, not a sort.
+        if !out.is_sorted_by(|a, b| a.reference <= b.reference) {
+            out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        }
         Ok(out)
     }
 
