@@ -50,17 +50,36 @@ fn merges_count_like_rev_list() {
     let main = r.commits(2, "main");
     r.git(&["merge", "-q", "--no-ff", "-m", "merge feature", "feature"]);
     let merged = r.git(&["rev-parse", "HEAD"]);
-    let repo = LocalRepo::open(r.path()).unwrap();
+    // A later side branch from the merge, and one more merge on top.
+    r.git(&["checkout", "-q", "-b", "late", &feat[2]]);
+    let late = r.commits(2, "late");
+    r.git(&["checkout", "-q", "main"]);
+    r.git(&["merge", "-q", "--no-ff", "-m", "merge late", "late"]);
+    let top = r.git(&["rev-parse", "HEAD"]);
 
-    for old in [&base[1], &feat[1], &feat[3], &main[0]] {
-        assert_eq!(relate(&repo, &merged, old), Relation::Behind(r.count(old, &merged)), "from {old}");
+    // Object walk first, then the same questions answered from the commit-graph.
+    for with_graph in [false, true] {
+        if with_graph {
+            r.git(&["commit-graph", "write", "--reachable"]);
+        }
+        let repo = LocalRepo::open(r.path()).unwrap();
+        for old in [&base[1], &feat[1], &feat[3], &main[0], &merged, &late[0]] {
+            assert_eq!(
+                relate(&repo, &top, old),
+                Relation::Behind(r.count(old, &top)),
+                "from {old}, graph {with_graph}"
+            );
+        }
+        assert_eq!(relate(&repo, &base[0], &merged), Relation::Ahead(r.count(&base[0], &merged)));
+        // A side branch against the other side: diverged, counts from the merge base.
+        for (a, b) in [(&main[1], &feat[3]), (&merged, &late[1]), (&late[0], &main[0])] {
+            assert_eq!(
+                relate(&repo, a, b),
+                Relation::Diverged { behind: r.count(b, a), ahead: r.count(a, b) },
+                "{a} vs {b}, graph {with_graph}"
+            );
+        }
     }
-    assert_eq!(relate(&repo, &base[0], &merged), Relation::Ahead(r.count(&base[0], &merged)));
-    // A side branch against the other side: diverged, counts from the merge base.
-    assert_eq!(
-        relate(&repo, &main[1], &feat[3]),
-        Relation::Diverged { behind: r.count(&feat[3], &main[1]), ahead: r.count(&main[1], &feat[3]) }
-    );
 }
 
 #[test]
@@ -83,6 +102,13 @@ fn unrelated_histories_are_diverged_and_strangers_unknown() {
     let o = r.commits(3, "orphan");
     let repo = LocalRepo::open(r.path()).unwrap();
     assert_eq!(relate(&repo, &c[1], &o[2]), Relation::Diverged { behind: 2, ahead: 3 });
+    r.git(&["commit-graph", "write", "--reachable"]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(
+        relate(&repo, &c[1], &o[2]),
+        Relation::Diverged { behind: 2, ahead: 3 },
+        "from the commit-graph"
+    );
 
     assert_eq!(relate(&repo, &c[1], &"ab".repeat(20)), Relation::UnknownCommit);
     assert_eq!(relate(&repo, &c[1], "abcdef0"), Relation::UnknownCommit);
@@ -250,6 +276,12 @@ fn commit_graph_gives_the_same_counts() {
     let repo = LocalRepo::open(r.path()).unwrap();
     assert_eq!(relate(&repo, &c[39], &c[3]), Relation::Behind(36));
     assert_eq!(relate(&repo, &c[39], &s[4]), Relation::Diverged { behind: 29, ahead: 5 });
+    assert_eq!(relate(&repo, &c[3], &c[39]), Relation::Ahead(36));
+    // Commits made after the graph was written fall back to the object walk.
+    r.git(&["checkout", "-q", "main"]);
+    let newer = r.commits(2, "after the graph");
+    assert_eq!(relate(&repo, &newer[1], &c[3]), Relation::Behind(38));
+    assert_eq!(relate(&repo, &newer[1], &s[4]), Relation::Diverged { behind: 31, ahead: 5 });
 }
 
 #[test]

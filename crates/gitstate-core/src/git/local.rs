@@ -129,12 +129,16 @@ impl LocalRepo {
             repo: self.display(),
             message: format!("expected commit {expected}: {e}"),
         })?;
-        reported.iter().map(|r| self.relate_one(&repo, exp, r)).collect()
+        // The commit-graph, when there is one, answers ancestry and counts without reading
+        // a single commit object.
+        let graph = repo.commit_graph_if_enabled().ok().flatten();
+        reported.iter().map(|r| self.relate_one(&repo, graph.as_ref(), exp, r)).collect()
     }
 
     fn relate_one(
         &self,
         repo: &gix::Repository,
+        graph: Option<&gix::commitgraph::Graph>,
         expected: ObjectId,
         reported: &ReportedCommit,
     ) -> Result<Relation, ExpectedError> {
@@ -150,6 +154,9 @@ impl LocalRepo {
         // it is exactly when some commit of that range has `hidden` as a parent. So the
         // common case (behind) is one walk, with no separate merge-base computation.
         let count = |tip: ObjectId, hidden: ObjectId| -> Result<(u64, bool), ExpectedError> {
+            if let Some(found) = graph.and_then(|g| count_in_graph(g, tip, hidden)) {
+                return Ok(found);
+            }
             let walk = repo.rev_walk([tip]).with_hidden([hidden]).all().map_err(|e| hist(&e))?;
             let (mut n, mut reaches) = (0u64, false);
             for info in walk {
@@ -170,6 +177,56 @@ impl LocalRepo {
             Relation::Diverged { behind, ahead }
         })
     }
+}
+
+/// `git rev-list --count hidden..tip`, and whether `hidden` is an ancestor of `tip`, from
+/// the commit-graph alone: commits are visited newest generation first (a parent's
+/// generation is always below its children's), so a commit's "hidden" mark is final when it
+/// is visited, and the walk stops as soon as nothing countable is left in the queue. `None`
+/// when a commit is not in the graph (written before it): the caller walks objects instead.
+fn count_in_graph(graph: &gix::commitgraph::Graph, tip: ObjectId, hidden: ObjectId) -> Option<(u64, bool)> {
+    use gix::commitgraph::Position;
+    const SEEN: u8 = 1;
+    const HIDDEN: u8 = 2;
+    let (t, h) = (graph.lookup(tip)?, graph.lookup(hidden)?);
+    if t == h {
+        return Some((0, false));
+    }
+    let mut flags = vec![0u8; graph.num_commits() as usize];
+    let mut heap = std::collections::BinaryHeap::new();
+    flags[t.0 as usize] = SEEN;
+    flags[h.0 as usize] = SEEN | HIDDEN;
+    heap.push((graph.commit_at(t).generation(), t.0));
+    heap.push((graph.commit_at(h).generation(), h.0));
+    let (mut countable, mut count, mut reaches) = (1u64, 0u64, false);
+    while countable > 0 {
+        let (_, p) = heap.pop()?;
+        let is_hidden = flags[p as usize] & HIDDEN != 0;
+        if !is_hidden {
+            countable -= 1;
+            count += 1;
+        }
+        for parent in graph.commit_at(Position(p)).iter_parents() {
+            let q = parent.ok()?;
+            let qi = q.0 as usize;
+            if !is_hidden && q == h {
+                reaches = true;
+            }
+            let qf = *flags.get(qi)?;
+            if qf & SEEN == 0 {
+                flags[qi] = if is_hidden { SEEN | HIDDEN } else { SEEN };
+                heap.push((graph.commit_at(q).generation(), q.0));
+                if !is_hidden {
+                    countable += 1;
+                }
+            } else if is_hidden && qf & HIDDEN == 0 {
+                // Queued as countable and not visited yet (its generation is below ours).
+                flags[qi] |= HIDDEN;
+                countable -= 1;
+            }
+        }
+    }
+    Some((count, reaches))
 }
 
 /// The commit a reported id names in `repo`, if it names exactly one (tags peeled).
