@@ -298,3 +298,47 @@ fn the_async_source_runs_off_the_executor() {
     let listed = futures::executor::block_on(src.list("refs/heads/environments/")).unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+#[test]
+fn listing_matches_for_each_ref_with_loose_refs_over_packed_ones() {
+    let r = Repo::new();
+    let c = r.commits(4, "c");
+    for i in 0..30 {
+        r.update_ref(&format!("refs/heads/environments/env-{i:02}"), &c[i % 3]);
+    }
+    r.update_ref("refs/heads/environments/eu/west", &c[0]);
+    r.update_ref("refs/heads/environmentsX", &c[0]);
+    r.update_ref("refs/heads/a", &c[0]);
+    r.git(&["pack-refs", "--all"]);
+    // After packing: one moved (loose shadows packed), one new loose, one deleted.
+    r.update_ref("refs/heads/environments/env-05", &c[3]);
+    r.update_ref("refs/heads/environments/env-99", &c[3]);
+    r.git(&["update-ref", "-d", "refs/heads/environments/env-07"]);
+    let oracle: Vec<(String, String)> = r
+        .git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/environments/"])
+        .lines()
+        .map(|l| {
+            let (n, id) = l.split_once(' ').unwrap();
+            (n.to_owned(), id.to_owned())
+        })
+        .collect();
+    let repo = LocalRepo::open(r.path()).unwrap();
+    let listed: Vec<(String, String)> = repo
+        .list("refs/heads/environments/")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reference, e.commit.to_string()))
+        .collect();
+    assert_eq!(listed, oracle);
+    assert_eq!(listed.len(), 31);
+    assert!(listed.contains(&("refs/heads/environments/env-05".to_owned(), c[3].clone())));
+
+    // A symbolic ref under the prefix: the fast scan steps aside for the full reference
+    // store, which still lists every ordinary ref.
+    r.git(&["symbolic-ref", "refs/heads/environments/alias", "refs/heads/environments/env-01"]);
+    let listed = repo.list("refs/heads/environments/").unwrap();
+    assert!(listed.len() >= 31, "{listed:?}");
+    assert!(
+        listed.iter().any(|e| e.reference == "refs/heads/environments/env-05" && e.commit.as_str() == c[3])
+    );
+}

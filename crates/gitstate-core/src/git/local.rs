@@ -89,24 +89,28 @@ impl LocalRepo {
             repo: self.display(),
             message: format!("listing refs under {prefix:?}: {}", chain(e)),
         };
-        let platform = repo.references().map_err(|e| err(&e))?;
         let mut out = Vec::new();
         // Many refs share few commits (a fleet on the same release): check each object once.
         let mut commits: std::collections::HashMap<ObjectId, Option<CommitId>> =
             std::collections::HashMap::new();
+        let mut push = |name: String, id: ObjectId| match commits
+            .entry(id)
+            .or_insert_with(|| commit_of(&repo, id).map(to_commit_id))
+        {
+            Some(c) => out.push(Expected { reference: name, commit: c.clone() }),
+            None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
+        };
+        if let Some(found) = super::refscan::scan(repo.common_dir(), prefix) {
+            for (name, id) in found {
+                push(name, id);
+            }
+            return Ok(out);
+        }
+        let platform = repo.references().map_err(|e| err(&e))?;
         let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
         for r in iter {
             let r = r.map_err(|e| err(&e))?;
-            let id = r.id().detach();
-            let commit = commits.entry(id).or_insert_with(|| commit_of(&repo, id).map(to_commit_id));
-            match commit {
-                Some(c) => {
-                    out.push(Expected { reference: r.name().as_bstr().to_string(), commit: c.clone() })
-                }
-                None => {
-                    tracing::warn!(reference = %r.name().as_bstr(), "skipping a ref that does not point at a commit")
-                }
-            }
+            push(r.name().as_bstr().to_string(), r.id().detach());
         }
         // Loose and packed refs come merged in order already; this is a check, not a sort.
         if !out.is_sorted_by(|a, b| a.reference <= b.reference) {

@@ -3,6 +3,7 @@
 //! blocking; every call runs on a blocking thread pool, never on the async executor.
 
 mod local;
+mod refscan;
 mod remote;
 
 use std::path::Path;

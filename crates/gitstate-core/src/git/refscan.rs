@@ -1,0 +1,194 @@
+//! A fast listing of the refs under a prefix for the files backend: one read of
+//! `packed-refs` (binary search to the prefix when it is sorted, as git writes it) and a
+//! walk of the loose refs below the prefix, loose winning over packed. Used for
+//! `[[discover]]` over fleets of refs; anything unusual (reftable, symbolic refs, a
+//! malformed line) returns `None` so the caller falls back to gix's full reference store.
+
+use std::path::Path;
+
+use gix::ObjectId;
+
+/// `(full ref name, object id, peeled id)` for every ref under `prefix`, sorted by name.
+pub(crate) fn scan(common_dir: &Path, prefix: &str) -> Option<Vec<(String, ObjectId)>> {
+    if common_dir.join("reftable").exists() || !prefix.starts_with("refs/") {
+        return None;
+    }
+    let mut refs: Vec<(String, ObjectId)> = Vec::new();
+    match std::fs::read(common_dir.join("packed-refs")) {
+        Ok(buf) => packed(&buf, prefix, &mut refs)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return None,
+    }
+    if !refs.is_sorted_by(|a, b| a.0 <= b.0) {
+        refs.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    // The loose refs below the prefix's directory part override packed ones (few, usually).
+    let (dir, _) = prefix.rsplit_once('/')?;
+    let mut overrides = Vec::new();
+    loose(common_dir, &common_dir.join(dir), prefix, &mut overrides)?;
+    for (name, id) in overrides {
+        match refs.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => refs[i].1 = id,
+            Err(i) => refs.insert(i, (name, id)),
+        }
+    }
+    Some(refs)
+}
+
+fn hex_id(s: &[u8]) -> Option<ObjectId> {
+    ObjectId::from_hex(s).ok()
+}
+
+fn packed(buf: &[u8], prefix: &str, out: &mut Vec<(String, ObjectId)>) -> Option<()> {
+    let (header, body) = match buf.strip_prefix(b"# pack-refs with:") {
+        Some(rest) => {
+            let end = rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |i| i + 1);
+            (&rest[..end], &rest[end..])
+        }
+        None => (&b""[..], buf),
+    };
+    let sorted = header.split(|b| b.is_ascii_whitespace()).any(|w| w == b"sorted");
+    let start = if sorted { lower_bound(body, prefix.as_bytes())? } else { 0 };
+    let mut lines = body[start..].split(|b| *b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b'^' {
+            continue; // a peeled line for a ref outside the prefix
+        }
+        let space = line.iter().position(|b| *b == b' ')?;
+        let name = std::str::from_utf8(&line[space + 1..]).ok()?;
+        let mut id = hex_id(&line[..space])?;
+        if let Some(peeled) = lines.next_if(|l| l.first() == Some(&b'^')) {
+            id = hex_id(&peeled[1..])?;
+        }
+        if name.starts_with(prefix) {
+            if name.chars().any(char::is_control) {
+                return None;
+            }
+            out.push((name.to_owned(), id));
+        } else if sorted && name.as_bytes() > prefix.as_bytes() {
+            break;
+        }
+    }
+    Some(())
+}
+
+/// The offset of the first line whose ref name is ≥ `prefix`, in a sorted packed-refs body.
+fn lower_bound(body: &[u8], prefix: &[u8]) -> Option<usize> {
+    let line_start = |mut i: usize| {
+        while i > 0 && body[i - 1] != b'\n' {
+            i -= 1;
+        }
+        i
+    };
+    let name_of = |start: usize| -> &[u8] {
+        let end = body[start..].iter().position(|b| *b == b'\n').map_or(body.len(), |e| start + e);
+        let line = &body[start..end];
+        match line.iter().position(|b| *b == b' ') {
+            Some(s) if line.first() != Some(&b'^') => &line[s + 1..],
+            _ => b"",
+        }
+    };
+    let (mut lo, mut hi) = (0usize, body.len());
+    while lo < hi {
+        let mid = line_start(lo + (hi - lo) / 2);
+        // Skip peeled lines: they belong to the line above.
+        let mut probe = mid;
+        while probe < body.len() && body[probe] == b'^' {
+            probe = body[probe..].iter().position(|b| *b == b'\n').map_or(body.len(), |e| probe + e + 1);
+        }
+        if probe >= hi {
+            hi = mid;
+            continue;
+        }
+        let next = body[probe..].iter().position(|b| *b == b'\n').map_or(body.len(), |e| probe + e + 1);
+        if name_of(probe) < prefix {
+            lo = next;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(line_start(lo.min(body.len())))
+}
+
+fn loose(common: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, ObjectId)>) -> Option<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(()),
+        Err(_) => return None,
+    };
+    for entry in entries {
+        let entry = entry.ok()?;
+        let path = entry.path();
+        let kind = entry.file_type().ok()?;
+        if kind.is_dir() {
+            loose(common, &path, prefix, out)?;
+            continue;
+        }
+        let rel = path.strip_prefix(common).ok()?.to_str()?.to_owned();
+        if !rel.starts_with(prefix) || rel.ends_with(".lock") {
+            continue;
+        }
+        let content = std::fs::read(&path).ok()?;
+        let text = content.strip_suffix(b"\n").unwrap_or(&content);
+        // Symbolic refs and anything else unusual: let gix handle the whole listing.
+        let id = hex_id(text)?;
+        out.push((rel, id));
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+    const C: &str = "3333333333333333333333333333333333333333";
+
+    fn body(lines: &[String]) -> Vec<u8> {
+        let mut s = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+        for l in lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    #[test]
+    fn finds_exactly_the_prefix_in_sorted_packed_refs_with_peeled_lines() {
+        let mut lines = vec![format!("{A} refs/heads/a")];
+        for i in 0..50 {
+            lines.push(format!("{A} refs/heads/environments/e{i:03}"));
+        }
+        lines.push(format!("{B} refs/tags/v1"));
+        lines.push(format!("^{C}"));
+        lines.push(format!("{B} refs/tags/v2"));
+        let buf = body(&lines);
+        let mut out = Vec::new();
+        packed(&buf, "refs/heads/environments/", &mut out).unwrap();
+        assert_eq!(out.len(), 50);
+        assert!(out.iter().all(|(k, _)| k.starts_with("refs/heads/environments/")));
+        let mut tags = Vec::new();
+        packed(&buf, "refs/tags/", &mut tags).unwrap();
+        assert_eq!((tags[0].0.as_str(), tags[0].1.to_string()), ("refs/tags/v1", C.to_owned()), "peeled");
+        assert_eq!(tags[1].1.to_string(), B);
+        let mut none = Vec::new();
+        packed(&buf, "refs/zzz/", &mut none).unwrap();
+        assert!(none.is_empty());
+        let mut first = Vec::new();
+        packed(&buf, "refs/heads/", &mut first).unwrap();
+        assert_eq!(first.len(), 51);
+    }
+
+    #[test]
+    fn unsorted_files_are_scanned_whole_and_garbage_is_refused() {
+        let buf = format!("{B} refs/heads/z\n{A} refs/heads/environments/x\n").into_bytes();
+        let mut out = Vec::new();
+        packed(&buf, "refs/heads/environments/", &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(packed(b"not a packed refs file\n", "refs/heads/", &mut Vec::new()).is_none());
+    }
+}
