@@ -50,41 +50,55 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CommitId(String);
+/// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits. Stored inline (no
+/// allocation), so fleets of thousands of instances copy ids cheaply.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommitId {
+    hex: [u8; 64],
+    len: u8,
+}
 
 impl CommitId {
     /// Parses a full commit id; case-insensitive, stored lowercase.
     pub fn parse(s: &str) -> Result<Self, CommitIdError> {
         let hex = check_hex(s)?;
         match hex.len() {
-            40 | 64 => Ok(Self(hex)),
+            40 | 64 => Ok(Self::from_lower_hex(hex.as_bytes())),
             _ => Err(CommitIdError::BadLength(truncate(s))),
         }
     }
 
+    /// `bytes` is lowercase hex of length 40 or 64 (checked by the callers).
+    fn from_lower_hex(bytes: &[u8]) -> Self {
+        let mut hex = [0u8; 64];
+        let len = bytes.len().min(64);
+        hex[..len].copy_from_slice(&bytes[..len]);
+        Self { hex, len: len as u8 }
+    }
+
     /// For ids that come from gix: lowercase hex of a hash length by construction.
     #[cfg(feature = "git")]
-    pub(crate) fn from_trusted_hex(hex: String) -> Self {
-        debug_assert!(Self::parse(&hex).is_ok());
-        Self(hex)
+    pub(crate) fn from_trusted_hex(hex: &str) -> Self {
+        debug_assert!(Self::parse(hex).is_ok());
+        Self::from_lower_hex(hex.as_bytes())
     }
 
     /// The id as lowercase hex.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.hex[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// The first `n` digits, for people (`git log --oneline` style).
     pub fn short(&self, n: usize) -> &str {
-        &self.0[..n.min(self.0.len())]
+        let s = self.as_str();
+        &s[..n.min(s.len())]
     }
 }
 
 impl fmt::Display for CommitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -103,7 +117,7 @@ impl std::str::FromStr for CommitId {
 
 impl Serialize for CommitId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -164,7 +178,7 @@ impl fmt::Debug for ReportedCommit {
 
 impl From<CommitId> for ReportedCommit {
     fn from(c: CommitId) -> Self {
-        Self(c.0)
+        Self(c.as_str().to_owned())
     }
 }
 

@@ -223,7 +223,7 @@ impl Engine {
                 }
                 Ok((reference, commit)) => {
                     rep.reference = reference.clone();
-                    rep.expected = Some(commit.clone());
+                    rep.expected = Some(*commit);
                     let assessment = Assessment::of(&targets);
                     rep.in_sync = assessment.in_sync;
                     if let PassMode::Reconcile { .. } = mode {
@@ -238,7 +238,7 @@ impl Engine {
                         decided.push(Some(Decided {
                             decision: d,
                             targets: targets.clone(),
-                            expected: commit.clone(),
+                            expected: *commit,
                         }));
                     } else {
                         decided.push(None);
@@ -309,7 +309,7 @@ impl Engine {
         let mut classify: Vec<BoxFuture<'_, Vec<TargetObservation>>> = Vec::new();
         for (ei, probed) in per_env.into_iter().enumerate() {
             let env = &envs[ei];
-            let commit = expected[ei].as_ref().ok().map(|(_, c)| c.clone());
+            let commit = expected[ei].as_ref().ok().map(|(_, c)| *c);
             classify.push(Box::pin(async move {
                 match commit {
                     Some(commit) => self.classify(env, &commit, probed).await,
@@ -434,7 +434,7 @@ impl Engine {
                             RemediationRequest {
                                 environment: env.name.clone(),
                                 reference: rep.reference.clone(),
-                                expected: expected.clone(),
+                                expected: *expected,
                                 attempt,
                                 drifted: drifted(targets),
                             },
@@ -444,12 +444,12 @@ impl Engine {
                         let (report, event, note_event) = match change {
                             AlarmChange::Raised => (
                                 ActionReport::AlarmRaised { alarm: kind },
-                                EventKind::AlarmRaised { alarm: kind, expected: expected.clone() },
+                                EventKind::AlarmRaised { alarm: kind, expected: *expected },
                                 AlarmEvent::AlarmRaised,
                             ),
                             AlarmChange::Repeated => (
                                 ActionReport::AlarmRepeated { alarm: kind },
-                                EventKind::AlarmRepeated { alarm: kind, expected: expected.clone() },
+                                EventKind::AlarmRepeated { alarm: kind, expected: *expected },
                                 AlarmEvent::AlarmRepeated,
                             ),
                             AlarmChange::Resolved(why) => (
@@ -469,8 +469,8 @@ impl Engine {
                             Some(Resolution::Superseded) => prior
                                 .get(&env.name)
                                 .and_then(|s| s.expected.as_ref())
-                                .map_or(expected.clone(), |e| e.commit.clone()),
-                            _ => expected.clone(),
+                                .map_or(*expected, |e| e.commit),
+                            _ => *expected,
                         };
                         notes.push((
                             i,
@@ -499,7 +499,7 @@ impl Engine {
                         notification(
                             env,
                             &rep.reference,
-                            expected.clone(),
+                            *expected,
                             alarm.kind,
                             alarm.since,
                             AlarmEvent::AlarmFiring,
@@ -530,10 +530,7 @@ impl Engine {
                 out.events.push(Event {
                     at: now,
                     environment: envs[*i].name.clone(),
-                    kind: EventKind::RemediationStarted {
-                        expected: req.expected.clone(),
-                        attempt: req.attempt,
-                    },
+                    kind: EventKind::RemediationStarted { expected: req.expected, attempt: req.attempt },
                 });
             }
             if let Some(j) = &self.journal {
@@ -696,7 +693,7 @@ fn finished_event(
         at,
         environment: env.clone(),
         kind: EventKind::RemediationFinished {
-            expected: req.expected.clone(),
+            expected: req.expected,
             attempt: req.attempt,
             ok: outcome.ok,
             exit_code: outcome.exit_code,

@@ -92,7 +92,7 @@ impl Live {
         let mut changed = Vec::new();
         for ((name, _), r) in specs.into_iter().zip(resolved) {
             let Ok(e) = r else { continue };
-            if known.insert(name.clone(), e.commit.clone()).as_ref() != Some(&e.commit) {
+            if known.insert(name.clone(), e.commit).as_ref() != Some(&e.commit) {
                 changed.push(name);
             }
         }

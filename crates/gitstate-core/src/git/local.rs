@@ -97,7 +97,7 @@ impl LocalRepo {
             .entry(id)
             .or_insert_with(|| commit_of(&repo, id).map(to_commit_id))
         {
-            Some(c) => out.push(Expected { reference: name, commit: c.clone() }),
+            Some(c) => out.push(Expected { reference: name, commit: *c }),
             None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
         };
         if let Some(found) = super::refscan::scan(repo.common_dir(), prefix) {
@@ -259,5 +259,7 @@ fn commit_of(repo: &gix::Repository, id: ObjectId) -> Option<ObjectId> {
 }
 
 pub(crate) fn to_commit_id(id: impl AsRef<gix::oid>) -> CommitId {
-    CommitId::from_trusted_hex(id.as_ref().to_hex().to_string())
+    let mut buf = [0u8; 64];
+    let hex = id.as_ref().hex_to_buf(&mut buf);
+    CommitId::from_trusted_hex(hex)
 }

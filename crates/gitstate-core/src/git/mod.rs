@@ -113,7 +113,7 @@ impl ExpectedState for GitSource {
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
         let this = self.clone();
-        let (expected, reported) = (expected.clone(), reported.to_vec());
+        let (expected, reported) = (*expected, reported.to_vec());
         blocking::unblock(move || this.relate_blocking(&expected, &reported)).await
     }
 

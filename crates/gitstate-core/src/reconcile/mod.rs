@@ -267,19 +267,19 @@ impl<'a> Pass<'a> {
 
     /// Invariant 5: a new expected commit ends the incident and supersedes its alarms.
     fn track_expected(&mut self) {
-        let prior = self.s.expected.as_ref().map(|e| e.commit.clone());
+        let prior = self.s.expected.as_ref().map(|e| e.commit);
         if prior.as_ref() == Some(self.expected) {
             return;
         }
         let first = prior.is_none();
         if !first {
-            self.events.push(EventKind::ExpectedChanged { from: prior, to: self.expected.clone() });
+            self.events.push(EventKind::ExpectedChanged { from: prior, to: *self.expected });
             self.resolve(AlarmKind::Drift, Resolution::Superseded);
             self.resolve(AlarmKind::Diverged, Resolution::Superseded);
             self.s.incident = None;
         }
         self.s.expected = Some(ExpectedRecord {
-            commit: self.expected.clone(),
+            commit: *self.expected,
             since: self.now,
             since_known: !first,
             converged: false,
@@ -311,8 +311,7 @@ impl<'a> Pass<'a> {
             None => {
                 let inc = Incident { since: now, attempts: 0, last_attempt_at: None, next_attempt_at: None };
                 self.s.incident = Some(inc.clone());
-                self.events
-                    .push(EventKind::DriftDetected { expected: self.expected.clone(), status: a.worst });
+                self.events.push(EventKind::DriftDetected { expected: *self.expected, status: a.worst });
                 inc
             }
         };
@@ -412,7 +411,7 @@ impl<'a> Pass<'a> {
             if rec.since_known {
                 let lag = elapsed(rec.since, self.now).as_secs_f64();
                 self.s.last_convergence_lag_s = Some(lag);
-                self.events.push(EventKind::Converged { expected: self.expected.clone(), lag_s: lag });
+                self.events.push(EventKind::Converged { expected: *self.expected, lag_s: lag });
             }
         }
         (Phase::InSync, Reason::InSync)

@@ -153,7 +153,7 @@ fn check(policy: &Policy, steps: &[Step]) -> Result<(), TestCaseError> {
         // Invariant 3: at most max_attempts per incident, spaced by the backoff rule.
         prop_assert!(remediated.len() <= 1, "at most one remediation in flight per environment");
         if let (Some(attempt), Some(inc)) = (remediated.first(), &d.state.incident) {
-            let list = attempts.entry((exp.clone(), inc.since)).or_default();
+            let list = attempts.entry((exp, inc.since)).or_default();
             if let Some(&last) = list.last() {
                 let gap = policy.gap_after_attempt(*attempt - 1);
                 prop_assert!(now >= after(last, gap), "invariant 3: attempt {} too early", attempt);
@@ -173,7 +173,7 @@ fn check(policy: &Policy, steps: &[Step]) -> Result<(), TestCaseError> {
                         if *kind != AlarmKind::Unreachable {
                             let inc = d.state.incident.as_ref().map(|i| i.since);
                             prop_assert!(inc.is_some(), "an incident alarm without an incident");
-                            let n = raised.entry((exp.clone(), inc.unwrap_or(now), *kind)).or_default();
+                            let n = raised.entry((exp, inc.unwrap_or(now), *kind)).or_default();
                             *n += 1;
                             prop_assert_eq!(*n, 1, "invariant 4: second {:?} alarm in one incident", kind);
                         }
