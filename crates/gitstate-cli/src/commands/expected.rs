@@ -15,11 +15,11 @@ use crate::output::table::Table;
 use crate::{exit, plan};
 
 #[derive(Serialize)]
-struct Row {
-    name: String,
+struct Row<'a> {
+    name: &'a str,
     #[serde(rename = "ref")]
-    reference: String,
-    expected: Option<String>,
+    reference: std::borrow::Cow<'a, str>,
+    expected: Option<gitstate_core::CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -42,28 +42,28 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let explicit: Vec<_> = config.environments.iter().filter(|e| selected(e.name.as_str())).collect();
     let refs: Vec<String> = explicit.iter().map(|e| e.reference.clone()).collect();
     let resolved = if refs.is_empty() { Vec::new() } else { source.resolve(&refs).await? };
-    let mut rows: Vec<Row> = explicit
+    let mut rows: Vec<Row<'_>> = explicit
         .iter()
         .zip(resolved)
         .map(|(e, r)| match r {
             Ok(x) => Row {
-                name: e.name.to_string(),
-                reference: x.reference,
-                expected: Some(x.commit.to_string()),
+                name: e.name.as_str(),
+                reference: x.reference.into(),
+                expected: Some(x.commit),
                 error: None,
             },
             Err(err) => Row {
-                name: e.name.to_string(),
-                reference: e.reference.clone(),
+                name: e.name.as_str(),
+                reference: e.reference.as_str().into(),
                 expected: None,
                 error: Some(format!("environment {}: {err}", e.name)),
             },
         })
         .collect();
-    rows.extend(found.into_iter().filter(|(_, n, _)| selected(n.as_str())).map(|(_, name, e)| Row {
-        name: name.to_string(),
-        reference: e.reference.clone(),
-        expected: Some(e.commit.to_string()),
+    rows.extend(found.iter().filter(|(_, n, _)| selected(n.as_str())).map(|(_, name, e)| Row {
+        name: name.as_str(),
+        reference: e.reference.as_str().into(),
+        expected: Some(e.commit),
         error: None,
     }));
     let failed = rows.iter().any(|r| r.error.is_some());
@@ -80,12 +80,12 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
             let p = Paint::new(crate::output::color_enabled_stdout());
             let mut t = Table::new(&["ENVIRONMENT", "REF", "COMMIT"]);
             for r in rows.iter() {
-                let commit = match (&r.expected, &r.error) {
-                    (Some(c), _) => c.clone(),
-                    (None, Some(e)) => p.bad(e),
+                let commit: std::borrow::Cow<'_, str> = match (&r.expected, &r.error) {
+                    (Some(c), _) => c.as_str().into(),
+                    (None, Some(e)) => p.bad(e).into(),
                     (None, None) => "-".into(),
                 };
-                t.row(vec![r.name.clone(), r.reference.clone(), commit]);
+                t.row(vec![r.name.into(), r.reference.clone(), commit]);
             }
             stdout.write_all(t.render().as_bytes())?;
         }

@@ -48,6 +48,9 @@ pub fn discovered<'a>(
     config: &Config,
     listed: &'a [Vec<Expected>],
 ) -> (Vec<(usize, EnvName, &'a Expected)>, Vec<Skipped>) {
+    // Names listed under one prefix are unique; only explicit environments and several
+    // blocks can clash.
+    let check_clashes = !config.environments.is_empty() || config.discover.len() > 1;
     let mut taken: std::collections::HashSet<EnvName> =
         config.environments.iter().map(|e| e.name.clone()).collect();
     let mut out = Vec::new();
@@ -65,7 +68,7 @@ pub fn discovered<'a>(
             if d.exclude.iter().any(|g| glob_match(g, name.as_str())) {
                 continue;
             }
-            if !taken.insert(name.clone()) {
+            if check_clashes && !taken.insert(name.clone()) {
                 // An explicit environment (or an earlier discover block) wins.
                 continue;
             }
