@@ -21,15 +21,13 @@ use crate::redact::redact_url;
 pub struct RemoteRepo {
     url: String,
     shown: String,
-    store: LocalRepo,
-    mirror: bool,
-    // Keeps the scratch repository (needed by gix to speak to a remote) alive.
-    _scratch: Option<tempfile::TempDir>,
+    /// The bare mirror, when mirroring.
+    mirror: Option<LocalRepo>,
 }
 
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteRepo").field("url", &self.shown).field("mirror", &self.mirror).finish()
+        f.debug_struct("RemoteRepo").field("url", &self.shown).field("mirror", &self.mirror_dir()).finish()
     }
 }
 
@@ -42,24 +40,14 @@ pub fn is_remote_url(repo: &str) -> bool {
 impl RemoteRepo {
     /// A remote with no local copy: refs only; a differing commit is `drifted`.
     pub fn new(url: &str) -> Result<Self, ExpectedError> {
-        let scratch = tempfile::Builder::new().prefix("gitstate-remote-").tempdir().map_err(|e| {
-            ExpectedError::Open { repo: "a temporary directory".into(), message: e.to_string() }
-        })?;
-        let store = init_bare(scratch.path())?;
-        Ok(Self {
-            url: url.to_owned(),
-            shown: redact_url(url),
-            store,
-            mirror: false,
-            _scratch: Some(scratch),
-        })
+        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: None })
     }
 
     /// A remote mirrored into the bare repository at `dir` (created when missing); objects
     /// are fetched on every resolve so relations can be computed.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
         let store = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
-        Ok(Self { url: url.to_owned(), shown: redact_url(url), store, mirror: true, _scratch: None })
+        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: Some(store) })
     }
 
     /// The URL, credentials redacted.
@@ -75,10 +63,12 @@ impl RemoteRepo {
     }
 
     /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs), fetching
-    /// their objects first when mirroring. Returns `(full name, peeled object)`.
+    /// their objects into the mirror when there is one. Returns `(full name, peeled object)`.
     fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
-        let repo =
-            gix::open_opts(self.store.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
+        let Some(mirror) = &self.mirror else {
+            return self.ls_refs_direct(names);
+        };
+        let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
         // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
         let specs: Vec<String> = names.iter().map(|n| format!("+{n}:{n}")).collect();
         let remote = repo
@@ -88,14 +78,54 @@ impl RemoteRepo {
             .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
             .map_err(|e| self.err(e))?;
         let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.err(e))?;
-        let refs = if self.mirror {
-            let prepare =
-                conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?;
-            let refs = prepare.ref_map().remote_refs.clone();
-            prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
-            refs
-        } else {
-            conn.ref_map(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?.0.remote_refs
+        let prepare =
+            conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?;
+        let refs = prepare.ref_map().remote_refs.clone();
+        prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
+        Ok(refs
+            .into_iter()
+            .filter_map(|r| match r {
+                Ref::Direct { full_ref_name, object }
+                | Ref::Peeled { full_ref_name, object, .. }
+                | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
+                Ref::Unborn { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Lists refs with protocol v2 `ls-refs` and the names' prefixes, nothing else: no
+    /// repository, no refspec mapping (a mirror needs those; a listing does not).
+    fn ls_refs_direct(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
+        use gix::protocol::transport::client::blocking_io::connect::{Options, connect};
+        let url = gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))?;
+        let options = Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
+        let mut transport = connect(url, options).map_err(|e| self.err(e))?;
+        let mut progress = gix::progress::Discard;
+        let handshake = gix::protocol::handshake(
+            &mut transport,
+            gix::protocol::transport::Service::UploadPack,
+            |_| Ok(None),
+            Vec::new(),
+            &mut progress,
+        )
+        .map_err(|e| self.err(e))?;
+        let refs = match handshake.refs {
+            // A v1 server advertised everything during the handshake.
+            Some(refs) => refs,
+            None => {
+                let mut prefixes = gix::protocol::ls_refs::RefPrefixes::new();
+                prefixes.extend(ref_prefixes(names).into_iter().map(Into::into));
+                let agent = ("agent", Some(format!("gitstate/{}", env!("CARGO_PKG_VERSION"))));
+                gix::protocol::LsRefsCommand::new(Some(prefixes), &handshake.capabilities, agent)
+                    .invoke_blocking(&mut transport, &mut progress, false)
+                    .map_err(|e| self.err(e))?
+            }
+        };
+        let wanted = |name: &str| {
+            names.iter().any(|n| match n.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == n,
+            })
         };
         Ok(refs
             .into_iter()
@@ -105,6 +135,7 @@ impl RemoteRepo {
                 | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
                 Ref::Unborn { .. } => None,
             })
+            .filter(|(name, _)| wanted(name))
             .collect())
     }
 
@@ -155,8 +186,8 @@ impl RemoteRepo {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
-        if self.mirror {
-            return self.store.relate(expected, reported);
+        if let Some(mirror) = &self.mirror {
+            return mirror.relate(expected, reported);
         }
         Ok(reported
             .iter()
@@ -166,7 +197,7 @@ impl RemoteRepo {
 
     /// The mirror's directory, when mirroring.
     pub fn mirror_dir(&self) -> Option<PathBuf> {
-        self.mirror.then(|| self.store.path().to_path_buf())
+        self.mirror.as_ref().map(|m| m.path().to_path_buf())
     }
 }
 
@@ -174,6 +205,24 @@ fn init_bare(dir: &Path) -> Result<LocalRepo, ExpectedError> {
     gix::init_bare(dir)
         .map_err(|e| ExpectedError::Open { repo: dir.display().to_string(), message: e.to_string() })?;
     LocalRepo::open(dir)
+}
+
+/// The `ls-refs` prefixes that cover `names` (full names or `prefix*`): each cut after its
+/// second `/` (`refs/heads/`), so a thousand environments cost a handful of prefixes.
+fn ref_prefixes(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let n = n.trim_end_matches('*');
+            match n.match_indices('/').nth(1) {
+                Some((i, _)) => n[..=i].to_owned(),
+                None => n.to_owned(),
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The full names git tries for `name` (gitrevisions(7)), valid ones only.
@@ -202,6 +251,15 @@ fn strip_secrets(msg: &str, url: &str, shown: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_few_prefixes_cover_many_names() {
+        let names: Vec<String> = (0..1000)
+            .map(|i| format!("refs/heads/environments/e{i}"))
+            .chain(["refs/tags/v1".to_owned(), "refs/heads/environments/*".to_owned(), "HEAD".to_owned()])
+            .collect();
+        assert_eq!(ref_prefixes(&names), ["HEAD", "refs/heads/", "refs/tags/"]);
+    }
 
     #[test]
     fn short_names_expand_like_git() {
