@@ -11,7 +11,7 @@ use gitstate_http::HttpClients;
 use crate::cli::{Output, Select};
 use crate::output::progress::Progress;
 use crate::output::{Paint, report};
-use crate::{exit, plan};
+use crate::plan;
 
 /// Runs the command.
 pub async fn run(args: Select) -> anyhow::Result<i32> {
@@ -31,14 +31,5 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
             print!("{}", report::render(&out.report, &Paint::new(crate::output::color_enabled_stdout())))
         }
     }
-    Ok(if out.report.has_errors() {
-        for e in out.report.environments.iter().filter_map(|e| e.error.as_ref()) {
-            eprintln!("error: {e}");
-        }
-        exit::ERROR
-    } else if out.report.in_sync {
-        exit::IN_SYNC
-    } else {
-        exit::DRIFT
-    })
+    Ok(super::exit_code(&out.report))
 }

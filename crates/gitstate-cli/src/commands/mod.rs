@@ -42,3 +42,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn load_config(flag: Option<&Path>) -> anyhow::Result<Config> {
     Ok(config::load(&config::locate(flag))?)
 }
+
+/// The exit code of a pass (SPEC §6): 2 when an environment could not be checked (its
+/// errors go to stderr), else 0 when everything is in sync, else 1.
+pub fn exit_code(report: &gitstate_core::Report) -> i32 {
+    if report.has_errors() {
+        for e in report.environments.iter().filter_map(|e| e.error.as_ref()) {
+            eprintln!("error: {e}");
+        }
+        crate::exit::ERROR
+    } else if report.in_sync {
+        crate::exit::IN_SYNC
+    } else {
+        crate::exit::DRIFT
+    }
+}

@@ -65,14 +65,5 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
         eprintln!("error: {e}");
         return Ok(exit::ERROR);
     }
-    Ok(if out.report.has_errors() {
-        for e in out.report.environments.iter().filter_map(|e| e.error.as_ref()) {
-            eprintln!("error: {e}");
-        }
-        exit::ERROR
-    } else if out.report.in_sync {
-        exit::IN_SYNC
-    } else {
-        exit::DRIFT
-    })
+    Ok(super::exit_code(&out.report))
 }

@@ -82,15 +82,7 @@ impl RemoteRepo {
             conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?;
         let refs = prepare.ref_map().remote_refs.clone();
         prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
-        Ok(refs
-            .into_iter()
-            .filter_map(|r| match r {
-                Ref::Direct { full_ref_name, object }
-                | Ref::Peeled { full_ref_name, object, .. }
-                | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
-                Ref::Unborn { .. } => None,
-            })
-            .collect())
+        Ok(named(refs).collect())
     }
 
     /// Lists refs with protocol v2 `ls-refs` and the names' prefixes, nothing else: no
@@ -127,16 +119,7 @@ impl RemoteRepo {
                 None => name == n,
             })
         };
-        Ok(refs
-            .into_iter()
-            .filter_map(|r| match r {
-                Ref::Direct { full_ref_name, object }
-                | Ref::Peeled { full_ref_name, object, .. }
-                | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
-                Ref::Unborn { .. } => None,
-            })
-            .filter(|(name, _)| wanted(name))
-            .collect())
+        Ok(named(refs).filter(|(name, _)| wanted(name)).collect())
     }
 
     /// Resolves refs as git would (short names tried as `refs/<n>`, `refs/tags/<n>`,
@@ -199,6 +182,16 @@ impl RemoteRepo {
     pub fn mirror_dir(&self) -> Option<PathBuf> {
         self.mirror.as_ref().map(|m| m.path().to_path_buf())
     }
+}
+
+/// `(full name, peeled object)` of advertised refs; unborn ones have no object.
+fn named(refs: Vec<Ref>) -> impl Iterator<Item = (String, ObjectId)> {
+    refs.into_iter().filter_map(|r| match r {
+        Ref::Direct { full_ref_name, object }
+        | Ref::Peeled { full_ref_name, object, .. }
+        | Ref::Symbolic { full_ref_name, object, .. } => Some((full_ref_name.to_string(), object)),
+        Ref::Unborn { .. } => None,
+    })
 }
 
 fn init_bare(dir: &Path) -> Result<LocalRepo, ExpectedError> {
