@@ -494,3 +494,35 @@ fn kill_9_mid_remediation_then_restart_remembers_the_attempt() {
     assert_eq!(l.attempts().len(), 1, "not repeated beyond policy: {:?}", l.attempts());
     assert_eq!(status(&cfg)["alarm"]["kind"], "drift");
 }
+
+#[test]
+fn watch_picks_up_a_newly_discovered_environment() {
+    let l = Loop::new();
+    std::fs::write(
+        l.path().join("deploy.sh"),
+        "#!/bin/sh\necho \"$GITSTATE_ENVIRONMENT $GITSTATE_EXPECTED_SHA\" >> discovered.log\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(l.path().join("deploy.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = write_config(
+        l.path(),
+        &format!(
+            "[source]\nrepo = \"{}\"\n[policy]\ngrace = \"0s\"\n[[discover]]\nref_prefix = \"refs/heads/previews/\"\n  [[discover.targets]]\n  name = \"web\"\n  [discover.targets.http]\n  urls = [\"{}\"]\n  [discover.remediate]\n  command = [\"./deploy.sh\"]\n{FAST_WATCH}\n",
+            l.repo.path().display(),
+            l.server.url("/meta"),
+        ),
+    );
+    l.repo.update_ref("refs/heads/previews/first", &l.c[1]);
+    let w = watch(&cfg);
+    l.repo.update_ref("refs/heads/previews/pr-42", &l.c[3]);
+    let log = l.path().join("discovered.log");
+    wait_for(Duration::from_secs(30), "the new environment's deploy", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains(&format!("pr-42 {}", l.c[3]))
+    });
+    let (_, body) = http_get(w.port, "/status").unwrap();
+    let st: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> =
+        st["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "pr-42"]);
+}

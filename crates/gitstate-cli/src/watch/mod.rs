@@ -19,7 +19,7 @@ use gitstate_core::{
 };
 use gitstate_http::HttpClients;
 
-use crate::config::Config;
+use crate::config::{Config, discover};
 use crate::plan;
 use crate::state::StateStore;
 use metrics::Metrics;
@@ -68,8 +68,24 @@ impl Live {
         Ok(live)
     }
 
-    /// Re-plans the environments (discover may add or remove some).
+    /// Re-plans the environments when `[[discover]]` finds a different set of names (the
+    /// cheap listing is compared first; targets are only rebuilt on a change).
     async fn refresh_environments(&self) -> anyhow::Result<()> {
+        if !self.config.discover.is_empty() && !lock(&self.specs).is_empty() {
+            let listed = plan::listings(&self.config, &self.source).await?;
+            let (found, _) = discover::discovered(&self.config, &listed);
+            let names: std::collections::BTreeSet<&EnvName> = self
+                .config
+                .environments
+                .iter()
+                .map(|e| &e.name)
+                .chain(found.iter().map(|(_, n, _)| n))
+                .collect();
+            let specs = lock(&self.specs);
+            if specs.len() == names.len() && specs.keys().all(|k| names.contains(k)) {
+                return Ok(());
+            }
+        }
         let (envs, _) = plan::environments(&self.config, &self.source, &[]).await?;
         let specs = plan::specs(&self.config, &envs, &self.clients)?;
         *lock(&self.specs) = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
