@@ -354,15 +354,6 @@ impl Assessment {
             whole.into_iter().chain(t.instances.iter().map(|i| i.status))
         }))
     }
-
-    /// The assessment of an environment every instance of which is in sync.
-    pub const IN_SYNC: Assessment = Assessment {
-        in_sync: true,
-        remediable: false,
-        diverged: false,
-        probe_failure: false,
-        worst: Status::InSync,
-    };
 }
 
 #[cfg(test)]

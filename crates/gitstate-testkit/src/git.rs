@@ -88,14 +88,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server on port {port} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A child process killed on drop.
 pub struct Server {
     pub child: Option<Child>,

@@ -10,8 +10,6 @@ pub mod moto;
 pub mod tls;
 
 pub use alertmanager::{Alertmanager, http_get};
-pub use git::{
-    HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, wait_for_port,
-};
+pub use git::{HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend};
 pub use http::{Behavior, TestServer};
 pub use moto::{Moto, Resource};

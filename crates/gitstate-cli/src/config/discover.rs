@@ -99,7 +99,6 @@ pub fn environments(
                 .transpose()?,
             reference: e.reference.clone(),
             policy: d.policy.clone(),
-            discovered: true,
             name,
         };
         out.push(Planned { config: env, listed: Some(e.clone()) });

@@ -122,8 +122,6 @@ pub struct EnvironmentConfig {
     pub remediate: Option<RemediateConfig>,
     /// Its policy (global `[policy]` with its own overrides).
     pub policy: Policy,
-    /// From a `[[discover]]` block rather than `[[environments]]`.
-    pub discovered: bool,
 }
 
 /// Request headers; values may be secrets and are never shown.
@@ -305,7 +303,6 @@ pub fn parse(
             name,
             reference,
             policy,
-            discovered: false,
         });
     }
 
