@@ -1,5 +1,6 @@
 //! The core's typed errors: [`ExpectedError`] (the expected-state source), [`SinkError`]
-//! (alarm delivery), [`JournalError`] (persistence).
+//! (alarm delivery), [`JournalError`] (persistence); and [`chain`], how errors are
+//! rendered on one line.
 
 /// The expected state could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -79,4 +80,40 @@ pub struct JournalError {
     pub path: String,
     /// Why.
     pub message: String,
+}
+
+/// An error and its sources on one line, `outer: inner: root cause`, each cause once.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    chain_after(e.to_string(), e.source())
+}
+
+/// `head` followed by the causes from `first` on, skipping any already said.
+pub fn chain_after(head: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut s = head;
+    let mut cur = first;
+    while let Some(src) = cur {
+        let msg = src.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chains_causes_once() {
+        let e = Outer(std::io::Error::other("root cause"));
+        assert_eq!(chain(&e), "outer: root cause");
+        assert_eq!(chain_after("cannot connect".into(), Some(&e)), "cannot connect: outer: root cause");
+    }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use gitstate_core::error::{chain, chain_after};
 use gitstate_core::redact::redact_url;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
@@ -257,28 +258,7 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     } else {
         "HTTP error"
     };
-    let mut s = kind.to_owned();
-    let mut cur = std::error::Error::source(e);
-    while let Some(src) = cur {
-        let msg = src.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = src.source();
-    }
-    s
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
+    chain_after(kind.to_owned(), std::error::Error::source(e))
 }
 
 fn humanize(d: Duration) -> String {

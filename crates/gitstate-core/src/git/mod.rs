@@ -20,20 +20,7 @@ use crate::error::ExpectedError;
 use crate::observation::Relation;
 use crate::plugin::{Expected, ExpectedState};
 
-/// An error and its sources on one line: `outer: inner: root cause`.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let msg = src.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = src.source();
-    }
-    s
-}
+pub(crate) use crate::error::chain;
 
 #[derive(Debug)]
 enum Repo {
