@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod output;
 pub mod plan;
 pub mod remediate;
+pub mod serve;
 pub mod state;
 pub mod watch;
 

@@ -21,7 +21,6 @@ use gitstate_core::{
     TargetSpec,
 };
 use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::exit;
 use crate::output::{Paint, report};
@@ -151,20 +150,22 @@ struct Demo {
 }
 
 impl Demo {
-    async fn check(&self) -> PassOutcome {
-        self.engine
-            .run_pass(std::slice::from_ref(&self.env), &self.state, PassMode::Check, jiff::Timestamp::now())
-            .await
-    }
-
-    /// One reconcile pass; prints what it did in words.
-    async fn reconcile_pass(&mut self) -> PassOutcome {
-        let mode = PassMode::Reconcile { dry_run: false };
+    async fn pass(&mut self, mode: PassMode) -> PassOutcome {
         let out = self
             .engine
             .run_pass(std::slice::from_ref(&self.env), &self.state, mode, jiff::Timestamp::now())
             .await;
         self.state.extend(out.states.clone());
+        out
+    }
+
+    async fn check(&mut self) -> PassOutcome {
+        self.pass(PassMode::Check).await
+    }
+
+    /// One reconcile pass; prints what it did in words.
+    async fn reconcile_pass(&mut self) -> PassOutcome {
+        let out = self.pass(PassMode::Reconcile { dry_run: false }).await;
         let p = &self.paint;
         for (_, reason, _) in &out.decisions {
             for a in &out.report.environments[0].actions {
@@ -196,12 +197,7 @@ impl Demo {
         let deadline = Instant::now() + limit;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let mode = PassMode::Reconcile { dry_run: false };
-            let out = self
-                .engine
-                .run_pass(std::slice::from_ref(&self.env), &self.state, mode, jiff::Timestamp::now())
-                .await;
-            self.state.extend(out.states.clone());
+            let out = self.pass(PassMode::Reconcile { dry_run: false }).await;
             if out.report.in_sync {
                 let lag = out.states.first().and_then(|(_, s)| s.last_convergence_lag_s);
                 return lag.context("no convergence lag was recorded");
@@ -277,38 +273,19 @@ impl AlarmSink for PrintSink {
 
 /// Serves deployment-meta.json with whatever commit `served` holds.
 async fn serve(served: Arc<Mutex<String>>) -> anyhow::Result<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let served = served.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut seen = 0;
-                // Read the request head (small; bounded), then answer and close.
-                while seen < buf.len() {
-                    match stream.read(&mut buf[seen..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen += n,
-                    }
-                    if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let body = format!(
-                    "{{\"schema\":1,\"sha\":\"{sha}\",\"ref\":\"{REF}\",\"environment\":\"production\",\"built_at\":\"{}\"}}",
-                    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-                );
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(resp.as_bytes()).await;
-            });
+    let addr = crate::serve::serve(([127, 0, 0, 1], 0).into(), move |_, _| {
+        let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let built_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        crate::serve::Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: format!(
+                "{{\"schema\":1,\"sha\":\"{sha}\",\"ref\":\"{REF}\",\"environment\":\"production\",\"built_at\":\"{built_at}\"}}"
+            ),
         }
-    });
-    Ok(port)
+    })
+    .await?;
+    Ok(addr.port())
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {

@@ -1,16 +1,13 @@
 //! The `watch` HTTP endpoint: `GET /metrics` (OpenMetrics), `/healthz`, `/readyz` (after
-//! the first full pass) and `/status` (the `status -o json` document). Minimal HTTP/1.1:
-//! GET only, bounded request heads and time, one response per connection.
+//! the first full pass) and `/status` (the `status -o json` document), over
+//! [`crate::serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
+use crate::serve::{Response, serve};
 use crate::state::StateStore;
 
 /// What the endpoint serves from.
@@ -25,48 +22,16 @@ pub struct Endpoint {
 
 /// Binds `addr` (errors here are startup errors) and serves in the background.
 pub async fn start(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let endpoint = Arc::new(endpoint);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                    let mut buf = vec![0u8; 8192];
-                    let mut seen = 0;
-                    while seen < buf.len() {
-                        let n = stream.read(&mut buf[seen..]).await.ok()?;
-                        if n == 0 {
-                            return None;
-                        }
-                        seen += n;
-                        if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..seen]);
-                    let mut parts = head.split_whitespace();
-                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                    let (status, ctype, body) = endpoint.respond(method, path);
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    stream.write_all(resp.as_bytes()).await.ok()?;
-                    stream.write_all(body.as_bytes()).await.ok()?;
-                    stream.shutdown().await.ok()
-                })
-                .await;
-            });
-        }
-    });
-    Ok(bound)
+    serve(addr, move |method, path| endpoint.respond(method, path)).await
 }
 
 impl Endpoint {
-    fn respond(&self, method: &str, path: &str) -> (&'static str, &'static str, String) {
+    fn respond(&self, method: &str, path: &str) -> Response {
+        let (status, content_type, body) = self.route(method, path);
+        Response { status, content_type, body }
+    }
+
+    fn route(&self, method: &str, path: &str) -> (&'static str, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
         if method != "GET" {
             return ("405 Method Not Allowed", TEXT, "GET only\n".into());
