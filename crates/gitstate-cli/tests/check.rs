@@ -203,13 +203,7 @@ impl TsOk for jiff::Timestamp {
 fn json_follows_schema_1_and_exit_codes_follow_the_spec() {
     let w = world();
     w.server.route("/ok", meta(&w.c[5]));
-    let cfg = config_for(
-        &w,
-        &format!(
-            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\"]\n",
-            w.server.url("/ok")
-        ),
-    );
+    let cfg = config_for(&w, &http_env("production", "web", &[w.server.url("/ok")], ""));
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let j = r.json();
@@ -233,10 +227,11 @@ fn a_missing_ref_exits_2_naming_the_environment() {
     w.server.route("/ok", meta(&w.c[5]));
     let cfg = config_for(
         &w,
-        &format!(
-            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{u}\"]\n\n[[environments]]\nname = \"staging\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{u}\"]\n",
-            u = w.server.url("/ok")
-        ),
+        &[
+            http_env("production", "web", &[w.server.url("/ok")], ""),
+            http_env("staging", "web", &[w.server.url("/ok")], ""),
+        ]
+        .concat(),
     );
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 2, "{}", r.stdout);
@@ -359,13 +354,8 @@ fn hostile_targets_are_unreachable_or_invalid_never_in_sync() {
         "/elsewhere",
         "/reset",
     ];
-    let list = paths.iter().map(|p| format!("\"{}\"", s.url(p))).collect::<Vec<_>>().join(", ");
-    let cfg = config_for(
-        &w,
-        &format!(
-            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"hostile\"\n  [environments.targets.http]\n  urls = [{list}]\n  timeout = \"2s\"\n"
-        ),
-    );
+    let urls: Vec<String> = paths.iter().map(|p| s.url(p)).collect();
+    let cfg = config_for(&w, &http_env("production", "hostile", &urls, "  timeout = \"2s\""));
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let j = r.json();
@@ -429,16 +419,8 @@ fn text_table_snapshot() {
         .route("/us", meta(&w.c[2]))
         .route("/ap", meta(&w.hotfix))
         .route("/sa", Behavior::Status(503));
-    let cfg = config_for(
-        &w,
-        &format!(
-            "[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\", \"{}\", \"{}\", \"{}\"]\n",
-            s.url("/eu"),
-            s.url("/us"),
-            s.url("/ap"),
-            s.url("/sa")
-        ),
-    );
+    let cfg =
+        config_for(&w, &http_env("production", "web", &["/eu", "/us", "/ap", "/sa"].map(|p| s.url(p)), ""));
     let r = with_config(&cfg, &["check"]);
     assert_eq!(r.code, 1);
     assert!(!r.stdout.contains('\x1b'), "no colour when stdout is not a terminal");

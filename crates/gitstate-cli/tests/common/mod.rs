@@ -92,3 +92,11 @@ pub fn normalize(s: &str, server: &TestServer, dirs: &[&Path]) -> String {
     }
     out
 }
+
+/// An `[[environments]]` block with one HTTP target over `urls`, plus `extra` target keys.
+pub fn http_env(env: &str, target: &str, urls: &[String], extra: &str) -> String {
+    let list = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[[environments]]\nname = \"{env}\"\n  [[environments.targets]]\n  name = \"{target}\"\n  [environments.targets.http]\n  urls = [{list}]\n{extra}\n"
+    )
+}
