@@ -17,6 +17,9 @@ use crate::observation::Relation;
 use crate::plugin::Expected;
 use crate::redact::redact_url;
 
+/// How long a `git://` daemon may take to accept, or to send the next bytes.
+const DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A remote repository.
 pub struct RemoteRepo {
     url: String,
@@ -90,8 +93,12 @@ impl RemoteRepo {
     fn ls_refs_direct(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         use gix::protocol::transport::client::blocking_io::connect::{Options, connect};
         let url = gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))?;
-        let options = Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
-        let mut transport = connect(url, options).map_err(|e| self.err(e))?;
+        let mut transport = if url.scheme == gix::url::Scheme::Git {
+            self.daemon(url)?
+        } else {
+            let options = Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
+            connect(url, options).map_err(|e| self.err(e))?
+        };
         let mut progress = gix::progress::Discard;
         let handshake = gix::protocol::handshake(
             &mut transport,
@@ -120,6 +127,36 @@ impl RemoteRepo {
             })
         };
         Ok(named(refs).filter(|(name, _)| wanted(name)).collect())
+    }
+
+    /// A `git://` connection whose reads are buffered and bounded in time. gix's own reads
+    /// the socket unbuffered (two system calls per advertised ref) and without a read
+    /// timeout, so a daemon that stops answering would hang the pass.
+    fn daemon(
+        &self,
+        url: gix::Url,
+    ) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, ExpectedError> {
+        use std::net::{TcpStream, ToSocketAddrs};
+        let host = url.host().unwrap_or_default().to_owned();
+        let port = url.port.unwrap_or(9418);
+        let addr =
+            (host.as_str(), port).to_socket_addrs().map_err(|e| self.err(e))?.next().ok_or_else(|| {
+                ExpectedError::Remote { url: self.shown.clone(), message: format!("{host} has no address") }
+            })?;
+        let stream = TcpStream::connect_timeout(&addr, DAEMON_TIMEOUT).map_err(|e| self.err(e))?;
+        for set in [TcpStream::set_read_timeout, TcpStream::set_write_timeout] {
+            set(&stream, Some(DAEMON_TIMEOUT)).map_err(|e| self.err(e))?;
+        }
+        let write = stream.try_clone().map_err(|e| self.err(e))?;
+        Ok(Box::new(gix::protocol::transport::client::git::blocking_io::Connection::new(
+            std::io::BufReader::with_capacity(64 * 1024, stream),
+            write,
+            gix::protocol::transport::Protocol::V2,
+            url.path,
+            Some((host, url.port)),
+            gix::protocol::transport::client::git::ConnectMode::Daemon,
+            false,
+        )))
     }
 
     /// Resolves refs as git would (short names tried as `refs/<n>`, `refs/tags/<n>`,
