@@ -221,6 +221,23 @@ fn json_follows_schema_1_and_exit_codes_follow_the_spec() {
     assert_eq!(j["environments"][0]["targets"][0]["status"], "ahead");
 }
 
+/// Regression: `gitstate check | head -0` panicked in `print!` once the reader had gone.
+#[test]
+fn a_closed_stdout_is_no_panic_and_keeps_the_exit_code() {
+    let w = world();
+    w.server.route("/old", meta(&w.c[3]));
+    let cfg = config_for(&w, &http_env("production", "web", &[w.server.url("/old")], ""));
+    for args in [&["check"][..], &["check", "-o", "json"], &["expected"], &["expected", "-o", "json"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = gitstate().args(args).arg("-c").arg(&cfg).stdout(writer).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let want = if args[0] == "check" { 1 } else { 0 };
+        assert_eq!(out.status.code(), Some(want), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_missing_ref_exits_2_naming_the_environment() {
     let w = world();

@@ -10,7 +10,7 @@ use gitstate_http::HttpClients;
 
 use crate::cli::{Output, Select};
 use crate::output::progress::Progress;
-use crate::output::{Paint, report};
+use crate::output::{self, Paint, report};
 use crate::plan;
 
 /// Runs the command.
@@ -26,9 +26,9 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let out = engine.run_pass(&specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
     drop(progress);
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
+        Output::Json => output::emit_json(&out.report)?,
         Output::Text => {
-            print!("{}", report::render(&out.report, &Paint::new(crate::output::color_enabled_stdout())))
+            output::emit(report::render(&out.report, &Paint::new(output::color_enabled_stdout())).as_bytes())?
         }
     }
     Ok(super::exit_code(&out.report))

@@ -3,15 +3,14 @@
 //! by one.
 
 use std::collections::HashSet;
-use std::io::Write;
 
 use gitstate_core::ExpectedState;
 use serde::Serialize;
 
 use crate::cli::{Output, Select};
 use crate::config::discover;
-use crate::output::Paint;
 use crate::output::table::Table;
+use crate::output::{self, Paint};
 use crate::{exit, plan};
 
 #[derive(Serialize)]
@@ -22,6 +21,12 @@ struct Row<'a> {
     expected: Option<gitstate_core::CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Listing<'a> {
+    schema: u32,
+    environments: &'a [Row<'a>],
 }
 
 /// Runs the command.
@@ -67,17 +72,10 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
         error: None,
     }));
     let failed = rows.iter().any(|r| r.error.is_some());
-    let mut stdout = std::io::stdout().lock();
     match args.output {
-        Output::Json => {
-            serde_json::to_writer_pretty(
-                &mut stdout,
-                &serde_json::json!({"schema": 1, "environments": rows}),
-            )?;
-            writeln!(stdout)?;
-        }
+        Output::Json => output::emit_json(&Listing { schema: 1, environments: &rows })?,
         Output::Text => {
-            let p = Paint::new(crate::output::color_enabled_stdout());
+            let p = Paint::new(output::color_enabled_stdout());
             let mut t = Table::new(&["ENVIRONMENT", "REF", "COMMIT"]);
             for r in rows.iter() {
                 let commit: std::borrow::Cow<'_, str> = match (&r.expected, &r.error) {
@@ -87,10 +85,9 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
                 };
                 t.row(vec![r.name.into(), r.reference.clone(), commit]);
             }
-            stdout.write_all(t.render().as_bytes())?;
+            output::emit(t.render().as_bytes())?;
         }
     }
-    stdout.flush()?;
     if failed {
         for r in rows.iter().filter_map(|r| r.error.as_ref()) {
             eprintln!("error: {r}");

@@ -11,7 +11,7 @@ use gitstate_http::HttpClients;
 
 use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
-use crate::output::{Paint, report};
+use crate::output::{self, Paint, report};
 use crate::state::StateStore;
 use crate::{exit, plan, remediate};
 
@@ -54,11 +54,12 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
         tracing::info!(environment = %name, %reason, "decided");
     }
     match args.select.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
+        Output::Json => output::emit_json(&out.report)?,
         Output::Text => {
-            let p = Paint::new(crate::output::color_enabled_stdout());
-            print!("{}", report::render(&out.report, &p));
-            print!("{}", report::render_decisions(&out.report, &out.decisions, &p));
+            let p = Paint::new(output::color_enabled_stdout());
+            let mut text = report::render(&out.report, &p);
+            text.push_str(&report::render_decisions(&out.report, &out.decisions, &p));
+            output::emit(text.as_bytes())?;
         }
     }
     if let Some(e) = failed {

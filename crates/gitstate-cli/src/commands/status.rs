@@ -10,8 +10,8 @@ use jiff::Timestamp;
 
 use crate::cli::{Output, Status};
 use crate::exit;
-use crate::output::Paint;
 use crate::output::table::Table;
+use crate::output::{self, Paint};
 use crate::state::StateStore;
 
 /// `status -o json`, schema 1.
@@ -91,11 +91,13 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
     let state = StateStore::read(&config.state_dir)?;
     let doc = report(&state.environments);
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+        Output::Json => output::emit_json(&doc)?,
         Output::Text => {
-            let p = Paint::new(crate::output::color_enabled_stdout());
+            let p = Paint::new(output::color_enabled_stdout());
             if doc.environments.is_empty() {
-                println!("no reconcile pass has run yet (state dir {})", config.state_dir.display());
+                let note =
+                    format!("no reconcile pass has run yet (state dir {})\n", config.state_dir.display());
+                output::emit(note.as_bytes())?;
             } else {
                 let mut t = Table::new(&[
                     "ENVIRONMENT",
@@ -128,7 +130,7 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
                         e.last_convergence_lag_s.map_or("-".into(), |l| format!("{l:.1}s")),
                     ]);
                 }
-                print!("{}", t.render());
+                output::emit(t.render().as_bytes())?;
             }
         }
     }

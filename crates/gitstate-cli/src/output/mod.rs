@@ -5,7 +5,26 @@ pub mod progress;
 pub mod report;
 pub mod table;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+/// Writes a command's output to stdout in one go. A reader that went away (`| head`) is not
+/// an error: the command still exits with the code its result deserves.
+pub fn emit(text: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// [`emit`]s `doc` as pretty JSON and a newline.
+pub fn emit_json(doc: &impl Serialize) -> anyhow::Result<()> {
+    let mut json = serde_json::to_vec_pretty(doc)?;
+    json.push(b'\n');
+    Ok(emit(&json)?)
+}
 
 /// Colour is used only on a terminal, and never when `NO_COLOR` is set (no-color.org).
 pub fn color_enabled_stdout() -> bool {
