@@ -342,3 +342,27 @@ fn listing_matches_for_each_ref_with_loose_refs_over_packed_ones() {
         listed.iter().any(|e| e.reference == "refs/heads/environments/env-05" && e.commit.as_str() == c[3])
     );
 }
+
+/// Regression: an object database that cannot be read made every reported commit
+/// `unknown_commit` ("not in the repository"), though the repository was never asked.
+#[test]
+fn an_unreadable_object_database_is_an_error_not_an_unknown_commit() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    r.git(&["gc", "-q"]);
+    let packs: Vec<_> = std::fs::read_dir(r.path().join(".git/objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
+    assert_eq!(packs.len(), 1, "git gc packed everything");
+    let len = std::fs::metadata(&packs[0]).unwrap().len();
+    std::fs::write(&packs[0], vec![0u8; len as usize]).unwrap();
+
+    let repo = LocalRepo::open(r.path()).unwrap();
+    let err = repo.relate(&cid(&c[2]), &[rc(&c[0])]).unwrap_err();
+    assert!(matches!(err, ExpectedError::History { .. }), "{err:?}");
+    // A commit the index does not hold is still simply unknown.
+    let stranger = "0123456789abcdef0123456789abcdef01234567";
+    assert_eq!(relate(&repo, &c[2], stranger), Relation::UnknownCommit);
+}

@@ -93,16 +93,22 @@ impl LocalRepo {
         // Many refs share few commits (a fleet on the same release): check each object once.
         let mut commits: std::collections::HashMap<ObjectId, Option<CommitId>> =
             std::collections::HashMap::new();
-        let mut push = |name: String, id: ObjectId| match commits
-            .entry(id)
-            .or_insert_with(|| commit_of(&repo, id).map(to_commit_id))
-        {
-            Some(c) => out.push(Expected { reference: name, commit: *c }),
-            None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
+        let mut push = |name: String, id: ObjectId| -> Result<(), ExpectedError> {
+            let commit = match commits.entry(id) {
+                std::collections::hash_map::Entry::Occupied(known) => *known.get(),
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    *new.insert(commit_of(&repo, id).map_err(|e| err(&e))?.map(to_commit_id))
+                }
+            };
+            match commit {
+                Some(c) => out.push(Expected { reference: name, commit: c }),
+                None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
+            }
+            Ok(())
         };
         if let Some(found) = super::refscan::scan(repo.common_dir(), prefix) {
             for (name, id) in found {
-                push(name, id);
+                push(name, id)?;
             }
             return Ok(out);
         }
@@ -110,7 +116,7 @@ impl LocalRepo {
         let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
         for r in iter {
             let r = r.map_err(|e| err(&e))?;
-            push(r.name().as_bstr().to_string(), r.id().detach());
+            push(r.name().as_bstr().to_string(), r.id().detach())?;
         }
         // Loose and packed refs come merged in order already; this is a check, not a sort.
         if !out.is_sorted_by(|a, b| a.reference <= b.reference) {
@@ -146,14 +152,14 @@ impl LocalRepo {
         expected: ObjectId,
         reported: &ReportedCommit,
     ) -> Result<Relation, ExpectedError> {
-        let Some(actual) = lookup(repo, reported) else {
+        let hist =
+            |e: &dyn std::error::Error| ExpectedError::History { repo: self.display(), message: chain(e) };
+        let Some(actual) = lookup(repo, reported).map_err(|e| hist(&e))? else {
             return Ok(Relation::UnknownCommit);
         };
         if actual == expected {
             return Ok(Relation::InSync);
         }
-        let hist =
-            |e: &dyn std::error::Error| ExpectedError::History { repo: self.display(), message: chain(e) };
         // `git rev-list --count hidden..tip`, and whether `hidden` is an ancestor of `tip`:
         // it is exactly when some commit of that range has `hidden` as a parent. So the
         // common case (behind) is one walk, with no separate merge-base computation.
@@ -233,29 +239,35 @@ fn count_in_graph(graph: &gix::commitgraph::Graph, tip: ObjectId, hidden: Object
     Some((count, reaches))
 }
 
-/// The commit a reported id names in `repo`, if it names exactly one (tags peeled).
-fn lookup(repo: &gix::Repository, reported: &ReportedCommit) -> Option<ObjectId> {
+/// The commit a reported id names in `repo`, if it names exactly one (tags peeled). An
+/// object database that cannot be read (out of file descriptors, a broken pack) is an
+/// error, not an unknown commit: the repository was not asked.
+fn lookup(repo: &gix::Repository, reported: &ReportedCommit) -> Result<Option<ObjectId>, gix::Error> {
     let hex = reported.as_str();
     let id = if hex.len() == repo.object_hash().len_in_hex() {
-        ObjectId::from_hex(hex.as_bytes()).ok()?
+        match ObjectId::from_hex(hex.as_bytes()) {
+            Ok(id) => id,
+            Err(_) => return Ok(None),
+        }
     } else if hex.len() < repo.object_hash().len_in_hex() {
-        let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
-        match repo.objects.lookup_prefix(prefix, None) {
-            Ok(Some(Ok(id))) => id,
-            // Not found, ambiguous, or unreadable: the repository cannot name it.
-            _ => return None,
+        let Ok(prefix) = gix::hash::Prefix::from_hex(hex) else { return Ok(None) };
+        match repo.objects.lookup_prefix(prefix, None).map_err(gix::Error::from_error)? {
+            Some(Ok(id)) => id,
+            // Not found, or ambiguous: the repository cannot name it.
+            _ => return Ok(None),
         }
     } else {
-        return None;
+        return Ok(None);
     };
     commit_of(repo, id)
 }
 
 /// Peels `id` to a commit, if it is one or a tag of one, and the object exists.
-fn commit_of(repo: &gix::Repository, id: ObjectId) -> Option<ObjectId> {
-    let object = repo.try_find_object(id).ok()??;
-    let commit = object.peel_to_kind(gix::object::Kind::Commit).ok()?;
-    Some(commit.id)
+fn commit_of(repo: &gix::Repository, id: ObjectId) -> Result<Option<ObjectId>, gix::Error> {
+    let Some(object) = repo.try_find_object(id).map_err(gix::Error::from_error)? else {
+        return Ok(None);
+    };
+    Ok(object.peel_to_kind(gix::object::Kind::Commit).ok().map(|c| c.id))
 }
 
 pub(crate) fn to_commit_id(id: impl AsRef<gix::oid>) -> CommitId {
