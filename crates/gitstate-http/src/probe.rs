@@ -6,6 +6,12 @@
 //! a connect timeout, a body cap (`max_bytes`, checked against `Content-Length` and while
 //! streaming), at most three redirects. Whatever a target does, the outcome is a reading:
 //! `unreachable` or `invalid` with a clear error, never a hang, a crash or `in_sync`.
+//!
+//! Connections are kept alive only to an origin (scheme, host, port) that more than one
+//! URL of the configuration names, where the next request of the pass can reuse them. A
+//! request to any other origin says `Connection: close`: a fleet of thousands of hosts
+//! then holds no more sockets, memory or client-side `TIME_WAIT` ports than the requests
+//! in flight, instead of one idle connection per host.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use async_trait::async_trait;
 use gitstate_core::error::{chain, chain_after};
 use gitstate_core::redact::redact_url;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -34,7 +40,26 @@ pub struct HttpClients {
     default: reqwest::Client,
     custom: Arc<Mutex<HashMap<PathBuf, reqwest::Client>>>,
     in_flight: Arc<Semaphore>,
+    origins: Origins,
     user_agent: String,
+}
+
+/// How many configured URLs name each origin: keep-alive pays only where it is above one.
+#[derive(Clone, Default)]
+struct Origins(Arc<Mutex<HashMap<url::Origin, usize>>>);
+
+impl Origins {
+    fn add(&self, urls: &[Url]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for u in urls {
+            *map.entry(u.origin()).or_default() += 1;
+        }
+    }
+
+    fn shared(&self, url: &Url) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&url.origin()).is_some_and(|&n| n > 1)
+    }
 }
 
 fn builder(user_agent: &str) -> reqwest::ClientBuilder {
@@ -56,6 +81,7 @@ impl HttpClients {
             default,
             custom: Arc::default(),
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            origins: Origins::default(),
             user_agent,
         })
     }
@@ -129,6 +155,7 @@ pub struct HttpProbe {
     target: HttpTarget,
     client: reqwest::Client,
     in_flight: Arc<Semaphore>,
+    origins: Origins,
     headers: HeaderMap,
 }
 
@@ -145,7 +172,14 @@ impl HttpProbe {
             v.set_sensitive(true);
             headers.append(k.clone(), v);
         }
-        Ok(Self { target, client, in_flight: clients.in_flight.clone(), headers })
+        clients.origins.add(&target.urls);
+        Ok(Self {
+            target,
+            client,
+            in_flight: clients.in_flight.clone(),
+            origins: clients.origins.clone(),
+            headers,
+        })
     }
 
     async fn read(&self, url: &Url) -> Reading {
@@ -174,7 +208,11 @@ impl HttpProbe {
             if left.is_zero() {
                 return Err(timed_out());
             }
-            let send = self.client.get(url.clone()).headers(headers.clone()).timeout(left).send();
+            let mut request = self.client.get(url.clone()).headers(headers.clone()).timeout(left);
+            if !self.origins.shared(&url) {
+                request = request.header(CONNECTION, "close");
+            }
+            let send = request.send();
             let mut resp = match tokio::time::timeout(left, send).await {
                 Err(_) => return Err(timed_out()),
                 Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),

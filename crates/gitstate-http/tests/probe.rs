@@ -188,3 +188,31 @@ async fn in_flight_requests_are_bounded_across_probes() {
     assert_eq!(s.hits("/slow"), 6);
     assert_eq!(s.peak_in_progress(), 2, "never more than the limit in flight");
 }
+
+#[tokio::test]
+async fn connections_are_kept_alive_only_to_origins_named_twice() {
+    let s = TestServer::start().await;
+    s.route("/a", meta(SHA)).route("/b", meta(SHA));
+    let clients = HttpClients::new(64).unwrap();
+    let probe =
+        |path: &str| HttpProbe::new(&clients, HttpTarget::new(vec![s.url(path).parse().unwrap()])).unwrap();
+    let env = EnvName::new("t").unwrap();
+    let expected = CommitId::parse(SHA).unwrap();
+    let cx = ProbeContext { environment: &env, target: "web", expected: &expected };
+
+    // The only URL of its origin: each request closes its connection, nothing idles.
+    let once = probe("/a");
+    for _ in 0..3 {
+        assert!(once.observe(&cx).await.unwrap()[0].result.is_ok());
+    }
+    assert_eq!(s.connections(), 3);
+
+    // A second URL names the origin: both now reuse a kept-alive connection.
+    let twice = probe("/b");
+    for _ in 0..3 {
+        assert!(once.observe(&cx).await.unwrap()[0].result.is_ok());
+        assert!(twice.observe(&cx).await.unwrap()[0].result.is_ok());
+    }
+    let opened = s.connections() - 3;
+    assert!(opened <= 2, "6 sequential requests opened {opened} connections");
+}

@@ -46,6 +46,7 @@ pub struct TestServer {
     hits: Arc<Mutex<HashMap<String, usize>>>,
     active: Arc<Mutex<(usize, usize)>>,
     bodies: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestServer {
@@ -59,11 +60,13 @@ impl TestServer {
             hits: Arc::default(),
             active: Arc::default(),
             bodies: Arc::default(),
+            connections: Arc::default(),
         };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                s.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
@@ -112,6 +115,11 @@ impl TestServer {
     /// The bodies of the requests seen for `path` (POSTs to a receiver), in order.
     pub fn bodies(&self, path: &str) -> Vec<String> {
         self.bodies.lock().unwrap().get(path).cloned().unwrap_or_default()
+    }
+
+    /// The connections this server has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most requests this server has had in progress at once.
