@@ -38,11 +38,29 @@ pub fn run() -> i32 {
         }
     };
     init_logging(cli.log_format);
+    raise_fd_limit();
     match commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", output::chain(&e));
             exit::ERROR
+        }
+    }
+}
+
+/// Lifts the soft limit on open files towards the hard one, as Go's runtime does: the soft
+/// default of 1024 is a relic of `select()`, and a pass over a fleet needs a socket per
+/// request in flight plus the connections kept alive. Capped so that children (remediation
+/// commands) do not inherit a limit in the millions, which some programs loop over.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    const CAP: u64 = 65_536;
+    let limit = getrlimit(Resource::Nofile);
+    let want = limit.maximum.map_or(CAP, |max| max.min(CAP));
+    if limit.current.is_some_and(|cur| cur < want) {
+        let raised = rustix::process::Rlimit { current: Some(want), maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "could not raise the open-file limit");
         }
     }
 }
