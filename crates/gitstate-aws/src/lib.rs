@@ -8,7 +8,9 @@
 //!
 //! - [`AwsProbe`] implements [`gitstate_core::ActualStateProbe`]; build it from an
 //!   [`AwsTarget`]. The SDK client is created on first use from the standard credential
-//!   chain, with the SDK's standard retries and a bounded total time per target.
+//!   chain, with the SDK's standard retries and a bounded total time per target;
+//!   [`AwsProbe::shared`] shares it through [`AwsClients`] between targets with the same
+//!   region, profile, endpoint and timeout.
 //! - [`reading_from_tags`] is the pure tag-map parsing.
 //!
 //! IAM: the probe needs `tag:GetResources` and nothing else.
@@ -16,5 +18,5 @@
 pub mod probe;
 pub mod tags;
 
-pub use probe::{AwsProbe, AwsTarget};
+pub use probe::{AwsClients, AwsProbe, AwsTarget};
 pub use tags::{DEFAULT_SHA_TAG, reading_from_tags};

@@ -2,7 +2,8 @@
 //! total deadline. No match is `missing` (saying which filters matched nothing); an API,
 //! credential or connection failure is `unreachable` with the AWS error code and message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -59,16 +60,62 @@ impl AwsTarget {
     }
 }
 
+/// SDK clients shared by AWS probes, one per (region, profile, endpoint, timeout): a fleet
+/// of AWS targets then reads the shared config files, resolves credentials and keeps a
+/// connection pool once, not once per target. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct AwsClients {
+    clients: Arc<Mutex<HashMap<ClientKey, Arc<OnceCell<Client>>>>>,
+}
+
+/// The target settings a client is built from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    region: String,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+    timeout: Duration,
+}
+
+impl ClientKey {
+    fn of(t: &AwsTarget) -> Self {
+        Self {
+            region: t.region.clone(),
+            profile: t.profile.clone(),
+            endpoint_url: t.endpoint_url.clone(),
+            timeout: t.timeout,
+        }
+    }
+}
+
+impl AwsClients {
+    /// No client yet; each is built on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn cell(&self, target: &AwsTarget) -> Arc<OnceCell<Client>> {
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(ClientKey::of(target)).or_default().clone()
+    }
+}
+
 /// Reads the commit tag of every matching resource.
 pub struct AwsProbe {
     target: AwsTarget,
-    client: OnceCell<Client>,
+    client: Arc<OnceCell<Client>>,
 }
 
 impl AwsProbe {
-    /// A probe; the SDK client is built on first use.
+    /// A probe with a client of its own, built on first use.
     pub fn new(target: AwsTarget) -> Self {
-        Self { target, client: OnceCell::new() }
+        Self { target, client: Arc::default() }
+    }
+
+    /// A probe sharing the client of every other target with the same region, profile,
+    /// endpoint and timeout.
+    pub fn shared(clients: &AwsClients, target: AwsTarget) -> Self {
+        Self { client: clients.cell(&target), target }
     }
 
     async fn client(&self) -> &Client {
@@ -156,5 +203,28 @@ impl ActualStateProbe for AwsProbe {
                 self.target.filters()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_with_the_same_settings_share_one_client() {
+        let clients = AwsClients::new();
+        let tags = |env: &str| BTreeMap::from([("environment".to_owned(), vec![env.to_owned()])]);
+        let a = AwsTarget::new("eu-west-1", tags("a"));
+        let b = AwsTarget::new("eu-west-1", tags("b"));
+        let other_region = AwsTarget::new("us-east-1", tags("a"));
+        let mut other_endpoint = AwsTarget::new("eu-west-1", tags("a"));
+        other_endpoint.endpoint_url = Some("http://127.0.0.1:5000".into());
+
+        // Tags and resource types are per request; region, profile, endpoint and timeout
+        // are the client's.
+        assert!(Arc::ptr_eq(&clients.cell(&a), &clients.cell(&b)));
+        assert!(!Arc::ptr_eq(&clients.cell(&a), &clients.cell(&other_region)));
+        assert!(!Arc::ptr_eq(&clients.cell(&a), &clients.cell(&other_endpoint)));
+        assert!(!Arc::ptr_eq(&AwsProbe::new(a.clone()).client, &AwsProbe::new(a).client));
     }
 }

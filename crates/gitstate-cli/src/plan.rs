@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use gitstate_aws::AwsProbe;
+use gitstate_aws::{AwsClients, AwsProbe};
 use gitstate_core::git::GitSource;
 use gitstate_core::{
     ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
@@ -86,12 +86,24 @@ pub async fn environments(
     Ok((envs, skipped))
 }
 
+/// The clients every probe, remediator and alarm sink of a process shares.
+#[derive(Clone)]
+pub struct Clients {
+    /// One HTTP connection pool and in-flight limit.
+    pub http: HttpClients,
+    /// One AWS SDK client per region, profile, endpoint and timeout.
+    pub aws: AwsClients,
+}
+
+impl Clients {
+    /// Clients allowing `concurrency` HTTP requests in flight.
+    pub fn new(concurrency: usize) -> anyhow::Result<Self> {
+        Ok(Self { http: HttpClients::new(concurrency)?, aws: AwsClients::new() })
+    }
+}
+
 /// Engine specs: a probe for each target (sharing `clients`) and the configured remediator.
-pub fn specs(
-    config: &Config,
-    envs: &[Planned],
-    clients: &HttpClients,
-) -> anyhow::Result<Vec<EnvironmentSpec>> {
+pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Result<Vec<EnvironmentSpec>> {
     envs.iter()
         .map(|Planned { config: e, .. }| {
             let targets = e
@@ -100,10 +112,10 @@ pub fn specs(
                 .map(|t| {
                     let probe: Arc<dyn ActualStateProbe> = match &t.kind {
                         TargetKind::Http(h) => Arc::new(
-                            HttpProbe::new(clients, h.clone())
+                            HttpProbe::new(&clients.http, h.clone())
                                 .with_context(|| format!("environment {}, target {}", e.name, t.name))?,
                         ),
-                        TargetKind::Aws(a) => Arc::new(AwsProbe::new(a.clone())),
+                        TargetKind::Aws(a) => Arc::new(AwsProbe::shared(&clients.aws, a.clone())),
                     };
                     Ok(TargetSpec { name: t.name.clone(), probe })
                 })
@@ -115,7 +127,7 @@ pub fn specs(
                 remediator: e
                     .remediate
                     .as_ref()
-                    .map(|r| crate::remediate::remediator(r, &config.dir, clients)),
+                    .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http)),
                 policy: e.policy.clone(),
             })
         })

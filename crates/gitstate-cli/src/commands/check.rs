@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gitstate_core::{Engine, PassMode};
-use gitstate_http::HttpClients;
 
 use crate::cli::{Output, Select};
 use crate::output::progress::Progress;
@@ -18,7 +17,7 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let source = plan::source(&config)?;
     let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
-    let clients = HttpClients::new(config.watch.concurrency)?;
+    let clients = plan::Clients::new(config.watch.concurrency)?;
     let mut specs = plan::specs(&config, &envs, &clients)?;
     let engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
         .with_concurrency(config.watch.concurrency);

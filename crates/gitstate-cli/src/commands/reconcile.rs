@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use gitstate_core::{Engine, PassMode};
-use gitstate_http::HttpClients;
 
 use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
@@ -31,11 +30,11 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     };
     let source = plan::source(&config)?;
     let (envs, _) = plan::environments(&config, &source, &args.select.environments).await?;
-    let clients = HttpClients::new(config.watch.concurrency)?;
+    let clients = plan::Clients::new(config.watch.concurrency)?;
     let mut specs = plan::specs(&config, &envs, &clients)?;
     let mut engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
         .with_concurrency(config.watch.concurrency);
-    for sink in remediate::sinks(&config.alerts, &clients)? {
+    for sink in remediate::sinks(&config.alerts, &clients.http)? {
         engine = engine.with_sink(sink);
     }
     if let Some(s) = &store {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gitstate_core::Engine;
-use gitstate_http::HttpClients;
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 
@@ -28,12 +27,12 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let _lock = StateStore::lock(&config.state_dir)?;
     let store = Arc::new(StateStore::open(&config.state_dir)?);
     let source = plan::source(&config)?;
-    let clients = HttpClients::new(config.watch.concurrency)?;
+    let clients = plan::Clients::new(config.watch.concurrency)?;
     let mut engine = Engine::new(Arc::new(source.clone()))
         .with_concurrency(config.watch.concurrency)
         .with_journal(store.clone())
         .with_deferred_remediations();
-    for sink in remediate::sinks(&config.alerts, &clients)? {
+    for sink in remediate::sinks(&config.alerts, &clients.http)? {
         engine = engine.with_sink(sink);
     }
     let metrics = Arc::new(Metrics::new());

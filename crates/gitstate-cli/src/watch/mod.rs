@@ -17,7 +17,6 @@ use gitstate_core::git::GitSource;
 use gitstate_core::{
     CommitId, Engine, EnvName, EnvironmentSpec, Event, EventKind, ExpectedState, PassMode, RemediationRequest,
 };
-use gitstate_http::HttpClients;
 
 use crate::config::{Config, discover};
 use crate::plan;
@@ -35,7 +34,7 @@ pub struct Live {
     engine: Engine,
     store: Arc<StateStore>,
     source: GitSource,
-    clients: HttpClients,
+    clients: plan::Clients,
     metrics: Arc<Metrics>,
     specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
     refs: Mutex<HashMap<EnvName, CommitId>>,
@@ -49,7 +48,7 @@ impl Live {
         engine: Engine,
         store: Arc<StateStore>,
         source: GitSource,
-        clients: HttpClients,
+        clients: plan::Clients,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let live = Self {
