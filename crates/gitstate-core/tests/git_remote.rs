@@ -116,3 +116,23 @@ fn unreachable_remote_is_a_clear_error() {
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[test]
+fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, reads the request, and says nothing, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let remote = gitstate_core::git::RemoteRepo::new(&url)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_millis(300));
+    let err = remote.list("refs/heads/environments/").unwrap_err();
+    assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
+    assert!(err.to_string().contains("sent nothing for 0.3s"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use gix::ObjectId;
 use gix::protocol::handshake::Ref;
@@ -17,15 +18,13 @@ use crate::observation::Relation;
 use crate::plugin::Expected;
 use crate::redact::redact_url;
 
-/// How long a `git://` daemon may take to accept, or to send the next bytes.
-const DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A remote repository.
 pub struct RemoteRepo {
     url: String,
     shown: String,
     /// The bare mirror, when mirroring.
     mirror: Option<LocalRepo>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RemoteRepo {
@@ -43,14 +42,29 @@ pub fn is_remote_url(repo: &str) -> bool {
 impl RemoteRepo {
     /// A remote with no local copy: refs only; a differing commit is `drifted`.
     pub fn new(url: &str) -> Result<Self, ExpectedError> {
-        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: None })
+        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: None, timeout: Self::DEFAULT_TIMEOUT })
+    }
+
+    /// How long a `git://` daemon may take by default to accept, or to send the next bytes.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Sets how long a `git://` daemon may take to accept, or to send the next bytes
+    /// (`https://` has its HTTP client's 30 s limit per request).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A remote mirrored into the bare repository at `dir` (created when missing); objects
     /// are fetched on every resolve so relations can be computed.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
         let store = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
-        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: Some(store) })
+        Ok(Self {
+            url: url.to_owned(),
+            shown: redact_url(url),
+            mirror: Some(store),
+            timeout: Self::DEFAULT_TIMEOUT,
+        })
     }
 
     /// The URL, credentials redacted.
@@ -143,13 +157,14 @@ impl RemoteRepo {
             (host.as_str(), port).to_socket_addrs().map_err(|e| self.err(e))?.next().ok_or_else(|| {
                 ExpectedError::Remote { url: self.shown.clone(), message: format!("{host} has no address") }
             })?;
-        let stream = TcpStream::connect_timeout(&addr, DAEMON_TIMEOUT).map_err(|e| self.err(e))?;
+        let stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| self.err(e))?;
         for set in [TcpStream::set_read_timeout, TcpStream::set_write_timeout] {
-            set(&stream, Some(DAEMON_TIMEOUT)).map_err(|e| self.err(e))?;
+            set(&stream, Some(self.timeout)).map_err(|e| self.err(e))?;
         }
         let write = stream.try_clone().map_err(|e| self.err(e))?;
+        let read = Silence { stream, timeout: self.timeout };
         Ok(Box::new(gix::protocol::transport::client::git::blocking_io::Connection::new(
-            std::io::BufReader::with_capacity(64 * 1024, stream),
+            std::io::BufReader::with_capacity(64 * 1024, read),
             write,
             gix::protocol::transport::Protocol::V2,
             url.path,
@@ -218,6 +233,26 @@ impl RemoteRepo {
     /// The mirror's directory, when mirroring.
     pub fn mirror_dir(&self) -> Option<PathBuf> {
         self.mirror.as_ref().map(|m| m.path().to_path_buf())
+    }
+}
+
+/// A socket whose read timeout reads as such ("no answer within 30s"), not as the
+/// `EAGAIN` ("Resource temporarily unavailable") the system reports.
+struct Silence {
+    stream: std::net::TcpStream,
+    timeout: Duration,
+}
+
+impl std::io::Read for Silence {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind::{TimedOut, WouldBlock};
+        self.stream.read(buf).map_err(|e| match e.kind() {
+            WouldBlock | TimedOut => std::io::Error::new(
+                TimedOut,
+                format!("the git daemon sent nothing for {}s", self.timeout.as_secs_f64()),
+            ),
+            _ => e,
+        })
     }
 }
 
