@@ -24,6 +24,10 @@ ensure_peers() {
   [ -x "$core/git-daemon" ] || { echo "git daemon is missing from $core" >&2; return 1; }
   [ -x "$core/git-http-backend" ] || { echo "git http-backend is missing from $core" >&2; return 1; }
 
+  # OpenSSH's server and client (ssh-keygen), for ssh:// remotes.
+  if [ ! -x /usr/sbin/sshd ]; then apt_install openssh-server; fi
+  if ! command -v ssh-keygen >/dev/null || ! command -v ssh >/dev/null; then apt_install openssh-client; fi
+
   # moto (the AWS API emulator) and boto3 (to seed it), in the project's .venv.
   if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import boto3, moto' 2>/dev/null; then
     rm -rf .venv

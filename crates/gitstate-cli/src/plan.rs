@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use gitstate_aws::{AwsClients, AwsProbe};
-use gitstate_core::git::GitSource;
+use gitstate_core::git::{GitSource, RemoteRepo};
 use gitstate_core::{
     ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
     ReportedCommit, TargetSpec,
@@ -23,14 +23,33 @@ pub fn source(config: &Config) -> anyhow::Result<GitSource> {
         RepoLocation::Local(p) => {
             GitSource::local(p).with_context(|| format!("{}: source.repo", config.path.display()))
         }
-        RepoLocation::Remote(url) if config.source.mirror => {
-            let dir = config.state_dir.join("mirror.git");
-            std::fs::create_dir_all(&config.state_dir)
-                .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
-            Ok(GitSource::mirrored(url, &dir)?)
+        RepoLocation::Remote(url) => {
+            let remote = if config.source.mirror {
+                let dir = config.state_dir.join("mirror.git");
+                std::fs::create_dir_all(&config.state_dir)
+                    .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
+                RemoteRepo::mirrored(url, &dir)?
+            } else {
+                RemoteRepo::new(url)?
+            };
+            Ok(GitSource::from_remote(match ssh_command() {
+                Some(command) => remote.with_ssh_command(command),
+                None => remote,
+            }))
         }
-        RepoLocation::Remote(url) => Ok(GitSource::remote(url)?),
     }
+}
+
+/// The ssh program for `ssh://` remotes, as git finds it: `GIT_SSH_COMMAND` (a shell
+/// command), else `GIT_SSH` (a program), else `ssh`.
+fn ssh_command() -> Option<String> {
+    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    set("GIT_SSH_COMMAND").or_else(|| set("GIT_SSH").map(|program| shell_quote(&program)))
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Lists each `[[discover]]` prefix once.

@@ -320,3 +320,34 @@ fn the_example_configurations_are_valid() {
     let r = run(gitstate().args(["validate", "-c"]).arg(&cfg).envs(vars));
     assert_eq!(r.code, 0, "{}\n{body}", r.stderr);
 }
+
+/// An `ssh://` source logs in with `GIT_SSH_COMMAND` (or `GIT_SSH`), as git does.
+#[test]
+fn expected_from_an_ssh_remote_uses_git_ssh_command() {
+    let (repo, c) = repo_with_env();
+    let bare = tempfile::tempdir().unwrap();
+    let served = bare.path().join("deploy.git");
+    gitstate_testkit::git(
+        bare.path(),
+        &["clone", "-q", "--bare", &repo.path().display().to_string(), "deploy.git"],
+    );
+    repo.git(&["push", "-q", &served.display().to_string(), &format!("{REF}:{REF}")]);
+    let sshd = gitstate_testkit::SshServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &format!("[source]\nrepo = \"{}\"\n{ENV}", sshd.url(&served)));
+
+    let r = run(gitstate()
+        .args(["expected", "-o", "json", "-c"])
+        .arg(&cfg)
+        .env("GIT_SSH_COMMAND", sshd.ssh_command()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["environments"][0]["expected"], c[2]);
+
+    // GIT_SSH names a program, not a shell command: a wrapper script with the options.
+    let wrapper = dir.path().join("my ssh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} \"$@\"\n", sshd.ssh_command())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = run(gitstate().args(["expected", "-o", "json", "-c"]).arg(&cfg).env("GIT_SSH", &wrapper));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["environments"][0]["expected"], c[2]);
+}

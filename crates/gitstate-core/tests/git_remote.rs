@@ -1,7 +1,7 @@
 //! Git remotes as the expected state: ls-refs without a clone, and the mirror, over
-//! file:// and git:// (a real `git daemon` on 127.0.0.1).
+//! file://, git:// (a real `git daemon` on 127.0.0.1) and ssh:// (a real `sshd`).
 
-use gitstate_core::git::GitSource;
+use gitstate_core::git::{GitSource, RemoteRepo};
 use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
 use gitstate_testkit::Repo;
 
@@ -42,9 +42,22 @@ fn relate(src: &GitSource, expected: &str, reported: &str) -> Relation {
         .unwrap()[0]
 }
 
+/// The remote at `url`, mirrored into `mirror` when given, through `ssh` when given.
+fn open(url: &str, mirror: Option<&std::path::Path>, ssh: Option<&str>) -> GitSource {
+    let remote = match mirror {
+        Some(dir) => RemoteRepo::mirrored(url, dir),
+        None => RemoteRepo::new(url),
+    }
+    .unwrap();
+    GitSource::from_remote(match ssh {
+        Some(command) => remote.with_ssh_command(command),
+        None => remote,
+    })
+}
+
 /// Every remote check, over whatever URL serves the fixture's repository.
-fn exercise(fx: &Fixture, url: &str) {
-    let src = GitSource::remote(url).unwrap();
+fn exercise(fx: &Fixture, url: &str, ssh: Option<&str>) {
+    let src = open(url, None, ssh);
     assert_eq!(
         expected_of(&src, "refs/heads/environments/production").unwrap(),
         ("refs/heads/environments/production".to_owned(), fx.c[4].clone())
@@ -69,7 +82,7 @@ fn exercise(fx: &Fixture, url: &str) {
     // With a mirror, history is available: behind, diverged, unknown.
     let state = tempfile::tempdir().unwrap();
     let mirror_dir = state.path().join("mirror.git");
-    let m = GitSource::mirrored(url, &mirror_dir).unwrap();
+    let m = open(url, Some(&mirror_dir), ssh);
     assert_eq!(expected_of(&m, "refs/heads/environments/production").unwrap().1, fx.c[4]);
     assert_eq!(relate(&m, &fx.c[4], &fx.c[1]), Relation::Behind(3));
     assert_eq!(relate(&m, &fx.c[4], &"cd".repeat(20)), Relation::UnknownCommit);
@@ -82,7 +95,7 @@ fn exercise(fx: &Fixture, url: &str) {
     fx.work.update_ref("refs/heads/environments/production", &newer[0]);
     fx.work.update_ref("refs/heads/environments/hotfix-base", &h[1]);
     push(&fx.work, &fx.base.path().join("repo.git"));
-    let m = GitSource::mirrored(url, &mirror_dir).unwrap();
+    let m = open(url, Some(&mirror_dir), ssh);
     m.resolve_blocking(&[
         "refs/heads/environments/production".into(),
         "refs/heads/environments/hotfix-base".into(),
@@ -98,14 +111,21 @@ fn exercise(fx: &Fixture, url: &str) {
 fn file_url() {
     let fx = fixture();
     let url = format!("file://{}", fx.base.path().join("repo.git").display());
-    exercise(&fx, &url);
+    exercise(&fx, &url, None);
 }
 
 #[test]
 fn git_daemon() {
     let fx = fixture();
     let daemon = gitstate_testkit::git_daemon(fx.base.path());
-    exercise(&fx, &format!("git://127.0.0.1:{}/repo.git", daemon.port));
+    exercise(&fx, &format!("git://127.0.0.1:{}/repo.git", daemon.port), None);
+}
+
+#[test]
+fn ssh_with_a_git_ssh_command() {
+    let fx = fixture();
+    let sshd = gitstate_testkit::SshServer::start();
+    exercise(&fx, &sshd.url(&fx.base.path().join("repo.git")), Some(&sshd.ssh_command()));
 }
 
 #[test]

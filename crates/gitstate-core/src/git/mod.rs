@@ -45,6 +45,11 @@ impl GitSource {
         Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::new(url)?)) })
     }
 
+    /// A remote repository set up beyond the defaults (an ssh command, a timeout).
+    pub fn from_remote(remote: RemoteRepo) -> Self {
+        Self { repo: Arc::new(Repo::Remote(remote)) }
+    }
+
     /// A remote repository mirrored into the bare repository at `dir`.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
         Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::mirrored(url, dir)?)) })

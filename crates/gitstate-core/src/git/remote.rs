@@ -25,6 +25,7 @@ pub struct RemoteRepo {
     /// The bare mirror, when mirroring.
     mirror: Option<LocalRepo>,
     timeout: Duration,
+    ssh_command: Option<String>,
 }
 
 impl std::fmt::Debug for RemoteRepo {
@@ -42,7 +43,13 @@ pub fn is_remote_url(repo: &str) -> bool {
 impl RemoteRepo {
     /// A remote with no local copy: refs only; a differing commit is `drifted`.
     pub fn new(url: &str) -> Result<Self, ExpectedError> {
-        Ok(Self { url: url.to_owned(), shown: redact_url(url), mirror: None, timeout: Self::DEFAULT_TIMEOUT })
+        Ok(Self {
+            url: url.to_owned(),
+            shown: redact_url(url),
+            mirror: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            ssh_command: None,
+        })
     }
 
     /// How long a `git://` daemon may take by default to accept, or to send the next bytes.
@@ -64,7 +71,16 @@ impl RemoteRepo {
             shown: redact_url(url),
             mirror: Some(store),
             timeout: Self::DEFAULT_TIMEOUT,
+            ssh_command: None,
         })
+    }
+
+    /// Runs `command` for `ssh://` URLs instead of `ssh`, as git runs `GIT_SSH_COMMAND`:
+    /// through the shell, with the host and the remote command appended (so it may carry
+    /// options such as `ssh -i key -o UserKnownHostsFile=...`).
+    pub fn with_ssh_command(mut self, command: impl Into<String>) -> Self {
+        self.ssh_command = Some(command.into());
+        self
     }
 
     /// The URL, credentials redacted.
@@ -85,7 +101,9 @@ impl RemoteRepo {
         let Some(mirror) = &self.mirror else {
             return self.ls_refs_direct(names);
         };
-        let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
+        let overrides = self.ssh_command.iter().map(|c| format!("core.sshCommand={c}"));
+        let options = gix::open::Options::isolated().config_overrides(overrides);
+        let repo = gix::open_opts(mirror.path(), options).map_err(|e| self.err(e))?;
         // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
         let specs: Vec<String> = names.iter().map(|n| format!("+{n}:{n}")).collect();
         let remote = repo
@@ -110,7 +128,9 @@ impl RemoteRepo {
         let mut transport = if url.scheme == gix::url::Scheme::Git {
             self.daemon(url)?
         } else {
-            let options = Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
+            let mut options =
+                Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
+            options.ssh.command = self.ssh_command.clone().map(Into::into);
             connect(url, options).map_err(|e| self.err(e))?
         };
         let mut progress = gix::progress::Discard;
