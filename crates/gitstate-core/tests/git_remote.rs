@@ -156,3 +156,20 @@ fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
     assert!(err.to_string().contains("sent nothing for 0.3s"), "{err}");
 }
+
+#[test]
+fn an_ssh_server_that_never_greets_is_an_error_in_bounded_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let url = format!("ssh://git@127.0.0.1:{port}/repo.git");
+    let remote = RemoteRepo::new(&url).unwrap().with_timeout(std::time::Duration::from_secs(1));
+    let err = remote.list("refs/heads/environments/").unwrap_err();
+    assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}

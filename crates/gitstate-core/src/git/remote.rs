@@ -55,8 +55,9 @@ impl RemoteRepo {
     /// How long a `git://` daemon may take by default to accept, or to send the next bytes.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// Sets how long a `git://` daemon may take to accept, or to send the next bytes
-    /// (`https://` has its HTTP client's 30 s limit per request).
+    /// Sets how long a `git://` daemon may take to accept, or to send the next bytes, and
+    /// an `ssh://` server to accept and greet (unless [`Self::with_ssh_command`] replaces
+    /// `ssh`). `https://` has its HTTP client's 30 s limit per request.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -83,6 +84,16 @@ impl RemoteRepo {
         self
     }
 
+    /// The ssh command for `ssh://` URLs: the one given, else `ssh` bounded in time like a
+    /// `git://` connection (connect and banner within the timeout, a silent server dropped
+    /// after 30 s), so that a black-holed host fails the pass instead of hanging it.
+    fn ssh_program(&self) -> String {
+        self.ssh_command.clone().unwrap_or_else(|| {
+            let secs = self.timeout.as_secs().max(1);
+            format!("ssh -o ConnectTimeout={secs} -o ServerAliveInterval=15 -o ServerAliveCountMax=2")
+        })
+    }
+
     /// The URL, credentials redacted.
     pub fn redacted_url(&self) -> &str {
         &self.shown
@@ -101,7 +112,7 @@ impl RemoteRepo {
         let Some(mirror) = &self.mirror else {
             return self.ls_refs_direct(names);
         };
-        let overrides = self.ssh_command.iter().map(|c| format!("core.sshCommand={c}"));
+        let overrides = [format!("core.sshCommand={}", self.ssh_program())];
         let options = gix::open::Options::isolated().config_overrides(overrides);
         let repo = gix::open_opts(mirror.path(), options).map_err(|e| self.err(e))?;
         // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
@@ -130,7 +141,7 @@ impl RemoteRepo {
         } else {
             let mut options =
                 Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
-            options.ssh.command = self.ssh_command.clone().map(Into::into);
+            options.ssh.command = Some(self.ssh_program().into());
             connect(url, options).map_err(|e| self.err(e))?
         };
         let mut progress = gix::progress::Discard;
