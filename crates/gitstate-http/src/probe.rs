@@ -56,6 +56,20 @@ impl Origins {
         }
     }
 
+    /// Forgets a dropped probe's URLs: watch rebuilds probes when discovered environments
+    /// change, and must not count an origin twice.
+    fn remove(&self, urls: &[Url]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for u in urls {
+            if let std::collections::hash_map::Entry::Occupied(mut n) = map.entry(u.origin()) {
+                *n.get_mut() -= 1;
+                if *n.get() == 0 {
+                    n.remove();
+                }
+            }
+        }
+    }
+
     fn shared(&self, url: &Url) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&url.origin()).is_some_and(|&n| n > 1)
@@ -270,6 +284,12 @@ impl HttpProbe {
             }
             return parse_body(&body, self.target.sha_pointer.as_deref());
         }
+    }
+}
+
+impl Drop for HttpProbe {
+    fn drop(&mut self) {
+        self.origins.remove(&self.target.urls);
     }
 }
 

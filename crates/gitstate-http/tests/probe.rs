@@ -215,4 +215,15 @@ async fn connections_are_kept_alive_only_to_origins_named_twice() {
     }
     let opened = s.connections() - 3;
     assert!(opened <= 2, "6 sequential requests opened {opened} connections");
+
+    // Probes rebuilt (watch re-planning discovered environments) are not counted twice.
+    // The first request may take the connection left idle above, and closes it.
+    drop((once, twice));
+    let again = probe("/a");
+    assert!(again.observe(&cx).await.unwrap()[0].result.is_ok());
+    let before = s.connections();
+    for _ in 0..2 {
+        assert!(again.observe(&cx).await.unwrap()[0].result.is_ok());
+    }
+    assert_eq!(s.connections() - before, 2);
 }
