@@ -351,3 +351,24 @@ fn expected_from_an_ssh_remote_uses_git_ssh_command() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["environments"][0]["expected"], c[2]);
 }
+
+/// A `file://` source run from a git hook or under `git -c`: variables meant for the outer
+/// repository (`GIT_DIR`, `GIT_CONFIG_PARAMETERS`, ...) must not reach the spawned
+/// `git upload-pack`, as git itself clears them for a local transport. Here they would
+/// hide the environment refs.
+#[test]
+fn a_file_url_source_ignores_the_outer_repositorys_environment() {
+    let (repo, c) = repo_with_env();
+    let other = Repo::new();
+    other.commits(1, "other");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let cfg = write_config(dir.path(), &format!("[source]\nrepo = \"{url}\"\n{ENV}"));
+    let r = run(gitstate()
+        .args(["expected", "-o", "json", "-c"])
+        .arg(&cfg)
+        .env("GIT_DIR", other.path().join(".git"))
+        .env("GIT_CONFIG_PARAMETERS", "'uploadpack.hiderefs'='refs/heads'"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["environments"][0]["expected"], c[2]);
+}

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use gix::ObjectId;
+use gix::bstr::ByteSlice;
 use gix::protocol::handshake::Ref;
+use gix::protocol::transport::client::blocking_io::Transport;
 
 use super::chain;
 use super::local::{LocalRepo, to_commit_id};
@@ -136,13 +138,21 @@ impl RemoteRepo {
     fn ls_refs_direct(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         use gix::protocol::transport::client::blocking_io::connect::{Options, connect};
         let url = gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))?;
-        let mut transport = if url.scheme == gix::url::Scheme::Git {
-            self.daemon(url)?
-        } else {
-            let mut options =
-                Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
-            options.ssh.command = Some(self.ssh_program().into());
-            connect(url, options).map_err(|e| self.err(e))?
+        // Declared first, dropped last: the transport closes its stdin before it is reaped.
+        let mut _upload_pack = None;
+        let mut transport = match url.scheme {
+            gix::url::Scheme::Git => self.daemon(url)?,
+            gix::url::Scheme::File => {
+                let (transport, child) = self.upload_pack(&url)?;
+                _upload_pack = Some(child);
+                transport
+            }
+            _ => {
+                let mut options =
+                    Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
+                options.ssh.command = Some(self.ssh_program().into());
+                connect(url, options).map_err(|e| self.err(e))?
+            }
         };
         let mut progress = gix::progress::Discard;
         let handshake = gix::protocol::handshake(
@@ -177,10 +187,7 @@ impl RemoteRepo {
     /// A `git://` connection whose reads are buffered and bounded in time. gix's own reads
     /// the socket unbuffered (two system calls per advertised ref) and without a read
     /// timeout, so a daemon that stops answering would hang the pass.
-    fn daemon(
-        &self,
-        url: gix::Url,
-    ) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, ExpectedError> {
+    fn daemon(&self, url: gix::Url) -> Result<Box<dyn Transport + Send>, ExpectedError> {
         use std::net::{TcpStream, ToSocketAddrs};
         let host = url.host().unwrap_or_default().to_owned();
         let port = url.port.unwrap_or(9418);
@@ -203,6 +210,48 @@ impl RemoteRepo {
             gix::protocol::transport::client::git::ConnectMode::Daemon,
             false,
         )))
+    }
+
+    /// `git upload-pack` for a `file://` URL, its output read through a buffer (gix reads a
+    /// spawned process unbuffered too), with the environment a hook may have set for
+    /// another repository (`GIT_DIR` and friends) removed, as gix and git do.
+    fn upload_pack(&self, url: &gix::Url) -> Result<(Box<dyn Transport + Send>, UploadPack), ExpectedError> {
+        use std::process::{Command, Stdio};
+        let path = gix::path::from_bstr(url.path.as_slice().as_bstr()).map_err(|e| self.err(e))?.into_owned();
+        if path.as_os_str().as_encoded_bytes().first() == Some(&b'-') {
+            return Err(ExpectedError::Remote {
+                url: self.shown.clone(),
+                message: "a repository path must not start with '-'".into(),
+            });
+        }
+        let mut cmd = Command::new("git");
+        cmd.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
+        for var in HOOK_ENV {
+            cmd.env_remove(var);
+        }
+        let mut child = UploadPack(
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| self.err(e))?,
+        );
+        let (Some(stdin), Some(stdout)) = (child.0.stdin.take(), child.0.stdout.take()) else {
+            return Err(ExpectedError::Remote {
+                url: self.shown.clone(),
+                message: "no pipes to git upload-pack".into(),
+            });
+        };
+        let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+            std::io::BufReader::with_capacity(64 * 1024, stdout),
+            stdin,
+            gix::protocol::transport::Protocol::V2,
+            url.path.clone(),
+            None::<(String, Option<u16>)>,
+            gix::protocol::transport::client::git::ConnectMode::Process,
+            false,
+        );
+        Ok((Box::new(transport), child))
     }
 
     /// Resolves refs as git would (short names tried as `refs/<n>`, `refs/tags/<n>`,
@@ -264,6 +313,37 @@ impl RemoteRepo {
     /// The mirror's directory, when mirroring.
     pub fn mirror_dir(&self) -> Option<PathBuf> {
         self.mirror.as_ref().map(|m| m.path().to_path_buf())
+    }
+}
+
+/// Variables that point git at another repository; a hook running gitstate may have set
+/// them, and a spawned `git upload-pack` must not see them.
+const HOOK_ENV: &[&str] = &[
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_COMMON_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+];
+
+/// A spawned `git upload-pack`, killed (if still running) and reaped when dropped.
+struct UploadPack(std::process::Child);
+
+impl Drop for UploadPack {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
