@@ -137,17 +137,22 @@ fn unreachable_remote_is_a_clear_error() {
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
-#[test]
-fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
+/// A port on 127.0.0.1 that accepts connections and never sends a byte.
+fn silent_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Accepts, reads the request, and says nothing, until the test ends.
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for s in listener.incoming().flatten() {
             held.push(s);
         }
     });
+    port
+}
+
+#[test]
+fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
+    let port = silent_server();
     let url = format!("git://127.0.0.1:{port}/repo.git");
     let remote = gitstate_core::git::RemoteRepo::new(&url)
         .unwrap()
@@ -159,14 +164,7 @@ fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
 
 #[test]
 fn an_ssh_server_that_never_greets_is_an_error_in_bounded_time() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = silent_server();
     let url = format!("ssh://git@127.0.0.1:{port}/repo.git");
     let remote = RemoteRepo::new(&url).unwrap().with_timeout(std::time::Duration::from_secs(1));
     let err = remote.list("refs/heads/environments/").unwrap_err();

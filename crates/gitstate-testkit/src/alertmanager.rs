@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::git::{Server, free_port};
+use crate::git::Server;
 
 /// A blocking `GET http://127.0.0.1:{port}{path}`: status and body.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
@@ -60,9 +60,8 @@ impl Alertmanager {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n").unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new(bin)
+        let spawn = |port: u16| {
+            Command::new(bin)
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.path={}", dir.path().join("data").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -70,20 +69,11 @@ impl Alertmanager {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start alertmanager");
-            let mut server = Server { child: Some(child), port };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if matches!(http_get(port, "/-/ready"), Ok((200, _))) {
-                    return Self { server, _dir: dir };
-                }
-                if server.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("alertmanager did not start");
+                .expect("start alertmanager")
+        };
+        let ready = |port| matches!(http_get(port, "/-/ready"), Ok((200, _)));
+        let server = Server::start("alertmanager", Duration::from_secs(30), spawn, ready);
+        Self { server, _dir: dir }
     }
 
     /// `http://127.0.0.1:port`.

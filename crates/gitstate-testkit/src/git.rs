@@ -103,11 +103,42 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Runs `spawn(port)` on a free port until `ready(port)`; when the program exits first
+    /// (another process took the port) it is tried on another port, five times at most.
+    pub fn start(
+        name: &str,
+        limit: Duration,
+        mut spawn: impl FnMut(u16) -> Child,
+        ready: impl Fn(u16) -> bool,
+    ) -> Server {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = Server { child: Some(spawn(port)), port };
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if ready(port) {
+                    return server;
+                }
+                if server.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{name} did not start");
+    }
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn accepts(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
 /// `git daemon` serving every repository under `base` on git://127.0.0.1:port/.
 pub fn git_daemon(base: &Path) -> Server {
-    for _ in 0..5 {
-        let port = free_port();
-        let child = git_cmd(base)
+    let spawn = |port: u16| {
+        git_cmd(base)
             .args([
                 "daemon",
                 "--export-all",
@@ -121,22 +152,9 @@ pub fn git_daemon(base: &Path) -> Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("git daemon");
-        let mut s = Server { child: Some(child), port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return s;
-            }
-            if let Some(c) = s.child.as_mut()
-                && c.try_wait().unwrap().is_some()
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("git daemon did not start");
+            .expect("git daemon")
+    };
+    Server::start("git daemon", Duration::from_secs(10), spawn, accepts)
 }
 
 /// A minimal HTTP/1.1 server running `git http-backend` as CGI for every request,

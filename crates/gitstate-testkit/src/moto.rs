@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::alertmanager::http_get;
-use crate::git::{Server, free_port};
+use crate::git::Server;
 
 /// The region tests use.
 pub const REGION: &str = "eu-west-1";
@@ -51,27 +51,17 @@ impl Moto {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("moto_seed.py"), include_str!("moto_seed.py")).unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new(&server_bin)
+        let spawn = |port: u16| {
+            Command::new(&server_bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start moto_server");
-            let mut server = Server { child: Some(child), port };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if matches!(http_get(port, "/moto-api/"), Ok((200, _))) {
-                    return Self { server, bin, dir };
-                }
-                if server.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("moto_server did not start");
+                .expect("start moto_server")
+        };
+        let ready = |port| matches!(http_get(port, "/moto-api/"), Ok((200, _)));
+        let server = Server::start("moto_server", Duration::from_secs(60), spawn, ready);
+        Self { server, bin, dir }
     }
 
     /// `http://127.0.0.1:port`.

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::git::{Server, free_port};
+use crate::git::{Server, accepts};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -44,8 +44,7 @@ impl SshServer {
             .unwrap()
             .trim()
             .to_owned();
-        for _ in 0..5 {
-            let port = free_port();
+        let spawn = |port: u16| {
             let config = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
@@ -56,28 +55,16 @@ impl SshServer {
             std::fs::write(d.join("sshd_config"), config).unwrap();
             let host_key = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
             std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {host_key}")).unwrap();
-            let child = Command::new(SSHD)
+            Command::new(SSHD)
                 .args(["-D", "-e", "-f"])
                 .arg(d.join("sshd_config"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("sshd starts");
-            let mut server = Server { child: Some(child), port };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Self { port, user, dir, _server: server };
-                }
-                if let Some(c) = server.child.as_mut()
-                    && c.try_wait().unwrap().is_some()
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("sshd did not start");
+                .expect("sshd starts")
+        };
+        let server = Server::start("sshd", Duration::from_secs(10), spawn, accepts);
+        Self { port: server.port, user, dir, _server: server }
     }
 
     /// A `GIT_SSH_COMMAND` that logs in with the test key and trusts only the test host.
