@@ -35,6 +35,9 @@ ensure_peers() {
     .venv/bin/pip install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
   fi
 
+  # promtool (Debian's prometheus), to check and unit-test examples/prometheus.
+  if ! command -v promtool >/dev/null; then apt_install prometheus; fi
+
   # Alertmanager, for the alarm tests (Debian's prometheus-alertmanager).
   if ! command -v prometheus-alertmanager >/dev/null && [ ! -x /usr/bin/prometheus-alertmanager ]; then
     apt_install prometheus-alertmanager

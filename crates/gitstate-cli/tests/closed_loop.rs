@@ -386,6 +386,50 @@ fn metrics(w: &Watching) -> String {
     body
 }
 
+/// Every metric family of SPEC §7, as OpenMetrics names them (counters without `_total`).
+const METRIC_FAMILIES: [&str; 11] = [
+    "gitstate_environment_in_sync",
+    "gitstate_instances",
+    "gitstate_reconcile_passes",
+    "gitstate_reconcile_pass_duration_seconds",
+    "gitstate_probe_duration_seconds",
+    "gitstate_remediations",
+    "gitstate_alarms_open",
+    "gitstate_convergence_lag_seconds",
+    "gitstate_notifications",
+    "gitstate_expected_commit_change_timestamp_seconds",
+    "gitstate_build_info",
+];
+
+/// examples/prometheus: the rules parse, pass their promtool unit tests, and name only
+/// metric families that the test above finds on a live /metrics.
+#[test]
+fn the_example_prometheus_rules_pass_promtool_and_name_real_metrics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/prometheus");
+    for args in [["check", "rules", "gitstate.rules.yml"], ["test", "rules", "gitstate.rules.test.yml"]] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "promtool {}: {text}", args.join(" "));
+    }
+    let rules = std::fs::read_to_string(dir.join("gitstate.rules.yml")).unwrap();
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("gitstate_"))
+        .collect();
+    assert!(named.len() >= 5, "{named:?}");
+    for name in named {
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(METRIC_FAMILIES.contains(&family), "the rules name {name}, which watch does not expose");
+    }
+}
+
 const FAST_WATCH: &str = "[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"";
 
 #[test]
@@ -421,19 +465,7 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
     let text = metrics(&w);
     let parsed =
         openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
-    for name in [
-        "gitstate_environment_in_sync",
-        "gitstate_instances",
-        "gitstate_reconcile_passes",
-        "gitstate_reconcile_pass_duration_seconds",
-        "gitstate_probe_duration_seconds",
-        "gitstate_remediations",
-        "gitstate_alarms_open",
-        "gitstate_convergence_lag_seconds",
-        "gitstate_notifications",
-        "gitstate_expected_commit_change_timestamp_seconds",
-        "gitstate_build_info",
-    ] {
+    for name in METRIC_FAMILIES {
         assert!(parsed.families.contains_key(name), "{name} missing from /metrics:\n{text}");
     }
     assert!(
