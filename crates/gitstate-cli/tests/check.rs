@@ -334,72 +334,18 @@ fn hostile_targets_are_unreachable_or_invalid_never_in_sync() {
     let s = &w.server;
     let far = TestServer::start_background();
     far.route("/x", meta(&w.c[5]));
-    s.route("/silent", Behavior::NeverRespond)
-        .route("/trickle", Behavior::Trickle(std::time::Duration::from_millis(300)))
-        .route("/endless", Behavior::Endless)
-        .route("/huge", Behavior::Huge(100 * 1024 * 1024))
-        .route("/bomb", Behavior::GzipBomb(32 * 1024 * 1024))
-        .route("/deep", Behavior::Json(format!("{}{}", "[".repeat(32_000), "]".repeat(32_000))))
-        .route("/utf8", Behavior::Bytes(b"\xff\xfe\xfd garbage".to_vec()))
-        .route("/number", Behavior::Json(r#"{"sha": 1234567890}"#.into()))
-        .route("/three", Behavior::Json(r#"{"sha": "abc"}"#.into()))
-        .route("/404", Behavior::Status(404))
-        .route("/429", Behavior::Status(429))
-        .route("/500", Behavior::Status(500))
-        .route("/loop", Behavior::Redirect(302, "/loop".into()))
-        .route("/r1", Behavior::Redirect(302, "/r2".into()))
-        .route("/r2", Behavior::Redirect(302, "/r3".into()))
-        .route("/r3", Behavior::Redirect(302, "/r4".into()))
-        .route("/r4", Behavior::Redirect(302, "/ok".into()))
-        .route("/ok", meta(&w.c[5]))
-        .route("/elsewhere", Behavior::Redirect(302, far.url("/x")))
-        .route("/reset", Behavior::Reset);
-    let paths = [
-        "/silent",
-        "/trickle",
-        "/endless",
-        "/huge",
-        "/bomb",
-        "/deep",
-        "/utf8",
-        "/number",
-        "/three",
-        "/404",
-        "/429",
-        "/500",
-        "/loop",
-        "/r1",
-        "/elsewhere",
-        "/reset",
-    ];
-    let urls: Vec<String> = paths.iter().map(|p| s.url(p)).collect();
+    gitstate_testkit::hostile::serve(s, meta(&w.c[5]), &far.url("/x"));
+    let fleet = gitstate_testkit::hostile::FLEET;
+    let urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
     let cfg = config_for(&w, &http_env("production", "hostile", &urls, "  timeout = \"2s\""));
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let j = r.json();
-    let expect = [
-        ("/silent", "unreachable", "timed out after 2s"),
-        ("/trickle", "unreachable", "timed out after 2s"),
-        ("/endless", "invalid", "larger than max_bytes"),
-        ("/huge", "invalid", "larger than max_bytes"),
-        ("/bomb", "invalid", "neither JSON"),
-        ("/deep", "invalid", "recursion limit"),
-        ("/utf8", "invalid", "neither JSON"),
-        ("/number", "invalid", "a number"),
-        ("/three", "invalid", "shorter than 7"),
-        ("/404", "unreachable", "HTTP 404"),
-        ("/429", "unreachable", "HTTP 429"),
-        ("/500", "unreachable", "HTTP 500"),
-        ("/loop", "unreachable", "more than 3 redirects"),
-        ("/r1", "unreachable", "more than 3 redirects"),
-        ("/elsewhere", "unreachable", "another origin refused"),
-        ("/reset", "unreachable", ""),
-    ];
-    for (p, status, needle) in expect {
-        let i = instance(&j, "production", "hostile", &s.url(p));
-        assert_eq!(i["status"], status, "{p}: {i}");
-        assert!(i["error"].as_str().unwrap_or("").contains(needle), "{p}: {i}");
-        assert!(i["elapsed_ms"].as_u64().unwrap() < 10_000, "{p} was bounded: {i}");
+    for h in fleet {
+        let i = instance(&j, "production", "hostile", &s.url(h.path));
+        assert_eq!(i["status"], h.status, "{}: {i}", h.path);
+        assert!(i["error"].as_str().unwrap_or("").contains(h.error), "{}: {i}", h.path);
+        assert!(i["elapsed_ms"].as_u64().unwrap() < 10_000, "{} was bounded: {i}", h.path);
     }
 }
 

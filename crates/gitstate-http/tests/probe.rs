@@ -48,58 +48,18 @@ async fn reads_commits_from_several_urls() {
 #[tokio::test]
 async fn hostile_targets_end_within_their_timeout() {
     let s = TestServer::start().await;
-    s.route("/silent", Behavior::NeverRespond)
-        .route("/trickle", Behavior::Trickle(Duration::from_millis(200)))
-        .route("/endless", Behavior::Endless)
-        .route("/huge", Behavior::Huge(100 * 1024 * 1024))
-        .route("/bomb", Behavior::GzipBomb(50 * 1024 * 1024))
-        .route("/deep", Behavior::Json(format!("{}{}", "[".repeat(32_000), "]".repeat(32_000))))
-        .route("/utf8", Behavior::Bytes(b"{\"sha\": \"\xff\xfe\"}".to_vec()))
-        .route("/number", Behavior::Json(r#"{"sha": 1234567}"#.into()))
-        .route("/short", Behavior::Json(r#"{"sha": "abc"}"#.into()))
-        .route("/404", Behavior::Status(404))
-        .route("/429", Behavior::Status(429))
-        .route("/500", Behavior::Status(500))
-        .route("/loop", Behavior::Redirect(302, "/loop".into()))
-        .route("/r1", Behavior::Redirect(302, "/r2".into()))
-        .route("/r2", Behavior::Redirect(301, "/r3".into()))
-        .route("/r3", Behavior::Redirect(307, "/r4".into()))
-        .route("/r4", Behavior::Redirect(302, "/ok".into()))
-        .route("/ok", meta(SHA))
-        .route("/away", Behavior::Redirect(302, "http://localhost:1/x".into()))
-        .route("/reset", Behavior::Reset);
-    let paths = [
-        "/silent", "/trickle", "/endless", "/huge", "/bomb", "/deep", "/utf8", "/number", "/short", "/404",
-        "/429", "/500", "/loop", "/r1", "/away", "/reset",
-    ];
-    let urls: Vec<String> = paths.iter().map(|p| s.url(p)).collect();
+    gitstate_testkit::hostile::serve(&s, meta(SHA), "http://localhost:1/x");
+    let fleet = gitstate_testkit::hostile::FLEET;
+    let urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
     let start = Instant::now();
     let got = read(&urls, Duration::from_secs(2)).await;
     // All run concurrently; the slowest ends at its 2 s deadline, not later.
     assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
-    let by: std::collections::HashMap<&str, (FailureKind, String)> =
-        paths.iter().zip(&got).map(|(p, r)| (*p, failure(r))).collect();
-    let expect = |p: &str, kind: FailureKind, needle: &str| {
-        let (k, m) = &by[p];
-        assert_eq!(*k, kind, "{p}: {m}");
-        assert!(m.contains(needle), "{p}: {m:?} lacks {needle:?}");
-    };
-    expect("/silent", FailureKind::Unreachable, "timed out after 2s");
-    expect("/trickle", FailureKind::Unreachable, "timed out");
-    expect("/endless", FailureKind::Invalid, "larger than max_bytes");
-    expect("/huge", FailureKind::Invalid, "larger than max_bytes");
-    expect("/bomb", FailureKind::Invalid, "neither JSON");
-    expect("/deep", FailureKind::Invalid, "recursion limit");
-    expect("/utf8", FailureKind::Invalid, "neither JSON");
-    expect("/number", FailureKind::Invalid, "a number");
-    expect("/short", FailureKind::Invalid, "shorter than 7");
-    expect("/404", FailureKind::Unreachable, "HTTP 404");
-    expect("/429", FailureKind::Unreachable, "HTTP 429");
-    expect("/500", FailureKind::Unreachable, "HTTP 500");
-    expect("/loop", FailureKind::Unreachable, "more than 3 redirects");
-    expect("/r1", FailureKind::Unreachable, "more than 3 redirects");
-    expect("/away", FailureKind::Unreachable, "another origin refused");
-    expect("/reset", FailureKind::Unreachable, "");
+    for (h, r) in fleet.iter().zip(&got) {
+        let (kind, message) = failure(r);
+        assert_eq!(kind.status().as_str(), h.status, "{}: {message}", h.path);
+        assert!(message.contains(h.error), "{}: {message:?} lacks {:?}", h.path, h.error);
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 pub mod alertmanager;
 pub mod git;
+pub mod hostile;
 pub mod http;
 pub mod moto;
 pub mod ssh;
