@@ -20,6 +20,10 @@ fn resolve(repo: &LocalRepo, name: &str) -> Result<(String, String), ExpectedErr
     repo.resolve(&[name.to_owned()]).pop().unwrap().map(|e| (e.reference, e.commit.to_string()))
 }
 
+fn list(repo: &LocalRepo, prefix: &str) -> Vec<(String, String)> {
+    repo.list(prefix).unwrap().into_iter().map(|e| (e.reference, e.commit.to_string())).collect()
+}
+
 #[test]
 fn linear_history_behind_ahead_and_abbreviations() {
     let r = Repo::new();
@@ -222,12 +226,7 @@ fn bare_repositories_and_listing_under_a_prefix() {
     bare.git(&["pack-refs", "--all"]);
 
     let repo = LocalRepo::open(bare.path()).unwrap();
-    let listed: Vec<(String, String)> = repo
-        .list("refs/heads/environments/")
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.reference, e.commit.to_string()))
-        .collect();
+    let listed = list(&repo, "refs/heads/environments/");
     assert_eq!(
         listed,
         [
@@ -323,12 +322,7 @@ fn listing_matches_for_each_ref_with_loose_refs_over_packed_ones() {
         })
         .collect();
     let repo = LocalRepo::open(r.path()).unwrap();
-    let listed: Vec<(String, String)> = repo
-        .list("refs/heads/environments/")
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.reference, e.commit.to_string()))
-        .collect();
+    let listed = list(&repo, "refs/heads/environments/");
     assert_eq!(listed, oracle);
     assert_eq!(listed.len(), 31);
     assert!(listed.contains(&("refs/heads/environments/env-05".to_owned(), c[3].clone())));

@@ -42,7 +42,7 @@ impl GitSource {
 
     /// A remote repository read with ls-refs only (differing commits are `drifted`).
     pub fn remote(url: &str) -> Result<Self, ExpectedError> {
-        Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::new(url)?)) })
+        Ok(Self::from_remote(RemoteRepo::new(url)?))
     }
 
     /// A remote repository set up beyond the defaults (an ssh command, a timeout).
@@ -52,7 +52,7 @@ impl GitSource {
 
     /// A remote repository mirrored into the bare repository at `dir`.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
-        Ok(Self { repo: Arc::new(Repo::Remote(RemoteRepo::mirrored(url, dir)?)) })
+        Ok(Self::from_remote(RemoteRepo::mirrored(url, dir)?))
     }
 
     /// Resolves refs, blocking the calling thread.

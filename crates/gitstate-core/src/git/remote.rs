@@ -69,13 +69,7 @@ impl RemoteRepo {
     /// are fetched on every resolve so relations can be computed.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
         let store = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
-        Ok(Self {
-            url: url.to_owned(),
-            shown: redact_url(url),
-            mirror: Some(store),
-            timeout: Self::DEFAULT_TIMEOUT,
-            ssh_command: None,
-        })
+        Ok(Self { mirror: Some(store), ..Self::new(url)? })
     }
 
     /// Runs `command` for `ssh://` URLs instead of `ssh`, as git runs `GIT_SSH_COMMAND`:
