@@ -133,6 +133,17 @@ def write(path, text):
     return path
 
 
+def http_targets(urls):
+    """`[[environments.targets]]` t0, t1, ... with one URL each."""
+    return "".join(f'  [[environments.targets]]\n  name = "t{i}"\n  [environments.targets.http]\n  urls = ["{u}"]\n'
+                   for i, u in enumerate(urls))
+
+
+def fleet_urls(addrs):
+    """The deployment-meta URL of each nginx loopback address."""
+    return [f"http://{a}:8080/.well-known/deployment-meta.json" for a in addrs]
+
+
 def static_server(directory):
     port = free_port()
     start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)])
@@ -206,11 +217,7 @@ def history():
 repo = "{repo}"
 [[environments]]
 name = "production"
-  [[environments.targets]]
-  name = "web"
-  [environments.targets.http]
-  urls = ["http://127.0.0.1:{port}/.well-known/deployment-meta.json"]
-""")
+{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}""")
     out = subprocess.run([str(BIN), "check", "-c", str(cfg), "-o", "json"], stdout=subprocess.PIPE).stdout
     behind = json.loads(out)["environments"][0]["targets"][0]["instances"][0]["commits_behind"]
     assert behind == n, f"gitstate reported {behind} behind, expected {n}"
@@ -241,11 +248,9 @@ def fanout():
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
         ROWS.append(("fan-out: the server's own limit (wrk -t2 -c64, keep-alive, one host)", f"{float(m.group(1)):,.0f} req/s" if m else "?", "", "", "", ""))
     for n in sizes:
-        urls = [f"http://{a}:8080/.well-known/deployment-meta.json" for a in addrs[:n]]
-        targets = "".join(f'  [[environments.targets]]\n  name = "t{i}"\n  [environments.targets.http]\n  urls = ["{u}"]\n'
-                          for i, u in enumerate(urls))
+        urls = fleet_urls(addrs[:n])
         cfg = write(WORK / f"fanout-{n}/gitstate.toml",
-                    f'[source]\nrepo = "{repo}"\n[[environments]]\nname = "production"\n{targets}[watch]\nconcurrency = 64\n')
+                    f'[source]\nrepo = "{repo}"\n[[environments]]\nname = "production"\n{http_targets(urls)}[watch]\nconcurrency = 64\n')
         curl_cfg = write(WORK / f"fanout-{n}/curl.txt", "".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
         ratio, rss = compare(f"fan-out: {n:,} targets, each its own loopback host",
                              [str(BIN), "check", "-c", str(cfg)],
@@ -280,11 +285,7 @@ grace = "0s"
 max_attempts = 1
 [[environments]]
 name = "production"
-  [[environments.targets]]
-  name = "web"
-  [environments.targets.http]
-  urls = ["http://127.0.0.1:{port}/.well-known/deployment-meta.json"]
-  [environments.remediate]
+{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}  [environments.remediate]
   command = ["{deploy}"]
 [watch]
 interval = "60s"
@@ -317,15 +318,13 @@ listen = "127.0.0.1:{free_port()}"
 def idle(addrs):
     n = 1000
     repo = WORK / "fanout.git"
-    urls = [f"http://{a}:8080/.well-known/deployment-meta.json" for a in addrs[:n]]
-    targets = "".join(f'  [[environments.targets]]\n  name = "t{i}"\n  [environments.targets.http]\n  urls = ["{u}"]\n'
-                      for i, u in enumerate(urls))
+    urls = fleet_urls(addrs[:n])
     secs = 20 if QUICK else 60
     cfg = write(WORK / "idle/gitstate.toml", f"""[source]
 repo = "{repo}"
 [[environments]]
 name = "production"
-{targets}[watch]
+{http_targets(urls)}[watch]
 interval = "10s"
 jitter = "0%"
 listen = "127.0.0.1:{free_port()}"
