@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = EnvironmentSpec {
         name: EnvName::new("example")?,
         reference,
-        targets: vec![TargetSpec { name: "releases".into(), probe }],
+        targets: vec![TargetSpec::new("releases", probe)],
         remediator: None,
         policy: Policy::default(),
     };

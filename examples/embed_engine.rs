@@ -50,10 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = EnvironmentSpec {
         name: EnvName::new("embedded")?,
         reference: reference.clone(),
-        targets: vec![TargetSpec {
-            name: "service".into(),
-            probe: Arc::new(Fixed(ReportedCommit::parse(running)?)),
-        }],
+        targets: vec![TargetSpec::new("service", Arc::new(Fixed(ReportedCommit::parse(running)?)))],
         remediator: Some(Arc::new(PrintDeploy)),
         policy: Policy { grace: Duration::ZERO, settle: Duration::from_secs(60), ..Policy::default() },
     };

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -121,6 +122,14 @@ impl Clients {
     }
 }
 
+/// How far past a built-in probe's own timeout the engine's bound on it lies.
+const PROBE_BOUND_SLACK: Duration = Duration::from_secs(5);
+
+/// Rounds of `slots` requests needed for `n` URLs (at least one).
+fn rounds(n: usize, slots: usize) -> u32 {
+    u32::try_from(n.div_ceil(slots.max(1)).max(1)).unwrap_or(u32::MAX)
+}
+
 /// Engine specs: a probe for each target (sharing `clients`) and the configured remediator.
 pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Result<Vec<EnvironmentSpec>> {
     envs.iter()
@@ -129,14 +138,23 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                 .targets
                 .iter()
                 .map(|t| {
-                    let probe: Arc<dyn ActualStateProbe> = match &t.kind {
-                        TargetKind::Http(h) => Arc::new(
-                            HttpProbe::new(&clients.http, h.clone())
-                                .with_context(|| format!("environment {}, target {}", e.name, t.name))?,
+                    let (probe, bound): (Arc<dyn ActualStateProbe>, Duration) = match &t.kind {
+                        TargetKind::Http(h) => (
+                            Arc::new(
+                                HttpProbe::new(&clients.http, h.clone())
+                                    .with_context(|| format!("environment {}, target {}", e.name, t.name))?,
+                            ),
+                            // Each URL has `timeout` once it holds one of the `concurrency`
+                            // request slots; a target of many URLs takes that many rounds.
+                            h.timeout.saturating_mul(rounds(h.urls.len(), config.watch.concurrency)),
                         ),
-                        TargetKind::Aws(a) => Arc::new(AwsProbe::shared(&clients.aws, a.clone())),
+                        TargetKind::Aws(a) => {
+                            (Arc::new(AwsProbe::shared(&clients.aws, a.clone())), a.timeout)
+                        }
                     };
-                    Ok(TargetSpec { name: t.name.clone(), probe })
+                    // The engine's own bound sits past the probe's, so that the probe's more
+                    // precise error ("timed out after 10s" for one URL) wins when it works.
+                    Ok(TargetSpec::new(t.name.clone(), probe).with_timeout(bound + PROBE_BOUND_SLACK))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(EnvironmentSpec {

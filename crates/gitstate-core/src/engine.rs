@@ -30,6 +30,9 @@ use crate::state::{AlarmKind, EnvState, Undelivered};
 /// Undelivered notifications kept per environment; the oldest are dropped beyond this.
 const MAX_UNDELIVERED: usize = 64;
 
+/// How long the engine waits for a probe when its target says nothing else (SPEC §8).
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One target of an environment and the probe that reads it.
 #[derive(Clone)]
 pub struct TargetSpec {
@@ -37,6 +40,22 @@ pub struct TargetSpec {
     pub name: String,
     /// Its probe.
     pub probe: Arc<dyn ActualStateProbe>,
+    /// The engine's own bound on one `observe` call: a probe that has not answered by then
+    /// makes the target `unreachable` ("no answer within 30s"), and the pass goes on.
+    pub timeout: Duration,
+}
+
+impl TargetSpec {
+    /// A target bounded by [`DEFAULT_PROBE_TIMEOUT`].
+    pub fn new(name: impl Into<String>, probe: Arc<dyn ActualStateProbe>) -> Self {
+        Self { name: name.into(), probe, timeout: DEFAULT_PROBE_TIMEOUT }
+    }
+
+    /// Sets the engine's bound on this target's probe.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 /// One environment as the engine sees it.
@@ -294,7 +313,7 @@ impl Engine {
             for (ti, t) in env.targets.iter().enumerate() {
                 jobs.push(Box::pin(async move {
                     let cx = ProbeContext { environment: &env.name, target: &t.name, expected: commit };
-                    Probed { env: ei, target: ti, result: t.probe.observe(&cx).await }
+                    Probed { env: ei, target: ti, result: bounded_probe(t, &cx).await }
                 }));
             }
         }
@@ -668,6 +687,29 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Runs one probe within its target's timeout, a panic inside it caught: either way the
+/// target is `unreachable` with the reason and the pass goes on.
+async fn bounded_probe(
+    t: &TargetSpec,
+    cx: &ProbeContext<'_>,
+) -> Result<Vec<Reading>, crate::observation::ProbeFailure> {
+    use futures::FutureExt;
+    let observe = std::panic::AssertUnwindSafe(t.probe.observe(cx)).catch_unwind();
+    let deadline = futures_timer::Delay::new(t.timeout);
+    match futures::future::select(Box::pin(observe), deadline).await {
+        futures::future::Either::Left((Ok(result), _)) => result,
+        futures::future::Either::Left((Err(panic), _)) => {
+            let message = crate::panic::message(panic.as_ref());
+            tracing::error!(target_name = %t.name, environment = %cx.environment, panic = %message, "probe panicked");
+            Err(crate::observation::ProbeFailure::unreachable(format!("probe panicked: {message}")))
+        }
+        futures::future::Either::Right(_) => Err(crate::observation::ProbeFailure::unreachable(format!(
+            "no answer within {}",
+            humantime::format_duration(t.timeout)
+        ))),
     }
 }
 

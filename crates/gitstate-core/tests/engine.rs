@@ -171,7 +171,7 @@ fn check_classifies_every_instance_against_history() {
         ("sa", Ok("f".repeat(40))),
         ("af", Err(ProbeFailure::unreachable("connection refused"))),
     ]);
-    let e = env("production", vec![TargetSpec { name: "web".into(), probe }], None, Policy::default());
+    let e = env("production", vec![TargetSpec::new("web", probe)], None, Policy::default());
     let engine = Engine::new(src);
     let out = block_on(engine.run_pass(&[e], &BTreeMap::new(), PassMode::Check, at(0)));
     let rep = &out.report.environments[0];
@@ -218,13 +218,13 @@ fn probes_run_concurrently_up_to_the_limit() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let targets: Vec<TargetSpec> = (0..40)
-        .map(|i| TargetSpec {
-            name: format!("t{i}"),
-            probe: Arc::new(Scripted {
+        .map(|i| {
+            let probe = Arc::new(Scripted {
                 answers: Mutex::new(vec![("x".into(), Ok(c[0].clone()))]),
                 in_flight: in_flight.clone(),
                 peak: peak.clone(),
-            }),
+            });
+            TargetSpec::new(format!("t{i}"), probe)
         })
         .collect();
     let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap())).with_concurrency(7);
@@ -255,12 +255,7 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
         max_attempts: 2,
         ..Policy::default()
     };
-    let e = env(
-        "production",
-        vec![TargetSpec { name: "web".into(), probe: probe.clone() }],
-        Some(deploy.clone()),
-        policy,
-    );
+    let e = env("production", vec![TargetSpec::new("web", probe.clone())], Some(deploy.clone()), policy);
     let engine = Engine::new(src).with_journal(journal.clone()).with_sink(sink.clone());
     let state = std::cell::RefCell::new(BTreeMap::new());
     let pass = |t: i64, dry: bool| {
@@ -353,7 +348,7 @@ fn environments_without_a_remediator_are_observed() {
     let probe = scripted(vec![("x", Ok(c[0].clone()))]);
     let e = env(
         "qa",
-        vec![TargetSpec { name: "web".into(), probe }],
+        vec![TargetSpec::new("web", probe)],
         None,
         Policy { grace: Duration::ZERO, ..Policy::default() },
     );
@@ -385,7 +380,50 @@ fn the_pass_future_is_send_in_generic_callers() {
     r.update_ref("refs/heads/environments/a", &c[0]);
     let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
     let probe = scripted(vec![("x", Ok(c[0].clone()))]);
-    let e = env("a", vec![TargetSpec { name: "t".into(), probe }], None, Policy::default());
+    let e = env("a", vec![TargetSpec::new("t", probe)], None, Policy::default());
     let report = block_on(Runner.go(&engine, vec![e]));
     assert!(report.in_sync);
+}
+
+/// A probe as a careless downstream team might write one.
+struct Broken(&'static str);
+
+#[async_trait]
+impl ActualStateProbe for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
+        match self.0 {
+            "hang" => futures::future::pending().await,
+            _ => panic!("byte index 33 is not a char boundary"),
+        }
+    }
+}
+
+#[test]
+fn a_hung_or_panicking_probe_is_unreachable_and_the_pass_goes_on() {
+    let r = Repo::new();
+    let c = r.commits(1, "c");
+    r.update_ref("refs/heads/environments/a", &c[0]);
+    let good = scripted(vec![("eu", Ok(c[0].clone()))]);
+    let targets = vec![
+        TargetSpec::new("hung", Arc::new(Broken("hang"))).with_timeout(Duration::from_millis(300)),
+        TargetSpec::new("panics", Arc::new(Broken("panic"))),
+        TargetSpec::new("good", good),
+    ];
+    let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
+    let out = block_on(engine.run_pass(
+        &[env("a", targets, None, Policy::default())],
+        &BTreeMap::new(),
+        PassMode::Check,
+        at(0),
+    ));
+    let t = &out.report.environments[0].targets;
+    assert_eq!(t[0].status, Status::Unreachable);
+    assert_eq!(t[0].error.as_deref(), Some("no answer within 300ms"));
+    assert_eq!(t[1].status, Status::Unreachable);
+    assert_eq!(t[1].error.as_deref(), Some("probe panicked: byte index 33 is not a char boundary"));
+    assert_eq!(t[2].status, Status::InSync);
+    assert_eq!(TargetSpec::new("x", Arc::new(Broken("hang"))).timeout, DEFAULT_PROBE_TIMEOUT);
 }

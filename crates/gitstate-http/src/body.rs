@@ -23,7 +23,7 @@ pub fn parse_body(body: &[u8], pointer: Option<&str>) -> Result<ReportedCommit, 
         return ReportedCommit::parse(text)
             .map_err(|e| ProbeFailure::invalid(format!("plain-text body: {e}")).with_actual(text));
     }
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
+    let json: Value = serde_json::from_slice::<Strict>(body).map(|s| s.0).map_err(|e| {
         let what =
             if pointer.is_some() { "body is not JSON" } else { "body is neither JSON nor a plain commit id" };
         ProbeFailure::invalid(format!("{what}: {e}"))
@@ -55,6 +55,69 @@ pub fn parse_body(body: &[u8], pointer: Option<&str>) -> Result<ReportedCommit, 
     }
 }
 
+/// A JSON value that refuses duplicate object keys: `{"sha": A, "sha": B}` is ambiguous
+/// (parsers disagree on which one wins), so it is `invalid`, never a guess.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!("duplicate key {shown:?}")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 fn commit_at(pointer: &str, v: &Value) -> Result<ReportedCommit, ProbeFailure> {
     match v {
         Value::String(s) => ReportedCommit::parse(s)
@@ -78,13 +141,18 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The value as JSON, cut to at most 64 bytes on a character boundary.
 fn short_json(v: &Value) -> String {
-    let s = v.to_string();
+    let mut s = v.to_string();
     if s.len() > 64 {
-        format!("{}…", &s[..s.char_indices().take_while(|(i, _)| *i < 64).count()])
-    } else {
-        s
+        let mut end = 64;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
     }
+    s
 }
 
 /// The body as text when it is only ASCII hex digits around whitespace.

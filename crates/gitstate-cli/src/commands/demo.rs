@@ -50,7 +50,7 @@ pub async fn run() -> anyhow::Result<i32> {
     let env = EnvironmentSpec {
         name: EnvName::new("production")?,
         reference: REF.into(),
-        targets: vec![TargetSpec { name: "web".into(), probe: Arc::new(HttpProbe::new(&clients, target)?) }],
+        targets: vec![TargetSpec::new("web", Arc::new(HttpProbe::new(&clients, target)?))],
         remediator: Some(deploy.clone()),
         policy: Policy {
             grace: Duration::ZERO,
