@@ -113,12 +113,19 @@ pub struct Clients {
     pub http: HttpClients,
     /// One AWS SDK client per region, profile, endpoint and timeout.
     pub aws: AwsClients,
+    /// Cancelled when `watch` gives up waiting for remediations at shutdown: command
+    /// remediators stop their process groups.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Clients {
     /// Clients allowing `concurrency` HTTP requests in flight.
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
-        Ok(Self { http: HttpClients::new(concurrency)?, aws: AwsClients::new() })
+        Ok(Self {
+            http: HttpClients::new(concurrency)?,
+            aws: AwsClients::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        })
     }
 }
 
@@ -164,7 +171,7 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                 remediator: e
                     .remediate
                     .as_ref()
-                    .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http)),
+                    .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop)),
                 policy: e.policy.clone(),
             })
         })

@@ -1,6 +1,7 @@
 //! `gitstate watch`: the closed loop, forever, with `/metrics`, `/healthz`, `/readyz` and
 //! `/status`. SIGINT/SIGTERM stop scheduling, let in-flight work finish (30 s at most,
-//! then kill and record it), persist, and exit 0.
+//! then stop remediations — SIGTERM, SIGKILL 10 s later — and record it), persist, and
+//! exit 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +41,12 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let listen = args.listen.unwrap_or(config.watch.listen);
     let bound = server::start(
         listen,
-        server::Endpoint { metrics: metrics.clone(), store: store.clone(), ready: ready.clone() },
+        server::Endpoint {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            ready: ready.clone(),
+            stall_after: server::stall_window(config.watch.interval),
+        },
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -81,12 +87,17 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         jitter: config.watch.jitter,
         ref_poll: config.watch.ref_poll,
         drain: DRAIN,
+        // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
+        stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
     };
-    let live = Arc::new(Live::new(config, engine, store, source, clients, metrics).await?);
+    let live = Arc::new(Live::new(config, engine, store, source, clients, metrics.clone()).await?);
     let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
     let on_full = {
         let ready = ready.clone();
-        move || ready.store(true, Ordering::SeqCst)
+        move || {
+            ready.store(true, Ordering::SeqCst);
+            metrics.full_pass_completed(jiff::Timestamp::now());
+        }
     };
     schedule::run(live, timing, Jitter::new(seed), fs_rx, shutdown_signal(), on_full).await;
     tracing::info!("stopped; state persisted");

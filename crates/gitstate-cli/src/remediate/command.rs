@@ -1,23 +1,34 @@
 //! The command remediator: runs argv (never through a shell) in the config's directory
 //! with `GITSTATE_ENVIRONMENT`, `GITSTATE_REF`, `GITSTATE_EXPECTED_SHA`, `GITSTATE_ATTEMPT`
 //! and `GITSTATE_DRIFTED`, stdin closed, stdout and stderr interleaved into one pipe of
-//! which the last 8 KiB are kept. Exit 0 means triggered. On timeout the whole process
-//! group gets SIGTERM, then SIGKILL, and the attempt counts as failed.
+//! which the last 8 KiB are kept. Exit 0 means triggered, and whatever the command left
+//! running in the background is left alone. On timeout, or when `watch` shuts down (the
+//! [`CancellationToken`] given at construction), the whole process group gets SIGTERM,
+//! then SIGKILL [`KILL_GRACE`] later, and the attempt counts as failed. The output is read
+//! asynchronously and given up [`OUTPUT_GRACE`] after the command exits, so a background
+//! process holding the pipe never holds gitstate.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use gitstate_core::{RemediationOutcome, RemediationRequest, Remediator};
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Output kept per run.
 pub const TAIL_BYTES: usize = 8 * 1024;
 
-/// Time between SIGTERM and SIGKILL on timeout.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Time between SIGTERM and SIGKILL when a run is stopped (timeout, `watch` shutdown).
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long output is still read once the command has exited: what it left in the
+/// background may hold the pipe open for ever.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs a deploy command.
 #[derive(Debug, Clone)]
@@ -25,13 +36,14 @@ pub struct CommandRemediator {
     argv: Vec<String>,
     cwd: PathBuf,
     timeout: Duration,
+    stop: CancellationToken,
 }
 
 impl CommandRemediator {
     /// `argv[0]` with a `/` in it is taken relative to `cwd` (the config's directory);
-    /// a bare name is looked up on `PATH`.
-    pub fn new(argv: Vec<String>, cwd: PathBuf, timeout: Duration) -> Self {
-        Self { argv, cwd, timeout }
+    /// a bare name is looked up on `PATH`. Cancelling `stop` stops a run in progress.
+    pub fn new(argv: Vec<String>, cwd: PathBuf, timeout: Duration, stop: CancellationToken) -> Self {
+        Self { argv, cwd, timeout, stop }
     }
 
     fn program(&self) -> PathBuf {
@@ -40,30 +52,72 @@ impl CommandRemediator {
     }
 }
 
-/// Keeps the last `cap` bytes written.
-fn tail_of(mut r: impl Read, cap: usize) -> Vec<u8> {
-    let mut keep: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                keep.extend_from_slice(&buf[..n]);
-                if keep.len() > 2 * cap {
-                    keep.drain(..keep.len() - cap);
-                }
-            }
+/// The last `TAIL_BYTES` written.
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > 2 * TAIL_BYTES {
+            self.0.drain(..self.0.len() - TAIL_BYTES);
         }
     }
-    if keep.len() > cap {
-        keep.drain(..keep.len() - cap);
+
+    fn text(mut self) -> Option<String> {
+        if self.0.len() > TAIL_BYTES {
+            self.0.drain(..self.0.len() - TAIL_BYTES);
+        }
+        let s = String::from_utf8_lossy(&self.0);
+        let s = s.trim_start_matches('\u{FFFD}');
+        (!s.is_empty()).then(|| s.to_owned())
     }
-    keep
 }
 
-fn lossy_tail(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    s.trim_start_matches('\u{FFFD}').to_owned()
+/// The output pipe, read as it comes; closed at end of file.
+struct Output {
+    pipe: Option<pipe::Receiver>,
+    tail: Tail,
+    buf: Box<[u8]>,
+}
+
+impl Output {
+    /// Reads once (cancel-safe); at end of file the pipe is closed and this never returns.
+    async fn read(&mut self) {
+        let Some(p) = &mut self.pipe else { return std::future::pending().await };
+        match p.read(&mut self.buf).await {
+            Ok(0) | Err(_) => self.pipe = None,
+            Ok(n) => self.tail.push(&self.buf[..n]),
+        }
+    }
+
+    /// Reads until end of file, for at most `limit`.
+    async fn finish(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.pipe.is_some() {
+                self.read().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Kills the process group if a run is dropped half-way (its task aborted).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pg) = self.0 {
+            let _ = kill_process_group(pg, Signal::KILL);
+        }
+    }
+}
+
+/// Why a run was stopped before it exited.
+#[derive(Clone, Copy)]
+enum Stopped {
+    Timeout,
+    Shutdown,
 }
 
 #[async_trait]
@@ -75,12 +129,9 @@ impl Remediator for CommandRemediator {
     async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
         let fail =
             |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
-        let (reader, writer) = match std::io::pipe() {
+        let pipes = std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w)));
+        let (reader, writer, writer2) = match pipes {
             Ok(p) => p,
-            Err(e) => return fail(format!("cannot create a pipe: {e}")),
-        };
-        let writer2 = match writer.try_clone() {
-            Ok(w) => w,
             Err(e) => return fail(format!("cannot create a pipe: {e}")),
         };
         let drifted: String = req.drifted.iter().map(|(t, i)| format!("{t}\t{i}\n")).collect();
@@ -104,56 +155,93 @@ impl Remediator for CommandRemediator {
             Ok(c) => c,
             Err(e) => return fail(format!("cannot run {}: {e}", self.argv[0])),
         };
-        let pgid = child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw);
-        let output = tokio::task::spawn_blocking(move || tail_of(reader, TAIL_BYTES));
+        let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw));
+        let pipe = pipe::Receiver::from_owned_fd(reader.into()).ok();
+        let mut out = Output { pipe, tail: Tail::default(), buf: vec![0u8; 8192].into_boxed_slice() };
 
-        let (status, timed_out) = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(s) => (s, false),
-            Err(_) => {
-                if let Some(pg) = pgid {
-                    let _ = kill_process_group(pg, Signal::TERM);
-                }
-                let s = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        if let Some(pg) = pgid {
-                            let _ = kill_process_group(pg, Signal::KILL);
-                        }
-                        child.wait().await
+        let deadline = Instant::now() + self.timeout;
+        let ended: Result<std::io::Result<ExitStatus>, Stopped> = loop {
+            tokio::select! {
+                status = child.wait() => break Ok(status),
+                () = out.read() => {}
+                () = tokio::time::sleep_until(deadline) => break Err(Stopped::Timeout),
+                () = self.stop.cancelled() => break Err(Stopped::Shutdown),
+            }
+        };
+        let prog = &self.argv[0];
+        let (status, detail) = match ended {
+            Ok(status) => {
+                // Exit 0 or not, what it left running is its business: no signal.
+                guard.0 = None;
+                out.finish(OUTPUT_GRACE).await;
+                let detail = match &status {
+                    Ok(s) => match s.code() {
+                        Some(c) => format!("{prog} exited {c}"),
+                        None => format!("{prog} was killed by a signal"),
+                    },
+                    Err(e) => format!("waiting for {prog}: {e}"),
+                };
+                (status, detail)
+            }
+            Err(why) => {
+                let killed = stop_group(guard.0, &mut child, &mut out).await;
+                guard.0 = None;
+                out.finish(OUTPUT_GRACE).await;
+                let how = if killed {
+                    format!("its process group got SIGTERM, then SIGKILL {}s later", KILL_GRACE.as_secs())
+                } else {
+                    "its process group got SIGTERM and ended".to_owned()
+                };
+                let detail = match why {
+                    Stopped::Timeout => {
+                        format!(
+                            "{prog} killed after the {} timeout: {how}",
+                            humantime::format_duration(self.timeout)
+                        )
                     }
+                    Stopped::Shutdown => format!("{prog} stopped because watch shut down: {how}"),
                 };
-                (s, true)
-            }
-        };
-        // A survivor holding the pipe open must not hang us: give the reader a moment.
-        if let Some(pg) = pgid {
-            let _ = kill_process_group(pg, Signal::KILL);
-        }
-        let tail = match tokio::time::timeout(KILL_GRACE, output).await {
-            Ok(Ok(bytes)) => lossy_tail(&bytes),
-            _ => String::new(),
-        };
-        let output_tail = (!tail.is_empty()).then_some(tail);
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
                 return RemediationOutcome {
-                    output_tail,
-                    ..fail(format!("waiting for {}: {e}", self.argv[0]))
+                    ok: false,
+                    detail,
+                    exit_code: None,
+                    output_tail: out.tail.text(),
                 };
             }
         };
-        let code = status.code();
-        let detail = if timed_out {
-            format!("{} killed after the {}s timeout", self.argv[0], self.timeout.as_secs())
-        } else {
-            match code {
-                Some(c) => format!("{} exited {c}", self.argv[0]),
-                None => format!("{} was killed by a signal", self.argv[0]),
-            }
-        };
-        RemediationOutcome { ok: !timed_out && status.success(), detail, exit_code: code, output_tail }
+        let output_tail = out.tail.text();
+        match status {
+            Ok(s) => RemediationOutcome { ok: s.success(), detail, exit_code: s.code(), output_tail },
+            Err(_) => RemediationOutcome { ok: false, detail, exit_code: None, output_tail },
+        }
     }
+}
+
+/// SIGTERM to the group; SIGKILL when the child or any other member of the group is still
+/// there [`KILL_GRACE`] later. Reads output meanwhile. True when SIGKILL was needed.
+async fn stop_group(group: Option<Pid>, child: &mut tokio::process::Child, out: &mut Output) -> bool {
+    let Some(pg) = group else {
+        let _ = child.kill().await;
+        return true;
+    };
+    let _ = kill_process_group(pg, Signal::TERM);
+    let deadline = Instant::now() + KILL_GRACE;
+    let mut reaped = false;
+    loop {
+        // The child is reaped first (a zombie still counts as a member of the group).
+        if reaped && test_kill_process_group(pg).is_err() {
+            return false;
+        }
+        tokio::select! {
+            _ = child.wait(), if !reaped => reaped = true,
+            () = out.read() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)), if reaped => {}
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let _ = kill_process_group(pg, Signal::KILL);
+    let _ = child.wait().await;
+    true
 }
 
 #[cfg(test)]
@@ -172,7 +260,12 @@ mod tests {
     }
 
     fn sh(script: &str, timeout: Duration) -> CommandRemediator {
-        CommandRemediator::new(vec!["sh".into(), "-c".into(), script.into()], std::env::temp_dir(), timeout)
+        CommandRemediator::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            std::env::temp_dir(),
+            timeout,
+            CancellationToken::new(),
+        )
     }
 
     #[tokio::test]
@@ -222,21 +315,91 @@ mod tests {
         let start = std::time::Instant::now();
         let r = sh(&script, Duration::from_millis(500)).remediate(&req()).await;
         assert!(!r.ok);
-        assert!(r.detail.contains("killed after"), "{}", r.detail);
+        assert_eq!(r.detail, "sh killed after the 500ms timeout: its process group got SIGTERM and ended");
         assert!(start.elapsed() < Duration::from_secs(30));
         assert!(r.output_tail.unwrap_or_default().contains("started"));
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         // The grandchild (same process group) got the signal too: it is gone (or a zombie
         // waiting for init) once the kernel has delivered it.
-        let alive = || {
-            std::path::Path::new(&format!("/proc/{pid}")).exists()
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
-        };
+        gone_soon(pid).await;
+    }
+
+    /// Whether `pid` runs (a zombie waiting for init does not).
+    fn alive(pid: i32) -> bool {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    }
+
+    async fn gone_soon(pid: i32) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive() && std::time::Instant::now() < deadline {
+        while alive(pid) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(!alive(), "grandchild {pid} survived");
+        assert!(!alive(pid), "process {pid} survived");
+    }
+
+    fn pid_in(file: &std::path::Path) -> i32 {
+        std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn after_exit_0_background_work_is_left_alone_and_its_pipe_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (same, own) = (dir.path().join("same.pid"), dir.path().join("own.pid"));
+        // One background process in the command's group, one in a session of its own;
+        // both keep the output pipe open for ten minutes.
+        let script = format!(
+            "sleep 600 & echo $! > {}; setsid sh -c 'echo $$ > {}; exec sleep 600' & sleep 0.2; echo deployed; exit 0",
+            same.display(),
+            own.display()
+        );
+        let start = std::time::Instant::now();
+        let r = sh(&script, Duration::from_secs(60)).remediate(&req()).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.detail, "sh exited 0");
+        assert!(r.output_tail.unwrap_or_default().contains("deployed"));
+        assert!(start.elapsed() < Duration::from_secs(30), "returned while the pipe is still open");
+        for f in [&same, &own] {
+            let pid = pid_in(f);
+            assert!(alive(pid), "background process {pid} was killed after exit 0");
+            let _ = rustix::process::kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_that_ignores_sigterm_gets_sigkill_and_the_detail_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!("trap '' TERM; sleep 600 & echo $! > {}; wait; wait", pidfile.display());
+        let r = sh(&script, Duration::from_millis(300)).remediate(&req()).await;
+        assert!(!r.ok);
+        assert_eq!(
+            r.detail,
+            "sh killed after the 300ms timeout: its process group got SIGTERM, then SIGKILL 10s later"
+        );
+        gone_soon(pid_in(&pidfile)).await;
+    }
+
+    #[tokio::test]
+    async fn watch_shutting_down_stops_the_group_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let stop = CancellationToken::new();
+        let r = CommandRemediator::new(
+            vec!["sh".into(), "-c".into(), format!("sleep 600 & echo $! > {}; wait", pidfile.display())],
+            std::env::temp_dir(),
+            Duration::from_secs(600),
+            stop.clone(),
+        );
+        let run = tokio::spawn(async move { r.remediate(&req()).await });
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let r = run.await.unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.detail, "sh stopped because watch shut down: its process group got SIGTERM and ended");
+        gone_soon(pid_in(&pidfile)).await;
     }
 
     #[tokio::test]
@@ -245,6 +408,7 @@ mod tests {
             vec!["./no-such-deploy.sh".into()],
             std::env::temp_dir(),
             Duration::from_secs(5),
+            CancellationToken::new(),
         )
         .remediate(&req())
         .await;

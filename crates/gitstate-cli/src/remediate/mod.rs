@@ -8,15 +8,22 @@ use std::sync::Arc;
 
 use gitstate_core::{AlarmSink, Remediator};
 use gitstate_http::{AlertmanagerSink, HttpClients, WebhookRemediator, WebhookSink};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{AlertsConfig, RemediateConfig};
 pub use command::CommandRemediator;
 
-/// The remediator a `[remediate]` table describes; commands run in `config_dir`.
-pub fn remediator(cfg: &RemediateConfig, config_dir: &Path, clients: &HttpClients) -> Arc<dyn Remediator> {
+/// The remediator a `[remediate]` table describes; commands run in `config_dir` and are
+/// stopped when `stop` is cancelled.
+pub fn remediator(
+    cfg: &RemediateConfig,
+    config_dir: &Path,
+    clients: &HttpClients,
+    stop: &CancellationToken,
+) -> Arc<dyn Remediator> {
     match cfg {
         RemediateConfig::Command { argv, timeout } => {
-            Arc::new(CommandRemediator::new(argv.clone(), config_dir.to_path_buf(), *timeout))
+            Arc::new(CommandRemediator::new(argv.clone(), config_dir.to_path_buf(), *timeout, stop.clone()))
         }
         RemediateConfig::Webhook { url, headers, body, timeout } => {
             Arc::new(WebhookRemediator::new(clients, url.clone(), headers.clone(), body.clone(), *timeout))

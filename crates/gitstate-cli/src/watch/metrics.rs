@@ -71,6 +71,13 @@ pub struct Metrics {
     lag: HistogramFamily<Env>,
     notifications: Family<SinkOutcome, Counter>,
     expected_change: Family<Env, Gauge<f64, AtomicU64>>,
+    last_full_pass: Gauge<f64, AtomicU64>,
+    /// When these metrics were made (Unix seconds): the liveness clock before any pass.
+    started: f64,
+}
+
+fn unix_seconds(t: jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
 }
 
 fn seconds_buckets() -> Histogram {
@@ -102,6 +109,8 @@ impl Metrics {
             lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
             notifications: Family::default(),
             expected_change: Family::default(),
+            last_full_pass: Gauge::default(),
+            started: unix_seconds(jiff::Timestamp::now()),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,6 +158,11 @@ impl Metrics {
             "expected_commit_change_timestamp_seconds",
             "When the environment's expected commit was last seen to change (Unix time)",
             m.expected_change.clone(),
+        );
+        registry.register(
+            "last_pass_completed_timestamp_seconds",
+            "When the last full pass completed (Unix time); /healthz fails when it is too old",
+            m.last_full_pass.clone(),
         );
         let build = Family::<Version, Gauge>::default();
         build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -217,6 +231,24 @@ impl Metrics {
         }
     }
 
+    /// A full pass completed at `at`.
+    pub fn full_pass_completed(&self, at: jiff::Timestamp) {
+        self.last_full_pass.set(unix_seconds(at));
+    }
+
+    /// A pass panicked: counted as an error.
+    pub fn pass_panicked(&self) {
+        self.passes.get_or_create(&PassResult { result: "error".into() }).inc();
+    }
+
+    /// Whether no full pass completed within `window` before `now` (counting from start
+    /// until the first one completes).
+    pub fn stalled(&self, now: jiff::Timestamp, window: Duration) -> bool {
+        let last = self.last_full_pass.get();
+        let since = if last > 0.0 { last } else { self.started };
+        unix_seconds(now) - since > window.as_secs_f64()
+    }
+
     /// Records a remediation's outcome.
     pub fn remediation(&self, environment: &str, ok: bool) {
         let outcome = if ok { "ok" } else { "failed" };
@@ -231,5 +263,26 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_when_no_full_pass_completed_within_the_window() {
+        let m = Metrics::new();
+        let start = jiff::Timestamp::from_millisecond((m.started * 1000.0) as i64).unwrap();
+        let at = |s: i64| start + jiff::SignedDuration::from_secs(s);
+        let window = crate::watch::server::stall_window(Duration::from_secs(60));
+        assert_eq!(window, Duration::from_secs(300), "at least 5 minutes");
+        assert!(!m.stalled(at(299), window), "counting from start before the first pass");
+        assert!(m.stalled(at(301), window));
+        m.full_pass_completed(at(400));
+        assert!(!m.stalled(at(650), window));
+        assert!(m.stalled(at(701), window));
+        assert!(m.encode().contains("gitstate_last_pass_completed_timestamp_seconds "));
+        assert_eq!(crate::watch::server::stall_window(Duration::from_secs(600)), Duration::from_secs(1800));
     }
 }

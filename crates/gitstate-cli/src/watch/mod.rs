@@ -182,6 +182,16 @@ impl Driver for Live {
         tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
     }
 
+    fn pass_panicked(&self, envs: &[EnvName], message: &str) {
+        let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
+        tracing::error!(environments = ?names, panic = %message, "a pass panicked; the next one runs as scheduled");
+        self.metrics.pass_panicked();
+    }
+
+    fn stop_remediations(&self) {
+        self.clients.stop.cancel();
+    }
+
     async fn abandoned(&self, env: EnvName) {
         let Some(req) = lock(&self.deferred).remove(&env) else { return };
         self.metrics.remediation(env.as_str(), false);
@@ -193,7 +203,8 @@ impl Driver for Live {
                 attempt: req.attempt,
                 ok: false,
                 exit_code: None,
-                detail: "killed: watch shut down before the remediation finished".into(),
+                detail: "abandoned: watch shut down and the remediation did not end after being stopped"
+                    .into(),
                 output_tail: None,
             },
         };

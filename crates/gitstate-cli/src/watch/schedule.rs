@@ -2,13 +2,19 @@
 //! ± jitter, a ref poll every `ref_poll` (or at once on a file-system event), a pass of an
 //! environment as soon as its ref moves, a pass when a decision's requeue time comes, at
 //! most one pass or remediation in flight per environment, and a bounded drain on
-//! shutdown. Entry: [`run`] over a [`Driver`]; tested with tokio's paused clock.
+//! shutdown. Nothing a driver does can stall the loop: a ref poll runs as a task of its
+//! own (a hung one only delays the next poll), and a pass or remediation that panics is
+//! caught, reported to the driver, and frees its environments. Entry: [`run`] over a
+//! [`Driver`]; tested with tokio's paused clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
+use futures::FutureExt;
 use gitstate_core::EnvName;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,7 +41,13 @@ pub trait Driver: Send + Sync + 'static {
     async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone;
     /// Runs the remediation the last pass of `env` decided.
     async fn remediate(&self, env: EnvName);
-    /// Shutdown took too long: `env`'s remediation was abandoned.
+    /// A pass over `envs` panicked with `message` (its environments are free again).
+    fn pass_panicked(&self, envs: &[EnvName], message: &str);
+    /// The drain limit passed with remediations still running: stop them now (their
+    /// process groups get SIGTERM, then SIGKILL); each still reports how it ended.
+    fn stop_remediations(&self);
+    /// Shutdown took too long even after [`Driver::stop_remediations`]: `env`'s
+    /// remediation was abandoned.
     async fn abandoned(&self, env: EnvName);
 }
 
@@ -50,6 +62,8 @@ pub struct Timing {
     pub ref_poll: Duration,
     /// How long shutdown waits for work in flight.
     pub drain: Duration,
+    /// How long stopped remediations get to report how they ended after the drain.
+    pub stop_grace: Duration,
 }
 
 /// A small deterministic generator for jitter (no global randomness in libraries; the
@@ -75,7 +89,8 @@ impl Jitter {
 }
 
 enum Done {
-    Pass(Vec<EnvName>, PassDone, bool),
+    /// A pass; `None` when it panicked.
+    Pass(Vec<EnvName>, Option<PassDone>, bool),
     Remediation(EnvName),
 }
 
@@ -97,6 +112,10 @@ pub async fn run<D: Driver>(
     let mut next_full = Instant::now();
     let mut next_poll = Instant::now() + timing.ref_poll;
     let mut remediating: BTreeSet<EnvName> = BTreeSet::new();
+    // At most one ref poll at a time, never awaited inline: aborted at shutdown.
+    let mut polls: JoinSet<Vec<EnvName>> = JoinSet::new();
+    // A file-system event that came while a poll was running asks for another at once.
+    let mut poll_again = false;
     tokio::pin!(shutdown);
 
     loop {
@@ -112,14 +131,19 @@ pub async fn run<D: Driver>(
                 wanted_full = false;
                 let d = driver.clone();
                 tasks.spawn(async move {
-                    let done = d.pass(ready.clone(), full).await;
-                    Done::Pass(ready, done, full)
+                    match AssertUnwindSafe(d.pass(ready.clone(), full)).catch_unwind().await {
+                        Ok(done) => Done::Pass(ready, Some(done), full),
+                        Err(panic) => {
+                            d.pass_panicked(&ready, &gitstate_core::panic::message(panic.as_ref()));
+                            Done::Pass(ready, None, full)
+                        }
+                    }
                 });
             }
         }
         let next_due = due.keys().next().copied();
-        let wake =
-            [Some(next_full), Some(next_poll), next_due].into_iter().flatten().min().unwrap_or(next_full);
+        let poll_at = polls.is_empty().then_some(next_poll);
+        let wake = [Some(next_full), poll_at, next_due].into_iter().flatten().min().unwrap_or(next_full);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -129,6 +153,7 @@ pub async fn run<D: Driver>(
                         for e in &envs {
                             busy.remove(e);
                         }
+                        let Some(done) = done else { continue };
                         for (e, after) in done.requeue {
                             due.entry(Instant::now() + after).or_default().insert(e);
                         }
@@ -137,7 +162,10 @@ pub async fn run<D: Driver>(
                             remediating.insert(e.clone());
                             let d = driver.clone();
                             tasks.spawn(async move {
-                                d.remediate(e.clone()).await;
+                                if let Err(panic) = AssertUnwindSafe(d.remediate(e.clone())).catch_unwind().await {
+                                    let message = gitstate_core::panic::message(panic.as_ref());
+                                    tracing::error!(environment = %e, panic = %message, "remediation task panicked");
+                                }
                                 Done::Remediation(e)
                             });
                         }
@@ -152,8 +180,16 @@ pub async fn run<D: Driver>(
                     Err(e) => tracing::error!(error = %e, "a watch task failed"),
                 }
             }
+            Some(polled) = polls.join_next(), if !polls.is_empty() => {
+                match polled {
+                    Ok(changed) => wanted.extend(changed),
+                    Err(e) => tracing::error!(error = %e, "ref poll failed"),
+                }
+                next_poll = if std::mem::take(&mut poll_again) { Instant::now() } else { Instant::now() + timing.ref_poll };
+            }
             Some(()) = fs_events.recv() => {
                 next_poll = Instant::now();
+                poll_again = !polls.is_empty();
             }
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
@@ -162,9 +198,9 @@ pub async fn run<D: Driver>(
                     wanted_full = true;
                     next_full = now + jitter.apply(timing.interval, timing.jitter);
                 }
-                if now >= next_poll {
-                    wanted.extend(driver.poll().await);
-                    next_poll = Instant::now() + timing.ref_poll;
+                if now >= next_poll && polls.is_empty() {
+                    let d = driver.clone();
+                    polls.spawn(async move { d.poll().await });
                 }
                 while let Some(entry) = due.first_entry() {
                     if *entry.key() > now {
@@ -176,22 +212,35 @@ pub async fn run<D: Driver>(
         }
     }
 
-    // Drain: no new work; let what runs finish, within the limit.
-    let drained = tokio::time::timeout(timing.drain, async {
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(Done::Remediation(e)) = joined {
-                remediating.remove(&e);
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
+    // Drain: no new work; let what runs finish, within the limit; then stop remediations
+    // (they report how they ended) and give them `stop_grace` to do so.
+    polls.abort_all();
+    let mut drained = drain(&mut tasks, &mut remediating, timing.drain).await;
+    if !drained && !remediating.is_empty() {
+        tracing::warn!(count = remediating.len(), "shutdown: stopping remediations still running");
+        driver.stop_remediations();
+        drained = drain(&mut tasks, &mut remediating, timing.stop_grace).await;
+    }
+    if !drained {
         tasks.abort_all();
         for e in remediating {
             tracing::error!(environment = %e, "shutdown: remediation still running after the drain limit; killed");
             driver.abandoned(e).await;
         }
     }
+}
+
+/// Waits up to `limit` for every task; false when some are still running.
+async fn drain(tasks: &mut JoinSet<Done>, remediating: &mut BTreeSet<EnvName>, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Done::Remediation(e)) = joined {
+                remediating.remove(&e);
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -206,6 +255,11 @@ mod tests {
         moved: Mutex<Vec<EnvName>>,
         remediate_next: Mutex<Vec<EnvName>>,
         remediation_time: Duration,
+        /// Passes that panic, counted down.
+        panics: Mutex<u32>,
+        /// Polls that never return, counted down.
+        hung_polls: Mutex<u32>,
+        stopped: std::sync::atomic::AtomicBool,
     }
 
     impl Fake {
@@ -226,6 +280,16 @@ mod tests {
     #[async_trait]
     impl Driver for Fake {
         async fn poll(&self) -> Vec<EnvName> {
+            let hang = {
+                let mut h = self.hung_polls.lock().unwrap();
+                let hang = *h > 0;
+                *h = h.saturating_sub(1);
+                hang
+            };
+            if hang {
+                self.note("poll hangs".into());
+                std::future::pending::<()>().await;
+            }
             std::mem::take(&mut *self.moved.lock().unwrap())
         }
         fn environments(&self) -> Vec<EnvName> {
@@ -235,14 +299,42 @@ mod tests {
             let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
             self.note(format!("pass {}{}", names.join(","), if full { " full" } else { "" }));
             tokio::time::sleep(Duration::from_millis(100)).await;
+            let panic = {
+                let mut p = self.panics.lock().unwrap();
+                let panic = *p > 0;
+                *p = p.saturating_sub(1);
+                panic
+            };
+            if panic {
+                panic!("a bug in a pass");
+            }
             let rem = std::mem::take(&mut *self.remediate_next.lock().unwrap());
             let requeue = rem.iter().map(|e| (e.clone(), Duration::from_secs(5))).collect();
             PassDone { requeue, remediations: rem }
         }
         async fn remediate(&self, env: EnvName) {
             self.note(format!("remediate {env}"));
-            tokio::time::sleep(self.remediation_time).await;
-            self.note(format!("remediated {env}"));
+            let stopped = async {
+                while !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(self.remediation_time) => self.note(format!("remediated {env}")),
+                () = stopped => {
+                    // As a process group does: it takes a moment to go after SIGTERM.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    self.note(format!("stopped {env}"));
+                }
+            }
+        }
+        fn pass_panicked(&self, envs: &[EnvName], message: &str) {
+            let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
+            self.note(format!("panicked {}: {message}", names.join(",")));
+        }
+        fn stop_remediations(&self) {
+            self.note("stop remediations".into());
+            self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         async fn abandoned(&self, env: EnvName) {
             self.note(format!("abandoned {env}"));
@@ -255,6 +347,7 @@ mod tests {
             jitter: 0.0,
             ref_poll: Duration::from_secs(1),
             drain: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(15),
         }
     }
 
@@ -320,7 +413,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutdown_drains_then_abandons() {
+    async fn shutdown_drains_then_stops_remediations() {
         let fake = Arc::new(Fake { remediation_time: Duration::from_secs(3600), ..Fake::default() });
         fake.t();
         fake.remediate_next.lock().unwrap().push(n("b"));
@@ -328,7 +421,51 @@ mod tests {
         let stop = tokio::time::sleep(Duration::from_secs(1));
         run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
         let log = fake.log.lock().unwrap().clone();
-        assert_eq!(log.last().unwrap(), &(31_000, "abandoned b".to_owned()), "{log:?}");
+        assert!(log.contains(&(31_000, "stop remediations".to_owned())), "{log:?}");
+        // The remediation reported how it ended; nothing had to be abandoned.
+        assert!(log.iter().any(|(t, s)| s == "stopped b" && (33_000..33_100).contains(t)), "{log:?}");
+        assert!(!log.iter().any(|(_, s)| s.starts_with("abandoned")), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_that_panics_frees_its_environments_and_the_loop_goes_on() {
+        let fake = Arc::new(Fake { panics: Mutex::new(1), ..Fake::default() });
+        fake.t();
+        let (_tx, rx) = mpsc::channel(1);
+        let f = fake.clone();
+        let stop = async move {
+            tokio::time::sleep(Duration::from_millis(5_500)).await;
+            f.moved.lock().unwrap().push(n("a"));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        };
+        let full_passes = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = full_passes.clone();
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await;
+        let log = fake.log.lock().unwrap().clone();
+        assert_eq!(log[1], (100, "panicked a,b: a bug in a pass".into()), "{log:?}");
+        // a is not left busy: its moved ref is passed at once, and the next full pass runs.
+        assert!(log.contains(&(6_000, "pass a".into())), "{log:?}");
+        assert!(log.contains(&(60_000, "pass a,b full".into())), "{log:?}");
+        // The panicked full pass did not count as completed (liveness), the next one did.
+        assert_eq!(full_passes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_ref_poll_delays_nothing_else_and_shutdown_still_ends() {
+        let fake = Arc::new(Fake { hung_polls: Mutex::new(u32::MAX), ..Fake::default() });
+        fake.t();
+        let (_tx, rx) = mpsc::channel(1);
+        let stop = tokio::time::sleep(Duration::from_secs(200));
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        // One poll, hung for good; full passes keep their interval; run() returned.
+        assert_eq!(log.iter().filter(|(_, s)| s == "poll hangs").count(), 1, "{log:?}");
+        for t in [0, 60_000, 120_000, 180_000] {
+            assert!(log.contains(&(t, "pass a,b full".into())), "{log:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::metrics::Metrics;
 use crate::serve::{Response, serve};
@@ -18,6 +19,14 @@ pub struct Endpoint {
     pub store: Arc<StateStore>,
     /// Set after the first full pass.
     pub ready: Arc<AtomicBool>,
+    /// `/healthz` fails when no full pass completed within this long (SPEC §7: max(3 ×
+    /// interval, 5 min)).
+    pub stall_after: Duration,
+}
+
+/// How long `watch` may go without completing a full pass before `/healthz` fails.
+pub fn stall_window(interval: Duration) -> Duration {
+    (interval.saturating_mul(3)).max(Duration::from_secs(300))
 }
 
 /// Binds `addr` (errors here are startup errors) and serves in the background.
@@ -41,6 +50,14 @@ impl Endpoint {
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode(),
+            ),
+            "/healthz" if self.metrics.stalled(jiff::Timestamp::now(), self.stall_after) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!(
+                    "stalled: no full pass completed in the last {}\n",
+                    humantime::format_duration(self.stall_after)
+                ),
             ),
             "/healthz" => ("200 OK", TEXT, "ok\n".into()),
             "/readyz" if self.ready.load(Ordering::SeqCst) => ("200 OK", TEXT, "ready\n".into()),
