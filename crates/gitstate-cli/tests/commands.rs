@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::process::Command;
 
 fn repo_with_env() -> (Repo, Vec<String>) {
     let repo = Repo::new();
@@ -52,6 +53,13 @@ fn bad_values_are_located_too() {
         ),
         ("[[environments]]\nname = \"x\"\n  [[environments.targets]]\n  name = \"t\"\n", 4, "exactly one of"),
         ("[watch]\nlisten = \"everywhere\"\n", 2, "not an address"),
+        // Would overflow `Instant + timeout` (a panic) if let through.
+        (
+            "[[environments]]\nname = \"x\"\n  [[environments.targets]]\n  name = \"t\"\n  [environments.targets.http]\n  urls = [\"http://h/x\"]\n  timeout = \"300000000000y\"\n",
+            7,
+            "longer than 10 years",
+        ),
+        ("[policy]\nsettle = \"11y\"\n", 2, "duration \"11y\" is longer than 10 years"),
     ];
     for (body, line, needle) in cases {
         let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{body}{ENV}"));
@@ -239,11 +247,25 @@ fn stamp_writes_deployment_meta() {
     let out = repo.path().join("public/.well-known");
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join("deployment-meta.json");
-    let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).arg("-o").arg(&file));
+    let stamp = |umask: &str| {
+        run(Command::new("sh")
+            .args(["-c", "umask $3 && exec \"$0\" stamp --repo \"$1\" -o \"$2\""])
+            .arg(env!("CARGO_BIN_EXE_gitstate"))
+            .arg(repo.path())
+            .arg(&file)
+            .arg(umask))
+    };
+    let r = stamp("022");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(written["sha"], c[2]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "no temporary file left behind");
+    // Written for a web server running as another user to serve: 0644 less the umask.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
+    let r = stamp("027");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640, "the umask applies");
 
     let r = run(gitstate().args(["stamp", "--repo"]).arg(repo.path()).args(["--rev", "no-such-rev"]));
     assert_eq!(r.code, 2);

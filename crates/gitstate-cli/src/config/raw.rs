@@ -9,18 +9,24 @@ use gitstate_http::{FollowRedirects, WebhookFormat};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-/// A humantime duration such as `"5m"` or `"1h30m"`.
+/// A humantime duration such as `"5m"` or `"1h30m"`, at most [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
+
+/// The longest duration a configuration may give (10 years): anything longer is a typo,
+/// and would overflow the clock arithmetic it feeds (`Instant + timeout`).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
+        match humantime::parse_duration(&s) {
+            Ok(d) if d <= MAX_DURATION => Ok(Dur(d)),
+            Ok(_) => Err(serde::de::Error::custom(format!("duration {s:?} is longer than 10 years"))),
+            Err(e) => Err(serde::de::Error::custom(format!(
                 "invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\""
-            ))
-        })
+            ))),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -77,6 +78,7 @@ impl StateStore {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         match file.try_lock() {
@@ -154,7 +156,8 @@ impl StateStore {
                 buf.push(b'\n');
             }
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let mut f =
+            OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io(&path))?;
         f.write_all(&buf).map_err(io(&path))?;
         f.sync_data().map_err(io(&path))
     }
@@ -209,5 +212,18 @@ mod tests {
         let st = EnvState { consecutive_probe_failures: 2, ..EnvState::default() };
         store.save(&[(name.clone(), st.clone())]).unwrap();
         assert_eq!(StateStore::read(dir.path()).unwrap().environments[&name], st);
+        // State may name internal hosts and hold undelivered alarms: its owner's only.
+        let at = jiff::Timestamp::now();
+        let kind = gitstate_core::EventKind::DriftDetected {
+            expected: gitstate_core::CommitId::parse(&"a".repeat(40)).unwrap(),
+            status: gitstate_core::Status::Behind,
+        };
+        store.append(&[gitstate_core::Event { at, environment: name, kind }]).unwrap();
+        let _lock = StateStore::lock(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["state.json", "events.jsonl", "lock"] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
     }
 }
