@@ -1,19 +1,40 @@
-//! A minimal HTTP/1.1 responder for the little gitstate serves itself (the `watch`
-//! endpoint, the demo's target): GET-style requests, a bounded request head, bounded time,
-//! one response per connection. Entry: [`serve`].
+//! The little HTTP gitstate serves itself (the `watch` endpoint, the demo's target), on
+//! hyper: HTTP/1.1, GET-style requests answered by a plain function. What a hostile or
+//! broken client can do is bounded: at most [`MAX_CONNECTIONS`] at a time (more wait in
+//! the kernel's backlog), a request head of at most 16 KiB that must arrive within
+//! [`HEAD_TIMEOUT`], a connection closed after [`CONNECTION_TIMEOUT`] however it
+//! behaves, and an `accept` that fails (no file descriptors left) backs off instead of
+//! spinning. Entry: [`serve`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+pub use hyper::StatusCode;
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay open, kept alive or not.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after a failed `accept` (file descriptors exhausted, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What to answer.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// Status line after the version, e.g. `200 OK`.
-    pub status: &'static str,
+    /// The status.
+    pub status: StatusCode,
     /// The `Content-Type`.
     pub content_type: &'static str,
     /// The body.
@@ -29,39 +50,34 @@ where
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                    let mut buf = vec![0u8; 8192];
-                    let mut seen = 0;
-                    while seen < buf.len() {
-                        let n = stream.read(&mut buf[seen..]).await.ok()?;
-                        if n == 0 {
-                            return None;
-                        }
-                        seen += n;
-                        if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..seen]);
-                    let mut parts = head.split_whitespace();
-                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                    let r = handler(method, path);
-                    let head = format!(
-                        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        r.status,
-                        r.content_type,
-                        r.body.len()
-                    );
-                    stream.write_all(head.as_bytes()).await.ok()?;
-                    stream.write_all(r.body.as_bytes()).await.ok()?;
-                    stream.shutdown().await.ok()
-                })
-                .await;
+                let _slot = slot;
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let r = handler(req.method().as_str(), req.uri().path());
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from(r.body)));
+                    *resp.status_mut() = r.status;
+                    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+                    std::future::ready(Ok::<_, Infallible>(resp))
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .max_buf_size(16 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             });
         }
     });

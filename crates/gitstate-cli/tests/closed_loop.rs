@@ -387,7 +387,7 @@ fn metrics(w: &Watching) -> String {
 }
 
 /// Every metric family of SPEC §7, as OpenMetrics names them (counters without `_total`).
-const METRIC_FAMILIES: [&str; 11] = [
+const METRIC_FAMILIES: [&str; 12] = [
     "gitstate_environment_in_sync",
     "gitstate_instances",
     "gitstate_reconcile_passes",
@@ -399,6 +399,7 @@ const METRIC_FAMILIES: [&str; 11] = [
     "gitstate_notifications",
     "gitstate_expected_commit_change_timestamp_seconds",
     "gitstate_build_info",
+    "gitstate_last_pass_completed_timestamp_seconds",
 ];
 
 /// examples/prometheus: the rules parse, pass their promtool unit tests, and name only
@@ -557,4 +558,42 @@ fn watch_picks_up_a_newly_discovered_environment() {
     let names: Vec<&str> =
         st["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["first", "pr-42"]);
+}
+
+/// CPU time (user + system, in clock ticks of 10 ms) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_listener_backs_off_when_out_of_file_descriptors_and_recovers() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let cfg = l.config("grace = \"0s\"", "[watch]\ninterval = \"1h\"\nref_poll = \"10m\"");
+    let w = watch(&cfg);
+    let pid = w.child.id();
+    // Leave the process three file descriptors, then connect more clients than that.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let limit = rustix::process::Rlimit { current: Some(open + 3), maximum: Some(open + 3) };
+    rustix::process::prlimit(
+        rustix::process::Pid::from_raw(pid as i32),
+        rustix::process::Resource::Nofile,
+        limit,
+    )
+    .unwrap();
+    let clients: Vec<std::net::TcpStream> =
+        (0..12).map(|_| std::net::TcpStream::connect(("127.0.0.1", w.port)).unwrap()).collect();
+    // accept(2) now fails with EMFILE: a loop that retries at once burns a core.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 100, "watch used {used} ticks of CPU in 3 s with accept failing: it spins");
+    drop(clients);
+    wait_for(Duration::from_secs(30), "the listener to serve again", || {
+        matches!(http_get(w.port, "/healthz"), Ok((200, _)))
+    });
 }

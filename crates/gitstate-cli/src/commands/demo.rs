@@ -277,7 +277,7 @@ async fn serve(served: Arc<Mutex<String>>) -> anyhow::Result<u16> {
         let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let built_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         crate::serve::Response {
-            status: "200 OK",
+            status: crate::serve::StatusCode::OK,
             content_type: "application/json",
             body: format!(
                 "{{\"schema\":1,\"sha\":\"{sha}\",\"ref\":\"{REF}\",\"environment\":\"production\",\"built_at\":\"{built_at}\"}}"

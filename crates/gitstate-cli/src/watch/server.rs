@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use crate::serve::{Response, serve};
+use crate::serve::{Response, StatusCode, serve};
 use crate::state::StateStore;
 
 /// What the endpoint serves from.
@@ -40,33 +40,35 @@ impl Endpoint {
         Response { status, content_type, body }
     }
 
-    fn route(&self, method: &str, path: &str) -> (&'static str, &'static str, String) {
+    fn route(&self, method: &str, path: &str) -> (StatusCode, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
         if method != "GET" {
-            return ("405 Method Not Allowed", TEXT, "GET only\n".into());
+            return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n".into());
         }
-        match path.split('?').next().unwrap_or("") {
+        match path {
             "/metrics" => (
-                "200 OK",
+                StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode(),
             ),
             "/healthz" if self.metrics.stalled(jiff::Timestamp::now(), self.stall_after) => (
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
                 format!(
                     "stalled: no full pass completed in the last {}\n",
                     humantime::format_duration(self.stall_after)
                 ),
             ),
-            "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-            "/readyz" if self.ready.load(Ordering::SeqCst) => ("200 OK", TEXT, "ready\n".into()),
-            "/readyz" => ("503 Service Unavailable", TEXT, "waiting for the first full pass\n".into()),
+            "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
+            "/readyz" if self.ready.load(Ordering::SeqCst) => (StatusCode::OK, TEXT, "ready\n".into()),
+            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "waiting for the first full pass\n".into()),
             "/status" => {
                 let doc = crate::commands::status::report(&self.store.environments());
-                ("200 OK", "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
+                (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
-            _ => ("404 Not Found", TEXT, "not found: try /metrics, /healthz, /readyz, /status\n".into()),
+            _ => {
+                (StatusCode::NOT_FOUND, TEXT, "not found: try /metrics, /healthz, /readyz, /status\n".into())
+            }
         }
     }
 }
