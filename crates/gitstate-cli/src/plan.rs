@@ -33,6 +33,7 @@ pub fn source(config: &Config) -> anyhow::Result<GitSource> {
             } else {
                 RemoteRepo::new(url)?
             };
+            let remote = remote.with_timeout(config.source.timeout);
             Ok(GitSource::from_remote(match ssh_command() {
                 Some(command) => remote.with_ssh_command(command),
                 None => remote,

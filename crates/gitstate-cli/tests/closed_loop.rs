@@ -597,3 +597,38 @@ fn the_listener_backs_off_when_out_of_file_descriptors_and_recovers() {
         matches!(http_get(w.port, "/healthz"), Ok((200, _)))
     });
 }
+
+#[test]
+fn a_trickling_git_source_holds_neither_watch_nor_sigterm() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let port = gitstate_testkit::trickling_git_server();
+    let cfg = write_config(
+        l.path(),
+        &format!(
+            "[source]\nrepo = \"git://127.0.0.1:{port}/repo.git\"\ntimeout = \"1s\"\n{}\n{FAST_WATCH}\n",
+            http_env("production", "web", &[l.server.url("/meta")], "")
+        ),
+    );
+    // One-shot commands fail in bounded time, naming the timeout.
+    let r = with_config(&cfg, &["expected"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did not complete within 1s"), "{}", r.stderr);
+    // watch starts, keeps serving, and stops on SIGTERM while every poll trickles.
+    let mut w = watch(&cfg);
+    wait_for(Duration::from_secs(30), "a few polls", || {
+        metrics(&w).contains("gitstate_reconcile_passes_total{result=\"error\"}")
+    });
+    assert!(matches!(http_get(w.port, "/healthz"), Ok((200, _))));
+    let pid = w.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "watch ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}

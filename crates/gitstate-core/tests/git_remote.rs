@@ -159,7 +159,7 @@ fn a_git_daemon_that_never_answers_is_an_error_in_bounded_time() {
         .with_timeout(std::time::Duration::from_millis(300));
     let err = remote.list("refs/heads/environments/").unwrap_err();
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
-    assert!(err.to_string().contains("sent nothing for 0.3s"), "{err}");
+    assert!(err.to_string().contains("timed out: the git daemon did not complete within 300ms"), "{err}");
 }
 
 #[test]
@@ -170,4 +170,52 @@ fn an_ssh_server_that_never_greets_is_an_error_in_bounded_time() {
     let err = remote.list("refs/heads/environments/").unwrap_err();
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[test]
+fn a_trickling_git_daemon_is_cut_at_the_whole_listings_deadline() {
+    let url = format!("git://127.0.0.1:{}/repo.git", gitstate_testkit::trickling_git_server());
+    let remote = RemoteRepo::new(&url).unwrap().with_timeout(std::time::Duration::from_secs(1));
+    let start = std::time::Instant::now();
+    let err = remote.list("refs/heads/environments/").unwrap_err();
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(err.to_string().contains("did not complete within 1s"), "{err}");
+}
+
+#[test]
+fn a_git_ssh_command_that_trickles_or_goes_silent_is_killed_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("ssh.pid");
+    // What GIT_SSH_COMMAND may run: a server that trickles, one that goes silent after
+    // connecting. The arguments gitstate appends are commented out.
+    let trickle = "printf fff0; while :; do printf a; sleep 0.1; done #".to_owned();
+    let silent = format!("echo $$ > {}; sleep 600 #", pidfile.display());
+    for command in [trickle, silent] {
+        for mirror in [false, true] {
+            let state = tempfile::tempdir().unwrap();
+            let url = "ssh://git@127.0.0.1:1/repo.git";
+            let remote = if mirror {
+                RemoteRepo::mirrored(url, &state.path().join("mirror.git")).unwrap()
+            } else {
+                RemoteRepo::new(url).unwrap()
+            };
+            let remote = remote.with_ssh_command(&command).with_timeout(std::time::Duration::from_secs(1));
+            let start = std::time::Instant::now();
+            let err = remote.resolve(&["refs/heads/environments/production".into()]).unwrap_err();
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+            assert!(
+                err.to_string().contains("did not complete within 1s"),
+                "{command} (mirror {mirror}): {err}"
+            );
+        }
+    }
+    // The silent command's process group is gone, not left sleeping.
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    {
+        assert!(std::time::Instant::now() < deadline, "the ssh command {pid} survived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -271,3 +271,23 @@ fn serve_cgi(stream: TcpStream, root: &Path) -> std::io::Result<()> {
         writer.flush()?;
     }
 }
+
+/// A `git://` server on 127.0.0.1 that announces one long pkt-line and then sends one
+/// byte of it every 100 ms, for ever: never silent long enough for a read timeout, never
+/// done. Returns its port.
+pub fn trickling_git_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = s.write_all(b"fff0");
+                while s.write_all(b"a").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    port
+}

@@ -12,7 +12,9 @@ pub mod ssh;
 pub mod tls;
 
 pub use alertmanager::{Alertmanager, http_get};
-pub use git::{HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend};
+pub use git::{
+    HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, trickling_git_server,
+};
 pub use http::{Behavior, TestServer};
 pub use moto::{Moto, Resource};
 pub use ssh::SshServer;

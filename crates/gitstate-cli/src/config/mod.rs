@@ -66,6 +66,8 @@ pub struct SourceConfig {
     pub ref_prefix: String,
     /// Keep a bare mirror of a remote under the state dir.
     pub mirror: bool,
+    /// A remote's whole ref listing or fetch may take this long (`[source] timeout`).
+    pub timeout: Duration,
 }
 
 /// What a target is.
@@ -269,6 +271,11 @@ pub fn parse(
     } else {
         RepoLocation::Local(dir.join(repo))
     };
+    let source_timeout = match &raw.source.timeout {
+        Some(t) if t.get_ref().0.is_zero() => return Err(ctx.at(t, "source.timeout must be more than 0s")),
+        Some(t) => t.get_ref().0,
+        None => gitstate_core::git::RemoteRepo::DEFAULT_TIMEOUT,
+    };
     if raw.source.mirror && matches!(repo_loc, RepoLocation::Local(_)) {
         return Err(ctx.at(&raw.source.repo, "mirror = true needs a remote URL in source.repo"));
     }
@@ -387,7 +394,12 @@ pub fn parse(
     Ok(Config {
         path: path.to_path_buf(),
         dir: dir.clone(),
-        source: SourceConfig { repo: repo_loc, ref_prefix, mirror: raw.source.mirror },
+        source: SourceConfig {
+            repo: repo_loc,
+            ref_prefix,
+            mirror: raw.source.mirror,
+            timeout: source_timeout,
+        },
         environments,
         discover,
         alerts,

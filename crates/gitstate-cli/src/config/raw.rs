@@ -82,6 +82,7 @@ pub struct RawSource {
     pub ref_prefix: Option<Spanned<String>>,
     #[serde(default)]
     pub mirror: bool,
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 /// `[policy]` keys, each optional so that a per-environment table overrides only what it names.

@@ -8,6 +8,7 @@ mod remote;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -87,6 +88,28 @@ impl GitSource {
     }
 }
 
+impl GitSource {
+    /// Runs `job` on the blocking pool. For a remote, the caller waits no longer than the
+    /// remote's timeout and a margin, whatever the job does (its own deadline normally
+    /// ends it first; this is the bound of last resort, for a transport that has none).
+    async fn unblock<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Self) -> Result<T, ExpectedError> + Send + 'static,
+    ) -> Result<T, ExpectedError> {
+        let this = self.clone();
+        let task = blocking::unblock(move || job(&this));
+        let Repo::Remote(remote) = &*self.repo else { return task.await };
+        let limit = remote.timeout() + Duration::from_secs(10);
+        match futures::future::select(task, futures_timer::Delay::new(limit)).await {
+            futures::future::Either::Left((r, _)) => r,
+            futures::future::Either::Right(_) => Err(ExpectedError::Remote {
+                url: remote.redacted_url().to_owned(),
+                message: format!("timed out: no answer within {}", humantime::format_duration(limit)),
+            }),
+        }
+    }
+}
+
 #[async_trait]
 impl ExpectedState for GitSource {
     fn name(&self) -> &str {
@@ -94,9 +117,8 @@ impl ExpectedState for GitSource {
     }
 
     async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
-        let this = self.clone();
         let refs = refs.to_vec();
-        blocking::unblock(move || this.resolve_blocking(&refs)).await
+        self.unblock(move |this| this.resolve_blocking(&refs)).await
     }
 
     async fn relate(
@@ -104,14 +126,12 @@ impl ExpectedState for GitSource {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
-        let this = self.clone();
         let (expected, reported) = (*expected, reported.to_vec());
-        blocking::unblock(move || this.relate_blocking(&expected, &reported)).await
+        self.unblock(move |this| this.relate_blocking(&expected, &reported)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
-        let this = self.clone();
         let prefix = prefix.to_owned();
-        blocking::unblock(move || this.list_blocking(&prefix)).await
+        self.unblock(move |this| this.list_blocking(&prefix)).await
     }
 }

@@ -4,8 +4,9 @@
 //! `drifted`. Entry type: [`RemoteRepo`]. Blocking, like [`super::LocalRepo`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
@@ -54,12 +55,14 @@ impl RemoteRepo {
         })
     }
 
-    /// How long a `git://` daemon may take by default to accept, or to send the next bytes.
+    /// How long a whole ref listing or mirror fetch may take by default.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// Sets how long a `git://` daemon may take to accept, or to send the next bytes, and
-    /// an `ssh://` server to accept and greet (unless [`Self::with_ssh_command`] replaces
-    /// `ssh`). `https://` has its HTTP client's 30 s limit per request.
+    /// Sets how long a whole ref listing or mirror fetch may take, however the server
+    /// trickles (`[source] timeout`). A `git://` connection is read with the time left as
+    /// its read timeout; a `file://` or `ssh://` one (`GIT_SSH_COMMAND` included) runs in a
+    /// process group of its own that is killed when the time is up. `https://` is bounded
+    /// by its HTTP client's limits per request.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -80,14 +83,9 @@ impl RemoteRepo {
         self
     }
 
-    /// The ssh command for `ssh://` URLs: the one given, else `ssh` bounded in time like a
-    /// `git://` connection (connect and banner within the timeout, a silent server dropped
-    /// after 30 s), so that a black-holed host fails the pass instead of hanging it.
-    fn ssh_program(&self) -> String {
-        self.ssh_command.clone().unwrap_or_else(|| {
-            let secs = self.timeout.as_secs().max(1);
-            format!("ssh -o ConnectTimeout={secs} -o ServerAliveInterval=15 -o ServerAliveCountMax=2")
-        })
+    /// How long a whole listing or fetch may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The URL, credentials redacted.
@@ -108,9 +106,7 @@ impl RemoteRepo {
         let Some(mirror) = &self.mirror else {
             return self.ls_refs_direct(names);
         };
-        let overrides = [format!("core.sshCommand={}", self.ssh_program())];
-        let options = gix::open::Options::isolated().config_overrides(overrides);
-        let repo = gix::open_opts(mirror.path(), options).map_err(|e| self.err(e))?;
+        let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
         // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
         let specs: Vec<String> = names.iter().map(|n| format!("+{n}:{n}")).collect();
         let remote = repo
@@ -119,35 +115,84 @@ impl RemoteRepo {
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
             .map_err(|e| self.err(e))?;
-        let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.err(e))?;
-        let prepare =
-            conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| self.err(e))?;
-        let refs = prepare.ref_map().remote_refs.clone();
-        prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
+        let deadline = Instant::now() + self.timeout;
+        let url = self.parse_url()?;
+        let fetch = |conn: gix::remote::Connection<'_, '_, '_, Box<dyn Transport + Send>>| {
+            let prepare = conn.prepare_fetch(gix::progress::Discard, Default::default())?;
+            let refs = prepare.ref_map().remote_refs.clone();
+            prepare.receive(gix::progress::Discard, &AtomicBool::new(false))?;
+            Ok::<_, gix::Error>(refs)
+        };
+        let refs = match url.scheme {
+            gix::url::Scheme::Git | gix::url::Scheme::File | gix::url::Scheme::Ssh => {
+                let (transport, guard) = self.transport(url, deadline)?;
+                fetch(remote.to_connection_with_transport(transport))
+                    .map_err(|e| guard.explain(self.err(e)))?
+            }
+            _ => {
+                let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.err(e))?;
+                let prepare = conn
+                    .prepare_fetch(gix::progress::Discard, Default::default())
+                    .map_err(|e| self.err(e))?;
+                let refs = prepare.ref_map().remote_refs.clone();
+                prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
+                refs
+            }
+        };
         Ok(named(refs).collect())
+    }
+
+    fn parse_url(&self) -> Result<gix::Url, ExpectedError> {
+        gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))
+    }
+
+    /// A connection to the remote for `git://`, `file://` and `ssh://`, bounded by
+    /// `deadline` as a whole; the guard cuts it when the time is up.
+    fn transport(
+        &self,
+        url: gix::Url,
+        deadline: Instant,
+    ) -> Result<(Box<dyn Transport + Send>, Guard), ExpectedError> {
+        match url.scheme {
+            gix::url::Scheme::Git => Ok((self.daemon(url, deadline)?, Guard::none(self.timeout))),
+            gix::url::Scheme::File => {
+                let child = self.spawn(self.upload_pack_command(&url)?, deadline)?;
+                self.process_transport(url, child)
+            }
+            _ => {
+                let child = self.spawn(self.ssh_command_for(&url)?, deadline)?;
+                self.process_transport(url, child)
+            }
+        }
     }
 
     /// Lists refs with protocol v2 `ls-refs` and the names' prefixes, nothing else: no
     /// repository, no refspec mapping (a mirror needs those; a listing does not).
     fn ls_refs_direct(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         use gix::protocol::transport::client::blocking_io::connect::{Options, connect};
-        let url = gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))?;
-        // Declared first, dropped last: the transport closes its stdin before it is reaped.
-        let mut _upload_pack = None;
-        let mut transport = match url.scheme {
-            gix::url::Scheme::Git => self.daemon(url)?,
-            gix::url::Scheme::File => {
-                let (transport, child) = self.upload_pack(&url)?;
-                _upload_pack = Some(child);
-                transport
+        let url = self.parse_url()?;
+        let deadline = Instant::now() + self.timeout;
+        // Declared first, dropped last: the transport closes its stdin before the process
+        // it talks to is reaped.
+        let (mut transport, guard) = match url.scheme {
+            gix::url::Scheme::Git | gix::url::Scheme::File | gix::url::Scheme::Ssh => {
+                self.transport(url, deadline)?
             }
             _ => {
-                let mut options =
+                let options =
                     Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
-                options.ssh.command = Some(self.ssh_program().into());
-                connect(url, options).map_err(|e| self.err(e))?
+                (connect(url, options).map_err(|e| self.err(e))?, Guard::none(self.timeout))
             }
         };
+        self.list_over(&mut transport, names).map_err(|e| guard.explain(e))
+    }
+
+    /// The handshake and `ls-refs` over a connected transport.
+    fn list_over(
+        &self,
+        mut transport: &mut Box<dyn Transport + Send>,
+        names: &[String],
+    ) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         let mut progress = gix::progress::Discard;
         let handshake = gix::protocol::handshake(
             &mut transport,
@@ -181,7 +226,7 @@ impl RemoteRepo {
     /// A `git://` connection whose reads are buffered and bounded in time. gix's own reads
     /// the socket unbuffered (two system calls per advertised ref) and without a read
     /// timeout, so a daemon that stops answering would hang the pass.
-    fn daemon(&self, url: gix::Url) -> Result<Box<dyn Transport + Send>, ExpectedError> {
+    fn daemon(&self, url: gix::Url, deadline: Instant) -> Result<Box<dyn Transport + Send>, ExpectedError> {
         use std::net::{TcpStream, ToSocketAddrs};
         let host = url.host().unwrap_or_default().to_owned();
         let port = url.port.unwrap_or(9418);
@@ -194,7 +239,7 @@ impl RemoteRepo {
             set(&stream, Some(self.timeout)).map_err(|e| self.err(e))?;
         }
         let write = stream.try_clone().map_err(|e| self.err(e))?;
-        let read = Silence { stream, timeout: self.timeout };
+        let read = Silence { stream, timeout: self.timeout, deadline };
         Ok(Box::new(gix::protocol::transport::client::git::blocking_io::Connection::new(
             std::io::BufReader::with_capacity(64 * 1024, read),
             write,
@@ -206,46 +251,121 @@ impl RemoteRepo {
         )))
     }
 
-    /// `git upload-pack` for a `file://` URL, its output read through a buffer (gix reads a
-    /// spawned process unbuffered too), with the environment a hook may have set for
+    /// `git upload-pack` for a `file://` URL, with the environment a hook may have set for
     /// another repository (`GIT_DIR` and friends) removed, as gix and git do.
-    fn upload_pack(&self, url: &gix::Url) -> Result<(Box<dyn Transport + Send>, UploadPack), ExpectedError> {
-        use std::process::{Command, Stdio};
+    fn upload_pack_command(&self, url: &gix::Url) -> Result<std::process::Command, ExpectedError> {
         let path = gix::path::from_bstr(url.path.as_slice().as_bstr()).map_err(|e| self.err(e))?.into_owned();
         if path.as_os_str().as_encoded_bytes().first() == Some(&b'-') {
-            return Err(ExpectedError::Remote {
-                url: self.shown.clone(),
-                message: "a repository path must not start with '-'".into(),
-            });
+            return Err(self.refuse("a repository path must not start with '-'"));
         }
-        let mut cmd = Command::new("git");
-        cmd.arg("upload-pack").arg(&path).env("GIT_PROTOCOL", "version=2");
+        let mut cmd = std::process::Command::new("git");
+        cmd.arg("upload-pack").arg(&path);
         for var in HOOK_ENV {
             cmd.env_remove(var);
         }
-        let mut child = UploadPack(
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| self.err(e))?,
-        );
-        let (Some(stdin), Some(stdout)) = (child.0.stdin.take(), child.0.stdout.take()) else {
-            return Err(ExpectedError::Remote {
-                url: self.shown.clone(),
-                message: "no pipes to git upload-pack".into(),
-            });
+        Ok(cmd)
+    }
+
+    /// `ssh [-p port] [user@]host "git-upload-pack '<path>'"` as git runs it for OpenSSH:
+    /// through `GIT_SSH_COMMAND` (a shell command, the arguments appended) when given, else
+    /// `ssh` with a connect timeout and keep-alives.
+    fn ssh_command_for(&self, url: &gix::Url) -> Result<std::process::Command, ExpectedError> {
+        let host = url
+            .host_argument_safe()
+            .ok_or_else(|| self.refuse("the ssh host is missing or starts with '-'"))?;
+        let login = match url.user() {
+            Some(_) => {
+                let user =
+                    url.user_argument_safe().ok_or_else(|| self.refuse("the ssh user starts with '-'"))?;
+                format!("{user}@{host}")
+            }
+            None => host.to_owned(),
         };
-        let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-            std::io::BufReader::with_capacity(64 * 1024, stdout),
-            stdin,
-            gix::protocol::transport::Protocol::V2,
-            url.path.clone(),
-            None::<(String, Option<u16>)>,
-            gix::protocol::transport::client::git::ConnectMode::Process,
-            false,
-        );
-        Ok((Box::new(transport), child))
+        let path = url.path.to_str().map_err(|_| self.refuse("the repository path is not UTF-8"))?;
+        // `ssh://host/~user/repo` names a home directory, as in git.
+        let path = path.strip_prefix('/').filter(|p| p.starts_with('~')).unwrap_or(path);
+        let remote = format!("git-upload-pack '{}'", path.replace('\'', r"'\''"));
+        let mut args: Vec<String> = vec!["-o".into(), "SendEnv=GIT_PROTOCOL".into()];
+        if let Some(port) = url.port {
+            args.extend(["-p".into(), port.to_string()]);
+        }
+        args.extend([login, remote]);
+        let mut cmd = match &self.ssh_command {
+            Some(shell) => {
+                let mut c = std::process::Command::new("sh");
+                c.arg("-c").arg(format!("{shell} \"$@\"")).arg(shell);
+                c
+            }
+            None => {
+                let mut c = std::process::Command::new("ssh");
+                let secs = self.timeout.as_secs().max(1);
+                c.args(["-o", &format!("ConnectTimeout={secs}")]);
+                c.args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2"]);
+                c
+            }
+        };
+        cmd.args(args);
+        Ok(cmd)
+    }
+
+    /// Starts `cmd` speaking protocol v2 on its stdin and stdout, in a process group of its
+    /// own that is killed at `deadline`; its stderr is kept for errors.
+    fn spawn(&self, mut cmd: std::process::Command, deadline: Instant) -> Result<Spawned, ExpectedError> {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        cmd.env("GIT_PROTOCOL", "version=2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| self.err(e))?;
+        let group = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let keep = stderr.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = err.read(&mut buf) {
+                    let mut k = keep.lock().unwrap_or_else(|p| p.into_inner());
+                    k.extend_from_slice(&buf[..n]);
+                    let over = k.len().saturating_sub(4096);
+                    k.drain(..over);
+                }
+            });
+        }
+        let guard = Guard::arm(deadline, self.timeout, group);
+        Ok(Spawned { child, group, stderr, guard: Some(guard) })
+    }
+
+    fn process_transport(
+        &self,
+        url: gix::Url,
+        mut child: Spawned,
+    ) -> Result<(Box<dyn Transport + Send>, Guard), ExpectedError> {
+        let (Some(stdin), Some(stdout)) = (child.child.stdin.take(), child.child.stdout.take()) else {
+            return Err(self.refuse("no pipes to the remote's git upload-pack"));
+        };
+        let mut guard = child.guard.take().unwrap_or_else(|| Guard::none(self.timeout));
+        guard.stderr = Some(child.stderr.clone());
+        // gix reads a spawned process unbuffered: read it through a buffer.
+        let transport = ProcessTransport {
+            inner: gix::protocol::transport::client::git::blocking_io::Connection::new(
+                std::io::BufReader::with_capacity(64 * 1024, stdout),
+                stdin,
+                gix::protocol::transport::Protocol::V2,
+                url.path.clone(),
+                None::<(String, Option<u16>)>,
+                gix::protocol::transport::client::git::ConnectMode::Process,
+                false,
+            ),
+            _child: child,
+        };
+        Ok((Box::new(transport), guard))
+    }
+
+    fn refuse(&self, message: &str) -> ExpectedError {
+        ExpectedError::Remote { url: self.shown.clone(), message: message.to_owned() }
     }
 
     /// Resolves refs as git would (short names tried as `refs/<n>`, `refs/tags/<n>`,
@@ -331,27 +451,162 @@ const HOOK_ENV: &[&str] = &[
     "GIT_SHALLOW_FILE",
 ];
 
-/// A spawned `git upload-pack`, killed (if still running) and reaped when dropped.
-struct UploadPack(std::process::Child);
+/// A process the remote is read through (`git upload-pack`, `ssh`): its group killed (if
+/// still running) and the process reaped when dropped.
+struct Spawned {
+    child: std::process::Child,
+    group: Option<rustix::process::Pid>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    guard: Option<Guard>,
+}
 
-impl Drop for UploadPack {
+impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(pg) = self.group {
+            let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// A socket whose read timeout reads as such ("no answer within 30s"), not as the
-/// `EAGAIN` ("Resource temporarily unavailable") the system reports.
+/// A process connection that owns its process, so that the process lives exactly as long
+/// as the connection (its stdin is closed first, then the group is killed and reaped).
+struct ProcessTransport<R: std::io::Read + Send, W: std::io::Write + Send> {
+    inner: gix::protocol::transport::client::git::blocking_io::Connection<R, W>,
+    _child: Spawned,
+}
+
+impl<R: std::io::Read + Send, W: std::io::Write + Send> gix::protocol::transport::client::TransportWithoutIO
+    for ProcessTransport<R, W>
+{
+    fn to_url(&self) -> std::borrow::Cow<'_, gix::bstr::BStr> {
+        self.inner.to_url()
+    }
+    fn connection_persists_across_multiple_requests(&self) -> bool {
+        self.inner.connection_persists_across_multiple_requests()
+    }
+    fn configure(&mut self, config: &dyn std::any::Any) -> Result<(), gix::Error> {
+        self.inner.configure(config)
+    }
+}
+
+impl<R: std::io::Read + Send, W: std::io::Write + Send> Transport for ProcessTransport<R, W> {
+    fn handshake<'a>(
+        &mut self,
+        service: gix::protocol::transport::Service,
+        extra_parameters: &'a [(&'a str, Option<&'a str>)],
+    ) -> Result<
+        gix::protocol::transport::client::blocking_io::SetServiceResponse<'_>,
+        gix::protocol::transport::client::Error,
+    > {
+        self.inner.handshake(service, extra_parameters)
+    }
+    fn request(
+        &mut self,
+        write_mode: gix::protocol::transport::client::WriteMode,
+        on_into_read: gix::protocol::transport::client::MessageKind,
+        trace: bool,
+    ) -> Result<
+        gix::protocol::transport::client::blocking_io::RequestWriter<'_>,
+        gix::protocol::transport::client::Error,
+    > {
+        self.inner.request(write_mode, on_into_read, trace)
+    }
+}
+
+/// The deadline of one operation: a watchdog thread that kills the process group the
+/// remote is read through when the time is up; errors after that read as a timeout.
+struct Guard {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+    fired: Arc<AtomicBool>,
+    timeout: Duration,
+    stderr: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl Guard {
+    /// No watchdog (a socket bounds its own reads).
+    fn none(timeout: Duration) -> Self {
+        Self { cancel: None, fired: Arc::new(AtomicBool::new(false)), timeout, stderr: None }
+    }
+
+    fn arm(deadline: Instant, timeout: Duration, group: Option<rustix::process::Pid>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
+                flag.store(true, Ordering::SeqCst);
+                if let Some(pg) = group {
+                    let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
+                }
+            }
+        });
+        Self { cancel: Some(tx), fired, timeout, stderr: None }
+    }
+
+    /// The error to report: a timeout when the watchdog cut the connection, else `e` with
+    /// what the process said on stderr.
+    fn explain(&self, e: ExpectedError) -> ExpectedError {
+        let ExpectedError::Remote { url, message } = e else { return e };
+        if self.fired.load(Ordering::SeqCst) {
+            return ExpectedError::Remote {
+                url,
+                message: format!(
+                    "timed out: the remote did not complete within {} ([source] timeout)",
+                    humantime::format_duration(self.timeout)
+                ),
+            };
+        }
+        let said = self
+            .stderr
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
+        let said = String::from_utf8_lossy(&said);
+        let said = crate::text::escape_control(said.trim()).into_owned();
+        let message = if said.is_empty() { message } else { format!("{message}: {said}") };
+        ExpectedError::Remote { url, message }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // Wakes the watchdog, which then exits without acting.
+        self.cancel.take();
+    }
+}
+
+/// A socket whose read timeout reads as such ("sent nothing for 30s"), not as the
+/// `EAGAIN` ("Resource temporarily unavailable") the system reports, and whose reads stop
+/// at the operation's deadline however the server trickles.
 struct Silence {
     stream: std::net::TcpStream,
     timeout: Duration,
+    deadline: Instant,
 }
 
 impl std::io::Read for Silence {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::io::ErrorKind::{TimedOut, WouldBlock};
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let whole = || {
+            std::io::Error::new(
+                TimedOut,
+                format!(
+                    "timed out: the git daemon did not complete within {} ([source] timeout)",
+                    humantime::format_duration(self.timeout)
+                ),
+            )
+        };
+        if left.is_zero() {
+            return Err(whole());
+        }
+        let wait = left.min(self.timeout);
+        self.stream.set_read_timeout(Some(wait))?;
         self.stream.read(buf).map_err(|e| match e.kind() {
+            WouldBlock | TimedOut if wait < self.timeout => whole(),
             WouldBlock | TimedOut => std::io::Error::new(
                 TimedOut,
                 format!("the git daemon sent nothing for {}s", self.timeout.as_secs_f64()),
