@@ -632,3 +632,72 @@ fn a_trickling_git_source_holds_neither_watch_nor_sigterm() {
     };
     assert_eq!(code, Some(0));
 }
+
+/// Secrets planted in every place a configuration may hold one (URL user-info, query
+/// values, header values) never come back: not in any command's output or log, not in
+/// an event, the state, `GITSTATE_DRIFTED`, or an alarm's body.
+#[test]
+fn a_planted_secret_never_comes_back_anywhere() {
+    let l = Loop::new();
+    l.repo.update_ref(REF, &l.c[3]);
+    l.server.route("/meta?token=PLANTEDq1", Behavior::File(l.path().join("served.json")));
+    l.deploy_script("printf '%s' \"$GITSTATE_DRIFTED\" > drifted.txt; exit 1");
+    let hook = TestServer::start_background();
+    hook.route("/hook?sig=PLANTEDq3", Behavior::Status(200));
+    let url = l.server.url("/meta?token=PLANTEDq1").replace("http://", "http://PLANTEDuser:PLANTEDpw@");
+    let cfg = write_config(
+        l.path(),
+        &format!(
+            "[source]\nrepo = \"{repo}\"\n[policy]\ngrace = \"0s\"\nsettle = \"0s\"\nmax_attempts = 1\n\
+             {env}  [environments.remediate]\n  command = [\"./deploy.sh\"]\n\
+             [alerts.webhook]\nurl = \"{hook}\"\nheaders = {{ Authorization = \"Bearer ${{HOOK_TOKEN}}\" }}\n",
+            repo = l.repo.path().display(),
+            env = http_env(
+                "production",
+                "web",
+                &[url],
+                "  headers = { Authorization = \"Bearer ${STATUS_TOKEN}\" }"
+            ),
+            hook = hook.url("/hook?sig=PLANTEDq3"),
+        ),
+    );
+    let mut seen = String::new();
+    let runs: &[&[&str]] = &[
+        &["validate"],
+        &["expected"],
+        &["check"],
+        &["check", "-o", "json"],
+        &["reconcile", "-o", "json"],
+        &["reconcile"],
+        &["reconcile", "-o", "json"],
+        &["status"],
+        &["status", "-o", "json"],
+    ];
+    for args in runs {
+        for format in ["text", "json"] {
+            let r = run(gitstate()
+                .args(*args)
+                .args(["--log-format", format, "-c"])
+                .arg(&cfg)
+                .env("GITSTATE_LOG", "debug")
+                .env("STATUS_TOKEN", "PLANTEDh1")
+                .env("HOOK_TOKEN", "PLANTEDh2"));
+            assert!(r.code <= 1, "{args:?}: {}", r.stderr);
+            seen.push_str(&r.stdout);
+            seen.push_str(&r.stderr);
+        }
+    }
+    // The loop did its work, so every place was written.
+    assert!(l.event_names().iter().any(|e| e == "alarm_raised"), "{:?}", l.event_names());
+    assert!(!hook.bodies("/hook?sig=PLANTEDq3").is_empty());
+    assert!(seen.contains("token=***"), "the target's id is shown, redacted");
+    for f in ["drifted.txt", ".gitstate/state.json", ".gitstate/events.jsonl"] {
+        seen.push_str(&std::fs::read_to_string(l.path().join(f)).unwrap());
+    }
+    assert!(std::fs::read_to_string(l.path().join("drifted.txt")).unwrap().contains("token=***"));
+    for body in hook.bodies("/hook?sig=PLANTEDq3") {
+        seen.push_str(&body);
+    }
+    let leaks: Vec<&str> = seen.lines().filter(|line| line.contains("PLANTED")).collect();
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+}

@@ -130,8 +130,9 @@ impl HttpClients {
     }
 }
 
-/// One HTTP target's settings (SPEC §5 `[environments.targets.http]`), validated.
-#[derive(Debug, Clone)]
+/// One HTTP target's settings (SPEC §5 `[environments.targets.http]`), validated. Its
+/// `Debug` redacts URL credentials, query values and header values.
+#[derive(Clone)]
 pub struct HttpTarget {
     /// The URLs, one instance each.
     pub urls: Vec<Url>,
@@ -147,6 +148,21 @@ pub struct HttpTarget {
     pub ca_file: Option<PathBuf>,
     /// Which redirects to follow.
     pub follow_redirects: FollowRedirects,
+}
+
+impl std::fmt::Debug for HttpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use gitstate_core::redact::{Redacted, RedactedUrl};
+        f.debug_struct("HttpTarget")
+            .field("urls", &self.urls.iter().map(|u| RedactedUrl(u.as_str())).collect::<Vec<_>>())
+            .field("sha_pointer", &self.sha_pointer)
+            .field("timeout", &self.timeout)
+            .field("max_bytes", &self.max_bytes)
+            .field("headers", &self.headers.iter().map(|(k, _)| (k, Redacted)).collect::<Vec<_>>())
+            .field("ca_file", &self.ca_file)
+            .field("follow_redirects", &self.follow_redirects)
+            .finish()
+    }
 }
 
 impl HttpTarget {
