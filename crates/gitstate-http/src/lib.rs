@@ -15,6 +15,7 @@ pub mod error;
 pub mod probe;
 pub mod redirect;
 pub mod remediate;
+mod tls;
 
 pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use body::{AUTO_POINTERS, parse_body};

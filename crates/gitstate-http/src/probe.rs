@@ -108,16 +108,10 @@ impl HttpClients {
         }
         let pem = std::fs::read(ca_file)
             .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: e.to_string() })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: chain(&e) })?;
-        if certs.is_empty() {
-            return Err(HttpError::CaFile {
-                path: ca_file.to_path_buf(),
-                message: "no PEM certificate in it".into(),
-            });
-        }
+        let bad = |message: String| HttpError::CaFile { path: ca_file.to_path_buf(), message };
+        let tls = crate::tls::ca_file_config(&pem).map_err(bad)?;
         let client = builder(&self.user_agent)
-            .tls_certs_only(certs)
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| HttpError::CaFile { path: ca_file.to_path_buf(), message: chain(&e) })?;
         map.insert(ca_file.to_path_buf(), client.clone());

@@ -123,6 +123,41 @@ async fn tls_with_an_unknown_ca_and_with_ca_file() {
 }
 
 #[tokio::test]
+async fn ca_file_may_hold_the_servers_own_self_signed_certificate() {
+    for as_ca in [true, false] {
+        let routes = TestServer::start().await;
+        routes.route("/meta", meta(SHA));
+        let own = TestCa::self_signed(&["127.0.0.1", "localhost"], as_ca);
+        let port = own.serve(routes).await;
+        let mut t = HttpTarget::new(vec![format!("https://127.0.0.1:{port}/meta").parse().unwrap()]);
+        t.ca_file = Some(own.pem_file.clone());
+        let got = read_with(t).await;
+        assert_eq!(got[0].result.as_ref().map(|c| c.to_string()), Ok(SHA.to_owned()), "CA:TRUE {as_ca}");
+
+        // The host name is still checked: the same certificate for another name is refused.
+        let routes = TestServer::start().await;
+        routes.route("/meta", meta(SHA));
+        let other = TestCa::self_signed(&["deploy.example.com"], as_ca);
+        let port = other.serve(routes).await;
+        let mut t = HttpTarget::new(vec![format!("https://127.0.0.1:{port}/meta").parse().unwrap()]);
+        t.ca_file = Some(other.pem_file.clone());
+        let (k, m) = failure(&read_with(t).await[0]);
+        assert_eq!(k, FailureKind::Unreachable);
+        assert!(m.contains("not valid for name") || m.contains("NotValidForName"), "{m}");
+
+        // A server presenting some other certificate is still refused.
+        let routes = TestServer::start().await;
+        routes.route("/meta", meta(SHA));
+        let port = TestCa::self_signed(&["127.0.0.1"], as_ca).serve(routes).await;
+        let mut t = HttpTarget::new(vec![format!("https://127.0.0.1:{port}/meta").parse().unwrap()]);
+        t.ca_file = Some(own.pem_file.clone());
+        let (k, m) = failure(&read_with(t).await[0]);
+        assert_eq!(k, FailureKind::Unreachable);
+        assert!(m.to_lowercase().contains("certificate"), "{m}");
+    }
+}
+
+#[tokio::test]
 async fn bad_ca_file_is_a_setup_error() {
     let clients = HttpClients::new(4).unwrap();
     let mut t = HttpTarget::new(vec!["https://127.0.0.1:1/".parse().unwrap()]);

@@ -33,10 +33,28 @@ impl TestCa {
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
 
+        Self::serving(&ca_cert.pem(), &cert, &key)
+    }
+
+    /// A server whose certificate for `names` is its own issuer, and a PEM file holding
+    /// that certificate: what `openssl req -x509` makes (`as_ca`: with `CA:TRUE`, as
+    /// openssl's default configuration sets), and what `curl --cacert` accepts.
+    pub fn self_signed(names: &[&str], as_ca: bool) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+        if as_ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("x"));
+        let cert = params.self_signed(&key).unwrap();
+        Self::serving(&cert.pem(), &cert, &key)
+    }
+
+    fn serving(pem: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pem_file = dir.path().join("ca.pem");
-        std::fs::write(&pem_file, ca_cert.pem()).unwrap();
-
+        std::fs::write(&pem_file, pem).unwrap();
         let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = ServerConfig::builder()
             .with_no_client_auth()
