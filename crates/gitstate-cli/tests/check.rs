@@ -336,7 +336,9 @@ fn hostile_targets_are_unreachable_or_invalid_never_in_sync() {
     far.route("/x", meta(&w.c[5]));
     gitstate_testkit::hostile::serve(s, meta(&w.c[5]), &far.url("/x"));
     let fleet = gitstate_testkit::hostile::FLEET;
-    let urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
+    let mut urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
+    let stalled = format!("https://127.0.0.1:{}/meta", gitstate_testkit::hostile::tls_stall());
+    urls.push(stalled.clone());
     let cfg = config_for(&w, &http_env("production", "hostile", &urls, "  timeout = \"2s\""));
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -346,6 +348,22 @@ fn hostile_targets_are_unreachable_or_invalid_never_in_sync() {
         assert_eq!(i["status"], h.status, "{}: {i}", h.path);
         assert!(i["error"].as_str().unwrap_or("").contains(h.error), "{}: {i}", h.path);
         assert!(i["elapsed_ms"].as_u64().unwrap() < 10_000, "{} was bounded: {i}", h.path);
+    }
+    let i = instance(&j, "production", "hostile", &stalled);
+    assert_eq!(
+        (i["status"].as_str(), i["error"].as_str()),
+        (Some("unreachable"), Some("timed out after 2s"))
+    );
+
+    // What people read: nothing a target sent reaches the terminal raw (no ESC, no BEL),
+    // in the table or in a log line at any level.
+    for args in [&["check"][..], &["reconcile"][..]] {
+        let r = run(gitstate().args(args).arg("-c").arg(&cfg).env("GITSTATE_LOG", "trace"));
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stdout.contains("\\u{1b}[2J"), "the escape is shown, escaped:\n{}", r.stdout);
+        for out in [&r.stdout, &r.stderr] {
+            assert!(!out.contains(['\u{1b}', '\u{7}', '\0']), "raw control characters in {args:?} output");
+        }
     }
 }
 

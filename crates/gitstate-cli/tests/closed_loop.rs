@@ -701,3 +701,41 @@ fn a_planted_secret_never_comes_back_anywhere() {
     let leaks: Vec<&str> = seen.lines().filter(|line| line.contains("PLANTED")).collect();
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
 }
+
+/// The whole hostile fleet under `watch`: every pass completes, the loop keeps passing,
+/// /healthz stays 200, nothing is ever in sync, and SIGTERM still ends it.
+#[test]
+fn watch_keeps_passing_over_the_hostile_fleet() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let far = TestServer::start_background();
+    far.route("/x", meta(&l.c[1]));
+    gitstate_testkit::hostile::serve(&l.server, meta(&l.c[1]), &far.url("/x"));
+    let mut urls: Vec<String> =
+        gitstate_testkit::hostile::FLEET.iter().map(|h| l.server.url(h.path)).collect();
+    urls.push(format!("https://127.0.0.1:{}/meta", gitstate_testkit::hostile::tls_stall()));
+    let cfg = write_config(
+        l.path(),
+        &format!(
+            "[source]\nrepo = \"{}\"\n{}\n{FAST_WATCH}\n",
+            l.repo.path().display(),
+            http_env("production", "hostile", &urls, "  timeout = \"2s\"")
+        ),
+    );
+    let mut w = watch(&cfg);
+    let passes = |w: &Watching| -> u64 {
+        metrics(w)
+            .lines()
+            .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    wait_for(Duration::from_secs(60), "three passes over the fleet", || passes(&w) >= 3);
+    assert!(matches!(http_get(w.port, "/healthz"), Ok((200, _))));
+    let text = metrics(&w);
+    assert!(text.contains("gitstate_environment_in_sync{environment=\"production\"} 0"), "{text}");
+    assert!(text.contains("gitstate_instances{environment=\"production\",status=\"in_sync\"} 0"), "{text}");
+    let pid = w.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(w.child.wait().unwrap().code(), Some(0));
+}

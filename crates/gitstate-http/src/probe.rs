@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use gitstate_core::error::{chain, chain_after};
 use gitstate_core::redact::redact_url;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
-use reqwest::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{CONNECTION, CONTENT_ENCODING, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -267,6 +267,16 @@ impl HttpProbe {
             }
             if !status.is_success() {
                 return Err(ProbeFailure::unreachable(format!("HTTP {status}")));
+            }
+            // gitstate asks for no encoding and decodes none: a body that says it is
+            // encoded is not what it looks like (a gzip bomb, or plain text that lies).
+            if let Some(enc) = resp.headers().get(CONTENT_ENCODING)
+                && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+            {
+                let shown: String = String::from_utf8_lossy(enc.as_bytes()).chars().take(40).collect();
+                return Err(ProbeFailure::invalid(format!(
+                    "Content-Encoding {shown:?}: gitstate asked for none and decodes none"
+                )));
             }
             let cap = self.target.max_bytes;
             if resp.content_length().is_some_and(|n| n > cap as u64) {

@@ -50,7 +50,8 @@ async fn hostile_targets_end_within_their_timeout() {
     let s = TestServer::start().await;
     gitstate_testkit::hostile::serve(&s, meta(SHA), "http://localhost:1/x");
     let fleet = gitstate_testkit::hostile::FLEET;
-    let urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
+    let mut urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
+    urls.push(format!("https://127.0.0.1:{}/meta", gitstate_testkit::hostile::tls_stall()));
     let start = Instant::now();
     let got = read(&urls, Duration::from_secs(2)).await;
     // All run concurrently; the slowest ends at its 2 s deadline, not later.
@@ -60,6 +61,12 @@ async fn hostile_targets_end_within_their_timeout() {
         assert_eq!(kind.status().as_str(), h.status, "{}: {message}", h.path);
         assert!(message.contains(h.error), "{}: {message:?} lacks {:?}", h.path, h.error);
     }
+    let (kind, message) = failure(&got[fleet.len()]);
+    assert_eq!(
+        (kind, message.as_str()),
+        (FailureKind::Unreachable, "timed out after 2s"),
+        "TLS stalled mid-handshake"
+    );
 }
 
 #[tokio::test]

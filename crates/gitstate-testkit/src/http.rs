@@ -36,6 +36,13 @@ pub enum Behavior {
     /// 200 with the file's current content (404 while it does not exist): a target a
     /// deploy script outside the test can change.
     File(std::path::PathBuf),
+    /// These bytes as the whole response, no status line or headers (HTTP/0.9 and
+    /// garbage), then the connection is closed.
+    Raw(Vec<u8>),
+    /// An informational `103 Early Hints` response, then nothing ever again.
+    InformationalThenHang,
+    /// 200 with this (plain) body, claiming `Content-Encoding: gzip`.
+    EncodingLie(String),
 }
 
 /// A running server. Routes can be changed while it runs.
@@ -274,6 +281,24 @@ async fn respond<W: AsyncWrite + Unpin>(w: &mut W, b: Behavior) -> std::io::Resu
             w.write_all(&body).await?;
         }
         Behavior::Reset => return Err(std::io::Error::other("reset")),
+        Behavior::Raw(bytes) => {
+            w.write_all(&bytes).await?;
+            w.flush().await?;
+            return Err(std::io::Error::other("raw response: close"));
+        }
+        Behavior::InformationalThenHang => {
+            w.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n").await?;
+            w.flush().await?;
+            std::future::pending::<()>().await;
+        }
+        Behavior::EncodingLie(body) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            w.write_all(head.as_bytes()).await?;
+            w.write_all(body.as_bytes()).await?;
+        }
         Behavior::File(path) => match std::fs::read(&path) {
             Ok(body) => {
                 w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())

@@ -49,7 +49,8 @@ pub fn chain(e: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ")
+    // Errors carry what remotes and targets sent: nothing of it reaches a terminal raw.
+    gitstate_core::text::escape_control(&parts.join(": ")).into_owned()
 }
 
 /// ANSI styling that is a no-op when colour is off.

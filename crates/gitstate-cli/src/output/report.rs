@@ -12,7 +12,13 @@ use super::table::Table;
 
 fn short(s: &str) -> String {
     let hexish = s.bytes().all(|b| b.is_ascii_hexdigit());
-    if hexish { s.chars().take(7).collect() } else { s.chars().take(12).collect() }
+    if hexish { s.chars().take(7).collect() } else { safe(&s.chars().take(12).collect::<String>()) }
+}
+
+/// Text from a target, a remote or a deploy script, made safe for a terminal (SPEC §8:
+/// `\u{1b}[2J` from a target must not clear the operator's screen).
+fn safe(s: &str) -> String {
+    gitstate_core::text::escape_control(s).into_owned()
 }
 
 fn paint_status(p: &Paint, s: Status) -> String {
@@ -59,7 +65,7 @@ pub fn render(report: &Report, p: &Paint) -> String {
         let exp = env.expected.as_ref().map_or("-".to_owned(), |c| c.short(7).to_owned());
         if let Some(e) = &env.error {
             errors += 1;
-            t.row(vec![env.name.to_string(), "-".into(), "-".into(), p.bad("error"), "-".into(), e.clone()]);
+            t.row(vec![env.name.to_string(), "-".into(), "-".into(), p.bad("error"), "-".into(), safe(e)]);
             continue;
         }
         if env.targets.is_empty() {
@@ -81,7 +87,7 @@ pub fn render(report: &Report, p: &Paint) -> String {
                     "-".into(),
                     paint_status(p, target.status),
                     format!("{exp} → -"),
-                    target.error.clone().unwrap_or_default(),
+                    safe(target.error.as_deref().unwrap_or_default()),
                 ]);
             }
             for i in &target.instances {
@@ -90,10 +96,10 @@ pub fn render(report: &Report, p: &Paint) -> String {
                 t.row(vec![
                     env.name.to_string(),
                     target.name.clone(),
-                    i.id.clone(),
+                    safe(&i.id),
                     paint_status(p, i.status),
                     format!("{exp} → {actual}"),
-                    detail(i),
+                    safe(&detail(i)),
                 ]);
             }
         }
@@ -152,7 +158,7 @@ pub fn render_decisions(
                         Some(false) => p.bad("failed"),
                         None => p.dim("not run"),
                     };
-                    format!("remediation attempt {attempt}: {verdict} ({detail})")
+                    format!("remediation attempt {attempt}: {verdict} ({})", safe(detail))
                 }
                 ActionReport::AlarmRaised { alarm } => p.bad(&format!("{alarm} alarm raised")),
                 ActionReport::AlarmRepeated { alarm } => {
