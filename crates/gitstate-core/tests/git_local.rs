@@ -360,3 +360,61 @@ fn an_unreadable_object_database_is_an_error_not_an_unknown_commit() {
     let stranger = "0123456789abcdef0123456789abcdef01234567";
     assert_eq!(relate(&repo, &c[2], stranger), Relation::UnknownCommit);
 }
+
+/// Git's reftable ref storage (`git init --ref-format=reftable`): gix cannot read its refs,
+/// so they are read through git; history still comes from gix.
+#[test]
+fn a_reftable_repository_is_read_like_any_other() {
+    let r = Repo::new_with(&["--ref-format=reftable"]);
+    let c = r.commits(4, "c");
+    r.update_ref("refs/heads/environments/production", &c[3]);
+    r.update_ref("refs/heads/environments/staging", &c[1]);
+    r.git(&["tag", "-a", "-m", "release", "v1", &c[2]]);
+    let src = GitSource::local(r.path()).unwrap();
+    let resolved = src
+        .resolve_blocking(&[
+            "environments/production".into(),
+            "refs/tags/v1".into(),
+            "v1".into(),
+            "nope".into(),
+        ])
+        .unwrap();
+    let got: Vec<Option<(String, String)>> = resolved
+        .iter()
+        .map(|e| e.as_ref().ok().map(|e| (e.reference.clone(), e.commit.to_string())))
+        .collect();
+    assert_eq!(got[0], Some(("refs/heads/environments/production".into(), c[3].clone())));
+    assert_eq!(got[1], Some(("refs/tags/v1".into(), c[2].clone())), "annotated tags are peeled");
+    assert_eq!(got[2], got[1]);
+    assert!(matches!(resolved[3], Err(ExpectedError::RefNotFound { .. })), "{:?}", resolved[3]);
+    let listed: Vec<(String, String)> = src
+        .list_blocking("refs/heads/environments/")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reference, e.commit.to_string()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("refs/heads/environments/production".to_owned(), c[3].clone()),
+            ("refs/heads/environments/staging".to_owned(), c[1].clone())
+        ]
+    );
+    let rel = src
+        .relate_blocking(&CommitId::parse(&c[3]).unwrap(), &[ReportedCommit::parse(&c[1]).unwrap()])
+        .unwrap();
+    assert_eq!(rel, [Relation::Behind(2)]);
+    // A ref moved by git is seen at the next call.
+    r.update_ref("refs/heads/environments/production", &c[0]);
+    let again = src.resolve_blocking(&["environments/production".into()]).unwrap();
+    assert_eq!(again[0].as_ref().unwrap().commit.to_string(), c[0]);
+}
+
+/// A SHA-256 repository is refused with its object format named, never misread.
+#[test]
+fn a_sha256_repository_is_refused_by_name() {
+    let r = Repo::new_with(&["--object-format=sha256"]);
+    r.commits(1, "c");
+    let err = GitSource::local(r.path()).unwrap_err().to_string();
+    assert!(err.contains("sha256 object ids") && err.contains("SHA-1 repositories only"), "{err}");
+}

@@ -48,6 +48,16 @@ impl Repo {
         Self { dir, bare: false }
     }
 
+    /// A repository made with extra `git init` arguments (`--ref-format=reftable`,
+    /// `--object-format=sha256`).
+    pub fn new_with(init: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["init", "-q", "-b", "main"];
+        args.extend_from_slice(init);
+        git(dir.path(), &args);
+        Self { dir, bare: false }
+    }
+
     pub fn new_bare() -> Self {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q", "--bare", "-b", "main"]);

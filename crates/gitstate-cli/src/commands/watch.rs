@@ -68,6 +68,13 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
                 Ok(mut w) => {
                     let refs = w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive);
                     let top = w.watch(&dir, notify::RecursiveMode::NonRecursive);
+                    // A reftable repository writes its refs under reftable/.
+                    let reftable = dir.join("reftable");
+                    if reftable.is_dir()
+                        && let Err(e) = w.watch(&reftable, notify::RecursiveMode::Recursive)
+                    {
+                        tracing::warn!(error = %e, "file-system notification unavailable for reftable/");
+                    }
                     if let Err(e) = refs.and(top) {
                         tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
                     }

@@ -18,9 +18,16 @@ const OBJECT_CACHE: usize = 8 * 1024 * 1024;
 
 /// A local repository, bare or not. Every call takes a fresh view of the refs, so a ref
 /// moved by another process (loose, or after `git pack-refs`) is seen at the next call.
+///
+/// A repository whose refs are stored in Git's newer reftable format
+/// (`extensions.refStorage = reftable`, `git init --ref-format=reftable`) has its refs
+/// read through `git for-each-ref`, as gix cannot read reftable yet; its objects are read
+/// with gix as for any other. A SHA-256 repository is refused with an error naming its
+/// object format, never misread.
 pub struct LocalRepo {
     repo: gix::ThreadSafeRepository,
     path: PathBuf,
+    reftable: bool,
 }
 
 impl std::fmt::Debug for LocalRepo {
@@ -34,9 +41,21 @@ impl LocalRepo {
     /// user's or the system's git configuration.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ExpectedError> {
         let path = path.as_ref().to_path_buf();
-        let repo = gix::open_opts(&path, gix::open::Options::isolated())
-            .map_err(|e| ExpectedError::Open { repo: path.display().to_string(), message: chain(&e) })?;
-        Ok(Self { repo: repo.into_sync(), path })
+        let open_error = |message: String| ExpectedError::Open { repo: path.display().to_string(), message };
+        let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(|e| {
+            match extension(&path, "objectformat").filter(|f| !f.eq_ignore_ascii_case("sha1")) {
+                Some(format) => open_error(format!(
+                    "the repository uses {format} object ids (extensions.objectFormat = {format}); \
+                     gitstate reads SHA-1 repositories only"
+                )),
+                None => open_error(chain(&e)),
+            }
+        })?;
+        let reftable = repo
+            .config_snapshot()
+            .string("extensions.refStorage")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"reftable"));
+        Ok(Self { repo: repo.into_sync(), path, reftable })
     }
 
     /// The path it was opened at.
@@ -58,7 +77,85 @@ impl LocalRepo {
     /// the commit it points at, peeling annotated tags.
     pub fn resolve(&self, refs: &[String]) -> Vec<Result<Expected, ExpectedError>> {
         let repo = self.thread_local();
+        if self.reftable {
+            return self.resolve_by_git(&repo, refs);
+        }
         refs.iter().map(|name| self.resolve_one(&repo, name)).collect()
+    }
+
+    /// Every ref under `prefix` with the object it points at, peeled once (annotated tags),
+    /// as `git for-each-ref` lists it: for repositories gix cannot read the refs of.
+    fn git_refs(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
+        let mut cmd = std::process::Command::new("git");
+        cmd.arg("-C").arg(&self.path).args([
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(*objectname)",
+            "--",
+            prefix,
+        ]);
+        for var in super::remote::HOOK_ENV {
+            cmd.env_remove(var);
+        }
+        let err = |message: String| ExpectedError::History {
+            repo: self.display(),
+            message: format!("listing refs with git for-each-ref (reftable): {message}"),
+        };
+        let out = cmd.output().map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut refs = Vec::new();
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let (Some(name), Some(id), peeled) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let id = peeled.filter(|p| !p.is_empty()).unwrap_or(id);
+            match ObjectId::from_hex(id.as_bytes()) {
+                Ok(id) => refs.push((name.to_owned(), id)),
+                Err(_) => tracing::warn!(line, "skipping a line git for-each-ref gave that names no object"),
+            }
+        }
+        Ok(refs)
+    }
+
+    fn resolve_by_git(
+        &self,
+        repo: &gix::Repository,
+        refs: &[String],
+    ) -> Vec<Result<Expected, ExpectedError>> {
+        let listed: std::collections::HashMap<String, ObjectId> = match self.git_refs("refs/") {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                let message = e.to_string();
+                return refs
+                    .iter()
+                    .map(|_| Err(ExpectedError::History { repo: self.display(), message: message.clone() }))
+                    .collect();
+            }
+        };
+        refs.iter()
+            .map(|name| {
+                let cands = super::remote::candidates(name);
+                if cands.is_empty() {
+                    return Err(ExpectedError::BadRefName(name.clone()));
+                }
+                let Some((reference, id)) =
+                    cands.iter().find_map(|c| listed.get(c).map(|id| (c.clone(), *id)))
+                else {
+                    return Err(ExpectedError::RefNotFound { reference: name.clone(), repo: self.display() });
+                };
+                let not_a_commit = |message: String| ExpectedError::NotACommit {
+                    reference: reference.clone(),
+                    repo: self.display(),
+                    message,
+                };
+                match commit_of(repo, id) {
+                    Ok(Some(c)) => Ok(Expected { reference: reference.clone(), commit: to_commit_id(c) }),
+                    Ok(None) => Err(not_a_commit("it does not point at a commit".into())),
+                    Err(e) => Err(not_a_commit(chain(&e))),
+                }
+            })
+            .collect()
     }
 
     fn resolve_one(&self, repo: &gix::Repository, name: &str) -> Result<Expected, ExpectedError> {
@@ -106,6 +203,15 @@ impl LocalRepo {
             }
             Ok(())
         };
+        if self.reftable {
+            let mut found = self.git_refs(prefix)?;
+            found.retain(|(name, _)| name.starts_with(prefix));
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, id) in found {
+                push(name, id)?;
+            }
+            return Ok(out);
+        }
         if let Some(found) = super::refscan::scan(repo.common_dir(), prefix) {
             for (name, id) in found {
                 push(name, id)?;
@@ -274,4 +380,22 @@ pub(crate) fn to_commit_id(id: impl AsRef<gix::oid>) -> CommitId {
     let mut buf = [0u8; 64];
     let hex = id.as_ref().hex_to_buf(&mut buf);
     CommitId::from_trusted_hex(hex)
+}
+
+/// The value of `extensions.<key>` in the repository's config file at `path` (its work
+/// tree or git dir), read without gix: for what gix refuses to open.
+fn extension(path: &Path, key: &str) -> Option<String> {
+    let config = [path.join(".git/config"), path.join("config")].into_iter().find(|p| p.is_file())?;
+    let text = std::fs::read_to_string(config).ok()?;
+    let mut in_extensions = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_extensions = line.trim_matches(['[', ']']).trim().eq_ignore_ascii_case("extensions");
+        } else if in_extensions && let Some((k, v)) = line.split_once('=') {
+            if k.trim().eq_ignore_ascii_case(key) {
+                return Some(v.trim().to_owned());
+            }
+        }
+    }
+    None
 }

@@ -432,7 +432,7 @@ impl RemoteRepo {
 
 /// Variables that point git at another repository; a hook running gitstate may have set
 /// them, and a spawned `git upload-pack` must not see them.
-const HOOK_ENV: &[&str] = &[
+pub(super) const HOOK_ENV: &[&str] = &[
     "GIT_ALTERNATE_OBJECT_DIRECTORIES",
     "GIT_CONFIG",
     "GIT_CONFIG_PARAMETERS",
@@ -651,7 +651,7 @@ fn ref_prefixes(names: &[String]) -> Vec<String> {
 }
 
 /// The full names git tries for `name` (gitrevisions(7)), valid ones only.
-fn candidates(name: &str) -> Vec<String> {
+pub(super) fn candidates(name: &str) -> Vec<String> {
     let list = if name.starts_with("refs/") {
         vec![name.to_owned()]
     } else {
