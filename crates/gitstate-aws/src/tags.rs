@@ -68,4 +68,48 @@ mod tests {
         let r = reading_from_tags(ARN, [("deploy/sha", "abcdef12")], "deploy/sha", Duration::ZERO);
         assert!(r.result.is_ok());
     }
+
+    /// What SPEC §4 says a tag map gives, written independently: the value of the last
+    /// `sha_tag` pair decides (AWS allows one), else `missing`.
+    fn model(tags: &[(String, String)], sha_tag: &str) -> Result<String, FailureKind> {
+        match tags.iter().rev().find(|(k, _)| k == sha_tag) {
+            None => Err(FailureKind::Missing),
+            Some((_, v)) => {
+                let t = v.trim();
+                let ok = (7..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit());
+                if ok { Ok(t.to_ascii_lowercase()) } else { Err(FailureKind::Invalid) }
+            }
+        }
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![Just("gitstate:sha".to_owned()), Just("service".to_owned()), "\\PC{0,12}"]
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[0-9a-fA-F]{0,70}",
+            " [0-9a-f]{7,40} ",
+            "\\PC{0,40}",
+            Just("é".repeat(40)),
+            Just("🚀".repeat(20))
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tag_maps_match_the_model(tags in proptest::collection::vec((key(), value()), 0..8)) {
+            let r = reading_from_tags(ARN, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), DEFAULT_SHA_TAG, Duration::ZERO);
+            match (r.result, model(&tags, DEFAULT_SHA_TAG)) {
+                (Ok(c), Ok(want)) => proptest::prop_assert_eq!(c.to_string(), want),
+                (Err(f), Err(kind)) => {
+                    proptest::prop_assert_eq!(f.kind, kind);
+                    proptest::prop_assert!(f.actual.as_ref().is_none_or(|a| a.len() <= 131));
+                }
+                (got, want) => proptest::prop_assert!(false, "got {got:?}, model says {want:?}"),
+            }
+        }
+    }
 }

@@ -226,4 +226,77 @@ mod tests {
             assert_eq!(mode, 0o600, "{f}");
         }
     }
+
+    /// Whatever `state.json` holds, reading it gives a state or an error naming the file;
+    /// the file is never changed by reading.
+    fn check_state_bytes(bytes: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = StateStore::state_path(dir.path());
+        std::fs::write(&path, bytes).unwrap();
+        match StateStore::read(dir.path()) {
+            Ok(state) => {
+                // What was read writes back and reads again the same.
+                let store = StateStore::open(dir.path()).unwrap();
+                let envs: Vec<_> = state.environments.clone().into_iter().collect();
+                store.save(&envs).unwrap();
+                assert_eq!(StateStore::read(dir.path()).unwrap().environments, state.environments);
+            }
+            Err(e) => {
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+                assert_eq!(std::fs::read(&path).unwrap(), bytes, "a corrupt state is kept as it was");
+            }
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            "\\PC{0,16}".prop_map(serde_json::Value::from),
+            "[0-9a-f]{40}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("2026-11-24T06:00:00Z")),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_as_state_are_read_or_named(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            check_state_bytes(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_values_in_a_real_state(
+            value in any_json(),
+            at in proptest::sample::select(vec!["expected", "incident", "alarms", "consecutive_probe_failures", "last_in_sync_at", "undelivered", "phase", "unknown_field"]),
+        ) {
+            let mut doc = serde_json::json!({
+                "schema": 1,
+                "environments": {"production": {"consecutive_probe_failures": 0}}
+            });
+            doc["environments"]["production"][at] = value;
+            check_state_bytes(&serde_json::to_vec(&doc).unwrap());
+        }
+    }
+
+    /// Every state file that ever crashed or fooled the reader, replayed.
+    #[test]
+    fn the_state_corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../corpus/state");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            check_state_bytes(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 4);
+    }
 }
