@@ -418,3 +418,72 @@ fn a_sha256_repository_is_refused_by_name() {
     let err = GitSource::local(r.path()).unwrap_err().to_string();
     assert!(err.contains("sha256 object ids") && err.contains("SHA-1 repositories only"), "{err}");
 }
+
+/// A ref name component git accepts (git-check-ref-format(1)), odd characters included.
+fn legal_component(c: &str) -> bool {
+    !c.is_empty()
+        && !c.starts_with('.')
+        && !c.ends_with('.')
+        && !c.ends_with(".lock")
+        && !c.contains("..")
+        && c != "@"
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(gitstate_testkit::proptest_cases(8)))]
+
+    /// `[[discover]]` listing against `git for-each-ref` on random ref sets: names with odd
+    /// but legal characters, some packed, some loose, some loose over packed.
+    #[test]
+    fn listing_under_a_prefix_matches_git_for_each_ref(
+        names in proptest::collection::btree_set("[a-zA-Z0-9_+=,@#%é.-]{1,8}(/[a-zA-Z0-9_é.-]{1,5})?", 1..40),
+        packed_first in proptest::collection::vec(proptest::prelude::any::<bool>(), 40),
+        prefix in proptest::sample::select(vec!["refs/heads/environments/", "refs/heads/environments/a", "refs/heads/", "refs/heads/environments/é"]),
+    ) {
+        let names: Vec<&String> = names.iter().filter(|n| n.split('/').all(legal_component)).collect();
+        let r = Repo::new();
+        let c = r.commits(3, "c");
+        // Some refs written and packed, then the others loose, some over packed ones.
+        let mut packed_batch = String::new();
+        let mut loose_batch = String::new();
+        for (i, n) in names.iter().enumerate() {
+            let full = format!("refs/heads/environments/{n}");
+            if packed_first[i] {
+                packed_batch.push_str(&format!("update {full} {}\n", c[i % 2]));
+            }
+            if !packed_first[i] || i % 3 == 0 {
+                loose_batch.push_str(&format!("update {full} {}\n", c[2]));
+            }
+        }
+        let stdin = |batch: &str| {
+            use std::io::Write;
+            let mut child = gitstate_testkit::git_cmd(r.path())
+                .args(["update-ref", "--stdin"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+            // A name that is a directory of another (a/b beside a) is refused by git: the
+            // oracle below reads what git kept, whatever it refused.
+            let _ = child.wait();
+        };
+        stdin(&packed_batch);
+        r.git(&["pack-refs", "--all"]);
+        stdin(&loose_batch);
+        let oracle: Vec<(String, String)> = r
+            // for-each-ref matches whole path components; a ref_prefix is a string prefix.
+            .git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/"])
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(n, id)| (n.to_owned(), id.to_owned())))
+            .filter(|(n, _)| n.starts_with(prefix))
+            .collect();
+        let got: Vec<(String, String)> = GitSource::local(r.path())
+            .unwrap()
+            .list_blocking(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.reference, e.commit.to_string()))
+            .collect();
+        proptest::prop_assert_eq!(got, oracle);
+    }
+}

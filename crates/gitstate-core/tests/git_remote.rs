@@ -219,3 +219,105 @@ fn a_git_ssh_command_that_trickles_or_goes_silent_is_killed_at_the_deadline() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+fn pkt(s: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", s.len() + 4).into_bytes();
+    out.extend_from_slice(s);
+    out
+}
+
+/// A `git://` server for one connection: reads the request, then answers with `caps` (a
+/// protocol v2 capability advertisement, or anything), and — when `refs` is given —
+/// reads the client's command and answers it with `refs`.
+fn one_shot_daemon(caps: Vec<u8>, refs: Option<Vec<u8>>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let read_pkt = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).ok()?;
+            let n = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
+            let mut body = vec![0u8; n.saturating_sub(4)];
+            s.read_exact(&mut body).ok()?;
+            Some(if n == 0 { b"0000".to_vec() } else { body })
+        };
+        if read_pkt(&mut s).is_none() || s.write_all(&caps).is_err() {
+            return;
+        }
+        if let Some(refs) = refs {
+            while let Some(p) = read_pkt(&mut s) {
+                if p == b"0000" {
+                    break;
+                }
+            }
+            let _ = s.write_all(&refs);
+        }
+    });
+    port
+}
+
+fn v2_caps() -> Vec<u8> {
+    [pkt(b"version 2\n"), pkt(b"agent=fake/1\n"), pkt(b"ls-refs=unborn\n"), pkt(b"fetch\n"), b"0000".to_vec()]
+        .concat()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(gitstate_testkit::proptest_cases(48)))]
+
+    /// The ls-refs reader against a model: what a server advertises, filtered by the
+    /// prefix, peeled where the server says so, sorted by name.
+    #[test]
+    fn advertised_refs_are_listed_as_advertised(
+        refs in proptest::collection::btree_map("refs/(heads/environments|tags|heads)/[a-zA-Z0-9é_.-]{1,8}", ("[0-9a-f]{40}", proptest::option::of("[0-9a-f]{40}")), 0..30),
+    ) {
+        let prefix = "refs/heads/environments/";
+        let mut body = Vec::new();
+        let mut model = Vec::new();
+        for (name, (id, peeled)) in &refs {
+            let line = match peeled {
+                Some(p) => format!("{id} {name} peeled:{p}\n"),
+                None => format!("{id} {name}\n"),
+            };
+            body.extend(pkt(line.as_bytes()));
+            if name.starts_with(prefix) {
+                model.push((name.clone(), peeled.clone().unwrap_or_else(|| id.clone())));
+            }
+        }
+        body.extend(b"0000");
+        let port = one_shot_daemon(v2_caps(), Some(body));
+        let remote = RemoteRepo::new(&format!("git://127.0.0.1:{port}/repo.git"))
+            .unwrap()
+            .with_timeout(std::time::Duration::from_secs(5));
+        let got: Vec<(String, String)> =
+            remote.list(prefix).unwrap().into_iter().map(|e| (e.reference, e.commit.to_string())).collect();
+        proptest::prop_assert_eq!(got, model);
+    }
+
+    /// Whatever a server sends — arbitrary bytes instead of the advertisement, or arbitrary
+    /// pkt-lines as refs — listing ends with refs or an error, never a panic or a hang.
+    #[test]
+    fn arbitrary_answers_are_an_error_or_refs(
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        lines in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60), 0..6),
+        as_refs in proptest::prelude::any::<bool>(),
+    ) {
+        let port = if as_refs {
+            let mut body: Vec<u8> = lines.iter().flat_map(|l| pkt(l)).collect();
+            body.extend(b"0000");
+            one_shot_daemon(v2_caps(), Some(body))
+        } else {
+            one_shot_daemon(raw, None)
+        };
+        let remote = RemoteRepo::new(&format!("git://127.0.0.1:{port}/repo.git"))
+            .unwrap()
+            .with_timeout(std::time::Duration::from_secs(5));
+        let start = std::time::Instant::now();
+        if let Ok(listed) = remote.list("refs/heads/environments/") {
+            proptest::prop_assert!(listed.iter().all(|e| e.reference.starts_with("refs/heads/environments/")));
+        }
+        proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

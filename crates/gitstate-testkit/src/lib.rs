@@ -18,3 +18,12 @@ pub use git::{
 pub use http::{Behavior, TestServer};
 pub use moto::{Moto, Resource};
 pub use ssh::SshServer;
+
+/// Cases for a property test that starts real processes or servers per case: `default`
+/// in the suite, more when `PROPTEST_CASES` asks (`scripts/fuzz`), at most 20 times as many.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(default, |n: u32| n.min(default * 20))
+}

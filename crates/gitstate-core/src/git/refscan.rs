@@ -191,4 +191,45 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(packed(b"not a packed refs file\n", "refs/heads/", &mut Vec::new()).is_none());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            buf in prop::collection::vec(any::<u8>(), 0..512),
+            header in prop::option::of(Just("# pack-refs with: peeled fully-peeled sorted \n")),
+            prefix in "refs/[a-z]{0,3}/?",
+        ) {
+            let mut bytes = header.map(|h| h.as_bytes().to_vec()).unwrap_or_default();
+            bytes.extend_from_slice(&buf);
+            let mut out = Vec::new();
+            if packed(&bytes, &prefix, &mut out).is_some() {
+                prop_assert!(out.iter().all(|(n, _)| n.starts_with(&prefix)));
+            }
+        }
+
+        /// A sorted file of random names (some peeled): exactly the names under the prefix,
+        /// in order, peeled ids where given — found by binary search, checked by a filter.
+        #[test]
+        fn sorted_files_give_what_a_filter_gives(
+            names in prop::collection::btree_set("refs/(heads|tags|x)/[a-z0-9._-]{1,6}(/[a-z0-9é._-]{1,4})?", 0..60),
+            peel in prop::collection::vec(any::<bool>(), 60),
+            prefix in "refs/(heads|tags|x)?/?[a-z0-9]{0,2}",
+        ) {
+            let mut lines = Vec::new();
+            let mut model = Vec::new();
+            for (i, n) in names.iter().enumerate() {
+                lines.push(format!("{A} {n}"));
+                let id = if peel[i] { lines.push(format!("^{C}")); C } else { A };
+                if n.starts_with(&prefix) {
+                    model.push((n.clone(), id.to_owned()));
+                }
+            }
+            let mut out = Vec::new();
+            packed(&body(&lines), &prefix, &mut out).unwrap();
+            let got: Vec<(String, String)> = out.into_iter().map(|(n, id)| (n, id.to_string())).collect();
+            prop_assert_eq!(got, model);
+        }
+    }
 }
