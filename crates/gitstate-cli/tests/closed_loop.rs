@@ -739,3 +739,52 @@ fn watch_keeps_passing_over_the_hostile_fleet() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(w.child.wait().unwrap().code(), Some(0));
 }
+
+/// A deploy script that leaves work in the background and exits 0: the work is left
+/// alone, and gitstate's own exit does not wait for it (it holds the output pipe).
+#[test]
+fn background_work_after_exit_0_is_left_alone_and_holds_nothing() {
+    let l = Loop::new();
+    l.repo.update_ref(REF, &l.c[3]);
+    l.deploy_script("setsid sh -c 'echo $$ > bg.pid; exec sleep 600' & sleep 0.2; echo triggered");
+    let cfg = l.config("grace = \"0s\"", "");
+    let start = Instant::now();
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert!(start.elapsed() < Duration::from_secs(30), "reconcile waited for the background work");
+    assert_eq!(r.json()["environments"][0]["actions"][0]["ok"], true, "{}", r.stdout);
+    let pid = std::fs::read_to_string(l.path().join("bg.pid")).unwrap().trim().to_owned();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the background work was killed");
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+}
+
+/// `watch` shutting down with a deploy in flight that ignores SIGTERM: after the 30 s
+/// drain its process group gets SIGTERM, then SIGKILL 10 s later, and the event says so.
+#[test]
+fn watch_shutdown_stops_a_deploy_that_ignores_sigterm_and_says_so() {
+    let l = Loop::new();
+    l.deploy_script("trap '' TERM; sleep 600 & echo $! > child.pid; wait; wait");
+    let cfg = l.config("grace = \"0s\"", FAST_WATCH);
+    let mut w = watch(&cfg);
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "the deploy to start", || l.path().join("child.pid").exists());
+    let pid = w.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "watch did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0));
+    let finished = l.events().into_iter().find(|e| e["event"] == "remediation_finished").expect("recorded");
+    assert_eq!(finished["ok"], false);
+    assert_eq!(
+        finished["detail"],
+        "./deploy.sh stopped because watch shut down: its process group got SIGTERM, then SIGKILL 10s later"
+    );
+    let child = std::fs::read_to_string(l.path().join("child.pid")).unwrap().trim().to_owned();
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "the deploy's child {child} survived");
+}

@@ -82,7 +82,9 @@ pub trait ActualStateProbe: Send + Sync {
     fn name(&self) -> &str;
 
     /// Reads every instance. `Err` is the target failing as a whole (an API error: no
-    /// instances). Must bound its own time: the engine does not own a timer.
+    /// instances). The engine bounds each call by the target's [`crate::TargetSpec`]
+    /// timeout (30 s by default) and catches a panic; either makes the target
+    /// `unreachable`. A probe that knows better bounds its own time and says why.
     async fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure>;
 }
 
