@@ -391,10 +391,11 @@ fn extension(path: &Path, key: &str) -> Option<String> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_extensions = line.trim_matches(['[', ']']).trim().eq_ignore_ascii_case("extensions");
-        } else if in_extensions && let Some((k, v)) = line.split_once('=') {
-            if k.trim().eq_ignore_ascii_case(key) {
-                return Some(v.trim().to_owned());
-            }
+        } else if in_extensions
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            return Some(v.trim().to_owned());
         }
     }
     None
