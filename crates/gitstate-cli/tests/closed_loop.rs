@@ -357,6 +357,22 @@ struct Watching {
     port: u16,
 }
 
+impl Watching {
+    /// Sends SIGTERM and waits for the exit code, failing after `limit`.
+    fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(start.elapsed() < limit, "watch did not stop within {limit:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Watching {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -488,10 +504,7 @@ fn sigterm_stops_watch_with_exit_0_and_state_persisted() {
     l.deploy_script("exit 0");
     let cfg = l.config("grace = \"0s\"", FAST_WATCH);
     let mut w = watch(&cfg);
-    let pid = w.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let code = w.child.wait().unwrap().code();
-    assert_eq!(code, Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(60)), Some(0));
     let st = status(&cfg);
     assert_eq!(st["phase"], "in_sync");
     // The lock was released.
@@ -620,17 +633,7 @@ fn a_trickling_git_source_holds_neither_watch_nor_sigterm() {
         metrics(&w).contains("gitstate_reconcile_passes_total{result=\"error\"}")
     });
     assert!(matches!(http_get(w.port, "/healthz"), Ok((200, _))));
-    let pid = w.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = w.child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "watch ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(60)), Some(0));
 }
 
 /// Secrets planted in every place a configuration may hold one (URL user-info, query
@@ -735,9 +738,7 @@ fn watch_keeps_passing_over_the_hostile_fleet() {
     let text = metrics(&w);
     assert!(text.contains("gitstate_environment_in_sync{environment=\"production\"} 0"), "{text}");
     assert!(text.contains("gitstate_instances{environment=\"production\",status=\"in_sync\"} 0"), "{text}");
-    let pid = w.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert_eq!(w.child.wait().unwrap().code(), Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(60)), Some(0));
 }
 
 /// A deploy script that leaves work in the background and exits 0: the work is left
@@ -767,17 +768,7 @@ fn watch_shutdown_stops_a_deploy_that_ignores_sigterm_and_says_so() {
     let mut w = watch(&cfg);
     l.repo.update_ref(REF, &l.c[3]);
     wait_for(Duration::from_secs(20), "the deploy to start", || l.path().join("child.pid").exists());
-    let pid = w.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = w.child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "watch did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(90)), Some(0));
     let finished = l.events().into_iter().find(|e| e["event"] == "remediation_finished").expect("recorded");
     assert_eq!(finished["ok"], false);
     assert_eq!(
