@@ -93,7 +93,7 @@ impl LocalRepo {
             "--",
             prefix,
         ]);
-        for var in super::remote::HOOK_ENV {
+        for var in super::transport::HOOK_ENV {
             cmd.env_remove(var);
         }
         let err = |message: String| ExpectedError::History {

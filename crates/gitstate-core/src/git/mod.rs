@@ -5,6 +5,7 @@
 mod local;
 mod refscan;
 mod remote;
+mod transport;
 
 use std::path::Path;
 use std::sync::Arc;
