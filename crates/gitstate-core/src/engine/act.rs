@@ -1,0 +1,268 @@
+//! Carrying out a decision: the decided states (and the `remediation_started` events) go
+//! through the journal *before* any remediation starts, so a crash never forgets an
+//! attempt; then remediations run (inline, or handed back to the caller when deferred).
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+use jiff::Timestamp;
+
+use crate::event::{Event, EventKind, Resolution};
+use crate::name::EnvName;
+use crate::observation::{Status, TargetObservation};
+use crate::plugin::{AlarmEvent, AlarmNotification, RemediationOutcome, RemediationRequest, Remediator};
+use crate::reconcile::{Action, AlarmChange};
+use crate::report::ActionReport;
+use crate::state::EnvState;
+
+use super::notify::notification;
+use super::{Decided, Engine, EnvironmentSpec, PassOutcome};
+
+impl Engine {
+    /// Carries out (or, in a dry run, only reports) what was decided.
+    pub(super) async fn act(
+        &self,
+        envs: &[EnvironmentSpec],
+        prior: &BTreeMap<EnvName, EnvState>,
+        decided: Vec<Option<Decided>>,
+        dry_run: bool,
+        now: Timestamp,
+        out: &mut PassOutcome,
+    ) {
+        let mut remediate: Vec<(usize, RemediationRequest)> = Vec::new();
+        let mut notes: Vec<(usize, AlarmNotification)> = Vec::new();
+        for (i, (env, d)) in envs.iter().zip(&decided).enumerate() {
+            let Some(Decided { decision: d, targets, expected }) = d else { continue };
+            let rep = &mut out.report.environments[i];
+            let ev = |kind| Event { at: now, environment: env.name.clone(), kind };
+            out.events.extend(d.events.iter().cloned().map(ev));
+            for action in &d.actions {
+                match *action {
+                    Action::Remediate { attempt } => {
+                        rep.actions.push(ActionReport::Remediate {
+                            attempt,
+                            ok: None,
+                            detail: if dry_run { "dry run: not started".into() } else { String::new() },
+                        });
+                        remediate.push((
+                            i,
+                            RemediationRequest {
+                                environment: env.name.clone(),
+                                reference: rep.reference.clone(),
+                                expected: *expected,
+                                attempt,
+                                drifted: drifted(targets),
+                            },
+                        ));
+                    }
+                    Action::Alarm { change, kind, since } => {
+                        let (report, event, note_event) = match change {
+                            AlarmChange::Raised => (
+                                ActionReport::AlarmRaised { alarm: kind },
+                                EventKind::AlarmRaised { alarm: kind, expected: *expected },
+                                AlarmEvent::AlarmRaised,
+                            ),
+                            AlarmChange::Repeated => (
+                                ActionReport::AlarmRepeated { alarm: kind },
+                                EventKind::AlarmRepeated { alarm: kind, expected: *expected },
+                                AlarmEvent::AlarmRepeated,
+                            ),
+                            AlarmChange::Resolved(why) => (
+                                ActionReport::AlarmResolved { alarm: kind },
+                                EventKind::AlarmResolved { alarm: kind, reason: why },
+                                AlarmEvent::AlarmResolved,
+                            ),
+                        };
+                        rep.actions.push(report);
+                        out.events.push(ev(event));
+                        let resolution = match change {
+                            AlarmChange::Resolved(r) => Some(r),
+                            _ => None,
+                        };
+                        // A superseded alarm belongs to the previous expected commit.
+                        let alarm_expected = match resolution {
+                            Some(Resolution::Superseded) => prior
+                                .get(&env.name)
+                                .and_then(|s| s.expected.as_ref())
+                                .map_or(*expected, |e| e.commit),
+                            _ => *expected,
+                        };
+                        notes.push((
+                            i,
+                            notification(
+                                env,
+                                &rep.reference,
+                                alarm_expected,
+                                kind,
+                                since,
+                                note_event,
+                                resolution,
+                                now,
+                                targets,
+                            ),
+                        ));
+                    }
+                }
+            }
+            // Alarms still open and not announced this pass: refresh sinks that expire silence.
+            for alarm in &d.state.alarms {
+                let touched =
+                    d.actions.iter().any(|a| matches!(a, Action::Alarm { kind, .. } if *kind == alarm.kind));
+                if !touched {
+                    notes.push((
+                        i,
+                        notification(
+                            env,
+                            &rep.reference,
+                            *expected,
+                            alarm.kind,
+                            alarm.since,
+                            AlarmEvent::AlarmFiring,
+                            None,
+                            now,
+                            targets,
+                        ),
+                    ));
+                }
+            }
+            out.decisions.push((env.name.clone(), d.reason, d.requeue_after));
+        }
+
+        let mut states: Vec<(EnvName, EnvState)> = decided
+            .into_iter()
+            .zip(envs)
+            .filter_map(|(d, env)| d.map(|d| (env.name.clone(), d.decision.state)))
+            .collect();
+
+        if dry_run {
+            out.states = states;
+            return;
+        }
+
+        let mut recorded = 0;
+        if !remediate.is_empty() {
+            for (i, req) in &remediate {
+                out.events.push(Event {
+                    at: now,
+                    environment: envs[*i].name.clone(),
+                    kind: EventKind::RemediationStarted { expected: req.expected, attempt: req.attempt },
+                });
+            }
+            if let Some(j) = &self.journal {
+                let persisted = async {
+                    j.checkpoint(&states).await?;
+                    j.record(&out.events).await
+                };
+                if let Err(e) = persisted.await {
+                    tracing::error!(error = %e, "not remediating: state could not be persisted first");
+                    out.journal_error = Some(e.to_string());
+                }
+                recorded = out.events.len();
+            }
+            if out.journal_error.is_none() && self.defer_remediations {
+                for (i, req) in remediate {
+                    for a in &mut out.report.environments[i].actions {
+                        if let ActionReport::Remediate { attempt, detail, .. } = a
+                            && *attempt == req.attempt
+                        {
+                            *detail = "started in the background".into();
+                        }
+                    }
+                    out.deferred.push((envs[i].name.clone(), req));
+                }
+            } else if out.journal_error.is_none() {
+                let mut runs: Vec<BoxFuture<'_, (usize, &RemediationRequest, RemediationOutcome)>> =
+                    Vec::new();
+                for (i, req) in &remediate {
+                    let r = envs[*i].remediator.clone();
+                    runs.push(Box::pin(async move { (*i, req, run_remediator(r.as_deref(), req).await) }));
+                }
+                let done: Vec<_> = stream::iter(runs).buffer_unordered(self.concurrency).collect().await;
+                for (i, req, outcome) in done {
+                    let env = &envs[i];
+                    for a in &mut out.report.environments[i].actions {
+                        if let ActionReport::Remediate { attempt, ok, detail } = a
+                            && *attempt == req.attempt
+                        {
+                            *ok = Some(outcome.ok);
+                            *detail = outcome.detail.clone();
+                        }
+                    }
+                    out.events.push(finished_event(&env.name, req, &outcome, now));
+                    out.remediations.push((env.name.clone(), outcome));
+                }
+            } else {
+                for rep in &mut out.report.environments {
+                    for a in &mut rep.actions {
+                        if let ActionReport::Remediate { ok, detail, .. } = a {
+                            *ok = Some(false);
+                            *detail = "not started: state could not be persisted".into();
+                        }
+                    }
+                }
+            }
+        }
+
+        self.deliver(envs, &mut states, notes, now, out).await;
+
+        if let Some(j) = &self.journal
+            && let Err(e) = j.record(&out.events[recorded..]).await
+        {
+            tracing::error!(error = %e, "audit events could not be appended");
+            out.journal_error.get_or_insert(e.to_string());
+        }
+        out.states = states;
+    }
+}
+
+pub(super) async fn run_remediator(
+    r: Option<&dyn Remediator>,
+    req: &RemediationRequest,
+) -> RemediationOutcome {
+    match r {
+        Some(r) => r.remediate(req).await,
+        None => RemediationOutcome {
+            ok: false,
+            detail: "no remediator configured".into(),
+            exit_code: None,
+            output_tail: None,
+        },
+    }
+}
+
+pub(super) fn finished_event(
+    env: &EnvName,
+    req: &RemediationRequest,
+    outcome: &RemediationOutcome,
+    at: Timestamp,
+) -> Event {
+    Event {
+        at,
+        environment: env.clone(),
+        kind: EventKind::RemediationFinished {
+            expected: req.expected,
+            attempt: req.attempt,
+            ok: outcome.ok,
+            exit_code: outcome.exit_code,
+            detail: outcome.detail.clone(),
+            output_tail: outcome.output_tail.clone(),
+        },
+    }
+}
+
+pub(super) fn drifted(targets: &[TargetObservation]) -> Vec<(String, String)> {
+    targets
+        .iter()
+        .flat_map(|t| {
+            let whole = (t.instances.is_empty() && t.status != Status::InSync)
+                .then(|| (t.name.clone(), String::new()));
+            whole.into_iter().chain(
+                t.instances
+                    .iter()
+                    .filter(|i| i.status != Status::InSync)
+                    .map(|i| (t.name.clone(), i.id.clone())),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,270 @@
+//! The pass [`Engine`]: one pass of resolve → probe → classify → decide → act, shared by
+//! the CLI (`check`, `reconcile`, `watch`) and by any deploy tool that embeds gitstate.
+//! Read in pipeline order: `engine/observe.rs` (resolve refs, probe within each target's
+//! deadline, classify drift against the history), the pure [`crate::reconcile()`] called
+//! from [`Engine::run_pass`], `engine/act.rs` (checkpoint, then remediate),
+//! `engine/notify.rs` (alarm text, delivery and retries).
+//!
+//! Runtime-agnostic: it uses `futures` only. Probes of every target of every environment
+//! run concurrently up to [`Engine::with_concurrency`]; remediations of different environments
+//! run concurrently, at most one per environment. Before any remediation starts, the
+//! decided states go through [`Journal::checkpoint`], so a crash never forgets an attempt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::commit::CommitId;
+use crate::event::Event;
+use crate::name::EnvName;
+use crate::observation::{Assessment, Reading, TargetObservation};
+use crate::plugin::{
+    ActualStateProbe, AlarmSink, ExpectedState, Journal, RemediationOutcome, RemediationRequest, Remediator,
+};
+use crate::policy::{Mode, Policy};
+use crate::reconcile::{Decision, Reason, reconcile};
+use crate::report::{EnvironmentReport, Report};
+use crate::state::EnvState;
+
+mod act;
+mod notify;
+mod observe;
+use act::{finished_event, run_remediator};
+
+/// How long the engine waits for a probe when its target says nothing else (SPEC §8).
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One target of an environment and the probe that reads it.
+#[derive(Clone)]
+pub struct TargetSpec {
+    /// The target's name.
+    pub name: String,
+    /// Its probe.
+    pub probe: Arc<dyn ActualStateProbe>,
+    /// The engine's own bound on one `observe` call: a probe that has not answered by then
+    /// makes the target `unreachable` ("no answer within 30s"), and the pass goes on.
+    pub timeout: Duration,
+}
+
+impl TargetSpec {
+    /// A target bounded by [`DEFAULT_PROBE_TIMEOUT`].
+    pub fn new(name: impl Into<String>, probe: Arc<dyn ActualStateProbe>) -> Self {
+        Self { name: name.into(), probe, timeout: DEFAULT_PROBE_TIMEOUT }
+    }
+
+    /// Sets the engine's bound on this target's probe.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// One environment as the engine sees it.
+#[derive(Clone)]
+pub struct EnvironmentSpec {
+    /// Its name.
+    pub name: EnvName,
+    /// Its ref (full or short).
+    pub reference: String,
+    /// Its targets.
+    pub targets: Vec<TargetSpec>,
+    /// How to redeploy it; none means the environment is only observed.
+    pub remediator: Option<Arc<dyn Remediator>>,
+    /// Its policy.
+    pub policy: Policy,
+}
+
+impl EnvironmentSpec {
+    /// The policy in force: observe mode when there is nothing to remediate with.
+    pub fn effective_policy(&self) -> Policy {
+        let mut p = self.policy.clone();
+        if self.remediator.is_none() {
+            p.mode = Mode::Observe;
+        }
+        p
+    }
+}
+
+/// What kind of pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassMode {
+    /// Observe and report; no state, no decision, no action (`gitstate check`).
+    Check,
+    /// The closed loop. In a dry run the actions are decided and reported, not carried out,
+    /// and nothing is persisted.
+    Reconcile {
+        /// Decide without acting.
+        dry_run: bool,
+    },
+}
+
+/// The result of a pass.
+#[derive(Debug, Clone)]
+pub struct PassOutcome {
+    /// The report (SPEC §6 JSON).
+    pub report: Report,
+    /// The next state of every environment that was decided (reconcile only).
+    pub states: Vec<(EnvName, EnvState)>,
+    /// The audit events of the pass (already given to the journal, unless dry run).
+    pub events: Vec<Event>,
+    /// Per decided environment: why, and when to look again.
+    pub decisions: Vec<(EnvName, Reason, Option<Duration>)>,
+    /// Remediation outcomes, per environment (not in a dry run).
+    pub remediations: Vec<(EnvName, RemediationOutcome)>,
+    /// Notifications attempted: `(sink, delivered)`.
+    pub deliveries: Vec<(String, bool)>,
+    /// Persisting failed: the error, rendered. Remediations were not run when this is set.
+    pub journal_error: Option<String>,
+    /// Remediations decided and persisted but not run (engines built with
+    /// [`Engine::with_deferred_remediations`]): run each with [`Engine::remediate`].
+    pub deferred: Vec<(EnvName, RemediationRequest)>,
+}
+
+/// Drives passes. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    source: Arc<dyn ExpectedState>,
+    sinks: Vec<Arc<dyn AlarmSink>>,
+    journal: Option<Arc<dyn Journal>>,
+    concurrency: usize,
+    defer_remediations: bool,
+}
+
+struct Decided {
+    decision: Decision,
+    targets: Vec<TargetObservation>,
+    expected: CommitId,
+}
+
+struct Probed {
+    env: usize,
+    target: usize,
+    result: Result<Vec<Reading>, crate::observation::ProbeFailure>,
+}
+
+impl Engine {
+    /// An engine reading expected commits from `source`, probing 64 targets at a time.
+    pub fn new(source: Arc<dyn ExpectedState>) -> Self {
+        Self { source, sinks: Vec::new(), journal: None, concurrency: 64, defer_remediations: false }
+    }
+
+    /// Adds an alarm sink.
+    pub fn with_sink(mut self, sink: Arc<dyn AlarmSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Sets where state and events are persisted during a pass.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Sets the number of probes in flight (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Hands remediations back in [`PassOutcome::deferred`] instead of awaiting them in the
+    /// pass, so that a long deploy of one environment never delays the probes of others
+    /// (the `watch` loop runs each with [`Engine::remediate`] in its own task). The attempt
+    /// is counted and persisted before the pass returns, as for inline remediations.
+    pub fn with_deferred_remediations(mut self) -> Self {
+        self.defer_remediations = true;
+        self
+    }
+
+    /// Runs one deferred remediation and records its `remediation_finished` event, stamped
+    /// by `clock` when it returns.
+    pub async fn remediate(
+        &self,
+        env: &EnvironmentSpec,
+        req: &RemediationRequest,
+        clock: impl Fn() -> Timestamp + Send,
+    ) -> RemediationOutcome {
+        let outcome = run_remediator(env.remediator.as_deref(), req).await;
+        if let Some(j) = &self.journal
+            && let Err(e) = j.record(&[finished_event(&env.name, req, &outcome, clock())]).await
+        {
+            tracing::error!(error = %e, "audit event could not be appended");
+        }
+        outcome
+    }
+
+    /// Runs one pass over `envs`. `prior` is the remembered state (ignored by `Check`);
+    /// `now` is the pass's time, given so that callers (and tests) own the clock.
+    pub async fn run_pass(
+        &self,
+        envs: &[EnvironmentSpec],
+        prior: &BTreeMap<EnvName, EnvState>,
+        mode: PassMode,
+        now: Timestamp,
+    ) -> PassOutcome {
+        let expected = self.resolve(envs).await;
+        let targets = self.observe(envs, &expected).await;
+
+        let mut out = PassOutcome {
+            report: Report { schema: 1, checked_at: now, in_sync: true, environments: Vec::new() },
+            states: Vec::new(),
+            events: Vec::new(),
+            decisions: Vec::new(),
+            remediations: Vec::new(),
+            deliveries: Vec::new(),
+            journal_error: None,
+            deferred: Vec::new(),
+        };
+        let mut decided: Vec<Option<Decided>> = Vec::new();
+        for ((env, exp), targets) in envs.iter().zip(&expected).zip(targets) {
+            let mut rep = EnvironmentReport {
+                name: env.name.clone(),
+                reference: env.reference.clone(),
+                expected: None,
+                in_sync: false,
+                error: None,
+                phase: None,
+                actions: Vec::new(),
+                targets: Vec::new(),
+            };
+            match exp {
+                Err(e) => {
+                    rep.error = Some(e.clone());
+                    decided.push(None);
+                }
+                Ok((reference, commit)) => {
+                    rep.reference = reference.clone();
+                    rep.expected = Some(*commit);
+                    let assessment = Assessment::of(&targets);
+                    rep.in_sync = assessment.in_sync;
+                    if let PassMode::Reconcile { .. } = mode {
+                        let d = reconcile(
+                            commit,
+                            &assessment,
+                            prior.get(&env.name),
+                            &env.effective_policy(),
+                            now,
+                        );
+                        rep.phase = Some(d.phase);
+                        decided.push(Some(Decided {
+                            decision: d,
+                            targets: targets.clone(),
+                            expected: *commit,
+                        }));
+                    } else {
+                        decided.push(None);
+                    }
+                    rep.targets = targets;
+                }
+            }
+            out.report.in_sync &= rep.in_sync;
+            out.report.environments.push(rep);
+        }
+        let PassMode::Reconcile { dry_run } = mode else {
+            return out;
+        };
+        self.act(envs, prior, decided, dry_run, now, &mut out).await;
+        out
+    }
+}

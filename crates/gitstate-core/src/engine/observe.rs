@@ -1,0 +1,188 @@
+//! Resolve → probe → classify: every environment's ref resolved in one call, every target
+//! probed concurrently within its deadline (a hung or panicking probe is `unreachable`),
+//! and each reported commit classified against the history (in sync, behind, ahead,
+//! diverged, unknown, drifted) with one call to the source per environment.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+
+use crate::commit::{CommitId, ReportedCommit};
+use crate::observation::{InstanceObservation, Reading, Relation, TargetObservation};
+use crate::plugin::ProbeContext;
+
+use super::{Engine, EnvironmentSpec, Probed, TargetSpec};
+
+impl Engine {
+    /// Resolves every environment's ref in one call to the source.
+    pub(super) async fn resolve(&self, envs: &[EnvironmentSpec]) -> Vec<Result<(String, CommitId), String>> {
+        let refs: Vec<String> = envs.iter().map(|e| e.reference.clone()).collect();
+        match self.source.resolve(&refs).await {
+            Ok(list) if list.len() == envs.len() => list
+                .into_iter()
+                .zip(envs)
+                .map(|(r, env)| {
+                    r.map(|e| (e.reference, e.commit)).map_err(|e| format!("environment {}: {e}", env.name))
+                })
+                .collect(),
+            Ok(list) => {
+                let msg = format!(
+                    "expected-state source {} answered {} refs for {} asked",
+                    self.source.name(),
+                    list.len(),
+                    envs.len()
+                );
+                envs.iter().map(|_| Err(msg.clone())).collect()
+            }
+            Err(e) => envs.iter().map(|env| Err(format!("environment {}: {e}", env.name))).collect(),
+        }
+    }
+
+    /// Probes every target concurrently, then classifies each environment's readings.
+    pub(super) async fn observe(
+        &self,
+        envs: &[EnvironmentSpec],
+        expected: &[Result<(String, CommitId), String>],
+    ) -> Vec<Vec<TargetObservation>> {
+        // Boxed, concretely typed futures: closures over borrowed data in iterator chains make
+        // the pass future fail the `Send` check in generic callers (rust-lang/rust#102211).
+        let mut jobs: Vec<BoxFuture<'_, Probed>> = Vec::new();
+        for (ei, env) in envs.iter().enumerate() {
+            let Ok((_, commit)) = &expected[ei] else { continue };
+            for (ti, t) in env.targets.iter().enumerate() {
+                jobs.push(Box::pin(async move {
+                    let cx = ProbeContext { environment: &env.name, target: &t.name, expected: commit };
+                    Probed { env: ei, target: ti, result: bounded_probe(t, &cx).await }
+                }));
+            }
+        }
+        let mut probed: Vec<Probed> = stream::iter(jobs).buffer_unordered(self.concurrency).collect().await;
+        probed.sort_by_key(|p| (p.env, p.target));
+
+        let mut per_env: Vec<Vec<Probed>> = envs.iter().map(|_| Vec::new()).collect();
+        for p in probed {
+            let e = p.env;
+            per_env[e].push(p);
+        }
+        let mut classify: Vec<BoxFuture<'_, Vec<TargetObservation>>> = Vec::new();
+        for (ei, probed) in per_env.into_iter().enumerate() {
+            let env = &envs[ei];
+            let commit = expected[ei].as_ref().ok().map(|(_, c)| *c);
+            classify.push(Box::pin(async move {
+                match commit {
+                    Some(commit) => self.classify(env, &commit, probed).await,
+                    None => Vec::new(),
+                }
+            }));
+        }
+        stream::iter(classify).buffered(self.concurrency).collect().await
+    }
+
+    pub(super) async fn classify(
+        &self,
+        env: &EnvironmentSpec,
+        expected: &CommitId,
+        probed: Vec<Probed>,
+    ) -> Vec<TargetObservation> {
+        // Ask the source once per distinct reported commit that is not trivially in sync.
+        let mut unknown: Vec<ReportedCommit> = probed
+            .iter()
+            .filter_map(|p| p.result.as_ref().ok())
+            .flatten()
+            .filter_map(|r| r.result.as_ref().ok())
+            .filter(|c| !c.matches(expected))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        let relations: HashMap<ReportedCommit, Result<Relation, String>> = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            match self.source.relate(expected, &unknown).await {
+                Ok(rels) if rels.len() == unknown.len() => {
+                    unknown.into_iter().zip(rels.into_iter().map(Ok)).collect()
+                }
+                Ok(_) => {
+                    let msg = "expected-state source answered a wrong number of relations".to_owned();
+                    unknown.into_iter().map(|c| (c, Err(msg.clone()))).collect()
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    unknown.into_iter().map(|c| (c, Err(msg.clone()))).collect()
+                }
+            }
+        };
+
+        probed
+            .into_iter()
+            .map(|p| {
+                let t = &env.targets[p.target];
+                let kind = t.probe.name().to_owned();
+                match p.result {
+                    Err(failure) => TargetObservation::failed(t.name.clone(), kind, failure),
+                    Ok(readings) => {
+                        let instances = readings
+                            .into_iter()
+                            .map(|r| match r.result {
+                                Err(f) => InstanceObservation::failed(r.instance, f, r.elapsed),
+                                Ok(c) if c.matches(expected) => InstanceObservation::classified(
+                                    r.instance,
+                                    &c,
+                                    Relation::InSync,
+                                    r.elapsed,
+                                ),
+                                Ok(c) => match relations.get(&c) {
+                                    Some(Ok(rel)) => {
+                                        InstanceObservation::classified(r.instance, &c, *rel, r.elapsed)
+                                    }
+                                    // The relation could not be computed, but the commit differs.
+                                    Some(Err(msg)) => {
+                                        let mut o = InstanceObservation::classified(
+                                            r.instance,
+                                            &c,
+                                            Relation::Drifted,
+                                            r.elapsed,
+                                        );
+                                        o.error = Some(msg.clone());
+                                        o
+                                    }
+                                    None => InstanceObservation::classified(
+                                        r.instance,
+                                        &c,
+                                        Relation::Drifted,
+                                        r.elapsed,
+                                    ),
+                                },
+                            })
+                            .collect();
+                        TargetObservation::from_instances(t.name.clone(), kind, instances)
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// Runs one probe within its target's timeout, a panic inside it caught: either way the
+/// target is `unreachable` with the reason and the pass goes on.
+async fn bounded_probe(
+    t: &TargetSpec,
+    cx: &ProbeContext<'_>,
+) -> Result<Vec<Reading>, crate::observation::ProbeFailure> {
+    use futures::FutureExt;
+    let observe = std::panic::AssertUnwindSafe(t.probe.observe(cx)).catch_unwind();
+    let deadline = futures_timer::Delay::new(t.timeout);
+    match futures::future::select(Box::pin(observe), deadline).await {
+        futures::future::Either::Left((Ok(result), _)) => result,
+        futures::future::Either::Left((Err(panic), _)) => {
+            let message = crate::panic::message(panic.as_ref());
+            tracing::error!(target_name = %t.name, environment = %cx.environment, panic = %message, "probe panicked");
+            Err(crate::observation::ProbeFailure::unreachable(format!("probe panicked: {message}")))
+        }
+        futures::future::Either::Right(_) => Err(crate::observation::ProbeFailure::unreachable(format!(
+            "no answer within {}",
+            humantime::format_duration(t.timeout)
+        ))),
+    }
+}
