@@ -179,6 +179,43 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
         .collect()
 }
 
+/// What a one-shot command runs: the environments selected (explicit and discovered),
+/// their engine specs, and the clients they share. Built by [`build`].
+pub struct Plan {
+    /// The environments, in order.
+    pub specs: Vec<EnvironmentSpec>,
+    /// The clients the specs' probes share (and the sinks, when asked for).
+    pub clients: Clients,
+    source: GitSource,
+    envs: Vec<Planned>,
+}
+
+/// Plans a pass: opens the source, lists `[[discover]]` prefixes once, selects `only`
+/// (all when empty), and builds a probe and a remediator for each environment.
+pub async fn build(config: &Config, only: &[String]) -> anyhow::Result<Plan> {
+    let source = self::source(config)?;
+    let (envs, _) = environments(config, &source, only).await?;
+    let clients = Clients::new(config.watch.concurrency)?;
+    let specs = specs(config, &envs, &clients)?;
+    Ok(Plan { specs, clients, source, envs })
+}
+
+impl Plan {
+    /// An engine over this plan's source (discovered refs answered from their listing),
+    /// with `[watch] concurrency` and, when `alarms`, the configured alarm sinks.
+    pub fn engine(&self, config: &Config, alarms: bool) -> anyhow::Result<gitstate_core::Engine> {
+        let mut engine =
+            gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.envs)))
+                .with_concurrency(config.watch.concurrency);
+        if alarms {
+            for sink in crate::remediate::sinks(&config.alerts, &self.clients.http)? {
+                engine = engine.with_sink(sink);
+            }
+        }
+        Ok(engine)
+    }
+}
+
 /// Answers `resolve` from what a `[[discover]]` listing already returned, so a discovered
 /// ref is read once per pass; everything else goes to the inner source.
 pub struct Prefetched {

@@ -3,9 +3,8 @@
 //! Exit 0 all in sync, 1 some drift, 2 an environment could not be checked.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use gitstate_core::{Engine, PassMode};
+use gitstate_core::PassMode;
 
 use crate::cli::{Output, Select};
 use crate::output::progress::Progress;
@@ -15,14 +14,11 @@ use crate::plan;
 /// Runs the command.
 pub async fn run(args: Select) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
-    let source = plan::source(&config)?;
-    let (envs, _) = plan::environments(&config, &source, &args.environments).await?;
-    let clients = plan::Clients::new(config.watch.concurrency)?;
-    let mut specs = plan::specs(&config, &envs, &clients)?;
-    let engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
-        .with_concurrency(config.watch.concurrency);
-    let progress = Progress::start(&mut specs);
-    let out = engine.run_pass(&specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
+    let mut plan = plan::build(&config, &args.environments).await?;
+    let engine = plan.engine(&config, false)?;
+    let specs = &mut plan.specs;
+    let progress = Progress::start(specs);
+    let out = engine.run_pass(specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
     drop(progress);
     match args.output {
         Output::Json => output::emit_json(&out.report)?,

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use gitstate_core::{Engine, PassMode};
+use gitstate_core::PassMode;
 
 use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
 use crate::output::{self, Paint, report};
 use crate::state::StateStore;
-use crate::{exit, plan, remediate};
+use crate::{exit, plan};
 
 /// Runs the command.
 pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
@@ -28,20 +28,14 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
         Some(s) => s.environments(),
         None => StateStore::read(&config.state_dir)?.environments,
     };
-    let source = plan::source(&config)?;
-    let (envs, _) = plan::environments(&config, &source, &args.select.environments).await?;
-    let clients = plan::Clients::new(config.watch.concurrency)?;
-    let mut specs = plan::specs(&config, &envs, &clients)?;
-    let mut engine = Engine::new(Arc::new(plan::Prefetched::new(source, &envs)))
-        .with_concurrency(config.watch.concurrency);
-    for sink in remediate::sinks(&config.alerts, &clients.http)? {
-        engine = engine.with_sink(sink);
-    }
+    let mut plan = plan::build(&config, &args.select.environments).await?;
+    let mut engine = plan.engine(&config, true)?;
     if let Some(s) = &store {
         engine = engine.with_journal(s.clone());
     }
-    let progress = Progress::start(&mut specs);
-    let out = engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
+    let progress = Progress::start(&mut plan.specs);
+    let out =
+        engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
     drop(progress);
     let mut failed = out.journal_error.clone();
     if let Some(s) = &store

@@ -1,8 +1,10 @@
-//! What people and programs read: tables ([`table`]), the check report ([`report`]),
+//! What people and programs read: tables ([`table`]), the check report ([`report`]), the
+//! status document ([`status`]),
 //! a progress line on stderr ([`progress`]), colour rules and error chains.
 
 pub mod progress;
 pub mod report;
+pub mod status;
 pub mod table;
 
 use std::io::{IsTerminal, Write};

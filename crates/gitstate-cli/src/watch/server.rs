@@ -63,7 +63,7 @@ impl Endpoint {
             "/readyz" if self.ready.load(Ordering::SeqCst) => (StatusCode::OK, TEXT, "ready\n".into()),
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "waiting for the first full pass\n".into()),
             "/status" => {
-                let doc = crate::commands::status::report(&self.store.environments());
+                let doc = crate::output::status::document(&self.store.environments());
                 (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
             _ => {
