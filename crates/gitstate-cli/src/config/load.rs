@@ -1,0 +1,307 @@
+//! Finding and parsing `gitstate.toml`: [`locate`], [`load`], [`parse`] (every error at
+//! file:line:column), `${VAR}` expansion, and the checks on names, refs, URLs and headers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gitstate_core::Policy;
+use gitstate_core::git::is_remote_url;
+use gitstate_http::{HeaderName, HeaderValue};
+use toml::Spanned;
+use url::Url;
+
+use super::raw::RawConfig;
+use super::*;
+
+/// Reads what positions mean in the file, for errors found after parsing.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(super) file: String,
+    pub(super) text: Arc<str>,
+    pub(super) dir: PathBuf,
+}
+
+impl Ctx {
+    pub(crate) fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let at = span.filter(|s| !(s.start == 0 && s.end == 0)).map(|s| line_col(&self.text, s.start));
+        ConfigError { file: self.file.clone(), at, message: message.into() }
+    }
+
+    pub(crate) fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.err(Some(s.span()), message)
+    }
+}
+
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+    (line, col)
+}
+
+/// The config file to use: `-c`, else `$GITSTATE_CONFIG`, else `./gitstate.toml`.
+pub fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("GITSTATE_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("gitstate.toml"),
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        at: None,
+        message: format!("cannot read the configuration: {e} (use -c FILE or $GITSTATE_CONFIG)"),
+    })?;
+    parse(path, &text, &|k| std::env::var(k).ok())
+}
+
+/// Parses configuration text; `lookup` answers `${VAR}`.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let ctx = Ctx { file: file.clone(), text: Arc::from(text), dir: dir.clone() };
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ctx.err(e.span(), e.message().trim().to_owned()))?;
+
+    let repo = raw.source.repo.get_ref().trim();
+    if repo.is_empty() {
+        return Err(ctx.at(&raw.source.repo, "source.repo is empty: give a path or a URL"));
+    }
+    let repo_loc = if is_remote_url(repo) {
+        RepoLocation::Remote(expand_at(&ctx, &raw.source.repo, false, lookup)?)
+    } else {
+        RepoLocation::Local(dir.join(repo))
+    };
+    let source_timeout = match &raw.source.timeout {
+        Some(t) if t.get_ref().0.is_zero() => return Err(ctx.at(t, "source.timeout must be more than 0s")),
+        Some(t) => t.get_ref().0,
+        None => gitstate_core::git::RemoteRepo::DEFAULT_TIMEOUT,
+    };
+    if raw.source.mirror && matches!(repo_loc, RepoLocation::Local(_)) {
+        return Err(ctx.at(&raw.source.repo, "mirror = true needs a remote URL in source.repo"));
+    }
+    let ref_prefix = match &raw.source.ref_prefix {
+        Some(p) => check_prefix(&ctx, p)?,
+        None => DEFAULT_REF_PREFIX.to_owned(),
+    };
+
+    let base = apply(&ctx, Policy::default(), &raw.policy, None)?;
+
+    let mut environments = Vec::new();
+    let mut seen = BTreeSet::new();
+    for e in &raw.environments {
+        let name = e.name.get_ref().clone();
+        if !seen.insert(name.clone()) {
+            return Err(ctx.at(&e.name, format!("environment {name} is defined twice")));
+        }
+        let reference = match &e.reference {
+            Some(r) => {
+                check_ref(&ctx, r)?;
+                r.get_ref().clone()
+            }
+            None => format!("{ref_prefix}{name}"),
+        };
+        let policy = match &e.policy {
+            Some(p) => apply(&ctx, base.clone(), p.get_ref(), Some(p.span()))?,
+            None => base.clone(),
+        };
+        environments.push(EnvironmentConfig {
+            targets: targets(&ctx, &e.targets, name.as_str(), lookup)?,
+            remediate: e.remediate.as_ref().map(|r| remediate(&ctx, r, name.as_str(), lookup)).transpose()?,
+            name,
+            reference,
+            policy,
+        });
+    }
+
+    let mut discover = Vec::new();
+    for d in raw.discover {
+        let prefix = match &d.ref_prefix {
+            Some(p) => check_prefix(&ctx, p)?,
+            None => ref_prefix.clone(),
+        };
+        let policy = match &d.policy {
+            Some(p) => apply(&ctx, base.clone(), p.get_ref(), Some(p.span()))?,
+            None => base.clone(),
+        };
+        // Check the templates now, with a sample name, so errors come at load time.
+        targets(&ctx, &d.targets, "example", lookup)?;
+        if let Some(r) = &d.remediate {
+            remediate(&ctx, r, "example", lookup)?;
+        }
+        discover.push(discover::DiscoverConfig {
+            ref_prefix: prefix,
+            exclude: d.exclude.iter().map(|g| g.get_ref().clone()).collect(),
+            targets: d.targets,
+            remediate: d.remediate,
+            policy,
+            ctx: ctx.clone(),
+        });
+    }
+    if environments.is_empty() && discover.is_empty() {
+        return Err(ctx.err(None, "no [[environments]] and no [[discover]]: nothing to check"));
+    }
+
+    let alerts = AlertsConfig {
+        alertmanager: raw
+            .alerts
+            .alertmanager
+            .as_ref()
+            .map(|a| {
+                Ok::<_, ConfigError>(AlertmanagerConfig {
+                    url: url_at(&ctx, &a.url, "", lookup)?,
+                    headers: headers(&ctx, &a.headers, lookup)?,
+                })
+            })
+            .transpose()?,
+        webhook: raw
+            .alerts
+            .webhook
+            .as_ref()
+            .map(|w| {
+                Ok::<_, ConfigError>(AlertWebhookConfig {
+                    url: url_at(&ctx, &w.url, "", lookup)?,
+                    format: w.format,
+                    headers: headers(&ctx, &w.headers, lookup)?,
+                })
+            })
+            .transpose()?,
+    };
+
+    let w = &raw.watch;
+    if w.interval.0.is_zero() {
+        return Err(ctx.err(None, "watch.interval must be more than 0s"));
+    }
+    if w.ref_poll.0.is_zero() {
+        return Err(ctx.err(None, "watch.ref_poll must be more than 0s"));
+    }
+    if *w.concurrency.get_ref() == 0 {
+        return Err(ctx.at(&w.concurrency, "watch.concurrency must be at least 1"));
+    }
+    let listen: SocketAddr = w.listen.get_ref().parse().map_err(|_| {
+        ctx.at(
+            &w.listen,
+            format!("watch.listen {:?} is not an address like 127.0.0.1:9464", w.listen.get_ref()),
+        )
+    })?;
+    let watch = WatchConfig {
+        interval: w.interval.0,
+        jitter: w.jitter.0,
+        ref_poll: w.ref_poll.0,
+        concurrency: *w.concurrency.get_ref(),
+        listen,
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        dir: dir.clone(),
+        source: SourceConfig {
+            repo: repo_loc,
+            ref_prefix,
+            mirror: raw.source.mirror,
+            timeout: source_timeout,
+        },
+        environments,
+        discover,
+        alerts,
+        watch,
+        state_dir: dir.join(raw.state.dir.get_ref()),
+    })
+}
+
+pub(super) fn check_prefix(ctx: &Ctx, p: &Spanned<String>) -> Result<String, ConfigError> {
+    let s = p.get_ref();
+    if !s.starts_with("refs/") || !s.ends_with('/') {
+        return Err(ctx.at(p, format!("ref_prefix {s:?} must start with \"refs/\" and end with \"/\"")));
+    }
+    check_ref_text(s.trim_end_matches('/')).map_err(|m| ctx.at(p, m))?;
+    Ok(s.clone())
+}
+
+pub(super) fn check_ref(ctx: &Ctx, r: &Spanned<String>) -> Result<(), ConfigError> {
+    check_ref_text(r.get_ref()).map_err(|m| ctx.at(r, m))
+}
+
+/// git-check-ref-format's rules, enough to refuse what git would.
+pub(super) fn check_ref_text(s: &str) -> Result<(), String> {
+    let bad = s.is_empty()
+        || s.starts_with('/')
+        || s.ends_with('/')
+        || s.ends_with('.')
+        || s.ends_with(".lock")
+        || s.contains("..")
+        || s.contains("//")
+        || s.contains("@{")
+        || s.split('/').any(|c| c.starts_with('.') || c.is_empty())
+        || s.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad { Err(format!("{s:?} is not a valid Git ref name")) } else { Ok(()) }
+}
+
+pub(super) fn substitute(s: &str, env: &str) -> String {
+    s.replace("{environment}", env)
+}
+
+pub(super) fn expand_at(
+    ctx: &Ctx,
+    s: &Spanned<String>,
+    keep_runtime: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    expand::expand(s.get_ref(), keep_runtime, lookup).map_err(|m| ctx.at(s, m))
+}
+
+pub(super) fn url_at(
+    ctx: &Ctx,
+    s: &Spanned<String>,
+    env: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Url, ConfigError> {
+    let text = substitute(&expand_at(ctx, s, false, lookup)?, env);
+    let shown = gitstate_core::redact::redact_url(&text);
+    let url = Url::parse(&text).map_err(|e| ctx.at(s, format!("invalid URL {shown:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ctx.at(s, format!("URL {shown:?} must be http:// or https://")));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ctx.at(s, format!("URL {shown:?} has no host")));
+    }
+    Ok(url)
+}
+
+pub(super) fn headers(
+    ctx: &Ctx,
+    map: &BTreeMap<String, Spanned<String>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Headers, ConfigError> {
+    map.iter()
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| ctx.at(v, format!("invalid header name {k:?}")))?;
+            let text = expand_at(ctx, v, false, lookup)?;
+            // The value may be a secret: never echo it.
+            let value =
+                HeaderValue::from_str(&text).map_err(|_| ctx.at(v, format!("header {k}: invalid value")))?;
+            Ok((name, value))
+        })
+        .collect()
+}

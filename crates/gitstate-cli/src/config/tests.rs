@@ -1,0 +1,121 @@
+//! The loader on secrets, arbitrary text and arbitrary values, and its corpus.
+
+use std::path::Path;
+
+use super::*;
+use proptest::prelude::*;
+
+fn parse_text(text: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("/etc/gitstate/gitstate.toml"), text, &|k| Some(format!("PLANTED-{k}")))
+}
+
+#[test]
+fn debug_of_the_configuration_redacts_every_secret() {
+    let cfg = parse_text(
+        r#"
+[source]
+repo = "https://user:${GIT_PASSWORD}@git.example.com/acme/shop.git?private_token=${GIT_TOKEN}"
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://u:${PASS}@eu.example.com/meta?token=${QUERY_TOKEN}"]
+  headers = { Authorization = "Bearer ${STATUS_TOKEN}" }
+  [environments.remediate.webhook]
+  url = "https://api.example.com/deploy?key=${DEPLOY_KEY}"
+  headers = { Authorization = "Bearer ${DEPLOY_TOKEN}" }
+  body = '{"token":"${BODY_TOKEN}"}'
+[alerts.alertmanager]
+url = "https://am.example.com?auth=${AM_TOKEN}"
+headers = { Authorization = "Bearer ${AM_HEADER}" }
+[alerts.webhook]
+url = "https://hooks.example.com/services/${HOOK_PATH}?sig=${HOOK_SIG}"
+"#,
+    )
+    .unwrap();
+    let shown = format!("{cfg:?}");
+    for secret in [
+        "GIT_PASSWORD",
+        "GIT_TOKEN",
+        "PASS",
+        "QUERY_TOKEN",
+        "STATUS_TOKEN",
+        "DEPLOY_KEY",
+        "DEPLOY_TOKEN",
+        "BODY_TOKEN",
+        "AM_TOKEN",
+        "AM_HEADER",
+        "HOOK_SIG",
+    ] {
+        assert!(!shown.contains(&format!("PLANTED-{secret}")), "{secret} leaks through Debug: {shown}");
+    }
+    assert!(shown.contains("token=***") && shown.contains("authorization"), "{shown}");
+}
+
+/// What any text gives: a configuration, or an error naming the file and, for what
+/// TOML locates, a line and column inside the text.
+fn check_any(text: &str) {
+    if let Err(e) = parse_text(text) {
+        assert_eq!(e.file, "/etc/gitstate/gitstate.toml");
+        assert!(!e.message.is_empty());
+        if let Some((line, col)) = e.at {
+            assert!(line >= 1 && col >= 1 && line <= text.lines().count().max(1) + 1, "{e} in {text:?}");
+        }
+    }
+}
+
+fn any_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\"[^\"\\\\]{0,12}\"".prop_map(|s| s),
+        Just("\"300000000000y\"".to_owned()),
+        Just("\"18446744073709551615s\"".to_owned()),
+        Just("\"0s\"".to_owned()),
+        Just("\"NaN%\"".to_owned()),
+        Just("\"${UNSET\"".to_owned()),
+        Just("[\"http://h/x?t=1\", \"ftp://x\"]".to_owned()),
+        Just("{ A = \"b\" }".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("-0".to_owned()),
+        Just("1e400".to_owned()),
+        Just("true".to_owned()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_is_a_config_or_a_located_error(text in "\\PC{0,200}") {
+        check_any(&text);
+    }
+
+    #[test]
+    fn arbitrary_values_under_real_keys(
+        values in prop::collection::vec(any_value(), 12),
+        table in prop::sample::select(vec!["policy", "watch", "source", "state"]),
+    ) {
+        let keys = ["grace", "settle", "max_attempts", "backoff", "backoff_max", "interval", "jitter", "ref_poll", "concurrency", "listen", "timeout", "dir"];
+        let mut text = String::from("[source]\nrepo = \".\"\n");
+        if table != "source" {
+            text.push_str(&format!("[{table}]\n"));
+        }
+        for (k, v) in keys.iter().zip(&values) {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text.push_str("[[environments]]\nname = \"e\"\n  [[environments.targets]]\n  name = \"t\"\n  [environments.targets.http]\n");
+        text.push_str(&format!("  urls = {}\n  timeout = {}\n  max_bytes = {}\n", values[6], values[0], values[8]));
+        check_any(&text);
+    }
+}
+
+/// Every configuration that ever crashed the loader, replayed.
+#[test]
+fn the_config_corpus_replays() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../corpus/config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        check_any(&String::from_utf8_lossy(&bytes));
+        n += 1;
+    }
+    assert!(n >= 4);
+}

@@ -1,0 +1,239 @@
+//! The validated configuration as the rest of gitstate sees it: [`Config`] and its parts,
+//! every one whose `Debug` could show a secret redacting it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gitstate_aws::AwsTarget;
+use gitstate_core::{EnvName, Policy};
+use gitstate_http::{HeaderName, HeaderValue, HttpTarget, WebhookFormat};
+use url::Url;
+
+use super::*;
+
+/// The default ref prefix (SPEC §5).
+pub const DEFAULT_REF_PREFIX: &str = "refs/heads/environments/";
+
+/// A configuration error: where, and what.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file, as given.
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub at: Option<(usize, usize)>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.at {
+            Some((l, c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Where the expected state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A repository on this machine.
+    Local(PathBuf),
+    /// A URL (credentials never shown).
+    Remote(String),
+}
+
+/// `[source]`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The repository.
+    pub repo: RepoLocation,
+    /// Environments' refs default to this + name.
+    pub ref_prefix: String,
+    /// Keep a bare mirror of a remote under the state dir.
+    pub mirror: bool,
+    /// A remote's whole ref listing or fetch may take this long (`[source] timeout`).
+    pub timeout: Duration,
+}
+
+/// What a target is.
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// `[environments.targets.http]`.
+    Http(HttpTarget),
+    /// `[environments.targets.aws]`.
+    Aws(AwsTarget),
+}
+
+/// A target.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Its name, unique in the environment.
+    pub name: String,
+    /// Its kind and settings.
+    pub kind: TargetKind,
+}
+
+/// `[environments.remediate]`.
+#[derive(Clone)]
+pub enum RemediateConfig {
+    /// Run argv (never a shell) in the config's directory.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Killed (process group) after this long.
+        timeout: Duration,
+    },
+    /// POST to a URL.
+    Webhook {
+        /// Where.
+        url: Url,
+        /// Extra headers (secret values).
+        headers: Headers,
+        /// A body template (`${GITSTATE_…}` filled at remediation time); the default JSON when absent.
+        body: Option<String>,
+        /// Whole request.
+        timeout: Duration,
+    },
+}
+
+/// One environment.
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    /// Its name.
+    pub name: EnvName,
+    /// Its ref, full or short.
+    pub reference: String,
+    /// Its targets.
+    pub targets: Vec<TargetConfig>,
+    /// How to redeploy it.
+    pub remediate: Option<RemediateConfig>,
+    /// Its policy (global `[policy]` with its own overrides).
+    pub policy: Policy,
+}
+
+/// Request headers; values may be secrets and are never shown.
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+// `Debug` of what may hold a secret shows it redacted (SPEC §8): URLs through
+// `redact_url`, header values and body templates as `***`.
+use gitstate_core::redact::{Redacted, RedactedUrl};
+
+fn header_names(h: &Headers) -> Vec<(&HeaderName, Redacted)> {
+    h.iter().map(|(k, _)| (k, Redacted)).collect()
+}
+
+impl std::fmt::Debug for RepoLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(p) => f.debug_tuple("Local").field(p).finish(),
+            Self::Remote(u) => f.debug_tuple("Remote").field(&RedactedUrl(u)).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RemediateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Command { argv, timeout } => {
+                f.debug_struct("Command").field("argv", argv).field("timeout", timeout).finish()
+            }
+            Self::Webhook { url, headers, body, timeout } => f
+                .debug_struct("Webhook")
+                .field("url", &RedactedUrl(url.as_str()))
+                .field("headers", &header_names(headers))
+                .field("body", &body.as_ref().map(|_| Redacted))
+                .field("timeout", timeout)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AlertmanagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerConfig")
+            .field("url", &RedactedUrl(self.url.as_str()))
+            .field("headers", &header_names(&self.headers))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AlertWebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A chat webhook's path is its secret (Slack's /services/T0/B0/XXXX): the origin only.
+        let origin = format!("{}/***", self.url.origin().ascii_serialization());
+        f.debug_struct("AlertWebhookConfig")
+            .field("url", &origin)
+            .field("format", &self.format)
+            .field("headers", &header_names(&self.headers))
+            .finish()
+    }
+}
+
+/// `[alerts.alertmanager]`.
+#[derive(Clone)]
+pub struct AlertmanagerConfig {
+    /// Base URL (`/api/v2/alerts` is appended).
+    pub url: Url,
+    /// Extra headers.
+    pub headers: Headers,
+}
+
+/// `[alerts.webhook]`.
+#[derive(Clone)]
+pub struct AlertWebhookConfig {
+    /// Where to POST.
+    pub url: Url,
+    /// `json` or `slack`.
+    pub format: WebhookFormat,
+    /// Extra headers.
+    pub headers: Headers,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Default)]
+pub struct AlertsConfig {
+    /// Alertmanager, if configured.
+    pub alertmanager: Option<AlertmanagerConfig>,
+    /// A webhook, if configured.
+    pub webhook: Option<AlertWebhookConfig>,
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Full pass period.
+    pub interval: Duration,
+    /// ± this fraction of the interval.
+    pub jitter: f64,
+    /// Ref poll period.
+    pub ref_poll: Duration,
+    /// Probes in flight.
+    pub concurrency: usize,
+    /// Metrics and status listener.
+    pub listen: SocketAddr,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its directory: relative paths resolve from here.
+    pub dir: PathBuf,
+    /// `[source]`.
+    pub source: SourceConfig,
+    /// `[[environments]]`.
+    pub environments: Vec<EnvironmentConfig>,
+    /// `[[discover]]`.
+    pub discover: Vec<discover::DiscoverConfig>,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
+    /// `[watch]`.
+    pub watch: WatchConfig,
+    /// `[state] dir`, resolved.
+    pub state_dir: PathBuf,
+}
