@@ -293,6 +293,14 @@ impl TargetObservation {
         Self { name, kind, status, error: None, instances }
     }
 
+    /// What counts for this target: `(instance id, status)` of each instance, or
+    /// `("", status)` once for the whole target when it failed as a whole (no instances).
+    /// Sync, alarms, `GITSTATE_DRIFTED` and the `instances` metric all count from here.
+    pub fn statuses(&self) -> impl Iterator<Item = (&str, Status)> + '_ {
+        let whole = self.instances.is_empty().then_some(("", self.status));
+        whole.into_iter().chain(self.instances.iter().map(|i| (i.id.as_str(), i.status)))
+    }
+
     /// A target that failed as a whole.
     pub fn failed(name: String, kind: String, failure: ProbeFailure) -> Self {
         Self {
@@ -349,10 +357,7 @@ impl Assessment {
 
     /// Sums up the targets of one environment.
     pub fn of(targets: &[TargetObservation]) -> Self {
-        Self::of_statuses(targets.iter().flat_map(|t| {
-            let whole = t.instances.is_empty().then_some(t.status);
-            whole.into_iter().chain(t.instances.iter().map(|i| i.status))
-        }))
+        Self::of_statuses(targets.iter().flat_map(|t| t.statuses().map(|(_, s)| s)))
     }
 }
 

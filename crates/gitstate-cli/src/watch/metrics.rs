@@ -186,11 +186,10 @@ impl Metrics {
             self.in_sync.get_or_create(&Env { environment: name.clone() }).set(i64::from(env.in_sync));
             let mut counts = [0i64; Status::ALL.len()];
             for t in &env.targets {
-                if t.instances.is_empty() {
-                    counts[Status::ALL.iter().position(|s| *s == t.status).unwrap_or(0)] += 1;
+                for (_, status) in t.statuses() {
+                    counts[Status::ALL.iter().position(|s| *s == status).unwrap_or(0)] += 1;
                 }
                 for i in &t.instances {
-                    counts[Status::ALL.iter().position(|s| *s == i.status).unwrap_or(0)] += 1;
                     self.probe_duration
                         .get_or_create(&Kind { kind: t.kind.clone() })
                         .observe(i.elapsed_ms as f64 / 1000.0);

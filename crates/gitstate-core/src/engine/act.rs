@@ -255,14 +255,7 @@ pub(super) fn drifted(targets: &[TargetObservation]) -> Vec<(String, String)> {
     targets
         .iter()
         .flat_map(|t| {
-            let whole = (t.instances.is_empty() && t.status != Status::InSync)
-                .then(|| (t.name.clone(), String::new()));
-            whole.into_iter().chain(
-                t.instances
-                    .iter()
-                    .filter(|i| i.status != Status::InSync)
-                    .map(|i| (t.name.clone(), i.id.clone())),
-            )
+            t.statuses().filter(|(_, s)| *s != Status::InSync).map(|(id, _)| (t.name.clone(), id.to_owned()))
         })
         .collect()
 }
