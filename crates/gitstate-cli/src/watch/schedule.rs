@@ -108,7 +108,7 @@ pub async fn run<D: Driver>(
     let mut busy: BTreeSet<EnvName> = BTreeSet::new();
     let mut wanted: BTreeSet<EnvName> = BTreeSet::new();
     let mut wanted_full = false;
-    let mut due: BTreeMap<Instant, BTreeSet<EnvName>> = BTreeMap::new();
+    let mut due = Requeues::default();
     let mut next_full = Instant::now();
     let mut next_poll = Instant::now() + timing.ref_poll;
     let mut remediating: BTreeSet<EnvName> = BTreeSet::new();
@@ -141,7 +141,7 @@ pub async fn run<D: Driver>(
                 });
             }
         }
-        let next_due = due.keys().next().copied();
+        let next_due = due.next();
         let poll_at = polls.is_empty().then_some(next_poll);
         let wake = [Some(next_full), poll_at, next_due].into_iter().flatten().min().unwrap_or(next_full);
         tokio::select! {
@@ -155,7 +155,7 @@ pub async fn run<D: Driver>(
                         }
                         let Some(done) = done else { continue };
                         for (e, after) in done.requeue {
-                            due.entry(Instant::now() + after).or_default().insert(e);
+                            due.schedule(e, Instant::now() + after);
                         }
                         for e in done.remediations {
                             busy.insert(e.clone());
@@ -202,12 +202,7 @@ pub async fn run<D: Driver>(
                     let d = driver.clone();
                     polls.spawn(async move { d.poll().await });
                 }
-                while let Some(entry) = due.first_entry() {
-                    if *entry.key() > now {
-                        break;
-                    }
-                    wanted.extend(entry.remove());
-                }
+                wanted.extend(due.take_due(now));
             }
         }
     }
@@ -227,6 +222,58 @@ pub async fn run<D: Driver>(
             tracing::error!(environment = %e, "shutdown: remediation still running after the drain limit; killed");
             driver.abandoned(e).await;
         }
+    }
+}
+
+/// When to look at each environment again: at most one time per environment, the earliest
+/// asked for (as kube-runtime's scheduler keeps one entry per object), so an environment
+/// whose every pass asks to be looked at in four hours has one timer, not one per pass.
+#[derive(Default)]
+struct Requeues {
+    by_time: BTreeMap<Instant, BTreeSet<EnvName>>,
+    by_env: std::collections::HashMap<EnvName, Instant>,
+}
+
+impl Requeues {
+    fn schedule(&mut self, env: EnvName, at: Instant) {
+        match self.by_env.get(&env) {
+            Some(&known) if known <= at => return,
+            Some(&known) => {
+                if let Some(set) = self.by_time.get_mut(&known) {
+                    set.remove(&env);
+                    if set.is_empty() {
+                        self.by_time.remove(&known);
+                    }
+                }
+            }
+            None => {}
+        }
+        self.by_time.entry(at).or_default().insert(env.clone());
+        self.by_env.insert(env, at);
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.by_time.keys().next().copied()
+    }
+
+    /// The environments due by `now`, no longer scheduled.
+    fn take_due(&mut self, now: Instant) -> Vec<EnvName> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.by_time.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            out.extend(entry.remove());
+        }
+        for e in &out {
+            self.by_env.remove(e);
+        }
+        out
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_env.len()
     }
 }
 
@@ -255,6 +302,8 @@ mod tests {
         moved: Mutex<Vec<EnvName>>,
         remediate_next: Mutex<Vec<EnvName>>,
         remediation_time: Duration,
+        /// Every pass asks to look at each of its environments again after this long.
+        requeue_every: Option<Duration>,
         /// Passes that panic, counted down.
         panics: Mutex<u32>,
         /// Polls that never return, counted down.
@@ -309,7 +358,11 @@ mod tests {
                 panic!("a bug in a pass");
             }
             let rem = std::mem::take(&mut *self.remediate_next.lock().unwrap());
-            let requeue = rem.iter().map(|e| (e.clone(), Duration::from_secs(5))).collect();
+            let mut requeue: Vec<(EnvName, Duration)> =
+                rem.iter().map(|e| (e.clone(), Duration::from_secs(5))).collect();
+            if let Some(after) = self.requeue_every {
+                requeue.extend(envs.iter().map(|e| (e.clone(), after)));
+            }
             PassDone { requeue, remediations: rem }
         }
         async fn remediate(&self, env: EnvName) {
@@ -466,6 +519,39 @@ mod tests {
         for t in [0, 60_000, 120_000, 180_000] {
             assert!(log.contains(&(t, "pass a,b full".into())), "{log:?}");
         }
+    }
+
+    /// Environments in alarm ask every pass to be looked at again much later (renotify):
+    /// one timer each, not one per pass, so passes do not multiply.
+    #[tokio::test(start_paused = true)]
+    async fn requeues_keep_one_timer_per_environment() {
+        let fake = Arc::new(Fake { requeue_every: Some(Duration::from_secs(300)), ..Fake::default() });
+        fake.t();
+        let (_tx, rx) = mpsc::channel(1);
+        let stop = tokio::time::sleep(Duration::from_secs(610));
+        run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+        let log = fake.log.lock().unwrap().clone();
+        let requeued: Vec<&(u64, String)> = log.iter().filter(|(_, s)| s == "pass a,b").collect();
+        // Full passes at 0, 60, … each ask for +300 s; the earliest timer wins: 300, 600.
+        assert_eq!(requeued.len(), 2, "{log:?}");
+        assert_eq!(requeued[0].0, 300_100, "{log:?}");
+    }
+
+    #[test]
+    fn requeues_deduplicate_and_keep_the_earliest() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut r = Requeues::default();
+        for s in [50, 40, 60, 40] {
+            r.schedule(n("a"), at(s));
+        }
+        r.schedule(n("b"), at(45));
+        assert_eq!((r.len(), r.next()), (2, Some(at(40))));
+        assert_eq!(r.take_due(at(44)), [n("a")]);
+        assert_eq!(r.take_due(at(44)), Vec::<EnvName>::new());
+        r.schedule(n("a"), at(100));
+        assert_eq!(r.take_due(at(1000)), [n("b"), n("a")]);
+        assert_eq!(r.len(), 0);
     }
 
     #[test]
