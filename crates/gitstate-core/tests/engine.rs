@@ -274,6 +274,9 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
 
     let first = pass(0, false);
     assert_eq!(first.report.environments[0].phase, Some(Phase::InSync));
+    // The engine persists the pass's states itself.
+    let persisted = journal.states.lock().unwrap().clone();
+    assert_eq!(persisted, first.states.iter().cloned().collect::<BTreeMap<_, _>>());
     // The ref moves; the target stays behind.
     r.update_ref("refs/heads/environments/production", &c[2]);
 
@@ -287,7 +290,7 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
         journal.events.lock().unwrap().is_empty(),
         "a dry run records nothing (and the first pass had no event)"
     );
-    assert!(journal.states.lock().unwrap().is_empty(), "a dry run persists nothing");
+    assert_eq!(*journal.states.lock().unwrap(), persisted, "a dry run persists nothing");
 
     let p1 = pass(10, false);
     assert_eq!(

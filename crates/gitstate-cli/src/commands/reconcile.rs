@@ -37,12 +37,7 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     let out =
         engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
     drop(progress);
-    let mut failed = out.journal_error.clone();
-    if let Some(s) = &store
-        && let Err(e) = s.save(&out.states)
-    {
-        failed.get_or_insert(e.to_string());
-    }
+    let failed = out.journal_error.clone();
     for (name, reason, _) in &out.decisions {
         tracing::info!(environment = %name, %reason, "decided");
     }

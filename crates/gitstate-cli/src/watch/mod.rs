@@ -15,7 +15,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
-    CommitId, Engine, EnvName, EnvironmentSpec, Event, EventKind, ExpectedState, PassMode, RemediationRequest,
+    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, RemediationRequest,
 };
 
 use crate::config::{Config, discover};
@@ -148,9 +148,6 @@ impl Driver for Live {
             .engine
             .run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, jiff::Timestamp::now())
             .await;
-        if let Err(e) = self.store.save(&out.states) {
-            tracing::error!(error = %e, "state could not be written");
-        }
         self.metrics.observe_pass(&out, start.elapsed());
         for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
             tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
@@ -195,22 +192,8 @@ impl Driver for Live {
     async fn abandoned(&self, env: EnvName) {
         let Some(req) = lock(&self.deferred).remove(&env) else { return };
         self.metrics.remediation(env.as_str(), false);
-        let event = Event {
-            at: jiff::Timestamp::now(),
-            environment: env,
-            kind: EventKind::RemediationFinished {
-                expected: req.expected,
-                attempt: req.attempt,
-                ok: false,
-                exit_code: None,
-                detail: "abandoned: watch shut down and the remediation did not end after being stopped"
-                    .into(),
-                output_tail: None,
-            },
-        };
-        if let Err(e) = self.store.append(&[event]) {
-            tracing::error!(error = %e, "audit event could not be appended");
-        }
+        let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
+        self.engine.abandon(&env, &req, detail, jiff::Timestamp::now()).await;
     }
 }
 

@@ -206,11 +206,16 @@ impl Engine {
 
         self.deliver(envs, &mut states, notes, now, out).await;
 
-        if let Some(j) = &self.journal
-            && let Err(e) = j.record(&out.events[recorded..]).await
-        {
-            tracing::error!(error = %e, "audit events could not be appended");
-            out.journal_error.get_or_insert(e.to_string());
+        // The pass's outcome, persisted by the engine itself: callers never save states.
+        if let Some(j) = &self.journal {
+            if let Err(e) = j.checkpoint(&states).await {
+                tracing::error!(error = %e, "state could not be written");
+                out.journal_error.get_or_insert(e.to_string());
+            }
+            if let Err(e) = j.record(&out.events[recorded..]).await {
+                tracing::error!(error = %e, "audit events could not be appended");
+                out.journal_error.get_or_insert(e.to_string());
+            }
         }
         out.states = states;
     }

@@ -7,8 +7,10 @@
 //!
 //! Runtime-agnostic: it uses `futures` only. Probes of every target of every environment
 //! run concurrently up to [`Engine::with_concurrency`]; remediations of different environments
-//! run concurrently, at most one per environment. Before any remediation starts, the
-//! decided states go through [`Journal::checkpoint`], so a crash never forgets an attempt.
+//! run concurrently, at most one per environment. The engine owns persistence: before any
+//! remediation starts the decided states go through [`Journal::checkpoint`] (so a crash
+//! never forgets an attempt), and at the end of the pass the final states and the pass's
+//! events do; callers only read [`PassOutcome::states`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,7 +107,8 @@ pub enum PassMode {
 pub struct PassOutcome {
     /// The report (SPEC §6 JSON).
     pub report: Report,
-    /// The next state of every environment that was decided (reconcile only).
+    /// The next state of every environment that was decided (reconcile only), already
+    /// given to the journal unless dry run.
     pub states: Vec<(EnvName, EnvState)>,
     /// The audit events of the pass (already given to the journal, unless dry run).
     pub events: Vec<Event>,
@@ -186,12 +189,30 @@ impl Engine {
         clock: impl Fn() -> Timestamp + Send,
     ) -> RemediationOutcome {
         let outcome = run_remediator(env.remediator.as_deref(), req).await;
+        self.finished(&env.name, req, &outcome, clock()).await;
+        outcome
+    }
+
+    /// Records that a deferred remediation was given up (its task ended without an
+    /// outcome, as at shutdown): a failed `remediation_finished` saying `detail`.
+    pub async fn abandon(&self, env: &EnvName, req: &RemediationRequest, detail: &str, at: Timestamp) {
+        let outcome =
+            RemediationOutcome { ok: false, detail: detail.to_owned(), exit_code: None, output_tail: None };
+        self.finished(env, req, &outcome, at).await;
+    }
+
+    async fn finished(
+        &self,
+        env: &EnvName,
+        req: &RemediationRequest,
+        outcome: &RemediationOutcome,
+        at: Timestamp,
+    ) {
         if let Some(j) = &self.journal
-            && let Err(e) = j.record(&[finished_event(&env.name, req, &outcome, clock())]).await
+            && let Err(e) = j.record(&[finished_event(env, req, outcome, at)]).await
         {
             tracing::error!(error = %e, "audit event could not be appended");
         }
-        outcome
     }
 
     /// Runs one pass over `envs`. `prior` is the remembered state (ignored by `Check`);
