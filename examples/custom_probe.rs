@@ -9,11 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use gitstate::core::git::GitSource;
-use gitstate::core::{
-    ActualStateProbe, Engine, EnvName, EnvironmentSpec, PassMode, Policy, ProbeContext, ProbeFailure,
-    Reading, ReportedCommit, TargetSpec, async_trait,
-};
+use gitstate::core::probe::*;
 
 /// Reads `REVISION` from each release directory.
 struct RevisionFile {

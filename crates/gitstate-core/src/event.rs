@@ -23,6 +23,7 @@ pub enum Resolution {
 /// Something that happened to an environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// The environment's ref points at a new commit.
     ExpectedChanged {

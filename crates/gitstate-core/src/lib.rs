@@ -33,6 +33,21 @@ pub mod report;
 pub mod state;
 pub mod text;
 
+/// Everything a probe author needs, in one import (`use gitstate_core::probe::*;`): the
+/// trait and what it is given and returns, commit parsing, and what it takes to run the
+/// probe in a pass of the engine.
+pub mod probe {
+    pub use crate::commit::{CommitId, ReportedCommit};
+    pub use crate::engine::{Engine, EnvironmentSpec, PassMode, TargetSpec};
+    #[cfg(feature = "git")]
+    pub use crate::git::GitSource;
+    pub use crate::name::EnvName;
+    pub use crate::observation::{FailureKind, ProbeFailure, Reading, Status};
+    pub use crate::plugin::{ActualStateProbe, ProbeContext};
+    pub use crate::policy::Policy;
+    pub use async_trait::async_trait;
+}
+
 pub use async_trait::async_trait;
 pub use commit::{CommitId, CommitIdError, ReportedCommit};
 pub use engine::{DEFAULT_PROBE_TIMEOUT, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec};

@@ -13,6 +13,7 @@ use crate::commit::ReportedCommit;
 /// The status of one instance (and, as its worst instance, of a target). SPEC §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Status {
     /// Reports the expected commit.
     InSync,

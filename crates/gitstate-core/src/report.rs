@@ -55,6 +55,7 @@ pub struct EnvironmentReport {
 /// An action in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ActionReport {
     /// A remediation.
     Remediate {

@@ -14,6 +14,7 @@ use crate::reconcile::Phase;
 /// The kinds of alarm (SPEC §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AlarmKind {
     /// Attempts exhausted (or observe mode past grace) and still drifted.
     Drift,

@@ -169,14 +169,10 @@ impl Demo {
         let p = &self.paint;
         for (_, reason, _) in &out.decisions {
             for a in &out.report.environments[0].actions {
-                match a {
-                    ActionReport::Remediate { attempt, ok, detail } => {
-                        let verdict = if *ok == Some(true) { p.good("triggered") } else { p.bad("failed") };
-                        println!("  deploy attempt {attempt}: {verdict} ({detail})");
-                    }
-                    ActionReport::AlarmRaised { .. }
-                    | ActionReport::AlarmResolved { .. }
-                    | ActionReport::AlarmRepeated { .. } => {}
+                // Alarms are printed by the demo's sink, as on-call would receive them.
+                if let ActionReport::Remediate { attempt, ok, detail } = a {
+                    let verdict = if *ok == Some(true) { p.good("triggered") } else { p.bad("failed") };
+                    println!("  deploy attempt {attempt}: {verdict} ({detail})");
                 }
             }
             let phase = out.report.environments[0].phase;

@@ -53,6 +53,7 @@ pub fn detail(i: &InstanceObservation) -> String {
             i.error.clone().unwrap_or_else(|| "differs; no history to compare (mirror = true adds it)".into())
         }
         Status::Missing | Status::Invalid | Status::Unreachable => i.error.clone().unwrap_or_default(),
+        _ => i.error.clone().unwrap_or_else(|| i.status.as_str().to_owned()),
     }
 }
 
@@ -165,6 +166,7 @@ pub fn render_decisions(
                     p.warn(&format!("{alarm} alarm still open, notified again"))
                 }
                 ActionReport::AlarmResolved { alarm } => p.good(&format!("{alarm} alarm resolved")),
+                other => format!("{other:?}"),
             };
             out.push_str(&format!("  -> {line}\n"));
         }

@@ -26,6 +26,7 @@ mod tests;
 /// Where an environment stands after a pass (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Phase {
     /// Every instance runs the expected commit.
     InSync,
@@ -75,6 +76,7 @@ pub enum AlarmChange {
 
 /// Something the pass must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Action {
     /// Run the environment's remediator; `attempt` is 1-based within the incident.
     Remediate {
