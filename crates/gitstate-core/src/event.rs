@@ -3,22 +3,10 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::{AlarmKind, Resolution};
 use crate::commit::CommitId;
 use crate::name::EnvName;
 use crate::observation::Status;
-use crate::state::AlarmKind;
-
-/// Why an alarm was resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Resolution {
-    /// Every instance is in sync.
-    Converged,
-    /// The expected commit changed; the incident it belonged to is over.
-    Superseded,
-    /// The condition is gone (probes answer again, no diverged instance remains).
-    Cleared,
-}
 
 /// Something that happened to an environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@
 //! No async runtime, HTTP client or cloud SDK is a dependency of this crate (the
 //! `git-https` feature, off by default, adds gix's HTTP transport).
 
+pub mod alarm;
 pub mod commit;
 pub mod engine;
 pub mod error;
@@ -48,20 +49,21 @@ pub mod probe {
     pub use async_trait::async_trait;
 }
 
+pub use alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarget, Resolution};
 pub use async_trait::async_trait;
 pub use commit::{CommitId, CommitIdError, ReportedCommit};
 pub use engine::{DEFAULT_PROBE_TIMEOUT, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec};
 pub use error::{ExpectedError, JournalError, SinkError};
-pub use event::{Event, EventKind, Resolution};
+pub use event::{Event, EventKind};
 pub use name::{EnvName, EnvNameError};
 pub use observation::{
     Assessment, FailureKind, InstanceObservation, ProbeFailure, Reading, Relation, Status, TargetObservation,
 };
 pub use plugin::{
-    ActualStateProbe, AlarmEvent, AlarmNotification, AlarmSink, AlarmTarget, Expected, ExpectedState,
-    Journal, ProbeContext, RemediationOutcome, RemediationRequest, Remediator,
+    ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, ProbeContext, RemediationOutcome,
+    RemediationRequest, Remediator,
 };
 pub use policy::{Mode, OnDiverged, Policy};
-pub use reconcile::{Action, AlarmChange, Decision, Phase, Reason, reconcile};
+pub use reconcile::{Action, Decision, Reason, reconcile};
 pub use report::{ActionReport, EnvironmentReport, Report};
-pub use state::{AlarmKind, EnvState, Incident, OpenAlarm, StateFile};
+pub use state::{EnvState, Incident, OpenAlarm, Phase, StateFile};

@@ -24,15 +24,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmNotification;
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::{ExpectedError, JournalError, SinkError};
-use crate::event::{Event, Resolution};
+use crate::event::Event;
 use crate::name::EnvName;
-use crate::observation::{ProbeFailure, Reading, Relation, TargetObservation};
-use crate::state::{AlarmKind, EnvState};
+use crate::observation::{ProbeFailure, Reading, Relation};
+use crate::state::EnvState;
 
 /// A ref resolved to the commit it points at (tags peeled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,71 +126,6 @@ pub trait Remediator: Send + Sync {
     async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome;
 }
 
-/// What happened to an alarm, as sinks are told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlarmEvent {
-    /// Opened.
-    AlarmRaised,
-    /// Still open, re-notified.
-    AlarmRepeated,
-    /// Closed.
-    AlarmResolved,
-    /// Still open, nothing new: sent every pass for sinks that expire silent alerts
-    /// (Alertmanager); other sinks ignore it.
-    AlarmFiring,
-}
-
-impl AlarmEvent {
-    /// The name in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmEvent::AlarmRaised => "alarm_raised",
-            AlarmEvent::AlarmRepeated => "alarm_repeated",
-            AlarmEvent::AlarmResolved => "alarm_resolved",
-            AlarmEvent::AlarmFiring => "alarm_firing",
-        }
-    }
-}
-
-/// One target's part in an alarm.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlarmTarget {
-    /// The target.
-    pub name: String,
-    /// Its status.
-    pub status: crate::observation::Status,
-    /// What its instances report (distinct values).
-    pub actual: Vec<String>,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-}
-
-/// A notification for alarm sinks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlarmNotification {
-    /// Raised, repeated, resolved, firing.
-    pub event: AlarmEvent,
-    /// Which alarm.
-    pub alarm: AlarmKind,
-    /// The environment.
-    pub environment: EnvName,
-    /// Its ref.
-    pub reference: String,
-    /// The expected commit.
-    pub expected_sha: CommitId,
-    /// When the alarm was raised.
-    pub since: Timestamp,
-    /// When it was resolved (resolved only).
-    pub ended_at: Option<Timestamp>,
-    /// Why it was resolved (resolved only).
-    pub resolution: Option<Resolution>,
-    /// One line for people.
-    pub summary: String,
-    /// The targets not in sync.
-    pub targets: Vec<AlarmTarget>,
-}
-
 /// Delivers alarm notifications (Alertmanager, a webhook, a chat).
 #[async_trait]
 pub trait AlarmSink: Send + Sync {
@@ -244,17 +179,3 @@ const _: () = {
     let _ = assert_dyn::<dyn AlarmSink>;
     let _ = assert_dyn::<dyn Journal>;
 };
-
-/// Keeps [`TargetObservation`] in this module's vocabulary for alarm summaries.
-pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
-    targets
-        .iter()
-        .filter(|t| t.status != crate::observation::Status::InSync)
-        .map(|t| {
-            let mut actual: Vec<String> = t.instances.iter().filter_map(|i| i.actual.clone()).collect();
-            actual.sort();
-            actual.dedup();
-            AlarmTarget { name: t.name.clone(), status: t.status, actual, error: t.error.clone() }
-        })
-        .collect()
-}

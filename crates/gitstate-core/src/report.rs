@@ -4,11 +4,11 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmKind;
 use crate::commit::CommitId;
 use crate::name::EnvName;
 use crate::observation::TargetObservation;
-use crate::reconcile::Phase;
-use crate::state::AlarmKind;
+use crate::state::Phase;
 
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

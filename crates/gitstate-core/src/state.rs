@@ -7,44 +7,45 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmKind;
 use crate::commit::CommitId;
 use crate::name::EnvName;
-use crate::reconcile::Phase;
 
-/// The kinds of alarm (SPEC §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where an environment stands after a pass (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum AlarmKind {
-    /// Attempts exhausted (or observe mode past grace) and still drifted.
-    Drift,
-    /// A target runs a commit Git never led to, and policy says not to overwrite it.
-    Diverged,
-    /// Probes failed `unreachable_after` passes in a row.
-    Unreachable,
+pub enum Phase {
+    /// Every instance runs the expected commit.
+    InSync,
+    /// Not in sync and nothing to act on yet: within grace of a new expected commit, or
+    /// probes failing fewer than `unreachable_after` passes.
+    Converging,
+    /// A remediation was triggered and is settling.
+    Remediating,
+    /// Waiting for the backoff before the next attempt.
+    BackingOff,
+    /// An alarm is open.
+    Alarm,
+    /// Observe mode, drift within grace.
+    Observing,
 }
 
-impl AlarmKind {
-    /// The name in JSON, events and metric labels.
+impl Phase {
+    /// The name in JSON and text output.
     pub fn as_str(self) -> &'static str {
         match self {
-            AlarmKind::Drift => "drift",
-            AlarmKind::Diverged => "diverged",
-            AlarmKind::Unreachable => "unreachable",
-        }
-    }
-
-    /// The Alertmanager `alertname`.
-    pub fn alertname(self) -> &'static str {
-        match self {
-            AlarmKind::Drift => "GitstateDrift",
-            AlarmKind::Diverged => "GitstateDiverged",
-            AlarmKind::Unreachable => "GitstateUnreachable",
+            Phase::InSync => "in_sync",
+            Phase::Converging => "converging",
+            Phase::Remediating => "remediating",
+            Phase::BackingOff => "backing_off",
+            Phase::Alarm => "alarm",
+            Phase::Observing => "observing",
         }
     }
 }
 
-impl std::fmt::Display for AlarmKind {
+impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -132,7 +133,7 @@ pub struct Undelivered {
     /// The sink's name.
     pub sink: String,
     /// The notification, as it was built.
-    pub notification: crate::plugin::AlarmNotification,
+    pub notification: crate::alarm::AlarmNotification,
     /// Failed deliveries so far.
     pub failures: u32,
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitstate_core::{AlarmEvent, AlarmNotification, AlarmSink, SinkError};
+use gitstate_core::{AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, SinkError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use url::Url;
@@ -48,6 +48,17 @@ async fn post(
     }
 }
 
+/// The Alertmanager `alertname` of an alarm kind (SPEC §7), in `CamelCase` as
+/// Alertmanager's own conventions have it.
+pub fn alertname(kind: AlarmKind) -> &'static str {
+    match kind {
+        AlarmKind::Drift => "GitstateDrift",
+        AlarmKind::Diverged => "GitstateDiverged",
+        AlarmKind::Unreachable => "GitstateUnreachable",
+        _ => "GitstateAlarm",
+    }
+}
+
 /// Posts alerts to Alertmanager's API v2.
 pub struct AlertmanagerSink {
     client: reqwest::Client,
@@ -78,7 +89,7 @@ impl AlertmanagerSink {
         let actual: Vec<String> = n.targets.iter().flat_map(|t| t.actual.iter().cloned()).collect();
         let mut alert = serde_json::json!({
             "labels": {
-                "alertname": n.alarm.alertname(),
+                "alertname": alertname(n.alarm),
                 "environment": n.environment,
                 "severity": "critical",
             },

@@ -8,11 +8,14 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
-use crate::event::{Event, EventKind, Resolution};
+use crate::alarm::AlarmChange;
+use crate::alarm::Resolution;
+use crate::alarm::{AlarmEvent, AlarmNotification};
+use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::{Status, TargetObservation};
-use crate::plugin::{AlarmEvent, AlarmNotification, RemediationOutcome, RemediationRequest, Remediator};
-use crate::reconcile::{Action, AlarmChange};
+use crate::plugin::{RemediationOutcome, RemediationRequest, Remediator};
+use crate::reconcile::Action;
 use crate::report::ActionReport;
 use crate::state::EnvState;
 

@@ -8,12 +8,14 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
+use crate::alarm::Resolution;
+use crate::alarm::{AlarmEvent, AlarmKind, AlarmNotification, alarm_targets};
 use crate::commit::CommitId;
-use crate::event::{Event, EventKind, Resolution};
+use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::TargetObservation;
-use crate::plugin::{AlarmEvent, AlarmNotification, AlarmSink, alarm_targets};
-use crate::state::{AlarmKind, EnvState, Undelivered};
+use crate::plugin::AlarmSink;
+use crate::state::{EnvState, Undelivered};
 
 use super::{Engine, EnvironmentSpec, PassOutcome};
 

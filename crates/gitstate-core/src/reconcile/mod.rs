@@ -10,69 +10,18 @@ use std::fmt;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
+use crate::alarm::{AlarmChange, AlarmKind, Resolution};
 use crate::commit::CommitId;
-use crate::event::{EventKind, Resolution};
+use crate::event::EventKind;
 use crate::observation::Assessment;
 use crate::policy::{Mode, OnDiverged, Policy};
-use crate::state::{AlarmKind, EnvState, ExpectedRecord, Incident, OpenAlarm, after, elapsed};
+use crate::state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Phase, after, elapsed};
 
 #[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
-
-/// Where an environment stands after a pass (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Phase {
-    /// Every instance runs the expected commit.
-    InSync,
-    /// Not in sync and nothing to act on yet: within grace of a new expected commit, or
-    /// probes failing fewer than `unreachable_after` passes.
-    Converging,
-    /// A remediation was triggered and is settling.
-    Remediating,
-    /// Waiting for the backoff before the next attempt.
-    BackingOff,
-    /// An alarm is open.
-    Alarm,
-    /// Observe mode, drift within grace.
-    Observing,
-}
-
-impl Phase {
-    /// The name in JSON and text output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::InSync => "in_sync",
-            Phase::Converging => "converging",
-            Phase::Remediating => "remediating",
-            Phase::BackingOff => "backing_off",
-            Phase::Alarm => "alarm",
-            Phase::Observing => "observing",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How an alarm changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AlarmChange {
-    /// Opened now.
-    Raised,
-    /// Still open, `renotify` has passed since the last notification.
-    Repeated,
-    /// Closed now.
-    Resolved(Resolution),
-}
 
 /// Something the pass must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,145 @@
+//! The alarm vocabulary, one place for every part of gitstate: the kinds of alarm
+//! ([`AlarmKind`]), how the pure decision changes one ([`AlarmChange`]), why one was
+//! resolved ([`Resolution`]), and what sinks are told ([`AlarmNotification`]). A leaf:
+//! it depends on commits, names and observations only. Where alarms are raised, repeated,
+//! deduplicated and resolved is `reconcile/`; how they are worded and delivered is
+//! `engine/notify.rs`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::CommitId;
+use crate::name::EnvName;
+use crate::observation::{Status, TargetObservation};
+
+/// The kinds of alarm (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AlarmKind {
+    /// Attempts exhausted (or observe mode past grace) and still drifted.
+    Drift,
+    /// A target runs a commit Git never led to, and policy says not to overwrite it.
+    Diverged,
+    /// Probes failed `unreachable_after` passes in a row.
+    Unreachable,
+}
+
+impl AlarmKind {
+    /// The name in JSON, events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::Drift => "drift",
+            AlarmKind::Diverged => "diverged",
+            AlarmKind::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for AlarmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an alarm was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Every instance is in sync.
+    Converged,
+    /// The expected commit changed; the incident it belonged to is over.
+    Superseded,
+    /// The condition is gone (probes answer again, no diverged instance remains).
+    Cleared,
+}
+
+/// How an alarm changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmChange {
+    /// Opened now.
+    Raised,
+    /// Still open, `renotify` has passed since the last notification.
+    Repeated,
+    /// Closed now.
+    Resolved(Resolution),
+}
+
+/// What happened to an alarm, as sinks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmEvent {
+    /// Opened.
+    AlarmRaised,
+    /// Still open, re-notified.
+    AlarmRepeated,
+    /// Closed.
+    AlarmResolved,
+    /// Still open, nothing new: sent every pass for sinks that expire silent alerts
+    /// (Alertmanager); other sinks ignore it.
+    AlarmFiring,
+}
+
+impl AlarmEvent {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmEvent::AlarmRaised => "alarm_raised",
+            AlarmEvent::AlarmRepeated => "alarm_repeated",
+            AlarmEvent::AlarmResolved => "alarm_resolved",
+            AlarmEvent::AlarmFiring => "alarm_firing",
+        }
+    }
+}
+
+/// One target's part in an alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmTarget {
+    /// The target.
+    pub name: String,
+    /// Its status.
+    pub status: Status,
+    /// What its instances report (distinct values).
+    pub actual: Vec<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// A notification for alarm sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmNotification {
+    /// Raised, repeated, resolved, firing.
+    pub event: AlarmEvent,
+    /// Which alarm.
+    pub alarm: AlarmKind,
+    /// The environment.
+    pub environment: EnvName,
+    /// Its ref.
+    pub reference: String,
+    /// The expected commit.
+    pub expected_sha: CommitId,
+    /// When the alarm was raised.
+    pub since: Timestamp,
+    /// When it was resolved (resolved only).
+    pub ended_at: Option<Timestamp>,
+    /// Why it was resolved (resolved only).
+    pub resolution: Option<Resolution>,
+    /// One line for people.
+    pub summary: String,
+    /// The targets not in sync.
+    pub targets: Vec<AlarmTarget>,
+}
+
+/// Keeps [`TargetObservation`] in this module's vocabulary for alarm summaries.
+pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
+    targets
+        .iter()
+        .filter(|t| t.status != Status::InSync)
+        .map(|t| {
+            let mut actual: Vec<String> = t.instances.iter().filter_map(|i| i.actual.clone()).collect();
+            actual.sort();
+            actual.dedup();
+            AlarmTarget { name: t.name.clone(), status: t.status, actual, error: t.error.clone() }
+        })
+        .collect()
+}
