@@ -65,6 +65,25 @@ pub enum AlarmChange {
     Resolved(Resolution),
 }
 
+impl AlarmChange {
+    /// What sinks are told of this change.
+    pub fn event(self) -> AlarmEvent {
+        match self {
+            AlarmChange::Raised => AlarmEvent::AlarmRaised,
+            AlarmChange::Repeated => AlarmEvent::AlarmRepeated,
+            AlarmChange::Resolved(_) => AlarmEvent::AlarmResolved,
+        }
+    }
+
+    /// Why the alarm was resolved, when it was.
+    pub fn resolution(self) -> Option<Resolution> {
+        match self {
+            AlarmChange::Resolved(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// What happened to an alarm, as sinks are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{AlarmKind, Resolution};
+use crate::alarm::{AlarmChange, AlarmKind, Resolution};
 use crate::commit::CommitId;
 use crate::name::EnvName;
 use crate::observation::Status;
@@ -86,6 +86,17 @@ pub enum EventKind {
         /// Why.
         error: String,
     },
+}
+
+impl EventKind {
+    /// The audit event of an alarm's `change` (`expected`: the commit it is about).
+    pub fn of_alarm(change: AlarmChange, alarm: AlarmKind, expected: CommitId) -> Self {
+        match change {
+            AlarmChange::Raised => EventKind::AlarmRaised { alarm, expected },
+            AlarmChange::Repeated => EventKind::AlarmRepeated { alarm, expected },
+            AlarmChange::Resolved(reason) => EventKind::AlarmResolved { alarm, reason },
+        }
+    }
 }
 
 /// One line of `events.jsonl`.

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::AlarmKind;
+use crate::alarm::{AlarmChange, AlarmKind};
 use crate::commit::CommitId;
 use crate::name::EnvName;
 use crate::observation::TargetObservation;
@@ -81,4 +81,15 @@ pub enum ActionReport {
         /// Which.
         alarm: AlarmKind,
     },
+}
+
+impl ActionReport {
+    /// How the report shows an alarm's `change`.
+    pub fn of_alarm(change: AlarmChange, alarm: AlarmKind) -> Self {
+        match change {
+            AlarmChange::Raised => ActionReport::AlarmRaised { alarm },
+            AlarmChange::Repeated => ActionReport::AlarmRepeated { alarm },
+            AlarmChange::Resolved(_) => ActionReport::AlarmResolved { alarm },
+        }
+    }
 }

@@ -2,14 +2,10 @@
 //! through the journal *before* any remediation starts, so a crash never forgets an
 //! attempt; then remediations run (inline, or handed back to the caller when deferred).
 
-use std::collections::BTreeMap;
-
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
-use crate::alarm::AlarmChange;
-use crate::alarm::Resolution;
 use crate::alarm::{AlarmEvent, AlarmNotification};
 use crate::event::{Event, EventKind};
 use crate::name::EnvName;
@@ -27,7 +23,6 @@ impl Engine {
     pub(super) async fn act(
         &self,
         envs: &[EnvironmentSpec],
-        prior: &BTreeMap<EnvName, EnvState>,
         decided: Vec<Option<Decided>>,
         dry_run: bool,
         now: Timestamp,
@@ -59,52 +54,21 @@ impl Engine {
                             },
                         ));
                     }
-                    Action::Alarm { change, kind, since } => {
-                        let (report, event, note_event) = match change {
-                            AlarmChange::Raised => (
-                                ActionReport::AlarmRaised { alarm: kind },
-                                EventKind::AlarmRaised { alarm: kind, expected: *expected },
-                                AlarmEvent::AlarmRaised,
-                            ),
-                            AlarmChange::Repeated => (
-                                ActionReport::AlarmRepeated { alarm: kind },
-                                EventKind::AlarmRepeated { alarm: kind, expected: *expected },
-                                AlarmEvent::AlarmRepeated,
-                            ),
-                            AlarmChange::Resolved(why) => (
-                                ActionReport::AlarmResolved { alarm: kind },
-                                EventKind::AlarmResolved { alarm: kind, reason: why },
-                                AlarmEvent::AlarmResolved,
-                            ),
-                        };
-                        rep.actions.push(report);
-                        out.events.push(ev(event));
-                        let resolution = match change {
-                            AlarmChange::Resolved(r) => Some(r),
-                            _ => None,
-                        };
-                        // A superseded alarm belongs to the previous expected commit.
-                        let alarm_expected = match resolution {
-                            Some(Resolution::Superseded) => prior
-                                .get(&env.name)
-                                .and_then(|s| s.expected.as_ref())
-                                .map_or(*expected, |e| e.commit),
-                            _ => *expected,
-                        };
-                        notes.push((
-                            i,
-                            notification(
-                                env,
-                                &rep.reference,
-                                alarm_expected,
-                                kind,
-                                since,
-                                note_event,
-                                resolution,
-                                now,
-                                targets,
-                            ),
-                        ));
+                    Action::Alarm { change, kind, since, expected: about } => {
+                        rep.actions.push(ActionReport::of_alarm(change, kind));
+                        out.events.push(ev(EventKind::of_alarm(change, kind, about)));
+                        let note = notification(
+                            env,
+                            &rep.reference,
+                            about,
+                            kind,
+                            since,
+                            change.event(),
+                            change.resolution(),
+                            now,
+                            targets,
+                        );
+                        notes.push((i, note));
                     }
                 }
             }

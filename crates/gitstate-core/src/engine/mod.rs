@@ -285,7 +285,7 @@ impl Engine {
         let PassMode::Reconcile { dry_run } = mode else {
             return out;
         };
-        self.act(envs, prior, decided, dry_run, now, &mut out).await;
+        self.act(envs, decided, dry_run, now, &mut out).await;
         out
     }
 }

@@ -40,6 +40,9 @@ pub enum Action {
         kind: AlarmKind,
         /// When the alarm was raised.
         since: Timestamp,
+        /// The expected commit the alarm is about: for one resolved as superseded, the
+        /// previous one.
+        expected: CommitId,
     },
 }
 
@@ -191,13 +194,17 @@ impl<'a> Pass<'a> {
             return;
         }
         self.s.alarms.push(OpenAlarm { kind, since: self.now, last_notified_at: Some(self.now) });
-        self.actions.push(Action::Alarm { change: AlarmChange::Raised, kind, since: self.now });
+        let expected = *self.expected;
+        self.actions.push(Action::Alarm { change: AlarmChange::Raised, kind, since: self.now, expected });
     }
 
     fn resolve(&mut self, kind: AlarmKind, why: Resolution) {
         if let Some(i) = self.s.alarms.iter().position(|a| a.kind == kind) {
             let alarm = self.s.alarms.remove(i);
-            self.actions.push(Action::Alarm { change: AlarmChange::Resolved(why), kind, since: alarm.since });
+            // Called before a new expected commit is recorded, this is still the old one.
+            let expected = self.s.expected.as_ref().map_or(*self.expected, |e| e.commit);
+            let change = AlarmChange::Resolved(why);
+            self.actions.push(Action::Alarm { change, kind, since: alarm.since, expected });
         }
     }
 
@@ -388,6 +395,7 @@ impl<'a> Pass<'a> {
                     change: AlarmChange::Repeated,
                     kind: alarm.kind,
                     since: alarm.since,
+                    expected: *self.expected,
                 });
                 wake.push(after(now, every));
             } else {

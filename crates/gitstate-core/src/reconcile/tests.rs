@@ -214,6 +214,12 @@ fn inv5_new_expected_commit_supersedes_the_incident() {
     );
     assert_eq!(alarms(&ds[3]), [(AlarmChange::Raised, AlarmKind::Drift)]);
     assert_eq!(alarms(&ds[4]), [(AlarmChange::Resolved(Resolution::Superseded), AlarmKind::Drift)]);
+    // The alarm raised for b and resolved when c came is about b, not c.
+    let about = |d: &Decision| match d.actions[..] {
+        [Action::Alarm { expected, .. }] => expected,
+        ref other => panic!("{other:?}"),
+    };
+    assert_eq!((about(&ds[3]), about(&ds[4])), (commit('b'), commit('b')));
     let inc = ds[4].state.incident.as_ref().unwrap();
     assert_eq!((inc.attempts, inc.since), (0, at(300)));
     assert_eq!(ds[4].phase, Phase::Converging, "fresh grace");
