@@ -28,7 +28,8 @@ impl Engine {
         now: Timestamp,
         out: &mut PassOutcome,
     ) {
-        let mut remediate: Vec<(usize, RemediationRequest)> = Vec::new();
+        // (environment, index of its Remediate action in the report, request)
+        let mut remediate: Vec<(usize, usize, RemediationRequest)> = Vec::new();
         let mut notes: Vec<(usize, AlarmNotification)> = Vec::new();
         for (i, (env, d)) in envs.iter().zip(&decided).enumerate() {
             let Some(Decided { decision: d, targets, expected }) = d else { continue };
@@ -45,6 +46,7 @@ impl Engine {
                         });
                         remediate.push((
                             i,
+                            rep.actions.len() - 1,
                             RemediationRequest {
                                 environment: env.name.clone(),
                                 reference: rep.reference.clone(),
@@ -109,7 +111,7 @@ impl Engine {
 
         let mut recorded = 0;
         if !remediate.is_empty() {
-            for (i, req) in &remediate {
+            for (i, _, req) in &remediate {
                 out.events.push(Event {
                     at: now,
                     environment: envs[*i].name.clone(),
@@ -127,46 +129,38 @@ impl Engine {
                 }
                 recorded = out.events.len();
             }
-            if out.journal_error.is_none() && self.defer_remediations {
-                for (i, req) in remediate {
-                    for a in &mut out.report.environments[i].actions {
-                        if let ActionReport::Remediate { attempt, detail, .. } = a
-                            && *attempt == req.attempt
-                        {
-                            *detail = "started in the background".into();
-                        }
-                    }
+            // What became of each remediation, written into its own action of the report.
+            let mut settle = |i: usize, at: usize, result: Option<bool>, text: String| {
+                if let Some(ActionReport::Remediate { ok, detail, .. }) =
+                    out.report.environments[i].actions.get_mut(at)
+                {
+                    *ok = result;
+                    *detail = text;
+                }
+            };
+            if out.journal_error.is_some() {
+                for (i, at, _) in remediate {
+                    settle(i, at, Some(false), "not started: state could not be persisted".into());
+                }
+            } else if self.defer_remediations {
+                for (i, at, req) in remediate {
+                    settle(i, at, None, "started in the background".into());
                     out.deferred.push((envs[i].name.clone(), req));
                 }
-            } else if out.journal_error.is_none() {
-                let mut runs: Vec<BoxFuture<'_, (usize, &RemediationRequest, RemediationOutcome)>> =
+            } else {
+                let mut runs: Vec<BoxFuture<'_, (usize, usize, &RemediationRequest, RemediationOutcome)>> =
                     Vec::new();
-                for (i, req) in &remediate {
+                for (i, at, req) in &remediate {
                     let r = envs[*i].remediator.clone();
-                    runs.push(Box::pin(async move { (*i, req, run_remediator(r.as_deref(), req).await) }));
+                    runs.push(Box::pin(
+                        async move { (*i, *at, req, run_remediator(r.as_deref(), req).await) },
+                    ));
                 }
                 let done: Vec<_> = stream::iter(runs).buffer_unordered(self.concurrency).collect().await;
-                for (i, req, outcome) in done {
-                    let env = &envs[i];
-                    for a in &mut out.report.environments[i].actions {
-                        if let ActionReport::Remediate { attempt, ok, detail } = a
-                            && *attempt == req.attempt
-                        {
-                            *ok = Some(outcome.ok);
-                            *detail = outcome.detail.clone();
-                        }
-                    }
-                    out.events.push(finished_event(&env.name, req, &outcome, now));
-                    out.remediations.push((env.name.clone(), outcome));
-                }
-            } else {
-                for rep in &mut out.report.environments {
-                    for a in &mut rep.actions {
-                        if let ActionReport::Remediate { ok, detail, .. } = a {
-                            *ok = Some(false);
-                            *detail = "not started: state could not be persisted".into();
-                        }
-                    }
+                for (i, at, req, outcome) in done {
+                    settle(i, at, Some(outcome.ok), outcome.detail.clone());
+                    out.events.push(finished_event(&envs[i].name, req, &outcome, now));
+                    out.remediations.push((envs[i].name.clone(), outcome));
                 }
             }
         }
