@@ -88,11 +88,11 @@ impl AlarmChange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmEvent {
-    /// Opened.
+    /// Opened on this pass.
     AlarmRaised,
     /// Still open, re-notified.
     AlarmRepeated,
-    /// Closed.
+    /// Closed on this pass (converged, superseded or cleared).
     AlarmResolved,
     /// Still open, nothing new: sent every pass for sinks that expire silent alerts
     /// (Alertmanager); other sinks ignore it.

@@ -9,7 +9,7 @@ pub enum ExpectedError {
     /// The repository could not be opened.
     #[error("cannot open repository {repo}: {message}")]
     Open {
-        /// Where.
+        /// The path given to open it.
         repo: String,
         /// Why (the underlying error, rendered).
         message: String,
@@ -29,7 +29,7 @@ pub enum ExpectedError {
         reference: String,
         /// The repository.
         repo: String,
-        /// Why.
+        /// What is wrong with what it points at, rendered.
         message: String,
     },
     /// A ref name that git would refuse.
@@ -40,7 +40,7 @@ pub enum ExpectedError {
     Remote {
         /// The URL (credentials redacted).
         url: String,
-        /// Why.
+        /// What the transport or the server said, rendered, secrets stripped.
         message: String,
     },
     /// Reading history failed.
@@ -48,7 +48,7 @@ pub enum ExpectedError {
     History {
         /// The repository.
         repo: String,
-        /// Why.
+        /// What could not be read, rendered.
         message: String,
     },
     /// Another failure, with its source.
@@ -76,9 +76,9 @@ pub struct SinkError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot persist to {path}: {message}")]
 pub struct JournalError {
-    /// The file.
+    /// The file (or store) that could not be written.
     pub path: String,
-    /// Why.
+    /// The I/O or encoding error, rendered.
     pub message: String,
 }
 

@@ -67,7 +67,7 @@ pub enum EventKind {
     AlarmResolved {
         /// Its kind.
         alarm: AlarmKind,
-        /// Why.
+        /// Why it was resolved: converged, superseded by a new expected commit, or cleared.
         reason: Resolution,
     },
     /// The environment reached its expected commit.
@@ -83,7 +83,7 @@ pub enum EventKind {
         sink: String,
         /// The alarm.
         alarm: AlarmKind,
-        /// Why.
+        /// The sink's error, rendered (never a secret).
         error: String,
     },
 }
@@ -102,11 +102,11 @@ impl EventKind {
 /// One line of `events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// When.
+    /// When it happened (RFC 3339 in `events.jsonl`).
     pub at: Timestamp,
     /// Which environment.
     pub environment: EnvName,
-    /// What.
+    /// What happened: the `event` field and its own fields, flattened into the line.
     #[serde(flatten)]
     pub kind: EventKind,
 }

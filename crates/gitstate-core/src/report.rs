@@ -68,17 +68,17 @@ pub enum ActionReport {
     },
     /// An alarm opened.
     AlarmRaised {
-        /// Which.
+        /// The kind of alarm.
         alarm: AlarmKind,
     },
     /// An alarm closed.
     AlarmResolved {
-        /// Which.
+        /// The kind of alarm.
         alarm: AlarmKind,
     },
     /// An open alarm re-notified.
     AlarmRepeated {
-        /// Which.
+        /// The kind of alarm.
         alarm: AlarmKind,
     },
 }

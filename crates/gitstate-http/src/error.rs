@@ -11,13 +11,13 @@ pub enum HttpError {
     CaFile {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What was wrong with it, rendered.
         message: String,
     },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {message}")]
     Client {
-        /// Why.
+        /// The HTTP client's error, rendered.
         message: String,
     },
 }

@@ -36,7 +36,7 @@ pub struct Planned {
 pub struct Skipped {
     /// The full ref name.
     pub reference: String,
-    /// Why.
+    /// Why it was skipped (the rest of the name is not a valid environment name).
     pub reason: String,
 }
 

@@ -89,7 +89,7 @@ pub enum RemediateConfig {
     },
     /// POST to a URL.
     Webhook {
-        /// Where.
+        /// The URL to POST to.
         url: Url,
         /// Extra headers (secret values).
         headers: Headers,

@@ -71,23 +71,23 @@ impl Paint {
         if self.on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
     }
 
-    /// Green.
+    /// `s` in green: in sync, triggered, resolved.
     pub fn good(&self, s: &str) -> String {
         self.wrap("32", s)
     }
-    /// Yellow.
+    /// `s` in yellow: drift being worked on.
     pub fn warn(&self, s: &str) -> String {
         self.wrap("33", s)
     }
-    /// Red.
+    /// `s` in red: alarms, failures, errors.
     pub fn bad(&self, s: &str) -> String {
         self.wrap("31", s)
     }
-    /// Bold.
+    /// `s` in bold: headlines.
     pub fn bold(&self, s: &str) -> String {
         self.wrap("1", s)
     }
-    /// Dim.
+    /// `s` dimmed: what matters less.
     pub fn dim(&self, s: &str) -> String {
         self.wrap("2", s)
     }

@@ -132,7 +132,7 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// Audit events the observation itself caused (expected changed, drift detected, converged).
     pub events: Vec<EventKind>,
-    /// Why.
+    /// Why the decision is what it is, for log lines and alarms.
     pub reason: Reason,
     /// When something may change without a new observation (grace, settle, backoff, renotify ends).
     pub requeue_after: Option<Duration>,

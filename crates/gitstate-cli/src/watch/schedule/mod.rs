@@ -75,7 +75,7 @@ pub struct Timing {
 pub struct Jitter(u64);
 
 impl Jitter {
-    /// Seeded.
+    /// A generator started from `seed` (the caller's: time and pid in `watch`).
     pub fn new(seed: u64) -> Self {
         Self(seed | 1)
     }
