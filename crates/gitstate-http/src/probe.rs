@@ -101,7 +101,7 @@ impl HttpClients {
     }
 
     /// The client trusting only the CAs in `ca_file` (PEM), built once per file.
-    pub fn with_ca_file(&self, ca_file: &Path) -> Result<reqwest::Client, HttpError> {
+    pub(crate) fn with_ca_file(&self, ca_file: &Path) -> Result<reqwest::Client, HttpError> {
         let mut map = self.custom.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(ca_file) {
             return Ok(c.clone());
@@ -119,7 +119,7 @@ impl HttpClients {
     }
 
     /// The client for the default trust store.
-    pub fn default_client(&self) -> &reqwest::Client {
+    pub(crate) fn default_client(&self) -> &reqwest::Client {
         &self.default
     }
 }

@@ -242,19 +242,11 @@ pub(super) fn check_ref(ctx: &Ctx, r: &Spanned<String>) -> Result<(), ConfigErro
     check_ref_text(r.get_ref()).map_err(|m| ctx.at(r, m))
 }
 
-/// git-check-ref-format's rules, enough to refuse what git would.
+/// git-check-ref-format's rules, as gix validates a (possibly short) ref name.
 pub(super) fn check_ref_text(s: &str) -> Result<(), String> {
-    let bad = s.is_empty()
-        || s.starts_with('/')
-        || s.ends_with('/')
-        || s.ends_with('.')
-        || s.ends_with(".lock")
-        || s.contains("..")
-        || s.contains("//")
-        || s.contains("@{")
-        || s.split('/').any(|c| c.starts_with('.') || c.is_empty())
-        || s.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
-    if bad { Err(format!("{s:?} is not a valid Git ref name")) } else { Ok(()) }
+    gix::validate::reference::name_partial(s.into())
+        .map(|_| ())
+        .map_err(|e| format!("{s:?} is not a valid Git ref name ({e})"))
 }
 
 pub(super) fn substitute(s: &str, env: &str) -> String {
