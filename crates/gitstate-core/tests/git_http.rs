@@ -1,6 +1,9 @@
 //! Git remotes over smart HTTP: `git http-backend` behind a small CGI server on 127.0.0.1.
 //! Needs the `git-https` feature (the CLI enables it; `cargo test --workspace` has it).
 
+mod common;
+
+use common::Now;
 use gitstate_core::git::GitSource;
 use gitstate_core::{CommitId, Relation, ReportedCommit};
 use gitstate_testkit::Repo;
@@ -23,28 +26,27 @@ fn smart_http_ls_refs_and_mirror() {
 
     let src = GitSource::remote(&url).unwrap();
     let got =
-        src.resolve_blocking(&["refs/heads/environments/production".into()]).unwrap().pop().unwrap().unwrap();
+        src.resolve_now(&["refs/heads/environments/production".into()]).unwrap().pop().unwrap().unwrap();
     assert_eq!(got.commit.as_str(), c[3]);
-    let listed = src.list_blocking("refs/heads/environments/").unwrap();
+    let listed = src.list_now("refs/heads/environments/").unwrap();
     assert_eq!(listed.len(), 1);
 
     let state = tempfile::tempdir().unwrap();
     let m = GitSource::mirrored(&url, &state.path().join("mirror.git")).unwrap();
-    m.resolve_blocking(&["refs/heads/environments/production".into()]).unwrap();
-    let rel = m
-        .relate_blocking(&CommitId::parse(&c[3]).unwrap(), &[ReportedCommit::parse(&c[0]).unwrap()])
-        .unwrap();
+    m.resolve_now(&["refs/heads/environments/production".into()]).unwrap();
+    let rel =
+        m.relate_now(&CommitId::parse(&c[3]).unwrap(), &[ReportedCommit::parse(&c[0]).unwrap()]).unwrap();
     assert_eq!(rel, [Relation::Behind(3)]);
 
     // A missing repository: an error that names the URL.
     let bad = GitSource::remote(&format!("http://127.0.0.1:{}/missing.git", server.port)).unwrap();
-    let err = bad.resolve_blocking(&["refs/heads/x".into()]).unwrap_err().to_string();
+    let err = bad.resolve_now(&["refs/heads/x".into()]).unwrap_err().to_string();
     assert!(err.contains("127.0.0.1") && err.contains("missing.git"), "{err}");
 
     // Credentials are never sent in clear text, and never shown.
     let with_secret =
         GitSource::remote(&format!("http://user:s3cret@127.0.0.1:{}/repo.git", server.port)).unwrap();
-    let err = with_secret.resolve_blocking(&["refs/heads/x".into()]).unwrap_err().to_string();
+    let err = with_secret.resolve_now(&["refs/heads/x".into()]).unwrap_err().to_string();
     assert!(err.contains("clear text"), "{err}");
     assert!(!err.contains("s3cret"), "secret leaked: {err}");
     assert!(format!("{with_secret:?}").contains("***@127.0.0.1"));

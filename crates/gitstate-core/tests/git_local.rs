@@ -1,5 +1,8 @@
 //! Git as the expected state, against real local repositories built with git.
 
+mod common;
+
+use common::Now;
 use gitstate_core::git::{GitSource, LocalRepo};
 use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
 use gitstate_testkit::Repo;
@@ -372,12 +375,7 @@ fn a_reftable_repository_is_read_like_any_other() {
     r.git(&["tag", "-a", "-m", "release", "v1", &c[2]]);
     let src = GitSource::local(r.path()).unwrap();
     let resolved = src
-        .resolve_blocking(&[
-            "environments/production".into(),
-            "refs/tags/v1".into(),
-            "v1".into(),
-            "nope".into(),
-        ])
+        .resolve_now(&["environments/production".into(), "refs/tags/v1".into(), "v1".into(), "nope".into()])
         .unwrap();
     let got: Vec<Option<(String, String)>> = resolved
         .iter()
@@ -388,7 +386,7 @@ fn a_reftable_repository_is_read_like_any_other() {
     assert_eq!(got[2], got[1]);
     assert!(matches!(resolved[3], Err(ExpectedError::RefNotFound { .. })), "{:?}", resolved[3]);
     let listed: Vec<(String, String)> = src
-        .list_blocking("refs/heads/environments/")
+        .list_now("refs/heads/environments/")
         .unwrap()
         .into_iter()
         .map(|e| (e.reference, e.commit.to_string()))
@@ -400,13 +398,12 @@ fn a_reftable_repository_is_read_like_any_other() {
             ("refs/heads/environments/staging".to_owned(), c[1].clone())
         ]
     );
-    let rel = src
-        .relate_blocking(&CommitId::parse(&c[3]).unwrap(), &[ReportedCommit::parse(&c[1]).unwrap()])
-        .unwrap();
+    let rel =
+        src.relate_now(&CommitId::parse(&c[3]).unwrap(), &[ReportedCommit::parse(&c[1]).unwrap()]).unwrap();
     assert_eq!(rel, [Relation::Behind(2)]);
     // A ref moved by git is seen at the next call.
     r.update_ref("refs/heads/environments/production", &c[0]);
-    let again = src.resolve_blocking(&["environments/production".into()]).unwrap();
+    let again = src.resolve_now(&["environments/production".into()]).unwrap();
     assert_eq!(again[0].as_ref().unwrap().commit.to_string(), c[0]);
 }
 
@@ -479,7 +476,7 @@ proptest::proptest! {
             .collect();
         let got: Vec<(String, String)> = GitSource::local(r.path())
             .unwrap()
-            .list_blocking(prefix)
+            .list_now(prefix)
             .unwrap()
             .into_iter()
             .map(|e| (e.reference, e.commit.to_string()))

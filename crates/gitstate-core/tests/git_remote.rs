@@ -1,6 +1,9 @@
 //! Git remotes as the expected state: ls-refs without a clone, and the mirror, over
 //! file://, git:// (a real `git daemon` on 127.0.0.1) and ssh:// (a real `sshd`).
 
+mod common;
+
+use common::Now;
 use gitstate_core::git::{GitSource, RemoteRepo};
 use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
 use gitstate_testkit::Repo;
@@ -29,7 +32,7 @@ fn push(work: &Repo, to: &std::path::Path) {
 }
 
 fn expected_of(src: &GitSource, name: &str) -> Result<(String, String), String> {
-    src.resolve_blocking(&[name.to_owned()])
+    src.resolve_now(&[name.to_owned()])
         .map_err(|e| e.to_string())?
         .pop()
         .unwrap()
@@ -38,8 +41,8 @@ fn expected_of(src: &GitSource, name: &str) -> Result<(String, String), String> 
 }
 
 fn relate(src: &GitSource, expected: &str, reported: &str) -> Relation {
-    src.relate_blocking(&CommitId::parse(expected).unwrap(), &[ReportedCommit::parse(reported).unwrap()])
-        .unwrap()[0]
+    src.relate_now(&CommitId::parse(expected).unwrap(), &[ReportedCommit::parse(reported).unwrap()]).unwrap()
+        [0]
 }
 
 /// The remote at `url`, mirrored into `mirror` when given, through `ssh` when given.
@@ -63,11 +66,11 @@ fn exercise(fx: &Fixture, url: &str, ssh: Option<&str>) {
         ("refs/heads/environments/production".to_owned(), fx.c[4].clone())
     );
     assert_eq!(expected_of(&src, "environments/staging").unwrap().1, fx.c[2]);
-    let missing = src.resolve_blocking(&["refs/heads/environments/nope".into()]).unwrap().pop().unwrap();
+    let missing = src.resolve_now(&["refs/heads/environments/nope".into()]).unwrap().pop().unwrap();
     assert!(matches!(missing, Err(ExpectedError::RefNotFound { .. })), "{missing:?}");
 
     let listed: Vec<String> =
-        src.list_blocking("refs/heads/environments/").unwrap().into_iter().map(|e| e.reference).collect();
+        src.list_now("refs/heads/environments/").unwrap().into_iter().map(|e| e.reference).collect();
     assert_eq!(listed, ["refs/heads/environments/production", "refs/heads/environments/staging"]);
 
     // Without objects, a differing commit can only be `drifted`.
@@ -96,14 +99,14 @@ fn exercise(fx: &Fixture, url: &str, ssh: Option<&str>) {
     fx.work.update_ref("refs/heads/environments/hotfix-base", &h[1]);
     push(&fx.work, &fx.base.path().join("repo.git"));
     let m = open(url, Some(&mirror_dir), ssh);
-    m.resolve_blocking(&[
+    m.resolve_now(&[
         "refs/heads/environments/production".into(),
         "refs/heads/environments/hotfix-base".into(),
     ])
     .unwrap();
     assert_eq!(relate(&m, &newer[0], &fx.c[4]), Relation::Behind(1));
     assert_eq!(relate(&m, &newer[0], &h[1]), Relation::Diverged { behind: 3, ahead: 2 });
-    let listed = m.list_blocking("refs/heads/environments/").unwrap();
+    let listed = m.list_now("refs/heads/environments/").unwrap();
     assert_eq!(listed.len(), 3);
 }
 
@@ -132,7 +135,7 @@ fn ssh_with_a_git_ssh_command() {
 fn unreachable_remote_is_a_clear_error() {
     let port = gitstate_testkit::free_port();
     let src = GitSource::remote(&format!("git://127.0.0.1:{port}/nothing.git")).unwrap();
-    let err = src.resolve_blocking(&["refs/heads/x".into()]).unwrap_err();
+    let err = src.resolve_now(&["refs/heads/x".into()]).unwrap_err();
     assert!(matches!(err, ExpectedError::Remote { .. }), "{err:?}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }

@@ -58,7 +58,7 @@ impl GitSource {
     }
 
     /// Resolves refs, blocking the calling thread.
-    pub fn resolve_blocking(
+    fn resolve_blocking(
         &self,
         refs: &[String],
     ) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
@@ -69,7 +69,7 @@ impl GitSource {
     }
 
     /// Lists refs under a prefix, blocking the calling thread.
-    pub fn list_blocking(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
         match &*self.repo {
             Repo::Local(r) => r.list(prefix),
             Repo::Remote(r) => r.list(prefix),
@@ -77,7 +77,7 @@ impl GitSource {
     }
 
     /// Relates reported commits, blocking the calling thread.
-    pub fn relate_blocking(
+    fn relate_blocking(
         &self,
         expected: &CommitId,
         reported: &[ReportedCommit],

@@ -1,0 +1,34 @@
+//! Calls on a [`GitSource`] from a test thread: its async `ExpectedState` methods, run to
+//! completion (the blocking ones are the source's own business).
+#![allow(dead_code)]
+
+use futures::executor::block_on;
+use gitstate_core::git::GitSource;
+use gitstate_core::{CommitId, Expected, ExpectedError, ExpectedState, Relation, ReportedCommit};
+
+/// `resolve`, `list` and `relate`, waited for.
+pub trait Now {
+    fn resolve_now(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError>;
+    fn list_now(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError>;
+    fn relate_now(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError>;
+}
+
+impl Now for GitSource {
+    fn resolve_now(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        block_on(self.resolve(refs))
+    }
+    fn list_now(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        block_on(self.list(prefix))
+    }
+    fn relate_now(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        block_on(self.relate(expected, reported))
+    }
+}
