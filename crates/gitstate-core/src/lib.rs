@@ -12,27 +12,30 @@
 //! - The runtime-agnostic pass [`Engine`]: resolve, probe, classify, decide, act.
 //! - [`git`] (feature `git`, on by default): Git repositories, local or remote, as the
 //!   expected state.
+//! - [`probe`]: everything a probe author needs, in one import.
+//!
+//! Every other item has one path, at the root; the modules behind them are private.
 //!
 //! No async runtime, HTTP client or cloud SDK is a dependency of this crate (the
 //! `git-https` feature, off by default, adds gix's HTTP transport).
 
-pub mod alarm;
-pub mod commit;
-pub mod engine;
-pub mod error;
-pub mod event;
+mod alarm;
+mod commit;
+mod engine;
+mod error;
+mod event;
 #[cfg(feature = "git")]
 pub mod git;
-pub mod name;
-pub mod observation;
-pub mod panic;
-pub mod plugin;
-pub mod policy;
-pub mod reconcile;
-pub mod redact;
-pub mod report;
-pub mod state;
-pub mod text;
+mod name;
+mod observation;
+mod panic;
+mod plugin;
+mod policy;
+mod reconcile;
+mod redact;
+mod report;
+mod state;
+mod text;
 
 /// Everything a probe author needs, in one import (`use gitstate_core::probe::*;`): the
 /// trait and what it is given and returns, commit parsing, and what it takes to run the
@@ -51,19 +54,24 @@ pub mod probe {
 
 pub use alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarget, Resolution};
 pub use async_trait::async_trait;
-pub use commit::{CommitId, CommitIdError, ReportedCommit};
+pub use commit::{CommitId, CommitIdError, MIN_ABBREV, ReportedCommit};
 pub use engine::{DEFAULT_PROBE_TIMEOUT, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec};
-pub use error::{ExpectedError, JournalError, SinkError};
+pub use error::{
+    ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,
+};
 pub use event::{Event, EventKind};
 pub use name::{EnvName, EnvNameError};
 pub use observation::{
     Assessment, FailureKind, InstanceObservation, ProbeFailure, Reading, Relation, Status, TargetObservation,
 };
+pub use panic::message as panic_message;
 pub use plugin::{
     ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, ProbeContext, RemediationOutcome,
     RemediationRequest, Remediator,
 };
 pub use policy::{Mode, OnDiverged, Policy};
 pub use reconcile::{Action, Decision, Reason, reconcile};
+pub use redact::{Redacted, RedactedUrl, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
-pub use state::{EnvState, Incident, OpenAlarm, Phase, StateFile};
+pub use state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Phase, StateFile, Undelivered};
+pub use text::escape_control;

@@ -159,11 +159,11 @@ impl StateFile {
 }
 
 /// `t + d`, saturating at the largest timestamp.
-pub fn after(t: Timestamp, d: Duration) -> Timestamp {
+pub(crate) fn after(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d).ok().and_then(|sd| t.checked_add(sd).ok()).unwrap_or(Timestamp::MAX)
 }
 
 /// `later - earlier`, zero when `later` is earlier.
-pub fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
+pub(crate) fn elapsed(earlier: Timestamp, later: Timestamp) -> Duration {
     Duration::try_from(later.duration_since(earlier)).unwrap_or(Duration::ZERO)
 }

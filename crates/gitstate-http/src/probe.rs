@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use gitstate_core::error::{chain, chain_after};
-use gitstate_core::redact::redact_url;
+use gitstate_core::redact_url;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
+use gitstate_core::{error_chain as chain, error_chain_after as chain_after};
 use reqwest::header::{CONNECTION, CONTENT_ENCODING, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use tokio::sync::Semaphore;
 use url::Url;
@@ -146,7 +146,7 @@ pub struct HttpTarget {
 
 impl std::fmt::Debug for HttpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use gitstate_core::redact::{Redacted, RedactedUrl};
+        use gitstate_core::{Redacted, RedactedUrl};
         f.debug_struct("HttpTarget")
             .field("urls", &self.urls.iter().map(|u| RedactedUrl(u.as_str())).collect::<Vec<_>>())
             .field("sha_pointer", &self.sha_pointer)

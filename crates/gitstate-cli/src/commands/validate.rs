@@ -10,7 +10,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.as_deref())?;
     let repo = match &config.source.repo {
         RepoLocation::Local(p) => p.display().to_string(),
-        RepoLocation::Remote(u) => gitstate_core::redact::redact_url(u),
+        RepoLocation::Remote(u) => gitstate_core::redact_url(u),
     };
     println!("{}: valid", config.path.display());
     println!("  source: {repo} (ref prefix {})", config.source.ref_prefix);

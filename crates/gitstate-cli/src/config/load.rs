@@ -269,7 +269,7 @@ pub(super) fn url_at(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Url, ConfigError> {
     let text = substitute(&expand_at(ctx, s, false, lookup)?, env);
-    let shown = gitstate_core::redact::redact_url(&text);
+    let shown = gitstate_core::redact_url(&text);
     let url = Url::parse(&text).map_err(|e| ctx.at(s, format!("invalid URL {shown:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ctx.at(s, format!("URL {shown:?} must be http:// or https://")));

@@ -120,7 +120,7 @@ pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
 // `Debug` of what may hold a secret shows it redacted (SPEC §8): URLs through
 // `redact_url`, header values and body templates as `***`.
-use gitstate_core::redact::{Redacted, RedactedUrl};
+use gitstate_core::{Redacted, RedactedUrl};
 
 fn header_names(h: &Headers) -> Vec<(&HeaderName, Redacted)> {
     h.iter().map(|(k, _)| (k, Redacted)).collect()

@@ -52,7 +52,7 @@ pub fn chain(e: &anyhow::Error) -> String {
         }
     }
     // Errors carry what remotes and targets sent: nothing of it reaches a terminal raw.
-    gitstate_core::text::escape_control(&parts.join(": ")).into_owned()
+    gitstate_core::escape_control(&parts.join(": ")).into_owned()
 }
 
 /// ANSI styling that is a no-op when colour is off.

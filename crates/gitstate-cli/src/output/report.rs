@@ -18,7 +18,7 @@ fn short(s: &str) -> String {
 /// Text from a target, a remote or a deploy script, made safe for a terminal (SPEC §8:
 /// `\u{1b}[2J` from a target must not clear the operator's screen).
 fn safe(s: &str) -> String {
-    gitstate_core::text::escape_control(s).into_owned()
+    gitstate_core::escape_control(s).into_owned()
 }
 
 fn paint_status(p: &Paint, s: Status) -> String {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use crate::redact::redact_url;
 pub use local::LocalRepo;
 pub use remote::{RemoteRepo, is_remote_url};
 

@@ -137,7 +137,7 @@ pub async fn run<D: Driver>(
                     match AssertUnwindSafe(d.pass(ready.clone(), full)).catch_unwind().await {
                         Ok(done) => Done::Pass(ready, Some(done), full),
                         Err(panic) => {
-                            d.pass_panicked(&ready, &gitstate_core::panic::message(panic.as_ref()));
+                            d.pass_panicked(&ready, &gitstate_core::panic_message(panic.as_ref()));
                             Done::Pass(ready, None, full)
                         }
                     }
@@ -166,7 +166,7 @@ pub async fn run<D: Driver>(
                             let d = driver.clone();
                             tasks.spawn(async move {
                                 if let Err(panic) = AssertUnwindSafe(d.remediate(e.clone())).catch_unwind().await {
-                                    let message = gitstate_core::panic::message(panic.as_ref());
+                                    let message = gitstate_core::panic_message(panic.as_ref());
                                     tracing::error!(environment = %e, panic = %message, "remediation task panicked");
                                 }
                                 Done::Remediation(e)
