@@ -6,22 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gitstate_core::{AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, SinkError};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use url::Url;
 
+use crate::header::{Header, header_map};
 use crate::probe::HttpClients;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn header_map(headers: Vec<(HeaderName, HeaderValue)>) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (k, mut v) in headers {
-        v.set_sensitive(true);
-        map.append(k, v);
-    }
-    map
-}
 
 async fn post(
     client: &reqwest::Client,
@@ -68,11 +60,7 @@ pub struct AlertmanagerSink {
 
 impl AlertmanagerSink {
     /// A sink for the Alertmanager at `base` (e.g. `http://127.0.0.1:9093`).
-    pub fn new(
-        clients: &HttpClients,
-        base: &Url,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<Self, url::ParseError> {
+    pub fn new(clients: &HttpClients, base: &Url, headers: Vec<Header>) -> Result<Self, url::ParseError> {
         let mut base = base.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -80,7 +68,7 @@ impl AlertmanagerSink {
         Ok(Self {
             client: clients.default_client().clone(),
             endpoint: base.join("api/v2/alerts")?,
-            headers: header_map(headers),
+            headers: header_map(&headers),
         })
     }
 
@@ -141,13 +129,8 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// A sink posting to `url` in `format`.
-    pub fn new(
-        clients: &HttpClients,
-        url: Url,
-        format: WebhookFormat,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> Self {
-        Self { client: clients.default_client().clone(), url, headers: header_map(headers), format }
+    pub fn new(clients: &HttpClients, url: Url, format: WebhookFormat, headers: Vec<Header>) -> Self {
+        Self { client: clients.default_client().clone(), url, headers: header_map(&headers), format }
     }
 
     /// The body posted for a notification.

@@ -12,6 +12,7 @@
 pub mod alarm;
 pub mod body;
 pub mod error;
+pub mod header;
 pub mod probe;
 pub mod redirect;
 pub mod remediate;
@@ -20,7 +21,7 @@ mod tls;
 pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use body::{AUTO_POINTERS, parse_body};
 pub use error::HttpError;
+pub use header::{Header, HeaderError};
 pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};
 pub use remediate::{RUNTIME_VARS, WebhookRemediator};
-pub use reqwest::header::{HeaderName, HeaderValue};

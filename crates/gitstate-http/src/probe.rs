@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use gitstate_core::redact_url;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
 use gitstate_core::{error_chain as chain, error_chain_after as chain_after};
-use reqwest::header::{CONNECTION, CONTENT_ENCODING, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{CONNECTION, CONTENT_ENCODING, HeaderMap, LOCATION};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -137,7 +137,7 @@ pub struct HttpTarget {
     /// Larger bodies are `invalid`, read no further.
     pub max_bytes: usize,
     /// Extra request headers (values are secrets: never shown).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Vec<crate::Header>,
     /// A PEM file of CAs to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
     /// Which redirects to follow.
@@ -146,13 +146,13 @@ pub struct HttpTarget {
 
 impl std::fmt::Debug for HttpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use gitstate_core::{Redacted, RedactedUrl};
+        use gitstate_core::RedactedUrl;
         f.debug_struct("HttpTarget")
             .field("urls", &self.urls.iter().map(|u| RedactedUrl(u.as_str())).collect::<Vec<_>>())
             .field("sha_pointer", &self.sha_pointer)
             .field("timeout", &self.timeout)
             .field("max_bytes", &self.max_bytes)
-            .field("headers", &self.headers.iter().map(|(k, _)| (k, Redacted)).collect::<Vec<_>>())
+            .field("headers", &self.headers)
             .field("ca_file", &self.ca_file)
             .field("follow_redirects", &self.follow_redirects)
             .finish()
@@ -190,12 +190,7 @@ impl HttpProbe {
             Some(ca) => clients.with_ca_file(ca)?,
             None => clients.default.clone(),
         };
-        let mut headers = HeaderMap::new();
-        for (k, v) in &target.headers {
-            let mut v = v.clone();
-            v.set_sensitive(true);
-            headers.append(k.clone(), v);
-        }
+        let headers = crate::header::header_map(&target.headers);
         clients.origins.add(&target.urls);
         Ok(Self {
             target,

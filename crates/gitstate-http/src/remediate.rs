@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gitstate_core::{RemediationOutcome, RemediationRequest, Remediator};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+
+use crate::header::{Header, header_map};
 use url::Url;
 
 use crate::probe::HttpClients;
@@ -33,16 +35,11 @@ impl WebhookRemediator {
     pub fn new(
         clients: &HttpClients,
         url: Url,
-        headers: Vec<(HeaderName, HeaderValue)>,
+        headers: Vec<Header>,
         body: Option<String>,
         timeout: Duration,
     ) -> Self {
-        let mut map = HeaderMap::new();
-        for (k, mut v) in headers {
-            v.set_sensitive(true);
-            map.append(k, v);
-        }
-        Self { client: clients.default_client().clone(), url, headers: map, body, timeout }
+        Self { client: clients.default_client().clone(), url, headers: header_map(&headers), body, timeout }
     }
 
     /// The body sent for `req`.

@@ -107,7 +107,7 @@ async fn headers_and_sha_pointer() {
     s.route("/info", Behavior::Json(format!(r#"{{"build":{{"rev":"{SHA}"}}}}"#)));
     let mut t = HttpTarget::new(vec![s.url("/info").parse().unwrap()]);
     t.sha_pointer = Some("/build/rev".into());
-    t.headers = vec![("authorization".parse().unwrap(), "Bearer secret".parse().unwrap())];
+    t.headers = vec![gitstate_http::Header::new("authorization", "Bearer secret").unwrap()];
     assert_eq!(read_with(t).await[0].result.as_ref().unwrap().as_str(), SHA);
 }
 

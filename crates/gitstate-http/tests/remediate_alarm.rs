@@ -24,7 +24,7 @@ async fn webhook_remediation_posts_json_and_2xx_means_triggered() {
     let s = TestServer::start().await;
     s.route("/deploy", Behavior::Status(202)).route("/broken", Behavior::Status(500));
     let clients = HttpClients::new(4).unwrap();
-    let headers = vec![("authorization".parse().unwrap(), "Bearer t0ken".parse().unwrap())];
+    let headers = vec![gitstate_http::Header::new("authorization", "Bearer t0ken").unwrap()];
     let r = WebhookRemediator::new(
         &clients,
         s.url("/deploy").parse().unwrap(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gitstate_core::Policy;
 use gitstate_core::git::is_remote_url;
-use gitstate_http::{HeaderName, HeaderValue};
+use gitstate_http::Header;
 use toml::Spanned;
 use url::Url;
 
@@ -287,13 +287,9 @@ pub(super) fn headers(
 ) -> Result<Headers, ConfigError> {
     map.iter()
         .map(|(k, v)| {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| ctx.at(v, format!("invalid header name {k:?}")))?;
             let text = expand_at(ctx, v, false, lookup)?;
-            // The value may be a secret: never echo it.
-            let value =
-                HeaderValue::from_str(&text).map_err(|_| ctx.at(v, format!("header {k}: invalid value")))?;
-            Ok((name, value))
+            // The value may be a secret: the error never echoes it.
+            Header::new(k, &text).map_err(|e| ctx.at(v, e.to_string()))
         })
         .collect()
 }

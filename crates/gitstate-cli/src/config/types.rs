@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gitstate_aws::AwsTarget;
 use gitstate_core::{EnvName, Policy};
-use gitstate_http::{HeaderName, HeaderValue, HttpTarget, WebhookFormat};
+use gitstate_http::{Header, HttpTarget, WebhookFormat};
 use url::Url;
 
 use super::*;
@@ -116,15 +116,11 @@ pub struct EnvironmentConfig {
 }
 
 /// Request headers; values may be secrets and are never shown.
-pub type Headers = Vec<(HeaderName, HeaderValue)>;
+pub type Headers = Vec<Header>;
 
 // `Debug` of what may hold a secret shows it redacted (SPEC §8): URLs through
 // `redact_url`, header values and body templates as `***`.
 use gitstate_core::{Redacted, RedactedUrl};
-
-fn header_names(h: &Headers) -> Vec<(&HeaderName, Redacted)> {
-    h.iter().map(|(k, _)| (k, Redacted)).collect()
-}
 
 impl std::fmt::Debug for RepoLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +140,7 @@ impl std::fmt::Debug for RemediateConfig {
             Self::Webhook { url, headers, body, timeout } => f
                 .debug_struct("Webhook")
                 .field("url", &RedactedUrl(url.as_str()))
-                .field("headers", &header_names(headers))
+                .field("headers", headers)
                 .field("body", &body.as_ref().map(|_| Redacted))
                 .field("timeout", timeout)
                 .finish(),
@@ -156,7 +152,7 @@ impl std::fmt::Debug for AlertmanagerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlertmanagerConfig")
             .field("url", &RedactedUrl(self.url.as_str()))
-            .field("headers", &header_names(&self.headers))
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -168,7 +164,7 @@ impl std::fmt::Debug for AlertWebhookConfig {
         f.debug_struct("AlertWebhookConfig")
             .field("url", &origin)
             .field("format", &self.format)
-            .field("headers", &header_names(&self.headers))
+            .field("headers", &self.headers)
             .finish()
     }
 }
