@@ -60,6 +60,18 @@ fn bad_values_are_located_too() {
             "longer than 10 years",
         ),
         ("[policy]\nsettle = \"11y\"\n", 2, "duration \"11y\" is longer than 10 years"),
+        // An environment's policy is merged over [policy]; errors still point at the key.
+        (
+            "[[environments]]\nname = \"x\"\n  [environments.policy]\n  settle = \"soon\"\n",
+            4,
+            "invalid duration \"soon\"",
+        ),
+        (
+            "[[environments]]\nname = \"x\"\n  [environments.policy]\n  gracee = \"1m\"\n",
+            4,
+            "unknown field `gracee`",
+        ),
+        ("[[environments]]\nname = \"x\"\n  [environments.policy]\n  max_attempts = -1\n", 4, "max_attempts"),
     ];
     for (body, line, needle) in cases {
         let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{body}{ENV}"));

@@ -69,7 +69,7 @@ pub use plugin::{
     ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, ProbeContext, RemediationOutcome,
     RemediationRequest, Remediator,
 };
-pub use policy::{Mode, OnDiverged, Policy};
+pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
 pub use reconcile::{Action, Decision, Reason, reconcile};
 pub use redact::{Redacted, RedactedUrl, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};

@@ -26,6 +26,36 @@ pub enum OnDiverged {
     Remediate,
 }
 
+/// The longest duration a configuration may give (10 years): anything longer is a typo,
+/// and would overflow the clock arithmetic it feeds (`Instant + timeout`).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
+
+/// Parses a configured duration such as `"30s"`, `"5m"` or `"1h30m"` (humantime), at most
+/// [`MAX_DURATION`]; the error says what was wrong and how to write one.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!("duration {s:?} is longer than 10 years")),
+        Err(e) => Err(format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\"")),
+    }
+}
+
+/// Policy durations in TOML and JSON: humantime text, checked by [`parse_duration`].
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The `[policy]` table: every key with its SPEC default.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,25 +63,25 @@ pub struct Policy {
     /// `remediate` or `observe`.
     pub mode: Mode,
     /// After the expected commit changes, drift is `converging`, not acted on.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub grace: Duration,
     /// After a remediation was triggered, wait this long before judging it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub settle: Duration,
     /// Remediations per incident.
     pub max_attempts: u32,
     /// Base of the exponential gap between attempts.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub backoff: Duration,
     /// Cap of the exponential gap.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub backoff_max: Duration,
     /// Consecutive passes with a failed probe before an `unreachable` alarm (at least 1).
     pub unreachable_after: u32,
     /// `alarm` or `remediate`.
     pub on_diverged: OnDiverged,
     /// Repeat an open alarm's notification at most this often; zero = never.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub renotify: Duration,
 }
 

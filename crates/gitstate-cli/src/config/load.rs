@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gitstate_core::Policy;
 use gitstate_core::git::is_remote_url;
 use gitstate_http::Header;
 use toml::Spanned;
@@ -105,7 +104,7 @@ pub fn parse(
         None => DEFAULT_REF_PREFIX.to_owned(),
     };
 
-    let base = apply(&ctx, Policy::default(), &raw.policy, None)?;
+    let base = resolve(&ctx, &[&raw.policy], None)?;
 
     let mut environments = Vec::new();
     let mut seen = BTreeSet::new();
@@ -122,7 +121,7 @@ pub fn parse(
             None => format!("{ref_prefix}{name}"),
         };
         let policy = match &e.policy {
-            Some(p) => apply(&ctx, base.clone(), p.get_ref(), Some(p.span()))?,
+            Some(p) => resolve(&ctx, &[&raw.policy, p.get_ref()], Some(p.span()))?,
             None => base.clone(),
         };
         environments.push(EnvironmentConfig {
@@ -141,7 +140,7 @@ pub fn parse(
             None => ref_prefix.clone(),
         };
         let policy = match &d.policy {
-            Some(p) => apply(&ctx, base.clone(), p.get_ref(), Some(p.span()))?,
+            Some(p) => resolve(&ctx, &[&raw.policy, p.get_ref()], Some(p.span()))?,
             None => base.clone(),
         };
         // Check the templates now, with a sample name, so errors come at load time.

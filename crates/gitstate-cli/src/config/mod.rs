@@ -21,7 +21,7 @@ pub use gitstate_http::WebhookFormat;
 pub(crate) use load::Ctx;
 use load::*;
 pub use load::{load, locate, parse};
-use policy::apply;
+use policy::resolve;
 pub(crate) use remediate::remediate;
 pub(crate) use targets::targets;
 pub use types::*;

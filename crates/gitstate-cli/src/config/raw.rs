@@ -4,29 +4,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gitstate_core::{EnvName, Mode, OnDiverged};
+use gitstate_core::EnvName;
 use gitstate_http::{FollowRedirects, WebhookFormat};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-/// A humantime duration such as `"5m"` or `"1h30m"`, at most [`MAX_DURATION`].
+/// A humantime duration such as `"5m"` or `"1h30m"`, at most 10 years
+/// ([`gitstate_core::parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
-
-/// The longest duration a configuration may give (10 years): anything longer is a typo,
-/// and would overflow the clock arithmetic it feeds (`Instant + timeout`).
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match humantime::parse_duration(&s) {
-            Ok(d) if d <= MAX_DURATION => Ok(Dur(d)),
-            Ok(_) => Err(serde::de::Error::custom(format!("duration {s:?} is longer than 10 years"))),
-            Err(e) => Err(serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\""
-            ))),
-        }
+        gitstate_core::parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
     }
 }
 
@@ -62,7 +53,7 @@ pub enum OneOrMany {
 pub struct RawConfig {
     pub source: RawSource,
     #[serde(default)]
-    pub policy: PolicyPatch,
+    pub policy: PolicyTable,
     #[serde(default)]
     pub environments: Vec<RawEnvironment>,
     #[serde(default)]
@@ -85,20 +76,9 @@ pub struct RawSource {
     pub timeout: Option<Spanned<Dur>>,
 }
 
-/// `[policy]` keys, each optional so that a per-environment table overrides only what it names.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyPatch {
-    pub mode: Option<Mode>,
-    pub grace: Option<Dur>,
-    pub settle: Option<Dur>,
-    pub max_attempts: Option<u32>,
-    pub backoff: Option<Dur>,
-    pub backoff_max: Option<Dur>,
-    pub unreachable_after: Option<u32>,
-    pub on_diverged: Option<OnDiverged>,
-    pub renotify: Option<Dur>,
-}
+/// A `[policy]` table as written: each key with where it stands, its value read later, once
+/// the tables that apply are merged (`config/policy.rs`).
+pub type PolicyTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +89,7 @@ pub struct RawEnvironment {
     #[serde(default)]
     pub targets: Vec<RawTarget>,
     pub remediate: Option<RawRemediate>,
-    pub policy: Option<Spanned<PolicyPatch>>,
+    pub policy: Option<Spanned<PolicyTable>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,7 +153,7 @@ pub struct RawDiscover {
     #[serde(default)]
     pub targets: Vec<RawTarget>,
     pub remediate: Option<RawRemediate>,
-    pub policy: Option<Spanned<PolicyPatch>>,
+    pub policy: Option<Spanned<PolicyTable>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
