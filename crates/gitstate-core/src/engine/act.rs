@@ -16,14 +16,14 @@ use crate::report::ActionReport;
 use crate::state::EnvState;
 
 use super::notify::notification;
-use super::{Decided, Engine, EnvironmentSpec, PassOutcome};
+use super::{Engine, EnvOutcome, EnvironmentSpec, PassOutcome};
 
 impl Engine {
     /// Carries out (or, in a dry run, only reports) what was decided.
     pub(super) async fn act(
         &self,
         envs: &[EnvironmentSpec],
-        decided: Vec<Option<Decided>>,
+        outcomes: &mut [EnvOutcome],
         dry_run: bool,
         now: Timestamp,
         out: &mut PassOutcome,
@@ -31,25 +31,25 @@ impl Engine {
         // (environment, index of its Remediate action in the report, request)
         let mut remediate: Vec<(usize, usize, RemediationRequest)> = Vec::new();
         let mut notes: Vec<(usize, AlarmNotification)> = Vec::new();
-        for (i, (env, d)) in envs.iter().zip(&decided).enumerate() {
-            let Some(Decided { decision: d, targets, expected }) = d else { continue };
-            let rep = &mut out.report.environments[i];
+        for (i, (env, o)) in envs.iter().zip(outcomes.iter_mut()).enumerate() {
+            let (Some(d), Ok(expected)) = (&o.decision, &o.expected) else { continue };
+            let targets = &o.targets;
             let ev = |kind| Event { at: now, environment: env.name.clone(), kind };
             out.events.extend(d.events.iter().cloned().map(ev));
             for action in &d.actions {
                 match *action {
                     Action::Remediate { attempt } => {
-                        rep.actions.push(ActionReport::Remediate {
+                        o.actions.push(ActionReport::Remediate {
                             attempt,
                             ok: None,
                             detail: if dry_run { "dry run: not started".into() } else { String::new() },
                         });
                         remediate.push((
                             i,
-                            rep.actions.len() - 1,
+                            o.actions.len() - 1,
                             RemediationRequest {
                                 environment: env.name.clone(),
-                                reference: rep.reference.clone(),
+                                reference: o.reference.clone(),
                                 expected: *expected,
                                 attempt,
                                 drifted: drifted(targets),
@@ -57,11 +57,11 @@ impl Engine {
                         ));
                     }
                     Action::Alarm { change, kind, since, expected: about } => {
-                        rep.actions.push(ActionReport::of_alarm(change, kind));
+                        o.actions.push(ActionReport::of_alarm(change, kind));
                         out.events.push(ev(EventKind::of_alarm(change, kind, about)));
                         let note = notification(
                             env,
-                            &rep.reference,
+                            &o.reference,
                             about,
                             kind,
                             since,
@@ -83,7 +83,7 @@ impl Engine {
                         i,
                         notification(
                             env,
-                            &rep.reference,
+                            &o.reference,
                             *expected,
                             alarm.kind,
                             alarm.since,
@@ -98,10 +98,10 @@ impl Engine {
             out.decisions.push((env.name.clone(), d.reason, d.requeue_after));
         }
 
-        let mut states: Vec<(EnvName, EnvState)> = decided
-            .into_iter()
+        let mut states: Vec<(EnvName, EnvState)> = outcomes
+            .iter_mut()
             .zip(envs)
-            .filter_map(|(d, env)| d.map(|d| (env.name.clone(), d.decision.state)))
+            .filter_map(|(o, env)| o.decision.take().map(|d| (env.name.clone(), d.state)))
             .collect();
 
         if dry_run {
@@ -131,9 +131,7 @@ impl Engine {
             }
             // What became of each remediation, written into its own action of the report.
             let mut settle = |i: usize, at: usize, result: Option<bool>, text: String| {
-                if let Some(ActionReport::Remediate { ok, detail, .. }) =
-                    out.report.environments[i].actions.get_mut(at)
-                {
+                if let Some(ActionReport::Remediate { ok, detail, .. }) = outcomes[i].actions.get_mut(at) {
                     *ok = result;
                     *detail = text;
                 }

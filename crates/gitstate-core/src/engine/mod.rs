@@ -27,8 +27,8 @@ use crate::plugin::{
 };
 use crate::policy::{Mode, Policy};
 use crate::reconcile::{Decision, Reason, reconcile};
-use crate::report::{EnvironmentReport, Report};
-use crate::state::EnvState;
+use crate::report::{ActionReport, EnvironmentReport, Report};
+use crate::state::{EnvState, Phase};
 
 mod act;
 mod notify;
@@ -135,12 +135,6 @@ pub struct Engine {
     defer_remediations: bool,
 }
 
-struct Decided {
-    decision: Decision,
-    targets: Vec<TargetObservation>,
-    expected: CommitId,
-}
-
 struct Probed {
     env: usize,
     target: usize,
@@ -224,9 +218,17 @@ impl Engine {
         mode: PassMode,
         now: Timestamp,
     ) -> PassOutcome {
-        let expected = self.resolve(envs).await;
-        let targets = self.observe(envs, &expected).await;
-
+        let resolved = self.resolve(envs).await;
+        let observed = self.observe(envs, &resolved).await;
+        let mut outcomes: Vec<EnvOutcome> = envs
+            .iter()
+            .zip(resolved)
+            .zip(observed)
+            .map(|((env, resolved), targets)| match resolved {
+                Err(e) => EnvOutcome::failed(env.reference.clone(), e),
+                Ok((reference, commit)) => EnvOutcome::observed(reference, commit, targets),
+            })
+            .collect();
         let mut out = PassOutcome {
             report: Report { schema: 1, checked_at: now, in_sync: true, environments: Vec::new() },
             states: Vec::new(),
@@ -237,55 +239,72 @@ impl Engine {
             journal_error: None,
             deferred: Vec::new(),
         };
-        let mut decided: Vec<Option<Decided>> = Vec::new();
-        for ((env, exp), targets) in envs.iter().zip(&expected).zip(targets) {
-            let mut rep = EnvironmentReport {
-                name: env.name.clone(),
-                reference: env.reference.clone(),
-                expected: None,
-                in_sync: false,
-                error: None,
-                phase: None,
-                actions: Vec::new(),
-                targets: Vec::new(),
-            };
-            match exp {
-                Err(e) => {
-                    rep.error = Some(e.clone());
-                    decided.push(None);
-                }
-                Ok((reference, commit)) => {
-                    rep.reference = reference.clone();
-                    rep.expected = Some(*commit);
-                    let assessment = Assessment::of(&targets);
-                    rep.in_sync = assessment.in_sync;
-                    if let PassMode::Reconcile { .. } = mode {
-                        let d = reconcile(
-                            commit,
-                            &assessment,
-                            prior.get(&env.name),
-                            &env.effective_policy(),
-                            now,
-                        );
-                        rep.phase = Some(d.phase);
-                        decided.push(Some(Decided {
-                            decision: d,
-                            targets: targets.clone(),
-                            expected: *commit,
-                        }));
-                    } else {
-                        decided.push(None);
-                    }
-                    rep.targets = targets;
+        if let PassMode::Reconcile { dry_run } = mode {
+            for (env, o) in envs.iter().zip(&mut outcomes) {
+                if let (Ok(commit), Some(assessment)) = (&o.expected, &o.assessment) {
+                    let d = reconcile(commit, assessment, prior.get(&env.name), &env.effective_policy(), now);
+                    o.phase = Some(d.phase);
+                    o.decision = Some(d);
                 }
             }
-            out.report.in_sync &= rep.in_sync;
-            out.report.environments.push(rep);
+            self.act(envs, &mut outcomes, dry_run, now, &mut out).await;
         }
-        let PassMode::Reconcile { dry_run } = mode else {
-            return out;
-        };
-        self.act(envs, decided, dry_run, now, &mut out).await;
+        // The report, built once from what each environment's pass came to.
+        out.report.environments = envs.iter().zip(outcomes).map(|(env, o)| o.report(env)).collect();
+        out.report.in_sync = out.report.environments.iter().all(|e| e.in_sync);
         out
+    }
+}
+
+/// What one environment's pass came to: what was resolved and observed, what was decided,
+/// and the actions taken, until the report is built from it.
+pub(super) struct EnvOutcome {
+    /// The full ref name (as configured when it could not be resolved).
+    pub(super) reference: String,
+    /// The expected commit, or why the ref could not be resolved.
+    pub(super) expected: Result<CommitId, String>,
+    pub(super) targets: Vec<TargetObservation>,
+    /// The targets summed up, when the ref was resolved.
+    assessment: Option<Assessment>,
+    pub(super) phase: Option<Phase>,
+    /// The decision, until `act` takes its state.
+    pub(super) decision: Option<Decision>,
+    pub(super) actions: Vec<ActionReport>,
+}
+
+impl EnvOutcome {
+    fn failed(reference: String, error: String) -> Self {
+        Self::new(reference, Err(error), Vec::new(), None)
+    }
+
+    fn observed(reference: String, commit: CommitId, targets: Vec<TargetObservation>) -> Self {
+        let assessment = Assessment::of(&targets);
+        Self::new(reference, Ok(commit), targets, Some(assessment))
+    }
+
+    fn new(
+        reference: String,
+        expected: Result<CommitId, String>,
+        targets: Vec<TargetObservation>,
+        assessment: Option<Assessment>,
+    ) -> Self {
+        Self { reference, expected, targets, assessment, phase: None, decision: None, actions: Vec::new() }
+    }
+
+    fn report(self, env: &EnvironmentSpec) -> EnvironmentReport {
+        let (expected, error) = match self.expected {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(e)),
+        };
+        EnvironmentReport {
+            name: env.name.clone(),
+            reference: self.reference,
+            expected,
+            in_sync: self.assessment.is_some_and(|a| a.in_sync),
+            error,
+            phase: self.phase,
+            actions: self.actions,
+            targets: self.targets,
+        }
     }
 }
