@@ -7,7 +7,7 @@ pub mod report;
 pub mod status;
 pub mod table;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use serde::Serialize;
 
@@ -28,18 +28,15 @@ pub fn emit_json(doc: &impl Serialize) -> anyhow::Result<()> {
     Ok(emit(&json)?)
 }
 
-/// Colour is used only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+/// Colour on stdout as anstream decides it: on a terminal only, never with `NO_COLOR`
+/// (no-color.org) or `TERM=dumb`, always with `CLICOLOR_FORCE`.
 pub fn color_enabled_stdout() -> bool {
-    no_color_unset() && std::io::stdout().is_terminal()
+    anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
 }
 
 /// As [`color_enabled_stdout`], for stderr.
 pub fn color_enabled_stderr() -> bool {
-    no_color_unset() && std::io::stderr().is_terminal()
-}
-
-fn no_color_unset() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
 
 /// An error and its causes on one line.
@@ -67,28 +64,28 @@ impl Paint {
         Self { on }
     }
 
-    fn wrap(&self, code: &str, s: &str) -> String {
-        if self.on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+    fn wrap(&self, style: anstyle::Style, s: &str) -> String {
+        if self.on { format!("{}{s}{}", style.render(), style.render_reset()) } else { s.to_owned() }
     }
 
     /// `s` in green: in sync, triggered, resolved.
     pub fn good(&self, s: &str) -> String {
-        self.wrap("32", s)
+        self.wrap(anstyle::AnsiColor::Green.on_default(), s)
     }
     /// `s` in yellow: drift being worked on.
     pub fn warn(&self, s: &str) -> String {
-        self.wrap("33", s)
+        self.wrap(anstyle::AnsiColor::Yellow.on_default(), s)
     }
     /// `s` in red: alarms, failures, errors.
     pub fn bad(&self, s: &str) -> String {
-        self.wrap("31", s)
+        self.wrap(anstyle::AnsiColor::Red.on_default(), s)
     }
     /// `s` in bold: headlines.
     pub fn bold(&self, s: &str) -> String {
-        self.wrap("1", s)
+        self.wrap(anstyle::Style::new().bold(), s)
     }
     /// `s` dimmed: what matters less.
     pub fn dim(&self, s: &str) -> String {
-        self.wrap("2", s)
+        self.wrap(anstyle::Style::new().dimmed(), s)
     }
 }

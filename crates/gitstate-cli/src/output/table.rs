@@ -48,22 +48,12 @@ impl<'a> Table<'a> {
     }
 }
 
-/// Characters shown, skipping ANSI escape sequences.
+/// Characters shown, ANSI escape sequences left out (anstream's stripper).
 fn visible_len(s: &str) -> usize {
     if s.is_ascii() && !s.contains('\x1b') {
         return s.len();
     }
-    let mut n = 0;
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\x1b') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, _) => n += 1,
-        }
-    }
-    n
+    anstream::adapter::strip_str(s).map(|part| part.chars().count()).sum()
 }
 
 #[cfg(test)]
