@@ -1,6 +1,8 @@
 //! The pass engine end to end over a real repository, with probes, a remediator, a sink
 //! and a journal written as a downstream team would write them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -416,12 +418,10 @@ fn a_hung_or_panicking_probe_is_unreachable_and_the_pass_goes_on() {
         TargetSpec::new("good", good),
     ];
     let engine = Engine::new(Arc::new(GitSource::local(r.path()).unwrap()));
-    let out = block_on(engine.run_pass(
-        &[env("a", targets, None, Policy::default())],
-        &BTreeMap::new(),
-        PassMode::Check,
-        at(0),
-    ));
+    let envs = [env("a", targets, None, Policy::default())];
+    let out = common::within(Duration::from_secs(30), move || {
+        block_on(engine.run_pass(&envs, &BTreeMap::new(), PassMode::Check, at(0)))
+    });
     let t = &out.report.environments[0].targets;
     assert_eq!(t[0].status, Status::Unreachable);
     assert_eq!(t[0].error.as_deref(), Some("no answer within 300ms"));

@@ -32,3 +32,13 @@ impl Now for GitSource {
         block_on(self.relate(expected, reported))
     }
 }
+
+/// Runs `f` on a thread of its own and returns what it returns, failing the test if it
+/// has not returned within `limit`: a fix taken out makes such a test fail, not hang.
+pub fn within<T: Send + 'static>(limit: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("did not return within {limit:?}"))
+}
