@@ -38,7 +38,7 @@ fn cases() -> (Vec<Case>, Policy, Timestamp) {
         let mut prior = None;
         for step in 0..(i % 5) as i64 {
             let t = Timestamp::from_second(1_800_000_000 - 4000 + step * 700).unwrap();
-            prior = Some(reconcile(&expected, &assessment, prior.as_ref(), &policy, t).state);
+            prior = Some(reconcile(expected, &assessment, prior.as_ref(), &policy, t).state);
         }
         out.push(Case { expected, assessment, prior });
     }
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("100k_environments", |b| {
         b.iter(|| {
             for case in &cases {
-                black_box(reconcile(&case.expected, &case.assessment, case.prior.as_ref(), &policy, now));
+                black_box(reconcile(case.expected, &case.assessment, case.prior.as_ref(), &policy, now));
             }
         })
     });

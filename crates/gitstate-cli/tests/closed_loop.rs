@@ -152,6 +152,7 @@ fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
     let st = status(&cfg);
     assert_eq!(st["phase"], "in_sync");
     assert_eq!(st["expected"], l.c[3]);
+    assert_eq!(st["ref"], REF, "status names the ref it read");
     assert!(st["last_convergence_lag_s"].as_f64().unwrap() >= 0.0);
     assert!(st["incident"].is_null() && st["alarm"].is_null());
     assert_eq!(with_config(&cfg, &["status"]).code, 0);
@@ -474,6 +475,7 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
     assert_eq!(code, 200);
     let st: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(st["environments"][0]["expected"], l.c[3]);
+    assert_eq!(st["environments"][0]["ref"], REF);
     assert!(st["environments"][0]["last_convergence_lag_s"].as_f64().is_some());
 
     // The target goes away: an unreachable alarm makes alarms and notifications count too.

@@ -70,6 +70,21 @@ pub struct SinkError {
     pub sink: String,
     /// Why (never a secret).
     pub message: String,
+    /// The sink refused the notification for good (an HTTP 4xx other than 408 and 429: a
+    /// revoked hook, a bad token): it is not retried, only counted and logged once.
+    pub rejected: bool,
+}
+
+impl SinkError {
+    /// A failure worth retrying (a timeout, a 5xx, a refused connection).
+    pub fn failed(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { sink: sink.into(), message: message.into(), rejected: false }
+    }
+
+    /// A refusal not worth retrying (see [`SinkError::rejected`]).
+    pub fn rejected(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { sink: sink.into(), message: message.into(), rejected: true }
+    }
 }
 
 /// State or events could not be persisted.

@@ -74,8 +74,12 @@ pub enum EventKind {
     Converged {
         /// The commit.
         expected: CommitId,
-        /// Seconds from the commit being first seen to in sync.
-        lag_s: f64,
+        /// Seconds from the ref's move to in sync; `None` when unknown (the commit was first
+        /// seen on gitstate's very first pass without a reflog, or it converged again after
+        /// flapping: the lag is recorded once per expected commit).
+        lag_s: Option<f64>,
+        /// Where the lag is measured from.
+        lag_from: LagFrom,
     },
     /// An alarm sink did not accept a notification; it is retried next pass.
     NotificationFailed {
@@ -99,6 +103,16 @@ impl EventKind {
     }
 }
 
+/// Where a convergence lag is measured from (SPEC §7 invariant 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LagFrom {
+    /// The time of the ref's reflog entry that set the expected commit.
+    Reflog,
+    /// The pass that first saw the expected commit.
+    FirstSeen,
+}
+
 /// One line of `events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -120,13 +134,18 @@ mod tests {
         let e = Event {
             at: "2026-11-24T06:00:00Z".parse().unwrap(),
             environment: EnvName::new("production").unwrap(),
-            kind: EventKind::Converged { expected: CommitId::parse(&"a".repeat(40)).unwrap(), lag_s: 1.5 },
+            kind: EventKind::Converged {
+                expected: CommitId::parse(&"a".repeat(40)).unwrap(),
+                lag_s: Some(1.5),
+                lag_from: LagFrom::Reflog,
+            },
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["at"], "2026-11-24T06:00:00Z");
         assert_eq!(v["event"], "converged");
         assert_eq!(v["environment"], "production");
         assert_eq!(v["lag_s"], 1.5);
+        assert_eq!(v["lag_from"], "reflog");
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }

@@ -55,11 +55,13 @@ pub mod probe {
 pub use alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarget, Resolution};
 pub use async_trait::async_trait;
 pub use commit::{CommitId, CommitIdError, MIN_ABBREV, ReportedCommit};
-pub use engine::{DEFAULT_PROBE_TIMEOUT, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec};
+pub use engine::{
+    DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec,
+};
 pub use error::{
     ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,
 };
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, LagFrom};
 pub use name::{EnvName, EnvNameError};
 pub use observation::{
     Assessment, FailureKind, InstanceObservation, ProbeFailure, Reading, Relation, Status, TargetObservation,
@@ -70,7 +72,7 @@ pub use plugin::{
     RemediationRequest, Remediator,
 };
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
-pub use reconcile::{Action, Decision, Reason, reconcile};
+pub use reconcile::{Action, Decision, ExpectedCommit, Reason, reconcile};
 pub use redact::{Redacted, RedactedUrl, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
 pub use state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Phase, StateFile, Undelivered};

@@ -69,14 +69,16 @@ impl Status {
         matches!(self, Status::Unreachable | Status::Invalid | Status::Missing)
     }
 
-    /// Drift that a deploy of the expected commit fixes (`behind`, `ahead`, `drifted`).
+    /// Drift that a deploy of the expected commit fixes (`behind`, `ahead`).
     pub fn is_remediable_drift(self) -> bool {
-        matches!(self, Status::Behind | Status::Ahead | Status::Drifted)
+        matches!(self, Status::Behind | Status::Ahead)
     }
 
-    /// Something Git never led to (`diverged`, `unknown_commit`): governed by `on_diverged`.
+    /// Something Git never led to (`diverged`, `unknown_commit`), or a difference whose
+    /// relation to the ref is unknown (`drifted`: it may be a hotfix, so it fails closed):
+    /// governed by `on_diverged`.
     pub fn is_divergence(self) -> bool {
-        matches!(self, Status::Diverged | Status::UnknownCommit)
+        matches!(self, Status::Diverged | Status::UnknownCommit | Status::Drifted)
     }
 
     /// The worst of several statuses; `in_sync` for none.
@@ -319,9 +321,9 @@ impl TargetObservation {
 pub struct Assessment {
     /// Every instance of every target is in sync (and there is at least one).
     pub in_sync: bool,
-    /// Some instance is `behind`, `ahead` or `drifted`.
+    /// Some instance is `behind` or `ahead`.
     pub remediable: bool,
-    /// Some instance is `diverged` or `unknown_commit`.
+    /// Some instance is `diverged`, `unknown_commit` or `drifted`.
     pub diverged: bool,
     /// Some probe failed (`unreachable`, `invalid`, `missing`).
     pub probe_failure: bool,

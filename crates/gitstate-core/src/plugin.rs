@@ -62,6 +62,15 @@ pub trait ExpectedState: Send + Sync {
 
     /// Lists every ref under `prefix` (for `[[discover]]`), sorted by name.
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError>;
+
+    /// When `expected.reference` moved to `expected.commit`: the time of its latest reflog
+    /// entry that set that commit, when the source keeps a reflog (`None` otherwise). The
+    /// engine asks only when an environment's expected commit is new to it; the convergence
+    /// lag is measured from this time instead of the pass that first saw the commit.
+    async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
+        let _ = expected;
+        None
+    }
 }
 
 /// What a probe is asked about.

@@ -83,6 +83,10 @@ pub struct Policy {
     /// Repeat an open alarm's notification at most this often; zero = never.
     #[serde(with = "duration")]
     pub renotify: Duration,
+    /// A flapping environment's drift alarm resolves only after it has been in sync on every
+    /// pass for this long (as Prometheus's `keep_firing_for`): one alarm, not one per flap.
+    #[serde(with = "duration")]
+    pub keep_firing_for: Duration,
 }
 
 impl Default for Policy {
@@ -97,6 +101,7 @@ impl Default for Policy {
             unreachable_after: 3,
             on_diverged: OnDiverged::Alarm,
             renotify: Duration::from_secs(4 * 3600),
+            keep_firing_for: Duration::from_secs(600),
         }
     }
 }

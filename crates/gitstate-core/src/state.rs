@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmKind;
 use crate::commit::CommitId;
+use crate::event::LagFrom;
 use crate::name::EnvName;
 
 /// Where an environment stands after a pass (SPEC §6).
@@ -56,26 +57,56 @@ impl std::fmt::Display for Phase {
 pub struct ExpectedRecord {
     /// The commit.
     pub commit: CommitId,
-    /// The pass that first saw it.
+    /// When the ref moved to it: its reflog entry's time when the repository keeps one,
+    /// else the pass that first saw it.
     pub since: Timestamp,
-    /// Whether `since` is when the ref moved (false on the first pass of a new state, when
-    /// gitstate cannot know): no convergence lag is measured from an unknown start.
+    /// Whether `since` is when the ref moved (false on the first pass of a new state without
+    /// a reflog, when gitstate cannot know): no convergence lag is measured from an unknown start.
     pub since_known: bool,
-    /// The convergence lag for this commit has been recorded (once per expected commit).
+    /// `since` comes from the ref's reflog.
+    #[serde(default)]
+    pub from_reflog: bool,
+    /// The environment has been in sync with this commit (the lag is recorded once per
+    /// expected commit; drift after this is flapping).
     pub converged: bool,
 }
 
+impl ExpectedRecord {
+    /// Where the convergence lag of this commit is measured from.
+    pub fn lag_from(&self) -> LagFrom {
+        if self.from_reflog { LagFrom::Reflog } else { LagFrom::FirstSeen }
+    }
+}
+
 /// An environment out of sync for one expected commit, with its remediation attempts.
+///
+/// It belongs to the expected commit (SPEC §7): an in-sync pass closes it (`in_sync_since`
+/// set) but keeps its attempts and backoff, and renewed drift of the same commit reopens it.
+/// Only a new expected commit (or an operator's retry) ends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     /// When the drift was first observed.
     pub since: Timestamp,
-    /// Remediations triggered (or tried) in this incident.
+    /// Remediations triggered (or tried) for this expected commit.
     pub attempts: u32,
     /// When the last attempt started.
     pub last_attempt_at: Option<Timestamp>,
     /// Earliest time of the next attempt.
     pub next_attempt_at: Option<Timestamp>,
+    /// Closed: in sync on every pass since then.
+    #[serde(default)]
+    pub in_sync_since: Option<Timestamp>,
+    /// The expected commit had been in sync before this drift (flapping): its drift alarm
+    /// resolves only after `keep_firing_for` in sync.
+    #[serde(default)]
+    pub flapping: bool,
+}
+
+impl Incident {
+    /// Whether the environment is out of sync (the incident is not closed).
+    pub fn is_open(&self) -> bool {
+        self.in_sync_since.is_none()
+    }
 }
 
 /// An alarm that is open.
@@ -99,7 +130,8 @@ pub struct EnvState {
     pub expected: Option<ExpectedRecord>,
     /// The phase the last pass decided.
     pub phase: Option<Phase>,
-    /// The open incident, if the environment is not in sync.
+    /// The incident of the expected commit: open while not in sync, closed but kept
+    /// (with its attempts) after an in-sync pass.
     pub incident: Option<Incident>,
     /// Open alarms, at most one per kind.
     pub alarms: Vec<OpenAlarm>,
@@ -107,16 +139,25 @@ pub struct EnvState {
     pub consecutive_probe_failures: u32,
     /// The last pass that saw every instance in sync.
     pub last_in_sync_at: Option<Timestamp>,
-    /// Seconds from the expected commit being first seen to in sync, for the last commit that converged.
+    /// Seconds from the ref's move (or the commit being first seen) to in sync, for the
+    /// last commit whose lag is known.
     pub last_convergence_lag_s: Option<f64>,
-    /// Notifications whose delivery failed, retried on the next pass.
+    /// Notifications whose delivery failed, retried on later passes.
     pub undelivered: Vec<Undelivered>,
+    /// When a `notification_failed` event was last written, per `sink/alarm` (at most one
+    /// an hour).
+    pub notification_failed_at: BTreeMap<String, Timestamp>,
 }
 
 impl EnvState {
     /// The open alarm of this kind.
     pub fn alarm(&self, kind: AlarmKind) -> Option<&OpenAlarm> {
         self.alarms.iter().find(|a| a.kind == kind)
+    }
+
+    /// The incident, when it is open (the environment is out of sync).
+    pub fn open_incident(&self) -> Option<&Incident> {
+        self.incident.as_ref().filter(|i| i.is_open())
     }
 
     /// The alarm shown in `status` when several are open: diverged, then drift, then unreachable.
@@ -127,7 +168,8 @@ impl EnvState {
     }
 }
 
-/// A notification that some sink did not accept; retried on the next pass.
+/// A notification that some sink did not accept (or that waits behind one of the same
+/// alarm that did not), retried on a later pass with exponential backoff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undelivered {
     /// The sink's name.
@@ -136,6 +178,28 @@ pub struct Undelivered {
     pub notification: crate::alarm::AlarmNotification,
     /// Failed deliveries so far.
     pub failures: u32,
+    /// When it was last tried.
+    #[serde(default)]
+    pub last_try: Option<Timestamp>,
+    /// Passes it has waited since then.
+    #[serde(default)]
+    pub skipped: u32,
+}
+
+impl Undelivered {
+    /// A notification not tried yet.
+    pub fn new(sink: &str, notification: crate::alarm::AlarmNotification) -> Self {
+        Self { sink: sink.to_owned(), notification, failures: 0, last_try: None, skipped: 0 }
+    }
+
+    /// Whether it is tried on a pass at `now`: after `n` failures, once `2^(n-1) - 1`
+    /// passes have gone by without it (the next pass, then every 2nd, 4th, … pass), or
+    /// once `cap` has passed since the last try, whichever comes first.
+    pub fn due(&self, now: Timestamp, cap: Duration) -> bool {
+        let Some(n) = self.failures.checked_sub(1) else { return true };
+        let wait = (1u64 << n.min(32)) - 1;
+        u64::from(self.skipped) >= wait || self.last_try.is_none_or(|t| now >= after(t, cap))
+    }
 }
 
 /// Every environment's state: the content of `state.json`.

@@ -132,7 +132,7 @@ impl AlarmSink for Sink {
     }
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(SinkError { sink: "test-sink".into(), message: "503".into() });
+            return Err(SinkError::failed("test-sink", "503"));
         }
         self.got.lock().unwrap().push(n.clone());
         Ok(())
@@ -276,6 +276,12 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
 
     let first = pass(0, false);
     assert_eq!(first.report.environments[0].phase, Some(Phase::InSync));
+    // The repository keeps a reflog: even gitstate's first pass knows when the ref moved.
+    let events = journal.events.lock().unwrap().clone();
+    assert!(
+        matches!(&events[..], [ev] if matches!(ev.kind, EventKind::Converged { lag_s: Some(_), lag_from: LagFrom::Reflog, .. })),
+        "{events:?}"
+    );
     // The engine persists the pass's states itself.
     let persisted = journal.states.lock().unwrap().clone();
     assert_eq!(persisted, first.states.iter().cloned().collect::<BTreeMap<_, _>>());
@@ -288,10 +294,7 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
         [ActionReport::Remediate { attempt: 1, ok: None, detail: "dry run: not started".into() }]
     );
     assert!(deploy.calls.lock().unwrap().is_empty(), "a dry run runs nothing");
-    assert!(
-        journal.events.lock().unwrap().is_empty(),
-        "a dry run records nothing (and the first pass had no event)"
-    );
+    assert_eq!(*journal.events.lock().unwrap(), events, "a dry run records nothing");
     assert_eq!(*journal.states.lock().unwrap(), persisted, "a dry run persists nothing");
 
     let p1 = pass(10, false);
@@ -310,7 +313,10 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
         .iter()
         .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(kinds, ["expected_changed", "drift_detected", "remediation_started", "remediation_finished"]);
+    assert_eq!(
+        kinds,
+        ["converged", "expected_changed", "drift_detected", "remediation_started", "remediation_finished"]
+    );
 
     pass(15, false); // settling
     let p2 = pass(21, false);
@@ -330,8 +336,11 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
     assert_eq!(undelivered[0].notification.event, AlarmEvent::AlarmResolved);
     assert!(p4.events.iter().any(|e| matches!(e.kind, EventKind::NotificationFailed { .. })));
     assert!(
-        p4.events.iter().any(|e| matches!(e.kind, EventKind::Converged { lag_s, .. } if lag_s == 40.0)),
-        "first seen by the non-dry pass at t=10"
+        p4.events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::Converged { lag_s: Some(_), lag_from: LagFrom::Reflog, .. }
+        )),
+        "measured from the reflog's time of the move"
     );
 
     sink.fail.store(false, Ordering::SeqCst);
@@ -429,4 +438,98 @@ fn a_hung_or_panicking_probe_is_unreachable_and_the_pass_goes_on() {
     assert_eq!(t[1].error.as_deref(), Some("probe panicked: byte index 33 is not a char boundary"));
     assert_eq!(t[2].status, Status::InSync);
     assert_eq!(TargetSpec::new("x", Arc::new(Broken("hang"))).timeout, DEFAULT_PROBE_TIMEOUT);
+}
+
+/// A sink that answers from a plan (`None` = accept), and records what it was sent.
+#[derive(Default)]
+struct Planned {
+    plan: Mutex<std::collections::VecDeque<Option<SinkError>>>,
+    calls: Mutex<Vec<(AlarmEvent, bool)>>,
+}
+
+#[async_trait]
+impl AlarmSink for Planned {
+    fn name(&self) -> &str {
+        "planned"
+    }
+    async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
+        if n.event == AlarmEvent::AlarmFiring {
+            return Ok(());
+        }
+        let answer = self.plan.lock().unwrap().pop_front().flatten();
+        self.calls.lock().unwrap().push((n.event, answer.is_none()));
+        answer.map_or(Ok(()), Err)
+    }
+}
+
+/// SPEC §7 Alarms: deliveries of one alarm are ordered (a resolve never overtakes the raise
+/// it follows), kept ones are retried with backoff (next pass, then every 2nd, 4th …), a
+/// rejection (4xx) is never retried, and `notification_failed` is written at most once per
+/// alarm, sink and hour.
+#[test]
+fn deliveries_are_ordered_retried_with_backoff_and_rejections_dropped() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    r.update_ref("refs/heads/environments/production", &c[1]);
+    let src = Arc::new(GitSource::local(r.path()).unwrap());
+    let journal = Arc::new(Memory::default());
+    let sink = Arc::new(Planned::default());
+    let probe = scripted(vec![("eu", Ok(c[0].clone()))]);
+    let policy =
+        Policy { mode: Mode::Observe, grace: Duration::ZERO, renotify: Duration::ZERO, ..Policy::default() };
+    let e = env("production", vec![TargetSpec::new("web", probe.clone())], None, policy);
+    let engine = Engine::new(src).with_journal(journal.clone()).with_sink(sink.clone());
+    let state = std::cell::RefCell::new(BTreeMap::new());
+    let pass = |t: i64| {
+        let prior = state.borrow().clone();
+        let out = block_on(engine.run_pass(
+            std::slice::from_ref(&e),
+            &prior,
+            PassMode::Reconcile { dry_run: false },
+            at(t),
+        ));
+        state.borrow_mut().extend(out.states.clone());
+        out
+    };
+    let plan = |answers: Vec<Option<SinkError>>| sink.plan.lock().unwrap().extend(answers);
+    let calls = || sink.calls.lock().unwrap().clone();
+    let failed_events = || {
+        journal
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::NotificationFailed { .. }))
+            .count()
+    };
+    use AlarmEvent::{AlarmRaised as Raised, AlarmResolved as Resolved};
+
+    // The raise fails, and fails again when retried on the next pass, where the alarm
+    // resolves: the resolve waits behind the raise instead of overtaking it.
+    plan(vec![Some(SinkError::failed("planned", "503")), Some(SinkError::failed("planned", "503"))]);
+    let p0 = pass(0);
+    assert_eq!(p0.deliveries, [("planned".to_owned(), Delivery::Failed)]);
+    *probe.answers.lock().unwrap() = vec![("eu".into(), Ok(c[1].clone()))];
+    pass(60);
+    assert_eq!(calls(), [(Raised, false), (Raised, false)]);
+    assert_eq!(failed_events(), 1, "one notification_failed per alarm, sink and hour");
+    // Two failures: one pass is skipped, then both go, in order.
+    pass(120);
+    assert_eq!(calls().len(), 2, "backing off");
+    pass(180);
+    assert_eq!(calls()[2..], [(Raised, true), (Resolved, true)]);
+    assert!(state.borrow().values().all(|s| s.undelivered.is_empty()));
+
+    // It drifts again and the sink now refuses (a revoked hook): dropped, never retried.
+    plan(vec![Some(SinkError::rejected("planned", "HTTP 403 Forbidden"))]);
+    *probe.answers.lock().unwrap() = vec![("eu".into(), Ok(c[0].clone()))];
+    let p4 = pass(240);
+    assert_eq!(p4.deliveries, [("planned".to_owned(), Delivery::Rejected)]);
+    for t in [300, 360, 420] {
+        let p = pass(t);
+        assert!(p.deliveries.iter().all(|(_, d)| *d == Delivery::Delivered), "{:?}", p.deliveries);
+    }
+    assert_eq!(calls().len(), 5, "the rejected raise was sent once");
+    assert!(state.borrow().values().all(|s| s.undelivered.is_empty()));
+    assert_eq!(failed_events(), 1, "still within the hour of the first for this alarm and sink");
 }

@@ -4,8 +4,8 @@ mod common;
 
 use common::Now;
 use gitstate_core::git::{GitSource, LocalRepo};
-use gitstate_core::{CommitId, ExpectedError, Relation, ReportedCommit};
-use gitstate_testkit::Repo;
+use gitstate_core::{CommitId, Expected, ExpectedError, Relation, ReportedCommit};
+use gitstate_testkit::{Repo, git, git_cmd};
 
 fn rc(s: &str) -> ReportedCommit {
     ReportedCommit::parse(s).unwrap()
@@ -483,4 +483,40 @@ proptest::proptest! {
             .collect();
         proptest::prop_assert_eq!(got, oracle);
     }
+}
+
+/// When the ref moved, from the reflog git writes: the latest entry that set the commit
+/// (a move back to an old commit counts from the move back); none where git keeps no log.
+#[test]
+fn the_reflog_says_when_the_ref_moved_to_its_commit() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    let name = "refs/heads/environments/production";
+    let move_at = |id: &str, secs: i64| {
+        let date = format!("@{secs} +0100");
+        let out = git_cmd(r.path())
+            .env("GIT_COMMITTER_DATE", &date)
+            .args(["update-ref", name, id])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    move_at(&c[0], 1_700_000_000);
+    move_at(&c[1], 1_700_000_100);
+    move_at(&c[0], 1_700_000_200);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    let at = |id: &str| {
+        let e = Expected { reference: name.into(), commit: cid(id) };
+        repo.moved_at(&e).map(|t| t.as_second())
+    };
+    assert_eq!(at(&c[0]), Some(1_700_000_200));
+    assert_eq!(at(&c[1]), Some(1_700_000_100));
+    let other = r.commit("never set");
+    assert_eq!(at(&other), None);
+
+    // A bare repository keeps no reflog by default (a push does not write one).
+    let bare = Repo::new_bare();
+    git(r.path(), &["push", "-q", bare.path().to_str().unwrap(), &format!("{}:{name}", c[1])]);
+    let repo = LocalRepo::open(bare.path()).unwrap();
+    assert_eq!(repo.moved_at(&Expected { reference: name.into(), commit: cid(&c[1]) }), None);
 }

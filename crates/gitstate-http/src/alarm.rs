@@ -22,7 +22,7 @@ async fn post(
     headers: &HeaderMap,
     body: &serde_json::Value,
 ) -> Result<(), SinkError> {
-    let err = |message: String| SinkError { sink: sink.to_owned(), message };
+    let err = |message: String| SinkError::failed(sink, message);
     let resp = client
         .post(url.clone())
         .headers(headers.clone())
@@ -36,7 +36,15 @@ async fn post(
         Ok(())
     } else {
         let text = crate::remediate::read_tail(resp, TIMEOUT).await;
-        Err(err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())))
+        let message = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+        // A 4xx says this request will never be accepted as it is (a revoked hook, a bad
+        // token), except a timeout (408) and a rate limit (429), which are worth retrying.
+        let code = status.as_u16();
+        if status.is_client_error() && code != 408 && code != 429 {
+            Err(SinkError::rejected(sink, message))
+        } else {
+            Err(err(message))
+        }
     }
 }
 
@@ -52,10 +60,17 @@ pub fn alertname(kind: AlarmKind) -> &'static str {
 }
 
 /// Posts alerts to Alertmanager's API v2.
+///
+/// An open alarm is posted with `endsAt` = now + [`AlertmanagerSink::with_ttl`] (default
+/// [`AlertmanagerSink::DEFAULT_TTL`]) every time it is sent, so Alertmanager never resolves
+/// it by its own `resolve_timeout` between two passes (a `reconcile` from cron, every 5
+/// minutes, is exactly Alertmanager's default timeout); a resolution is posted with
+/// `endsAt` = when it was resolved.
 pub struct AlertmanagerSink {
     client: reqwest::Client,
     endpoint: Url,
     headers: HeaderMap,
+    ttl: Duration,
 }
 
 impl AlertmanagerSink {
@@ -69,11 +84,23 @@ impl AlertmanagerSink {
             client: clients.default_client().clone(),
             endpoint: base.join("api/v2/alerts")?,
             headers: header_map(&headers),
+            ttl: Self::DEFAULT_TTL,
         })
     }
 
-    /// The alert posted for a notification.
-    pub fn alert(n: &AlarmNotification) -> serde_json::Value {
+    /// How long an open alarm stays firing in Alertmanager when gitstate does not post it
+    /// again, unless set: one hour (the `ttl` of a `reconcile` run from cron).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+    /// Sets how long each post of an open alarm keeps it firing (`endsAt` = now + `ttl`):
+    /// longer than the time between two passes.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The alert posted for a notification at `now`.
+    pub fn alert(&self, n: &AlarmNotification, now: jiff::Timestamp) -> serde_json::Value {
         let actual: Vec<String> = n.targets.iter().flat_map(|t| t.actual.iter().cloned()).collect();
         let mut alert = serde_json::json!({
             "labels": {
@@ -89,9 +116,14 @@ impl AlertmanagerSink {
             },
             "startsAt": n.since.to_string(),
         });
-        if let Some(end) = n.ended_at.filter(|_| n.event == AlarmEvent::AlarmResolved) {
-            alert["endsAt"] = serde_json::Value::String(end.to_string());
-        }
+        let ends = match n.ended_at.filter(|_| n.event == AlarmEvent::AlarmResolved) {
+            Some(end) => end,
+            None => jiff::SignedDuration::try_from(self.ttl)
+                .ok()
+                .and_then(|ttl| now.checked_add(ttl).ok())
+                .unwrap_or(jiff::Timestamp::MAX),
+        };
+        alert["endsAt"] = serde_json::Value::String(ends.to_string());
         alert
     }
 }
@@ -103,8 +135,8 @@ impl AlarmSink for AlertmanagerSink {
     }
 
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
-        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([Self::alert(n)]))
-            .await
+        let alert = self.alert(n, jiff::Timestamp::now());
+        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([alert])).await
     }
 }
 

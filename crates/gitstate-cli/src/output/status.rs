@@ -61,7 +61,7 @@ pub fn document(states: &BTreeMap<EnvName, EnvState>) -> StatusReport {
                 expected: s.expected.as_ref().map(|e| e.commit.to_string()),
                 expected_since: s.expected.as_ref().map(|e| e.since),
                 phase: s.phase,
-                incident: s.incident.as_ref().map(|i| IncidentStatus {
+                incident: s.open_incident().map(|i| IncidentStatus {
                     since: i.since,
                     attempts: i.attempts,
                     next_attempt_at: i.next_attempt_at,

@@ -151,7 +151,7 @@ impl Metrics {
         );
         registry.register(
             "notifications",
-            "Alarm notifications by sink and outcome (ok, failed)",
+            "Alarm notifications by sink and outcome (ok, failed, rejected)",
             m.notifications.clone(),
         );
         registry.register(
@@ -215,15 +215,15 @@ impl Metrics {
             }
         }
         for e in &out.events {
-            if let EventKind::Converged { lag_s, .. } = e.kind {
+            if let EventKind::Converged { lag_s: Some(lag_s), .. } = e.kind {
                 self.lag.get_or_create(&Env { environment: e.environment.to_string() }).observe(lag_s);
             }
         }
         for (name, outcome) in &out.remediations {
             self.remediation(name.as_str(), outcome.ok);
         }
-        for (sink, ok) in &out.deliveries {
-            let outcome = if *ok { "ok" } else { "failed" };
+        for (sink, delivery) in &out.deliveries {
+            let outcome = delivery.as_str();
             self.notifications
                 .get_or_create(&SinkOutcome { sink: sink.clone(), outcome: outcome.into() })
                 .inc();

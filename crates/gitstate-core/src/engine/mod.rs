@@ -23,10 +23,11 @@ use crate::event::Event;
 use crate::name::EnvName;
 use crate::observation::{Assessment, Reading, TargetObservation};
 use crate::plugin::{
-    ActualStateProbe, AlarmSink, ExpectedState, Journal, RemediationOutcome, RemediationRequest, Remediator,
+    ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, RemediationOutcome, RemediationRequest,
+    Remediator,
 };
 use crate::policy::{Mode, Policy};
-use crate::reconcile::{Decision, Reason, reconcile};
+use crate::reconcile::{Decision, ExpectedCommit, Reason, reconcile};
 use crate::report::{ActionReport, EnvironmentReport, Report};
 use crate::state::{EnvState, Phase};
 
@@ -34,6 +35,7 @@ mod act;
 mod notify;
 mod observe;
 use act::{finished_event, run_remediator};
+pub use notify::Delivery;
 
 /// How long the engine waits for a probe when its target says nothing else (SPEC §8).
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,8 +118,8 @@ pub struct PassOutcome {
     pub decisions: Vec<(EnvName, Reason, Option<Duration>)>,
     /// Remediation outcomes, per environment (not in a dry run).
     pub remediations: Vec<(EnvName, RemediationOutcome)>,
-    /// Notifications attempted: `(sink, delivered)`.
-    pub deliveries: Vec<(String, bool)>,
+    /// Notifications attempted: `(sink, what became of it)`.
+    pub deliveries: Vec<(String, Delivery)>,
     /// Persisting failed: the error, rendered. Remediations were not run when this is set.
     pub journal_error: Option<String>,
     /// Remediations decided and persisted but not run (engines built with
@@ -240,9 +242,13 @@ impl Engine {
             deferred: Vec::new(),
         };
         if let PassMode::Reconcile { dry_run } = mode {
-            for (env, o) in envs.iter().zip(&mut outcomes) {
+            let moved = self.moved_at(envs, &outcomes, prior).await;
+            for ((env, o), moved_at) in envs.iter().zip(&mut outcomes).zip(moved) {
                 if let (Ok(commit), Some(assessment)) = (&o.expected, &o.assessment) {
-                    let d = reconcile(commit, assessment, prior.get(&env.name), &env.effective_policy(), now);
+                    let expected = ExpectedCommit { commit: *commit, moved_at };
+                    let mut d =
+                        reconcile(expected, assessment, prior.get(&env.name), &env.effective_policy(), now);
+                    d.state.reference = Some(o.reference.clone());
                     o.phase = Some(d.phase);
                     o.decision = Some(d);
                 }
@@ -253,6 +259,28 @@ impl Engine {
         out.report.environments = envs.iter().zip(outcomes).map(|(env, o)| o.report(env)).collect();
         out.report.in_sync = out.report.environments.iter().all(|e| e.in_sync);
         out
+    }
+}
+
+impl Engine {
+    /// When each environment's ref moved to its expected commit, asked of the source only
+    /// for commits new to the state (the reflog is read once per move, not every pass).
+    async fn moved_at(
+        &self,
+        envs: &[EnvironmentSpec],
+        outcomes: &[EnvOutcome],
+        prior: &BTreeMap<EnvName, EnvState>,
+    ) -> Vec<Option<Timestamp>> {
+        let asks = envs.iter().zip(outcomes).map(|(env, o)| async move {
+            let commit = o.expected.as_ref().ok()?;
+            let known = prior.get(&env.name).and_then(|s| s.expected.as_ref()).map(|e| e.commit);
+            if known == Some(*commit) {
+                return None;
+            }
+            let expected = Expected { reference: o.reference.clone(), commit: *commit };
+            self.source.moved_at(&expected).await
+        });
+        futures::future::join_all(asks).await
     }
 }
 

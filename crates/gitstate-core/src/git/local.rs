@@ -83,6 +83,18 @@ impl LocalRepo {
         refs.iter().map(|name| self.resolve_one(&repo, name)).collect()
     }
 
+    /// When `expected.reference` moved to `expected.commit`, from the ref's reflog (`None`
+    /// when the repository keeps none: bare repositories do not by default, and reftable
+    /// logs are not read).
+    pub fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
+        let name = expected.reference.as_str();
+        if self.reftable || !name.starts_with("refs/") || name.split('/').any(|c| c.is_empty() || c == "..") {
+            return None;
+        }
+        let repo = self.thread_local();
+        super::reflog::read_moved_at(&repo.common_dir().join("logs").join(name), &expected.commit)
+    }
+
     /// Every ref under `prefix` with the object it points at, peeled once (annotated tags),
     /// as `git for-each-ref` lists it: for repositories gix cannot read the refs of.
     fn git_refs(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, ExpectedError> {

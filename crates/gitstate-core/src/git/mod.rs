@@ -3,6 +3,7 @@
 //! blocking; every call runs on a blocking thread pool, never on the async executor.
 
 mod local;
+mod reflog;
 mod refscan;
 mod remote;
 mod transport;
@@ -133,5 +134,19 @@ impl ExpectedState for GitSource {
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
         let prefix = prefix.to_owned();
         self.unblock(move |this| this.list_blocking(&prefix)).await
+    }
+
+    /// A local repository's reflog; a remote's is not known (a mirror's log holds fetch
+    /// times, not when the ref moved).
+    async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
+        if !matches!(&*self.repo, Repo::Local(_)) {
+            return None;
+        }
+        let expected = expected.clone();
+        let job = move |this: &Self| match &*this.repo {
+            Repo::Local(r) => Ok(r.moved_at(&expected)),
+            Repo::Remote(_) => Ok(None),
+        };
+        self.unblock(job).await.ok().flatten()
     }
 }

@@ -4,7 +4,8 @@
 //! [`Policy`] and the time, it decides the next [`EnvState`], the [`Phase`], the
 //! [`Action`]s (remediate, raise / repeat / resolve alarms), the audit events and when to
 //! look again. It reads no clock, does no I/O and draws no randomness, so every invariant
-//! of SPEC §7 is a test here (see `tests.rs` and the proptest properties in `props.rs`).
+//! of SPEC §7 is a test here (see `tests.rs`, and `model.rs`: an independent model of
+//! SPEC §7 that random histories are replayed against).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::policy::{Mode, OnDiverged, Policy};
 use crate::state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Phase, after, elapsed};
 
 #[cfg(test)]
-mod props;
+mod model;
 #[cfg(test)]
 mod tests;
 
@@ -83,12 +84,19 @@ pub enum Reason {
     },
     /// Observe mode: drift is reported, never remediated.
     Observing,
-    /// A target runs a commit Git never led to; policy holds deploys back.
+    /// A target runs a commit Git never led to (or one whose relation to the ref is
+    /// unknown); policy holds deploys back.
     DivergedHeld,
     /// Probes fail; the count of consecutive failing passes.
     ProbeFailing {
         /// Consecutive failing passes.
         passes: u32,
+    },
+    /// In sync again after flapping: the drift alarm stays open until `keep_firing_for` of
+    /// unbroken in-sync passes has passed.
+    KeepFiring {
+        /// When the alarm resolves if every pass until then is in sync.
+        until: Timestamp,
     },
 }
 
@@ -114,9 +122,15 @@ impl fmt::Display for Reason {
             }
             Reason::Observing => f.write_str("drift observed; observe mode never remediates"),
             Reason::DivergedHeld => f.write_str(
-                "a target runs a commit the ref never led to; not overwriting it (on_diverged = \"alarm\")",
+                "a target runs a commit the ref never led to, or one whose relation to it is unknown; \
+                 not overwriting it (on_diverged = \"alarm\")",
             ),
             Reason::ProbeFailing { passes } => write!(f, "probes failing for {passes} consecutive pass(es)"),
+            Reason::KeepFiring { until } => write!(
+                f,
+                "in sync again after flapping; the drift alarm stays open until {} (keep_firing_for)",
+                when(until)
+            ),
         }
     }
 }
@@ -138,22 +152,56 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
+/// What the environment's ref points at on a pass, and when it moved there if Git knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedCommit {
+    /// The commit.
+    pub commit: CommitId,
+    /// The time of the ref's reflog entry that set `commit`, when the repository keeps a
+    /// reflog: the convergence lag is measured from it (else from the pass that first saw it).
+    pub moved_at: Option<Timestamp>,
+}
+
+impl From<CommitId> for ExpectedCommit {
+    fn from(commit: CommitId) -> Self {
+        Self { commit, moved_at: None }
+    }
+}
+
+impl From<&CommitId> for ExpectedCommit {
+    fn from(commit: &CommitId) -> Self {
+        Self::from(*commit)
+    }
+}
+
 /// Decides one environment's next step. Pure: `now` is an input.
 ///
-/// `expected` is the commit the ref points at on this pass, `assessment` the sum of what
-/// was observed, `prior` what the last pass left (`None` on the first pass of a new state).
+/// `expected` is the commit the ref points at on this pass (a [`CommitId`], or an
+/// [`ExpectedCommit`] with the reflog's time of the move), `assessment` the sum of what was
+/// observed, `prior` what the last pass left (`None` on the first pass of a new state).
+///
+/// ```
+/// use gitstate_core::{reconcile, Assessment, CommitId, Phase, Policy, Status};
+/// let commit = CommitId::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+/// let now = "2026-11-24T06:00:00Z".parse().unwrap();
+/// let d = reconcile(&commit, &Assessment::of_statuses([Status::InSync]), None, &Policy::default(), now);
+/// assert_eq!(d.phase, Phase::InSync);
+/// assert!(d.actions.is_empty());
+/// ```
 pub fn reconcile(
-    expected: &CommitId,
+    expected: impl Into<ExpectedCommit>,
     assessment: &Assessment,
     prior: Option<&EnvState>,
     policy: &Policy,
     now: Timestamp,
 ) -> Decision {
-    Pass::new(expected, assessment, prior, policy, now).run()
+    let expected = expected.into();
+    Pass::new(&expected, assessment, prior, policy, now).run()
 }
 
 struct Pass<'a> {
     expected: &'a CommitId,
+    moved_at: Option<Timestamp>,
     a: &'a Assessment,
     policy: &'a Policy,
     now: Timestamp,
@@ -165,14 +213,15 @@ struct Pass<'a> {
 
 impl<'a> Pass<'a> {
     fn new(
-        expected: &'a CommitId,
+        expected: &'a ExpectedCommit,
         a: &'a Assessment,
         prior: Option<&EnvState>,
         policy: &'a Policy,
         now: Timestamp,
     ) -> Self {
         Self {
-            expected,
+            expected: &expected.commit,
+            moved_at: expected.moved_at,
             a,
             policy,
             now,
@@ -236,10 +285,12 @@ impl<'a> Pass<'a> {
             self.resolve(AlarmKind::Diverged, Resolution::Superseded);
             self.s.incident = None;
         }
+        // The reflog knows when the ref moved, even on gitstate's very first pass.
         self.s.expected = Some(ExpectedRecord {
             commit: *self.expected,
-            since: self.now,
-            since_known: !first,
+            since: self.moved_at.unwrap_or(self.now),
+            since_known: !first || self.moved_at.is_some(),
+            from_reflog: self.moved_at.is_some(),
             converged: false,
         });
     }
@@ -264,10 +315,23 @@ impl<'a> Pass<'a> {
             return self.in_sync();
         }
 
+        // Invariant 3: the incident belongs to the expected commit. Renewed drift reopens it
+        // with its attempts and backoff; drift after the commit was in sync is flapping.
         let incident = match self.s.incident.clone() {
-            Some(inc) => inc,
-            None => {
-                let inc = Incident { since: now, attempts: 0, last_attempt_at: None, next_attempt_at: None };
+            Some(inc) if inc.is_open() => inc,
+            closed => {
+                let flapping = self.s.expected.as_ref().is_some_and(|e| e.converged);
+                let inc = match closed {
+                    Some(inc) => Incident { in_sync_since: None, flapping, ..inc },
+                    None => Incident {
+                        since: now,
+                        attempts: 0,
+                        last_attempt_at: None,
+                        next_attempt_at: None,
+                        in_sync_since: None,
+                        flapping,
+                    },
+                };
                 self.s.incident = Some(inc.clone());
                 self.events.push(EventKind::DriftDetected { expected: *self.expected, status: a.worst });
                 inc
@@ -358,20 +422,42 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Invariant 1: resolve, record the lag once per expected commit, no action.
+    /// Invariants 1 and 4: resolve, record the lag once per expected commit, no action; a
+    /// flapping environment's drift alarm waits for `keep_firing_for` of in-sync passes.
     fn in_sync(&mut self) -> (Phase, Reason) {
-        self.resolve(AlarmKind::Drift, Resolution::Converged);
+        let now = self.now;
         self.resolve(AlarmKind::Diverged, Resolution::Converged);
-        self.s.incident = None;
-        self.s.last_in_sync_at = Some(self.now);
-        if let Some(rec) = self.s.expected.as_mut().filter(|r| !r.converged) {
+        self.s.last_in_sync_at = Some(now);
+        // A convergence is the end of an open incident, or the first in-sync pass of a commit.
+        let was_open = self.s.incident.as_ref().is_some_and(Incident::is_open);
+        let mut in_sync_since = now;
+        let mut flapping = false;
+        if let Some(inc) = self.s.incident.as_mut() {
+            in_sync_since = *inc.in_sync_since.get_or_insert(now);
+            flapping = inc.flapping;
+        }
+        if let Some(rec) = self.s.expected.as_mut() {
+            let first = !rec.converged;
             rec.converged = true;
-            if rec.since_known {
-                let lag = elapsed(rec.since, self.now).as_secs_f64();
-                self.s.last_convergence_lag_s = Some(lag);
-                self.events.push(EventKind::Converged { expected: *self.expected, lag_s: lag });
+            let lag = (first && rec.since_known).then(|| elapsed(rec.since, now).as_secs_f64());
+            if lag.is_some() {
+                self.s.last_convergence_lag_s = lag;
+            }
+            // Nothing converged that gitstate saw when the very first pass of a new state
+            // finds the commit already in sync and no reflog says when the ref moved.
+            if lag.is_some() || was_open {
+                let lag_from = rec.lag_from();
+                self.events.push(EventKind::Converged { expected: *self.expected, lag_s: lag, lag_from });
             }
         }
+        if flapping && self.s.alarm(AlarmKind::Drift).is_some() {
+            let until = after(in_sync_since, self.policy.keep_firing_for);
+            if now < until {
+                self.wake_at(until);
+                return (Phase::Alarm, Reason::KeepFiring { until });
+            }
+        }
+        self.resolve(AlarmKind::Drift, Resolution::Converged);
         (Phase::InSync, Reason::InSync)
     }
 

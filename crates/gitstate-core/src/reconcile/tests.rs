@@ -73,7 +73,7 @@ fn lags(ds: &[Decision]) -> Vec<f64> {
     ds.iter()
         .flat_map(|d| &d.events)
         .filter_map(|e| match e {
-            EventKind::Converged { lag_s, .. } => Some(*lag_s),
+            EventKind::Converged { lag_s: Some(lag_s), .. } => Some(*lag_s),
             _ => None,
         })
         .collect()
@@ -124,6 +124,27 @@ fn inv1_open_alarm_resolved_on_first_in_sync_pass() {
     assert_eq!(alarms(&ds[2]), [(AlarmChange::Resolved(Resolution::Converged), AlarmKind::Drift)]);
     assert!(ds[3].actions.is_empty());
     assert!(ds[2].state.alarms.is_empty());
+}
+
+#[test]
+fn inv1_a_reflog_time_gives_a_lag_even_on_the_first_pass() {
+    let e = ExpectedCommit { commit: commit('a'), moved_at: Some(at(-30)) };
+    let d = reconcile(e, &of(SYNC), None, &policy(), at(0));
+    assert_eq!(d.state.last_convergence_lag_s, Some(30.0));
+    assert_eq!(
+        d.events,
+        [EventKind::Converged { expected: commit('a'), lag_s: Some(30.0), lag_from: crate::LagFrom::Reflog }]
+    );
+}
+
+#[test]
+fn inv1_an_incident_first_seen_on_the_first_pass_gets_a_converged_event_without_lag() {
+    let ds = run(&policy(), &[(0, 'a', BEHIND), (90, 'a', SYNC)]);
+    assert_eq!(
+        ds[1].events,
+        [EventKind::Converged { expected: commit('a'), lag_s: None, lag_from: crate::LagFrom::FirstSeen }]
+    );
+    assert_eq!(ds[1].state.last_convergence_lag_s, None);
 }
 
 #[test]
@@ -188,6 +209,57 @@ fn inv4_one_drift_alarm_after_the_last_settle_renotified_and_resolved_once() {
 }
 
 #[test]
+fn inv3_a_flapping_target_reopens_its_incident_with_its_attempts() {
+    // grace 60, settle 30, backoff 60, 3 attempts: in sync, then behind / in sync in turns.
+    let mut script = vec![(0, 'a', SYNC)];
+    for i in 1..40 {
+        script.push((i * 40, 'a', if i % 2 == 1 { BEHIND } else { SYNC }));
+    }
+    let ds = run(&policy(), &script);
+    assert_eq!(remediations(&ds), [1, 2, 3], "one count for the expected commit, however often it flaps");
+    let raised: Vec<usize> = (0..ds.len())
+        .filter(|&i| alarms(&ds[i]).contains(&(AlarmChange::Raised, AlarmKind::Drift)))
+        .collect();
+    assert_eq!(raised.len(), 1, "one drift alarm, not one per flap");
+    let resolved = ds.iter().flat_map(alarms).filter(|(c, _)| matches!(c, AlarmChange::Resolved(_))).count();
+    assert_eq!(resolved, 0, "in sync for 40 s at a time is less than keep_firing_for");
+    // Only a new expected commit resets the count.
+    let last = ds.last().unwrap().state.clone();
+    let d = reconcile(&commit('b'), &of(BEHIND), Some(&last), &policy(), at(2000));
+    let inc = d.state.incident.as_ref().unwrap();
+    assert_eq!((inc.attempts, inc.since, inc.flapping), (0, at(2000), false), "a fresh incident");
+    assert!(alarms(&d).contains(&(AlarmChange::Resolved(Resolution::Superseded), AlarmKind::Drift)));
+}
+
+#[test]
+fn inv4_a_flapping_alarm_resolves_after_keep_firing_for_in_sync() {
+    let p = Policy { max_attempts: 0, keep_firing_for: Duration::from_secs(300), ..policy() };
+    // In sync, drifts (alarm at once: no attempts), in sync again for 299 s, drift, in sync 300 s.
+    let ds = run(
+        &p,
+        &[
+            (0, 'a', SYNC),
+            (100, 'a', BEHIND),
+            (200, 'a', SYNC),
+            (499, 'a', SYNC),
+            (500, 'a', BEHIND),
+            (600, 'a', SYNC),
+            (899, 'a', SYNC),
+            (900, 'a', SYNC),
+        ],
+    );
+    assert_eq!(alarms(&ds[1]), [(AlarmChange::Raised, AlarmKind::Drift)]);
+    for d in &ds[2..7] {
+        assert!(alarms(d).is_empty(), "{:?}", d.reason);
+        assert_eq!(d.phase, Phase::Alarm);
+    }
+    assert_eq!(ds[2].reason, Reason::KeepFiring { until: at(500) });
+    assert_eq!(ds[2].requeue_after, Some(Duration::from_secs(300)), "looked at again when it may resolve");
+    assert_eq!(alarms(&ds[7]), [(AlarmChange::Resolved(Resolution::Converged), AlarmKind::Drift)]);
+    assert_eq!(ds[7].phase, Phase::InSync);
+}
+
+#[test]
 fn inv4_renotify_zero_never_repeats() {
     let p = Policy { grace: Duration::ZERO, max_attempts: 0, renotify: Duration::ZERO, ..policy() };
     let mut script: Vec<(i64, char, &[Status])> = vec![(0, 'a', SYNC)];
@@ -244,6 +316,17 @@ fn inv6_diverged_raises_its_alarm_after_grace_and_is_never_redeployed() {
 
     let p = Policy { on_diverged: OnDiverged::Remediate, grace: Duration::ZERO, ..policy() };
     let ds = run(&p, &[(0, 'a', SYNC), (1, 'b', DIVERGED)]);
+    assert_eq!(remediations(&ds), [1]);
+}
+
+#[test]
+fn inv6_drifted_fails_closed_like_diverged() {
+    let drifted: &[Status] = &[Status::Drifted];
+    let ds = run(&policy(), &[(0, 'a', SYNC), (10, 'b', drifted), (100, 'b', drifted)]);
+    assert!(remediations(&ds).is_empty(), "an unknown relation may be a hotfix");
+    assert_eq!(alarms(&ds[2]), [(AlarmChange::Raised, AlarmKind::Diverged)]);
+    let p = Policy { on_diverged: OnDiverged::Remediate, ..policy() };
+    let ds = run(&p, &[(0, 'a', SYNC), (10, 'b', drifted), (100, 'b', drifted)]);
     assert_eq!(remediations(&ds), [1]);
 }
 
