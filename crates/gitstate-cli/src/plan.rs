@@ -208,7 +208,9 @@ impl Plan {
             gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.envs)))
                 .with_concurrency(config.watch.concurrency);
         if alarms {
-            for sink in crate::remediate::sinks(&config.alerts, &self.clients.http)? {
+            // `reconcile` may run from cron: an open alarm stays firing for an hour per run.
+            let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
+            for sink in crate::remediate::sinks(&config.alerts, &self.clients.http, ttl)? {
                 engine = engine.with_sink(sink);
             }
         }

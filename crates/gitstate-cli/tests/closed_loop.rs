@@ -781,3 +781,55 @@ fn watch_shutdown_stops_a_deploy_that_ignores_sigterm_and_says_so() {
     let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z "), "the deploy's child {child} survived");
 }
+
+/// SPEC §7 Alarms: an open alarm is posted with `endsAt` = now + ttl, so Alertmanager does
+/// not resolve it between two `reconcile` runs from cron. Alertmanager resolves an alert
+/// posted without `endsAt` after its `resolve_timeout` (5 minutes by default: exactly a
+/// 5-minute CronJob's period); here 2 s, with runs 3 s apart.
+#[test]
+fn an_open_alarm_never_lapses_in_alertmanager_between_cron_runs() {
+    let am = Alertmanager::start_with_resolve_timeout("2s");
+    let l = Loop::new();
+    l.repo.update_ref(REF, &l.c[3]);
+    let cfg = l.config(
+        "mode = \"observe\"\ngrace = \"0s\"",
+        &format!("[alerts.alertmanager]\nurl = \"{}\"\n", am.url()),
+    );
+    for run in 0..3 {
+        let r = with_config(&cfg, &["reconcile"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        std::thread::sleep(Duration::from_secs(3));
+        let alerts = am.alerts();
+        assert_eq!(alerts.len(), 1, "run {run}: the alarm lapsed between runs: {alerts:?}");
+        assert_eq!(alerts[0]["labels"]["alertname"], "GitstateDrift");
+        assert_eq!(alerts[0]["status"]["state"], "active");
+        let ends: jiff::Timestamp = alerts[0]["endsAt"].as_str().unwrap().parse().unwrap();
+        let left = ends.duration_since(jiff::Timestamp::now());
+        assert!(left > jiff::SignedDuration::from_mins(30), "endsAt is an hour after the post: {ends}");
+    }
+    assert_eq!(l.event_names().iter().filter(|e| *e == "alarm_raised").count(), 1);
+}
+
+/// SPEC §7 Alarms: a sink answering 403 (a revoked hook) is told once, not every pass, and
+/// one answering 503 is retried with backoff (passes 1, 2, 4, 8), each failure written to
+/// `events.jsonl` at most once an hour.
+#[test]
+fn a_refusing_hook_is_told_once_and_a_failing_one_with_backoff() {
+    for (code, posts) in [(403, 1), (503, 3)] {
+        let l = Loop::new();
+        l.server.route("/hook", Behavior::Status(code));
+        l.repo.update_ref(REF, &l.c[3]);
+        let cfg = l.config(
+            "mode = \"observe\"\ngrace = \"0s\"",
+            &format!("[alerts.webhook]\nurl = \"{}\"\n", l.server.url("/hook")),
+        );
+        for _ in 0..6 {
+            assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+        }
+        assert_eq!(l.server.bodies("/hook").len(), posts, "HTTP {code}");
+        let failed: Vec<Value> =
+            l.events().into_iter().filter(|e| e["event"] == "notification_failed").collect();
+        assert_eq!(failed.len(), 1, "HTTP {code}: {failed:?}");
+        assert!(failed[0]["error"].as_str().unwrap().contains(&code.to_string()));
+    }
+}

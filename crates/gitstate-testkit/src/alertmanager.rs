@@ -49,6 +49,16 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// Starts one; panics with how to install it when the binary is missing.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts one whose `global.resolve_timeout` (how long an alert posted without
+    /// `endsAt` stays firing; 5 minutes by default) is `timeout`, e.g. `"2s"`.
+    pub fn start_with_resolve_timeout(timeout: &str) -> Self {
+        Self::start_with(&format!("global:\n  resolve_timeout: {timeout}\n"))
+    }
+
+    fn start_with(global: &str) -> Self {
         let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
             .into_iter()
             .find(|b| {
@@ -59,7 +69,11 @@ impl Alertmanager {
             );
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n").unwrap();
+        std::fs::write(
+            &config,
+            format!("{global}route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"),
+        )
+        .unwrap();
         let spawn = |port: u16| {
             Command::new(bin)
                 .arg(format!("--config.file={}", config.display()))

@@ -33,7 +33,9 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         .with_concurrency(config.watch.concurrency)
         .with_journal(store.clone())
         .with_deferred_remediations();
-    for sink in remediate::sinks(&config.alerts, &clients.http)? {
+    // An open alarm is posted every pass: it stays firing for four intervals per post.
+    let ttl = config.watch.interval.saturating_mul(4);
+    for sink in remediate::sinks(&config.alerts, &clients.http, ttl)? {
         engine = engine.with_sink(sink);
     }
     let metrics = Arc::new(Metrics::new());

@@ -170,6 +170,7 @@ pub fn parse(
                 Ok::<_, ConfigError>(AlertmanagerConfig {
                     url: url_at(&ctx, &a.url, "", lookup)?,
                     headers: headers(&ctx, &a.headers, lookup)?,
+                    ttl: a.ttl.as_ref().map(|d| d.0),
                 })
             })
             .transpose()?,

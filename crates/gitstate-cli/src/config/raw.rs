@@ -169,6 +169,7 @@ pub struct RawAlertmanager {
     pub url: Spanned<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
+    pub ttl: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -153,6 +153,7 @@ impl std::fmt::Debug for AlertmanagerConfig {
         f.debug_struct("AlertmanagerConfig")
             .field("url", &RedactedUrl(self.url.as_str()))
             .field("headers", &self.headers)
+            .field("ttl", &self.ttl)
             .finish()
     }
 }
@@ -176,6 +177,9 @@ pub struct AlertmanagerConfig {
     pub url: Url,
     /// Extra headers.
     pub headers: Headers,
+    /// How long each post keeps an open alarm firing (`endsAt` = now + ttl); unset: 4 ×
+    /// `watch.interval` under `watch`, one hour for `reconcile` (which may run from cron).
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// `[alerts.webhook]`.

@@ -31,11 +31,17 @@ pub fn remediator(
     }
 }
 
-/// The alarm sinks `[alerts]` describes.
-pub fn sinks(cfg: &AlertsConfig, clients: &HttpClients) -> anyhow::Result<Vec<Arc<dyn AlarmSink>>> {
+/// The alarm sinks `[alerts]` describes. `ttl` is how long a post keeps an open alarm
+/// firing in Alertmanager when its config does not say: longer than the time to the next pass.
+pub fn sinks(
+    cfg: &AlertsConfig,
+    clients: &HttpClients,
+    ttl: std::time::Duration,
+) -> anyhow::Result<Vec<Arc<dyn AlarmSink>>> {
     let mut out: Vec<Arc<dyn AlarmSink>> = Vec::new();
     if let Some(am) = &cfg.alertmanager {
-        out.push(Arc::new(AlertmanagerSink::new(clients, &am.url, am.headers.clone())?));
+        let sink = AlertmanagerSink::new(clients, &am.url, am.headers.clone())?;
+        out.push(Arc::new(sink.with_ttl(am.ttl.unwrap_or(ttl))));
     }
     if let Some(w) = &cfg.webhook {
         out.push(Arc::new(WebhookSink::new(clients, w.url.clone(), w.format, w.headers.clone())));
