@@ -833,3 +833,49 @@ fn a_refusing_hook_is_told_once_and_a_failing_one_with_backoff() {
         assert!(failed[0]["error"].as_str().unwrap().contains(&code.to_string()));
     }
 }
+
+/// SPEC §7 State: an environment gone from the configuration is removed on the next whole
+/// pass: its open alarm resolved (and delivered) as removed, its state pruned, `status` no
+/// longer shows it and no longer fails for it.
+#[test]
+fn a_removed_environment_resolves_its_alarm_and_leaves_the_state() {
+    let l = Loop::new();
+    l.server.route("/hook", Behavior::Status(200));
+    l.repo.update_ref("refs/heads/environments/staging", &l.c[1]);
+    l.repo.update_ref(REF, &l.c[3]);
+    let staging = format!(
+        "[[environments]]\nname = \"staging\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\"]\n",
+        l.server.url("/meta")
+    );
+    let hook = format!("[alerts.webhook]\nurl = \"{}\"\n", l.server.url("/hook"));
+    let cfg = l.config("mode = \"observe\"\ngrace = \"0s\"", &format!("{staging}\n{hook}"));
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+    assert_eq!(with_config(&cfg, &["status"]).code, 1, "production is in alarm");
+
+    // production leaves the configuration.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let start = text.find("[[environments]]\nname = \"production\"").unwrap();
+    let end = text.find("[[environments]]\nname = \"staging\"").unwrap();
+    std::fs::write(&cfg, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let r = with_config(&cfg, &["reconcile"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let posted: Vec<Value> =
+        l.server.bodies("/hook").iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert_eq!(
+        (posted[1]["event"].as_str(), posted[1]["environment"].as_str()),
+        (Some("alarm_resolved"), Some("production"))
+    );
+    assert!(posted[1]["summary"].as_str().unwrap().contains("removed"), "{}", posted[1]);
+    let events = l.events();
+    let resolved = events.iter().find(|e| e["event"] == "alarm_resolved").unwrap();
+    assert_eq!(resolved["reason"], "removed");
+    assert!(events.iter().any(|e| e["event"] == "environment_removed" && e["environment"] == "production"));
+    let st = with_config(&cfg, &["status", "-o", "json"]);
+    assert_eq!(st.code, 0, "{}", st.stdout);
+    let j = st.json();
+    let names: Vec<&str> =
+        j["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["staging"]);
+}

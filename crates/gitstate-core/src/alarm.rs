@@ -52,6 +52,8 @@ pub enum Resolution {
     Superseded,
     /// The condition is gone (probes answer again, no diverged instance remains).
     Cleared,
+    /// The environment is gone from the configuration (or no longer discovered).
+    Removed,
 }
 
 /// How an alarm changes.

@@ -81,7 +81,14 @@ pub enum EventKind {
         /// Where the lag is measured from.
         lag_from: LagFrom,
     },
-    /// An alarm sink did not accept a notification; it is retried next pass.
+    /// The environment is gone from the configuration (or no longer discovered) on a whole
+    /// pass: its open alarms were resolved (`removed`) and its state pruned.
+    EnvironmentRemoved {
+        /// The expected commit it had, if any.
+        expected: Option<CommitId>,
+    },
+    /// An alarm sink did not accept a notification (kept and retried with backoff, or
+    /// rejected for good); written at most once per alarm, sink and hour.
     NotificationFailed {
         /// The sink.
         sink: String,

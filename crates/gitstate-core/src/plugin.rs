@@ -152,6 +152,8 @@ pub trait Journal: Send + Sync {
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError>;
     /// Appends events.
     async fn record(&self, events: &[Event]) -> Result<(), JournalError>;
+    /// Forgets the given environments' states (they were removed from the configuration).
+    async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError>;
 }
 
 macro_rules! forward {

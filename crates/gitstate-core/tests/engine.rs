@@ -118,6 +118,10 @@ impl Journal for Memory {
         self.events.lock().unwrap().extend_from_slice(events);
         Ok(())
     }
+    async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
+        self.states.lock().unwrap().retain(|n, _| !environments.contains(n));
+        Ok(())
+    }
 }
 
 struct Sink {

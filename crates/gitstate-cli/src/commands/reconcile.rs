@@ -22,7 +22,7 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
         (None, None)
     } else {
         let lock = StateStore::lock(&config.state_dir)?;
-        (Some(lock), Some(Arc::new(StateStore::open(&config.state_dir)?)))
+        (Some(lock), Some(Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events))))
     };
     let prior = match &store {
         Some(s) => s.environments(),
@@ -37,7 +37,19 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     let out =
         engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
     drop(progress);
-    let failed = out.journal_error.clone();
+    let mut failed = out.journal_error.clone();
+    // A whole pass (no -e) retires what the configuration no longer has.
+    if let Some(store) = store.as_ref().filter(|_| args.select.environments.is_empty()) {
+        let known: std::collections::BTreeSet<_> = plan.specs.iter().map(|s| &s.name).collect();
+        let gone: Vec<_> = store.environments().into_iter().filter(|(n, _)| !known.contains(n)).collect();
+        if !gone.is_empty() {
+            for (name, _) in &gone {
+                tracing::info!(environment = %name, "environment removed from the configuration; its state is pruned");
+            }
+            let removed = engine.remove(gone, jiff::Timestamp::now()).await;
+            failed = failed.or(removed.journal_error);
+        }
+    }
     for (name, reason, _) in &out.decisions {
         tracing::info!(environment = %name, %reason, "decided");
     }

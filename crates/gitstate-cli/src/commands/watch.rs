@@ -26,7 +26,7 @@ pub const DRAIN: Duration = Duration::from_secs(30);
 pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let _lock = StateStore::lock(&config.state_dir)?;
-    let store = Arc::new(StateStore::open(&config.state_dir)?);
+    let store = Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events));
     let source = plan::source(&config)?;
     let clients = plan::Clients::new(config.watch.concurrency)?;
     let mut engine = Engine::new(Arc::new(source.clone()))

@@ -226,6 +226,23 @@ pub fn parse(
         alerts,
         watch,
         state_dir: dir.join(raw.state.dir.get_ref()),
+        events: {
+            let default = crate::state::Rotation::default();
+            let max_bytes = match &raw.state.events_max_bytes {
+                Some(n) if *n.get_ref() < crate::state::Rotation::MIN_BYTES => {
+                    return Err(ctx.err(
+                        Some(n.span()),
+                        format!(
+                            "events_max_bytes must be at least {} (one event is up to a few KiB)",
+                            crate::state::Rotation::MIN_BYTES
+                        ),
+                    ));
+                }
+                Some(n) => *n.get_ref(),
+                None => default.max_bytes,
+            };
+            crate::state::Rotation { max_bytes, keep: raw.state.events_keep.unwrap_or(default.keep) }
+        },
     })
 }
 

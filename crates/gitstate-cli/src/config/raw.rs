@@ -230,11 +230,13 @@ fn default_listen() -> Spanned<String> {
 pub struct RawState {
     #[serde(default = "default_state_dir")]
     pub dir: Spanned<String>,
+    pub events_max_bytes: Option<Spanned<u64>>,
+    pub events_keep: Option<u32>,
 }
 
 impl Default for RawState {
     fn default() -> Self {
-        Self { dir: default_state_dir() }
+        Self { dir: default_state_dir(), events_max_bytes: None, events_keep: None }
     }
 }
 

@@ -236,4 +236,6 @@ pub struct Config {
     pub watch: WatchConfig,
     /// `[state] dir`, resolved.
     pub state_dir: PathBuf,
+    /// How `events.jsonl` is rotated (`[state] events_max_bytes`, `events_keep`).
+    pub events: crate::state::Rotation,
 }

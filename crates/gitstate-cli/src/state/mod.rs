@@ -56,11 +56,34 @@ pub struct Lock {
     _file: File,
 }
 
+/// How `events.jsonl` is rotated: past `max_bytes` it becomes `events.jsonl.1` (the older
+/// ones shift to `.2`, …) and `keep` old files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// The size past which the current file is rotated (`[state] events_max_bytes`).
+    pub max_bytes: u64,
+    /// Old files kept (`[state] events_keep`); 0 keeps none.
+    pub keep: u32,
+}
+
+impl Rotation {
+    /// The smallest `events_max_bytes` accepted.
+    pub const MIN_BYTES: u64 = 4096;
+}
+
+impl Default for Rotation {
+    /// 64 MiB, 5 old files.
+    fn default() -> Self {
+        Self { max_bytes: 64 * 1024 * 1024, keep: 5 }
+    }
+}
+
 /// The state directory.
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
     state: Mutex<StateFile>,
+    rotation: Rotation,
 }
 
 impl StateStore {
@@ -121,7 +144,17 @@ impl StateStore {
     /// Opens the store of `dir` with its current content.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(Self::read(dir)?) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(Self::read(dir)?),
+            rotation: Rotation::default(),
+        })
+    }
+
+    /// Rotates `events.jsonl` as `rotation` says (the default: 64 MiB, 5 old files).
+    pub fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
     }
 
     /// A copy of every environment's state.
@@ -131,10 +164,25 @@ impl StateStore {
 
     /// Merges `states` in and writes `state.json` atomically.
     pub fn save(&self, states: &[(EnvName, EnvState)]) -> Result<(), StateError> {
+        self.change(|file| {
+            for (name, s) in states {
+                file.environments.insert(name.clone(), s.clone());
+            }
+        })
+    }
+
+    /// Removes environments' states and writes `state.json` atomically.
+    pub fn forget(&self, names: &[EnvName]) -> Result<(), StateError> {
+        self.change(|file| {
+            for name in names {
+                file.environments.remove(name);
+            }
+        })
+    }
+
+    fn change(&self, f: impl FnOnce(&mut StateFile)) -> Result<(), StateError> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, s) in states {
-            guard.environments.insert(name.clone(), s.clone());
-        }
+        f(&mut guard);
         let mut json = serde_json::to_vec_pretty(&*guard)
             .map_err(|e| StateError::Corrupt { path: Self::state_path(&self.dir), message: e.to_string() })?;
         json.push(b'\n');
@@ -142,13 +190,25 @@ impl StateStore {
         crate::fsutil::write_atomic(&path, &json).map_err(io(&path))
     }
 
-    /// Appends events to `events.jsonl`, one JSON object a line.
+    /// Appends events to `events.jsonl`, one JSON object a line, rotating it first when it
+    /// has grown past its size. A torn last line (a crash mid-append) is ended first, so
+    /// that it never swallows the next event.
     pub fn append(&self, events: &[Event]) -> Result<(), StateError> {
         if events.is_empty() {
             return Ok(());
         }
+        let _serial = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.dir.join("events.jsonl");
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let len = if len >= self.rotation.max_bytes { self.rotate(&path)? } else { len };
         let mut buf = Vec::new();
+        if len > 0 && !ends_with_newline(&path).map_err(io(&path))? {
+            buf.push(b'\n');
+        }
         for e in events {
             // An event always serialises: it is made of strings, numbers and timestamps.
             if let Ok(line) = serde_json::to_string(e) {
@@ -161,6 +221,61 @@ impl StateStore {
         f.write_all(&buf).map_err(io(&path))?;
         f.sync_data().map_err(io(&path))
     }
+
+    /// Shifts `events.jsonl` to `events.jsonl.1` (and `.1` to `.2`, …), dropping the oldest
+    /// beyond `keep`; the current file starts empty (length 0 returned).
+    fn rotate(&self, path: &Path) -> Result<u64, StateError> {
+        let old = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        if self.rotation.keep == 0 {
+            std::fs::remove_file(path).map_err(io(path))?;
+            return Ok(0);
+        }
+        for n in (1..self.rotation.keep).rev() {
+            match std::fs::rename(old(n), old(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&old(n))(e)),
+                _ => {}
+            }
+        }
+        std::fs::rename(path, old(1)).map_err(io(path))?;
+        Ok(0)
+    }
+
+    /// The events of `events.jsonl` (oldest first), the last `limit` of them. A line that
+    /// is not an event — a torn last line after a crash mid-append, or one a person
+    /// mangled — is skipped, never an error.
+    pub fn events(dir: &Path, limit: usize) -> Result<Vec<Event>, StateError> {
+        let path = dir.join("events.jsonl");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        Ok(parse_events(&bytes, limit))
+    }
+}
+
+/// The events in `bytes`, one JSON object a line, the last `limit`; other lines skipped.
+fn parse_events(bytes: &[u8], limit: usize) -> Vec<Event> {
+    let mut out: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if let Ok(e) = serde_json::from_slice::<Event>(line) {
+            if out.len() == limit {
+                out.pop_front();
+            }
+            if limit > 0 {
+                out.push_back(e);
+            }
+        }
+    }
+    out.into()
+}
+
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    f.seek(std::io::SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 #[async_trait]
@@ -175,6 +290,13 @@ impl Journal for StateStore {
     async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
         self.append(events).map_err(|e| JournalError {
             path: self.dir.join("events.jsonl").display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
+        self.forget(environments).map_err(|e| JournalError {
+            path: Self::state_path(&self.dir).display().to_string(),
             message: e.to_string(),
         })
     }
@@ -202,6 +324,89 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(held);
         assert!(StateStore::lock(dir.path()).is_ok());
+    }
+
+    fn event(i: u32) -> Event {
+        Event {
+            at: jiff::Timestamp::from_second(1_800_000_000 + i64::from(i)).unwrap(),
+            environment: EnvName::new("production").unwrap(),
+            kind: gitstate_core::EventKind::RemediationFinished {
+                expected: gitstate_core::CommitId::parse(&"a".repeat(40)).unwrap(),
+                attempt: i,
+                ok: false,
+                exit_code: Some(1),
+                detail: "x".repeat(200),
+                output_tail: None,
+            },
+        }
+    }
+
+    #[test]
+    fn events_rotate_by_size_keeping_events_keep_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            StateStore::open(dir.path()).unwrap().with_rotation(Rotation { max_bytes: 4096, keep: 2 });
+        for i in 0..200 {
+            store.append(&[event(i)]).unwrap();
+        }
+        let size = |f: &str| std::fs::metadata(dir.path().join(f)).map(|m| m.len());
+        assert!(size("events.jsonl").unwrap() < 4096 + 512);
+        assert!(size("events.jsonl.1").unwrap() >= 4096);
+        assert!(size("events.jsonl.2").is_ok());
+        assert!(size("events.jsonl.3").is_err(), "only events_keep old files");
+        // The current file and its predecessor hold the newest events, in order, none lost.
+        let newest = StateStore::events(dir.path(), usize::MAX).unwrap();
+        let attempts = |evs: &[Event]| -> Vec<u32> {
+            evs.iter()
+                .filter_map(|e| match e.kind {
+                    gitstate_core::EventKind::RemediationFinished { attempt, .. } => Some(attempt),
+                    _ => None,
+                })
+                .collect()
+        };
+        let got = attempts(&newest);
+        assert_eq!(*got.last().unwrap(), 199);
+        let older = parse_events(&std::fs::read(dir.path().join("events.jsonl.1")).unwrap(), usize::MAX);
+        assert_eq!(attempts(&older).last().unwrap() + 1, got[0], "rotation loses nothing between files");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_never_swallows_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.append(&[event(1)]).unwrap();
+        // A crash mid-append leaves half a line.
+        let line = serde_json::to_string(&event(2)).unwrap();
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("events.jsonl")).unwrap();
+        f.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
+        assert_eq!(StateStore::events(dir.path(), 10).unwrap(), [event(1)]);
+        store.append(&[event(3)]).unwrap();
+        assert_eq!(StateStore::events(dir.path(), 10).unwrap(), [event(1), event(3)]);
+        assert_eq!(StateStore::events(dir.path(), 1).unwrap(), [event(3)]);
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// Any bytes: no panic; every complete event line in them is read, in order.
+        #[test]
+        fn arbitrary_bytes_in_events_read_the_complete_lines(
+            chunks in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (0u32..50).prop_map(|i| serde_json::to_string(&event(i)).unwrap() + "\n"),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)
+                        .prop_map(|b: Vec<u8>| String::from_utf8_lossy(&b).replace('\n', "") + "\n"),
+                ],
+                0..12,
+            ),
+            torn in 0usize..200,
+        ) {
+            let mut bytes: Vec<u8> = chunks.concat().into_bytes();
+            let want: Vec<Event> = chunks.iter().filter_map(|c| serde_json::from_str(c.trim_end()).ok()).collect();
+            let last = serde_json::to_string(&event(99)).unwrap();
+            bytes.extend_from_slice(&last.as_bytes()[..torn.min(last.len() - 1)]);
+            proptest::prop_assert_eq!(parse_events(&bytes, usize::MAX), want);
+        }
     }
 
     #[test]

@@ -256,6 +256,25 @@ impl Metrics {
             .inc();
     }
 
+    /// Drops every series of a removed environment.
+    pub fn forget(&self, environment: &str) {
+        let env = Env { environment: environment.into() };
+        self.in_sync.remove(&env);
+        self.lag.remove(&env);
+        self.expected_change.remove(&env);
+        for s in Status::ALL {
+            self.instances.remove(&EnvStatus { environment: environment.into(), status: s.as_str().into() });
+        }
+        for outcome in ["ok", "failed"] {
+            self.remediations
+                .remove(&EnvOutcome { environment: environment.into(), outcome: outcome.into() });
+        }
+        for kind in [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable] {
+            self.alarms_open
+                .remove(&EnvAlarm { environment: environment.into(), alarm: kind.as_str().into() });
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut s = String::new();
@@ -283,5 +302,21 @@ mod tests {
         assert!(m.stalled(at(701), window));
         assert!(m.encode().contains("gitstate_last_pass_completed_timestamp_seconds "));
         assert_eq!(crate::watch::server::stall_window(Duration::from_secs(600)), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn a_removed_environment_leaves_no_series() {
+        let m = Metrics::new();
+        for env in ["gone", "kept"] {
+            m.in_sync.get_or_create(&Env { environment: env.into() }).set(1);
+            m.lag.get_or_create(&Env { environment: env.into() }).observe(2.0);
+            m.instances.get_or_create(&EnvStatus { environment: env.into(), status: "behind".into() }).set(1);
+            m.alarms_open.get_or_create(&EnvAlarm { environment: env.into(), alarm: "drift".into() }).set(1);
+            m.remediation(env, false);
+        }
+        m.forget("gone");
+        let text = m.encode();
+        assert!(!text.contains("environment=\"gone\""), "{text}");
+        assert!(text.contains("environment=\"kept\""));
     }
 }

@@ -115,6 +115,26 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Retires the environments a whole pass no longer has (gone from the configuration or
+    /// no longer discovered): alarms resolved as `removed`, state pruned, series dropped.
+    async fn remove_gone(&self) {
+        let gone: Vec<_> = {
+            let specs = lock(&self.specs);
+            self.store.environments().into_iter().filter(|(n, _)| !specs.contains_key(n)).collect()
+        };
+        if gone.is_empty() {
+            return;
+        }
+        for (name, _) in &gone {
+            tracing::info!(environment = %name, "environment removed; its state is pruned");
+            self.metrics.forget(name.as_str());
+            lock(&self.refs).remove(name);
+        }
+        self.engine.remove(gone, jiff::Timestamp::now()).await;
+    }
+}
+
 #[async_trait]
 impl Driver for Live {
     async fn poll(&self) -> Vec<EnvName> {
@@ -149,6 +169,9 @@ impl Driver for Live {
             .run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, jiff::Timestamp::now())
             .await;
         self.metrics.observe_pass(&out, start.elapsed());
+        if full {
+            self.remove_gone().await;
+        }
         for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
             tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
         }

@@ -30,7 +30,7 @@ impl Engine {
     ) {
         // (environment, index of its Remediate action in the report, request)
         let mut remediate: Vec<(usize, usize, RemediationRequest)> = Vec::new();
-        let mut notes: Vec<(usize, AlarmNotification)> = Vec::new();
+        let mut notes: Vec<AlarmNotification> = Vec::new();
         for (i, (env, o)) in envs.iter().zip(outcomes.iter_mut()).enumerate() {
             let (Some(d), Ok(expected)) = (&o.decision, &o.expected) else { continue };
             let targets = &o.targets;
@@ -60,7 +60,7 @@ impl Engine {
                         o.actions.push(ActionReport::of_alarm(change, kind));
                         out.events.push(ev(EventKind::of_alarm(change, kind, about)));
                         let note = notification(
-                            env,
+                            &env.name,
                             &o.reference,
                             about,
                             kind,
@@ -70,7 +70,7 @@ impl Engine {
                             now,
                             targets,
                         );
-                        notes.push((i, note));
+                        notes.push(note);
                     }
                 }
             }
@@ -79,19 +79,16 @@ impl Engine {
                 let touched =
                     d.actions.iter().any(|a| matches!(a, Action::Alarm { kind, .. } if *kind == alarm.kind));
                 if !touched {
-                    notes.push((
-                        i,
-                        notification(
-                            env,
-                            &o.reference,
-                            *expected,
-                            alarm.kind,
-                            alarm.since,
-                            AlarmEvent::AlarmFiring,
-                            None,
-                            now,
-                            targets,
-                        ),
+                    notes.push(notification(
+                        &env.name,
+                        &o.reference,
+                        *expected,
+                        alarm.kind,
+                        alarm.since,
+                        AlarmEvent::AlarmFiring,
+                        None,
+                        now,
+                        targets,
                     ));
                 }
             }

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::alarm::{AlarmChange, Resolution};
 use crate::commit::CommitId;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::{Assessment, Reading, TargetObservation};
 use crate::plugin::{
@@ -127,6 +128,21 @@ pub struct PassOutcome {
     pub deferred: Vec<(EnvName, RemediationRequest)>,
 }
 
+impl PassOutcome {
+    fn new(now: Timestamp) -> Self {
+        Self {
+            report: Report { schema: 1, checked_at: now, in_sync: true, environments: Vec::new() },
+            states: Vec::new(),
+            events: Vec::new(),
+            decisions: Vec::new(),
+            remediations: Vec::new(),
+            deliveries: Vec::new(),
+            journal_error: None,
+            deferred: Vec::new(),
+        }
+    }
+}
+
 /// Drives passes. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -211,6 +227,58 @@ impl Engine {
         }
     }
 
+    /// Retires environments that a whole pass no longer has (gone from the configuration, or
+    /// no longer discovered): each open alarm is resolved as `removed` and delivered like any
+    /// resolve, an `environment_removed` event is written, and the journal forgets the
+    /// state. `gone` are the states remembered for them. The outcome has no report.
+    pub async fn remove(&self, gone: Vec<(EnvName, EnvState)>, now: Timestamp) -> PassOutcome {
+        let mut out = PassOutcome::new(now);
+        let mut states = gone;
+        let mut notes = Vec::new();
+        for (name, state) in &mut states {
+            let expected = state.expected.as_ref().map(|e| e.commit);
+            let reference = state.reference.clone().unwrap_or_default();
+            for alarm in std::mem::take(&mut state.alarms) {
+                let Some(about) = expected else { continue };
+                let change = AlarmChange::Resolved(Resolution::Removed);
+                let kind = EventKind::of_alarm(change, alarm.kind, about);
+                out.events.push(Event { at: now, environment: name.clone(), kind });
+                notes.push(notify::notification(
+                    name,
+                    &reference,
+                    about,
+                    alarm.kind,
+                    alarm.since,
+                    change.event(),
+                    change.resolution(),
+                    now,
+                    &[],
+                ));
+            }
+            let kind = EventKind::EnvironmentRemoved { expected };
+            out.events.push(Event { at: now, environment: name.clone(), kind });
+        }
+        self.deliver(&[], &mut states, notes, now, &mut out).await;
+        for (name, state) in &states {
+            if !state.undelivered.is_empty() {
+                let dropped = state.undelivered.len();
+                tracing::warn!(environment = %name, dropped, "dropping undelivered notifications of a removed environment");
+            }
+        }
+        if let Some(j) = &self.journal {
+            let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
+            let persisted = async {
+                j.record(&out.events).await?;
+                j.forget(&names).await
+            };
+            if let Err(e) = persisted.await {
+                tracing::error!(error = %e, "removed environments could not be forgotten");
+                out.journal_error = Some(e.to_string());
+            }
+        }
+        out
+    }
+
     /// Runs one pass over `envs`. `prior` is the remembered state (ignored by `Check`);
     /// `now` is the pass's time, given so that callers (and tests) own the clock.
     pub async fn run_pass(
@@ -231,16 +299,7 @@ impl Engine {
                 Ok((reference, commit)) => EnvOutcome::observed(reference, commit, targets),
             })
             .collect();
-        let mut out = PassOutcome {
-            report: Report { schema: 1, checked_at: now, in_sync: true, environments: Vec::new() },
-            states: Vec::new(),
-            events: Vec::new(),
-            decisions: Vec::new(),
-            remediations: Vec::new(),
-            deliveries: Vec::new(),
-            journal_error: None,
-            deferred: Vec::new(),
-        };
+        let mut out = PassOutcome::new(now);
         if let PassMode::Reconcile { dry_run } = mode {
             let moved = self.moved_at(envs, &outcomes, prior).await;
             for ((env, o), moved_at) in envs.iter().zip(&mut outcomes).zip(moved) {

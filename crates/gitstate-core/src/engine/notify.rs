@@ -35,17 +35,17 @@ impl Engine {
         &self,
         envs: &[EnvironmentSpec],
         states: &mut [(EnvName, EnvState)],
-        notes: Vec<(usize, AlarmNotification)>,
+        notes: Vec<AlarmNotification>,
         now: Timestamp,
         out: &mut PassOutcome,
     ) {
         let index: HashMap<EnvName, usize> =
             states.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-        let caps: HashMap<EnvName, Duration> = envs
+        let caps: HashMap<&EnvName, Duration> = envs
             .iter()
             .map(|e| {
                 let every = e.effective_policy().renotify;
-                (e.name.clone(), if every.is_zero() { MAX_RETRY_GAP } else { every.min(MAX_RETRY_GAP) })
+                (&e.name, if every.is_zero() { MAX_RETRY_GAP } else { every.min(MAX_RETRY_GAP) })
             })
             .collect();
         // One ordered queue per (state index, sink, alarm), kept notifications first.
@@ -59,8 +59,8 @@ impl Engine {
                 }
             }
         }
-        for (ei, note) in notes {
-            let Some(&si) = index.get(&envs[ei].name) else { continue };
+        for note in notes {
+            let Some(&si) = index.get(&note.environment) else { continue };
             for sink in &self.sinks {
                 let queue = queues.entry((si, sink.name().to_owned(), note.alarm)).or_default();
                 // A refresh of a firing alarm only matters when nothing is waiting before it.
@@ -210,7 +210,7 @@ const FAILED_EVENT_EVERY: Duration = Duration::from_secs(3600);
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn notification(
-    env: &EnvironmentSpec,
+    env: &EnvName,
     reference: &str,
     expected: CommitId,
     kind: AlarmKind,
@@ -224,33 +224,34 @@ pub(super) fn notification(
         (AlarmEvent::AlarmResolved, _) => format!(
             "{} alarm for {} resolved ({})",
             kind,
-            env.name,
+            env,
             match resolution {
                 Some(Resolution::Converged) => "converged",
                 Some(Resolution::Superseded) => "superseded by a new expected commit",
+                Some(Resolution::Removed) => "the environment was removed",
                 _ => "cleared",
             }
         ),
         (_, AlarmKind::Drift) => {
             format!(
                 "{} does not run {} ({}) and remediation did not fix it",
-                env.name,
+                env,
                 expected.short(12),
                 reference
             )
         }
         (_, AlarmKind::Diverged) => format!(
             "{} runs a commit that {} never led to (expected {}); not overwriting it",
-            env.name,
+            env,
             reference,
             expected.short(12)
         ),
-        (_, AlarmKind::Unreachable) => format!("{}: probes cannot read what runs", env.name),
+        (_, AlarmKind::Unreachable) => format!("{}: probes cannot read what runs", env),
     };
     AlarmNotification {
         event,
         alarm: kind,
-        environment: env.name.clone(),
+        environment: env.clone(),
         reference: reference.to_owned(),
         expected_sha: expected,
         since,
