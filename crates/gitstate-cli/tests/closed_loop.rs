@@ -879,3 +879,36 @@ fn a_removed_environment_resolves_its_alarm_and_leaves_the_state() {
         j["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["staging"]);
 }
+
+/// SPEC §7 watch: an environment that is not in sync is probed again every
+/// `converging_poll`, so a deploy that converges after the remediation returned (a rollout
+/// that takes a while) is seen, with its lag, within seconds — not at the next full pass
+/// (10 minutes here) or the next attempt's backoff.
+#[test]
+fn watch_sees_a_convergence_within_seconds_of_it_happening() {
+    let l = Loop::new();
+    // The deploy only triggers a rollout; the test completes the rollout later.
+    l.deploy_script("exit 0");
+    let cfg = l.config(
+        "grace = \"0s\"\nsettle = \"0s\"\nbackoff = \"10m\"\nbackoff_max = \"10m\"",
+        "[watch]\ninterval = \"10m\"\nref_poll = \"200ms\"\nconverging_poll = \"1s\"\njitter = \"0%\"",
+    );
+    let w = watch(&cfg);
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "the remediation to finish", || {
+        l.event_names().iter().any(|e| e == "remediation_finished")
+    });
+    let st = || -> Value {
+        let (_, body) = http_get(w.port, "/status").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["environments"][0].clone()
+    };
+    assert_ne!(st()["phase"], "in_sync", "the rollout is not done");
+    l.serve(&l.c[3]);
+    wait_for(Duration::from_secs(2), "status to show the convergence and its lag", || {
+        let s = st();
+        s["phase"] == "in_sync" && s["expected"] == l.c[3].as_str() && s["last_convergence_lag_s"].is_f64()
+    });
+    let converged =
+        l.events().into_iter().find(|e| e["event"] == "converged" && e["expected"] == l.c[3].as_str());
+    assert_eq!(converged.unwrap()["lag_from"], "reflog");
+}

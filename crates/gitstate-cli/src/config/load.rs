@@ -195,6 +195,9 @@ pub fn parse(
     if w.ref_poll.0.is_zero() {
         return Err(ctx.err(None, "watch.ref_poll must be more than 0s"));
     }
+    if w.converging_poll.0.is_zero() {
+        return Err(ctx.err(None, "watch.converging_poll must be more than 0s"));
+    }
     if *w.concurrency.get_ref() == 0 {
         return Err(ctx.at(&w.concurrency, "watch.concurrency must be at least 1"));
     }
@@ -208,6 +211,7 @@ pub fn parse(
         interval: w.interval.0,
         jitter: w.jitter.0,
         ref_poll: w.ref_poll.0,
+        converging_poll: w.converging_poll.0,
         concurrency: *w.concurrency.get_ref(),
         listen,
     };

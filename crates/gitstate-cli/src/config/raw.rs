@@ -191,6 +191,8 @@ pub struct RawWatch {
     pub jitter: Percent,
     #[serde(default = "default_ref_poll")]
     pub ref_poll: Dur,
+    #[serde(default = "default_converging_poll")]
+    pub converging_poll: Dur,
     #[serde(default = "default_concurrency")]
     pub concurrency: Spanned<usize>,
     #[serde(default = "default_listen")]
@@ -203,6 +205,7 @@ impl Default for RawWatch {
             interval: default_interval(),
             jitter: default_jitter(),
             ref_poll: default_ref_poll(),
+            converging_poll: default_converging_poll(),
             concurrency: default_concurrency(),
             listen: default_listen(),
         }
@@ -217,6 +220,9 @@ fn default_jitter() -> Percent {
 }
 fn default_ref_poll() -> Dur {
     Dur(Duration::from_secs(1))
+}
+fn default_converging_poll() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 fn default_concurrency() -> Spanned<usize> {
     Spanned::new(0..0, 64)

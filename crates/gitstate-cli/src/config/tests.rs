@@ -90,10 +90,11 @@ proptest! {
 
     #[test]
     fn arbitrary_values_under_real_keys(
-        values in prop::collection::vec(any_value(), 12),
+        values in prop::collection::vec(any_value(), 18),
         table in prop::sample::select(vec!["policy", "watch", "source", "state"]),
     ) {
-        let keys = ["grace", "settle", "max_attempts", "backoff", "backoff_max", "interval", "jitter", "ref_poll", "concurrency", "listen", "timeout", "dir"];
+        let keys = ["grace", "settle", "max_attempts", "backoff", "backoff_max", "interval", "jitter", "ref_poll", "concurrency", "listen", "timeout", "dir",
+            "keep_firing_for", "converging_poll", "events_max_bytes", "events_keep", "mirror", "renotify"];
         let mut text = String::from("[source]\nrepo = \".\"\n");
         if table != "source" {
             text.push_str(&format!("[{table}]\n"));

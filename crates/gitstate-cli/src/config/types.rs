@@ -211,6 +211,9 @@ pub struct WatchConfig {
     pub jitter: f64,
     /// Ref poll period.
     pub ref_poll: Duration,
+    /// How often an environment that is not in sync (converging, remediating, backing
+    /// off) is probed again, so convergence and its lag are seen within seconds.
+    pub converging_poll: Duration,
     /// Probes in flight.
     pub concurrency: usize,
     /// Metrics and status listener.

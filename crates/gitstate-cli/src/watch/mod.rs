@@ -10,12 +10,12 @@ pub mod server;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
-    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, RemediationRequest,
+    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, Phase, RemediationRequest,
 };
 
 use crate::config::{Config, discover};
@@ -187,19 +187,47 @@ impl Driver for Live {
                 name
             })
             .collect();
-        let requeue = out.decisions.into_iter().filter_map(|(n, _, again)| again.map(|d| (n, d))).collect();
+        // Not in sync and something to wait for: probed again every `converging_poll`, so
+        // convergence (and its lag) is seen within seconds, not at the next full pass.
+        let poll = self.config.watch.converging_poll;
+        let converging: std::collections::HashSet<&EnvName> = out
+            .report
+            .environments
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.phase,
+                    Some(Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing)
+                )
+            })
+            .map(|e| &e.name)
+            .collect();
+        let requeue = out
+            .decisions
+            .iter()
+            .filter_map(|(n, _, again)| {
+                let poll = converging.contains(n).then_some(poll);
+                let at = match (*again, poll) {
+                    (Some(a), Some(p)) => Some(a.min(p)),
+                    (a, p) => a.or(p),
+                };
+                at.map(|d| (n.clone(), d))
+            })
+            .collect();
         PassDone { requeue, remediations }
     }
 
-    async fn remediate(&self, env: EnvName) {
+    async fn remediate(&self, env: EnvName) -> Option<Duration> {
+        let started = Instant::now();
         let req = lock(&self.deferred).get(&env).cloned();
         let spec = lock(&self.specs).get(&env).cloned();
-        let (Some(req), Some(spec)) = (req, spec) else { return };
+        let (Some(req), Some(spec)) = (req, spec) else { return None };
         tracing::info!(environment = %env, attempt = req.attempt, expected = %req.expected, "remediation started");
         let outcome = self.engine.remediate(&spec, &req, jiff::Timestamp::now).await;
         lock(&self.deferred).remove(&env);
         self.metrics.remediation(env.as_str(), outcome.ok);
         tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
+        Some(spec.effective_policy().settle.saturating_sub(started.elapsed()))
     }
 
     fn pass_panicked(&self, envs: &[EnvName], message: &str) {

@@ -1,7 +1,8 @@
 //! The timing of `watch`, independent of what a pass does: a full pass every `interval`
 //! ± jitter, a ref poll every `ref_poll` (or at once on a file-system event), a pass of an
-//! environment as soon as its ref moves, a pass when a decision's requeue time comes, at
-//! most one pass or remediation in flight per environment, and a bounded drain on
+//! environment as soon as its ref moves, a pass when a decision's requeue time comes (and
+//! when a remediation ends and its settle time has passed), at most one pass or
+//! remediation in flight per environment, and a bounded drain on
 //! shutdown. Nothing a driver does can stall the loop: a ref poll runs as a task of its
 //! own (a hung one only delays the next poll), and a pass or remediation that panics is
 //! caught, reported to the driver, and frees its environments. Entry: [`run`] over a
@@ -42,8 +43,9 @@ pub trait Driver: Send + Sync + 'static {
     fn environments(&self) -> Vec<EnvName>;
     /// One pass over `envs`; `full` for the interval pass.
     async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone;
-    /// Runs the remediation the last pass of `env` decided.
-    async fn remediate(&self, env: EnvName);
+    /// Runs the remediation the last pass of `env` decided; returns when to look at `env`
+    /// again (once the remediation's settle time has passed: at once when it already has).
+    async fn remediate(&self, env: EnvName) -> Option<Duration>;
     /// A pass over `envs` panicked with `message` (its environments are free again).
     fn pass_panicked(&self, envs: &[EnvName], message: &str);
     /// The drain limit passed with remediations still running: stop them now (their
@@ -94,7 +96,8 @@ impl Jitter {
 enum Done {
     /// A pass; `None` when it panicked.
     Pass(Vec<EnvName>, Option<PassDone>, bool),
-    Remediation(EnvName),
+    /// A remediation, and when to look again.
+    Remediation(EnvName, Option<Duration>),
 }
 
 /// Runs the loop until `shutdown` resolves; then drains for at most `timing.drain`.
@@ -165,20 +168,27 @@ pub async fn run<D: Driver>(
                             remediating.insert(e.clone());
                             let d = driver.clone();
                             tasks.spawn(async move {
-                                if let Err(panic) = AssertUnwindSafe(d.remediate(e.clone())).catch_unwind().await {
-                                    let message = gitstate_core::panic_message(panic.as_ref());
-                                    tracing::error!(environment = %e, panic = %message, "remediation task panicked");
+                                match AssertUnwindSafe(d.remediate(e.clone())).catch_unwind().await {
+                                    Ok(again) => Done::Remediation(e, again),
+                                    Err(panic) => {
+                                        let message = gitstate_core::panic_message(panic.as_ref());
+                                        tracing::error!(environment = %e, panic = %message, "remediation task panicked");
+                                        Done::Remediation(e, None)
+                                    }
                                 }
-                                Done::Remediation(e)
                             });
                         }
                         if full {
                             on_full_pass();
                         }
                     }
-                    Ok(Done::Remediation(e)) => {
+                    Ok(Done::Remediation(e, again)) => {
                         busy.remove(&e);
                         remediating.remove(&e);
+                        // Its settle time over, the deploy is judged at once, not at the next pass.
+                        if let Some(after) = again {
+                            due.schedule(e, Instant::now() + after);
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "a watch task failed"),
                 }
@@ -232,7 +242,7 @@ pub async fn run<D: Driver>(
 async fn drain(tasks: &mut JoinSet<Done>, remediating: &mut BTreeSet<EnvName>, limit: Duration) -> bool {
     tokio::time::timeout(limit, async {
         while let Some(joined) = tasks.join_next().await {
-            if let Ok(Done::Remediation(e)) = joined {
+            if let Ok(Done::Remediation(e, _)) = joined {
                 remediating.remove(&e);
             }
         }

@@ -10,6 +10,8 @@ struct Fake {
     moved: Mutex<Vec<EnvName>>,
     remediate_next: Mutex<Vec<EnvName>>,
     remediation_time: Duration,
+    /// What each remediation answers: when to look at its environment again.
+    look_again: Option<Duration>,
     /// Every pass asks to look at each of its environments again after this long.
     requeue_every: Option<Duration>,
     /// Passes that panic, counted down.
@@ -73,7 +75,7 @@ impl Driver for Fake {
         }
         PassDone { requeue, remediations: rem }
     }
-    async fn remediate(&self, env: EnvName) {
+    async fn remediate(&self, env: EnvName) -> Option<Duration> {
         self.note(format!("remediate {env}"));
         let stopped = async {
             while !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
@@ -88,6 +90,7 @@ impl Driver for Fake {
                 self.note(format!("stopped {env}"));
             }
         }
+        self.look_again
     }
     fn pass_panicked(&self, envs: &[EnvName], message: &str) {
         let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
@@ -254,4 +257,23 @@ fn jitter_stays_within_bounds_and_varies() {
         got.iter().any(|d| *d < Duration::from_secs(57)) && got.iter().any(|d| *d > Duration::from_secs(63))
     );
     assert_eq!(Jitter::new(7).apply(Duration::from_secs(60), 0.0), Duration::from_secs(60));
+}
+
+/// SPEC §7 watch: when a remediation ends and its settle time has passed, the environment
+/// is looked at again at once, not at its next requeue or full pass.
+#[tokio::test(start_paused = true)]
+async fn a_finished_remediation_past_its_settle_time_is_judged_at_once() {
+    let fake = Arc::new(Fake {
+        remediation_time: Duration::from_secs(1),
+        look_again: Some(Duration::ZERO),
+        ..Fake::default()
+    });
+    fake.t();
+    fake.remediate_next.lock().unwrap().push(n("a"));
+    let (_tx, rx) = mpsc::channel(1);
+    run(fake.clone(), timing(), Jitter::new(1), rx, tokio::time::sleep(Duration::from_secs(4)), || {}).await;
+    let log = fake.log.lock().unwrap().clone();
+    // The pass (100 ms) decides it, the remediation runs 1 s, and the pass follows it.
+    assert!(log.contains(&(1_100, "remediated a".into())), "{log:?}");
+    assert!(log.contains(&(1_100, "pass a".into())), "{log:?}");
 }
