@@ -912,3 +912,51 @@ fn watch_sees_a_convergence_within_seconds_of_it_happening() {
         l.events().into_iter().find(|e| e["event"] == "converged" && e["expected"] == l.c[3].as_str());
     assert_eq!(converged.unwrap()["lag_from"], "reflog");
 }
+
+/// SPEC §3 `drifted`, §5 `[source] mirror`: a hotfix on a remote source (a real `git
+/// daemon`) is never overwritten by default. With the default mirror the hotfix is
+/// `diverged`; with `mirror = false` it is `drifted` (the relation is unknown), which fails
+/// closed in the same way: a `diverged` alarm, no deploy.
+#[test]
+fn a_hotfix_on_a_remote_source_is_never_remediated_by_default() {
+    for mirror in ["", "mirror = false"] {
+        let l = Loop::new();
+        // The hotfix: a commit on a branch of its own, deployed by hand.
+        l.repo.git(&["checkout", "-q", "-b", "hotfix", &l.c[1]]);
+        let hotfix = l.repo.commit("hotfix");
+        l.repo.git(&["checkout", "-q", "main"]);
+        l.repo.update_ref(REF, &l.c[3]);
+        l.serve(&hotfix);
+        let base = tempfile::tempdir().unwrap();
+        gitstate_testkit::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+        l.repo.git(&[
+            "push",
+            "-q",
+            "-f",
+            &base.path().join("repo.git").display().to_string(),
+            "refs/heads/*:refs/heads/*",
+        ]);
+        let daemon = gitstate_testkit::git_daemon(base.path());
+        l.deploy_script("exit 0");
+        let local = l.config("grace = \"0s\"", "");
+        let text = std::fs::read_to_string(&local).unwrap().replacen(
+            &format!("repo = \"{}\"", l.repo.path().display()),
+            &format!("repo = \"git://127.0.0.1:{}/repo.git\"\n{mirror}", daemon.port),
+            1,
+        );
+        let cfg = write_config(l.path(), &text);
+        for _ in 0..3 {
+            let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+            assert_eq!(r.code, 1, "{}", r.stderr);
+            let want = if mirror.is_empty() { "diverged" } else { "drifted" };
+            assert_eq!(r.json()["environments"][0]["targets"][0]["status"], want, "{mirror:?}");
+        }
+        assert!(l.attempts().is_empty(), "{mirror:?}: the hotfix was overwritten: {:?}", l.attempts());
+        let st = status(&cfg);
+        assert_eq!(
+            (st["phase"].as_str(), st["alarm"]["kind"].as_str()),
+            (Some("alarm"), Some("diverged")),
+            "{mirror:?}"
+        );
+    }
+}

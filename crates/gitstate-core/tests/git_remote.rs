@@ -90,7 +90,7 @@ fn exercise(fx: &Fixture, url: &str, ssh: Option<&str>) {
     assert_eq!(relate(&m, &fx.c[4], &fx.c[1]), Relation::Behind(3));
     assert_eq!(relate(&m, &fx.c[4], &"cd".repeat(20)), Relation::UnknownCommit);
 
-    // New commits arrive with the next resolve; the mirror is reused.
+    // New commits are fetched when a commit to relate is missing; the mirror is reused.
     fx.work.git(&["checkout", "-q", "-b", "hotfix", &fx.c[2]]);
     let h = fx.work.commits(2, "hotfix");
     fx.work.git(&["checkout", "-q", "main"]);

@@ -96,9 +96,19 @@ pub fn parse(
         Some(t) => t.get_ref().0,
         None => gitstate_core::git::RemoteRepo::DEFAULT_TIMEOUT,
     };
-    if raw.source.mirror && matches!(repo_loc, RepoLocation::Local(_)) {
-        return Err(ctx.at(&raw.source.repo, "mirror = true needs a remote URL in source.repo"));
-    }
+    // A remote keeps a mirror unless told not to: without history every difference is
+    // `drifted`, and a hotfix cannot be told from a pending deploy.
+    let mirror = match (&raw.source.mirror, &repo_loc) {
+        (Some(m), RepoLocation::Local(_)) if *m.get_ref() => {
+            return Err(ctx.at(
+                m,
+                "mirror = true needs a remote URL in source.repo (a local repository has its history)",
+            ));
+        }
+        (Some(m), _) => *m.get_ref(),
+        (None, RepoLocation::Local(_)) => false,
+        (None, RepoLocation::Remote(_)) => true,
+    };
     let ref_prefix = match &raw.source.ref_prefix {
         Some(p) => check_prefix(&ctx, p)?,
         None => DEFAULT_REF_PREFIX.to_owned(),
@@ -219,12 +229,7 @@ pub fn parse(
     Ok(Config {
         path: path.to_path_buf(),
         dir: dir.clone(),
-        source: SourceConfig {
-            repo: repo_loc,
-            ref_prefix,
-            mirror: raw.source.mirror,
-            timeout: source_timeout,
-        },
+        source: SourceConfig { repo: repo_loc, ref_prefix, mirror, timeout: source_timeout },
         environments,
         discover,
         alerts,

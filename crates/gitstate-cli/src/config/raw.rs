@@ -71,8 +71,7 @@ pub struct RawConfig {
 pub struct RawSource {
     pub repo: Spanned<String>,
     pub ref_prefix: Option<Spanned<String>>,
-    #[serde(default)]
-    pub mirror: bool,
+    pub mirror: Option<Spanned<bool>>,
     pub timeout: Option<Spanned<Dur>>,
 }
 

@@ -53,7 +53,8 @@ pub struct SourceConfig {
     pub repo: RepoLocation,
     /// Environments' refs default to this + name.
     pub ref_prefix: String,
-    /// Keep a bare mirror of a remote under the state dir.
+    /// Keep a bare mirror of a remote under the state dir (default for a remote; `false`
+    /// is the explicit refs-only mode, where every difference is `drifted`).
     pub mirror: bool,
     /// A remote's whole ref listing or fetch may take this long (`[source] timeout`).
     pub timeout: Duration,

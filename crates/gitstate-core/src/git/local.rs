@@ -243,6 +243,11 @@ impl LocalRepo {
         Ok(out)
     }
 
+    /// Whether the repository holds `commit`'s object.
+    pub fn has_commit(&self, commit: &CommitId) -> bool {
+        ObjectId::from_hex(commit.as_str().as_bytes()).is_ok_and(|id| self.thread_local().has_object(id))
+    }
+
     /// Relates each reported commit to `expected`: in sync, behind n, ahead n, diverged
     /// (n, m), or unknown (not in the repository, ambiguous, or not a commit). Counts
     /// equal `git rev-list --count` (`--left-right` for diverged); the commit-graph file is

@@ -1,11 +1,13 @@
 //! A remote repository (https, ssh, git, file URLs): refs listed with protocol v2 ls-refs
-//! and the ref prefix, never cloned. With `mirror`, a bare mirror on disk is fetched on
-//! every resolve so that history relations work; without it a differing commit is
+//! and the ref prefix — resolving and listing are one round trip and never fetch. With a
+//! mirror (the CLI's default), a bare repository on disk is fetched when a commit to relate
+//! is missing from it, so history relations work; without one a differing commit is
 //! `drifted`. Entry type: [`RemoteRepo`]; how each connection is made and bounded in time
 //! is in [`super::transport`]. Blocking, like [`super::LocalRepo`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
@@ -26,10 +28,23 @@ pub struct RemoteRepo {
     pub(super) url: String,
     pub(super) shown: String,
     /// The bare mirror, when mirroring.
-    mirror: Option<LocalRepo>,
+    mirror: Option<Mirror>,
     pub(super) timeout: Duration,
     pub(super) ssh_command: Option<String>,
 }
+
+/// A bare repository holding the remote's history, made on its first fetch.
+struct Mirror {
+    dir: PathBuf,
+    repo: OnceLock<LocalRepo>,
+    /// When it was last fetched because a reported commit was missing (at most once per
+    /// [`REFETCH_UNKNOWN`]: a target reporting a commit no branch has must not cost a
+    /// fetch every pass).
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// The least time between two fetches for reported commits the mirror does not hold.
+const REFETCH_UNKNOWN: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,11 +83,12 @@ impl RemoteRepo {
         self
     }
 
-    /// A remote mirrored into the bare repository at `dir` (created when missing); objects
-    /// are fetched on every resolve so relations can be computed.
+    /// A remote mirrored into the bare repository at `dir` (created on the first fetch):
+    /// its branches and tags are fetched when a commit to relate is missing from it, so
+    /// behind / ahead / diverged can be computed. Resolving and listing refs never fetch.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
-        let store = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
-        Ok(Self { mirror: Some(store), ..Self::new(url)? })
+        let mirror = Mirror { dir: dir.to_path_buf(), repo: OnceLock::new(), last_fetch: Mutex::new(None) };
+        Ok(Self { mirror: Some(mirror), ..Self::new(url)? })
     }
 
     /// Runs `command` for `ssh://` URLs instead of `ssh`, as git runs `GIT_SSH_COMMAND`:
@@ -100,46 +116,52 @@ impl RemoteRepo {
         }
     }
 
-    /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs), fetching
-    /// their objects into the mirror when there is one. Returns `(full name, peeled object)`.
-    fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
-        let Some(mirror) = &self.mirror else {
-            return self.ls_refs_direct(names);
-        };
+    /// The mirror's repository, opened (or made) on first use.
+    fn mirror_repo<'m>(&self, mirror: &'m Mirror) -> Result<&'m LocalRepo, ExpectedError> {
+        if let Some(repo) = mirror.repo.get() {
+            return Ok(repo);
+        }
+        let dir = &mirror.dir;
+        let opened = if dir.join("HEAD").exists() { LocalRepo::open(dir)? } else { init_bare(dir)? };
+        Ok(mirror.repo.get_or_init(|| opened))
+    }
+
+    /// Fetches the remote's branches and tags into the mirror.
+    fn fetch(&self, mirror: &LocalRepo) -> Result<(), ExpectedError> {
         let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
-        // Map each ref to itself: only a mirror fetches, but gix wants globs on both sides.
-        let specs: Vec<String> = names.iter().map(|n| format!("+{n}:{n}")).collect();
+        let specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
         let remote = repo
             .remote_at(self.url.as_str())
             .map_err(|e| self.err(e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None)
-            .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
+            .with_refspecs(specs, gix::remote::Direction::Fetch)
             .map_err(|e| self.err(e))?;
         let deadline = Instant::now() + self.timeout;
         let url = self.parse_url()?;
         let fetch = |conn: gix::remote::Connection<'_, '_, '_, Box<dyn Transport + Send>>| {
             let prepare = conn.prepare_fetch(gix::progress::Discard, Default::default())?;
-            let refs = prepare.ref_map().remote_refs.clone();
             prepare.receive(gix::progress::Discard, &AtomicBool::new(false))?;
-            Ok::<_, gix::Error>(refs)
+            Ok::<_, gix::Error>(())
         };
-        let refs = match url.scheme {
+        match url.scheme {
             gix::url::Scheme::Git | gix::url::Scheme::File | gix::url::Scheme::Ssh => {
                 let (transport, guard) = self.transport(url, deadline)?;
-                fetch(remote.to_connection_with_transport(transport))
-                    .map_err(|e| guard.explain(self.err(e)))?
+                fetch(remote.to_connection_with_transport(transport)).map_err(|e| guard.explain(self.err(e)))
             }
             _ => {
                 let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.err(e))?;
                 let prepare = conn
                     .prepare_fetch(gix::progress::Discard, Default::default())
                     .map_err(|e| self.err(e))?;
-                let refs = prepare.ref_map().remote_refs.clone();
                 prepare.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| self.err(e))?;
-                refs
+                Ok(())
             }
-        };
-        Ok(named(refs).collect())
+        }
+    }
+
+    /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs).
+    fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
+        self.ls_refs_direct(names)
     }
 
     fn parse_url(&self) -> Result<gix::Url, ExpectedError> {
@@ -244,14 +266,28 @@ impl RemoteRepo {
         Ok(out)
     }
 
-    /// Relations from the mirror; without one, every differing commit is `drifted`.
+    /// Relations from the mirror, fetched first when it lacks the expected commit (the ref
+    /// moved) or a reported one (at most once a minute for those: a commit no branch has
+    /// stays unknown); without a mirror, every differing commit is `drifted`.
     pub fn relate(
         &self,
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
         if let Some(mirror) = &self.mirror {
-            return mirror.relate(expected, reported);
+            let repo = self.mirror_repo(mirror)?;
+            let have_expected = repo.has_commit(expected);
+            if have_expected {
+                let rel = repo.relate(expected, reported)?;
+                let unknown = rel.iter().any(|r| *r == Relation::UnknownCommit);
+                let mut last = mirror.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+                if !unknown || last.is_some_and(|t| t.elapsed() < REFETCH_UNKNOWN) {
+                    return Ok(rel);
+                }
+                *last = Some(Instant::now());
+            }
+            self.fetch(repo)?;
+            return repo.relate(expected, reported);
         }
         Ok(reported
             .iter()
@@ -261,7 +297,7 @@ impl RemoteRepo {
 
     /// The mirror's directory, when mirroring.
     pub fn mirror_dir(&self) -> Option<PathBuf> {
-        self.mirror.as_ref().map(|m| m.path().to_path_buf())
+        self.mirror.as_ref().map(|m| m.dir.clone())
     }
 }
 
