@@ -279,7 +279,7 @@ impl RemoteRepo {
             let have_expected = repo.has_commit(expected);
             if have_expected {
                 let rel = repo.relate(expected, reported)?;
-                let unknown = rel.iter().any(|r| *r == Relation::UnknownCommit);
+                let unknown = rel.contains(&Relation::UnknownCommit);
                 let mut last = mirror.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
                 if !unknown || last.is_some_and(|t| t.elapsed() < REFETCH_UNKNOWN) {
                     return Ok(rel);
