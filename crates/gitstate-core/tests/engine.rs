@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use gitstate_core::git::GitSource;
 use gitstate_core::*;
-use gitstate_testkit::Repo;
+use gitstate_testkit::{MemoryJournal as Memory, Repo};
 use jiff::Timestamp;
 
 /// Reports fixed answers per instance; yields a few times to overlap with other probes.
@@ -96,31 +96,6 @@ impl Remediator for Deploy {
             exit_code: Some(if self.ok { 0 } else { 1 }),
             output_tail: None,
         }
-    }
-}
-
-#[derive(Default)]
-struct Memory {
-    states: Mutex<BTreeMap<EnvName, EnvState>>,
-    events: Mutex<Vec<Event>>,
-}
-
-#[async_trait]
-impl Journal for Memory {
-    async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        let mut m = self.states.lock().unwrap();
-        for (n, s) in states {
-            m.insert(n.clone(), s.clone());
-        }
-        Ok(())
-    }
-    async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        self.events.lock().unwrap().extend_from_slice(events);
-        Ok(())
-    }
-    async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
-        self.states.lock().unwrap().retain(|n, _| !environments.contains(n));
-        Ok(())
     }
 }
 

@@ -7,6 +7,8 @@ pub mod alertmanager;
 pub mod git;
 pub mod hostile;
 pub mod http;
+pub mod journal;
+pub mod model;
 pub mod moto;
 pub mod ssh;
 pub mod tls;
@@ -16,6 +18,7 @@ pub use git::{
     HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, trickling_git_server,
 };
 pub use http::{Behavior, TestServer};
+pub use journal::MemoryJournal;
 pub use moto::{Moto, Resource};
 pub use ssh::SshServer;
 

@@ -7,6 +7,9 @@ pub mod metrics;
 pub mod schedule;
 pub mod server;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
-    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, Phase, RemediationRequest,
+    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, PassOutcome, Phase,
+    RemediationRequest,
 };
 
 use crate::config::{Config, discover};
@@ -178,6 +182,7 @@ impl Driver for Live {
         for (name, reason, again) in &out.decisions {
             tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
         }
+        let requeue = requeues(&out, self.config.watch.converging_poll);
         let mut deferred = lock(&self.deferred);
         let remediations = out
             .deferred
@@ -185,33 +190,6 @@ impl Driver for Live {
             .map(|(name, req)| {
                 deferred.insert(name.clone(), req);
                 name
-            })
-            .collect();
-        // Not in sync and something to wait for: probed again every `converging_poll`, so
-        // convergence (and its lag) is seen within seconds, not at the next full pass.
-        let poll = self.config.watch.converging_poll;
-        let converging: std::collections::HashSet<&EnvName> = out
-            .report
-            .environments
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.phase,
-                    Some(Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing)
-                )
-            })
-            .map(|e| &e.name)
-            .collect();
-        let requeue = out
-            .decisions
-            .iter()
-            .filter_map(|(n, _, again)| {
-                let poll = converging.contains(n).then_some(poll);
-                let at = match (*again, poll) {
-                    (Some(a), Some(p)) => Some(a.min(p)),
-                    (a, p) => a.or(p),
-                };
-                at.map(|d| (n.clone(), d))
             })
             .collect();
         PassDone { requeue, remediations }
@@ -246,6 +224,36 @@ impl Driver for Live {
         let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
         self.engine.abandon(&env, &req, detail, jiff::Timestamp::now()).await;
     }
+}
+
+/// When to look at each environment of a pass again: when its decision asks (grace, settle,
+/// backoff, renotify ends), and — when it is not in sync and something is pending
+/// (converging, remediating, backing off, observing) — every `converging_poll` at least, so
+/// convergence and its lag are seen within seconds, not at the next full pass.
+pub fn requeues(out: &PassOutcome, converging_poll: Duration) -> Vec<(EnvName, Duration)> {
+    let converging: std::collections::HashSet<&EnvName> = out
+        .report
+        .environments
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.phase,
+                Some(Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing)
+            )
+        })
+        .map(|e| &e.name)
+        .collect();
+    out.decisions
+        .iter()
+        .filter_map(|(n, _, again)| {
+            let poll = converging.contains(n).then_some(converging_poll);
+            let at = match (*again, poll) {
+                (Some(a), Some(p)) => Some(a.min(p)),
+                (a, p) => a.or(p),
+            };
+            at.map(|d| (n.clone(), d))
+        })
+        .collect()
 }
 
 /// The git directory of a local repository (for file-system notification).

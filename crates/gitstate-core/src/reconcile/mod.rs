@@ -4,8 +4,8 @@
 //! [`Policy`] and the time, it decides the next [`EnvState`], the [`Phase`], the
 //! [`Action`]s (remediate, raise / repeat / resolve alarms), the audit events and when to
 //! look again. It reads no clock, does no I/O and draws no randomness, so every invariant
-//! of SPEC §7 is a test here (see `tests.rs`, and `model.rs`: an independent model of
-//! SPEC §7 that random histories are replayed against).
+//! of SPEC §7 is a test here (see `tests.rs`, and `tests/model.rs`: random histories replayed
+//! against an independent model of SPEC §7, `gitstate_testkit::model`).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,8 +19,6 @@ use crate::observation::Assessment;
 use crate::policy::{Mode, OnDiverged, Policy};
 use crate::state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Phase, after, elapsed};
 
-#[cfg(test)]
-mod model;
 #[cfg(test)]
 mod tests;
 

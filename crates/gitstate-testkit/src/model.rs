@@ -1,46 +1,42 @@
-//! An independent model of SPEC §7, and the property that `reconcile` agrees with it.
+//! An independent model of SPEC §7's closed loop, for properties that check the real
+//! `reconcile` (and the real `watch` driving it) against it.
 //!
 //! The model is written from the SPEC's text, in its own terms (an *epoch* per expected
-//! commit, the list of attempt times, an in-sync streak), and reads nothing of
-//! `reconcile`'s state: the property feeds both the same random history of expected
-//! commits, reflog times, observations, clock steps and policy changes, and compares what
-//! each says must happen on every pass — deploys, alarm changes, convergence lags, phases.
-//! It then checks the promises operators buy on the real function's output alone: at most
-//! `max_attempts` deploys per expected commit, at most one drift alarm per expected commit
-//! while it flaps faster than `keep_firing_for`, no deploy over a possible hotfix.
+//! commit, the list of attempt times, an in-sync streak), and reads nothing of gitstate's
+//! state: a property feeds it and the real thing the same history of expected commits,
+//! reflog times, observations, clock steps and policy changes, and compares what each says
+//! must happen on every pass — deploys, alarm changes, convergence lags, phases.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gitstate_core::{AlarmChange, AlarmKind, Mode, OnDiverged, Phase, Policy, Resolution, Status};
 use jiff::Timestamp;
 use proptest::prelude::*;
 
-use super::*;
-use crate::observation::Status;
-
 /// One pass of a history.
 #[derive(Debug, Clone)]
-struct Pass {
+pub struct Pass {
     /// Seconds since the previous pass (zero happens: two passes in the same instant).
-    dt: u64,
+    pub dt: u64,
     /// Which of three commits the ref points at (moving back to an old one happens).
-    commit: usize,
+    pub commit: usize,
     /// The reflog's time of the move, as seconds before now, when the source keeps one.
-    reflog_ago: Option<u64>,
+    pub reflog_ago: Option<u64>,
     /// Instance statuses (none at all is possible: nothing observed).
-    statuses: Vec<Status>,
+    pub statuses: Vec<Status>,
     /// Which of the history's two policies is in force (an operator editing the config).
-    policy: usize,
+    pub policy: usize,
 }
 
 /// What must happen on one pass.
 #[derive(Debug, Clone, PartialEq)]
-struct Expect {
-    deploy: Option<u32>,
-    alarms: Vec<(AlarmChange, AlarmKind)>,
+pub struct Expect {
+    pub deploy: Option<u32>,
+    pub alarms: Vec<(AlarmChange, AlarmKind)>,
     /// `Some(lag)` when a `converged` event is due, with its lag in seconds (or none).
-    converged: Option<Option<f64>>,
-    phase: Phase,
+    pub converged: Option<Option<f64>>,
+    pub phase: Phase,
 }
 
 /// The model's memory of one expected commit (an epoch: from the ref moving to it until
@@ -64,15 +60,17 @@ struct Epoch {
     streak_from: Option<Timestamp>,
 }
 
+/// The model's memory of one environment.
 #[derive(Debug, Default)]
-struct Model {
+pub struct Model {
     epoch: Option<Epoch>,
     failing_passes: u32,
     /// Open alarms: kind → last notified.
     open: BTreeMap<AlarmKind, Timestamp>,
 }
 
-fn plus(t: Timestamp, d: Duration) -> Timestamp {
+/// `t + d`, saturating.
+pub fn plus(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(jiff::SignedDuration::try_from(d).unwrap()).unwrap_or(Timestamp::MAX)
 }
 
@@ -94,7 +92,8 @@ impl Model {
         }
     }
 
-    fn pass(&mut self, p: &Pass, moved_at: Option<Timestamp>, policy: &Policy, now: Timestamp) -> Expect {
+    /// What must happen on pass `p` at `now` (the ref's reflog time `moved_at`, if any).
+    pub fn pass(&mut self, p: &Pass, moved_at: Option<Timestamp>, policy: &Policy, now: Timestamp) -> Expect {
         let mut alarms = Vec::new();
         let mut deploy = None;
         let mut converged = None;
@@ -221,37 +220,16 @@ impl Model {
     }
 }
 
-fn commit(i: usize) -> CommitId {
-    CommitId::parse(&format!("{:040x}", i + 1)).unwrap()
+/// The `i`th of the test commits.
+pub fn commit(i: usize) -> gitstate_core::CommitId {
+    gitstate_core::CommitId::parse(&format!("{:040x}", i + 1)).unwrap()
 }
 
-/// What the real function decided, in the model's terms.
-fn observed(d: &Decision) -> Expect {
-    let deploy = d.actions.iter().find_map(|a| match a {
-        Action::Remediate { attempt } => Some(*attempt),
-        _ => None,
-    });
-    let alarms = d
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Alarm { change, kind, .. } => Some((*change, *kind)),
-            _ => None,
-        })
-        .collect();
-    let converged = d.events.iter().find_map(|e| match e {
-        EventKind::Converged { lag_s, .. } => Some(*lag_s),
-        _ => None,
-    });
-    Expect { deploy, alarms, converged, phase: d.phase }
-}
+/// `Pass::commit` for "the ref did not move on this pass".
+pub const KEEP: usize = usize::MAX;
 
-fn sorted(mut v: Vec<(AlarmChange, AlarmKind)>) -> Vec<String> {
-    v.sort_by_key(|(c, k)| format!("{c:?}{k:?}"));
-    v.into_iter().map(|(c, k)| format!("{c:?} {k:?}")).collect()
-}
-
-fn status() -> impl Strategy<Value = Status> {
+/// Statuses, weighted towards in sync and behind so incidents open, close and flap.
+pub fn status() -> impl Strategy<Value = Status> {
     prop_oneof![
         6 => Just(Status::InSync),
         4 => Just(Status::Behind),
@@ -267,7 +245,7 @@ fn status() -> impl Strategy<Value = Status> {
 
 /// Passes that mostly keep the same commit, often flap between in sync and behind, and
 /// now and then move the ref (back to an old commit too).
-fn pass() -> impl Strategy<Value = Pass> {
+pub fn pass() -> impl Strategy<Value = Pass> {
     (
         prop_oneof![2 => Just(0u64), 6 => 1u64..120, 2 => 120u64..3_000, 1 => 3_000u64..40_000],
         prop_oneof![12 => Just(None), 1 => (0usize..3).prop_map(Some)],
@@ -281,18 +259,20 @@ fn pass() -> impl Strategy<Value = Pass> {
     )
         .prop_map(|(dt, commit, reflog_ago, statuses, policy)| Pass {
             dt,
-            commit: commit.unwrap_or(usize::MAX),
+            commit: commit.unwrap_or(KEEP),
             reflog_ago,
             statuses,
             policy,
         })
 }
 
-fn duration(max: u64) -> impl Strategy<Value = Duration> {
+/// Zero, or whole seconds below `max`.
+pub fn duration(max: u64) -> impl Strategy<Value = Duration> {
     prop_oneof![Just(Duration::ZERO), (1..max).prop_map(Duration::from_secs)]
 }
 
-fn policy() -> impl Strategy<Value = Policy> {
+/// Policies over the whole range the SPEC allows, `max_attempts` up to 10.
+pub fn policy() -> impl Strategy<Value = Policy> {
     (
         (prop_oneof![4 => Just(Mode::Remediate), 1 => Just(Mode::Observe)], duration(600), duration(600)),
         (0u32..=10, 1u64..600, 0u64..3_000, 1u32..5),
@@ -316,150 +296,4 @@ fn policy() -> impl Strategy<Value = Policy> {
                 keep_firing_for,
             },
         )
-}
-
-/// Drives `reconcile` and the model over one history and compares them pass by pass; then
-/// checks the promises on the real output alone.
-fn replay(policies: &[Policy; 2], passes: &[Pass]) -> Result<(), TestCaseError> {
-    let mut now = Timestamp::from_second(1_800_000_000).unwrap();
-    let mut model = Model::default();
-    let mut state: Option<EnvState> = None;
-    let mut current = 0usize;
-    // Promises, counted from the real decisions: deploys per epoch (expected commit).
-    let mut epoch = 0usize;
-    let mut deploys: BTreeMap<usize, u32> = BTreeMap::new();
-    let mut max_attempts: BTreeMap<usize, u32> = BTreeMap::new();
-
-    for (i, p) in passes.iter().enumerate() {
-        now = plus(now, Duration::from_secs(p.dt));
-        if p.commit != usize::MAX && (i == 0 || p.commit != current) {
-            current = p.commit;
-            epoch += 1;
-        } else if i == 0 {
-            epoch += 1;
-        }
-        let p = Pass { commit: current, ..p.clone() };
-        let policy = &policies[p.policy];
-        let moved_at =
-            p.reflog_ago.map(|ago| now.checked_sub(jiff::SignedDuration::from_secs(ago as i64)).unwrap());
-        let a = Assessment::of_statuses(p.statuses.iter().copied());
-        let expected = ExpectedCommit { commit: commit(current), moved_at };
-        let d = reconcile(expected, &a, state.as_ref(), policy, now);
-        prop_assert_eq!(
-            &reconcile(expected, &a, state.as_ref(), policy, now),
-            &d,
-            "invariant 9: deterministic"
-        );
-
-        let want = model.pass(&p, moved_at, policy, now);
-        let got = observed(&d);
-        prop_assert_eq!(got.deploy, want.deploy, "pass {}: deploys differ ({:?})", i, d.reason);
-        prop_assert_eq!(sorted(got.alarms.clone()), sorted(want.alarms.clone()), "pass {}: alarms differ", i);
-        prop_assert_eq!(got.converged, want.converged, "pass {}: convergence differs", i);
-        prop_assert_eq!(got.phase, want.phase, "pass {}: phase differs ({:?})", i, d.reason);
-
-        // The promises, on the real output alone.
-        let limit = max_attempts.entry(epoch).or_insert(0);
-        *limit = (*limit).max(policy.max_attempts);
-        if got.deploy.is_some() {
-            *deploys.entry(epoch).or_default() += 1;
-            prop_assert!(deploys[&epoch] <= *limit, "more deploys than max_attempts for one expected commit");
-            prop_assert!(policy.mode == Mode::Remediate, "invariant 8: observe mode deployed");
-            let hotfix = a.diverged;
-            prop_assert!(
-                !(hotfix && policy.on_diverged == OnDiverged::Alarm),
-                "invariant 6: deployed over a possible hotfix"
-            );
-            prop_assert!(!a.in_sync, "invariant 1: deployed an in-sync environment");
-        }
-        state = Some(d.state);
-    }
-    Ok(())
-}
-
-proptest! {
-    /// `reconcile` agrees with the model over random histories: flapping, ref moves back
-    /// to old commits, zero clock steps, policy edits, up to 10 attempts, reflog times, and
-    /// first passes in the middle of an incident.
-    #[test]
-    fn reconcile_matches_the_model(
-        policies in (policy(), policy()),
-        passes in prop::collection::vec(pass(), 1..150),
-    ) {
-        replay(&[policies.0, policies.1], &passes)?;
-    }
-
-    /// A target that flaps between in sync and behind for the same expected commit, over
-    /// 100 passes faster than `keep_firing_for`: at most `max_attempts` deploys and, once
-    /// attempts are used up, exactly one drift alarm.
-    #[test]
-    fn a_flapping_target_gets_max_attempts_deploys_and_one_alarm(
-        max_attempts in 1u32..=10,
-        flaps in prop::collection::vec(any::<bool>(), 100),
-        interval in 30u64..120,
-    ) {
-        let policy = Policy {
-            grace: Duration::ZERO,
-            settle: Duration::from_secs(interval),
-            max_attempts,
-            backoff: Duration::from_secs(interval),
-            backoff_max: Duration::from_secs(4 * interval),
-            keep_firing_for: Duration::from_secs(20 * interval),
-            ..Policy::default()
-        };
-        let mut now = Timestamp::from_second(1_800_000_000).unwrap();
-        let mut state = None;
-        let (mut deploys, mut raised, mut resolved) = (0u32, 0u32, 0u32);
-        // The first pass starts in sync; then it behaves as `flaps` says, drifting at least
-        // every other pass.
-        for (i, drift) in std::iter::once(false).chain(flaps.iter().enumerate().map(|(i, f)| *f || i % 2 == 0)).enumerate() {
-            now = plus(now, Duration::from_secs(interval));
-            let statuses = if drift { vec![Status::InSync, Status::Behind] } else { vec![Status::InSync] };
-            let d = reconcile(&commit(0), &Assessment::of_statuses(statuses), state.as_ref(), &policy, now);
-            for a in &d.actions {
-                match a {
-                    Action::Remediate { .. } => deploys += 1,
-                    Action::Alarm { change: AlarmChange::Raised, kind: AlarmKind::Drift, .. } => raised += 1,
-                    Action::Alarm { change: AlarmChange::Resolved(_), kind: AlarmKind::Drift, .. } => resolved += 1,
-                    _ => {}
-                }
-            }
-            prop_assert!(deploys <= max_attempts, "pass {}: {} deploys", i, deploys);
-            state = Some(d.state);
-        }
-        prop_assert!(deploys == max_attempts, "every attempt is used: {}", deploys);
-        prop_assert_eq!(raised, 1, "one drift alarm");
-        prop_assert_eq!(resolved, 0, "it stays open while flapping");
-    }
-
-    /// Invariants 3 and 4 under sustained drift: exactly `max_attempts` remediations once
-    /// there was time for them, then one alarm.
-    #[test]
-    fn sustained_drift_uses_every_attempt_then_alarms_once(policy in policy(), dts in prop::collection::vec(1u64..900, 50..200)) {
-        let policy = Policy { mode: Mode::Remediate, ..policy };
-        let pass = |dt, status| Pass { dt, commit: 0, reflog_ago: None, statuses: vec![status], policy: 0 };
-        let mut passes = vec![pass(0, Status::InSync)];
-        passes.extend(dts.iter().map(|&dt| pass(dt, Status::Behind)));
-        replay(&[policy.clone(), policy.clone()], &passes)?;
-        let mut now = Timestamp::from_second(1_800_000_000).unwrap();
-        let mut state = None;
-        let (mut remediations, mut raises) = (0, 0);
-        for p in &passes {
-            now = plus(now, Duration::from_secs(p.dt));
-            let d = reconcile(&commit(0), &Assessment::of_statuses(p.statuses.iter().copied()), state.as_ref(), &policy, now);
-            remediations += d.actions.iter().filter(|a| matches!(a, Action::Remediate { .. })).count();
-            raises += d.actions.iter().filter(|a| matches!(a, Action::Alarm { change: AlarmChange::Raised, .. })).count();
-            state = Some(d.state);
-        }
-        prop_assert!(remediations as u32 <= policy.max_attempts);
-        prop_assert!(raises <= 1);
-        let total: u64 = dts.iter().sum();
-        let needed: u64 = policy.grace.as_secs()
-            + (1..=policy.max_attempts).map(|n| policy.gap_after_attempt(n).as_secs()).sum::<u64>()
-            + policy.settle.as_secs() + 900;
-        if total > needed {
-            prop_assert_eq!(remediations as u32, policy.max_attempts);
-            prop_assert_eq!(raises, 1);
-        }
-    }
 }
