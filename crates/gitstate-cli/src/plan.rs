@@ -265,4 +265,8 @@ impl ExpectedState for Prefetched {
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
         self.inner.list(prefix).await
     }
+
+    async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
+        self.inner.moved_at(expected).await
+    }
 }

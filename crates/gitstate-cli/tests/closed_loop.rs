@@ -156,13 +156,25 @@ fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
     assert!(st["last_convergence_lag_s"].as_f64().unwrap() >= 0.0);
     assert!(st["incident"].is_null() && st["alarm"].is_null());
     assert_eq!(with_config(&cfg, &["status"]).code, 0);
+    // The first run already knew from the reflog when the ref moved to c1: it converged.
     assert_eq!(
         l.event_names(),
-        ["expected_changed", "drift_detected", "remediation_started", "remediation_finished", "converged"]
+        [
+            "converged",
+            "expected_changed",
+            "drift_detected",
+            "remediation_started",
+            "remediation_finished",
+            "converged"
+        ]
     );
-    let converged = l.events().into_iter().find(|e| e["event"] == "converged").unwrap();
-    assert_eq!(converged["environment"], "production");
+    let converged = l.events().into_iter().rfind(|e| e["event"] == "converged").unwrap();
+    assert_eq!(
+        (converged["environment"].as_str(), converged["expected"].as_str()),
+        (Some("production"), Some(l.c[3].as_str()))
+    );
     assert!(converged["lag_s"].as_f64().unwrap() >= 0.0);
+    assert_eq!(converged["lag_from"], "reflog", "measured from the ref's move: {converged}");
     let finished = l.events().into_iter().find(|e| e["event"] == "remediation_finished").unwrap();
     assert_eq!((finished["ok"].as_bool(), finished["exit_code"].as_i64()), (Some(true), Some(0)));
 }
