@@ -201,20 +201,61 @@ pub async fn build(config: &Config, only: &[String]) -> anyhow::Result<Plan> {
 }
 
 impl Plan {
-    /// An engine over this plan's source (discovered refs answered from their listing),
-    /// with `[watch] concurrency` and, when `alarms`, the configured alarm sinks.
+    /// An engine for one pass over this plan's source (discovered refs answered from their
+    /// listing), with `[watch] concurrency` and, when `alarms`, the configured alarm sinks
+    /// (an open alarm stays firing in Alertmanager for an hour per run: `reconcile` may run
+    /// from cron).
     pub fn engine(&self, config: &Config, alarms: bool) -> anyhow::Result<gitstate_core::Engine> {
-        let mut engine =
-            gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.envs)))
-                .with_concurrency(config.watch.concurrency);
-        if alarms {
-            // `reconcile` may run from cron: an open alarm stays firing for an hour per run.
-            let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
+        let engine = gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.envs)));
+        let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
+        self.with_sinks(engine, config, alarms.then_some(ttl))
+    }
+
+    /// An engine for `watch`: over the source itself (the environments are re-planned as
+    /// `[[discover]]` finds new ones), with the alarm sinks, an open alarm staying firing in
+    /// Alertmanager for four intervals per post.
+    pub fn watch_engine(&self, config: &Config) -> anyhow::Result<gitstate_core::Engine> {
+        let engine = gitstate_core::Engine::new(Arc::new(self.source.clone()));
+        self.with_sinks(engine, config, Some(config.watch.interval.saturating_mul(4)))
+    }
+
+    fn with_sinks(
+        &self,
+        engine: gitstate_core::Engine,
+        config: &Config,
+        ttl: Option<Duration>,
+    ) -> anyhow::Result<gitstate_core::Engine> {
+        let mut engine = engine.with_concurrency(config.watch.concurrency);
+        if let Some(ttl) = ttl {
             for sink in crate::remediate::sinks(&config.alerts, &self.clients.http, ttl)? {
                 engine = engine.with_sink(sink);
             }
         }
         Ok(engine)
+    }
+
+    /// Lists `[[discover]]` prefixes again and rebuilds the specs when the set of names
+    /// changed (the cheap listing is compared first); `Ok(false)` when nothing changed.
+    pub async fn replan(&mut self, config: &Config) -> anyhow::Result<bool> {
+        if config.discover.is_empty() {
+            return Ok(false);
+        }
+        let listed = listings(config, &self.source).await?;
+        let (found, _) = discover::discovered(config, &listed);
+        let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
+            config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
+        if self.specs.len() == names.len() && self.specs.iter().all(|s| names.contains(&s.name)) {
+            return Ok(false);
+        }
+        let (envs, _) = environments(config, &self.source, &[]).await?;
+        self.specs = specs(config, &envs, &self.clients)?;
+        self.envs = envs;
+        Ok(true)
+    }
+
+    /// The Git source.
+    pub fn source(&self) -> &GitSource {
+        &self.source
     }
 }
 

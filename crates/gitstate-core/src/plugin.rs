@@ -32,7 +32,7 @@ use crate::error::{ExpectedError, JournalError, SinkError};
 use crate::event::Event;
 use crate::name::EnvName;
 use crate::observation::{ProbeFailure, Reading, Relation};
-use crate::state::EnvState;
+use crate::state::{EnvState, Outbox};
 
 /// A ref resolved to the commit it points at (tags peeled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +154,10 @@ pub trait Journal: Send + Sync {
     async fn record(&self, events: &[Event]) -> Result<(), JournalError>;
     /// Forgets the given environments' states (they were removed from the configuration).
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError>;
+    /// The notifications kept for a later pass, as last stored (empty when none).
+    async fn outbox(&self) -> Result<Outbox, JournalError>;
+    /// Stores the outbox (replacing what was stored).
+    async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError>;
 }
 
 macro_rules! forward {

@@ -142,11 +142,6 @@ pub struct EnvState {
     /// Seconds from the ref's move (or the commit being first seen) to in sync, for the
     /// last commit whose lag is known.
     pub last_convergence_lag_s: Option<f64>,
-    /// Notifications whose delivery failed, retried on later passes.
-    pub undelivered: Vec<Undelivered>,
-    /// When a `notification_failed` event was last written, per `sink/alarm` (at most one
-    /// an hour).
-    pub notification_failed_at: BTreeMap<String, Timestamp>,
 }
 
 impl EnvState {
@@ -202,6 +197,26 @@ impl Undelivered {
     }
 }
 
+/// Alarm notifications kept for a later pass — the engine's, not any environment's: what
+/// a sink did not accept (or what waits behind it for the same alarm), and when each
+/// `notification_failed` event was last written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outbox {
+    /// Notifications to deliver, oldest first.
+    pub pending: Vec<Undelivered>,
+    /// When a `notification_failed` event was last written, per `environment/sink/alarm`
+    /// (at most one an hour).
+    pub failure_noted: BTreeMap<String, Timestamp>,
+}
+
+impl Outbox {
+    /// Nothing pending and nothing remembered.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.failure_noted.is_empty()
+    }
+}
+
 /// Every environment's state: the content of `state.json`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +225,9 @@ pub struct StateFile {
     pub schema: u32,
     /// Per environment.
     pub environments: BTreeMap<EnvName, EnvState>,
+    /// Notifications kept for a later pass.
+    #[serde(default, skip_serializing_if = "Outbox::is_empty")]
+    pub outbox: Outbox,
 }
 
 impl StateFile {
@@ -218,7 +236,7 @@ impl StateFile {
 
     /// An empty state.
     pub fn new() -> Self {
-        Self { schema: Self::SCHEMA, environments: BTreeMap::new() }
+        Self { schema: Self::SCHEMA, environments: BTreeMap::new(), outbox: Outbox::default() }
     }
 }
 

@@ -310,7 +310,7 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
     *probe.answers.lock().unwrap() = vec![("eu".into(), Ok(c[2].clone()))];
     let p4 = pass(50, false);
     assert_eq!(p4.report.environments[0].actions, [ActionReport::AlarmResolved { alarm: AlarmKind::Drift }]);
-    let undelivered = state.borrow()[&EnvName::new("production").unwrap()].undelivered.clone();
+    let undelivered = journal.outbox.lock().unwrap().pending.clone();
     assert_eq!(undelivered.len(), 1);
     assert_eq!(undelivered[0].notification.event, AlarmEvent::AlarmResolved);
     assert!(p4.events.iter().any(|e| matches!(e.kind, EventKind::NotificationFailed { .. })));
@@ -326,7 +326,7 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
     pass(60, false);
     let got: Vec<AlarmEvent> = sink.got.lock().unwrap().iter().map(|n| n.event).collect();
     assert_eq!(got, [AlarmEvent::AlarmRaised, AlarmEvent::AlarmResolved]);
-    assert!(state.borrow()[&EnvName::new("production").unwrap()].undelivered.is_empty());
+    assert!(journal.outbox.lock().unwrap().pending.is_empty());
     let resolved = sink.got.lock().unwrap()[1].clone();
     assert_eq!(resolved.ended_at, Some(at(50)));
     assert_eq!(resolved.expected_sha.as_str(), c[2]);
@@ -497,7 +497,7 @@ fn deliveries_are_ordered_retried_with_backoff_and_rejections_dropped() {
     assert_eq!(calls().len(), 2, "backing off");
     pass(180);
     assert_eq!(calls()[2..], [(Raised, true), (Resolved, true)]);
-    assert!(state.borrow().values().all(|s| s.undelivered.is_empty()));
+    assert!(journal.outbox.lock().unwrap().pending.is_empty());
 
     // It drifts again and the sink now refuses (a revoked hook): dropped, never retried.
     plan(vec![Some(SinkError::rejected("planned", "HTTP 403 Forbidden"))]);
@@ -509,6 +509,6 @@ fn deliveries_are_ordered_retried_with_backoff_and_rejections_dropped() {
         assert!(p.deliveries.iter().all(|(_, d)| *d == Delivery::Delivered), "{:?}", p.deliveries);
     }
     assert_eq!(calls().len(), 5, "the rejected raise was sent once");
-    assert!(state.borrow().values().all(|s| s.undelivered.is_empty()));
+    assert!(journal.outbox.lock().unwrap().pending.is_empty());
     assert_eq!(failed_events(), 1, "still within the hour of the first for this alarm and sink");
 }

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, async_trait};
+use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox, async_trait};
 
 /// What the engine persisted: states merged by environment, events in order.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     pub states: Mutex<BTreeMap<EnvName, EnvState>>,
     pub events: Mutex<Vec<Event>>,
+    pub outbox: Mutex<Outbox>,
 }
 
 #[async_trait]
@@ -29,6 +30,15 @@ impl Journal for MemoryJournal {
 
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
         self.states.lock().unwrap().retain(|n, _| !environments.contains(n));
+        Ok(())
+    }
+
+    async fn outbox(&self) -> Result<Outbox, JournalError> {
+        Ok(self.outbox.lock().unwrap().clone())
+    }
+
+    async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
+        *self.outbox.lock().unwrap() = outbox.clone();
         Ok(())
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gitstate_core::Engine;
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 
@@ -27,17 +26,8 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let _lock = StateStore::lock(&config.state_dir)?;
     let store = Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events));
-    let source = plan::source(&config)?;
-    let clients = plan::Clients::new(config.watch.concurrency)?;
-    let mut engine = Engine::new(Arc::new(source.clone()))
-        .with_concurrency(config.watch.concurrency)
-        .with_journal(store.clone())
-        .with_deferred_remediations();
-    // An open alarm is posted every pass: it stays firing for four intervals per post.
-    let ttl = config.watch.interval.saturating_mul(4);
-    for sink in remediate::sinks(&config.alerts, &clients.http, ttl)? {
-        engine = engine.with_sink(sink);
-    }
+    let plan = plan::build(&config, &[]).await?;
+    let engine = plan.watch_engine(&config)?.with_journal(store.clone()).with_deferred_remediations();
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let listen = args.listen.unwrap_or(config.watch.listen);
@@ -99,7 +89,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
         stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
     };
-    let live = Arc::new(Live::new(config, engine, store, source, clients, metrics.clone()).await?);
+    let live = Arc::new(Live::new(config, engine, store, plan, metrics.clone()).await?);
     let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
     let on_full = {
         let ready = ready.clone();

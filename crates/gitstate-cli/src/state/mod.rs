@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, StateFile};
+use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox, StateFile, Undelivered};
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +133,12 @@ impl StateStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::new()),
             Err(e) => return Err(io(&path)(e)),
         };
-        let state: StateFile = serde_json::from_str(&text)
-            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let corrupt =
+            |e: serde_json::Error| StateError::Corrupt { path: path.clone(), message: e.to_string() };
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
+        let moved = migrate_undelivered(&mut value).map_err(corrupt)?;
+        let mut state: StateFile = serde_json::from_value(value).map_err(corrupt)?;
+        state.outbox.pending.extend(moved);
         if state.schema != StateFile::SCHEMA {
             return Err(StateError::Corrupt { path, message: format!("unknown schema {}", state.schema) });
         }
@@ -254,6 +258,19 @@ impl StateStore {
     }
 }
 
+/// gitstate 0.1 kept undelivered notifications per environment (`undelivered`); they now
+/// live in the state file's `outbox`. Takes them out of each environment of `value`.
+fn migrate_undelivered(value: &mut serde_json::Value) -> Result<Vec<Undelivered>, serde_json::Error> {
+    let mut moved = Vec::new();
+    let Some(envs) = value.get_mut("environments").and_then(|e| e.as_object_mut()) else { return Ok(moved) };
+    for env in envs.values_mut() {
+        if let Some(list) = env.as_object_mut().and_then(|o| o.remove("undelivered")) {
+            moved.extend(serde_json::from_value::<Vec<Undelivered>>(list)?);
+        }
+    }
+    Ok(moved)
+}
+
 /// The events in `bytes`, one JSON object a line, the last `limit`; other lines skipped.
 fn parse_events(bytes: &[u8], limit: usize) -> Vec<Event> {
     let mut out: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
@@ -296,6 +313,17 @@ impl Journal for StateStore {
 
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
         self.forget(environments).map_err(|e| JournalError {
+            path: Self::state_path(&self.dir).display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn outbox(&self) -> Result<Outbox, JournalError> {
+        Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()).outbox.clone())
+    }
+
+    async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
+        self.change(|file| file.outbox = outbox.clone()).map_err(|e| JournalError {
             path: Self::state_path(&self.dir).display().to_string(),
             message: e.to_string(),
         })
@@ -407,6 +435,37 @@ mod tests {
             bytes.extend_from_slice(&last.as_bytes()[..torn.min(last.len() - 1)]);
             proptest::prop_assert_eq!(parse_events(&bytes, usize::MAX), want);
         }
+    }
+
+    /// gitstate 0.1 kept undelivered notifications in each environment's state; they move
+    /// to the outbox when read, and nothing else changes.
+    #[test]
+    fn undelivered_notifications_of_0_1_move_to_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let note = serde_json::json!({
+            "sink": "webhook", "failures": 2,
+            "notification": {
+                "event": "alarm_raised", "alarm": "drift", "environment": "production",
+                "reference": "refs/heads/environments/production", "expected_sha": "a".repeat(40),
+                "since": "2026-11-24T06:00:00Z", "ended_at": null, "resolution": null,
+                "summary": "production does not run aaaaaaaaaaaa", "targets": []
+            }
+        });
+        let old = serde_json::json!({"schema": 1, "environments": {"production": {
+            "consecutive_probe_failures": 2, "undelivered": [note]
+        }}});
+        std::fs::write(StateStore::state_path(dir.path()), old.to_string()).unwrap();
+        let state = StateStore::read(dir.path()).unwrap();
+        assert_eq!(state.outbox.pending.len(), 1);
+        assert_eq!(state.outbox.pending[0].failures, 2);
+        assert_eq!(state.environments[&EnvName::new("production").unwrap()].consecutive_probe_failures, 2);
+        // Written back, it is in the outbox only.
+        let store = StateStore::open(dir.path()).unwrap();
+        store.save(&[]).unwrap();
+        let text = std::fs::read_to_string(StateStore::state_path(dir.path())).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["environments"]["production"].get("undelivered").is_none(), "{text}");
+        assert_eq!(v["outbox"]["pending"].as_array().unwrap().len(), 1);
     }
 
     #[test]

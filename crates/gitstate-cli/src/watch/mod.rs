@@ -22,7 +22,7 @@ use gitstate_core::{
     RemediationRequest,
 };
 
-use crate::config::{Config, discover};
+use crate::config::Config;
 use crate::plan;
 use crate::state::StateStore;
 use metrics::Metrics;
@@ -37,8 +37,11 @@ pub struct Live {
     config: Config,
     engine: Engine,
     store: Arc<StateStore>,
+    /// What runs: re-planned when `[[discover]]` finds a different set of environments.
+    plan: tokio::sync::Mutex<plan::Plan>,
     source: GitSource,
-    clients: plan::Clients,
+    /// Cancelled to stop remediations at shutdown.
+    stop: tokio_util::sync::CancellationToken,
     metrics: Arc<Metrics>,
     specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
     refs: Mutex<HashMap<EnvName, CommitId>>,
@@ -46,52 +49,38 @@ pub struct Live {
 }
 
 impl Live {
-    /// Builds the driver and reads the refs once (that first reading reports no change).
+    /// Builds the driver over `plan` and reads the refs once (that first reading reports no
+    /// change).
     pub async fn new(
         config: Config,
         engine: Engine,
         store: Arc<StateStore>,
-        source: GitSource,
-        clients: plan::Clients,
+        plan: plan::Plan,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
         let live = Self {
             config,
             engine,
             store,
-            source,
-            clients,
+            source: plan.source().clone(),
+            stop: plan.clients.stop.clone(),
+            plan: tokio::sync::Mutex::new(plan),
             metrics,
-            specs: Mutex::default(),
+            specs: Mutex::new(specs),
             refs: Mutex::default(),
             deferred: Mutex::default(),
         };
-        live.refresh_environments().await?;
         live.poll_refs().await;
         Ok(live)
     }
 
-    /// Re-plans the environments when `[[discover]]` finds a different set of names (the
-    /// cheap listing is compared first; targets are only rebuilt on a change).
+    /// Re-plans the environments when `[[discover]]` finds a different set of names.
     async fn refresh_environments(&self) -> anyhow::Result<()> {
-        if !self.config.discover.is_empty() && !lock(&self.specs).is_empty() {
-            let listed = plan::listings(&self.config, &self.source).await?;
-            let (found, _) = discover::discovered(&self.config, &listed);
-            let names: std::collections::BTreeSet<&EnvName> = self
-                .config
-                .environments
-                .iter()
-                .map(|e| &e.name)
-                .chain(found.iter().map(|(_, n, _)| n))
-                .collect();
-            let specs = lock(&self.specs);
-            if specs.len() == names.len() && specs.keys().all(|k| names.contains(k)) {
-                return Ok(());
-            }
+        let mut plan = self.plan.lock().await;
+        if plan.replan(&self.config).await? {
+            *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
         }
-        let (envs, _) = plan::environments(&self.config, &self.source, &[]).await?;
-        let specs = plan::specs(&self.config, &envs, &self.clients)?;
-        *lock(&self.specs) = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
         Ok(())
     }
 
@@ -215,7 +204,7 @@ impl Driver for Live {
     }
 
     fn stop_remediations(&self) {
-        self.clients.stop.cancel();
+        self.stop.cancel();
     }
 
     async fn abandoned(&self, env: EnvName) {

@@ -95,7 +95,7 @@ impl Engine {
             out.decisions.push((env.name.clone(), d.reason, d.requeue_after));
         }
 
-        let mut states: Vec<(EnvName, EnvState)> = outcomes
+        let states: Vec<(EnvName, EnvState)> = outcomes
             .iter_mut()
             .zip(envs)
             .filter_map(|(o, env)| o.decision.take().map(|d| (env.name.clone(), d.state)))
@@ -160,7 +160,8 @@ impl Engine {
             }
         }
 
-        self.deliver(envs, &mut states, notes, now, out).await;
+        let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
+        self.deliver(envs, &names, notes, now, out).await;
 
         // The pass's outcome, persisted by the engine itself: callers never save states.
         if let Some(j) = &self.journal {

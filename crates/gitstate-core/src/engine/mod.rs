@@ -151,6 +151,8 @@ pub struct Engine {
     journal: Option<Arc<dyn Journal>>,
     concurrency: usize,
     defer_remediations: bool,
+    /// The notifications kept for later passes, loaded from the journal on first use.
+    outbox: Arc<std::sync::Mutex<Option<crate::state::Outbox>>>,
 }
 
 struct Probed {
@@ -162,7 +164,14 @@ struct Probed {
 impl Engine {
     /// An engine reading expected commits from `source`, probing 64 targets at a time.
     pub fn new(source: Arc<dyn ExpectedState>) -> Self {
-        Self { source, sinks: Vec::new(), journal: None, concurrency: 64, defer_remediations: false }
+        Self {
+            source,
+            sinks: Vec::new(),
+            journal: None,
+            concurrency: 64,
+            defer_remediations: false,
+            outbox: Arc::default(),
+        }
     }
 
     /// Adds an alarm sink.
@@ -258,15 +267,11 @@ impl Engine {
             let kind = EventKind::EnvironmentRemoved { expected };
             out.events.push(Event { at: now, environment: name.clone(), kind });
         }
-        self.deliver(&[], &mut states, notes, now, &mut out).await;
-        for (name, state) in &states {
-            if !state.undelivered.is_empty() {
-                let dropped = state.undelivered.len();
-                tracing::warn!(environment = %name, dropped, "dropping undelivered notifications of a removed environment");
-            }
-        }
+        let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
+        // One last try for what they had kept; what still fails is dropped with them.
+        self.deliver(&[], &names, notes, now, &mut out).await;
+        self.drop_outbox(&names).await;
         if let Some(j) = &self.journal {
-            let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
             let persisted = async {
                 j.record(&out.events).await?;
                 j.forget(&names).await

@@ -19,28 +19,26 @@ use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::TargetObservation;
 use crate::plugin::AlarmSink;
-use crate::state::{EnvState, Undelivered, after};
+use crate::state::{Outbox, Undelivered, after};
 
 use super::{Engine, EnvironmentSpec, PassOutcome};
 
 impl Engine {
-    /// Sends this pass's notifications after those kept from earlier passes, in order per
-    /// (environment, sink, alarm): a failure keeps that notification *and every later one of
-    /// the same alarm* for a later pass, so a resolve is never delivered before the raise it
-    /// follows (and a stale raise never lands after a resolve). Kept notifications are
-    /// retried with exponential backoff (the next pass, then after 2, 4, … passes, at most
-    /// `renotify` — or an hour — apart); a rejection (HTTP 4xx) is dropped, never retried.
-    /// Nothing here ever stops the pass.
+    /// Sends this pass's notifications after those kept from earlier passes for the same
+    /// environments (`names`), in order per (environment, sink, alarm): a failure keeps that
+    /// notification *and every later one of the same alarm* in the outbox, so a resolve is
+    /// never delivered before the raise it follows (and a stale raise never lands after a
+    /// resolve). Kept notifications are retried with exponential backoff (the next pass,
+    /// then after 2, 4, … passes, at most `renotify` — or an hour — apart); a rejection
+    /// (HTTP 4xx) is dropped, never retried. Nothing here ever stops the pass.
     pub(super) async fn deliver(
         &self,
         envs: &[EnvironmentSpec],
-        states: &mut [(EnvName, EnvState)],
+        names: &[EnvName],
         notes: Vec<AlarmNotification>,
         now: Timestamp,
         out: &mut PassOutcome,
     ) {
-        let index: HashMap<EnvName, usize> =
-            states.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
         let caps: HashMap<&EnvName, Duration> = envs
             .iter()
             .map(|e| {
@@ -48,21 +46,27 @@ impl Engine {
                 (&e.name, if every.is_zero() { MAX_RETRY_GAP } else { every.min(MAX_RETRY_GAP) })
             })
             .collect();
-        // One ordered queue per (state index, sink, alarm), kept notifications first.
-        let mut queues: BTreeMap<(usize, String, AlarmKind), Vec<Undelivered>> = BTreeMap::new();
-        for (si, (_, state)) in states.iter_mut().enumerate() {
-            for u in std::mem::take(&mut state.undelivered) {
-                if self.sinks.iter().any(|s| s.name() == u.sink) {
-                    queues.entry((si, u.sink.clone(), u.notification.alarm)).or_default().push(u);
-                } else {
-                    tracing::warn!(sink = %u.sink, "dropping an undelivered notification for a sink no longer configured");
-                }
+        // This pass's environments' kept notifications, taken out while they are tried (a
+        // concurrent pass of other environments keeps its own).
+        let kept = self.take_outbox(names).await;
+        if kept.is_empty() && notes.is_empty() {
+            return;
+        }
+        let took = !kept.is_empty();
+        // One ordered queue per (environment, sink, alarm), kept notifications first.
+        let mut queues: BTreeMap<(EnvName, String, AlarmKind), Vec<Undelivered>> = BTreeMap::new();
+        for u in kept {
+            if self.sinks.iter().any(|s| s.name() == u.sink) {
+                let key = (u.notification.environment.clone(), u.sink.clone(), u.notification.alarm);
+                queues.entry(key).or_default().push(u);
+            } else {
+                tracing::warn!(sink = %u.sink, "dropping an undelivered notification for a sink no longer configured");
             }
         }
         for note in notes {
-            let Some(&si) = index.get(&note.environment) else { continue };
             for sink in &self.sinks {
-                let queue = queues.entry((si, sink.name().to_owned(), note.alarm)).or_default();
+                let key = (note.environment.clone(), sink.name().to_owned(), note.alarm);
+                let queue = queues.entry(key).or_default();
                 // A refresh of a firing alarm only matters when nothing is waiting before it.
                 if note.event == AlarmEvent::AlarmFiring && !queue.is_empty() {
                     continue;
@@ -73,71 +77,158 @@ impl Engine {
 
         let sends: Vec<BoxFuture<'_, Sent>> = queues
             .into_iter()
-            .map(|((si, sink, alarm), queue)| -> BoxFuture<'_, Sent> {
+            .map(|((env, sink, alarm), queue)| -> BoxFuture<'_, Sent> {
                 let sink = self.sinks.iter().find(|s| s.name() == sink).cloned();
-                let cap = caps.get(&states[si].0).copied().unwrap_or(MAX_RETRY_GAP);
-                Box::pin(send_in_order(sink, queue, now, cap).map(move |sent| Sent { si, alarm, ..sent }))
+                let cap = caps.get(&env).copied().unwrap_or(MAX_RETRY_GAP);
+                Box::pin(send_in_order(sink, queue, now, cap).map(move |(attempts, kept)| Sent {
+                    env,
+                    alarm,
+                    attempts,
+                    kept,
+                }))
             })
             .collect();
         let results: Vec<Sent> = stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
 
-        for sent in results {
-            let (name, state) = &mut states[sent.si];
-            for (sink, result) in sent.attempts {
-                let outcome = match &result {
-                    Ok(()) => Delivery::Delivered,
-                    Err(e) if e.rejected => Delivery::Rejected,
-                    Err(_) => Delivery::Failed,
-                };
-                out.deliveries.push((sink.clone(), outcome));
-                let Err(err) = result else { continue };
-                // At most one log line and one `notification_failed` event per alarm, sink and
-                // hour: a revoked hook must not fill the disk.
-                let key = format!("{sink}/{}", sent.alarm);
-                let last = state.notification_failed_at.get(&key).copied();
-                if last.is_some_and(|t| now < after(t, FAILED_EVENT_EVERY)) {
-                    tracing::debug!(sink = %sink, environment = %name, alarm = %sent.alarm, error = %err, "alarm notification failed again");
-                    continue;
+        let mut noted: Vec<String> = Vec::new();
+        let mut back: Vec<Undelivered> = Vec::new();
+        {
+            let guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let failure_noted = guard.as_ref().map(|o| &o.failure_noted);
+            for sent in results {
+                for (sink, result) in sent.attempts {
+                    let outcome = match &result {
+                        Ok(()) => Delivery::Delivered,
+                        Err(e) if e.rejected => Delivery::Rejected,
+                        Err(_) => Delivery::Failed,
+                    };
+                    out.deliveries.push((sink.clone(), outcome));
+                    let Err(err) = result else { continue };
+                    // At most one log line and one `notification_failed` event per alarm, sink
+                    // and hour: a revoked hook must not fill the disk.
+                    let key = format!("{}/{sink}/{}", sent.env, sent.alarm);
+                    let last = failure_noted.and_then(|m| m.get(&key)).copied();
+                    if last.is_some_and(|t| now < after(t, FAILED_EVENT_EVERY)) || noted.contains(&key) {
+                        tracing::debug!(sink = %sink, environment = %sent.env, alarm = %sent.alarm, error = %err, "alarm notification failed again");
+                        continue;
+                    }
+                    if err.rejected {
+                        tracing::error!(sink = %sink, environment = %sent.env, alarm = %sent.alarm, error = %err,
+                            "alarm notification rejected; not retried (check the sink's configuration)");
+                    } else {
+                        tracing::warn!(sink = %sink, environment = %sent.env, alarm = %sent.alarm, error = %err,
+                            "alarm notification failed; kept and retried with backoff");
+                    }
+                    noted.push(key);
+                    out.events.push(Event {
+                        at: now,
+                        environment: sent.env.clone(),
+                        kind: EventKind::NotificationFailed {
+                            sink: sink.clone(),
+                            alarm: sent.alarm,
+                            error: err.message,
+                        },
+                    });
                 }
-                if err.rejected {
-                    tracing::error!(sink = %sink, environment = %name, alarm = %sent.alarm, error = %err,
-                        "alarm notification rejected; not retried (check the sink's configuration)");
-                } else {
-                    tracing::warn!(sink = %sink, environment = %name, alarm = %sent.alarm, error = %err,
-                        "alarm notification failed; kept and retried with backoff");
-                }
-                state.notification_failed_at.insert(key, now);
-                out.events.push(Event {
-                    at: now,
-                    environment: name.clone(),
-                    kind: EventKind::NotificationFailed {
-                        sink: sink.clone(),
-                        alarm: sent.alarm,
-                        error: err.message,
-                    },
-                });
+                back.extend(sent.kept);
             }
-            state.undelivered.extend(sent.kept);
         }
-        for (name, state) in states.iter_mut() {
-            if state.undelivered.len() > MAX_UNDELIVERED {
-                let dropped = state.undelivered.len() - MAX_UNDELIVERED;
-                tracing::error!(environment = %name, dropped, "dropping the oldest undelivered alarm notifications");
-                state.undelivered.drain(..dropped);
+        self.put_back(took, back, noted, now).await;
+    }
+
+    /// The outbox, loaded from the journal on first use (empty without one, or when it
+    /// cannot be read: the error is logged, the pass goes on).
+    async fn load_outbox(&self) {
+        if self.outbox.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        let loaded = match &self.journal {
+            Some(j) => j.outbox().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "undelivered notifications could not be read; starting without them");
+                Outbox::default()
+            }),
+            None => Outbox::default(),
+        };
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(loaded);
+    }
+
+    /// Takes the kept notifications of `names` out of the outbox.
+    async fn take_outbox(&self, names: &[EnvName]) -> Vec<Undelivered> {
+        self.load_outbox().await;
+        let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(outbox) = guard.as_mut() else { return Vec::new() };
+        let (mine, others) = std::mem::take(&mut outbox.pending)
+            .into_iter()
+            .partition(|u| names.contains(&u.notification.environment));
+        outbox.pending = others;
+        mine
+    }
+
+    /// Puts what is still undelivered back, notes the failures written, and stores the
+    /// outbox when it changed (`took`: something was taken out of it for this pass).
+    async fn put_back(&self, took: bool, back: Vec<Undelivered>, noted: Vec<String>, now: Timestamp) {
+        let snapshot = {
+            let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let outbox = guard.get_or_insert_with(Outbox::default);
+            let before = (outbox.pending.len(), outbox.failure_noted.len());
+            let changed = took || !back.is_empty() || !noted.is_empty();
+            outbox.pending.extend(back);
+            for key in noted {
+                outbox.failure_noted.insert(key, now);
             }
             // The hourly limit needs no memory of alarms long gone.
-            state.notification_failed_at.retain(|_, t| now < after(*t, FAILED_EVENT_EVERY));
+            outbox.failure_noted.retain(|_, t| now < after(*t, FAILED_EVENT_EVERY));
+            let per_env = outbox.pending.iter().fold(HashMap::<&EnvName, usize>::new(), |mut m, u| {
+                *m.entry(&u.notification.environment).or_default() += 1;
+                m
+            });
+            let over: Vec<EnvName> =
+                per_env.into_iter().filter(|(_, n)| *n > MAX_UNDELIVERED).map(|(e, _)| e.clone()).collect();
+            for env in over {
+                let count = outbox.pending.iter().filter(|u| u.notification.environment == env).count();
+                let mut drop = count - MAX_UNDELIVERED;
+                tracing::error!(environment = %env, dropped = drop, "dropping the oldest undelivered alarm notifications");
+                outbox.pending.retain(|u| {
+                    let oldest = drop > 0 && u.notification.environment == env;
+                    drop -= usize::from(oldest);
+                    !oldest
+                });
+            }
+            (changed || before != (outbox.pending.len(), outbox.failure_noted.len())).then(|| outbox.clone())
+        };
+        self.save_outbox(snapshot).await;
+    }
+
+    /// Drops what the outbox keeps for `names` (removed environments).
+    pub(super) async fn drop_outbox(&self, names: &[EnvName]) {
+        let dropped = self.take_outbox(names).await;
+        if dropped.is_empty() {
+            return;
+        }
+        tracing::warn!(count = dropped.len(), "dropping undelivered notifications of removed environments");
+        let snapshot = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.save_outbox(snapshot).await;
+    }
+
+    async fn save_outbox(&self, snapshot: Option<Outbox>) {
+        if let (Some(j), Some(outbox)) = (&self.journal, snapshot)
+            && let Err(e) = j.save_outbox(&outbox).await
+        {
+            tracing::error!(error = %e, "undelivered notifications could not be stored");
         }
     }
 }
 
 /// What became of one queue: each send tried, and what is kept for a later pass.
 struct Sent {
-    si: usize,
+    env: EnvName,
     alarm: AlarmKind,
     attempts: Vec<(String, Result<(), SinkError>)>,
     kept: Vec<Undelivered>,
 }
+
+/// What one queue's sends came to, and what it keeps for a later pass.
+type Sends = (Vec<(String, Result<(), SinkError>)>, Vec<Undelivered>);
 
 /// Sends one alarm's notifications to one sink in order, stopping at the first failure
 /// (it and the rest are kept) or when the head is backing off.
@@ -146,14 +237,14 @@ async fn send_in_order(
     queue: Vec<Undelivered>,
     now: Timestamp,
     cap: Duration,
-) -> Sent {
-    let mut sent = Sent { si: 0, alarm: AlarmKind::Drift, attempts: Vec::new(), kept: Vec::new() };
-    let Some(sink) = sink else { return sent };
+) -> Sends {
+    let (mut attempts, mut kept) = (Vec::new(), Vec::new());
+    let Some(sink) = sink else { return (attempts, kept) };
     let mut rest = queue.into_iter();
     for mut u in rest.by_ref() {
         if !u.due(now, cap) {
             u.skipped += 1;
-            sent.kept.push(u);
+            kept.push(u);
             break;
         }
         let result = sink.notify(&u.notification).await;
@@ -164,16 +255,16 @@ async fn send_in_order(
                 u.last_try = Some(now);
                 // A refresh is sent again next pass anyway; the rest wait behind this one.
                 if u.notification.event != AlarmEvent::AlarmFiring {
-                    sent.kept.push(u);
+                    kept.push(u);
                 }
-                sent.attempts.push((sink.name().to_owned(), result));
+                attempts.push((sink.name().to_owned(), result));
                 break;
             }
-            _ => sent.attempts.push((sink.name().to_owned(), result)),
+            _ => attempts.push((sink.name().to_owned(), result)),
         }
     }
-    sent.kept.extend(rest.filter(|u| u.notification.event != AlarmEvent::AlarmFiring));
-    sent
+    kept.extend(rest.filter(|u| u.notification.event != AlarmEvent::AlarmFiring));
+    (attempts, kept)
 }
 
 /// What became of one notification to one sink.
