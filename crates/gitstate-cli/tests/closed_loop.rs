@@ -475,13 +475,19 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
     let w = watch(&cfg);
     let (code, _) = http_get(w.port, "/healthz").unwrap();
     assert_eq!(code, 200);
+    // The first full pass: c1 runs, and the reflog says since when (a first convergence).
+    wait_for(Duration::from_secs(20), "the first full pass", || {
+        matches!(http_get(w.port, "/readyz"), Ok((200, _)))
+    });
 
     let moved = Instant::now();
     l.repo.update_ref(REF, &l.c[3]);
     wait_for(Duration::from_secs(20), "the remediation to start", || !l.attempts().is_empty());
     let reaction = moved.elapsed();
     assert!(reaction < Duration::from_secs(10), "a moved ref starts the remediation promptly ({reaction:?})");
-    wait_for(Duration::from_secs(20), "convergence", || l.event_names().iter().any(|e| e == "converged"));
+    wait_for(Duration::from_secs(20), "convergence", || {
+        l.events().iter().any(|e| e["event"] == "converged" && e["expected"] == l.c[3].as_str())
+    });
 
     let (code, body) = http_get(w.port, "/status").unwrap();
     assert_eq!(code, 200);
@@ -492,7 +498,9 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
 
     // The target goes away: an unreachable alarm makes alarms and notifications count too.
     std::fs::remove_file(l.path().join("served.json")).unwrap();
-    wait_for(Duration::from_secs(20), "the unreachable alarm", || !hook.bodies("/hook").is_empty());
+    wait_for(Duration::from_secs(20), "the unreachable alarm, delivered and counted", || {
+        metrics(&w).contains("gitstate_notifications_total{sink=\"webhook\",outcome=\"ok\"} 1")
+    });
     let text = metrics(&w);
     let parsed =
         openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
@@ -503,7 +511,8 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
         text.contains("gitstate_remediations_total{environment=\"production\",outcome=\"ok\"} 1"),
         "{text}"
     );
-    assert!(text.contains("gitstate_convergence_lag_seconds_count{environment=\"production\"} 1"), "{text}");
+    // c1 (its lag from the reflog, on the first pass) and c3.
+    assert!(text.contains("gitstate_convergence_lag_seconds_count{environment=\"production\"} 2"), "{text}");
     assert!(text.contains("gitstate_notifications_total{sink=\"webhook\",outcome=\"ok\"} 1"), "{text}");
     assert!(
         text.contains("gitstate_alarms_open{environment=\"production\",alarm=\"unreachable\"} 1"),
@@ -971,4 +980,31 @@ fn a_hotfix_on_a_remote_source_is_never_remediated_by_default() {
             "{mirror:?}"
         );
     }
+}
+
+/// SPEC §7 invariant 3 and 4, with real processes: a target that flaps between the expected
+/// build and the old one (an autoscaler launching the old image) gets at most
+/// `max_attempts` deploys for the expected commit, however often it flaps, and one drift
+/// alarm that stays open while it flaps (`keep_firing_for`).
+#[test]
+fn a_flapping_target_gets_max_attempts_deploys_and_one_alarm() {
+    let l = Loop::new();
+    l.server.route("/hook", Behavior::Status(200));
+    l.deploy_script("exit 0");
+    l.repo.update_ref(REF, &l.c[3]);
+    let cfg = l.config(
+        "grace = \"0s\"\nsettle = \"0s\"\nbackoff = \"0s\"\nbackoff_max = \"0s\"\nmax_attempts = 2",
+        &format!("[alerts.webhook]\nurl = \"{}\"\n", l.server.url("/hook")),
+    );
+    for run in 0..12 {
+        // In sync on even runs, the old build on odd ones.
+        l.serve(if run % 2 == 0 { &l.c[3] } else { &l.c[1] });
+        with_config(&cfg, &["reconcile"]);
+    }
+    assert_eq!(l.attempts().len(), 2, "{:?}", l.attempts());
+    let posted: Vec<Value> =
+        l.server.bodies("/hook").iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    let events: Vec<&str> = posted.iter().map(|p| p["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["alarm_raised"], "one alarm, open while it flaps");
+    assert_eq!(status(&cfg)["alarm"]["kind"], "drift");
 }
