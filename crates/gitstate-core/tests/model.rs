@@ -132,7 +132,7 @@ proptest! {
         for (i, drift) in std::iter::once(false).chain(flaps.iter().enumerate().map(|(i, f)| *f || i % 2 == 0)).enumerate() {
             now = plus(now, Duration::from_secs(interval));
             let statuses = if drift { vec![Status::InSync, Status::Behind] } else { vec![Status::InSync] };
-            let d = reconcile(&commit(0), &Assessment::of_statuses(statuses), state.as_ref(), &policy, now);
+            let d = reconcile(commit(0), &Assessment::of_statuses(statuses), state.as_ref(), &policy, now);
             for a in &d.actions {
                 match a {
                     Action::Remediate { .. } => deploys += 1,
@@ -163,7 +163,7 @@ proptest! {
         let (mut remediations, mut raises) = (0, 0);
         for p in &passes {
             now = plus(now, Duration::from_secs(p.dt));
-            let d = reconcile(&commit(0), &Assessment::of_statuses(p.statuses.iter().copied()), state.as_ref(), &policy, now);
+            let d = reconcile(commit(0), &Assessment::of_statuses(p.statuses.iter().copied()), state.as_ref(), &policy, now);
             remediations += d.actions.iter().filter(|a| matches!(a, Action::Remediate { .. })).count();
             raises += d.actions.iter().filter(|a| matches!(a, Action::Alarm { change: AlarmChange::Raised, .. })).count();
             state = Some(d.state);

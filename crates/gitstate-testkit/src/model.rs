@@ -80,8 +80,8 @@ fn secs_between(a: Timestamp, b: Timestamp) -> f64 {
 
 impl Model {
     fn raise(&mut self, kind: AlarmKind, now: Timestamp, out: &mut Vec<(AlarmChange, AlarmKind)>) {
-        if !self.open.contains_key(&kind) {
-            self.open.insert(kind, now);
+        if let std::collections::btree_map::Entry::Vacant(e) = self.open.entry(kind) {
+            e.insert(now);
             out.push((AlarmChange::Raised, kind));
         }
     }

@@ -42,7 +42,7 @@ fn run(policy: &Policy, script: &[(i64, char, &[Status])]) -> Vec<Decision> {
     let mut state: Option<EnvState> = None;
     let mut out = Vec::new();
     for &(t, c, st) in script {
-        let d = reconcile(&commit(c), &of(st), state.as_ref(), policy, at(t));
+        let d = reconcile(commit(c), &of(st), state.as_ref(), policy, at(t));
         state = Some(d.state.clone());
         out.push(d);
     }
@@ -225,7 +225,7 @@ fn inv3_a_flapping_target_reopens_its_incident_with_its_attempts() {
     assert_eq!(resolved, 0, "in sync for 40 s at a time is less than keep_firing_for");
     // Only a new expected commit resets the count.
     let last = ds.last().unwrap().state.clone();
-    let d = reconcile(&commit('b'), &of(BEHIND), Some(&last), &policy(), at(2000));
+    let d = reconcile(commit('b'), &of(BEHIND), Some(&last), &policy(), at(2000));
     let inc = d.state.incident.as_ref().unwrap();
     assert_eq!((inc.attempts, inc.since, inc.flapping), (0, at(2000), false), "a fresh incident");
     assert!(alarms(&d).contains(&(AlarmChange::Resolved(Resolution::Superseded), AlarmKind::Drift)));
@@ -377,8 +377,8 @@ fn inv8_observe_mode_never_remediates() {
 fn inv9_deterministic_and_clock_free() {
     let p = policy();
     let prior = run(&p, &[(0, 'a', SYNC), (10, 'b', BEHIND)]).pop().unwrap().state;
-    let one = reconcile(&commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
-    let two = reconcile(&commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
+    let one = reconcile(commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
+    let two = reconcile(commit('b'), &of(BEHIND), Some(&prior), &p, at(500));
     assert_eq!(one, two);
 }
 
