@@ -40,6 +40,9 @@ fn bench(c: &mut Criterion) {
                 commits_behind: None,
                 commits_ahead: None,
                 error: None,
+                pending_commits: None,
+                unexpected_commits: None,
+                compare_url: None,
                 elapsed_ms: 3,
             };
             TargetObservation::from_instances(format!("t{i}"), "http".into(), vec![inst])

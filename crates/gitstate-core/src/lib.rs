@@ -26,6 +26,7 @@ mod error;
 mod event;
 #[cfg(feature = "git")]
 pub mod git;
+mod links;
 mod name;
 mod observation;
 mod panic;
@@ -62,9 +63,11 @@ pub use error::{
     ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,
 };
 pub use event::{Event, EventKind, LagFrom};
+pub use links::Links;
 pub use name::{EnvName, EnvNameError};
 pub use observation::{
-    Assessment, FailureKind, InstanceObservation, ProbeFailure, Reading, Relation, Status, TargetObservation,
+    Assessment, CommitInfo, FailureKind, InstanceObservation, ProbeFailure, Reading, Related, Relation,
+    Status, TargetObservation,
 };
 pub use panic::message as panic_message;
 pub use plugin::{

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::commit::ReportedCommit;
+use crate::commit::{CommitId, ReportedCommit};
 
 /// The status of one instance (and, as its worst instance, of a target). SPEC §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,6 +139,62 @@ impl Relation {
     }
 }
 
+/// A relation, with the commits at stake (SPEC §11), newest first, at most as many as asked
+/// for: `None` when the source cannot name them (no history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    /// How the reported commit relates to the expected one.
+    pub relation: Relation,
+    /// In the expected commit, not in the reported one (what a deploy brings).
+    pub pending: Option<Vec<CommitId>>,
+    /// In the reported commit, not in the expected one (a rollback's commits, a hotfix).
+    pub unexpected: Option<Vec<CommitId>>,
+}
+
+impl From<Relation> for Related {
+    fn from(relation: Relation) -> Self {
+        Self { relation, pending: None, unexpected: None }
+    }
+}
+
+/// One commit as people read it: who wrote what, when (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// The commit.
+    pub sha: CommitId,
+    /// The first line of its message: one line, control characters removed, at most 200
+    /// characters (outside text: escape it wherever HTML is written).
+    pub subject: String,
+    /// Its author's name, cleaned the same way.
+    pub author: String,
+    /// When it was committed.
+    pub at: jiff::Timestamp,
+}
+
+impl CommitInfo {
+    /// The longest subject kept, in characters.
+    pub const MAX_SUBJECT: usize = 200;
+
+    /// A commit known by its id only, until it is described.
+    pub(crate) fn named(sha: CommitId) -> Self {
+        Self { sha, subject: String::new(), author: String::new(), at: jiff::Timestamp::UNIX_EPOCH }
+    }
+
+    /// `text` as one safe line of at most `max` characters: the first line, control
+    /// characters removed, whitespace trimmed, an ellipsis where it was cut.
+    pub fn clean(text: &str, max: usize) -> String {
+        let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+        let clean = clean.trim();
+        if clean.chars().count() <= max {
+            return clean.to_owned();
+        }
+        let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// The status a failed reading gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,6 +287,16 @@ pub struct InstanceObservation {
     pub error: Option<String>,
     /// Time the read took, in milliseconds.
     pub elapsed_ms: u64,
+    /// For `behind`/`ahead`/`diverged`: the commits a deploy brings, newest first, at most
+    /// `max_commits` (`null` when the history cannot name them).
+    #[serde(default)]
+    pub pending_commits: Option<Vec<CommitInfo>>,
+    /// For `ahead`/`diverged`: the commits it runs that the expected commit lacks.
+    #[serde(default)]
+    pub unexpected_commits: Option<Vec<CommitInfo>>,
+    /// A link comparing what runs with what should (`[source] compare_url`).
+    #[serde(default)]
+    pub compare_url: Option<String>,
 }
 
 impl InstanceObservation {
@@ -250,6 +316,9 @@ impl InstanceObservation {
             commits_ahead,
             error: None,
             elapsed_ms: millis(elapsed),
+            pending_commits: None,
+            unexpected_commits: None,
+            compare_url: None,
         }
     }
 
@@ -263,6 +332,9 @@ impl InstanceObservation {
             commits_ahead: None,
             error: Some(failure.message),
             elapsed_ms: millis(elapsed),
+            pending_commits: None,
+            unexpected_commits: None,
+            compare_url: None,
         }
     }
 }
@@ -404,6 +476,9 @@ mod tests {
             commits_behind: None,
             commits_ahead: None,
             error: None,
+            pending_commits: None,
+            unexpected_commits: None,
+            compare_url: None,
             elapsed_ms: 0,
         }
     }

@@ -31,7 +31,7 @@ use crate::commit::{CommitId, ReportedCommit};
 use crate::error::{ExpectedError, JournalError, SinkError};
 use crate::event::Event;
 use crate::name::EnvName;
-use crate::observation::{ProbeFailure, Reading, Relation};
+use crate::observation::{CommitInfo, ProbeFailure, Reading, Related, Relation};
 use crate::state::{EnvState, Outbox};
 
 /// A ref resolved to the commit it points at (tags peeled).
@@ -62,6 +62,27 @@ pub trait ExpectedState: Send + Sync {
 
     /// Lists every ref under `prefix` (for `[[discover]]`), sorted by name.
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError>;
+
+    /// Relates each reported commit to `expected` and names the commits at stake (SPEC
+    /// §11) — the newest `max` of each side, from the same walk that counts them. The
+    /// default names none: [`ExpectedState::relate`] only.
+    async fn relate_commits(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+        max: usize,
+    ) -> Result<Vec<Related>, ExpectedError> {
+        let _ = max;
+        Ok(self.relate(expected, reported).await?.into_iter().map(Related::from).collect())
+    }
+
+    /// Who wrote each commit, what and when — the ones the source can read, in any order.
+    /// The engine asks once per pass for every commit any instance names. The default
+    /// describes none.
+    async fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
+        let _ = commits;
+        Ok(Vec::new())
+    }
 
     /// When `expected.reference` moved to `expected.commit`: the time of its latest reflog
     /// entry that set that commit, when the source keeps a reflog (`None` otherwise). The

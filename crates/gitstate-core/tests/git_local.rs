@@ -520,3 +520,82 @@ fn the_reflog_says_when_the_ref_moved_to_its_commit() {
     let repo = LocalRepo::open(bare.path()).unwrap();
     assert_eq!(repo.moved_at(&Expected { reference: name.into(), commit: cid(&c[1]) }), None);
 }
+
+/// SPEC §11: the commits at stake are `git rev-list actual..expected` (pending) and
+/// `expected..actual` (unexpected), newest first, the newest `max` of them — merges
+/// included (first-parent is not enough) — whether the commit-graph answers or objects
+/// are walked; subjects are one clean line.
+#[test]
+fn commit_context_names_the_commits_at_stake_like_git_rev_list() {
+    let r = Repo::new();
+    let commit_at = |msg: &str, secs: i64| -> String {
+        let date = format!("@{secs} +0000");
+        let out = git_cmd(r.path())
+            .env("GIT_COMMITTER_DATE", &date)
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+            .args(["commit", "-q", "--allow-empty", "-m", msg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        r.git(&["rev-parse", "HEAD"])
+    };
+    let base = commit_at("base", 1_700_000_000);
+    let a1 = commit_at("a1", 1_700_000_010);
+    r.git(&["checkout", "-q", "-b", "side", &base]);
+    commit_at("s1", 1_700_000_020);
+    commit_at("s2", 1_700_000_030);
+    r.git(&["checkout", "-q", "main"]);
+    let date = "@1700000040 +0000";
+    let out = git_cmd(r.path())
+        .env("GIT_COMMITTER_DATE", date)
+        .env("GIT_AUTHOR_DATE", date)
+        .args(["merge", "-q", "--no-ff", "-m", "merge side", "side"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let evil = "Fix \u{1b}[31mred\u{7} <script>alert(1)</script>\n\nthe body";
+    let expected = commit_at(evil, 1_700_000_050);
+    r.git(&["checkout", "-q", "-b", "hotfix", &a1]);
+    let hotfix = commit_at("hotfix", 1_700_000_060);
+    r.git(&["checkout", "-q", "main"]);
+
+    let rev_list = |range: &str, max: usize| -> Vec<String> {
+        let n = format!("--max-count={max}");
+        r.git(&["rev-list", &n, range]).lines().map(str::to_owned).collect()
+    };
+    for graph in [false, true] {
+        if graph {
+            r.git(&["commit-graph", "write", "--reachable"]);
+        }
+        let repo = LocalRepo::open(r.path()).unwrap();
+        let ids = |v: &Option<Vec<CommitId>>| -> Vec<String> {
+            v.clone().unwrap().iter().map(|c| c.to_string()).collect()
+        };
+        for max in [2, 3, 50] {
+            let behind = repo.relate_commits(&cid(&expected), &[rc(&base)], max).unwrap().pop().unwrap();
+            assert_eq!(behind.relation, Relation::Behind(5), "graph {graph}");
+            assert_eq!(
+                ids(&behind.pending),
+                rev_list(&format!("{base}..{expected}"), max),
+                "graph {graph}, max {max}"
+            );
+            assert_eq!(ids(&behind.unexpected), Vec::<String>::new());
+            let diverged = repo.relate_commits(&cid(&expected), &[rc(&hotfix)], max).unwrap().pop().unwrap();
+            assert_eq!(diverged.relation, Relation::Diverged { behind: 4, ahead: 1 }, "graph {graph}");
+            assert_eq!(
+                ids(&diverged.pending),
+                rev_list(&format!("{hotfix}..{expected}"), max),
+                "graph {graph}"
+            );
+            assert_eq!(ids(&diverged.unexpected), std::slice::from_ref(&hotfix));
+            let ahead = repo.relate_commits(&cid(&a1), &[rc(&expected)], max).unwrap().pop().unwrap();
+            assert_eq!(ids(&ahead.unexpected), rev_list(&format!("{a1}..{expected}"), max), "graph {graph}");
+        }
+        let infos = repo.describe(&[cid(&expected), cid(&hotfix)]).unwrap();
+        assert_eq!(infos[0].subject, "Fix [31mred <script>alert(1)</script>");
+        assert_eq!(infos[0].author, "Ada Lovelace");
+        assert_eq!(infos[0].at.as_second(), 1_700_000_050);
+        assert_eq!(infos[1].subject, "hotfix");
+    }
+}

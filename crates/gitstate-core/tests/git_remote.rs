@@ -106,6 +106,21 @@ fn exercise(fx: &Fixture, url: &str, ssh: Option<&str>) {
     .unwrap();
     assert_eq!(relate(&m, &newer[0], &fx.c[4]), Relation::Behind(1));
     assert_eq!(relate(&m, &newer[0], &h[1]), Relation::Diverged { behind: 3, ahead: 2 });
+    // The mirror names the commits at stake, as a local repository does (SPEC §11).
+    let (pending, unexpected) =
+        m.subjects_now(&CommitId::parse(&newer[0]).unwrap(), &ReportedCommit::parse(&h[1]).unwrap()).unwrap();
+    assert_eq!(
+        (pending, unexpected),
+        (
+            vec!["newer 0".to_owned(), "c 4".into(), "c 3".into()],
+            vec!["hotfix 1".to_owned(), "hotfix 0".into()]
+        )
+    );
+    // Without a mirror the history is unknown: nothing is named.
+    assert_eq!(
+        src.subjects_now(&CommitId::parse(&newer[0]).unwrap(), &ReportedCommit::parse(&h[1]).unwrap()),
+        None
+    );
     let listed = m.list_now("refs/heads/environments/").unwrap();
     assert_eq!(listed.len(), 3);
 }

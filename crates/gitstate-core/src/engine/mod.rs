@@ -105,6 +105,9 @@ pub enum PassMode {
     },
 }
 
+/// How many of the commits at stake an instance names per side unless told otherwise.
+pub const DEFAULT_MAX_COMMITS: usize = 10;
+
 /// The result of a pass.
 #[derive(Debug, Clone)]
 pub struct PassOutcome {
@@ -153,6 +156,10 @@ pub struct Engine {
     defer_remediations: bool,
     /// The notifications kept for later passes, loaded from the journal on first use.
     outbox: Arc<std::sync::Mutex<Option<crate::state::Outbox>>>,
+    /// The commits at stake named per instance and side (SPEC §11).
+    max_commits: usize,
+    /// Where commits and comparisons can be read.
+    links: crate::links::Links,
 }
 
 struct Probed {
@@ -171,7 +178,23 @@ impl Engine {
             concurrency: 64,
             defer_remediations: false,
             outbox: Arc::default(),
+            max_commits: DEFAULT_MAX_COMMITS,
+            links: crate::links::Links::default(),
         }
+    }
+
+    /// Sets how many of the commits at stake each instance names per side (SPEC §11,
+    /// `[output] max_commits`; default 10, 0 names none).
+    pub fn with_max_commits(mut self, n: usize) -> Self {
+        self.max_commits = n;
+        self
+    }
+
+    /// Sets where commits and comparisons can be read (`compare_url` of each instance that
+    /// differs).
+    pub fn with_links(mut self, links: crate::links::Links) -> Self {
+        self.links = links;
+        self
     }
 
     /// Adds an alarm sink.

@@ -9,7 +9,9 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 
 use crate::commit::{CommitId, ReportedCommit};
-use crate::observation::{InstanceObservation, Reading, Relation, TargetObservation};
+use crate::observation::{
+    CommitInfo, InstanceObservation, Reading, Related, Relation, Status, TargetObservation,
+};
 use crate::plugin::ProbeContext;
 
 use super::{Engine, EnvironmentSpec, Probed, TargetSpec};
@@ -76,7 +78,60 @@ impl Engine {
                 }
             }));
         }
-        stream::iter(classify).buffered(self.concurrency).collect().await
+        let mut observed: Vec<Vec<TargetObservation>> =
+            stream::iter(classify).buffered(self.concurrency).collect().await;
+        self.describe_commits(&mut observed, expected).await;
+        observed
+    }
+
+    /// Fills in who wrote the commits at stake, what and when: every distinct commit any
+    /// instance names is looked up once per pass, however many instances share it; and
+    /// the compare link of each instance that differs.
+    async fn describe_commits(
+        &self,
+        observed: &mut [Vec<TargetObservation>],
+        expected: &[Result<(String, CommitId), String>],
+    ) {
+        let mut wanted: Vec<CommitId> = observed
+            .iter()
+            .flatten()
+            .flat_map(|t| &t.instances)
+            .flat_map(|i| i.pending_commits.iter().chain(&i.unexpected_commits).flatten())
+            .map(|c| c.sha)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let known: HashMap<CommitId, CommitInfo> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            match self.source.describe(&wanted).await {
+                Ok(infos) => infos.into_iter().map(|c| (c.sha, c)).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "commits could not be described");
+                    HashMap::new()
+                }
+            }
+        };
+        let fill = |list: &mut Option<Vec<CommitInfo>>| {
+            if let Some(commits) = list.take() {
+                // Unreadable history names nothing rather than half-described commits.
+                let all: Option<Vec<CommitInfo>> =
+                    commits.iter().map(|c| known.get(&c.sha).cloned()).collect();
+                *list = all;
+            }
+        };
+        for (targets, exp) in observed.iter_mut().zip(expected) {
+            let Ok((_, exp)) = exp else { continue };
+            for i in targets.iter_mut().flat_map(|t| t.instances.iter_mut()) {
+                fill(&mut i.pending_commits);
+                fill(&mut i.unexpected_commits);
+                if matches!(i.status, Status::Behind | Status::Ahead | Status::Diverged)
+                    && let Some(actual) = &i.actual
+                {
+                    i.compare_url = self.links.compare(actual, exp.as_str());
+                }
+            }
+        }
     }
 
     pub(super) async fn classify(
@@ -96,10 +151,10 @@ impl Engine {
             .collect();
         unknown.sort();
         unknown.dedup();
-        let relations: HashMap<ReportedCommit, Result<Relation, String>> = if unknown.is_empty() {
+        let relations: HashMap<ReportedCommit, Result<Related, String>> = if unknown.is_empty() {
             HashMap::new()
         } else {
-            match self.source.relate(expected, &unknown).await {
+            match self.source.relate_commits(expected, &unknown, self.max_commits).await {
                 Ok(rels) if rels.len() == unknown.len() => {
                     unknown.into_iter().zip(rels.into_iter().map(Ok)).collect()
                 }
@@ -134,7 +189,26 @@ impl Engine {
                                 ),
                                 Ok(c) => match relations.get(&c) {
                                     Some(Ok(rel)) => {
-                                        InstanceObservation::classified(r.instance, &c, *rel, r.elapsed)
+                                        let mut o = InstanceObservation::classified(
+                                            r.instance,
+                                            &c,
+                                            rel.relation,
+                                            r.elapsed,
+                                        );
+                                        // Named for now; described once per pass, after every environment.
+                                        let named = |ids: &Option<Vec<CommitId>>| {
+                                            ids.as_ref().map(|ids| {
+                                                ids.iter().map(|sha| CommitInfo::named(*sha)).collect()
+                                            })
+                                        };
+                                        if matches!(
+                                            o.status,
+                                            Status::Behind | Status::Ahead | Status::Diverged
+                                        ) {
+                                            o.pending_commits = named(&rel.pending);
+                                            o.unexpected_commits = named(&rel.unexpected);
+                                        }
+                                        o
                                     }
                                     // The relation could not be computed, but the commit differs.
                                     Some(Err(msg)) => {

@@ -10,7 +10,7 @@ use gix::ObjectId;
 use super::chain;
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;
-use crate::observation::Relation;
+use crate::observation::{CommitInfo, Related, Relation};
 use crate::plugin::Expected;
 
 /// Bytes of decoded objects cached per call, to speed up history walks.
@@ -257,6 +257,18 @@ impl LocalRepo {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
+        Ok(self.relate_commits(expected, reported, 0)?.into_iter().map(|r| r.relation).collect())
+    }
+
+    /// [`LocalRepo::relate`], also naming the newest `max` commits of each side (`git
+    /// rev-list actual..expected` and `expected..actual`, newest commit time first), from
+    /// the same walk that counts them.
+    pub fn relate_commits(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+        max: usize,
+    ) -> Result<Vec<Related>, ExpectedError> {
         let repo = self.thread_local();
         let exp = ObjectId::from_hex(expected.as_str().as_bytes()).map_err(|e| ExpectedError::History {
             repo: self.display(),
@@ -265,7 +277,28 @@ impl LocalRepo {
         // The commit-graph, when there is one, answers ancestry and counts without reading
         // a single commit object.
         let graph = repo.commit_graph_if_enabled().ok().flatten();
-        reported.iter().map(|r| self.relate_one(&repo, graph.as_ref(), exp, r)).collect()
+        reported.iter().map(|r| self.relate_one(&repo, graph.as_ref(), exp, r, max)).collect()
+    }
+
+    /// Subject, author and time of each commit the repository holds (others are left out).
+    pub fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
+        let repo = self.thread_local();
+        let mut out = Vec::with_capacity(commits.len());
+        for c in commits {
+            let Ok(id) = ObjectId::from_hex(c.as_str().as_bytes()) else { continue };
+            let Ok(Some(object)) = repo.try_find_object(id) else { continue };
+            let Ok(commit) = object.try_into_commit() else { continue };
+            let Ok(decoded) = commit.decode() else { continue };
+            let author = decoded.author().map(|a| a.name.to_string()).unwrap_or_default();
+            let seconds = decoded.committer().ok().and_then(|c| c.time().ok()).map_or(0, |t| t.seconds);
+            out.push(CommitInfo {
+                sha: *c,
+                subject: CommitInfo::clean(&decoded.message.to_string(), CommitInfo::MAX_SUBJECT),
+                author: CommitInfo::clean(&author, CommitInfo::MAX_SUBJECT),
+                at: jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            });
+        }
+        Ok(out)
     }
 
     fn relate_one(
@@ -274,59 +307,88 @@ impl LocalRepo {
         graph: Option<&gix::commitgraph::Graph>,
         expected: ObjectId,
         reported: &ReportedCommit,
-    ) -> Result<Relation, ExpectedError> {
+        max: usize,
+    ) -> Result<Related, ExpectedError> {
         let hist =
             |e: &dyn std::error::Error| ExpectedError::History { repo: self.display(), message: chain(e) };
         let Some(actual) = lookup(repo, reported).map_err(|e| hist(&e))? else {
-            return Ok(Relation::UnknownCommit);
+            return Ok(Relation::UnknownCommit.into());
         };
         if actual == expected {
-            return Ok(Relation::InSync);
+            return Ok(Relation::InSync.into());
         }
-        // `git rev-list --count hidden..tip`, and whether `hidden` is an ancestor of `tip`:
-        // it is exactly when some commit of that range has `hidden` as a parent. So the
-        // common case (behind) is one walk, with no separate merge-base computation.
-        let count = |tip: ObjectId, hidden: ObjectId| -> Result<(u64, bool), ExpectedError> {
-            if let Some(found) = graph.and_then(|g| count_in_graph(g, tip, hidden)) {
+        // `git rev-list --count hidden..tip`, whether `hidden` is an ancestor of `tip`, and
+        // the newest `max` commits of the range: `hidden` is an ancestor exactly when some
+        // commit of that range has it as a parent. So the common case (behind) is one walk,
+        // with no separate merge-base computation.
+        let count = |tip: ObjectId, hidden: ObjectId| -> Result<Walked, ExpectedError> {
+            if let Some(found) = graph.and_then(|g| count_in_graph(g, tip, hidden, max)) {
                 return Ok(found);
             }
-            let walk = repo.rev_walk([tip]).with_hidden([hidden]).all().map_err(|e| hist(&e))?;
-            let (mut n, mut reaches) = (0u64, false);
+            let sorting = gix::revision::walk::Sorting::ByCommitTime(Default::default());
+            let walk =
+                repo.rev_walk([tip]).with_hidden([hidden]).sorting(sorting).all().map_err(|e| hist(&e))?;
+            let mut w = Walked::default();
             for info in walk {
                 let info = info.map_err(|e| hist(&e))?;
-                reaches |= info.parent_ids().any(|p| p == hidden);
-                n += 1;
+                w.reaches |= info.parent_ids().any(|p| p == hidden);
+                if w.newest.len() < max {
+                    w.newest.push(to_commit_id(info.id));
+                }
+                w.count += 1;
             }
-            Ok((n, reaches))
+            Ok(w)
         };
-        let (behind, actual_is_ancestor) = count(expected, actual)?;
-        if actual_is_ancestor {
-            return Ok(Relation::Behind(behind));
+        let pending = count(expected, actual)?;
+        if pending.reaches {
+            let relation = Relation::Behind(pending.count);
+            return Ok(Related { relation, pending: Some(pending.newest), unexpected: Some(Vec::new()) });
         }
-        let (ahead, expected_is_ancestor) = count(actual, expected)?;
-        Ok(if expected_is_ancestor && behind == 0 {
-            Relation::Ahead(ahead)
+        let unexpected = count(actual, expected)?;
+        let relation = if unexpected.reaches && pending.count == 0 {
+            Relation::Ahead(unexpected.count)
         } else {
-            Relation::Diverged { behind, ahead }
-        })
+            Relation::Diverged { behind: pending.count, ahead: unexpected.count }
+        };
+        Ok(Related { relation, pending: Some(pending.newest), unexpected: Some(unexpected.newest) })
     }
 }
 
-/// `git rev-list --count hidden..tip`, and whether `hidden` is an ancestor of `tip`, from
-/// the commit-graph alone: commits are visited newest generation first (a parent's
-/// generation is always below its children's), so a commit's "hidden" mark is final when it
-/// is visited, and the walk stops as soon as nothing countable is left in the queue. `None`
-/// when a commit is not in the graph (written before it): the caller walks objects instead.
-fn count_in_graph(graph: &gix::commitgraph::Graph, tip: ObjectId, hidden: ObjectId) -> Option<(u64, bool)> {
+/// What one walk of `hidden..tip` found.
+#[derive(Default)]
+struct Walked {
+    /// Commits in the range.
+    count: u64,
+    /// `hidden` is an ancestor of `tip`.
+    reaches: bool,
+    /// The newest commits of the range, newest first.
+    newest: Vec<CommitId>,
+}
+
+/// `git rev-list --count hidden..tip`, whether `hidden` is an ancestor of `tip`, and the
+/// newest `max` commits of the range (by commit time), from the commit-graph alone:
+/// commits are visited newest generation first (a parent's generation is always below its
+/// children's), so a commit's "hidden" mark is final when it is visited, and the walk stops
+/// as soon as nothing countable is left in the queue. `None` when a commit is not in the
+/// graph (written before it): the caller walks objects instead.
+fn count_in_graph(
+    graph: &gix::commitgraph::Graph,
+    tip: ObjectId,
+    hidden: ObjectId,
+    max: usize,
+) -> Option<Walked> {
     use gix::commitgraph::Position;
+    use std::cmp::Reverse;
     const SEEN: u8 = 1;
     const HIDDEN: u8 = 2;
     let (t, h) = (graph.lookup(tip)?, graph.lookup(hidden)?);
     if t == h {
-        return Some((0, false));
+        return Some(Walked::default());
     }
     let mut flags = vec![0u8; graph.num_commits() as usize];
     let mut heap = std::collections::BinaryHeap::new();
+    // The newest `max` countable commits seen: a min-heap on (commit time, position).
+    let mut newest: std::collections::BinaryHeap<Reverse<(u64, u32)>> = std::collections::BinaryHeap::new();
     flags[t.0 as usize] = SEEN;
     flags[h.0 as usize] = SEEN | HIDDEN;
     heap.push((graph.commit_at(t).generation(), t.0));
@@ -335,11 +397,18 @@ fn count_in_graph(graph: &gix::commitgraph::Graph, tip: ObjectId, hidden: Object
     while countable > 0 {
         let (_, p) = heap.pop()?;
         let is_hidden = flags[p as usize] & HIDDEN != 0;
+        let commit = graph.commit_at(Position(p));
         if !is_hidden {
             countable -= 1;
             count += 1;
+            if max > 0 {
+                newest.push(Reverse((commit.committer_timestamp(), p)));
+                if newest.len() > max {
+                    newest.pop();
+                }
+            }
         }
-        for parent in graph.commit_at(Position(p)).iter_parents() {
+        for parent in commit.iter_parents() {
             let q = parent.ok()?;
             let qi = q.0 as usize;
             if !is_hidden && q == h {
@@ -359,7 +428,10 @@ fn count_in_graph(graph: &gix::commitgraph::Graph, tip: ObjectId, hidden: Object
             }
         }
     }
-    Some((count, reaches))
+    let mut newest: Vec<(u64, u32)> = newest.into_iter().map(|Reverse(x)| x).collect();
+    newest.sort_by(|a, b| b.cmp(a));
+    let newest = newest.into_iter().map(|(_, p)| to_commit_id(graph.id_at(Position(p)))).collect();
+    Some(Walked { count, reaches, newest })
 }
 
 /// The commit a reported id names in `repo`, if it names exactly one (tags peeled). An

@@ -19,7 +19,7 @@ pub use remote::{RemoteRepo, is_remote_url};
 
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;
-use crate::observation::Relation;
+use crate::observation::{CommitInfo, Related, Relation};
 use crate::plugin::{Expected, ExpectedState};
 
 pub(crate) use crate::error::chain;
@@ -76,15 +76,24 @@ impl GitSource {
         }
     }
 
-    /// Relates reported commits, blocking the calling thread.
+    /// Relates reported commits and names the commits at stake, blocking the calling thread.
     fn relate_blocking(
         &self,
         expected: &CommitId,
         reported: &[ReportedCommit],
-    ) -> Result<Vec<Relation>, ExpectedError> {
+        max: usize,
+    ) -> Result<Vec<Related>, ExpectedError> {
         match &*self.repo {
-            Repo::Local(r) => r.relate(expected, reported),
-            Repo::Remote(r) => r.relate(expected, reported),
+            Repo::Local(r) => r.relate_commits(expected, reported, max),
+            Repo::Remote(r) => r.relate_commits(expected, reported, max),
+        }
+    }
+
+    /// Describes commits, blocking the calling thread.
+    fn describe_blocking(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
+        match &*self.repo {
+            Repo::Local(r) => r.describe(commits),
+            Repo::Remote(r) => r.describe(commits),
         }
     }
 }
@@ -127,8 +136,23 @@ impl ExpectedState for GitSource {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
+        let rel = self.relate_commits(expected, reported, 0).await?;
+        Ok(rel.into_iter().map(|r| r.relation).collect())
+    }
+
+    async fn relate_commits(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+        max: usize,
+    ) -> Result<Vec<Related>, ExpectedError> {
         let (expected, reported) = (*expected, reported.to_vec());
-        self.unblock(move |this| this.relate_blocking(&expected, &reported)).await
+        self.unblock(move |this| this.relate_blocking(&expected, &reported, max)).await
+    }
+
+    async fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
+        let commits = commits.to_vec();
+        self.unblock(move |this| this.describe_blocking(&commits)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {

@@ -19,7 +19,7 @@ use super::local::{LocalRepo, to_commit_id};
 use super::transport::Guard;
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;
-use crate::observation::Relation;
+use crate::observation::{CommitInfo, Related, Relation};
 use crate::plugin::Expected;
 use crate::redact::redact_url;
 
@@ -274,25 +274,43 @@ impl RemoteRepo {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
-        if let Some(mirror) = &self.mirror {
-            let repo = self.mirror_repo(mirror)?;
-            let have_expected = repo.has_commit(expected);
-            if have_expected {
-                let rel = repo.relate(expected, reported)?;
-                let unknown = rel.contains(&Relation::UnknownCommit);
-                let mut last = mirror.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
-                if !unknown || last.is_some_and(|t| t.elapsed() < REFETCH_UNKNOWN) {
-                    return Ok(rel);
-                }
-                *last = Some(Instant::now());
+        Ok(self.relate_commits(expected, reported, 0)?.into_iter().map(|r| r.relation).collect())
+    }
+
+    /// [`RemoteRepo::relate`], naming the newest `max` commits of each side from the mirror
+    /// (none without one).
+    pub fn relate_commits(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+        max: usize,
+    ) -> Result<Vec<Related>, ExpectedError> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(reported
+                .iter()
+                .map(|r| if r.matches(expected) { Relation::InSync } else { Relation::Drifted }.into())
+                .collect());
+        };
+        let repo = self.mirror_repo(mirror)?;
+        if repo.has_commit(expected) {
+            let rel = repo.relate_commits(expected, reported, max)?;
+            let unknown = rel.iter().any(|r| r.relation == Relation::UnknownCommit);
+            let mut last = mirror.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            if !unknown || last.is_some_and(|t| t.elapsed() < REFETCH_UNKNOWN) {
+                return Ok(rel);
             }
-            self.fetch(repo)?;
-            return repo.relate(expected, reported);
+            *last = Some(Instant::now());
         }
-        Ok(reported
-            .iter()
-            .map(|r| if r.matches(expected) { Relation::InSync } else { Relation::Drifted })
-            .collect())
+        self.fetch(repo)?;
+        repo.relate_commits(expected, reported, max)
+    }
+
+    /// Subject, author and time of commits the mirror holds (none without one).
+    pub fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
+        match &self.mirror {
+            Some(mirror) => self.mirror_repo(mirror)?.describe(commits),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The mirror's directory, when mirroring.

@@ -15,6 +15,12 @@ pub trait Now {
         expected: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError>;
+    /// `relate_commits` then `describe`: the subjects of the pending and unexpected commits.
+    fn subjects_now(
+        &self,
+        expected: &CommitId,
+        reported: &ReportedCommit,
+    ) -> Option<(Vec<String>, Vec<String>)>;
 }
 
 impl Now for GitSource {
@@ -30,6 +36,21 @@ impl Now for GitSource {
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
         block_on(self.relate(expected, reported))
+    }
+    fn subjects_now(
+        &self,
+        expected: &CommitId,
+        reported: &ReportedCommit,
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        let rel = block_on(self.relate_commits(expected, std::slice::from_ref(reported), 10)).ok()?.pop()?;
+        let (pending, unexpected) = (rel.pending?, rel.unexpected?);
+        let all: Vec<CommitId> = pending.iter().chain(&unexpected).copied().collect();
+        let infos = block_on(self.describe(&all)).ok()?;
+        let subject = |c: &CommitId| infos.iter().find(|i| i.sha == *c).map(|i| i.subject.clone());
+        Some((
+            pending.iter().map(subject).collect::<Option<_>>()?,
+            unexpected.iter().map(subject).collect::<Option<_>>()?,
+        ))
     }
 }
 
