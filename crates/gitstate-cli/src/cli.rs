@@ -44,7 +44,7 @@ pub enum Command {
     /// What each environment should run now: ref -> commit.
     Expected(Select),
     /// One-shot report of every target against its expected commit; stateless, never acts.
-    Check(Select),
+    Check(Check),
     /// One pass of the closed loop: check, then remediate and alarm as the policy says.
     Reconcile(Reconcile),
     /// The closed loop, forever: passes on an interval and whenever a ref moves.
@@ -84,6 +84,17 @@ pub struct Select {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// `gitstate check`.
+#[derive(Debug, Args)]
+pub struct Check {
+    /// Which environments, and how to report.
+    #[command(flatten)]
+    pub select: Select,
+    /// Also name the commits each instance lacks or has beyond the expected one.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// `gitstate stamp`.

@@ -219,13 +219,27 @@ impl Plan {
         self.with_sinks(engine, config, Some(config.watch.interval.saturating_mul(4)))
     }
 
+    /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`,
+    /// else derived from the repository's forge remote.
+    pub fn links(&self, config: &Config) -> gitstate_core::Links {
+        let derived = self.source.links();
+        let set = &config.source.links;
+        gitstate_core::Links {
+            commit: set.commit.clone().or(derived.commit),
+            compare: set.compare.clone().or(derived.compare),
+        }
+    }
+
     fn with_sinks(
         &self,
         engine: gitstate_core::Engine,
         config: &Config,
         ttl: Option<Duration>,
     ) -> anyhow::Result<gitstate_core::Engine> {
-        let mut engine = engine.with_concurrency(config.watch.concurrency);
+        let mut engine = engine
+            .with_concurrency(config.watch.concurrency)
+            .with_max_commits(config.max_commits)
+            .with_links(self.links(config));
         if let Some(ttl) = ttl {
             for sink in crate::remediate::sinks(&config.alerts, &self.clients.http, ttl)? {
                 engine = engine.with_sink(sink);
@@ -309,5 +323,18 @@ impl ExpectedState for Prefetched {
 
     async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
         self.inner.moved_at(expected).await
+    }
+
+    async fn relate_commits(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+        max: usize,
+    ) -> Result<Vec<gitstate_core::Related>, ExpectedError> {
+        self.inner.relate_commits(expected, reported, max).await
+    }
+
+    async fn describe(&self, commits: &[CommitId]) -> Result<Vec<gitstate_core::CommitInfo>, ExpectedError> {
+        self.inner.describe(commits).await
     }
 }

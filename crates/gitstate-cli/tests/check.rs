@@ -183,7 +183,18 @@ fn assert_schema(j: &Value) {
             for i in t["instances"].as_array().unwrap() {
                 assert_eq!(
                     keys(i),
-                    ["actual", "commits_ahead", "commits_behind", "elapsed_ms", "error", "id", "status"]
+                    [
+                        "actual",
+                        "commits_ahead",
+                        "commits_behind",
+                        "compare_url",
+                        "elapsed_ms",
+                        "error",
+                        "id",
+                        "pending_commits",
+                        "status",
+                        "unexpected_commits"
+                    ]
                 );
                 assert!(i["elapsed_ms"].is_u64());
             }
@@ -410,4 +421,52 @@ fn text_table_snapshot() {
     assert_eq!(r.code, 1);
     assert!(!r.stdout.contains('\x1b'), "no colour when stdout is not a terminal");
     insta::assert_snapshot!(normalize(&r.stdout, s, &[w.repo.path()]));
+}
+
+/// SPEC §11: an instance that is behind or diverged names the commits at stake — in JSON,
+/// under `check -v`, with the compare link — from a repository built with git; a subject
+/// carrying terminal escapes and `<script>` comes out as one clean line.
+#[test]
+fn commit_context_names_what_a_deploy_brings_and_what_a_hotfix_added() {
+    let w = world();
+    w.repo.git(&[
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "Pay \u{1b}[2Jnow <script>alert(1)</script>\n\nbody",
+    ]);
+    let newest = w.repo.git(&["rev-parse", "HEAD"]);
+    w.repo.update_ref(REF, &newest);
+    let s = &w.server;
+    s.route("/behind", meta(&w.c[3])).route("/hotfix", meta(&w.hotfix));
+    let cfg = config_for(
+        &w,
+        &format!(
+            "compare_url = \"https://git.example.com/acme/shop/compare/{{from}}...{{to}}\"\n[output]\nmax_commits = 2\n{}",
+            http_env("production", "web", &["/behind", "/hotfix"].map(|p| s.url(p)), "")
+        ),
+    );
+    let j = with_config(&cfg, &["check", "-o", "json"]).json();
+    let behind = instance(&j, "production", "web", &s.url("/behind"));
+    assert_eq!(behind["commits_behind"], 3);
+    let subjects = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|c| c["subject"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(subjects(&behind["pending_commits"]), ["Pay [2Jnow <script>alert(1)</script>", "c 5"]);
+    assert_eq!(behind["pending_commits"][0]["sha"], newest);
+    assert_eq!(behind["pending_commits"][0]["author"], "t");
+    assert_eq!(behind["unexpected_commits"], serde_json::json!([]));
+    assert_eq!(
+        behind["compare_url"],
+        format!("https://git.example.com/acme/shop/compare/{}...{newest}", w.c[3])
+    );
+    let hotfix = instance(&j, "production", "web", &s.url("/hotfix"));
+    assert_eq!(subjects(&hotfix["unexpected_commits"]), ["hotfix"]);
+
+    let r = with_config(&cfg, &["check", "-v"]);
+    assert!(!r.stdout.contains('\x1b'), "a subject cannot reach the terminal raw: {:?}", r.stdout);
+    assert!(r.stdout.contains("pending:") && r.stdout.contains("Pay [2Jnow <script>"), "{}", r.stdout);
+    assert!(r.stdout.contains("unexpected:") && r.stdout.contains("hotfix  (t, "), "{}", r.stdout);
+    assert!(r.stdout.contains("compare: https://git.example.com/acme/shop/compare/"), "{}", r.stdout);
 }

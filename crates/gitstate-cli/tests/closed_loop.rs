@@ -244,6 +244,10 @@ fn a_failing_remediation_backs_off_then_alarms_once_and_resolves_once() {
     assert_eq!(alerts[0]["labels"]["environment"], "production");
     assert_eq!(alerts[0]["labels"]["severity"], "critical");
     assert_eq!(alerts[0]["annotations"]["expected_sha"], l.c[3]);
+    // The commits the failed deploy would have brought (SPEC §11), newest first.
+    let pending = alerts[0]["annotations"]["pending"].as_str().unwrap();
+    assert!(pending.starts_with(&format!("{} c 3 (", &l.c[3][..7])) && pending.contains("c 2"), "{pending}");
+    assert_eq!(raised[0]["targets"][0]["pending"][0]["subject"], "c 3");
 
     // Someone deploys by hand: the next pass converges and resolves the alarm, once.
     l.serve(&l.c[3]);

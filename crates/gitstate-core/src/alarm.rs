@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::CommitId;
 use crate::name::EnvName;
-use crate::observation::{Status, TargetObservation};
+use crate::observation::{CommitInfo, Status, TargetObservation};
 
 /// The kinds of alarm (SPEC §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,6 +124,18 @@ pub struct AlarmTarget {
     pub actual: Vec<String>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// The newest commits a deploy brings (at most [`AlarmTarget::MAX_PENDING`], distinct
+    /// across its instances, newest first).
+    #[serde(default)]
+    pub pending: Vec<CommitInfo>,
+    /// A link comparing what runs with what should (the first instance that has one).
+    #[serde(default)]
+    pub compare_url: Option<String>,
+}
+
+impl AlarmTarget {
+    /// The most pending commits an alarm names per target.
+    pub const MAX_PENDING: usize = 5;
 }
 
 /// A notification for alarm sinks.
@@ -160,7 +172,21 @@ pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
             let mut actual: Vec<String> = t.instances.iter().filter_map(|i| i.actual.clone()).collect();
             actual.sort();
             actual.dedup();
-            AlarmTarget { name: t.name.clone(), status: t.status, actual, error: t.error.clone() }
+            let mut pending: Vec<CommitInfo> =
+                t.instances.iter().flat_map(|i| i.pending_commits.iter().flatten()).cloned().collect();
+            pending.sort_by(|a, b| b.at.cmp(&a.at));
+            let mut seen = std::collections::HashSet::new();
+            pending.retain(|c| seen.insert(c.sha));
+            pending.truncate(AlarmTarget::MAX_PENDING);
+            let compare_url = t.instances.iter().find_map(|i| i.compare_url.clone());
+            AlarmTarget {
+                name: t.name.clone(),
+                status: t.status,
+                actual,
+                error: t.error.clone(),
+                pending,
+                compare_url,
+            }
         })
         .collect()
 }

@@ -57,7 +57,8 @@ pub use alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarg
 pub use async_trait::async_trait;
 pub use commit::{CommitId, CommitIdError, MIN_ABBREV, ReportedCommit};
 pub use engine::{
-    DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, PassMode, PassOutcome, TargetSpec,
+    DEFAULT_MAX_COMMITS, DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, PassMode, PassOutcome,
+    TargetSpec,
 };
 pub use error::{
     ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,

@@ -48,6 +48,17 @@ async fn post(
     }
 }
 
+/// One commit on one line: short SHA, subject, author.
+fn commit_line(c: &gitstate_core::CommitInfo) -> String {
+    format!("{} {} ({})", c.sha.short(7), c.subject, c.author)
+}
+
+/// Text for a Slack message: `&`, `<` and `>` escaped, as Slack's formatting asks, so a
+/// subject cannot make a link or a mention.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// The Alertmanager `alertname` of an alarm kind (SPEC §7), in `CamelCase` as
 /// Alertmanager's own conventions have it.
 pub fn alertname(kind: AlarmKind) -> &'static str {
@@ -116,6 +127,14 @@ impl AlertmanagerSink {
             },
             "startsAt": n.since.to_string(),
         });
+        // The commits a deploy brings, a line each, and where to compare (SPEC §11).
+        let pending: Vec<String> = n.targets.iter().flat_map(|t| &t.pending).map(commit_line).collect();
+        if !pending.is_empty() {
+            alert["annotations"]["pending"] = serde_json::Value::String(pending.join("\n"));
+        }
+        if let Some(url) = n.targets.iter().find_map(|t| t.compare_url.clone()) {
+            alert["annotations"]["compare_url"] = serde_json::Value::String(url);
+        }
         let ends = match n.ended_at.filter(|_| n.event == AlarmEvent::AlarmResolved) {
             Some(end) => end,
             None => jiff::SignedDuration::try_from(self.ttl)
@@ -188,6 +207,15 @@ impl WebhookSink {
                 let mut text = format!("{icon} [{}] {}", n.environment, n.summary);
                 if !targets.is_empty() && n.event != AlarmEvent::AlarmResolved {
                     text.push_str(&format!(" ({})", targets.join("; ")));
+                    // Up to five commits a deploy brings, and the compare link (SPEC §11).
+                    let pending: Vec<String> =
+                        n.targets.iter().flat_map(|t| &t.pending).take(5).map(commit_line).collect();
+                    for line in pending {
+                        text.push_str(&format!("\n• {}", slack_escape(&line)));
+                    }
+                    if let Some(url) = n.targets.iter().find_map(|t| t.compare_url.as_deref()) {
+                        text.push_str(&format!("\n<{}|compare>", slack_escape(url)));
+                    }
                 }
                 serde_json::json!({ "text": text })
             }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use gitstate_core::{
-    AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, AlarmTarget, CommitId, EnvName, RemediationRequest,
-    Remediator, Status,
+    AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, AlarmTarget, CommitId, CommitInfo, EnvName,
+    RemediationRequest, Remediator, Status,
 };
 use gitstate_http::{HttpClients, WebhookFormat, WebhookRemediator, WebhookSink};
 use gitstate_testkit::{Behavior, TestServer};
@@ -78,6 +78,13 @@ fn note(event: AlarmEvent) -> AlarmNotification {
             status: Status::Behind,
             actual: vec!["abcdef1".into()],
             error: None,
+            pending: vec![CommitInfo {
+                sha: CommitId::parse(&"d".repeat(40)).unwrap(),
+                subject: "Fix <checkout> & pay".into(),
+                author: "Ada".into(),
+                at: "2026-11-24T05:00:00Z".parse().unwrap(),
+            }],
+            compare_url: Some("https://github.com/acme/shop/compare/abcdef1...cccc".into()),
         }],
     }
 }
@@ -100,12 +107,17 @@ async fn webhook_sink_json_slack_and_failures() {
         (Some("alarm_raised"), Some("drift"), Some("2026-11-24T06:00:00Z"))
     );
     assert_eq!(v["targets"][0]["status"], "behind");
+    assert_eq!(v["targets"][0]["pending"][0]["subject"], "Fix <checkout> & pay");
+    assert_eq!(v["targets"][0]["compare_url"], "https://github.com/acme/shop/compare/abcdef1...cccc");
 
     let slack = WebhookSink::new(&clients, s.url("/slack").parse().unwrap(), WebhookFormat::Slack, vec![]);
     slack.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&s.bodies("/slack")[0]).unwrap();
     let text = v["text"].as_str().unwrap();
     assert!(text.contains("[production]") && text.contains("web is behind"), "{text}");
+    // The pending commit and the link, escaped as Slack asks: a subject makes no link.
+    assert!(text.contains("dddddd Fix &lt;checkout&gt; &amp; pay (Ada)"), "{text}");
+    assert!(text.contains("<https://github.com/acme/shop/compare/abcdef1...cccc|compare>"), "{text}");
     assert_eq!(v.as_object().unwrap().len(), 1);
 
     let down = WebhookSink::new(&clients, s.url("/down").parse().unwrap(), WebhookFormat::Json, vec![]);

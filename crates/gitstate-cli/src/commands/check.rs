@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use gitstate_core::PassMode;
 
-use crate::cli::{Output, Select};
+use crate::cli::{Check, Output};
 use crate::output::progress::Progress;
 use crate::output::{self, Paint, report};
 use crate::plan;
 
 /// Runs the command.
-pub async fn run(args: Select) -> anyhow::Result<i32> {
+pub async fn run(args: Check) -> anyhow::Result<i32> {
+    let verbose = args.verbose;
+    let args = args.select;
     let config = super::load_config(args.config.config.as_deref())?;
     let mut plan = plan::build(&config, &args.environments).await?;
     let engine = plan.engine(&config, false)?;
@@ -23,7 +25,12 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     match args.output {
         Output::Json => output::emit_json(&out.report)?,
         Output::Text => {
-            output::emit(report::render(&out.report, &Paint::new(output::color_enabled_stdout())).as_bytes())?
+            let p = Paint::new(output::color_enabled_stdout());
+            let mut text = report::render(&out.report, &p);
+            if verbose {
+                text.push_str(&report::render_commits(&out.report, &p, jiff::Timestamp::now()));
+            }
+            output::emit(text.as_bytes())?
         }
     }
     Ok(super::exit_code(&out.report))

@@ -113,6 +113,23 @@ pub fn parse(
         Some(p) => check_prefix(&ctx, p)?,
         None => DEFAULT_REF_PREFIX.to_owned(),
     };
+    let template =
+        |t: &Option<Spanned<String>>, key: &str, holes: &[&str]| -> Result<Option<String>, ConfigError> {
+            let Some(t) = t else { return Ok(None) };
+            let url = t.get_ref();
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || holes.iter().any(|h| !url.contains(h))
+            {
+                return Err(
+                    ctx.at(t, format!("source.{key} must be an http(s) URL with {}", holes.join(" and ")))
+                );
+            }
+            Ok(Some(url.clone()))
+        };
+    let links = gitstate_core::Links {
+        commit: template(&raw.source.commit_url, "commit_url", &["{sha}"])?,
+        compare: template(&raw.source.compare_url, "compare_url", &["{from}", "{to}"])?,
+    };
 
     let base = resolve(&ctx, &[&raw.policy], None)?;
 
@@ -229,7 +246,12 @@ pub fn parse(
     Ok(Config {
         path: path.to_path_buf(),
         dir: dir.clone(),
-        source: SourceConfig { repo: repo_loc, ref_prefix, mirror, timeout: source_timeout },
+        source: SourceConfig { repo: repo_loc, ref_prefix, mirror, timeout: source_timeout, links },
+        max_commits: match &raw.output.max_commits {
+            Some(n) if *n.get_ref() > 1000 => return Err(ctx.at(n, "output.max_commits is at most 1000")),
+            Some(n) => *n.get_ref(),
+            None => gitstate_core::DEFAULT_MAX_COMMITS,
+        },
         environments,
         discover,
         alerts,

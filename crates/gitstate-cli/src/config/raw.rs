@@ -64,6 +64,14 @@ pub struct RawConfig {
     pub watch: RawWatch,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub output: RawOutput,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub max_commits: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +81,8 @@ pub struct RawSource {
     pub ref_prefix: Option<Spanned<String>>,
     pub mirror: Option<Spanned<bool>>,
     pub timeout: Option<Spanned<Dur>>,
+    pub commit_url: Option<Spanned<String>>,
+    pub compare_url: Option<Spanned<String>>,
 }
 
 /// A `[policy]` table as written: each key with where it stands, its value read later, once

@@ -58,6 +58,9 @@ pub struct SourceConfig {
     pub mirror: bool,
     /// A remote's whole ref listing or fetch may take this long (`[source] timeout`).
     pub timeout: Duration,
+    /// `commit_url` / `compare_url` as configured (unset: derived from the repository's
+    /// github.com / gitlab.com / codeberg.org remote when the plan is made).
+    pub links: gitstate_core::Links,
 }
 
 /// What a target is.
@@ -242,4 +245,6 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How `events.jsonl` is rotated (`[state] events_max_bytes`, `events_keep`).
     pub events: crate::state::Rotation,
+    /// `[output] max_commits`: the commits at stake named per instance and side.
+    pub max_commits: usize,
 }

@@ -49,9 +49,10 @@ pub fn detail(i: &InstanceObservation) -> String {
             n(i.commits_ahead)
         ),
         Status::UnknownCommit => "commit not in the repository (or an ambiguous abbreviation)".into(),
-        Status::Drifted => {
-            i.error.clone().unwrap_or_else(|| "differs; no history to compare (mirror = true adds it)".into())
-        }
+        Status::Drifted => i
+            .error
+            .clone()
+            .unwrap_or_else(|| "differs; no history to compare (the source keeps no mirror)".into()),
         Status::Missing | Status::Invalid | Status::Unreachable => i.error.clone().unwrap_or_default(),
         _ => i.error.clone().unwrap_or_else(|| i.status.as_str().to_owned()),
     }
@@ -126,6 +127,51 @@ pub fn render(report: &Report, p: &Paint) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The commits at stake under each instance that lacks some or has some beyond the
+/// expected commit (`check -v`): short SHA, subject, author, age, then the compare link.
+pub fn render_commits(report: &Report, p: &Paint, now: jiff::Timestamp) -> String {
+    let mut out = String::new();
+    for env in &report.environments {
+        for target in &env.targets {
+            for i in &target.instances {
+                let sides = [("pending", &i.pending_commits), ("unexpected", &i.unexpected_commits)];
+                if sides.iter().all(|(_, c)| c.as_ref().is_none_or(Vec::is_empty)) && i.compare_url.is_none()
+                {
+                    continue;
+                }
+                out.push_str(&format!("\n{} / {} / {}: {}\n", env.name, target.name, safe(&i.id), detail(i)));
+                for (side, commits) in sides {
+                    let Some(commits) = commits.as_ref().filter(|c| !c.is_empty()) else { continue };
+                    out.push_str(&format!("  {side}:\n"));
+                    for c in commits {
+                        out.push_str(&format!(
+                            "    {}  {}  {}\n",
+                            p.dim(c.sha.short(7)),
+                            safe(&c.subject),
+                            p.dim(&format!("({}, {})", safe(&c.author), age(now, c.at)))
+                        ));
+                    }
+                }
+                if let Some(url) = &i.compare_url {
+                    out.push_str(&format!("  compare: {}\n", safe(url)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How long ago, roughly, for people.
+pub fn age(now: jiff::Timestamp, at: jiff::Timestamp) -> String {
+    let s = now.as_second().saturating_sub(at.as_second()).max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
 }
 
 fn paint_phase(p: &Paint, phase: Phase) -> String {

@@ -243,6 +243,13 @@ impl LocalRepo {
         Ok(out)
     }
 
+    /// The URL of its `origin` remote, if it has one (for links to a forge).
+    pub fn origin_url(&self) -> Option<String> {
+        let repo = self.thread_local();
+        let url = repo.config_snapshot().string("remote.origin.url")?;
+        Some(url.to_string())
+    }
+
     /// Whether the repository holds `commit`'s object.
     pub fn has_commit(&self, commit: &CommitId) -> bool {
         ObjectId::from_hex(commit.as_str().as_bytes()).is_ok_and(|id| self.thread_local().has_object(id))

@@ -57,6 +57,16 @@ impl GitSource {
         Ok(Self::from_remote(RemoteRepo::mirrored(url, dir)?))
     }
 
+    /// Where commits and comparisons can be read on github.com, gitlab.com or codeberg.org:
+    /// derived from a remote's URL, or from a local repository's `origin` remote.
+    pub fn links(&self) -> crate::links::Links {
+        let url = match &*self.repo {
+            Repo::Local(r) => r.origin_url(),
+            Repo::Remote(r) => Some(r.url.clone()),
+        };
+        url.map(|u| crate::links::Links::derive(&u)).unwrap_or_default()
+    }
+
     /// Resolves refs, blocking the calling thread.
     fn resolve_blocking(
         &self,
