@@ -174,7 +174,7 @@ pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
             actual.dedup();
             let mut pending: Vec<CommitInfo> =
                 t.instances.iter().flat_map(|i| i.pending_commits.iter().flatten()).cloned().collect();
-            pending.sort_by(|a, b| b.at.cmp(&a.at));
+            pending.sort_by_key(|c| std::cmp::Reverse(c.at));
             let mut seen = std::collections::HashSet::new();
             pending.retain(|c| seen.insert(c.sha));
             pending.truncate(AlarmTarget::MAX_PENDING);
