@@ -42,4 +42,7 @@ ensure_peers() {
   if ! command -v prometheus-alertmanager >/dev/null && [ ! -x /usr/bin/prometheus-alertmanager ]; then
     apt_install prometheus-alertmanager
   fi
+
+  # A headless Chromium, for the dashboard tests (Debian's chromium).
+  if ! command -v chromium >/dev/null; then apt_install chromium; fi
 }

@@ -36,6 +36,8 @@ pub enum Output {
     Text,
     /// Stable JSON (schema 1) for programs.
     Json,
+    /// The dashboard as one static HTML page (check, status, reconcile).
+    Html,
 }
 
 /// The subcommands.

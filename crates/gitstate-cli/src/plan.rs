@@ -222,12 +222,7 @@ impl Plan {
     /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`,
     /// else derived from the repository's forge remote.
     pub fn links(&self, config: &Config) -> gitstate_core::Links {
-        let derived = self.source.links();
-        let set = &config.source.links;
-        gitstate_core::Links {
-            commit: set.commit.clone().or(derived.commit),
-            compare: set.compare.clone().or(derived.compare),
-        }
+        links(config, &self.source)
     }
 
     fn with_sinks(
@@ -270,6 +265,17 @@ impl Plan {
     /// The Git source.
     pub fn source(&self) -> &GitSource {
         &self.source
+    }
+}
+
+/// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`, else
+/// derived from the repository's github.com / gitlab.com / codeberg.org remote.
+pub fn links(config: &Config, source: &GitSource) -> gitstate_core::Links {
+    let derived = source.links();
+    let set = &config.source.links;
+    gitstate_core::Links {
+        commit: set.commit.clone().or(derived.commit),
+        compare: set.compare.clone().or(derived.compare),
     }
 }
 

@@ -11,9 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use futures::StreamExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 pub use hyper::StatusCode;
 use hyper::body::Bytes;
+use hyper::body::Frame;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,14 +34,31 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What to answer.
-#[derive(Debug, Clone)]
 pub struct Response {
     /// The status.
     pub status: StatusCode,
     /// The `Content-Type`.
     pub content_type: &'static str,
     /// The body.
-    pub body: String,
+    pub body: Body,
+    /// More headers (a Content-Security-Policy, say).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Response {
+    /// A whole body at once, no more headers.
+    pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<String>) -> Self {
+        Self { status, content_type, body: Body::Full(body.into()), headers: Vec::new() }
+    }
+}
+
+/// A body: whole, or a stream of chunks sent as they come (server-sent events) until the
+/// stream ends or the connection's time is up.
+pub enum Body {
+    /// All of it.
+    Full(String),
+    /// Chunk by chunk.
+    Stream(futures::stream::BoxStream<'static, String>),
 }
 
 /// Binds `addr` (errors here are startup errors) and answers every request with
@@ -67,9 +87,20 @@ where
                 let _slot = slot;
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let r = handler(req.method().as_str(), req.uri().path());
-                    let mut resp = hyper::Response::new(Full::new(Bytes::from(r.body)));
+                    let body: UnsyncBoxBody<Bytes, Infallible> = match r.body {
+                        Body::Full(text) => BodyExt::boxed_unsync(Full::new(Bytes::from(text))),
+                        Body::Stream(chunks) => BodyExt::boxed_unsync(StreamBody::new(
+                            chunks.map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
+                        )),
+                    };
+                    let mut resp = hyper::Response::new(body);
                     *resp.status_mut() = r.status;
                     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+                    for (name, value) in r.headers {
+                        if let Ok(value) = HeaderValue::from_str(&value) {
+                            resp.headers_mut().insert(name, value);
+                        }
+                    }
                     std::future::ready(Ok::<_, Infallible>(resp))
                 });
                 let conn = http1::Builder::new()

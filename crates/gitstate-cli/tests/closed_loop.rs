@@ -1012,3 +1012,66 @@ fn a_flapping_target_gets_max_attempts_deploys_and_one_alarm() {
     assert_eq!(events, ["alarm_raised"], "one alarm, open while it flaps");
     assert_eq!(status(&cfg)["alarm"]["kind"], "drift");
 }
+
+/// SPEC §12, in a real headless Chromium: the dashboard of a running `watch` shows every
+/// environment and instance with its status, with no console error and nothing the
+/// Content-Security-Policy blocks; when a ref moves, the page shows the new phase and the
+/// pending commits within 2 s without a reload; screenshots at a laptop's and a phone's
+/// width are not blank.
+#[test]
+fn the_dashboard_shows_every_environment_and_updates_itself_in_a_real_browser() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    l.repo.update_ref("refs/heads/environments/staging", &l.c[1]);
+    l.server.route("/replica", meta(&l.c[1]));
+    let staging = format!(
+        "[[environments]]\nname = \"staging\"\n  [[environments.targets]]\n  name = \"api\"\n  [environments.targets.http]\n  urls = [\"{}\", \"{}\"]\n",
+        l.server.url("/meta"),
+        l.server.url("/replica")
+    );
+    let cfg = l.config("grace = \"1h\"", &format!("{staging}\n{FAST_WATCH}"));
+    let w = watch(&cfg);
+    let chrome = gitstate_testkit::Chromium::start();
+    let mut page = chrome.page();
+    let url = format!("http://127.0.0.1:{}/", w.port);
+    page.navigate(&url);
+    let phases = |page: &mut gitstate_testkit::Page| -> String {
+        page.eval(
+            "[...document.querySelectorAll('section.env')].map(s => s.id + '=' + s.dataset.phase).join(' ')",
+        )
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    assert_eq!(phases(&mut page), "env-production=in_sync env-staging=in_sync");
+    let rows = page.eval(
+        "[...document.querySelectorAll('#env-staging tr[data-status]')].map(r => r.dataset.status).join(' ')",
+    );
+    assert_eq!(rows, "in_sync in_sync", "every instance, with its status");
+
+    // The ref moves: the page follows by itself (no reload: the marker survives).
+    page.eval("window.marker = 'still here'");
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(2), "the page to show the new phase", || {
+        !phases(&mut page).contains("env-production=in_sync")
+    });
+    assert_eq!(page.eval("window.marker"), "still here");
+    let text = page.eval("document.querySelector('#env-production').innerText");
+    let text = text.as_str().unwrap();
+    assert!(text.contains("c 3") && text.contains("c 2") && text.contains("pending"), "{text}");
+    assert!(phases(&mut page).starts_with("env-production="), "worst first: {}", phases(&mut page));
+    let errors = page.errors();
+    assert!(errors.is_empty(), "console errors or blocked content: {errors:?}");
+
+    // Screenshots (kept out of the repository): a page of text, not a blank one.
+    let shots = tempfile::tempdir().unwrap();
+    let sizes = [(1280, 800, false), (390, 844, true)];
+    let taken: Vec<Vec<u8>> = sizes.iter().map(|&(w, h, m)| page.screenshot(w, h, m)).collect();
+    page.navigate("about:blank");
+    for ((w, h, m), png) in sizes.iter().zip(&taken) {
+        std::fs::write(shots.path().join(format!("dashboard-{w}x{h}.png")), png).unwrap();
+        let blank = page.screenshot(*w, *h, *m);
+        assert!(png.starts_with(b"\x89PNG"), "{w}x{h}");
+        assert!(png.len() > 4 * blank.len(), "{w}x{h}: {} bytes, a blank page is {}", png.len(), blank.len());
+    }
+}

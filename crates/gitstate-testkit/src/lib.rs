@@ -4,6 +4,7 @@
 #![allow(missing_docs)]
 
 pub mod alertmanager;
+pub mod chromium;
 pub mod git;
 pub mod hostile;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod ssh;
 pub mod tls;
 
 pub use alertmanager::{Alertmanager, http_get};
+pub use chromium::{Chromium, Page};
 pub use git::{
     HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_http_backend, trickling_git_server,
 };

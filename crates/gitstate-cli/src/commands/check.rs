@@ -24,6 +24,10 @@ pub async fn run(args: Check) -> anyhow::Result<i32> {
     drop(progress);
     match args.output {
         Output::Json => output::emit_json(&out.report)?,
+        Output::Html => {
+            let view = output::html::View::of_report(&out.report, plan.links(&config));
+            output::emit(output::html::page(&view).as_bytes())?
+        }
         Output::Text => {
             let p = Paint::new(output::color_enabled_stdout());
             let mut text = report::render(&out.report, &p);

@@ -272,13 +272,13 @@ async fn serve(served: Arc<Mutex<String>>) -> anyhow::Result<u16> {
     let addr = crate::serve::serve(([127, 0, 0, 1], 0).into(), move |_, _| {
         let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let built_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        crate::serve::Response {
-            status: crate::serve::StatusCode::OK,
-            content_type: "application/json",
-            body: format!(
+        crate::serve::Response::new(
+            crate::serve::StatusCode::OK,
+            "application/json",
+            format!(
                 "{{\"schema\":1,\"sha\":\"{sha}\",\"ref\":\"{REF}\",\"environment\":\"production\",\"built_at\":\"{built_at}\"}}"
             ),
-        }
+        )
     })
     .await?;
     Ok(addr.port())

@@ -74,6 +74,9 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let failed = rows.iter().any(|r| r.error.is_some());
     match args.output {
         Output::Json => output::emit_json(&Listing { schema: 1, environments: &rows })?,
+        Output::Html => {
+            anyhow::bail!("-o html is for check, status and reconcile; expected prints text or json")
+        }
         Output::Text => {
             let p = Paint::new(output::color_enabled_stdout());
             let mut t = Table::new(&["ENVIRONMENT", "REF", "COMMIT"]);

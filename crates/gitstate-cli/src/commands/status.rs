@@ -15,6 +15,13 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
     let doc = output::status::document(&state.environments);
     match args.output {
         Output::Json => output::emit_json(&doc)?,
+        Output::Html => {
+            let links =
+                crate::plan::source(&config).map(|s| crate::plan::links(&config, &s)).unwrap_or_default();
+            let events = StateStore::events(&config.state_dir, 500)?;
+            let view = output::html::View::of_states(&state.environments, events, links);
+            output::emit(output::html::page(&view).as_bytes())?
+        }
         Output::Text => {
             let p = Paint::new(output::color_enabled_stdout());
             if doc.environments.is_empty() {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::cli::Watch;
 use crate::config::RepoLocation;
 use crate::state::StateStore;
+use crate::watch::dashboard::Dashboard;
 use crate::watch::metrics::Metrics;
 use crate::watch::schedule::{self, Jitter, Timing};
 use crate::watch::{Live, git_dir, server};
@@ -29,6 +30,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let plan = plan::build(&config, &[]).await?;
     let engine = plan.watch_engine(&config)?.with_journal(store.clone()).with_deferred_remediations();
     let metrics = Arc::new(Metrics::new());
+    let dashboard = Arc::new(Dashboard::new(store.clone(), plan.links(&config)));
     let ready = Arc::new(AtomicBool::new(false));
     let listen = args.listen.unwrap_or(config.watch.listen);
     let bound = server::start(
@@ -38,11 +40,12 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
             store: store.clone(),
             ready: ready.clone(),
             stall_after: server::stall_window(config.watch.interval),
+            dashboard: dashboard.clone(),
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(listen = %bound, "serving /metrics /healthz /readyz /status");
+    tracing::info!(listen = %bound, "serving the dashboard at http://{bound}/ and /metrics /healthz /readyz /status");
 
     // Local repositories are also watched by file-system notification: a moved ref starts
     // a pass without waiting for the next poll.
@@ -89,7 +92,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
         stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
     };
-    let live = Arc::new(Live::new(config, engine, store, plan, metrics.clone()).await?);
+    let live = Arc::new(Live::new(config, engine, store, plan, metrics.clone(), dashboard).await?);
     let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
     let on_full = {
         let ready = ready.clone();

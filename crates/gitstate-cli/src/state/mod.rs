@@ -84,7 +84,12 @@ pub struct StateStore {
     dir: PathBuf,
     state: Mutex<StateFile>,
     rotation: Rotation,
+    /// The latest events, oldest first (at most [`RECENT`]), for the dashboard.
+    recent: Mutex<std::collections::VecDeque<Event>>,
 }
+
+/// Events kept in memory for the dashboard.
+const RECENT: usize = 500;
 
 impl StateStore {
     /// `state.json` under `dir`.
@@ -148,11 +153,37 @@ impl StateStore {
     /// Opens the store of `dir` with its current content.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let recent = Self::events(dir, RECENT).unwrap_or_default().into();
         Ok(Self {
             dir: dir.to_path_buf(),
             state: Mutex::new(Self::read(dir)?),
             rotation: Rotation::default(),
+            recent: Mutex::new(recent),
         })
+    }
+
+    /// The latest `n` events written (oldest first), without reading the file again.
+    pub fn recent_events(&self, n: usize) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().skip(recent.len().saturating_sub(n)).cloned().collect()
+    }
+
+    /// The last `limit` events of `events.jsonl` (oldest first), read from its last MiB
+    /// only. A line that is not an event — a torn last line after a crash mid-append, the
+    /// partial first line of that tail, one a person mangled — is skipped, never an error.
+    pub fn events(dir: &Path, limit: usize) -> Result<Vec<Event>, StateError> {
+        const TAIL: u64 = 1024 * 1024;
+        let path = dir.join("events.jsonl");
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let len = file.metadata().map_err(io(&path))?.len();
+        file.seek(std::io::SeekFrom::Start(len.saturating_sub(TAIL))).map_err(io(&path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        Ok(parse_events(&bytes, limit))
     }
 
     /// Rotates `events.jsonl` as `rotation` says (the default: 64 MiB, 5 old files).
@@ -223,7 +254,12 @@ impl StateStore {
         let mut f =
             OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io(&path))?;
         f.write_all(&buf).map_err(io(&path))?;
-        f.sync_data().map_err(io(&path))
+        f.sync_data().map_err(io(&path))?;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.extend(events.iter().cloned());
+        let over = recent.len().saturating_sub(RECENT);
+        recent.drain(..over);
+        Ok(())
     }
 
     /// Shifts `events.jsonl` to `events.jsonl.1` (and `.1` to `.2`, …), dropping the oldest
@@ -242,19 +278,6 @@ impl StateStore {
         }
         std::fs::rename(path, old(1)).map_err(io(path))?;
         Ok(0)
-    }
-
-    /// The events of `events.jsonl` (oldest first), the last `limit` of them. A line that
-    /// is not an event — a torn last line after a crash mid-append, or one a person
-    /// mangled — is skipped, never an error.
-    pub fn events(dir: &Path, limit: usize) -> Result<Vec<Event>, StateError> {
-        let path = dir.join("events.jsonl");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        Ok(parse_events(&bytes, limit))
     }
 }
 

@@ -3,6 +3,7 @@
 //! flight per environment); [`Live`] is what a pass does (probe, decide, persist, notify,
 //! hand remediations to background tasks); [`metrics`] and [`server`] expose it.
 
+pub mod dashboard;
 pub mod metrics;
 pub mod schedule;
 pub mod server;
@@ -43,6 +44,7 @@ pub struct Live {
     /// Cancelled to stop remediations at shutdown.
     stop: tokio_util::sync::CancellationToken,
     metrics: Arc<Metrics>,
+    dashboard: Arc<dashboard::Dashboard>,
     specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
     refs: Mutex<HashMap<EnvName, CommitId>>,
     deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
@@ -57,6 +59,7 @@ impl Live {
         store: Arc<StateStore>,
         plan: plan::Plan,
         metrics: Arc<Metrics>,
+        dashboard: Arc<dashboard::Dashboard>,
     ) -> anyhow::Result<Self> {
         let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
         let live = Self {
@@ -67,6 +70,7 @@ impl Live {
             stop: plan.clients.stop.clone(),
             plan: tokio::sync::Mutex::new(plan),
             metrics,
+            dashboard,
             specs: Mutex::new(specs),
             refs: Mutex::default(),
             deferred: Mutex::default(),
@@ -124,7 +128,9 @@ impl Live {
             self.metrics.forget(name.as_str());
             lock(&self.refs).remove(name);
         }
+        let names: Vec<EnvName> = gone.iter().map(|(n, _)| n.clone()).collect();
         self.engine.remove(gone, jiff::Timestamp::now()).await;
+        self.dashboard.forget(&names);
     }
 }
 
@@ -165,6 +171,7 @@ impl Driver for Live {
         if full {
             self.remove_gone().await;
         }
+        self.dashboard.record(&out.report.environments);
         for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
             tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
         }
@@ -194,6 +201,7 @@ impl Driver for Live {
         lock(&self.deferred).remove(&env);
         self.metrics.remediation(env.as_str(), outcome.ok);
         tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
+        self.dashboard.changed();
         Some(spec.effective_policy().settle.saturating_sub(started.elapsed()))
     }
 

@@ -1,6 +1,6 @@
-//! The `watch` HTTP endpoint: `GET /metrics` (OpenMetrics), `/healthz`, `/readyz` (after
-//! the first full pass) and `/status` (the `status -o json` document), over
-//! [`crate::serve`].
+//! The `watch` HTTP endpoint: `GET /` (the dashboard) and `/events` (its updates, as
+//! server-sent events), `/metrics` (OpenMetrics), `/healthz`, `/readyz` (after the first
+//! full pass) and `/status` (the `status -o json` document), over [`crate::serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct Endpoint {
     /// `/healthz` fails when no full pass completed within this long (SPEC §7: max(3 ×
     /// interval, 5 min)).
     pub stall_after: Duration,
+    /// The dashboard at `/`, and its updates at `/events`.
+    pub dashboard: Arc<super::dashboard::Dashboard>,
 }
 
 /// How long `watch` may go without completing a full pass before `/healthz` fails.
@@ -36,8 +38,26 @@ pub async fn start(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<Sock
 
 impl Endpoint {
     fn respond(&self, method: &str, path: &str) -> Response {
+        if method == "GET" {
+            match path {
+                "/" => {
+                    let mut r =
+                        Response::new(StatusCode::OK, "text/html; charset=utf-8", self.dashboard.page());
+                    r.headers.push(("content-security-policy", crate::output::html::CSP.clone()));
+                    r.headers.push(("cache-control", "no-store".into()));
+                    return r;
+                }
+                "/events" => {
+                    let mut r = Response::new(StatusCode::OK, "text/event-stream", "");
+                    r.body = crate::serve::Body::Stream(self.dashboard.clone().events());
+                    r.headers.push(("cache-control", "no-store".into()));
+                    return r;
+                }
+                _ => {}
+            }
+        }
         let (status, content_type, body) = self.route(method, path);
-        Response { status, content_type, body }
+        Response::new(status, content_type, body)
     }
 
     fn route(&self, method: &str, path: &str) -> (StatusCode, &'static str, String) {
@@ -66,9 +86,11 @@ impl Endpoint {
                 let doc = crate::output::status::document(&self.store.environments());
                 (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
-            _ => {
-                (StatusCode::NOT_FOUND, TEXT, "not found: try /metrics, /healthz, /readyz, /status\n".into())
-            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "not found: try /, /events, /metrics, /healthz, /readyz, /status\n".into(),
+            ),
         }
     }
 }

@@ -1,0 +1,387 @@
+//! The dashboard (SPEC §12): one page a person reads at a glance during an incident,
+//! rendered on the server with maud (every value escaped), all CSS and JavaScript inline
+//! under a strict Content-Security-Policy, complete without JavaScript. `watch` serves it
+//! at `GET /` and pushes the page's `<main>` to it through server-sent events (`GET
+//! /events`); `status -o html` and `check -o html` write the same page, static.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use gitstate_core::{
+    CommitInfo, EnvName, EnvState, EnvironmentReport, Event, EventKind, InstanceObservation, Links, Phase,
+    Report, Status,
+};
+use jiff::Timestamp;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use sha2::Digest as _;
+
+use super::report::{age, detail};
+
+/// What is known of one environment: the remembered state, the last pass's report.
+pub type Known = (Option<EnvState>, Option<EnvironmentReport>);
+
+/// Everything the page shows.
+#[derive(Debug, Default)]
+pub struct View {
+    /// When the page was made.
+    pub now: Option<Timestamp>,
+    /// Per environment: the remembered state and the last pass's report, either may lack.
+    pub environments: BTreeMap<EnvName, Known>,
+    /// The latest events, oldest first (the page shows the last 50, newest first).
+    pub events: Vec<Event>,
+    /// Where commits and comparisons can be read.
+    pub links: Links,
+    /// Served by `watch`: the page updates itself through `/events`.
+    pub live: bool,
+}
+
+impl View {
+    /// A view of one pass's report (`check -o html`).
+    pub fn of_report(report: &Report, links: Links) -> Self {
+        let environments =
+            report.environments.iter().map(|e| (e.name.clone(), (None, Some(e.clone())))).collect();
+        Self { now: Some(report.checked_at), environments, events: Vec::new(), links, live: false }
+    }
+
+    /// A view of what the state holds (`status -o html`, and `watch` with its reports).
+    pub fn of_states(states: &BTreeMap<EnvName, EnvState>, events: Vec<Event>, links: Links) -> Self {
+        let environments = states.iter().map(|(n, s)| (n.clone(), (Some(s.clone()), None))).collect();
+        Self { now: Some(Timestamp::now()), environments, events, links, live: false }
+    }
+}
+
+const STYLE: &str = r#"
+:root{--bg:#fff;--fg:#1b1f24;--dim:#5b6570;--line:#d8dee4;--card:#f6f8fa;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--link:#0969da}
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--dim:#8d96a0;--line:#30363d;--card:#161b22;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--link:#58a6ff}}
+*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;background:var(--bg);color:var(--fg)}
+header{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:baseline;padding:.8em 1em;border-bottom:1px solid var(--line)}
+header h1{font-size:1.2em;margin:0}main{padding:1em;max-width:80em;margin:auto}
+a{color:var(--link)}code,.sha{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.92em}
+.dim{color:var(--dim)}.env{border:1px solid var(--line);border-radius:8px;background:var(--card);margin:0 0 1em;padding:.8em 1em}
+.env h2{font-size:1.1em;margin:0 0 .3em;display:flex;flex-wrap:wrap;gap:.5em;align-items:center}
+.badge{display:inline-block;border-radius:1em;padding:0 .6em;font-size:.85em;font-weight:600;border:2px solid currentColor;white-space:nowrap}
+.ok{color:var(--ok)}.warn{color:var(--warn)}.bad{color:var(--bad)}
+.badge.bad{border-style:double}.badge.warn{border-style:dashed}
+table{border-collapse:collapse;width:100%;margin:.4em 0}td,th{text-align:left;padding:.25em .5em;border-top:1px solid var(--line);vertical-align:top}
+th{font-size:.8em;color:var(--dim);font-weight:600}ul.commits{margin:.2em 0 .2em 1em;padding:0}ul.commits li{list-style:none}
+.facts{display:flex;flex-wrap:wrap;gap:.3em 1.5em;margin:.3em 0}.chart{vertical-align:middle}.chart rect{fill:var(--link)}
+@media (max-width:640px){td,th{display:block;border:0;padding:.1em .3em}tr{display:block;border-top:1px solid var(--line);padding:.3em 0}thead{display:none}}
+"#;
+
+/// Replaces the page's `<main>` with each fragment `/events` sends; reconnects by itself.
+const SCRIPT: &str = r#"
+(function(){if(!window.EventSource)return;var es=new EventSource('/events');
+es.addEventListener('page',function(e){var m=document.querySelector('main');if(m){m.outerHTML=e.data;}});})();
+"#;
+
+fn hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()))
+    )
+}
+
+/// The Content-Security-Policy the page is served with: nothing from outside, and only the
+/// page's own inline style and script (by hash).
+pub static CSP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; img-src 'self' data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash(STYLE),
+        hash(SCRIPT)
+    )
+});
+
+/// How bad each phase is, for the order "worst first".
+fn phase_rank(p: Option<Phase>) -> u8 {
+    match p {
+        Some(Phase::Alarm) => 0,
+        Some(Phase::BackingOff) => 1,
+        Some(Phase::Remediating) => 2,
+        Some(Phase::Converging | Phase::Observing) => 3,
+        None => 4,
+        Some(Phase::InSync) => 5,
+        Some(_) => 4,
+    }
+}
+
+fn status_class(s: Status) -> &'static str {
+    match s {
+        Status::InSync => "ok",
+        Status::Behind | Status::Ahead => "warn",
+        _ => "bad",
+    }
+}
+
+/// A status as colour, shape and text: never colour alone.
+fn status_badge(s: Status) -> Markup {
+    let mark = match s {
+        Status::InSync => "✓",
+        Status::Behind | Status::Ahead => "▲",
+        _ => "✗",
+    };
+    html! { span.badge.(status_class(s)) { (mark) " " (s.as_str()) } }
+}
+
+fn phase_badge(p: Option<Phase>) -> Markup {
+    let (class, mark, text) = match p {
+        Some(Phase::InSync) => ("ok", "✓", "in_sync"),
+        Some(Phase::Alarm) => ("bad", "✗", "alarm"),
+        Some(other) => ("warn", "●", other.as_str()),
+        None => ("warn", "?", "not yet known"),
+    };
+    html! { span.badge.(class) { (mark) " " (text) } }
+}
+
+fn commit_link(links: &Links, sha: &str, text: Markup) -> Markup {
+    match links.commit(sha) {
+        Some(url) => html! { a.sha href=(url) { (text) } },
+        None => html! { span.sha { (text) } },
+    }
+}
+
+fn commits(links: &Links, label: &str, list: &[CommitInfo], now: Timestamp) -> Markup {
+    html! {
+        @if !list.is_empty() {
+            div { span.dim { (label) } }
+            ul.commits {
+                @for c in list {
+                    li {
+                        (commit_link(links, c.sha.as_str(), html! { (c.sha.short(7)) })) " "
+                        (c.subject) " "
+                        span.dim { "— " (c.author) ", " (age(now, c.at)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last convergence lags as bars (seconds, oldest left).
+fn lag_chart(lags: &[f64]) -> Markup {
+    let max = lags.iter().copied().fold(1.0_f64, f64::max);
+    let (w, h, bar) = (160.0, 28.0, 8.0);
+    html! {
+        @if !lags.is_empty() {
+            svg.chart width=(w) height=(h) viewBox=(format!("0 0 {w} {h}")) role="img"
+                aria-label=(format!("last {} convergence lags, longest {:.0} s", lags.len(), max)) {
+                @for (i, l) in lags.iter().enumerate() {
+                    @let bh = (l / max * (h - 2.0)).max(1.0);
+                    rect x=(i as f64 * bar) y=(h - bh) width=(bar - 2.0) height=(bh) {
+                        title { (format!("{l:.1} s")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn instance_row(links: &Links, exp: Option<&str>, i: &InstanceObservation, now: Timestamp) -> Markup {
+    let pending = i.pending_commits.as_deref().unwrap_or_default();
+    let unexpected = i.unexpected_commits.as_deref().unwrap_or_default();
+    html! {
+        tr data-status=(i.status.as_str()) {
+            td { code { (i.id) } }
+            td { (status_badge(i.status)) }
+            td {
+                span.sha { (i.actual.as_deref().map(|a| a.chars().take(12).collect::<String>()).unwrap_or_else(|| "-".into())) }
+                @if let (Some(url), Some(_)) = (&i.compare_url, exp) { " " a href=(url) { "compare" } }
+            }
+            td {
+                (detail(i))
+                (commits(links, "pending", pending, now))
+                (commits(links, "unexpected", unexpected, now))
+            }
+        }
+    }
+}
+
+fn environment(
+    view: &View,
+    name: &EnvName,
+    state: Option<&EnvState>,
+    report: Option<&EnvironmentReport>,
+    lags: &[f64],
+) -> Markup {
+    let now = view.now.unwrap_or_else(Timestamp::now);
+    let phase = state
+        .and_then(|s| s.phase)
+        .or(report.and_then(|r| r.phase))
+        .or_else(|| report.map(|r| if r.in_sync { Phase::InSync } else { Phase::Converging }));
+    let expected =
+        state.and_then(|s| s.expected.as_ref()).map(|e| e.commit).or(report.and_then(|r| r.expected));
+    let reference = state.and_then(|s| s.reference.clone()).or(report.map(|r| r.reference.clone()));
+    // The expected commit's subject, when an instance that lacks it names it.
+    let described = expected.and_then(|e| {
+        report?
+            .targets
+            .iter()
+            .flat_map(|t| &t.instances)
+            .flat_map(|i| i.pending_commits.iter().flatten())
+            .find(|c| c.sha == e)
+            .cloned()
+    });
+    html! {
+        section.env id=(format!("env-{name}")) data-phase=(phase.map_or("unknown", Phase::as_str)) {
+            h2 { (name.as_str()) " " (phase_badge(phase)) }
+            div.facts {
+                span { span.dim { "ref " } code { (reference.as_deref().unwrap_or("-")) } }
+                span {
+                    span.dim { "expected " }
+                    @if let Some(e) = expected {
+                        (commit_link(&view.links, e.as_str(), html! { (e.short(7)) }))
+                        @if let Some(c) = &described { " " (c.subject) span.dim { " — " (c.author) } }
+                    } @else { "-" }
+                    @if let Some(since) = state.and_then(|s| s.expected.as_ref()).map(|e| e.since) {
+                        span.dim { " since " (age(now, since)) }
+                    }
+                }
+                @if let Some(a) = state.and_then(EnvState::primary_alarm) {
+                    span.bad { "✗ " (a.kind.as_str()) " alarm open since " (age(now, a.since)) }
+                }
+                @if let Some(i) = state.and_then(EnvState::open_incident) {
+                    span { span.dim { "attempts " } (i.attempts)
+                        @if let Some(next) = i.next_attempt_at.filter(|t| *t > now) {
+                            span.dim { ", next attempt in " (humantime::format_duration(std::time::Duration::from_secs(next.as_second().saturating_sub(now.as_second()).max(0) as u64))) }
+                        }
+                    }
+                }
+                @if let Some(l) = state.and_then(|s| s.last_convergence_lag_s) {
+                    span { span.dim { "last lag " } (format!("{l:.1} s")) " " (lag_chart(lags)) }
+                }
+            }
+            @if let Some(r) = report {
+                @if let Some(e) = &r.error { p.bad { "✗ " (e) } }
+                @for t in &r.targets {
+                    @let counts = t.instances.iter().fold(BTreeMap::<&str, usize>::new(), |mut m, i| { *m.entry(i.status.as_str()).or_default() += 1; m });
+                    div {
+                        strong { (t.name) } " " span.dim { (t.kind) } " " (status_badge(t.status)) " "
+                        span.dim { @for (s, n) in &counts { (n) " " (s) " " } }
+                        @if let Some(e) = &t.error { " " span.bad { (e) } }
+                    }
+                    @if !t.instances.is_empty() {
+                        table {
+                            thead { tr { th { "instance" } th { "status" } th { "runs" } th { "detail" } } }
+                            tbody { @for i in &t.instances { (instance_row(&view.links, expected.as_ref().map(|e| e.as_str()), i, now)) } }
+                        }
+                    }
+                }
+            } @else {
+                p.dim { "Targets are shown by a running watch, or by check -o html." }
+            }
+        }
+    }
+}
+
+fn event_line(e: &Event) -> String {
+    match &e.kind {
+        EventKind::ExpectedChanged { to, .. } => format!("expected commit changed to {}", to.short(7)),
+        EventKind::DriftDetected { status, .. } => format!("drift detected ({status})"),
+        EventKind::RemediationStarted { attempt, .. } => format!("remediation attempt {attempt} started"),
+        EventKind::RemediationFinished { attempt, ok, detail, .. } => {
+            format!("remediation attempt {attempt} {}: {detail}", if *ok { "triggered" } else { "failed" })
+        }
+        EventKind::AlarmRaised { alarm, .. } => format!("{alarm} alarm raised"),
+        EventKind::AlarmRepeated { alarm, .. } => format!("{alarm} alarm notified again"),
+        EventKind::AlarmResolved { alarm, reason } => {
+            format!("{alarm} alarm resolved ({reason:?})").to_lowercase()
+        }
+        EventKind::Converged { lag_s: Some(l), .. } => format!("converged in {l:.1} s"),
+        EventKind::Converged { .. } => "converged".into(),
+        EventKind::EnvironmentRemoved { .. } => "environment removed".into(),
+        EventKind::NotificationFailed { sink, alarm, .. } => format!("{alarm} notification to {sink} failed"),
+        _ => serde_json::to_value(&e.kind)
+            .ok()
+            .and_then(|v| v["event"].as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+/// The page's `<main>`: what `/events` sends on every change.
+pub fn main(view: &View) -> Markup {
+    let now = view.now.unwrap_or_else(Timestamp::now);
+    let mut lags: BTreeMap<&EnvName, Vec<f64>> = BTreeMap::new();
+    for e in &view.events {
+        if let EventKind::Converged { lag_s: Some(l), .. } = e.kind {
+            let v = lags.entry(&e.environment).or_default();
+            v.push(l);
+            if v.len() > 20 {
+                v.remove(0);
+            }
+        }
+    }
+    let mut order: Vec<(&EnvName, &Known)> =
+        view.environments.iter().collect();
+    order.sort_by_key(|(n, (s, r))| {
+        let phase = s
+            .as_ref()
+            .and_then(|s| s.phase)
+            .or(r.as_ref().and_then(|r| r.phase))
+            .or_else(|| r.as_ref().map(|r| if r.in_sync { Phase::InSync } else { Phase::Converging }));
+        (phase_rank(phase), (*n).clone())
+    });
+    let in_sync = order
+        .iter()
+        .filter(|(_, (s, r))| {
+            s.as_ref().and_then(|s| s.phase) == Some(Phase::InSync)
+                || (s.is_none() && r.as_ref().is_some_and(|r| r.in_sync))
+        })
+        .count();
+    html! {
+        main data-updated=(now.to_string()) {
+            p { strong { (in_sync) " of " (order.len()) " environments in sync" } span.dim { " · " (now.round(jiff::Unit::Second).unwrap_or(now).to_string()) } }
+            @for (name, (state, report)) in &order {
+                (environment(view, name, state.as_ref(), report.as_ref(), lags.get(name).map_or(&[][..], Vec::as_slice)))
+            }
+            @if !view.events.is_empty() {
+                h2 { "Recent events" }
+                table id="events" {
+                    thead { tr { th { "when" } th { "environment" } th { "what" } } }
+                    tbody {
+                        @for e in view.events.iter().rev().take(50) {
+                            tr { td.dim { (age(now, e.at)) } td { (e.environment.as_str()) } td { (event_line(e)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The whole page.
+pub fn page(view: &View) -> String {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if !view.live { meta http-equiv="Content-Security-Policy" content=(CSP.as_str()); }
+                title { "gitstate" }
+                // No icon to fetch: nothing leaves the page, not even a favicon request.
+                link rel="icon" href="data:,";
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header { h1 { "gitstate" } span.dim { "what runs where, against what Git says" } }
+                (main(view))
+                @if view.live { script { (PreEscaped(SCRIPT)) } }
+            }
+        }
+    };
+    markup.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_exactly_the_inline_style_and_script() {
+        let page = page(&View { live: true, ..View::default() });
+        assert!(page.contains(STYLE) && page.contains(SCRIPT));
+        assert!(CSP.contains(&hash(STYLE)) && CSP.contains(&hash(SCRIPT)));
+        assert!(CSP.starts_with("default-src 'none'"));
+    }
+}
