@@ -470,3 +470,73 @@ fn commit_context_names_what_a_deploy_brings_and_what_a_hotfix_added() {
     assert!(r.stdout.contains("unexpected:") && r.stdout.contains("hotfix  (t, "), "{}", r.stdout);
     assert!(r.stdout.contains("compare: https://git.example.com/acme/shop/compare/"), "{}", r.stdout);
 }
+
+/// Times and ages in a page, made stable for a snapshot.
+fn stable_times(html: &str) -> String {
+    let b = html.as_bytes();
+    let mut out = String::with_capacity(html.len());
+    let mut i = 0;
+    let is_ts = |s: &[u8]| {
+        s.len() >= 20
+            && s[..4].iter().all(u8::is_ascii_digit)
+            && s[4] == b'-'
+            && s[10] == b'T'
+            && s[13] == b':'
+            && s[16] == b':'
+    };
+    while i < b.len() {
+        if is_ts(&b[i..]) {
+            let end = b[i..].iter().position(|c| *c == b'Z').map_or(b.len(), |p| i + p + 1);
+            out.push_str("[TIME]");
+            i = end;
+            continue;
+        }
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0
+            && b[i + digits..].len() >= 5
+            && b"smhd".contains(&b[i + digits])
+            && &b[i + digits + 1..i + digits + 5] == b" ago"
+        {
+            out.push_str("[AGE]");
+            i += digits + 5;
+            continue;
+        }
+        let c = html[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// SPEC §12: `check -o html` writes the dashboard as a static page: one document with its
+/// own Content-Security-Policy, no script, every value escaped (a hostile subject stays
+/// text).
+#[test]
+fn html_report_snapshot() {
+    let w = world();
+    w.repo.git(&["commit", "-q", "--allow-empty", "-m", "Pay <img src=x onerror=alert(1)> & more"]);
+    let newest = w.repo.git(&["rev-parse", "HEAD"]);
+    w.repo.update_ref(REF, &newest);
+    let s = &w.server;
+    s.route("/eu", meta(&newest)).route("/us", meta(&w.c[3])).route("/ap", meta(&w.hotfix));
+    let cfg = config_for(
+        &w,
+        &format!(
+            "commit_url = \"https://git.example.com/shop/commit/{{sha}}\"\ncompare_url = \"https://git.example.com/shop/compare/{{from}}...{{to}}\"\n{}",
+            http_env("production", "web", &["/eu", "/us", "/ap"].map(|p| s.url(p)), "")
+        ),
+    );
+    let r = with_config(&cfg, &["check", "-o", "html"]);
+    assert_eq!(r.code, 1);
+    let page = &r.stdout;
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'"));
+    assert!(!page.contains("<script"), "a static page runs nothing");
+    assert!(!page.contains("<img"), "a subject is text, never markup");
+    assert!(page.contains("Pay &lt;img src=x onerror=alert(1)&gt; &amp; more"));
+    let mut stable = normalize(page, s, &[w.repo.path()]);
+    for (i, c) in w.c.iter().chain([&w.hotfix, &newest]).enumerate() {
+        stable = stable.replace(c.as_str(), &format!("[C{i}]")).replace(&c[..7], &format!("[c{i}]"));
+    }
+    insta::assert_snapshot!(stable_times(&stable));
+}

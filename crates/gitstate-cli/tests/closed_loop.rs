@@ -175,6 +175,10 @@ fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
     );
     assert!(converged["lag_s"].as_f64().unwrap() >= 0.0);
     assert_eq!(converged["lag_from"], "reflog", "measured from the ref's move: {converged}");
+    // The same, as a page (SPEC §12): the environment, its phase, and the events.
+    let page = with_config(&cfg, &["status", "-o", "html"]).stdout;
+    assert!(page.contains("id=\"env-production\" data-phase=\"in_sync\""), "{page}");
+    assert!(page.contains("remediation attempt 1 triggered") && page.contains("converged in "), "{page}");
     let finished = l.events().into_iter().find(|e| e["event"] == "remediation_finished").unwrap();
     assert_eq!((finished["ok"].as_bool(), finished["exit_code"].as_i64()), (Some(true), Some(0)));
 }

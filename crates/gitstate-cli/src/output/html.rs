@@ -311,8 +311,7 @@ pub fn main(view: &View) -> Markup {
             }
         }
     }
-    let mut order: Vec<(&EnvName, &Known)> =
-        view.environments.iter().collect();
+    let mut order: Vec<(&EnvName, &Known)> = view.environments.iter().collect();
     order.sort_by_key(|(n, (s, r))| {
         let phase = s
             .as_ref()
