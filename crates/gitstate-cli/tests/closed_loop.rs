@@ -468,6 +468,66 @@ fn the_example_prometheus_rules_pass_promtool_and_name_real_metrics() {
     }
 }
 
+/// examples/grafana: every panel's expression is valid PromQL (promtool checks it as a
+/// recording rule) and names only metric families a live `watch` exposes; the panels the
+/// SPEC asks for are there.
+#[test]
+fn the_example_grafana_dashboard_queries_real_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/grafana/gitstate.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels.iter().map(|p| p["title"].as_str().unwrap()).collect();
+    for want in [
+        "In sync by environment",
+        "Convergence lag",
+        "Remediations by outcome",
+        "Open alarms",
+        "Pass duration",
+        "Probe duration by kind",
+    ] {
+        assert!(titles.iter().any(|t| t.starts_with(want)), "no {want:?} panel in {titles:?}");
+    }
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$environment", ".*"))
+        .collect();
+    assert!(exprs.len() >= 10);
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: grafana:panel_{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with("gitstate_"))
+        {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                METRIC_FAMILIES.contains(&family),
+                "the dashboard names {name}, which watch does not expose"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("grafana.rules.yml"), &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", "grafana.rules.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
+    assert!(
+        out.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 const FAST_WATCH: &str = "[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"";
 
 #[test]
