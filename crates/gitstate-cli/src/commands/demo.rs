@@ -5,7 +5,7 @@
 //! left alone with an alarm, and a failing deploy backing off into an alarm that resolves
 //! when the deploy is fixed. Needs only this binary and git.
 
-use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,14 +16,15 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
-    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, Engine, EnvName, EnvState, EnvironmentSpec,
-    PassMode, PassOutcome, Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError,
-    TargetSpec,
+    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, Engine, EnvName, EnvironmentSpec, PassMode,
+    PassOutcome, Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError, TargetSpec,
 };
 use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
 
 use crate::exit;
 use crate::output::{Paint, report};
+use crate::state::StateStore;
+use crate::watch::dashboard::Dashboard;
 
 const REF: &str = "refs/heads/environments/production";
 
@@ -61,8 +62,14 @@ pub async fn run() -> anyhow::Result<i32> {
             ..Policy::default()
         },
     };
-    let engine = Engine::new(Arc::new(GitSource::local(repo)?)).with_sink(Arc::new(PrintSink { paint: p }));
-    let mut demo = Demo { engine, env, state: BTreeMap::new(), paint: p, last_line: String::new() };
+    // State and events in the sandbox, so that the dashboard shows what `watch` would.
+    let store = Arc::new(StateStore::open(&dir.path().join(".gitstate"))?);
+    let dashboard = Arc::new(Dashboard::new(store.clone(), gitstate_core::Links::default()));
+    let board = dashboard_listener(dashboard.clone()).await?;
+    let engine = Engine::new(Arc::new(GitSource::local(repo)?))
+        .with_journal(store.clone())
+        .with_sink(Arc::new(PrintSink { paint: p }));
+    let mut demo = Demo { engine, env, store, dashboard, paint: p, last_line: String::new() };
 
     println!(
         "{}",
@@ -70,6 +77,7 @@ pub async fn run() -> anyhow::Result<i32> {
     );
     println!("Sandbox: a repository in {} and a web service at", repo.display());
     println!("  {url}\nthat reports the commit it runs. The ref {REF} says what production should run.");
+    println!("Watch it on the dashboard: {}", p.bold(&format!("http://{board}/")));
 
     step(&p, 1, "Production runs what its ref says");
     let out = demo.reconcile_pass().await;
@@ -138,24 +146,59 @@ pub async fn run() -> anyhow::Result<i32> {
     println!();
     println!("{}", p.bold("That is the whole loop. Point gitstate.toml at your repository and targets:"));
     println!("  gitstate check -c gitstate.toml        # what runs where, explained");
+    println!(
+        "  gitstate watch -c gitstate.toml        # the loop, with this dashboard at http://127.0.0.1:9464/"
+    );
+    // On a terminal, the dashboard stays up until Enter; piped or scripted, the demo never waits.
+    if std::io::stdin().is_terminal() {
+        println!("\nThe dashboard stays at http://{board}/ — press Enter to end the demo.");
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+    }
     Ok(exit::IN_SYNC)
+}
+
+/// Serves the dashboard on 127.0.0.1:9464 (watch's default) when it is free, else on a
+/// port of the system's choosing.
+async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::net::SocketAddr> {
+    let handler = move |_: &str, path: &str| match path {
+        "/events" => {
+            let mut r = crate::serve::Response::new(crate::serve::StatusCode::OK, "text/event-stream", "");
+            r.body = crate::serve::Body::Stream(dashboard.clone().events());
+            r
+        }
+        _ => {
+            let mut r = crate::serve::Response::new(
+                crate::serve::StatusCode::OK,
+                "text/html; charset=utf-8",
+                dashboard.page(),
+            );
+            r.headers.push(("content-security-policy", crate::output::html::CSP.clone()));
+            r
+        }
+    };
+    let handler = Arc::new(handler);
+    let h = handler.clone();
+    match crate::serve::serve(([127, 0, 0, 1], 9464).into(), move |m, p| h(m, p)).await {
+        Ok(addr) => Ok(addr),
+        Err(_) => Ok(crate::serve::serve(([127, 0, 0, 1], 0).into(), move |m, p| handler(m, p)).await?),
+    }
 }
 
 struct Demo {
     engine: Engine,
     env: EnvironmentSpec,
-    state: BTreeMap<EnvName, EnvState>,
+    store: Arc<StateStore>,
+    dashboard: Arc<Dashboard>,
     paint: Paint,
     last_line: String,
 }
 
 impl Demo {
     async fn pass(&mut self, mode: PassMode) -> PassOutcome {
-        let out = self
-            .engine
-            .run_pass(std::slice::from_ref(&self.env), &self.state, mode, jiff::Timestamp::now())
-            .await;
-        self.state.extend(out.states.clone());
+        let prior = self.store.environments();
+        let out =
+            self.engine.run_pass(std::slice::from_ref(&self.env), &prior, mode, jiff::Timestamp::now()).await;
+        self.dashboard.record(&out.report.environments);
         out
     }
 

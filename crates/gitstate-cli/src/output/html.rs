@@ -93,19 +93,6 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// How bad each phase is, for the order "worst first".
-fn phase_rank(p: Option<Phase>) -> u8 {
-    match p {
-        Some(Phase::Alarm) => 0,
-        Some(Phase::BackingOff) => 1,
-        Some(Phase::Remediating) => 2,
-        Some(Phase::Converging | Phase::Observing) => 3,
-        None => 4,
-        Some(Phase::InSync) => 5,
-        Some(_) => 4,
-    }
-}
-
 fn status_class(s: Status) -> &'static str {
     match s {
         Status::InSync => "ok",
@@ -124,14 +111,55 @@ fn status_badge(s: Status) -> Markup {
     html! { span.badge.(status_class(s)) { (mark) " " (s.as_str()) } }
 }
 
-fn phase_badge(p: Option<Phase>) -> Markup {
-    let (class, mark, text) = match p {
-        Some(Phase::InSync) => ("ok", "✓", "in_sync"),
-        Some(Phase::Alarm) => ("bad", "✗", "alarm"),
-        Some(other) => ("warn", "●", other.as_str()),
-        None => ("warn", "?", "not yet known"),
-    };
-    html! { span.badge.(class) { (mark) " " (text) } }
+/// Where an environment stands: its phase when the loop decided one, else (a `check`)
+/// whether it is in sync.
+#[derive(Clone, Copy)]
+enum Standing {
+    Phase(Phase),
+    OutOfSync,
+    Unknown,
+}
+
+impl Standing {
+    fn of(state: Option<&EnvState>, report: Option<&EnvironmentReport>) -> Self {
+        match (state.and_then(|s| s.phase).or(report.and_then(|r| r.phase)), report) {
+            (Some(p), _) => Standing::Phase(p),
+            (None, Some(r)) if r.in_sync => Standing::Phase(Phase::InSync),
+            (None, Some(_)) => Standing::OutOfSync,
+            (None, None) => Standing::Unknown,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Standing::Phase(p) => p.as_str(),
+            Standing::OutOfSync => "out_of_sync",
+            Standing::Unknown => "unknown",
+        }
+    }
+
+    /// How bad, for the order "worst first".
+    fn rank(self) -> u8 {
+        match self {
+            Standing::Phase(Phase::Alarm) => 0,
+            Standing::Phase(Phase::BackingOff) => 1,
+            Standing::Phase(Phase::Remediating) => 2,
+            Standing::OutOfSync | Standing::Phase(Phase::Converging | Phase::Observing) => 3,
+            Standing::Phase(Phase::InSync) => 5,
+            _ => 4,
+        }
+    }
+
+    fn badge(self) -> Markup {
+        let (class, mark) = match self {
+            Standing::Phase(Phase::InSync) => ("ok", "✓"),
+            Standing::Phase(Phase::Alarm) => ("bad", "✗"),
+            Standing::OutOfSync => ("warn", "▲"),
+            Standing::Unknown => ("warn", "?"),
+            Standing::Phase(_) => ("warn", "●"),
+        };
+        html! { span.badge.(class) { (mark) " " (self.name().replace('_', " ")) } }
+    }
 }
 
 fn commit_link(links: &Links, sha: &str, text: Markup) -> Markup {
@@ -205,10 +233,7 @@ fn environment(
     lags: &[f64],
 ) -> Markup {
     let now = view.now.unwrap_or_else(Timestamp::now);
-    let phase = state
-        .and_then(|s| s.phase)
-        .or(report.and_then(|r| r.phase))
-        .or_else(|| report.map(|r| if r.in_sync { Phase::InSync } else { Phase::Converging }));
+    let standing = Standing::of(state, report);
     let expected =
         state.and_then(|s| s.expected.as_ref()).map(|e| e.commit).or(report.and_then(|r| r.expected));
     let reference = state.and_then(|s| s.reference.clone()).or(report.map(|r| r.reference.clone()));
@@ -223,8 +248,8 @@ fn environment(
             .cloned()
     });
     html! {
-        section.env id=(format!("env-{name}")) data-phase=(phase.map_or("unknown", Phase::as_str)) {
-            h2 { (name.as_str()) " " (phase_badge(phase)) }
+        section.env id=(format!("env-{name}")) data-phase=(standing.name()) {
+            h2 { (name.as_str()) " " (standing.badge()) }
             div.facts {
                 span { span.dim { "ref " } code { (reference.as_deref().unwrap_or("-")) } }
                 span {
@@ -312,20 +337,10 @@ pub fn main(view: &View) -> Markup {
         }
     }
     let mut order: Vec<(&EnvName, &Known)> = view.environments.iter().collect();
-    order.sort_by_key(|(n, (s, r))| {
-        let phase = s
-            .as_ref()
-            .and_then(|s| s.phase)
-            .or(r.as_ref().and_then(|r| r.phase))
-            .or_else(|| r.as_ref().map(|r| if r.in_sync { Phase::InSync } else { Phase::Converging }));
-        (phase_rank(phase), (*n).clone())
-    });
+    order.sort_by_key(|(n, (s, r))| (Standing::of(s.as_ref(), r.as_ref()).rank(), (*n).clone()));
     let in_sync = order
         .iter()
-        .filter(|(_, (s, r))| {
-            s.as_ref().and_then(|s| s.phase) == Some(Phase::InSync)
-                || (s.is_none() && r.as_ref().is_some_and(|r| r.in_sync))
-        })
+        .filter(|(_, (s, r))| matches!(Standing::of(s.as_ref(), r.as_ref()), Standing::Phase(Phase::InSync)))
         .count();
     html! {
         main data-updated=(now.to_string()) {
