@@ -159,6 +159,9 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                         TargetKind::Aws(a) => {
                             (Arc::new(AwsProbe::shared(&clients.aws, a.clone())), a.timeout)
                         }
+                        TargetKind::Exec(x) => {
+                            (Arc::new(crate::exec::ExecProbe::new(x.clone(), config.dir.clone())), x.timeout)
+                        }
                     };
                     // The engine's own bound sits past the probe's, so that the probe's more
                     // precise error ("timed out after 10s" for one URL) wins when it works.

@@ -77,7 +77,7 @@ pub use plugin::{
 };
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
 pub use reconcile::{Action, Decision, ExpectedCommit, Reason, reconcile};
-pub use redact::{Redacted, RedactedUrl, redact_url};
+pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
 pub use state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, StateFile, Undelivered};
 pub use text::escape_control;

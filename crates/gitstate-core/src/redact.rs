@@ -1,5 +1,6 @@
 //! Keeping secrets out of output, logs and errors: [`redact_url`] (user-info and query
-//! values), [`Redacted`] for `Debug` of what may hold them.
+//! values), [`redact_text`] (every URL in a text), [`Redacted`] for `Debug` of what may
+//! hold them.
 
 /// `url` with any user name or password, and the value of every query parameter,
 /// replaced by `***`, for output, logs and errors: `https://***@h/x?token=***&v=***`.
@@ -45,6 +46,26 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// `text` (a command's stderr, say) with every URL in it passed through [`redact_url`]: a
+/// `https://user:token@host/x?key=v` a script printed comes back as
+/// `https://***@host/x?key=***`.
+pub fn redact_text(text: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | '`' | ',');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        // The URL starts after the last separator before "://", and runs to the next one.
+        let start =
+            rest[..i].rfind(ends).map_or(0, |p| p + rest[p..].chars().next().map_or(1, char::len_utf8));
+        let end = rest[i..].find(ends).map_or(rest.len(), |p| i + p);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Shows what it wraps as `***`: for `Debug` of configuration fields that may hold
 /// secrets (header values, body templates with `${TOKEN}` expanded).
 pub struct Redacted;
@@ -68,6 +89,27 @@ impl std::fmt::Debug for RedactedUrl<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_url_in_a_text_is_redacted() {
+        let err =
+            "fatal: could not read from https://bot:s3cret@git.example.com/x.git?token=abc (403)\nretry";
+        assert_eq!(
+            redact_text(err),
+            "fatal: could not read from https://***@git.example.com/x.git?token=*** (403)\nretry"
+        );
+        assert_eq!(redact_text("no url here"), "no url here");
+        assert_eq!(redact_text("\"ssh://u:p@h/r\""), "\"ssh://***@h/r\"");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_redacted_without_panic(s in "\\PC*", user in "[a-z]{1,8}", secret in "[A-Za-z0-9]{6,12}") {
+            let text = format!("{s} https://{user}:{secret}@h.example/p {s}");
+            let out = redact_text(&text);
+            prop_assert!(!out.contains(&format!("{user}:{secret}@")), "{}", out);
+        }
+    }
 
     #[test]
     fn redacts_user_info_and_query_values() {

@@ -26,6 +26,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
                     if h.urls.len() == 1 { "" } else { "s" }
                 ),
                 TargetKind::Aws(a) => format!("{} (aws, {})", t.name, a.region),
+                TargetKind::Exec(x) => format!("{} (exec, {})", t.name, x.command[0]),
             })
             .collect();
         let remediate = match &e.remediate {

@@ -107,6 +107,18 @@ pub struct RawTarget {
     pub name: Spanned<String>,
     pub http: Option<RawHttp>,
     pub aws: Option<RawAws>,
+    pub exec: Option<RawExec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExec {
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub format: crate::exec::ExecFormat,
+    pub sha_pointer: Option<Spanned<String>>,
+    pub timeout: Option<Dur>,
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,4 @@
-//! `[[environments.targets]]`: an HTTP or AWS target from its table, `{environment}`
+//! `[[environments.targets]]`: an HTTP, AWS or exec target from its table, `{environment}`
 //! substituted, every URL, header and duration checked.
 
 use std::collections::BTreeSet;
@@ -25,13 +25,16 @@ pub(crate) fn targets(
         if !names.insert(name.to_owned()) {
             return Err(ctx.at(&t.name, format!("target {name} is defined twice in environment {env}")));
         }
-        let kind = match (&t.http, &t.aws) {
-            (Some(h), None) => TargetKind::Http(http(ctx, h, env, lookup)?),
-            (None, Some(a)) => TargetKind::Aws(aws(ctx, a, env, lookup)?),
+        let kind = match (&t.http, &t.aws, &t.exec) {
+            (Some(h), None, None) => TargetKind::Http(http(ctx, h, env, lookup)?),
+            (None, Some(a), None) => TargetKind::Aws(aws(ctx, a, env, lookup)?),
+            (None, None, Some(x)) => TargetKind::Exec(exec(ctx, x, env)?),
             _ => {
                 return Err(ctx.at(
                     &t.name,
-                    format!("target {name}: give exactly one of [targets.http] or [targets.aws]"),
+                    format!(
+                        "target {name}: give exactly one of [targets.http], [targets.aws] or [targets.exec]"
+                    ),
                 ));
             }
         };
@@ -79,6 +82,36 @@ pub(super) fn http(
         t.follow_redirects = f;
     }
     Ok(t)
+}
+
+pub(super) fn exec(ctx: &Ctx, x: &raw::RawExec, env: &str) -> Result<crate::exec::ExecTarget, ConfigError> {
+    let command: Vec<String> = x.command.get_ref().iter().map(|a| substitute(a, env)).collect();
+    if command.first().is_none_or(|c| c.trim().is_empty()) {
+        return Err(ctx
+            .at(&x.command, "command is empty: give argv, e.g. [\"ssh\", \"host\", \"cat\", \"REVISION\"]"));
+    }
+    if let Some(p) = &x.sha_pointer
+        && !p.get_ref().starts_with('/')
+    {
+        return Err(
+            ctx.at(p, format!("sha_pointer {:?} must be a JSON pointer starting with \"/\"", p.get_ref()))
+        );
+    }
+    if x.sha_pointer.is_some() && x.format == crate::exec::ExecFormat::Lines {
+        return Err(ctx.at(&x.command, "sha_pointer applies to format = \"report\" only"));
+    }
+    let timeout = match x.timeout {
+        Some(d) if d.0.is_zero() => return Err(ctx.at(&x.command, "timeout must be more than 0s")),
+        Some(d) => d.0,
+        None => crate::exec::ExecTarget::DEFAULT_TIMEOUT,
+    };
+    Ok(crate::exec::ExecTarget {
+        command,
+        format: x.format,
+        sha_pointer: x.sha_pointer.as_ref().map(|p| p.get_ref().clone()),
+        timeout,
+        max_bytes: x.max_bytes.unwrap_or(crate::exec::ExecTarget::DEFAULT_MAX_BYTES),
+    })
 }
 
 pub(super) fn aws(

@@ -70,6 +70,8 @@ pub enum TargetKind {
     Http(HttpTarget),
     /// `[environments.targets.aws]`.
     Aws(AwsTarget),
+    /// `[environments.targets.exec]`.
+    Exec(crate::exec::ExecTarget),
 }
 
 /// A target.
