@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         targets: vec![TargetSpec::new("releases", probe)],
         remediator: None,
         policy: Policy::default(),
+        controls: gitstate_core::Controls::default(),
     };
     let engine = Engine::new(Arc::new(GitSource::local(repo)?));
     let now = jiff::Timestamp::now();

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         targets: vec![TargetSpec::new("service", Arc::new(Fixed(ReportedCommit::parse(running)?)))],
         remediator: Some(Arc::new(PrintDeploy)),
         policy: Policy { grace: Duration::ZERO, settle: Duration::from_secs(60), ..Policy::default() },
+        controls: gitstate_core::Controls::default(),
     };
     let engine = Engine::new(Arc::new(GitSource::local(repo)?));
     let mut state = BTreeMap::new();

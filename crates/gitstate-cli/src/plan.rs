@@ -177,6 +177,7 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                     .as_ref()
                     .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop)),
                 policy: e.policy.clone(),
+                controls: gitstate_core::Controls::default(),
             })
         })
         .collect()

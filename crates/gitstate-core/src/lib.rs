@@ -76,7 +76,7 @@ pub use plugin::{
     RemediationRequest, Remediator,
 };
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
-pub use reconcile::{Action, Decision, ExpectedCommit, Reason, reconcile};
+pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
 pub use state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, StateFile, Undelivered};

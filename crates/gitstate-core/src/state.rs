@@ -30,6 +30,10 @@ pub enum Phase {
     Alarm,
     /// Observe mode, drift within grace.
     Observing,
+    /// An operator suspended it: probed, never acted on.
+    Suspended,
+    /// Inside a freeze window: probed, not acted on until it ends.
+    Frozen,
 }
 
 impl Phase {
@@ -42,6 +46,8 @@ impl Phase {
             Phase::BackingOff => "backing_off",
             Phase::Alarm => "alarm",
             Phase::Observing => "observing",
+            Phase::Suspended => "suspended",
+            Phase::Frozen => "frozen",
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct EnvState {
     pub consecutive_probe_failures: u32,
     /// The last pass that saw every instance in sync.
     pub last_in_sync_at: Option<Timestamp>,
+    /// The last `gitstate retry` applied (each request once).
+    pub last_retry: Option<Timestamp>,
     /// Seconds from the ref's move (or the commit being first seen) to in sync, for the
     /// last commit whose lag is known.
     pub last_convergence_lag_s: Option<f64>,

@@ -134,6 +134,7 @@ fn env(
         targets,
         remediator,
         policy,
+        controls: Controls::default(),
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn run() -> anyhow::Result<i32> {
             max_attempts: 2,
             ..Policy::default()
         },
+        controls: gitstate_core::Controls::default(),
     };
     // State and events in the sandbox, so that the dashboard shows what `watch` would.
     let store = Arc::new(StateStore::open(&dir.path().join(".gitstate"))?);

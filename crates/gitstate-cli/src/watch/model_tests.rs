@@ -252,6 +252,7 @@ fn run_watch(policy: &Policy, passes: &[Pass], deploy_s: u64, interval_s: u64) -
             targets: vec![TargetSpec::new("web", Arc::new(Probe(world.clone())))],
             remediator: Some(Arc::new(Deploy { took: Duration::from_secs(deploy_s) })),
             policy: policy.clone(),
+            controls: gitstate_core::Controls::default(),
         };
         let sim = Arc::new(Sim {
             engine,

@@ -28,7 +28,7 @@ use crate::plugin::{
     Remediator,
 };
 use crate::policy::{Mode, Policy};
-use crate::reconcile::{Decision, ExpectedCommit, Reason, reconcile};
+use crate::reconcile::{Controls, Decision, ExpectedCommit, Reason, reconcile_with};
 use crate::report::{ActionReport, EnvironmentReport, Report};
 use crate::state::{EnvState, Phase};
 
@@ -79,6 +79,8 @@ pub struct EnvironmentSpec {
     pub remediator: Option<Arc<dyn Remediator>>,
     /// Its policy.
     pub policy: Policy,
+    /// What an operator (or a freeze window) says about acting on it now.
+    pub controls: Controls,
 }
 
 impl EnvironmentSpec {
@@ -333,8 +335,15 @@ impl Engine {
             for ((env, o), moved_at) in envs.iter().zip(&mut outcomes).zip(moved) {
                 if let (Ok(commit), Some(assessment)) = (&o.expected, &o.assessment) {
                     let expected = ExpectedCommit { commit: *commit, moved_at };
-                    let mut d =
-                        reconcile(expected, assessment, prior.get(&env.name), &env.effective_policy(), now);
+                    let policy = env.effective_policy();
+                    let mut d = reconcile_with(
+                        expected,
+                        assessment,
+                        prior.get(&env.name),
+                        &policy,
+                        env.controls,
+                        now,
+                    );
                     d.state.reference = Some(o.reference.clone());
                     o.phase = Some(d.phase);
                     o.decision = Some(d);

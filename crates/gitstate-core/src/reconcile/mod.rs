@@ -96,6 +96,16 @@ pub enum Reason {
         /// When the alarm resolves if every pass until then is in sync.
         until: Timestamp,
     },
+    /// An operator suspended it.
+    Suspended {
+        /// When the suspension ends by itself, if it does.
+        until: Option<Timestamp>,
+    },
+    /// Inside a freeze window.
+    Frozen {
+        /// When the window ends.
+        until: Timestamp,
+    },
 }
 
 /// A time for people: to the second.
@@ -124,6 +134,13 @@ impl fmt::Display for Reason {
                  not overwriting it (on_diverged = \"alarm\")",
             ),
             Reason::ProbeFailing { passes } => write!(f, "probes failing for {passes} consecutive pass(es)"),
+            Reason::Suspended { until: Some(until) } => {
+                write!(f, "suspended by an operator until {}: not acting", when(until))
+            }
+            Reason::Suspended { until: None } => {
+                f.write_str("suspended by an operator: not acting until resumed")
+            }
+            Reason::Frozen { until } => write!(f, "inside a freeze window until {}: not acting", when(until)),
             Reason::KeepFiring { until } => write!(
                 f,
                 "in sync again after flapping; the drift alarm stays open until {} (keep_firing_for)",
@@ -148,6 +165,19 @@ pub struct Decision {
     pub reason: Reason,
     /// When something may change without a new observation (grace, settle, backoff, renotify ends).
     pub requeue_after: Option<Duration>,
+}
+
+/// What the operator (and the calendar) say about acting on an environment now (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Controls {
+    /// Suspended by an operator: still probed and reported, never remediated, no new
+    /// `drift`/`diverged` alarm. `Some(until)` ends by itself then (`None` inside: until resumed).
+    pub suspended: Option<Option<Timestamp>>,
+    /// Inside a freeze window that ends then: no remediation and no attempt consumed.
+    pub frozen_until: Option<Timestamp>,
+    /// An operator asked for a fresh set of attempts at this time (`gitstate retry`):
+    /// applied once (the state remembers it), the incident's attempts go to zero.
+    pub retry_requested_at: Option<Timestamp>,
 }
 
 /// What the environment's ref points at on a pass, and when it moved there if Git knows.
@@ -193,13 +223,28 @@ pub fn reconcile(
     policy: &Policy,
     now: Timestamp,
 ) -> Decision {
+    reconcile_with(expected, assessment, prior, policy, Controls::default(), now)
+}
+
+/// [`reconcile()`] under an operator's [`Controls`] (suspended, frozen, retry requested).
+pub fn reconcile_with(
+    expected: impl Into<ExpectedCommit>,
+    assessment: &Assessment,
+    prior: Option<&EnvState>,
+    policy: &Policy,
+    controls: Controls,
+    now: Timestamp,
+) -> Decision {
     let expected = expected.into();
-    Pass::new(&expected, assessment, prior, policy, now).run()
+    let mut pass = Pass::new(&expected, assessment, prior, policy, now);
+    pass.controls = controls;
+    pass.run()
 }
 
 struct Pass<'a> {
     expected: &'a CommitId,
     moved_at: Option<Timestamp>,
+    controls: Controls,
     a: &'a Assessment,
     policy: &'a Policy,
     now: Timestamp,
@@ -220,6 +265,7 @@ impl<'a> Pass<'a> {
         Self {
             expected: &expected.commit,
             moved_at: expected.moved_at,
+            controls: Controls::default(),
             a,
             policy,
             now,
@@ -257,6 +303,7 @@ impl<'a> Pass<'a> {
 
     fn run(mut self) -> Decision {
         self.track_expected();
+        self.apply_retry();
         let (phase, reason) = self.decide();
         self.renotify();
         self.s.phase = Some(phase);
@@ -293,6 +340,34 @@ impl<'a> Pass<'a> {
         });
     }
 
+    /// `gitstate retry`: once per request, the incident's attempts and backoff start over.
+    fn apply_retry(&mut self) {
+        let Some(at) = self.controls.retry_requested_at else { return };
+        if self.s.last_retry.is_some_and(|seen| seen >= at) {
+            return;
+        }
+        self.s.last_retry = Some(at);
+        if let Some(inc) = self.s.incident.as_mut() {
+            inc.attempts = 0;
+            inc.last_attempt_at = None;
+            inc.next_attempt_at = None;
+        }
+    }
+
+    /// Suspended or frozen: why nothing is done now, and when to look again.
+    fn held_back(&mut self) -> Option<(Phase, Reason)> {
+        let now = self.now;
+        if let Some(until) = self.controls.suspended.filter(|u| u.is_none_or(|u| u > now)) {
+            if let Some(u) = until {
+                self.wake_at(u);
+            }
+            return Some((Phase::Suspended, Reason::Suspended { until }));
+        }
+        let until = self.controls.frozen_until.filter(|u| *u > now)?;
+        self.wake_at(until);
+        Some((Phase::Frozen, Reason::Frozen { until }))
+    }
+
     fn decide(&mut self) -> (Phase, Reason) {
         let a = *self.a;
         let policy = self.policy;
@@ -310,7 +385,13 @@ impl<'a> Pass<'a> {
         }
 
         if a.in_sync {
-            return self.in_sync();
+            let (phase, reason) = self.in_sync();
+            if phase == Phase::InSync
+                && let Some(held) = self.held_back()
+            {
+                return held;
+            }
+            return (phase, reason);
         }
 
         // Invariant 3: the incident belongs to the expected commit. Renewed drift reopens it
@@ -335,6 +416,12 @@ impl<'a> Pass<'a> {
                 inc
             }
         };
+
+        // Suspended or frozen: no remediation, no attempt consumed, no new drift or
+        // diverged alarm (open ones stay open; the unreachable alarm above still fires).
+        if let Some(held) = self.held_back() {
+            return held;
+        }
 
         let since = self.s.expected.as_ref().map_or(now, |e| e.since);
         let grace_end = after(since, policy.grace);

@@ -388,3 +388,33 @@ fn reasons_read_well() {
     assert_eq!(r, "still drifted after 3 remediation attempt(s)");
     assert!(Reason::WithinGrace { until: at(0) }.to_string().starts_with("drift within grace until 2027-"));
 }
+
+/// SPEC §9: suspended and frozen environments are probed and reported, never acted on, and
+/// no attempt is consumed; a retry starts the attempts over, once per request.
+#[test]
+fn controls_suspend_freeze_and_retry() {
+    let p = Policy { grace: Duration::ZERO, max_attempts: 1, ..policy() };
+    let suspended = Controls { suspended: Some(Some(at(100))), ..Controls::default() };
+    let d = reconcile_with(commit('a'), &of(BEHIND), None, &p, suspended, at(0));
+    assert_eq!((d.phase, d.reason), (Phase::Suspended, Reason::Suspended { until: Some(at(100)) }));
+    assert!(remediations(std::slice::from_ref(&d)).is_empty());
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(100)), "looked at again when it ends");
+    assert_eq!(d.state.incident.as_ref().unwrap().attempts, 0, "no attempt consumed");
+    // The suspension over, the loop acts.
+    let d = reconcile_with(commit('a'), &of(BEHIND), Some(&d.state), &p, suspended, at(100));
+    assert_eq!(remediations(std::slice::from_ref(&d)), [1]);
+
+    let frozen = Controls { frozen_until: Some(at(300)), ..Controls::default() };
+    let d2 = reconcile_with(commit('a'), &of(BEHIND), Some(&d.state), &p, frozen, at(200));
+    assert_eq!(d2.phase, Phase::Frozen);
+    assert!(alarms(&d2).is_empty(), "no drift alarm while frozen, though attempts are exhausted");
+    let d3 = reconcile(commit('a'), &of(BEHIND), Some(&d2.state), &p, at(400));
+    assert_eq!(alarms(&d3), [(AlarmChange::Raised, AlarmKind::Drift)]);
+
+    // Retry: a fresh attempt at once, past max_attempts; the same request is applied once.
+    let retry = Controls { retry_requested_at: Some(at(450)), ..Controls::default() };
+    let d4 = reconcile_with(commit('a'), &of(BEHIND), Some(&d3.state), &p, retry, at(460));
+    assert_eq!(remediations(std::slice::from_ref(&d4)), [1]);
+    let d5 = reconcile_with(commit('a'), &of(BEHIND), Some(&d4.state), &p, retry, at(2000));
+    assert!(remediations(std::slice::from_ref(&d5)).is_empty(), "one retry per request");
+}
