@@ -55,6 +55,12 @@ pub enum Command {
     Status(Status),
     /// Write deployment-meta.json for a repository and revision.
     Stamp(Stamp),
+    /// Stop acting on environments: still probed and reported, never remediated.
+    Suspend(Suspend),
+    /// Act on suspended environments again.
+    Resume(Control),
+    /// A fresh set of remediation attempts for environments, at once.
+    Retry(Control),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -97,6 +103,31 @@ pub struct Check {
     /// Also name the commits each instance lacks or has beyond the expected one.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// `gitstate resume` / `gitstate retry`: environments by name.
+#[derive(Debug, Args)]
+pub struct Control {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The environments (explicit or discovered).
+    #[arg(value_name = "ENV", required = true)]
+    pub environments: Vec<String>,
+}
+
+/// `gitstate suspend`.
+#[derive(Debug, Args)]
+pub struct Suspend {
+    /// Which environments.
+    #[command(flatten)]
+    pub control: Control,
+    /// Why, for whoever reads `status` next.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// When the suspension ends by itself: a duration ("2h") or an RFC 3339 time.
+    #[arg(long, value_name = "DURATION|RFC3339")]
+    pub until: Option<String>,
 }
 
 /// `gitstate stamp`.

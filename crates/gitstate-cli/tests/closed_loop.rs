@@ -424,8 +424,9 @@ fn metrics(w: &Watching) -> String {
 }
 
 /// Every metric family of SPEC §7, as OpenMetrics names them (counters without `_total`).
-const METRIC_FAMILIES: [&str; 12] = [
+const METRIC_FAMILIES: [&str; 13] = [
     "gitstate_environment_in_sync",
+    "gitstate_environment_suspended",
     "gitstate_instances",
     "gitstate_reconcile_passes",
     "gitstate_reconcile_pass_duration_seconds",
@@ -1137,5 +1138,61 @@ fn the_dashboard_shows_every_environment_and_updates_itself_in_a_real_browser() 
         let blank = page.screenshot(*w, *h, *m);
         assert!(png.starts_with(b"\x89PNG"), "{w}x{h}");
         assert!(png.len() > 4 * blank.len(), "{w}x{h}: {} bytes, a blank page is {}", png.len(), blank.len());
+    }
+}
+
+/// SPEC §9 with a running `watch`: a suspension stops further attempts and shows in
+/// `/status` within `ref_poll`; resume lets the loop go on; a retry after an exhausted
+/// incident makes a new attempt at once and the alarm resolves when it converges;
+/// `--until` ends by itself; an unknown environment is exit 2.
+#[test]
+fn suspend_resume_and_retry_steer_a_running_watch() {
+    let l = Loop::new();
+    l.deploy_script("echo 'registry unavailable' >&2; exit 1");
+    let cfg = l.config(
+        "grace = \"0s\"\nsettle = \"3s\"\nbackoff = \"3s\"\nbackoff_max = \"3s\"\nmax_attempts = 2",
+        FAST_WATCH,
+    );
+    let w = watch(&cfg);
+    let st = || -> Value {
+        let (_, body) = http_get(w.port, "/status").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["environments"][0].clone()
+    };
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "the first attempt", || l.attempts().len() == 1);
+
+    let r = with_config(&cfg, &["suspend", "production", "--reason", "incident 42"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    wait_for(Duration::from_secs(2), "the suspension in /status", || st()["phase"] == "suspended");
+    let s = st();
+    assert_eq!(s["suspension"]["reason"], "incident 42");
+    assert!(s["suspension"]["by"].as_str().is_some_and(|b| !b.is_empty()));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(l.attempts().len(), 1, "no attempt while suspended (the backoff was 3 s)");
+    let metrics = metrics(&w);
+    assert!(metrics.contains("gitstate_environment_suspended{environment=\"production\"} 1"), "{metrics}");
+
+    assert_eq!(with_config(&cfg, &["resume", "production"]).code, 0);
+    wait_for(Duration::from_secs(10), "the second attempt", || l.attempts().len() == 2);
+    wait_for(Duration::from_secs(10), "the drift alarm", || st()["alarm"]["kind"] == "drift");
+
+    // The deploy is fixed; attempts are exhausted, so only the operator can ask again.
+    l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
+    assert_eq!(with_config(&cfg, &["retry", "production"]).code, 0);
+    wait_for(Duration::from_secs(5), "the retried attempt", || l.attempts().len() == 3);
+    wait_for(Duration::from_secs(10), "convergence", || {
+        st()["phase"] == "in_sync" && st()["alarm"].is_null()
+    });
+
+    assert_eq!(with_config(&cfg, &["suspend", "production", "--until", "2s"]).code, 0);
+    wait_for(Duration::from_secs(2), "the suspension", || st()["phase"] == "suspended");
+    wait_for(Duration::from_secs(6), "the suspension to end by itself", || st()["phase"] == "in_sync");
+
+    let r = with_config(&cfg, &["suspend", "nope"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+    let names = l.event_names();
+    for e in ["suspended", "resumed", "retry_requested"] {
+        assert!(names.iter().any(|n| n == e), "{e} in {names:?}");
     }
 }

@@ -81,6 +81,25 @@ pub enum EventKind {
         /// Where the lag is measured from.
         lag_from: LagFrom,
     },
+    /// An operator suspended it (`gitstate suspend`).
+    Suspended {
+        /// Why, as given.
+        reason: Option<String>,
+        /// Who (the OS user).
+        by: String,
+        /// When it ends by itself, if it does.
+        until: Option<Timestamp>,
+    },
+    /// An operator resumed it (`gitstate resume`).
+    Resumed {
+        /// Who.
+        by: String,
+    },
+    /// An operator asked for a fresh set of attempts (`gitstate retry`).
+    RetryRequested {
+        /// Who.
+        by: String,
+    },
     /// The environment is gone from the configuration (or no longer discovered) on a whole
     /// pass: its open alarms were resolved (`removed`) and its state pruned.
     EnvironmentRemoved {

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`dispatch`] runs the chosen one and returns its exit code.
 
 pub mod check;
+pub mod control;
 pub mod demo;
 pub mod expected;
 pub mod reconcile;
@@ -23,6 +24,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Watch(a) => runtime()?.block_on(watch::run(a)),
         Command::Status(a) => status::run(a),
         Command::Stamp(a) => stamp::run(a),
+        Command::Suspend(a) => runtime()?.block_on(control::suspend(a)),
+        Command::Resume(a) => runtime()?.block_on(control::resume(a)),
+        Command::Retry(a) => runtime()?.block_on(control::retry(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {

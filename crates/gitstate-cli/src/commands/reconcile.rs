@@ -12,6 +12,7 @@ use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
 use crate::output::{self, Paint, report};
 use crate::state::StateStore;
+use crate::state::overrides::Overrides;
 use crate::{exit, plan};
 
 /// Runs the command.
@@ -33,9 +34,14 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     if let Some(s) = &store {
         engine = engine.with_journal(s.clone());
     }
+    // What operators said (suspend, retry): applied to this pass.
+    let now = jiff::Timestamp::now();
+    let overrides = Overrides::read(&config.state_dir)?;
+    for spec in &mut plan.specs {
+        spec.controls = overrides.controls(&spec.name, now);
+    }
     let progress = Progress::start(&mut plan.specs);
-    let out =
-        engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, jiff::Timestamp::now()).await;
+    let out = engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, now).await;
     drop(progress);
     let mut failed = out.journal_error.clone();
     // A whole pass (no -e) retires what the configuration no longer has.

@@ -12,7 +12,8 @@ use crate::state::StateStore;
 pub fn run(args: Status) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let state = StateStore::read(&config.state_dir)?;
-    let doc = output::status::document(&state.environments);
+    let overrides = crate::state::overrides::Overrides::read(&config.state_dir)?;
+    let doc = output::status::document(&state.environments, &overrides);
     match args.output {
         Output::Json => output::emit_json(&doc)?,
         Output::Html => {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::Paint;
 use super::table::Table;
+use crate::state::overrides::Overrides;
 
 /// `status -o json`, schema 1.
 #[derive(Debug, Serialize)]
@@ -33,6 +34,8 @@ pub struct EnvironmentStatus {
     alarm: Option<AlarmStatus>,
     last_in_sync_at: Option<Timestamp>,
     last_convergence_lag_s: Option<f64>,
+    /// Set while an operator has it suspended (SPEC §9).
+    suspension: Option<crate::state::overrides::Suspension>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,8 +52,9 @@ struct AlarmStatus {
     last_notified_at: Option<Timestamp>,
 }
 
-/// The status document of a set of states.
-pub fn document(states: &BTreeMap<EnvName, EnvState>) -> StatusReport {
+/// The status document of a set of states, with the suspensions in force.
+pub fn document(states: &BTreeMap<EnvName, EnvState>, overrides: &Overrides) -> StatusReport {
+    let now = Timestamp::now();
     StatusReport {
         schema: 1,
         environments: states
@@ -73,6 +77,7 @@ pub fn document(states: &BTreeMap<EnvName, EnvState>) -> StatusReport {
                 }),
                 last_in_sync_at: s.last_in_sync_at,
                 last_convergence_lag_s: s.last_convergence_lag_s,
+                suspension: overrides.suspension(name, now).cloned(),
             })
             .collect(),
     }
@@ -122,5 +127,18 @@ pub fn render(doc: &StatusReport, p: &Paint) -> String {
             e.last_convergence_lag_s.map_or("-".into(), |l| format!("{l:.1}s")),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    for e in &doc.environments {
+        if let Some(s) = &e.suspension {
+            let until = s.until.map_or("until resumed".to_owned(), |u| format!("until {}", ago(Some(u))));
+            let why = s.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
+            out.push_str(&format!(
+                "{}: suspended by {} since {}, {until}{why}\n",
+                e.name,
+                s.by,
+                ago(Some(s.since))
+            ));
+        }
+    }
+    out
 }

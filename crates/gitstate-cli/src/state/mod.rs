@@ -11,6 +11,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod overrides;
+
 use async_trait::async_trait;
 use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox, StateFile, Undelivered};
 
@@ -190,6 +192,11 @@ impl StateStore {
     pub fn with_rotation(mut self, rotation: Rotation) -> Self {
         self.rotation = rotation;
         self
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A copy of every environment's state.

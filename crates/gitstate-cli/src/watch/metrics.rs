@@ -62,6 +62,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     in_sync: Family<Env, Gauge>,
+    suspended: Family<Env, Gauge>,
     instances: Family<EnvStatus, Gauge>,
     passes: Family<PassResult, Counter>,
     pass_duration: Histogram,
@@ -100,6 +101,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("gitstate");
         let m = Self {
             in_sync: Family::default(),
+            suspended: Family::default(),
             instances: Family::default(),
             passes: Family::default(),
             pass_duration: seconds_buckets(),
@@ -117,6 +119,11 @@ impl Metrics {
             "environment_in_sync",
             "1 when every instance of the environment runs its expected commit",
             m.in_sync.clone(),
+        );
+        registry.register(
+            "environment_suspended",
+            "1 while an operator has the environment suspended (gitstate suspend)",
+            m.suspended.clone(),
         );
         registry.register(
             "instances",
@@ -256,10 +263,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Whether each environment of a pass is suspended.
+    pub fn suspended(&self, specs: &[gitstate_core::EnvironmentSpec]) {
+        for s in specs {
+            let on = i64::from(s.controls.suspended.is_some());
+            self.suspended.get_or_create(&Env { environment: s.name.to_string() }).set(on);
+        }
+    }
+
     /// Drops every series of a removed environment.
     pub fn forget(&self, environment: &str) {
         let env = Env { environment: environment.into() };
         self.in_sync.remove(&env);
+        self.suspended.remove(&env);
         self.lag.remove(&env);
         self.expected_change.remove(&env);
         for s in Status::ALL {

@@ -26,6 +26,7 @@ use gitstate_core::{
 use crate::config::Config;
 use crate::plan;
 use crate::state::StateStore;
+use crate::state::overrides::Overrides;
 use metrics::Metrics;
 use schedule::{Driver, PassDone};
 
@@ -48,6 +49,8 @@ pub struct Live {
     specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
     refs: Mutex<HashMap<EnvName, CommitId>>,
     deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
+    /// `overrides.json` as last read.
+    overrides: Mutex<Overrides>,
 }
 
 impl Live {
@@ -74,7 +77,9 @@ impl Live {
             specs: Mutex::new(specs),
             refs: Mutex::default(),
             deferred: Mutex::default(),
+            overrides: Mutex::default(),
         };
+        live.poll_overrides();
         live.poll_refs().await;
         Ok(live)
     }
@@ -86,6 +91,31 @@ impl Live {
             *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
         }
         Ok(())
+    }
+
+    /// Reads `overrides.json` again; returns the environments whose overrides changed (a
+    /// suspension, a resume, a retry), so that they are passed at once.
+    fn poll_overrides(&self) -> Vec<EnvName> {
+        let read = match Overrides::read(&self.config.state_dir) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "overrides not read; keeping the last ones");
+                return Vec::new();
+            }
+        };
+        let mut known = lock(&self.overrides);
+        if *known == read {
+            return Vec::new();
+        }
+        let names: std::collections::BTreeSet<&EnvName> =
+            known.environments.keys().chain(read.environments.keys()).collect();
+        let changed = names
+            .into_iter()
+            .filter(|n| known.environments.get(*n) != read.environments.get(*n))
+            .cloned()
+            .collect();
+        *known = read;
+        changed
     }
 
     /// Resolves every environment's ref; returns those whose commit changed.
@@ -142,7 +172,13 @@ impl Driver for Live {
         {
             tracing::warn!(error = %crate::output::chain(&e), "discover failed; keeping the known environments");
         }
-        let changed = self.poll_refs().await;
+        let mut changed = self.poll_refs().await;
+        for env in self.poll_overrides() {
+            if !changed.contains(&env) && lock(&self.specs).contains_key(&env) {
+                tracing::info!(environment = %env, "an operator's override changed");
+                changed.push(env);
+            }
+        }
         if !changed.is_empty() {
             tracing::info!(environments = ?changed.iter().map(EnvName::as_str).collect::<Vec<_>>(), "expected commit changed");
         }
@@ -154,20 +190,26 @@ impl Driver for Live {
     }
 
     async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
+        let now = jiff::Timestamp::now();
         let specs: Vec<EnvironmentSpec> = {
             let all = lock(&self.specs);
-            envs.iter().filter_map(|e| all.get(e).cloned()).collect()
+            let overrides = lock(&self.overrides);
+            envs.iter()
+                .filter_map(|e| all.get(e).cloned())
+                .map(|mut s| {
+                    s.controls = overrides.controls(&s.name, now);
+                    s
+                })
+                .collect()
         };
         if specs.is_empty() {
             return PassDone::default();
         }
         let prior = self.store.environments();
         let start = Instant::now();
-        let out = self
-            .engine
-            .run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, jiff::Timestamp::now())
-            .await;
+        let out = self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await;
         self.metrics.observe_pass(&out, start.elapsed());
+        self.metrics.suspended(&specs);
         if full {
             self.remove_gone().await;
         }

@@ -83,7 +83,9 @@ impl Endpoint {
             "/readyz" if self.ready.load(Ordering::SeqCst) => (StatusCode::OK, TEXT, "ready\n".into()),
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "waiting for the first full pass\n".into()),
             "/status" => {
-                let doc = crate::output::status::document(&self.store.environments());
+                let overrides =
+                    crate::state::overrides::Overrides::read(self.store.dir()).unwrap_or_default();
+                let doc = crate::output::status::document(&self.store.environments(), &overrides);
                 (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
             _ => (
