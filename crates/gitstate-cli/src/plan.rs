@@ -1,7 +1,7 @@
 //! From a [`Config`] to what the engine runs: the Git source, the environments (explicit
 //! and discovered, filtered by `-e`), and a probe per target sharing one HTTP pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -270,6 +270,32 @@ impl Plan {
     pub fn source(&self) -> &GitSource {
         &self.source
     }
+
+    /// Each environment's freeze windows.
+    pub fn windows(&self) -> BTreeMap<gitstate_core::EnvName, Vec<crate::freeze::FreezeWindow>> {
+        self.envs.iter().map(|p| (p.config.name.clone(), p.config.windows.clone())).collect()
+    }
+
+    /// What operators said (`overrides`) and the calendar (freeze windows) mean for each
+    /// environment at `now`, set on the specs.
+    pub fn apply_controls(&mut self, overrides: &crate::state::overrides::Overrides, now: jiff::Timestamp) {
+        let windows = self.windows();
+        for spec in &mut self.specs {
+            spec.controls = controls(overrides, windows.get(&spec.name), &spec.name, now);
+        }
+    }
+}
+
+/// What operators said of `env` and its freeze windows mean at `now`.
+pub fn controls(
+    overrides: &crate::state::overrides::Overrides,
+    windows: Option<&Vec<crate::freeze::FreezeWindow>>,
+    env: &gitstate_core::EnvName,
+    now: jiff::Timestamp,
+) -> gitstate_core::Controls {
+    let mut c = overrides.controls(env, now);
+    c.frozen_until = windows.and_then(|w| crate::freeze::frozen_until(w, now));
+    c
 }
 
 /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`, else

@@ -1196,3 +1196,50 @@ fn suspend_resume_and_retry_steer_a_running_watch() {
         assert!(names.iter().any(|n| n == e), "{e} in {names:?}");
     }
 }
+
+/// SPEC §9 freeze windows, built from the current time in a non-UTC zone: one open now
+/// holds remediation, phase `frozen`, and consumes no attempt; one that closes 2 s from
+/// now lets the deploy run right after. `validate` prints each window's next start and end.
+#[test]
+fn a_freeze_window_holds_remediation_until_it_ends() {
+    let tz = "America/New_York";
+    let now = jiff::Timestamp::now().in_tz(tz).unwrap();
+    let into_minute = u64::try_from(now.second()).unwrap();
+    let schedule = format!("{} {} * * *", now.minute(), now.hour());
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    l.repo.update_ref(REF, &l.c[3]);
+    let window = |duration: String| {
+        format!(
+            "grace = \"0s\"\n[[policy.windows]]\nschedule = \"{schedule}\"\nduration = \"{duration}\"\ntimezone = \"{tz}\""
+        )
+    };
+
+    // Open for an hour: held.
+    let cfg = l.config(&window("1h".into()), "");
+    let v = with_config(&cfg, &["validate"]);
+    assert!(v.stdout.contains("freeze window") && v.stdout.contains("open now, until"), "{}", v.stdout);
+    for _ in 0..2 {
+        let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+        assert_eq!(r.json()["environments"][0]["phase"], "frozen", "{}", r.stdout);
+    }
+    assert!(l.attempts().is_empty(), "no deploy inside the window");
+    let st = status(&cfg);
+    assert_eq!(
+        (st["phase"].as_str(), st["incident"]["attempts"].as_u64()),
+        (Some("frozen"), Some(0)),
+        "{st}"
+    );
+
+    // Closing 2 s from now: held, then it runs.
+    let cfg = l.config(&window(format!("{}s", into_minute + 3)), "");
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.json()["environments"][0]["phase"], "frozen", "{}", r.stdout);
+    let ends = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    wait_for(Duration::from_secs(10), "the window to end and the deploy to run", || {
+        if jiff::Timestamp::now() >= ends {
+            with_config(&cfg, &["reconcile"]);
+        }
+        !l.attempts().is_empty()
+    });
+}

@@ -34,12 +34,9 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     if let Some(s) = &store {
         engine = engine.with_journal(s.clone());
     }
-    // What operators said (suspend, retry): applied to this pass.
+    // What operators said (suspend, retry) and the freeze windows: applied to this pass.
     let now = jiff::Timestamp::now();
-    let overrides = Overrides::read(&config.state_dir)?;
-    for spec in &mut plan.specs {
-        spec.controls = overrides.controls(&spec.name, now);
-    }
+    plan.apply_controls(&Overrides::read(&config.state_dir)?, now);
     let progress = Progress::start(&mut plan.specs);
     let out = engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, now).await;
     drop(progress);

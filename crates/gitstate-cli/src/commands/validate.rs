@@ -35,6 +35,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
             None => "none (observe only)".into(),
         };
         println!("  environment {} -> {}: {}; remediate: {remediate}", e.name, e.reference, kinds.join(", "));
+        print_windows(&e.windows);
     }
     for d in &config.discover {
         println!(
@@ -42,6 +43,25 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
             d.ref_prefix,
             if d.exclude.is_empty() { "none".into() } else { d.exclude.join(", ") }
         );
+        print_windows(&d.windows);
     }
     Ok(exit::IN_SYNC)
+}
+
+/// Each freeze window with its next start and end (the one open now, if one is).
+fn print_windows(windows: &[crate::freeze::FreezeWindow]) {
+    let now = jiff::Timestamp::now();
+    for w in windows {
+        let when = match w.next(now) {
+            Some((start, end)) if start <= now => format!("open now, until {end}"),
+            Some((start, end)) => format!("next {start} to {end}"),
+            None => "never again".into(),
+        };
+        println!(
+            "    freeze window {:?} for {} ({}): {when}",
+            w.schedule,
+            humantime::format_duration(w.duration),
+            w.timezone
+        );
+    }
 }

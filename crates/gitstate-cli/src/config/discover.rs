@@ -19,6 +19,8 @@ pub struct DiscoverConfig {
     pub(super) remediate: Option<RawRemediate>,
     /// The block's policy.
     pub policy: Policy,
+    /// The block's freeze windows.
+    pub windows: Vec<crate::freeze::FreezeWindow>,
     pub(super) ctx: Ctx,
 }
 
@@ -99,6 +101,7 @@ pub fn environments(
                 .transpose()?,
             reference: e.reference.clone(),
             policy: d.policy.clone(),
+            windows: d.windows.clone(),
             name,
         };
         out.push(Planned { config: env, listed: Some(e.clone()) });

@@ -131,7 +131,7 @@ pub fn parse(
         compare: template(&raw.source.compare_url, "compare_url", &["{from}", "{to}"])?,
     };
 
-    let base = resolve(&ctx, &[&raw.policy], None)?;
+    let (base, base_windows) = resolve(&ctx, &[&raw.policy], None)?;
 
     let mut environments = Vec::new();
     let mut seen = BTreeSet::new();
@@ -147,11 +147,12 @@ pub fn parse(
             }
             None => format!("{ref_prefix}{name}"),
         };
-        let policy = match &e.policy {
+        let (policy, windows) = match &e.policy {
             Some(p) => resolve(&ctx, &[&raw.policy, p.get_ref()], Some(p.span()))?,
-            None => base.clone(),
+            None => (base.clone(), base_windows.clone()),
         };
         environments.push(EnvironmentConfig {
+            windows,
             targets: targets(&ctx, &e.targets, name.as_str(), lookup)?,
             remediate: e.remediate.as_ref().map(|r| remediate(&ctx, r, name.as_str(), lookup)).transpose()?,
             name,
@@ -166,9 +167,9 @@ pub fn parse(
             Some(p) => check_prefix(&ctx, p)?,
             None => ref_prefix.clone(),
         };
-        let policy = match &d.policy {
+        let (policy, windows) = match &d.policy {
             Some(p) => resolve(&ctx, &[&raw.policy, p.get_ref()], Some(p.span()))?,
-            None => base.clone(),
+            None => (base.clone(), base_windows.clone()),
         };
         // Check the templates now, with a sample name, so errors come at load time.
         targets(&ctx, &d.targets, "example", lookup)?;
@@ -181,6 +182,7 @@ pub fn parse(
             targets: d.targets,
             remediate: d.remediate,
             policy,
+            windows,
             ctx: ctx.clone(),
         });
     }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use gitstate_core::Policy;
+
+use crate::freeze::FreezeWindow;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -19,13 +21,18 @@ pub(super) fn resolve(
     ctx: &Ctx,
     layers: &[&PolicyTable],
     span: Option<Range<usize>>,
-) -> Result<Policy, ConfigError> {
+) -> Result<(Policy, Vec<FreezeWindow>), ConfigError> {
     let mut merged: BTreeMap<&str, (&Spanned<String>, &Spanned<toml::Value>)> = BTreeMap::new();
     for layer in layers {
         for (key, value) in layer.iter() {
             merged.insert(key.get_ref(), (key, value));
         }
     }
+    // Freeze windows are the CLI's (a calendar, not a decision rule): read apart.
+    let windows = match merged.remove("windows") {
+        Some((_, value)) => windows(ctx, value)?,
+        None => Vec::new(),
+    };
     let read = |entries: Vec<(&str, &Spanned<toml::Value>)>| {
         let table: toml::Table =
             entries.into_iter().map(|(k, v)| (k.to_owned(), v.get_ref().clone())).collect();
@@ -49,5 +56,33 @@ pub(super) fn resolve(
         }
     };
     policy.validate().map_err(|m| ctx.err(span, format!("policy: {m}")))?;
-    Ok(policy)
+    Ok((policy, windows))
+}
+
+/// `[[policy.windows]]`: each with `schedule`, `duration` and `timezone` (default UTC).
+fn windows(ctx: &Ctx, value: &Spanned<toml::Value>) -> Result<Vec<FreezeWindow>, ConfigError> {
+    let at = |m: String| ctx.err(Some(value.span()), m);
+    let Some(list) = value.get_ref().as_array() else {
+        return Err(at("windows: give a list of [[policy.windows]] tables".into()));
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let t = w.as_table().ok_or_else(|| at(format!("windows[{i}]: not a table")))?;
+            if let Some(k) = t.keys().find(|k| !["schedule", "duration", "timezone"].contains(&k.as_str())) {
+                return Err(at(format!(
+                    "windows[{i}]: unknown field `{k}`, expected `schedule`, `duration` or `timezone`"
+                )));
+            }
+            let text = |k: &str| t.get(k).and_then(toml::Value::as_str);
+            let schedule =
+                text("schedule").ok_or_else(|| at(format!("windows[{i}]: schedule is missing")))?;
+            let duration =
+                text("duration").ok_or_else(|| at(format!("windows[{i}]: duration is missing")))?;
+            let duration =
+                gitstate_core::parse_duration(duration).map_err(|m| at(format!("windows[{i}]: {m}")))?;
+            FreezeWindow::new(schedule, duration, text("timezone").unwrap_or("UTC"))
+                .map_err(|m| at(format!("windows[{i}]: {m}")))
+        })
+        .collect()
 }

@@ -119,6 +119,8 @@ pub struct EnvironmentConfig {
     pub remediate: Option<RemediateConfig>,
     /// Its policy (global `[policy]` with its own overrides).
     pub policy: Policy,
+    /// Its freeze windows (`[[policy.windows]]`, or its own).
+    pub windows: Vec<crate::freeze::FreezeWindow>,
 }
 
 /// Request headers; values may be secrets and are never shown.

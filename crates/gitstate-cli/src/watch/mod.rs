@@ -51,6 +51,8 @@ pub struct Live {
     deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
     /// `overrides.json` as last read.
     overrides: Mutex<Overrides>,
+    /// Each environment's freeze windows.
+    windows: Mutex<BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>>,
 }
 
 impl Live {
@@ -65,6 +67,7 @@ impl Live {
         dashboard: Arc<dashboard::Dashboard>,
     ) -> anyhow::Result<Self> {
         let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let windows = Mutex::new(plan.windows());
         let live = Self {
             config,
             engine,
@@ -78,6 +81,7 @@ impl Live {
             refs: Mutex::default(),
             deferred: Mutex::default(),
             overrides: Mutex::default(),
+            windows,
         };
         live.poll_overrides();
         live.poll_refs().await;
@@ -89,6 +93,7 @@ impl Live {
         let mut plan = self.plan.lock().await;
         if plan.replan(&self.config).await? {
             *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+            *lock(&self.windows) = plan.windows();
         }
         Ok(())
     }
@@ -194,10 +199,11 @@ impl Driver for Live {
         let specs: Vec<EnvironmentSpec> = {
             let all = lock(&self.specs);
             let overrides = lock(&self.overrides);
+            let windows = lock(&self.windows);
             envs.iter()
                 .filter_map(|e| all.get(e).cloned())
                 .map(|mut s| {
-                    s.controls = overrides.controls(&s.name, now);
+                    s.controls = plan::controls(&overrides, windows.get(&s.name), &s.name, now);
                     s
                 })
                 .collect()
