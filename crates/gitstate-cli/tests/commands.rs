@@ -325,7 +325,9 @@ fn demo_shows_the_whole_story() {
         "ALARM diverged alarm",
         "deploy attempt 2: failed",
         "ALARM drift alarm",
-        "RESOLVED drift alarm",
+        "$ gitstate retry production",
+        "RESOLVED drift alarm for production resolved (converged)",
+        "Watch it on the dashboard: http://127.0.0.1:",
     ] {
         assert!(r.stdout.contains(needle), "demo output lacks {needle:?}:\n{}", r.stdout);
     }

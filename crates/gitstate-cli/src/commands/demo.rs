@@ -24,6 +24,7 @@ use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
 use crate::exit;
 use crate::output::{Paint, report};
 use crate::state::StateStore;
+use crate::state::overrides::Overrides;
 use crate::watch::dashboard::Dashboard;
 
 const REF: &str = "refs/heads/environments/production";
@@ -131,17 +132,23 @@ pub async fn run() -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!("Someone fixes the deploy script; the next attempt is up to the operator or the next ref move.");
-    deploy.broken.store(false, Ordering::SeqCst);
-    commits.push(commit(repo, "ci: fix the deploy script")?);
-    git(repo, &["update-ref", REF, &commits[7]])?;
-    demo.reconcile_pass().await;
-    let lag = demo.until_in_sync(Duration::from_secs(10)).await?;
     println!(
-        "{} converged on {} (lag {:.1} s); the old incident's alarm was resolved as superseded.",
+        "Someone fixes the deploy script. Attempts are used up, so the next one is the operator's call:"
+    );
+    deploy.broken.store(false, Ordering::SeqCst);
+    println!("  $ gitstate retry production");
+    Overrides::update(&dir.path().join(".gitstate"), |o| {
+        o.environments.entry(demo.env.name.clone()).or_default().retry_requested_at =
+            Some(jiff::Timestamp::now());
+    })?;
+    let overrides = Overrides::read(&dir.path().join(".gitstate"))?;
+    demo.env.controls = overrides.controls(&demo.env.name, jiff::Timestamp::now());
+    demo.reconcile_pass().await;
+    demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!(
+        "{} converged on {}: a fresh attempt fixed it, and the drift alarm resolved.",
         p.good("✓"),
-        &commits[7][..7],
-        lag
+        &commits[6][..7],
     );
 
     println!();

@@ -13,7 +13,16 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
     let state = StateStore::read(&config.state_dir)?;
     let overrides = crate::state::overrides::Overrides::read(&config.state_dir)?;
-    let doc = output::status::document(&state.environments, &overrides);
+    // Freeze windows of the configured environments (discovered ones: their block's).
+    let windows = state
+        .environments
+        .keys()
+        .filter_map(|n| {
+            let w = config.environments.iter().find(|e| e.name == *n).map(|e| e.windows.clone());
+            w.or_else(|| config.discover.first().map(|d| d.windows.clone())).map(|w| (n.clone(), w))
+        })
+        .collect();
+    let doc = output::status::document(&state.environments, &overrides, &windows);
     match args.output {
         Output::Json => output::emit_json(&doc)?,
         Output::Html => {

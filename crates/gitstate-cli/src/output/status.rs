@@ -36,6 +36,13 @@ pub struct EnvironmentStatus {
     last_convergence_lag_s: Option<f64>,
     /// Set while an operator has it suspended (SPEC §9).
     suspension: Option<crate::state::overrides::Suspension>,
+    /// Set while a freeze window is open.
+    window: Option<WindowStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct WindowStatus {
+    until: Timestamp,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,7 +60,11 @@ struct AlarmStatus {
 }
 
 /// The status document of a set of states, with the suspensions in force.
-pub fn document(states: &BTreeMap<EnvName, EnvState>, overrides: &Overrides) -> StatusReport {
+pub fn document(
+    states: &BTreeMap<EnvName, EnvState>,
+    overrides: &Overrides,
+    windows: &BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>,
+) -> StatusReport {
     let now = Timestamp::now();
     StatusReport {
         schema: 1,
@@ -78,6 +89,10 @@ pub fn document(states: &BTreeMap<EnvName, EnvState>, overrides: &Overrides) -> 
                 last_in_sync_at: s.last_in_sync_at,
                 last_convergence_lag_s: s.last_convergence_lag_s,
                 suspension: overrides.suspension(name, now).cloned(),
+                window: windows
+                    .get(name)
+                    .and_then(|w| crate::freeze::frozen_until(w, now))
+                    .map(|until| WindowStatus { until }),
             })
             .collect(),
     }

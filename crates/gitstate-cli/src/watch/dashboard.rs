@@ -18,13 +18,20 @@ pub struct Dashboard {
     store: Arc<StateStore>,
     links: Links,
     reports: Mutex<BTreeMap<EnvName, EnvironmentReport>>,
+    windows: Mutex<BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>>,
     version: watch::Sender<u64>,
 }
 
 impl Dashboard {
     /// A dashboard over `store`, linking commits with `links`.
     pub fn new(store: Arc<StateStore>, links: Links) -> Self {
-        Self { store, links, reports: Mutex::default(), version: watch::Sender::new(0) }
+        Self {
+            store,
+            links,
+            reports: Mutex::default(),
+            windows: Mutex::default(),
+            version: watch::Sender::new(0),
+        }
     }
 
     fn reports(&self) -> std::sync::MutexGuard<'_, BTreeMap<EnvName, EnvironmentReport>> {
@@ -40,6 +47,16 @@ impl Dashboard {
             }
         }
         self.changed();
+    }
+
+    /// The freeze windows of each environment (for `/status`).
+    pub fn set_windows(&self, windows: BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>) {
+        *self.windows.lock().unwrap_or_else(|p| p.into_inner()) = windows;
+    }
+
+    /// The freeze windows of each environment.
+    pub fn windows(&self) -> BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Environments gone from the configuration leave the page.

@@ -51,8 +51,6 @@ pub struct Live {
     deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
     /// `overrides.json` as last read.
     overrides: Mutex<Overrides>,
-    /// Each environment's freeze windows.
-    windows: Mutex<BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>>,
 }
 
 impl Live {
@@ -67,7 +65,8 @@ impl Live {
         dashboard: Arc<dashboard::Dashboard>,
     ) -> anyhow::Result<Self> {
         let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
-        let windows = Mutex::new(plan.windows());
+        // The windows live with the dashboard, which also serves them in /status.
+        dashboard.set_windows(plan.windows());
         let live = Self {
             config,
             engine,
@@ -81,7 +80,6 @@ impl Live {
             refs: Mutex::default(),
             deferred: Mutex::default(),
             overrides: Mutex::default(),
-            windows,
         };
         live.poll_overrides();
         live.poll_refs().await;
@@ -93,7 +91,7 @@ impl Live {
         let mut plan = self.plan.lock().await;
         if plan.replan(&self.config).await? {
             *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
-            *lock(&self.windows) = plan.windows();
+            self.dashboard.set_windows(plan.windows());
         }
         Ok(())
     }
@@ -199,7 +197,7 @@ impl Driver for Live {
         let specs: Vec<EnvironmentSpec> = {
             let all = lock(&self.specs);
             let overrides = lock(&self.overrides);
-            let windows = lock(&self.windows);
+            let windows = self.dashboard.windows();
             envs.iter()
                 .filter_map(|e| all.get(e).cloned())
                 .map(|mut s| {

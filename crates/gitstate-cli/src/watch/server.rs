@@ -85,7 +85,11 @@ impl Endpoint {
             "/status" => {
                 let overrides =
                     crate::state::overrides::Overrides::read(self.store.dir()).unwrap_or_default();
-                let doc = crate::output::status::document(&self.store.environments(), &overrides);
+                let doc = crate::output::status::document(
+                    &self.store.environments(),
+                    &overrides,
+                    &self.dashboard.windows(),
+                );
                 (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
             _ => (
