@@ -61,11 +61,31 @@ pub enum Body {
     Stream(futures::stream::BoxStream<'static, String>),
 }
 
+/// A request, its body read (at most the `max_body` given to [`serve`]).
+pub struct Request<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The headers.
+    pub headers: &'a hyper::HeaderMap,
+    /// The body; empty when `max_body` is 0.
+    pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// A header's value as text, by name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
 /// Binds `addr` (errors here are startup errors) and answers every request with
-/// `handler(method, path)` in the background.
-pub async fn serve<H>(addr: SocketAddr, handler: H) -> std::io::Result<SocketAddr>
+/// `handler(request)` in the background. Bodies are read up to `max_body` bytes (none
+/// when 0); a longer one is answered 413 without calling the handler.
+pub async fn serve<H>(addr: SocketAddr, max_body: usize, handler: H) -> std::io::Result<SocketAddr>
 where
-    H: Fn(&str, &str) -> Response + Send + Sync + 'static,
+    H: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
 {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -86,22 +106,46 @@ where
             tokio::spawn(async move {
                 let _slot = slot;
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let r = handler(req.method().as_str(), req.uri().path());
-                    let body: UnsyncBoxBody<Bytes, Infallible> = match r.body {
-                        Body::Full(text) => BodyExt::boxed_unsync(Full::new(Bytes::from(text))),
-                        Body::Stream(chunks) => BodyExt::boxed_unsync(StreamBody::new(
-                            chunks.map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
-                        )),
-                    };
-                    let mut resp = hyper::Response::new(body);
-                    *resp.status_mut() = r.status;
-                    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
-                    for (name, value) in r.headers {
-                        if let Ok(value) = HeaderValue::from_str(&value) {
-                            resp.headers_mut().insert(name, value);
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, incoming) = req.into_parts();
+                        let body = if max_body == 0 {
+                            Bytes::new()
+                        } else {
+                            match http_body_util::Limited::new(incoming, max_body).collect().await {
+                                Ok(b) => b.to_bytes(),
+                                Err(_) => {
+                                    let mut resp = hyper::Response::new(BodyExt::boxed_unsync(Full::new(
+                                        Bytes::from("request body too large, or not read whole\n"),
+                                    )));
+                                    *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                                    return Ok::<_, Infallible>(resp);
+                                }
+                            }
+                        };
+                        let request = Request {
+                            method: parts.method.as_str(),
+                            path: parts.uri.path(),
+                            headers: &parts.headers,
+                            body: &body,
+                        };
+                        let r = handler(&request);
+                        let body: UnsyncBoxBody<Bytes, Infallible> = match r.body {
+                            Body::Full(text) => BodyExt::boxed_unsync(Full::new(Bytes::from(text))),
+                            Body::Stream(chunks) => BodyExt::boxed_unsync(StreamBody::new(
+                                chunks.map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
+                            )),
+                        };
+                        let mut resp = hyper::Response::new(body);
+                        *resp.status_mut() = r.status;
+                        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+                        for (name, value) in r.headers {
+                            if let Ok(value) = HeaderValue::from_str(&value) {
+                                resp.headers_mut().insert(name, value);
+                            }
                         }
+                        Ok::<_, Infallible>(resp)
                     }
-                    std::future::ready(Ok::<_, Infallible>(resp))
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -1243,3 +1243,157 @@ fn a_freeze_window_holds_remediation_until_it_ends() {
         !l.attempts().is_empty()
     });
 }
+
+/// `POST` to 127.0.0.1:`port`: the status code.
+fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// SPEC §13: with refs polled only every 10 minutes, a signed push webhook (GitHub's,
+/// Gitea's, GitLab's headers and payload shape) starts the remediation of the environment
+/// on the pushed ref at once, over a real `git http-backend` remote; a wrong or missing
+/// signature is 401, an oversize body 413, a ping 204, and a push for a ref no
+/// environment uses changes nothing.
+#[test]
+fn a_signed_push_webhook_starts_the_remediation_at_once() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    let base = tempfile::tempdir().unwrap();
+    gitstate_testkit::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+    let bare = base.path().join("repo.git").display().to_string();
+    let push = || l.repo.git(&["push", "-q", "-f", &bare, "refs/heads/*:refs/heads/*"]);
+    push();
+    let backend = gitstate_testkit::git_http_backend(base.path());
+    let hook_port = gitstate_testkit::free_port();
+    let secret = "a-webhook-secret-of-some-length";
+    let local = l.config("grace = \"0s\"\nsettle = \"1h\"\nbackoff = \"1h\"\nbackoff_max = \"1h\"", "");
+    let text = std::fs::read_to_string(&local).unwrap().replacen(
+        &format!("repo = \"{}\"", l.repo.path().display()),
+        &format!("repo = \"http://127.0.0.1:{}/repo.git\"", backend.port),
+        1,
+    );
+    let text = format!(
+        "{text}\n[watch]\ninterval = \"10m\"\nref_poll = \"10m\"\n[watch.webhook]\nlisten = \"127.0.0.1:{hook_port}\"\nsecret = \"{secret}\"\n"
+    );
+    let cfg = write_config(l.path(), &text);
+    let w = watch(&cfg);
+    let body = |reference: &str| {
+        format!(r#"{{"ref":"{reference}","before":"{}","after":"{}","repository":{{"full_name":"acme/shop"}},"pusher":{{"name":"ada"}},"commits":[]}}"#, l.c[1], l.c[3]).into_bytes()
+    };
+    let sig = |b: &[u8]| gitstate_cli::watch::webhook::sign(secret, b);
+
+    // Refusals first: nothing is polled.
+    let b = body(REF);
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[
+                ("X-GitHub-Event", "push".into()),
+                ("X-Hub-Signature-256", format!("sha256={}", sig(b"other")))
+            ],
+            &b
+        ),
+        401
+    );
+    assert_eq!(http_post(hook_port, "/hooks/git", &[("X-GitHub-Event", "push".into())], &b), 401);
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", format!("sha256={}", sig(&huge)))],
+            &huge
+        ),
+        413
+    );
+    let ping = br#"{"zen":"Keep it logically awesome."}"#;
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[("X-GitHub-Event", "ping".into()), ("X-Hub-Signature-256", format!("sha256={}", sig(ping)))],
+            ping
+        ),
+        204
+    );
+
+    // The ref moves on the remote; a push for another ref polls nothing.
+    l.repo.update_ref(REF, &l.c[3]);
+    push();
+    let other = body("refs/heads/feature/x");
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", format!("sha256={}", sig(&other)))],
+            &other
+        ),
+        202
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(l.attempts().is_empty(), "a push for a ref no environment uses starts nothing");
+
+    // GitHub's push: the remediation starts at once.
+    let sent = Instant::now();
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[
+                ("X-GitHub-Event", "push".into()),
+                ("X-GitHub-Delivery", "1".into()),
+                ("X-Hub-Signature-256", format!("sha256={}", sig(&b)))
+            ],
+            &b
+        ),
+        202
+    );
+    wait_for(Duration::from_secs(10), "the remediation after GitHub's push", || l.attempts().len() == 1);
+    let reaction = sent.elapsed();
+
+    // Gitea's and GitLab's, for the next moves.
+    l.repo.update_ref(REF, &l.c[2]);
+    push();
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[("X-Gitea-Event", "push".into()), ("X-Gitea-Signature", sig(&b))],
+            &b
+        ),
+        202
+    );
+    wait_for(Duration::from_secs(10), "the remediation after Gitea's push", || l.attempts().len() == 2);
+    l.repo.update_ref(REF, &l.c[3]);
+    push();
+    assert_eq!(
+        http_post(
+            hook_port,
+            "/hooks/git",
+            &[("X-Gitlab-Event", "Push Hook".into()), ("X-Gitlab-Token", secret.into())],
+            &b
+        ),
+        202
+    );
+    wait_for(Duration::from_secs(10), "the remediation after GitLab's push", || l.attempts().len() == 3);
+    let m = metrics(&w);
+    assert!(m.contains("gitstate_webhook_requests_total{outcome=\"accepted\"} 4"), "{m}");
+    assert!(m.contains("gitstate_webhook_requests_total{outcome=\"unauthorized\"} 2"), "{m}");
+    eprintln!("signed push -> remediation started: {reaction:?}");
+}

@@ -168,7 +168,7 @@ pub async fn run() -> anyhow::Result<i32> {
 /// Serves the dashboard on 127.0.0.1:9464 (watch's default) when it is free, else on a
 /// port of the system's choosing.
 async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::net::SocketAddr> {
-    let handler = move |_: &str, path: &str| match path {
+    let handler = move |r: &crate::serve::Request<'_>| match r.path {
         "/events" => {
             let mut r = crate::serve::Response::new(crate::serve::StatusCode::OK, "text/event-stream", "");
             r.body = crate::serve::Body::Stream(dashboard.clone().events());
@@ -186,9 +186,9 @@ async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::ne
     };
     let handler = Arc::new(handler);
     let h = handler.clone();
-    match crate::serve::serve(([127, 0, 0, 1], 9464).into(), move |m, p| h(m, p)).await {
+    match crate::serve::serve(([127, 0, 0, 1], 9464).into(), 0, move |r| h(r)).await {
         Ok(addr) => Ok(addr),
-        Err(_) => Ok(crate::serve::serve(([127, 0, 0, 1], 0).into(), move |m, p| handler(m, p)).await?),
+        Err(_) => Ok(crate::serve::serve(([127, 0, 0, 1], 0).into(), 0, move |r| handler(r)).await?),
     }
 }
 
@@ -320,7 +320,7 @@ impl AlarmSink for PrintSink {
 
 /// Serves deployment-meta.json with whatever commit `served` holds.
 async fn serve(served: Arc<Mutex<String>>) -> anyhow::Result<u16> {
-    let addr = crate::serve::serve(([127, 0, 0, 1], 0).into(), move |_, _| {
+    let addr = crate::serve::serve(([127, 0, 0, 1], 0).into(), 0, move |_| {
         let sha = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let built_at = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         crate::serve::Response::new(

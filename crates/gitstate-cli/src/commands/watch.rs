@@ -92,7 +92,21 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
         stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
     };
+    let webhook = config.watch.webhook.clone();
     let live = Arc::new(Live::new(config, engine, store, plan, metrics.clone(), dashboard).await?);
+    if let Some(hook) = webhook {
+        let (live, metrics, poke) = (live.clone(), metrics.clone(), fs_tx.clone());
+        let bound = crate::serve::serve(hook.listen, crate::watch::webhook::MAX_BODY, move |r| {
+            crate::watch::webhook::respond(r, &hook.secret, &metrics, |reference| {
+                live.pushed(reference);
+                // A poll at once (a full channel means one is already asked for).
+                let _ = poke.try_send(());
+            })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for webhooks: {e}", hook.listen))?;
+        tracing::info!(listen = %bound, "push webhooks at POST /hooks/git");
+    }
     let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
     let on_full = {
         let ready = ready.clone();

@@ -236,7 +236,30 @@ pub fn parse(
             format!("watch.listen {:?} is not an address like 127.0.0.1:9464", w.listen.get_ref()),
         )
     })?;
+    let webhook = match &w.webhook {
+        Some(h) => {
+            let listen: SocketAddr = h.listen.get_ref().parse().map_err(|_| {
+                ctx.at(
+                    &h.listen,
+                    format!(
+                        "watch.webhook.listen {:?} is not an address like 0.0.0.0:9465",
+                        h.listen.get_ref()
+                    ),
+                )
+            })?;
+            let secret = expand_at(&ctx, &h.secret, false, lookup)?;
+            if secret.len() < 16 {
+                return Err(ctx.at(
+                    &h.secret,
+                    "watch.webhook.secret: at least 16 characters (use ${VAR} for a generated one)",
+                ));
+            }
+            Some(WebhookConfig { listen, secret })
+        }
+        None => None,
+    };
     let watch = WatchConfig {
+        webhook,
         interval: w.interval.0,
         jitter: w.jitter.0,
         ref_poll: w.ref_poll.0,

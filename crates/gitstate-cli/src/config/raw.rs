@@ -218,6 +218,14 @@ pub struct RawWatch {
     pub concurrency: Spanned<usize>,
     #[serde(default = "default_listen")]
     pub listen: Spanned<String>,
+    pub webhook: Option<RawPushWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPushWebhook {
+    pub listen: Spanned<String>,
+    pub secret: Spanned<String>,
 }
 
 impl Default for RawWatch {
@@ -229,6 +237,7 @@ impl Default for RawWatch {
             converging_poll: default_converging_poll(),
             concurrency: default_concurrency(),
             listen: default_listen(),
+            webhook: None,
         }
     }
 }

@@ -210,6 +210,21 @@ pub struct AlertsConfig {
     pub webhook: Option<AlertWebhookConfig>,
 }
 
+/// `[watch.webhook]`: push events from the forge (SPEC §13).
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Its own listener.
+    pub listen: SocketAddr,
+    /// The shared secret (HMAC key, or GitLab's token).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig").field("listen", &self.listen).field("secret", &Redacted).finish()
+    }
+}
+
 /// `[watch]`.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
@@ -226,6 +241,8 @@ pub struct WatchConfig {
     pub concurrency: usize,
     /// Metrics and status listener.
     pub listen: SocketAddr,
+    /// Push webhooks, when configured.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The whole configuration, validated.

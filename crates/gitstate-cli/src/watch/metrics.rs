@@ -29,6 +29,11 @@ struct PassResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: String,
 }
@@ -71,6 +76,7 @@ pub struct Metrics {
     alarms_open: Family<EnvAlarm, Gauge>,
     lag: HistogramFamily<Env>,
     notifications: Family<SinkOutcome, Counter>,
+    webhooks: Family<Outcome, Counter>,
     expected_change: Family<Env, Gauge<f64, AtomicU64>>,
     last_full_pass: Gauge<f64, AtomicU64>,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
@@ -110,6 +116,7 @@ impl Metrics {
             alarms_open: Family::default(),
             lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
             notifications: Family::default(),
+            webhooks: Family::default(),
             expected_change: Family::default(),
             last_full_pass: Gauge::default(),
             started: unix_seconds(jiff::Timestamp::now()),
@@ -119,6 +126,11 @@ impl Metrics {
             "environment_in_sync",
             "1 when every instance of the environment runs its expected commit",
             m.in_sync.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Push webhook requests by outcome (accepted, ignored, unauthorized, bad_request, not_found)",
+            m.webhooks.clone(),
         );
         registry.register(
             "environment_suspended",
@@ -261,6 +273,11 @@ impl Metrics {
         self.remediations
             .get_or_create(&EnvOutcome { environment: environment.into(), outcome: outcome.into() })
             .inc();
+    }
+
+    /// A push webhook request and what became of it.
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks.get_or_create(&Outcome { outcome: outcome.into() }).inc();
     }
 
     /// Whether each environment of a pass is suspended.

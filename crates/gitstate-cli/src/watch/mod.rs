@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod metrics;
 pub mod schedule;
 pub mod server;
+pub mod webhook;
 
 #[cfg(test)]
 mod model_tests;
@@ -51,6 +52,8 @@ pub struct Live {
     deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
     /// `overrides.json` as last read.
     overrides: Mutex<Overrides>,
+    /// Refs named by push webhooks since the last poll (`None`: every ref).
+    pushed: Mutex<Vec<Option<String>>>,
 }
 
 impl Live {
@@ -80,6 +83,7 @@ impl Live {
             refs: Mutex::default(),
             deferred: Mutex::default(),
             overrides: Mutex::default(),
+            pushed: Mutex::default(),
         };
         live.poll_overrides();
         live.poll_refs().await;
@@ -123,8 +127,27 @@ impl Live {
 
     /// Resolves every environment's ref; returns those whose commit changed.
     async fn poll_refs(&self) -> Vec<EnvName> {
-        let specs: Vec<(EnvName, String)> =
-            lock(&self.specs).values().map(|s| (s.name.clone(), s.reference.clone())).collect();
+        // After a push webhook that named its refs, only the environments on those refs.
+        let pushed: Vec<Option<String>> = std::mem::take(&mut *lock(&self.pushed));
+        let only: Option<Vec<String>> = (!pushed.is_empty() && pushed.iter().all(Option::is_some))
+            .then(|| pushed.into_iter().flatten().collect());
+        let on_pushed = |reference: &str| {
+            only.as_ref().is_none_or(|refs| {
+                refs.iter().any(|r| {
+                    r == reference
+                        || r.strip_prefix("refs/heads/") == Some(reference)
+                        || r.strip_prefix("refs/") == Some(reference)
+                })
+            })
+        };
+        let specs: Vec<(EnvName, String)> = lock(&self.specs)
+            .values()
+            .filter(|s| on_pushed(&s.reference))
+            .map(|s| (s.name.clone(), s.reference.clone()))
+            .collect();
+        if specs.is_empty() {
+            return Vec::new();
+        }
         let refs: Vec<String> = specs.iter().map(|(_, r)| r.clone()).collect();
         let resolved = match self.source.resolve(&refs).await {
             Ok(r) => r,
@@ -146,6 +169,12 @@ impl Live {
 }
 
 impl Live {
+    /// A push webhook arrived for `reference` (every ref when `None`): the next poll, which
+    /// the caller starts at once, reads only the environments on the pushed refs.
+    pub fn pushed(&self, reference: Option<String>) {
+        lock(&self.pushed).push(reference);
+    }
+
     /// Retires the environments a whole pass no longer has (gone from the configuration or
     /// no longer discovered): alarms resolved as `removed`, state pruned, series dropped.
     async fn remove_gone(&self) {

@@ -33,7 +33,7 @@ pub fn stall_window(interval: Duration) -> Duration {
 
 /// Binds `addr` (errors here are startup errors) and serves in the background.
 pub async fn start(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<SocketAddr> {
-    serve(addr, move |method, path| endpoint.respond(method, path)).await
+    serve(addr, 0, move |r| endpoint.respond(r.method, r.path)).await
 }
 
 impl Endpoint {
