@@ -207,6 +207,37 @@ def expected_at_scale():
             "gitstate expected", "git ls-remote", target=1.0)
 
 
+def expected_mix():
+    """The mix operators have: 1,000 environments (one HTTP target each) among 100,000
+    packed refs — 1,000 under refs/heads/environments/, 60,000 refs/heads/feature/*,
+    39,000 tags."""
+    repo = WORK / "mix.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    tree = sh(["git", "mktree"], cwd=repo, input=b"").decode().strip()
+    commit = sh(["git", "commit-tree", tree, "-m", "init"], cwd=repo).decode().strip()
+    names = [f"refs/heads/environments/e{i:04d}" for i in range(1000)]
+    names += [f"refs/heads/feature/f{i:05d}" for i in range(60_000)]
+    names += [f"refs/tags/t{i:05d}" for i in range(39_000)]
+    names.sort()
+    with open(repo / "packed-refs", "w") as f:
+        f.write("# pack-refs with: peeled fully-peeled sorted \n")
+        for n in names:
+            f.write(f"{commit} {n}\n")
+    envs = "".join(f'[[environments]]\nname = "e{i:04d}"\n  [[environments.targets]]\n  name = "web"\n'
+                   f'  [environments.targets.http]\n  urls = ["http://127.0.0.1:9/e{i}.json"]\n' for i in range(1000))
+    explicit = write(WORK / "mix/explicit.toml", f'[source]\nrepo = "{repo}"\n{envs}')
+    compare("expected: 1,000 [[environments]] (one HTTP target each) among 100,000 refs of a mixed repository",
+            [str(BIN), "expected", "-c", str(explicit), "-o", "json"],
+            ["git", "-C", str(repo), "rev-parse"] + [f"refs/heads/environments/e{i:04d}" for i in range(1000)],
+            "gitstate expected -o json", "git rev-parse ×1000", target=1.0)
+    disc = write(WORK / "mix/discover.toml", f'[source]\nrepo = "{repo}"\n[[discover]]\n  [[discover.targets]]\n'
+                 f'  name = "web"\n  [discover.targets.http]\n  urls = ["http://127.0.0.1:9/{{environment}}.json"]\n')
+    compare("expected: [[discover]] of 1,000 environments among 100,000 refs of a mixed repository",
+            [str(BIN), "expected", "-c", str(disc), "-o", "json"],
+            ["git", "-C", str(repo), "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/environments/"],
+            "gitstate expected -o json", "git for-each-ref", target=1.0)
+
+
 def history():
     n = 20_000 if QUICK else 50_000
     repo, oldest, newest = history_repo(n)
@@ -417,6 +448,7 @@ def main():
         sys.exit(f"{BIN} is missing: build it with cargo build --release -p gitstate-cli")
     try:
         expected_at_scale()
+        expected_mix()
         history()
         fan = fanout()
         reaction()

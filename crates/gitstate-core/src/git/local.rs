@@ -80,7 +80,49 @@ impl LocalRepo {
         if self.reftable {
             return self.resolve_by_git(&repo, refs);
         }
-        refs.iter().map(|name| self.resolve_one(&repo, name)).collect()
+        // One snapshot of packed-refs for every name (gix would check the file anew for
+        // each), and each target object peeled once however many refs point at it.
+        let packed = repo.refs.cached_packed_buffer().ok().flatten();
+        let mut peeled: std::collections::HashMap<ObjectId, Option<ObjectId>> =
+            std::collections::HashMap::new();
+        refs.iter()
+            .map(|name| {
+                let partial: &gix::refs::PartialNameRef =
+                    name.as_str().try_into().map_err(|_| ExpectedError::BadRefName(name.clone()))?;
+                let found = repo.refs.try_find_packed(partial, packed.as_ref().map(|b| &***b));
+                let r = match found {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        return Err(ExpectedError::RefNotFound {
+                            reference: name.clone(),
+                            repo: self.display(),
+                        });
+                    }
+                    Err(_) => return self.resolve_one(&repo, name),
+                };
+                let gix::refs::Target::Object(id) = r.target else { return self.resolve_one(&repo, name) };
+                let reference = r.name.as_bstr().to_string();
+                let commit = match peeled.get(&id) {
+                    Some(known) => *known,
+                    None => {
+                        let c = commit_of(&repo, id).map_err(|e| ExpectedError::NotACommit {
+                            reference: reference.clone(),
+                            repo: self.display(),
+                            message: chain(&e),
+                        })?;
+                        *peeled.entry(id).or_insert(c)
+                    }
+                };
+                match commit {
+                    Some(c) => Ok(Expected { reference, commit: to_commit_id(c) }),
+                    None => Err(ExpectedError::NotACommit {
+                        reference,
+                        repo: self.display(),
+                        message: "it does not point at a commit".into(),
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// When `expected.reference` moved to `expected.commit`, from the ref's reflog (`None`
