@@ -66,6 +66,8 @@ impl Chromium {
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                // Containers give /dev/shm a few MiB: write shared memory to /tmp instead.
+                "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--disable-extensions",
                 "--hide-scrollbars",
