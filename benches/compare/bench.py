@@ -293,22 +293,47 @@ def fanout():
     return server, addrs
 
 
-def reaction():
-    trials = 10 if QUICK else 20
-    repo = WORK / "reaction"
+def reaction_world(name, trials):
+    """A repository of `trials + 1` commits with production at the first, a target serving
+    it, and a deploy script that marks the time it started per expected commit."""
+    repo = WORK / name
     sh(["git", "init", "-q", "-b", "main", str(repo)])
     commits = []
     for i in range(trials + 1):
         sh(["git", "commit", "-q", "--allow-empty", "-m", f"c{i}"], cwd=repo)
         commits.append(sh(["git", "rev-parse", "HEAD"], cwd=repo).decode().strip())
     sh(["git", "update-ref", "refs/heads/environments/production", commits[0]], cwd=repo)
-    site = WORK / "reaction-site"
+    site = WORK / f"{name}-site"
     write(site / ".well-known/deployment-meta.json", json.dumps({"schema": 1, "sha": commits[0]}))
     port = static_server(site)
-    marks = WORK / "reaction-marks"
+    marks = WORK / f"{name}-marks"
     marks.mkdir()
-    deploy = write(WORK / "reaction-deploy.sh", f'#!/bin/sh\ndate +%s.%N > {marks}/$GITSTATE_EXPECTED_SHA\n')
+    deploy = write(WORK / f"{name}-deploy.sh", f'#!/bin/sh\ndate +%s.%N > {marks}/$GITSTATE_EXPECTED_SHA\n')
     os.chmod(deploy, 0o755)
+    return repo, commits, port, marks, deploy
+
+
+def reaction_lags(repo, commits, marks, trigger):
+    """For each later commit: `trigger(commit)` moves the ref and returns when it started;
+    the seconds until the deploy script ran."""
+    lags = []
+    for c in commits[1:]:
+        started = trigger(c)
+        mark = marks / c
+        deadline = time.time() + 30
+        while not mark.exists() and time.time() < deadline:
+            time.sleep(0.002)
+        if not mark.exists():
+            raise RuntimeError("watch did not start the remediation within 30 s")
+        time.sleep(0.01)
+        lags.append(float(mark.read_text()) - started)
+        time.sleep(0.3)
+    return lags
+
+
+def reaction():
+    trials = 10 if QUICK else 20
+    repo, commits, port, marks, deploy = reaction_world("reaction", trials)
     cfg = write(WORK / "reaction/gitstate.toml", f"""[source]
 repo = "{repo}"
 [policy]
@@ -325,19 +350,12 @@ listen = "127.0.0.1:{free_port()}"
 """)
     w = start([str(BIN), "watch", "-c", str(cfg)])
     time.sleep(2)
-    lags = []
-    for c in commits[1:]:
+
+    def move(c):
         moved = time.time()
         sh(["git", "update-ref", "refs/heads/environments/production", c], cwd=repo)
-        mark = marks / c
-        deadline = time.time() + 30
-        while not mark.exists() and time.time() < deadline:
-            time.sleep(0.002)
-        if not mark.exists():
-            raise RuntimeError("watch did not start the remediation within 30 s")
-        time.sleep(0.01)
-        lags.append(float(mark.read_text()) - moved)
-        time.sleep(0.3)
+        return moved
+    lags = reaction_lags(repo, commits, marks, move)
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=60)
     med = statistics.median(lags)
@@ -351,21 +369,8 @@ def webhook_reaction():
     only every 10 minutes (a file:// remote: no file-system notification helps)."""
     import hmac, hashlib, urllib.request
     trials = 10 if QUICK else 20
-    repo = WORK / "hook"
-    sh(["git", "init", "-q", "-b", "main", str(repo)])
-    commits = []
-    for i in range(trials + 1):
-        sh(["git", "commit", "-q", "--allow-empty", "-m", f"c{i}"], cwd=repo)
-        commits.append(sh(["git", "rev-parse", "HEAD"], cwd=repo).decode().strip())
+    repo, commits, port, marks, deploy = reaction_world("hook", trials)
     ref = "refs/heads/environments/production"
-    sh(["git", "update-ref", ref, commits[0]], cwd=repo)
-    site = WORK / "hook-site"
-    write(site / ".well-known/deployment-meta.json", json.dumps({"schema": 1, "sha": commits[0]}))
-    port = static_server(site)
-    marks = WORK / "hook-marks"
-    marks.mkdir()
-    deploy = write(WORK / "hook-deploy.sh", f'#!/bin/sh\ndate +%s.%N > {marks}/$GITSTATE_EXPECTED_SHA\n')
-    os.chmod(deploy, 0o755)
     hook_port = free_port()
     secret = "a-benchmark-webhook-secret"
     cfg = write(WORK / "hook/gitstate.toml", f"""[source]
@@ -390,8 +395,8 @@ secret = "{secret}"
     w = start([str(BIN), "watch", "-c", str(cfg)])
     wait_port(hook_port)
     time.sleep(2)
-    lags = []
-    for c in commits[1:]:
+
+    def push(c):
         sh(["git", "update-ref", ref, c], cwd=repo)
         body = json.dumps({"ref": ref, "after": c}).encode()
         sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -400,22 +405,14 @@ secret = "{secret}"
                                               "Content-Type": "application/json"})
         sent = time.time()
         urllib.request.urlopen(req, timeout=10).read()
-        mark = marks / c
-        deadline = time.time() + 30
-        while not mark.exists() and time.time() < deadline:
-            time.sleep(0.002)
-        if not mark.exists():
-            raise RuntimeError("the webhook did not start the remediation within 30 s")
-        time.sleep(0.01)
-        lags.append(float(mark.read_text()) - sent)
-        time.sleep(0.3)
+        return sent
+    lags = reaction_lags(repo, commits, marks, push)
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=60)
     med = statistics.median(lags)
     ROWS.append((f"reaction: signed push webhook → remediation command started (ref_poll 10m; median of {trials})",
                  f"{med*1000:.0f} ms", f"min {min(lags)*1000:.0f} ms, max {max(lags)*1000:.0f} ms",
                  "", "held" if med < 0.05 else "missed (target < 50 ms)", ""))
-
 
 def idle(addrs):
     n = 1000
