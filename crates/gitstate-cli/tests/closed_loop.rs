@@ -1171,6 +1171,8 @@ fn suspend_resume_and_retry_steer_a_running_watch() {
     assert_eq!(l.attempts().len(), 1, "no attempt while suspended (the backoff was 3 s)");
     let metrics = metrics(&w);
     assert!(metrics.contains("gitstate_environment_suspended{environment=\"production\"} 1"), "{metrics}");
+    let (_, page) = http_get(w.port, "/").unwrap();
+    assert!(page.contains("suspended by") && page.contains("incident 42"), "the dashboard says who and why");
 
     assert_eq!(with_config(&cfg, &["resume", "production"]).code, 0);
     wait_for(Duration::from_secs(10), "the second attempt", || l.attempts().len() == 2);

@@ -14,7 +14,7 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
     let state = StateStore::read(&config.state_dir)?;
     let overrides = crate::state::overrides::Overrides::read(&config.state_dir)?;
     // Freeze windows of the configured environments (discovered ones: their block's).
-    let windows = state
+    let windows: std::collections::BTreeMap<_, _> = state
         .environments
         .keys()
         .filter_map(|n| {
@@ -29,7 +29,8 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
             let links =
                 crate::plan::source(&config).map(|s| crate::plan::links(&config, &s)).unwrap_or_default();
             let events = StateStore::events(&config.state_dir, 500)?;
-            let view = output::html::View::of_states(&state.environments, events, links);
+            let view =
+                output::html::View::of_states(&state.environments, events, links, &overrides, &windows);
             output::emit(output::html::page(&view).as_bytes())?
         }
         Output::Text => {

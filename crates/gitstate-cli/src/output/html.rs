@@ -34,6 +34,10 @@ pub struct View {
     pub links: Links,
     /// Served by `watch`: the page updates itself through `/events`.
     pub live: bool,
+    /// Suspensions in force, per environment.
+    pub suspensions: BTreeMap<EnvName, crate::state::overrides::Suspension>,
+    /// When the open freeze window ends, per environment.
+    pub frozen_until: BTreeMap<EnvName, Timestamp>,
 }
 
 impl View {
@@ -41,13 +45,29 @@ impl View {
     pub fn of_report(report: &Report, links: Links) -> Self {
         let environments =
             report.environments.iter().map(|e| (e.name.clone(), (None, Some(e.clone())))).collect();
-        Self { now: Some(report.checked_at), environments, events: Vec::new(), links, live: false }
+        Self { now: Some(report.checked_at), environments, links, ..Self::default() }
     }
 
-    /// A view of what the state holds (`status -o html`, and `watch` with its reports).
-    pub fn of_states(states: &BTreeMap<EnvName, EnvState>, events: Vec<Event>, links: Links) -> Self {
+    /// A view of what the state holds, with the suspensions and freeze windows in force
+    /// (`status -o html`, and `watch` with its reports).
+    pub fn of_states(
+        states: &BTreeMap<EnvName, EnvState>,
+        events: Vec<Event>,
+        links: Links,
+        overrides: &crate::state::overrides::Overrides,
+        windows: &BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>,
+    ) -> Self {
+        let now = Timestamp::now();
         let environments = states.iter().map(|(n, s)| (n.clone(), (Some(s.clone()), None))).collect();
-        Self { now: Some(Timestamp::now()), environments, events, links, live: false }
+        let suspensions = states
+            .keys()
+            .filter_map(|n| overrides.suspension(n, now).map(|s| (n.clone(), s.clone())))
+            .collect();
+        let frozen_until = windows
+            .iter()
+            .filter_map(|(n, w)| crate::freeze::frozen_until(w, now).map(|u| (n.clone(), u)))
+            .collect();
+        Self { now: Some(now), environments, events, links, suspensions, frozen_until, live: false }
     }
 }
 
@@ -261,6 +281,16 @@ fn environment(
                     @if let Some(since) = state.and_then(|s| s.expected.as_ref()).map(|e| e.since) {
                         span.dim { " since " (age(now, since)) }
                     }
+                }
+                @if let Some(s) = view.suspensions.get(name) {
+                    span.warn {
+                        "⏸ suspended by " (s.by) " " (age(now, s.since))
+                        @if let Some(u) = s.until { ", until " (u.round(jiff::Unit::Second).unwrap_or(u).to_string()) }
+                        @if let Some(r) = &s.reason { ": " (r) }
+                    }
+                }
+                @if let Some(until) = view.frozen_until.get(name) {
+                    span.warn { "❄ freeze window until " (until.round(jiff::Unit::Second).unwrap_or(*until).to_string()) }
                 }
                 @if let Some(a) = state.and_then(EnvState::primary_alarm) {
                     span.bad { "✗ " (a.kind.as_str()) " alarm open since " (age(now, a.since)) }

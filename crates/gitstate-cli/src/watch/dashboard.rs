@@ -72,7 +72,14 @@ impl Dashboard {
 
     fn view(&self) -> View {
         let events = self.store.recent_events(500);
-        let mut view = View::of_states(&self.store.environments(), events, self.links.clone());
+        let overrides = crate::state::overrides::Overrides::read(self.store.dir()).unwrap_or_default();
+        let mut view = View::of_states(
+            &self.store.environments(),
+            events,
+            self.links.clone(),
+            &overrides,
+            &self.windows(),
+        );
         for (name, report) in self.reports().iter() {
             view.environments.entry(name.clone()).or_default().1 = Some(report.clone());
         }
