@@ -266,19 +266,10 @@ impl RemoteRepo {
         Ok(out)
     }
 
-    /// Relations from the mirror, fetched first when it lacks the expected commit (the ref
+    /// Relates reported commits to `expected` and names the newest `max` commits of each
+    /// side, from the mirror — fetched first when it lacks the expected commit (the ref
     /// moved) or a reported one (at most once a minute for those: a commit no branch has
-    /// stays unknown); without a mirror, every differing commit is `drifted`.
-    pub fn relate(
-        &self,
-        expected: &CommitId,
-        reported: &[ReportedCommit],
-    ) -> Result<Vec<Relation>, ExpectedError> {
-        Ok(self.relate_commits(expected, reported, 0)?.into_iter().map(|r| r.relation).collect())
-    }
-
-    /// [`RemoteRepo::relate`], naming the newest `max` commits of each side from the mirror
-    /// (none without one).
+    /// stays unknown). Without a mirror every differing commit is `drifted`, none named.
     pub fn relate_commits(
         &self,
         expected: &CommitId,
