@@ -129,7 +129,11 @@ fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
 
     l.repo.update_ref(REF, &l.c[3]);
     // A dry run decides, reports "ok": null, and writes nothing.
-    let before = std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap();
+    let state = || {
+        ["state.json", "state.log"].map(|f| std::fs::read_to_string(l.path().join(".gitstate").join(f)).ok())
+    };
+    let before = state();
+    assert!(before[1].is_some(), "the pass was written");
     let dry = with_config(&cfg, &["reconcile", "--dry-run", "-o", "json"]);
     assert_eq!(dry.code, 1);
     assert_eq!(
@@ -137,7 +141,7 @@ fn a_remediation_that_fixes_the_target_converges_and_records_the_lag() {
         serde_json::json!([{"kind": "remediate", "attempt": 1, "ok": null, "detail": "dry run: not started"}])
     );
     assert!(l.attempts().is_empty());
-    assert_eq!(std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap(), before);
+    assert_eq!(state(), before);
 
     let r = with_config(&cfg, &["reconcile", "-o", "json"]);
     assert_eq!(r.code, 1, "the pass observed drift: {}", r.stderr);
@@ -370,6 +374,17 @@ fn a_corrupt_state_file_is_named_and_kept() {
         assert!(r.stderr.contains("corrupt state file") && r.stderr.contains("state.json"), "{}", r.stderr);
     }
     assert!(std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap().contains("\"phase\": 7"));
+
+    // A broken line in the log of changes: named with its line, kept as it was.
+    std::fs::write(l.path().join(".gitstate/state.json"), "{\"schema\": 1, \"environments\": {}}").unwrap();
+    let log = "{\"log\":{\"schema\":1,\"generation\":0}}\n{\"forget\":\"production\"}\n{\"env\":{\"name\":7}}\n";
+    std::fs::write(l.path().join(".gitstate/state.log"), log).unwrap();
+    for cmd in [&["reconcile"][..], &["status"][..]] {
+        let r = with_config(&cfg, cmd);
+        assert_eq!(r.code, 2, "{cmd:?}");
+        assert!(r.stderr.contains("corrupt state file") && r.stderr.contains("state.log:3"), "{}", r.stderr);
+    }
+    assert_eq!(std::fs::read_to_string(l.path().join(".gitstate/state.log")).unwrap(), log);
 }
 
 /// A running `gitstate watch`, killed on drop.
@@ -786,9 +801,10 @@ fn a_planted_secret_never_comes_back_anywhere() {
     assert!(l.event_names().iter().any(|e| e == "alarm_raised"), "{:?}", l.event_names());
     assert!(!hook.bodies("/hook?sig=PLANTEDq3").is_empty());
     assert!(seen.contains("token=***"), "the target's id is shown, redacted");
-    for f in ["drifted.txt", ".gitstate/state.json", ".gitstate/events.jsonl"] {
+    for f in ["drifted.txt", ".gitstate/state.log", ".gitstate/events.jsonl"] {
         seen.push_str(&std::fs::read_to_string(l.path().join(f)).unwrap());
     }
+    seen.push_str(&std::fs::read_to_string(l.path().join(".gitstate/state.json")).unwrap_or_default());
     assert!(std::fs::read_to_string(l.path().join("drifted.txt")).unwrap().contains("token=***"));
     for body in hook.bodies("/hook?sig=PLANTEDq3") {
         seen.push_str(&body);

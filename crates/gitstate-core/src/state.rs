@@ -236,6 +236,15 @@ pub struct StateFile {
     /// Notifications kept for a later pass.
     #[serde(default, skip_serializing_if = "Outbox::is_empty")]
     pub outbox: Outbox,
+    /// For a store that writes a snapshot and then a log of changes to it: which log
+    /// continues this snapshot (0 when the store keeps none). A log of another generation
+    /// is not applied to it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StateFile {
@@ -244,7 +253,7 @@ impl StateFile {
 
     /// An empty state.
     pub fn new() -> Self {
-        Self { schema: Self::SCHEMA, environments: BTreeMap::new(), outbox: Outbox::default() }
+        Self { schema: Self::SCHEMA, environments: BTreeMap::new(), outbox: Outbox::default(), generation: 0 }
     }
 }
 

@@ -53,6 +53,11 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
             failed = failed.or(removed.journal_error);
         }
     }
+    if let Some(store) = &store
+        && let Err(e) = store.flush()
+    {
+        failed = failed.or(Some(e.to_string()));
+    }
     for (name, reason, _) in &out.decisions {
         tracing::info!(environment = %name, %reason, "decided");
     }

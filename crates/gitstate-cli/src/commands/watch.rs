@@ -93,7 +93,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
     };
     let webhook = config.watch.webhook.clone();
-    let live = Arc::new(Live::new(config, engine, store, plan, metrics.clone(), dashboard).await?);
+    let live = Arc::new(Live::new(config, engine, store.clone(), plan, metrics.clone(), dashboard).await?);
     if let Some(hook) = webhook {
         let (live, metrics, poke) = (live.clone(), metrics.clone(), fs_tx.clone());
         let bound = crate::serve::serve(hook.listen, crate::watch::webhook::MAX_BODY, move |r| {
@@ -116,6 +116,8 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         }
     };
     schedule::run(live, timing, Jitter::new(seed), fs_rx, shutdown_signal(), on_full).await;
+    // The in-sync times held back from the log, written.
+    store.flush()?;
     tracing::info!("stopped; state persisted");
     Ok(exit::IN_SYNC)
 }

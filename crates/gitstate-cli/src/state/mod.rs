@@ -1,8 +1,9 @@
-//! The state directory (SPEC §7): `state.json` (what the loop remembers, written
-//! atomically after each pass and before each remediation starts), `lock` (one
-//! `reconcile` or `watch` at a time; the holder's pid inside), and `events.jsonl` (the
-//! append-only audit trail). Entry type: [`StateStore`], which is also the engine's
-//! [`Journal`].
+//! The state directory (SPEC §7): `state.json` and `state.log` (what the loop remembers:
+//! a snapshot written atomically, then the changes of each pass appended and synced to
+//! disk — before each remediation starts too — and folded into a new snapshot now and
+//! then), `lock` (one `reconcile` or `watch` at a time; the holder's pid inside), and
+//! `events.jsonl` (the append-only audit trail). Entry type: [`StateStore`], which is also
+//! the engine's [`Journal`].
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -10,7 +11,9 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+mod log;
 pub mod overrides;
 
 use async_trait::async_trait;
@@ -84,19 +87,66 @@ impl Default for Rotation {
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
-    state: Mutex<StateFile>,
+    state: Mutex<Inner>,
     rotation: Rotation,
+    /// The log is folded into a new snapshot past this size (or the snapshot's).
+    compact_above: u64,
     /// The latest events, oldest first (at most [`RECENT`]), for the dashboard.
     recent: Mutex<std::collections::VecDeque<Event>>,
+}
+
+/// What the store knows, and how far its files are behind it.
+#[derive(Debug)]
+struct Inner {
+    /// Exactly what the loop remembers; the files hold all of it but the in-sync times of
+    /// `unsaved`.
+    file: StateFile,
+    /// `state.log` open for appending, once checked (its torn tail cut off) or created.
+    log: Option<File>,
+    /// Bytes in `state.log`.
+    log_len: u64,
+    /// What was found in `state.log` when the store was opened.
+    found: LogFound,
+    /// Bytes of the last snapshot read or written.
+    snapshot_len: u64,
+    /// Environments whose only change not yet written is their `last_in_sync_at`: an
+    /// environment in sync on every pass is rewritten now and then, not on every pass.
+    unsaved: std::collections::BTreeSet<EnvName>,
+    /// The snapshot differs from the files in a way the log cannot say (a migration).
+    rewrite: bool,
+    /// When the last snapshot was written (or the store opened).
+    compacted_at: Instant,
+}
+
+/// `state.log` as found by [`StateStore::load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFound {
+    /// None, or one that does not continue the snapshot: replaced before the first append.
+    Replace,
+    /// It continues the snapshot; its complete lines end at `complete`.
+    Continue { complete: u64 },
 }
 
 /// Events kept in memory for the dashboard.
 const RECENT: usize = 500;
 
+/// `state.log` is folded into a new `state.json` once it is larger than the snapshot and
+/// than this.
+const COMPACT_ABOVE: u64 = 1024 * 1024;
+
+/// How long an environment in sync on every pass may go without its `last_in_sync_at`
+/// written: the files are never further behind than this.
+pub const IN_SYNC_WRITTEN_EVERY: Duration = Duration::from_secs(600);
+
 impl StateStore {
     /// `state.json` under `dir`.
     pub fn state_path(dir: &Path) -> PathBuf {
         dir.join("state.json")
+    }
+
+    /// `state.log` under `dir`.
+    pub fn log_path(dir: &Path) -> PathBuf {
+        dir.join("state.log")
     }
 
     /// Takes the exclusive lock of `dir` (created when missing), writing our pid into it.
@@ -131,13 +181,74 @@ impl StateStore {
         Ok(Lock { _file: file })
     }
 
-    /// Reads `state.json` (an empty state when there is none). A file that does not parse
-    /// is an error naming it; it is never reset.
+    /// Reads the state (`state.json` with the changes of `state.log` applied; an empty
+    /// state when there is none). A file that does not parse is an error naming it (and
+    /// the line, in the log); it is never reset. Reading changes no file.
     pub fn read(dir: &Path) -> Result<StateFile, StateError> {
+        Ok(Self::load(dir)?.file)
+    }
+
+    /// Reads the snapshot and the log, retrying when a writer folded the log into a new
+    /// snapshot between the two reads.
+    fn load(dir: &Path) -> Result<Inner, StateError> {
+        let log_path = Self::log_path(dir);
+        let mut attempt = 0;
+        loop {
+            let (mut file, snapshot_len, migrated) = Self::read_snapshot(dir)?;
+            let bytes = match std::fs::read(&log_path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io(&log_path)(e)),
+            };
+            let corrupt = |(line, message): (usize, String)| StateError::Corrupt {
+                path: PathBuf::from(format!("{}:{line}", log_path.display())),
+                message,
+            };
+            let found = match log::parse(&bytes).map_err(corrupt)? {
+                log::Read::Changes { lines, complete } => match log::generation(&lines) {
+                    Some(g) if g == file.generation => {
+                        log::apply(&mut file, lines);
+                        LogFound::Continue { complete }
+                    }
+                    Some(g) if g < file.generation => LogFound::Replace,
+                    Some(_) if attempt < 3 => {
+                        // A newer log than the snapshot: a writer compacted in between.
+                        attempt += 1;
+                        continue;
+                    }
+                    Some(g) => {
+                        return Err(StateError::Corrupt {
+                            path: log_path,
+                            message: format!(
+                                "it continues generation {g} of state.json, which is of generation {} (or missing): \
+                                 move state.log away too to start from state.json alone",
+                                file.generation
+                            ),
+                        });
+                    }
+                    None => LogFound::Replace,
+                },
+                log::Read::Missing => LogFound::Replace,
+            };
+            return Ok(Inner {
+                file,
+                log: None,
+                log_len: 0,
+                found,
+                snapshot_len,
+                unsaved: Default::default(),
+                rewrite: migrated,
+                compacted_at: Instant::now(),
+            });
+        }
+    }
+
+    /// `state.json`, its length, and whether a migration changed what it says.
+    fn read_snapshot(dir: &Path) -> Result<(StateFile, u64, bool), StateError> {
         let path = Self::state_path(dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((StateFile::new(), 0, false)),
             Err(e) => return Err(io(&path)(e)),
         };
         let corrupt =
@@ -145,11 +256,12 @@ impl StateStore {
         let mut value: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
         let moved = migrate_undelivered(&mut value).map_err(corrupt)?;
         let mut state: StateFile = serde_json::from_value(value).map_err(corrupt)?;
+        let migrated = !moved.is_empty();
         state.outbox.pending.extend(moved);
         if state.schema != StateFile::SCHEMA {
             return Err(StateError::Corrupt { path, message: format!("unknown schema {}", state.schema) });
         }
-        Ok(state)
+        Ok((state, text.len() as u64, migrated))
     }
 
     /// Opens the store of `dir` with its current content.
@@ -158,8 +270,9 @@ impl StateStore {
         let recent = Self::events(dir, RECENT).unwrap_or_default().into();
         Ok(Self {
             dir: dir.to_path_buf(),
-            state: Mutex::new(Self::read(dir)?),
+            state: Mutex::new(Self::load(dir)?),
             rotation: Rotation::default(),
+            compact_above: COMPACT_ABOVE,
             recent: Mutex::new(recent),
         })
     }
@@ -201,35 +314,147 @@ impl StateStore {
 
     /// A copy of every environment's state.
     pub fn environments(&self) -> BTreeMap<EnvName, EnvState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).environments.clone()
+        self.inner().file.environments.clone()
     }
 
-    /// Merges `states` in and writes `state.json` atomically.
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Merges `states` in: the environments that changed are appended to `state.log` and
+    /// synced to disk before this returns. One whose only change is its `last_in_sync_at`
+    /// is written at the latest [`IN_SYNC_WRITTEN_EVERY`] later (or by [`Self::flush`]).
     pub fn save(&self, states: &[(EnvName, EnvState)]) -> Result<(), StateError> {
-        self.change(|file| {
-            for (name, s) in states {
-                file.environments.insert(name.clone(), s.clone());
+        let mut inner = self.inner();
+        let mut lines = Vec::new();
+        for (name, s) in states {
+            match inner.file.environments.get(name) {
+                Some(old) if old == s => continue,
+                Some(old) if EnvState { last_in_sync_at: s.last_in_sync_at, ..old.clone() } == *s => {
+                    inner.unsaved.insert(name.clone());
+                }
+                _ => {
+                    inner.unsaved.remove(name);
+                    lines.push(log::Line::Env(Box::new(log::EnvLine {
+                        name: name.clone(),
+                        state: s.clone(),
+                    })));
+                }
             }
-        })
+            inner.file.environments.insert(name.clone(), s.clone());
+        }
+        self.write(&mut inner, &lines)
     }
 
-    /// Removes environments' states and writes `state.json` atomically.
+    /// Removes environments' states.
     pub fn forget(&self, names: &[EnvName]) -> Result<(), StateError> {
-        self.change(|file| {
-            for name in names {
-                file.environments.remove(name);
+        let mut inner = self.inner();
+        let mut lines = Vec::new();
+        for name in names {
+            inner.unsaved.remove(name);
+            if inner.file.environments.remove(name).is_some() {
+                lines.push(log::Line::Forget(name.clone()));
             }
-        })
+        }
+        self.write(&mut inner, &lines)
     }
 
-    fn change(&self, f: impl FnOnce(&mut StateFile)) -> Result<(), StateError> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard);
-        let mut json = serde_json::to_vec_pretty(&*guard)
-            .map_err(|e| StateError::Corrupt { path: Self::state_path(&self.dir), message: e.to_string() })?;
-        json.push(b'\n');
+    /// Replaces the outbox.
+    fn save_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        if inner.file.outbox == *outbox {
+            return Ok(());
+        }
+        inner.file.outbox = outbox.clone();
+        self.write(&mut inner, &[log::Line::Outbox(outbox.clone())])
+    }
+
+    /// Writes everything known, the in-sync times too (a new snapshot when any is unsaved).
+    pub fn flush(&self) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        if !inner.unsaved.is_empty() || inner.rewrite {
+            self.compact(&mut inner)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `lines` to the log (one write, synced), then folds the log into a new
+    /// snapshot when it has grown past the snapshot, or when in-sync times have waited
+    /// long enough.
+    fn write(&self, inner: &mut Inner, lines: &[log::Line]) -> Result<(), StateError> {
+        if !lines.is_empty() {
+            let path = Self::log_path(&self.dir);
+            let bytes = log::encode(lines);
+            let log = self.open_log(inner)?;
+            log.write_all(&bytes).map_err(io(&path))?;
+            log.sync_data().map_err(io(&path))?;
+            inner.log_len += bytes.len() as u64;
+        }
+        let overgrown = inner.log_len > self.compact_above.max(inner.snapshot_len);
+        let due = !inner.unsaved.is_empty() && inner.compacted_at.elapsed() >= IN_SYNC_WRITTEN_EVERY;
+        if overgrown || due || inner.rewrite {
+            self.compact(inner)?;
+        }
+        Ok(())
+    }
+
+    /// The log, opened for appending: the one found when it continues the snapshot (its
+    /// torn tail cut off), else a new one.
+    fn open_log<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut File, StateError> {
+        if inner.log.is_none() {
+            let path = Self::log_path(&self.dir);
+            let (file, len) = match inner.found {
+                LogFound::Continue { complete } => {
+                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    if f.metadata().map_err(io(&path))?.len() != complete {
+                        f.set_len(complete).map_err(io(&path))?;
+                        f.sync_data().map_err(io(&path))?;
+                    }
+                    (f, complete)
+                }
+                LogFound::Replace => {
+                    let header = log::header(inner.file.generation);
+                    crate::fsutil::write_atomic(&path, &header).map_err(io(&path))?;
+                    (OpenOptions::new().write(true).open(&path).map_err(io(&path))?, header.len() as u64)
+                }
+            };
+            let mut file = file;
+            file.seek(std::io::SeekFrom::Start(len)).map_err(io(&path))?;
+            inner.found = LogFound::Continue { complete: len };
+            inner.log = Some(file);
+            inner.log_len = len;
+        }
+        Ok(inner.log.as_mut().expect("opened above"))
+    }
+
+    /// Writes everything known as a new snapshot of the next generation, then starts an
+    /// empty log continuing it. A crash between the two leaves the old log, which names
+    /// the old generation and is then ignored: the new snapshot already holds it.
+    fn compact(&self, inner: &mut Inner) -> Result<(), StateError> {
         let path = Self::state_path(&self.dir);
-        crate::fsutil::write_atomic(&path, &json).map_err(io(&path))
+        inner.file.generation += 1;
+        let json = serde_json::to_vec_pretty(&inner.file).map(|mut j| {
+            j.push(b'\n');
+            j
+        });
+        let written = match json {
+            Ok(json) => crate::fsutil::write_atomic(&path, &json).map(|()| json.len()).map_err(io(&path)),
+            Err(e) => Err(StateError::Corrupt { path: path.clone(), message: e.to_string() }),
+        };
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                inner.file.generation -= 1;
+                return Err(e);
+            }
+        };
+        inner.snapshot_len = len as u64;
+        inner.unsaved.clear();
+        inner.rewrite = false;
+        inner.compacted_at = Instant::now();
+        inner.log = None;
+        inner.found = LogFound::Replace;
+        self.open_log(inner).map(|_| ())
     }
 
     /// Appends events to `events.jsonl`, one JSON object a line, rotating it first when it
@@ -239,7 +464,7 @@ impl StateStore {
         if events.is_empty() {
             return Ok(());
         }
-        let _serial = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = self.inner();
         let path = self.dir.join("events.jsonl");
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -325,38 +550,37 @@ fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
+impl From<StateError> for JournalError {
+    fn from(e: StateError) -> Self {
+        let (path, message) = match e {
+            StateError::Io { path, source } => (path, source.to_string()),
+            StateError::Corrupt { path, message } => (path, message),
+            e @ StateError::Locked { .. } => (PathBuf::new(), e.to_string()),
+        };
+        JournalError { path: path.display().to_string(), message }
+    }
+}
+
 #[async_trait]
 impl Journal for StateStore {
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        self.save(states).map_err(|e| JournalError {
-            path: Self::state_path(&self.dir).display().to_string(),
-            message: e.to_string(),
-        })
+        Ok(self.save(states)?)
     }
 
     async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        self.append(events).map_err(|e| JournalError {
-            path: self.dir.join("events.jsonl").display().to_string(),
-            message: e.to_string(),
-        })
+        Ok(self.append(events)?)
     }
 
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
-        self.forget(environments).map_err(|e| JournalError {
-            path: Self::state_path(&self.dir).display().to_string(),
-            message: e.to_string(),
-        })
+        Ok(StateStore::forget(self, environments)?)
     }
 
     async fn outbox(&self) -> Result<Outbox, JournalError> {
-        Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()).outbox.clone())
+        Ok(self.inner().file.outbox.clone())
     }
 
     async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
-        self.change(|file| file.outbox = outbox.clone()).map_err(|e| JournalError {
-            path: Self::state_path(&self.dir).display().to_string(),
-            message: e.to_string(),
-        })
+        Ok(StateStore::save_outbox(self, outbox)?)
     }
 }
 
@@ -467,6 +691,184 @@ mod tests {
         }
     }
 
+    fn env_state(failures: u32, in_sync_at: i64) -> EnvState {
+        EnvState {
+            consecutive_probe_failures: failures,
+            last_in_sync_at: Some(jiff::Timestamp::from_second(1_800_000_000 + in_sync_at).unwrap()),
+            ..EnvState::default()
+        }
+    }
+
+    fn file_len(dir: &Path, name: &str) -> u64 {
+        std::fs::metadata(dir.join(name)).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn a_quiet_pass_writes_nothing_and_in_sync_times_are_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let names: Vec<EnvName> = (0..100).map(|i| EnvName::new(&format!("e{i}")).unwrap()).collect();
+        let pass = |failures: u32, at: i64| -> Vec<(EnvName, EnvState)> {
+            names.iter().map(|n| (n.clone(), env_state(failures, at))).collect()
+        };
+        store.save(&pass(0, 0)).unwrap();
+        let (json, log) = (file_len(dir.path(), "state.json"), file_len(dir.path(), "state.log"));
+        assert!(log > 100 * 40, "the first pass logs every environment: {log}");
+        // Ten quiet passes: only the in-sync time moves; nothing is written.
+        for at in 1..=10 {
+            store.save(&pass(0, at)).unwrap();
+        }
+        assert_eq!((file_len(dir.path(), "state.json"), file_len(dir.path(), "state.log")), (json, log));
+        // One environment changes: one line.
+        let mut changed = pass(0, 11);
+        changed[7].1.consecutive_probe_failures = 1;
+        store.save(&changed).unwrap();
+        let grown = file_len(dir.path(), "state.log") - log;
+        assert!(grown > 0 && grown < 400, "one environment's line, not the fleet: {grown} bytes");
+        let read = StateStore::read(dir.path()).unwrap();
+        assert_eq!(read.environments[&names[7]], changed[7].1, "a changed one is written whole");
+        assert_eq!(read.environments[&names[0]], env_state(0, 0), "an in-sync time waits");
+        assert_eq!(store.environments()[&names[0]], env_state(0, 11), "the store itself knows it");
+        store.flush().unwrap();
+        let read = StateStore::read(dir.path()).unwrap();
+        assert_eq!(read.environments, store.environments());
+        assert_eq!(file_len(dir.path(), "state.log"), log::header(read.generation).len() as u64);
+    }
+
+    /// What a store must have on disk after each step, whatever happens to the process.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A pass saves these (environment index, failures, in-sync time) states.
+        Save(Vec<(u8, u32, i64)>),
+        Forget(u8),
+        Outbox(u32),
+        Flush,
+        /// The process dies mid-append: part of a line, never acknowledged, is on disk.
+        Torn(Vec<u8>),
+        /// The process dies between writing a snapshot and replacing the log: the log of
+        /// the generation before is left.
+        StaleLog,
+        /// A new process opens the store.
+        Reopen,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => proptest::collection::vec((0u8..6, 0u32..3, 0i64..1000), 0..6).prop_map(Step::Save),
+            1 => (0u8..6).prop_map(Step::Forget),
+            1 => (0u32..3).prop_map(Step::Outbox),
+            1 => Just(Step::Flush),
+            1 => proptest::collection::vec(any::<u8>(), 0..600).prop_map(Step::Torn),
+            1 => Just(Step::StaleLog),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    /// Two states are the same but for `last_in_sync_at`.
+    fn same_but_in_sync(a: &EnvState, b: &EnvState) -> bool {
+        EnvState { last_in_sync_at: None, ..a.clone() } == EnvState { last_in_sync_at: None, ..b.clone() }
+    }
+
+    proptest::proptest! {
+        /// The store against a model of what SPEC §7 promises: after every acknowledged
+        /// write, a reader (another process) sees every change but in-sync times, which are
+        /// never older than the last flush or further back than what was written; torn
+        /// appends and a crash mid-compaction lose nothing acknowledged; a small
+        /// compaction threshold makes compactions frequent.
+        #[test]
+        fn the_store_keeps_every_acknowledged_change(steps in proptest::collection::vec(step(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let open = || { let mut s = StateStore::open(dir.path()).unwrap(); s.compact_above = 600; s };
+            let mut store = open();
+            let name = |i: u8| EnvName::new(&format!("env-{i}")).unwrap();
+            // The model: what was acknowledged, and the in-sync times certainly on disk.
+            let mut model: BTreeMap<EnvName, EnvState> = BTreeMap::new();
+            let mut flushed: BTreeMap<EnvName, EnvState> = BTreeMap::new();
+            let mut outbox = Outbox::default();
+            let mut previous_log: Option<Vec<u8>> = None;
+            let mut clock = 0;
+            for step in steps {
+                let log_before = std::fs::read(StateStore::log_path(dir.path())).ok();
+                let generation_before = StateStore::read(dir.path()).unwrap().generation;
+                let reopened = matches!(step, Step::Torn(_) | Step::StaleLog | Step::Reopen);
+                match step {
+                    Step::Save(states) => {
+                        // In-sync times only move forwards, as the clock does; `same` keeps one.
+                        let states: Vec<_> = states
+                            .into_iter()
+                            .map(|(i, f, same)| {
+                                clock += i64::from(same % 2 == 0);
+                                (name(i), env_state(f, clock))
+                            })
+                            .collect();
+                        store.save(&states).unwrap();
+                        for (n, s) in states {
+                            if model.get(&n).is_none_or(|old| !same_but_in_sync(old, &s)) {
+                                flushed.insert(n.clone(), s.clone());
+                            }
+                            model.insert(n, s);
+                        }
+                    }
+                    Step::Forget(i) => {
+                        store.forget(&[name(i)]).unwrap();
+                        model.remove(&name(i));
+                        flushed.remove(&name(i));
+                    }
+                    Step::Outbox(n) => {
+                        outbox.failure_noted = (0..n).map(|k| (format!("k{k}"), jiff::Timestamp::UNIX_EPOCH)).collect();
+                        store.save_outbox(&outbox).unwrap();
+                    }
+                    Step::Flush => {
+                        store.flush().unwrap();
+                        flushed = model.clone();
+                    }
+                    Step::Torn(bytes) => {
+                        let bytes: Vec<u8> = bytes.into_iter().filter(|b| *b != b'\n').collect();
+                        drop(store);
+                        let mut f = OpenOptions::new().append(true).create(true).open(StateStore::log_path(dir.path())).unwrap();
+                        f.write_all(&bytes).unwrap();
+                        store = open();
+                    }
+                    Step::StaleLog => {
+                        // Only right after a compaction: the new log holds nothing yet.
+                        let fresh = log_before.as_deref() == Some(&log::header(generation_before)[..]);
+                        drop(store);
+                        if let Some(old) = previous_log.as_ref().filter(|_| fresh) {
+                            std::fs::write(StateStore::log_path(dir.path()), old).unwrap();
+                        }
+                        store = open();
+                    }
+                    Step::Reopen => {
+                        drop(store);
+                        store = open();
+                    }
+                }
+                let read = StateStore::read(dir.path()).unwrap();
+                if read.generation != generation_before {
+                    previous_log = log_before;
+                }
+                proptest::prop_assert_eq!(&read.outbox, &outbox);
+                proptest::prop_assert_eq!(read.environments.keys().collect::<Vec<_>>(), model.keys().collect::<Vec<_>>());
+                for (n, s) in &read.environments {
+                    proptest::prop_assert!(same_but_in_sync(s, &model[n]), "{n}: {s:?} vs {:?}", model[n]);
+                    // The in-sync time on disk is at least the one certainly written.
+                    proptest::prop_assert!(s.last_in_sync_at >= flushed[n].last_in_sync_at, "{n}");
+                }
+                // The store's own view is exact (after a reopen it is what the disk says).
+                let mine = store.environments();
+                for (n, s) in &mine {
+                    proptest::prop_assert!(same_but_in_sync(s, &model[n]));
+                }
+                // A new process knows the in-sync times on disk, not those the dead one held.
+                if reopened {
+                    model = mine.clone();
+                    flushed = mine;
+                }
+            }
+        }
+    }
+
     /// gitstate 0.1 kept undelivered notifications in each environment's state; they move
     /// to the outbox when read, and nothing else changes.
     #[test]
@@ -514,8 +916,9 @@ mod tests {
         };
         store.append(&[gitstate_core::Event { at, environment: name, kind }]).unwrap();
         let _lock = StateStore::lock(dir.path()).unwrap();
+        store.compact(&mut store.inner()).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        for f in ["state.json", "events.jsonl", "lock"] {
+        for f in ["state.json", "state.log", "events.jsonl", "lock"] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
@@ -566,6 +969,38 @@ mod tests {
         #[test]
         fn arbitrary_bytes_as_state_are_read_or_named(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             check_state_bytes(&bytes);
+        }
+
+        /// Whatever `state.log` holds after a real snapshot: a state or an error naming the
+        /// log and the line; reading changes nothing; a state read is written on.
+        #[test]
+        fn arbitrary_bytes_as_the_log_are_read_or_named(
+            lines in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(log::header(0)),
+                (0u32..3).prop_map(|f| log::encode(&[log::Line::Env(Box::new(log::EnvLine {
+                    name: EnvName::new("production").unwrap(), state: env_state(f, 0) }))])),
+                proptest::strategy::Just(b"{\"forget\":\"production\"}\n".to_vec()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            ], 0..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let bytes = lines.concat();
+            let path = StateStore::log_path(dir.path());
+            std::fs::write(&path, &bytes).unwrap();
+            match StateStore::read(dir.path()) {
+                Ok(state) => {
+                    let store = StateStore::open(dir.path()).unwrap();
+                    let more = (EnvName::new("staging").unwrap(), env_state(2, 0));
+                    store.save(std::slice::from_ref(&more)).unwrap();
+                    let again = StateStore::read(dir.path()).unwrap();
+                    proptest::prop_assert_eq!(again.environments.get(&more.0), Some(&more.1));
+                    proptest::prop_assert_eq!(again.environments.len(), state.environments.len() + usize::from(!state.environments.contains_key(&more.0)));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(e.to_string().contains(&format!("{}:", path.display())), "{}", e);
+                    proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), bytes);
+                }
+            }
         }
 
         #[test]
