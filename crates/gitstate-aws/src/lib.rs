@@ -13,10 +13,18 @@
 //!   region, profile, endpoint and timeout.
 //! - [`reading_from_tags`] is the pure tag-map parsing.
 //!
+//! Feature `sdk` (default): the probe itself, with the AWS SDK. Without it the crate is
+//! [`AwsTarget`] and the tag parsing only — what a build that leaves the SDK out needs to
+//! read (and reject with a clear error) a configuration naming AWS targets.
+//!
 //! IAM: the probe needs `tag:GetResources` and nothing else.
 
+#[cfg(feature = "sdk")]
 pub mod probe;
 pub mod tags;
+pub mod target;
 
-pub use probe::{AwsClients, AwsProbe, AwsTarget};
+#[cfg(feature = "sdk")]
+pub use probe::{AwsClients, AwsProbe};
 pub use tags::{DEFAULT_SHA_TAG, reading_from_tags};
+pub use target::AwsTarget;

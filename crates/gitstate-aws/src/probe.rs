@@ -2,7 +2,7 @@
 //! total deadline. No match is `missing` (saying which filters matched nothing); an API,
 //! credential or connection failure is `unreachable` with the AWS error code and message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,50 +15,8 @@ use aws_sdk_resourcegroupstagging::types::TagFilter;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading};
 use tokio::sync::OnceCell;
 
-use crate::tags::{DEFAULT_SHA_TAG, reading_from_tags};
-
-/// One AWS target's settings (SPEC §5 `[environments.targets.aws]`).
-#[derive(Debug, Clone)]
-pub struct AwsTarget {
-    /// The region to query.
-    pub region: String,
-    /// Tag filters: a resource matches when, for every key, it has one of the values.
-    pub tags: BTreeMap<String, Vec<String>>,
-    /// Resource-type filters such as `lambda:function`, `ec2:instance` (empty: all types).
-    pub resource_types: Vec<String>,
-    /// The tag holding the commit.
-    pub sha_tag: String,
-    /// An endpoint override (an emulator such as moto).
-    pub endpoint_url: Option<String>,
-    /// A named profile of the shared config files.
-    pub profile: Option<String>,
-    /// Total time for one observation, retries and pages included.
-    pub timeout: Duration,
-}
-
-impl AwsTarget {
-    /// A target with the defaults: `gitstate:sha`, all resource types, 30 s.
-    pub fn new(region: impl Into<String>, tags: BTreeMap<String, Vec<String>>) -> Self {
-        Self {
-            region: region.into(),
-            tags,
-            resource_types: Vec::new(),
-            sha_tag: DEFAULT_SHA_TAG.to_owned(),
-            endpoint_url: None,
-            profile: None,
-            timeout: Duration::from_secs(30),
-        }
-    }
-
-    fn filters(&self) -> String {
-        let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={}", v.join("|"))).collect();
-        let mut s = format!("tags {} in {}", tags.join(", "), self.region);
-        if !self.resource_types.is_empty() {
-            s.push_str(&format!(" (types {})", self.resource_types.join(", ")));
-        }
-        s
-    }
-}
+use crate::tags::reading_from_tags;
+use crate::target::AwsTarget;
 
 /// SDK clients shared by AWS probes, one per (region, profile, endpoint, timeout): a fleet
 /// of AWS targets then reads the shared config files, resolves credentials and keeps a
@@ -209,6 +167,7 @@ impl ActualStateProbe for AwsProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn targets_with_the_same_settings_share_one_client() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+#[cfg(feature = "aws")]
 use gitstate_aws::{AwsClients, AwsProbe};
 use gitstate_core::git::{GitSource, RemoteRepo};
 use gitstate_core::{
@@ -113,6 +114,7 @@ pub struct Clients {
     /// One HTTP connection pool and in-flight limit.
     pub http: HttpClients,
     /// One AWS SDK client per region, profile, endpoint and timeout.
+    #[cfg(feature = "aws")]
     pub aws: AwsClients,
     /// Cancelled when `watch` gives up waiting for remediations at shutdown: command
     /// remediators stop their process groups.
@@ -124,6 +126,7 @@ impl Clients {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
         Ok(Self {
             http: HttpClients::new(concurrency)?,
+            #[cfg(feature = "aws")]
             aws: AwsClients::new(),
             stop: tokio_util::sync::CancellationToken::new(),
         })
@@ -156,9 +159,17 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                             // request slots; a target of many URLs takes that many rounds.
                             h.timeout.saturating_mul(rounds(h.urls.len(), config.watch.concurrency)),
                         ),
+                        #[cfg(feature = "aws")]
                         TargetKind::Aws(a) => {
                             (Arc::new(AwsProbe::shared(&clients.aws, a.clone())), a.timeout)
                         }
+                        #[cfg(not(feature = "aws"))]
+                        TargetKind::Aws(_) => anyhow::bail!(
+                            "environment {}, target {}: this gitstate was built without the AWS probe \
+                             (cargo feature `aws` of gitstate-cli, on by default)",
+                            e.name,
+                            t.name
+                        ),
                         TargetKind::Exec(x) => {
                             (Arc::new(crate::exec::ExecProbe::new(x.clone(), config.dir.clone())), x.timeout)
                         }
