@@ -510,10 +510,23 @@ dir = "{state}"
     wait_port(port)
     deadline = time.time() + 120
     while pass_counts(port)[1] < 2 and time.time() < deadline:
+        if os.environ.get("BENCH_TRACE_RSS"):
+            rss = next(l for l in Path(f"/proc/{w.pid}/status").read_text().splitlines() if l.startswith("VmRSS"))
+            log(f"{rss}, passes {pass_counts(port)[1]:.0f}")
         time.sleep(0.2)
     cpu0, wb0, _ = proc_counters(w.pid)
     sum0, count0 = pass_counts(port)
-    time.sleep(secs)
+    if os.environ.get("BENCH_PERF"):
+        # A profile of the quiet minute, for `perf report -i $BENCH_PERF`.
+        subprocess.run(["perf", "record", "-q", "-e", "task-clock", "-g", "-p", str(w.pid), "-o",
+                        os.environ["BENCH_PERF"], "--", "sleep", str(secs)], stderr=subprocess.DEVNULL)
+    elif os.environ.get("BENCH_TRACE_RSS"):
+        for _ in range(secs):
+            rss = next(l for l in Path(f"/proc/{w.pid}/status").read_text().splitlines() if l.startswith("VmRSS"))
+            log(f"{rss}, passes {pass_counts(port)[1]:.0f}")
+            time.sleep(1)
+    else:
+        time.sleep(secs)
     cpu1, wb1, hwm = proc_counters(w.pid)
     sum1, count1 = pass_counts(port)
     passes = count1 - count0

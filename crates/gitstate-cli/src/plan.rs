@@ -194,6 +194,16 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
         .collect()
 }
 
+/// What [`Plan::replan`] found.
+#[derive(Debug, Default)]
+pub struct Replanned {
+    /// The set of environments changed: the specs were rebuilt.
+    pub changed: bool,
+    /// Every ref the `[[discover]]` prefixes listed, with its commit: what a ref poll of a
+    /// discovered environment need not look up again.
+    pub listed: HashMap<String, gitstate_core::CommitId>,
+}
+
 /// What a one-shot command runs: the environments selected (explicit and discovered),
 /// their engine specs, and the clients they share. Built by [`build`].
 pub struct Plan {
@@ -247,6 +257,8 @@ impl Plan {
         ttl: Option<Duration>,
     ) -> anyhow::Result<gitstate_core::Engine> {
         let mut engine = engine
+            // Probe timeouts on tokio's timer wheel: no wake-up of another thread per probe.
+            .with_timer(gitstate_core::Timer::new(|d| Box::pin(tokio::time::sleep(d))))
             .with_concurrency(config.watch.concurrency)
             .with_max_commits(config.max_commits)
             .with_links(self.links(config));
@@ -260,21 +272,26 @@ impl Plan {
 
     /// Lists `[[discover]]` prefixes again and rebuilds the specs when the set of names
     /// changed (the cheap listing is compared first); `Ok(false)` when nothing changed.
-    pub async fn replan(&mut self, config: &Config) -> anyhow::Result<bool> {
+    pub async fn replan(&mut self, config: &Config) -> anyhow::Result<Replanned> {
         if config.discover.is_empty() {
-            return Ok(false);
+            return Ok(Replanned::default());
         }
         let listed = listings(config, &self.source).await?;
-        let (found, _) = discover::discovered(config, &listed);
-        let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
-            config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
-        if self.specs.len() == names.len() && self.specs.iter().all(|s| names.contains(&s.name)) {
-            return Ok(false);
+        let same = {
+            let (found, _) = discover::discovered(config, &listed);
+            let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
+                config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
+            self.specs.len() == names.len() && self.specs.iter().all(|s| names.contains(&s.name))
+        };
+        let listed: HashMap<String, gitstate_core::CommitId> =
+            listed.into_iter().flatten().map(|e| (e.reference, e.commit)).collect();
+        if same {
+            return Ok(Replanned { changed: false, listed });
         }
         let (envs, _) = environments(config, &self.source, &[]).await?;
         self.specs = specs(config, &envs, &self.clients)?;
         self.envs = envs;
-        Ok(true)
+        Ok(Replanned { changed: true, listed })
     }
 
     /// The Git source.

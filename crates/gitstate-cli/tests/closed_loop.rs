@@ -377,7 +377,8 @@ fn a_corrupt_state_file_is_named_and_kept() {
 
     // A broken line in the log of changes: named with its line, kept as it was.
     std::fs::write(l.path().join(".gitstate/state.json"), "{\"schema\": 1, \"environments\": {}}").unwrap();
-    let log = "{\"log\":{\"schema\":1,\"generation\":0}}\n{\"forget\":\"production\"}\n{\"env\":{\"name\":7}}\n";
+    let log =
+        "{\"log\":{\"schema\":1,\"generation\":0}}\n{\"forget\":\"production\"}\n{\"env\":{\"name\":7}}\n";
     std::fs::write(l.path().join(".gitstate/state.log"), log).unwrap();
     for cmd in [&["reconcile"][..], &["status"][..]] {
         let r = with_config(&cfg, cmd);
@@ -661,7 +662,7 @@ fn watch_picks_up_a_newly_discovered_environment() {
     let cfg = write_config(
         l.path(),
         &format!(
-            "[source]\nrepo = \"{}\"\n[policy]\ngrace = \"0s\"\n[[discover]]\nref_prefix = \"refs/heads/previews/\"\n  [[discover.targets]]\n  name = \"web\"\n  [discover.targets.http]\n  urls = [\"{}\"]\n  [discover.remediate]\n  command = [\"./deploy.sh\"]\n{FAST_WATCH}\n",
+            "[source]\nrepo = \"{}\"\n[policy]\ngrace = \"0s\"\n[[discover]]\nref_prefix = \"refs/heads/previews/\"\n  [[discover.targets]]\n  name = \"web\"\n  [discover.targets.http]\n  urls = [\"{}\"]\n  [discover.remediate]\n  command = [\"./deploy.sh\"]\n{REF_POLL_ONLY}\n",
             l.repo.path().display(),
             l.server.url("/meta"),
         ),
@@ -678,7 +679,16 @@ fn watch_picks_up_a_newly_discovered_environment() {
     let names: Vec<&str> =
         st["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["first", "pr-42"]);
+    // A known discovered environment's ref moving is seen by the ref poll (its listing),
+    // not at the next full pass ten minutes away.
+    l.repo.update_ref("refs/heads/previews/first", &l.c[2]);
+    wait_for(Duration::from_secs(30), "the moved environment's deploy", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains(&format!("first {}", l.c[2]))
+    });
 }
+
+/// Full passes ten minutes apart: only the ref poll can react within a test.
+const REF_POLL_ONLY: &str = "[watch]\ninterval = \"10m\"\nref_poll = \"200ms\"\njitter = \"0%\"";
 
 /// CPU time (user + system, in clock ticks of 10 ms) the process has used.
 fn cpu_ticks(pid: u32) -> u64 {

@@ -58,7 +58,7 @@ pub use async_trait::async_trait;
 pub use commit::{CommitId, CommitIdError, MIN_ABBREV, ReportedCommit};
 pub use engine::{
     DEFAULT_MAX_COMMITS, DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, PassMode, PassOutcome,
-    TargetSpec,
+    TargetSpec, Timer,
 };
 pub use error::{
     ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,

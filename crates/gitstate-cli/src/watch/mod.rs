@@ -86,18 +86,20 @@ impl Live {
             pushed: Mutex::default(),
         };
         live.poll_overrides();
-        live.poll_refs().await;
+        live.poll_refs(&HashMap::new()).await;
         Ok(live)
     }
 
-    /// Re-plans the environments when `[[discover]]` finds a different set of names.
-    async fn refresh_environments(&self) -> anyhow::Result<()> {
+    /// Re-plans the environments when `[[discover]]` finds a different set of names;
+    /// returns every ref listed with its commit.
+    async fn refresh_environments(&self) -> anyhow::Result<HashMap<String, CommitId>> {
         let mut plan = self.plan.lock().await;
-        if plan.replan(&self.config).await? {
+        let replanned = plan.replan(&self.config).await?;
+        if replanned.changed {
             *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
             self.dashboard.set_windows(plan.windows());
         }
-        Ok(())
+        Ok(replanned.listed)
     }
 
     /// Reads `overrides.json` again; returns the environments whose overrides changed (a
@@ -125,8 +127,10 @@ impl Live {
         changed
     }
 
-    /// Resolves every environment's ref; returns those whose commit changed.
-    async fn poll_refs(&self) -> Vec<EnvName> {
+    /// Resolves every environment's ref; returns those whose commit changed. The refs in
+    /// `listed` (a `[[discover]]` listing just made) are not looked up again: at 10,000
+    /// discovered environments that would be 10,000 loose-ref lookups a second.
+    async fn poll_refs(&self, listed: &HashMap<String, CommitId>) -> Vec<EnvName> {
         // After a push webhook that named its refs, only the environments on those refs.
         let pushed: Vec<Option<String>> = std::mem::take(&mut *lock(&self.pushed));
         let only: Option<Vec<String>> = (!pushed.is_empty() && pushed.iter().all(Option::is_some))
@@ -145,22 +149,26 @@ impl Live {
             .filter(|s| on_pushed(&s.reference))
             .map(|s| (s.name.clone(), s.reference.clone()))
             .collect();
-        if specs.is_empty() {
-            return Vec::new();
-        }
-        let refs: Vec<String> = specs.iter().map(|(_, r)| r.clone()).collect();
-        let resolved = match self.source.resolve(&refs).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "ref poll failed");
-                return Vec::new();
+        let (known_now, lookup): (Vec<_>, Vec<_>) =
+            specs.into_iter().partition(|(_, r)| listed.contains_key(r));
+        let mut found: Vec<(EnvName, CommitId)> =
+            known_now.into_iter().map(|(name, r)| (name, listed[&r])).collect();
+        if !lookup.is_empty() {
+            let refs: Vec<String> = lookup.iter().map(|(_, r)| r.clone()).collect();
+            match self.source.resolve(&refs).await {
+                Ok(resolved) => found.extend(
+                    lookup
+                        .into_iter()
+                        .zip(resolved)
+                        .filter_map(|((name, _), r)| Some((name, r.ok()?.commit))),
+                ),
+                Err(e) => tracing::warn!(error = %e, "ref poll failed"),
             }
-        };
+        }
         let mut known = lock(&self.refs);
         let mut changed = Vec::new();
-        for ((name, _), r) in specs.into_iter().zip(resolved) {
-            let Ok(e) = r else { continue };
-            if known.insert(name.clone(), e.commit).as_ref() != Some(&e.commit) {
+        for (name, commit) in found {
+            if known.insert(name.clone(), commit).as_ref() != Some(&commit) {
                 changed.push(name);
             }
         }
@@ -199,12 +207,16 @@ impl Live {
 #[async_trait]
 impl Driver for Live {
     async fn poll(&self) -> Vec<EnvName> {
-        if !self.config.discover.is_empty()
-            && let Err(e) = self.refresh_environments().await
-        {
-            tracing::warn!(error = %crate::output::chain(&e), "discover failed; keeping the known environments");
+        let mut listed = HashMap::new();
+        if !self.config.discover.is_empty() {
+            match self.refresh_environments().await {
+                Ok(l) => listed = l,
+                Err(e) => {
+                    tracing::warn!(error = %crate::output::chain(&e), "discover failed; keeping the known environments")
+                }
+            }
         }
-        let mut changed = self.poll_refs().await;
+        let mut changed = self.poll_refs(&listed).await;
         for env in self.poll_overrides() {
             if !changed.contains(&env) && lock(&self.specs).contains_key(&env) {
                 tracing::info!(environment = %env, "an operator's override changed");

@@ -53,9 +53,10 @@ impl Engine {
         for (ei, env) in envs.iter().enumerate() {
             let Ok((_, commit)) = &expected[ei] else { continue };
             for (ti, t) in env.targets.iter().enumerate() {
+                let timer = &self.timer;
                 jobs.push(Box::pin(async move {
                     let cx = ProbeContext { environment: &env.name, target: &t.name, expected: commit };
-                    Probed { env: ei, target: ti, result: bounded_probe(t, &cx).await }
+                    Probed { env: ei, target: ti, result: bounded_probe(t, &cx, timer).await }
                 }));
             }
         }
@@ -243,10 +244,11 @@ impl Engine {
 async fn bounded_probe(
     t: &TargetSpec,
     cx: &ProbeContext<'_>,
+    timer: &super::Timer,
 ) -> Result<Vec<Reading>, crate::observation::ProbeFailure> {
     use futures::FutureExt;
     let observe = std::panic::AssertUnwindSafe(t.probe.observe(cx)).catch_unwind();
-    let deadline = futures_timer::Delay::new(t.timeout);
+    let deadline = timer.sleep(t.timeout);
     match futures::future::select(Box::pin(observe), deadline).await {
         futures::future::Either::Left((Ok(result), _)) => result,
         futures::future::Either::Left((Err(panic), _)) => {
