@@ -45,4 +45,8 @@ ensure_peers() {
 
   # A headless Chromium, for the dashboard tests (Debian's chromium).
   if ! command -v chromium >/dev/null; then apt_install chromium; fi
+
+  # PostgreSQL's server programs (initdb, pg_ctl), for the replica tests; the tests start
+  # throw-away servers of their own, never the system's cluster.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 }

@@ -244,6 +244,16 @@ impl Plan {
         self.with_sinks(engine, config, Some(config.watch.interval.saturating_mul(4)))
     }
 
+    /// An engine that probes and reports and does nothing else (no journal, no alarm
+    /// sink): a standby replica's (SPEC §14).
+    pub fn observer_engine(&self, config: &Config) -> gitstate_core::Engine {
+        gitstate_core::Engine::new(Arc::new(self.source.clone()))
+            .with_timer(gitstate_core::Timer::new(|d| Box::pin(tokio::time::sleep(d))))
+            .with_concurrency(config.watch.concurrency)
+            .with_max_commits(config.max_commits)
+            .with_links(self.links(config))
+    }
+
     /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`,
     /// else derived from the repository's forge remote.
     pub fn links(&self, config: &Config) -> gitstate_core::Links {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod journal;
 pub mod model;
 pub mod moto;
+pub mod postgres;
 pub mod ssh;
 pub mod tls;
 
@@ -22,6 +23,7 @@ pub use git::{
 pub use http::{Behavior, TestServer};
 pub use journal::MemoryJournal;
 pub use moto::{Moto, Resource};
+pub use postgres::Postgres;
 pub use ssh::SshServer;
 
 /// Cases for a property test that starts real processes or servers per case: `default`

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 
 use crate::cli::{Control, Suspend};
 use crate::state::StateStore;
+use crate::state::postgres::PgStore;
 use crate::state::overrides::{Overrides, Suspension, operator};
 use crate::{exit, plan};
 
@@ -30,7 +31,7 @@ fn until(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
         .map_err(|_| anyhow::anyhow!("--until {text:?}: give a duration (\"2h\") or an RFC 3339 time"))
 }
 
-fn record(
+async fn record(
     config: &crate::config::Config,
     names: &[EnvName],
     kind: impl Fn() -> EventKind,
@@ -38,8 +39,22 @@ fn record(
     let at = Timestamp::now();
     let events: Vec<Event> =
         names.iter().map(|n| Event { at, environment: n.clone(), kind: kind() }).collect();
-    StateStore::open(&config.state_dir)?.with_rotation(config.events).append(&events)?;
+    match &config.postgres {
+        Some(pg) => PgStore::open(pg).await?.append_unfenced(&events).await?,
+        None => StateStore::open(&config.state_dir)?.with_rotation(config.events).append(&events)?,
+    }
     Ok(())
+}
+
+/// Changes what operators said, where the state lives.
+async fn update<T: Send>(
+    config: &crate::config::Config,
+    change: impl FnOnce(&mut Overrides) -> T + Send,
+) -> anyhow::Result<T> {
+    Ok(match &config.postgres {
+        Some(pg) => PgStore::open(pg).await?.update_overrides(change).await?,
+        None => Overrides::update(&config.state_dir, change)?,
+    })
 }
 
 /// Runs `suspend`.
@@ -52,13 +67,13 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
     }
     let by = operator();
     let reason = args.reason.map(|r| gitstate_core::escape_control(&r).into_owned());
-    Overrides::update(&config.state_dir, |o| {
+    update(&config, |o| {
         for n in &names {
             o.environments.entry(n.clone()).or_default().suspension =
                 Some(Suspension { reason: reason.clone(), by: by.clone(), since: now, until });
         }
-    })?;
-    record(&config, &names, || EventKind::Suspended { reason: reason.clone(), by: by.clone(), until })?;
+    }).await?;
+    record(&config, &names, || EventKind::Suspended { reason: reason.clone(), by: by.clone(), until }).await?;
     let till = until.map_or("until resumed".to_owned(), |u| {
         format!("until {}", u.round(jiff::Unit::Second).unwrap_or(u))
     });
@@ -71,15 +86,15 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
 /// Runs `resume`.
 pub async fn resume(args: Control) -> anyhow::Result<i32> {
     let (config, names) = known(&args).await?;
-    Overrides::update(&config.state_dir, |o| {
+    update(&config, |o| {
         for n in &names {
             if let Some(e) = o.environments.get_mut(n) {
                 e.suspension = None;
             }
         }
-    })?;
+    }).await?;
     let by = operator();
-    record(&config, &names, || EventKind::Resumed { by: by.clone() })?;
+    record(&config, &names, || EventKind::Resumed { by: by.clone() }).await?;
     for n in &names {
         println!("{n}: resumed");
     }
@@ -90,13 +105,13 @@ pub async fn resume(args: Control) -> anyhow::Result<i32> {
 pub async fn retry(args: Control) -> anyhow::Result<i32> {
     let (config, names) = known(&args).await?;
     let now = Timestamp::now();
-    Overrides::update(&config.state_dir, |o| {
+    update(&config, |o| {
         for n in &names {
             o.environments.entry(n.clone()).or_default().retry_requested_at = Some(now);
         }
-    })?;
+    }).await?;
     let by = operator();
-    record(&config, &names, || EventKind::RetryRequested { by: by.clone() })?;
+    record(&config, &names, || EventKind::RetryRequested { by: by.clone() }).await?;
     for n in &names {
         println!("{n}: a fresh set of attempts; the next pass may remediate at once");
     }

@@ -24,7 +24,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Check(a) => runtime()?.block_on(check::run(a)),
         Command::Reconcile(a) => runtime()?.block_on(reconcile::run(a)),
         Command::Watch(a) => runtime()?.block_on(watch::run(a)),
-        Command::Status(a) => status::run(a),
+        Command::Status(a) => runtime()?.block_on(status::run(a)),
         Command::Stamp(a) => stamp::run(a),
         Command::Suspend(a) => runtime()?.block_on(control::suspend(a)),
         Command::Resume(a) => runtime()?.block_on(control::resume(a)),

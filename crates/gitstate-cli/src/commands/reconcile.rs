@@ -11,24 +11,16 @@ use gitstate_core::PassMode;
 use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
 use crate::output::{self, Paint, report};
-use crate::state::StateStore;
 use crate::state::overrides::Overrides;
+use crate::state::postgres::PgStore;
+use crate::state::{Lock, StateStore, Store};
 use crate::{exit, plan};
 
 /// Runs the command.
 pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     let config = super::load_config(args.select.config.config.as_deref())?;
     let dry_run = args.dry_run;
-    let (_lock, store) = if dry_run {
-        (None, None)
-    } else {
-        let lock = StateStore::lock(&config.state_dir)?;
-        (Some(lock), Some(Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events))))
-    };
-    let prior = match &store {
-        Some(s) => s.environments(),
-        None => StateStore::read(&config.state_dir)?.environments,
-    };
+    let (_lock, store, prior, overrides) = open(&config, dry_run).await?;
     let mut plan = plan::build(&config, &args.select.environments).await?;
     let mut engine = plan.engine(&config, true)?;
     if let Some(s) = &store {
@@ -36,7 +28,7 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     }
     // What operators said (suspend, retry) and the freeze windows: applied to this pass.
     let now = jiff::Timestamp::now();
-    plan.apply_controls(&Overrides::read(&config.state_dir)?, now);
+    plan.apply_controls(&overrides, now);
     let progress = Progress::start(&mut plan.specs);
     let out = engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, now).await;
     drop(progress);
@@ -54,7 +46,7 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
         }
     }
     if let Some(store) = &store
-        && let Err(e) = store.flush()
+        && let Err(e) = store.flush().await
     {
         failed = failed.or(Some(e.to_string()));
     }
@@ -80,3 +72,39 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     }
     Ok(super::exit_code(&out.report))
 }
+
+/// What the state says before the pass, and the store to write the pass to (none in a
+/// dry run), holding the state lock: in files, the lock file; in PostgreSQL, the cluster's
+/// leader lock, or exit 2 naming who holds it (a running watch).
+async fn open(
+    config: &crate::config::Config,
+    dry_run: bool,
+) -> anyhow::Result<(Option<Lock>, Option<Arc<dyn Store>>, StateMap, Overrides)> {
+    if let Some(pg) = &config.postgres {
+        let store = PgStore::open(pg).await?;
+        let (prior, overrides) = (store.state().environments, store.overrides()?);
+        if dry_run {
+            return Ok((None, None, prior, overrides));
+        }
+        if !store.try_lead().await? {
+            let holder = store.holder().await?.map_or("another replica".to_owned(), |h| h.to_string());
+            anyhow::bail!(
+                "the leader lock of cluster {:?} is held by {holder}: a watch leads it; reconcile acts only where nothing else does",
+                pg.cluster
+            );
+        }
+        // Read again now that this process leads: what the last leader left.
+        let (prior, overrides) = (store.state().environments, store.overrides()?);
+        return Ok((None, Some(Arc::new(store)), prior, overrides));
+    }
+    let overrides = Overrides::read(&config.state_dir)?;
+    if dry_run {
+        return Ok((None, None, StateStore::read(&config.state_dir)?.environments, overrides));
+    }
+    let lock = StateStore::lock(&config.state_dir)?;
+    let store = StateStore::open(&config.state_dir)?.with_rotation(config.events);
+    let prior = StateStore::environments(&store);
+    Ok((Some(lock), Some(Arc::new(store)), prior, overrides))
+}
+
+type StateMap = std::collections::BTreeMap<gitstate_core::EnvName, gitstate_core::EnvState>;

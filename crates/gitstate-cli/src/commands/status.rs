@@ -1,6 +1,7 @@
 //! `gitstate status`: what the state dir holds — per environment the phase, the expected
 //! commit and since when, the open incident (attempts, next attempt), the open alarm, the
-//! last in-sync time and the last convergence lag. Reads `state.json` only; takes no lock.
+//! last in-sync time and the last convergence lag. Reads the state (files, or PostgreSQL);
+//! takes no lock.
 //! Exit 0 when every environment's last phase is `in_sync`, else 1 (2 on errors).
 
 use crate::cli::{Output, Status};
@@ -9,10 +10,16 @@ use crate::output::{self, Paint};
 use crate::state::StateStore;
 
 /// Runs the command.
-pub fn run(args: Status) -> anyhow::Result<i32> {
+pub async fn run(args: Status) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
-    let state = StateStore::read(&config.state_dir)?;
-    let overrides = crate::state::overrides::Overrides::read(&config.state_dir)?;
+    let pg = match &config.postgres {
+        Some(pg) => Some(crate::state::postgres::PgStore::open(pg).await?),
+        None => None,
+    };
+    let (state, overrides) = match &pg {
+        Some(pg) => (pg.state(), crate::state::Store::overrides(pg)?),
+        None => (StateStore::read(&config.state_dir)?, crate::state::overrides::Overrides::read(&config.state_dir)?),
+    };
     // Freeze windows of the configured environments (discovered ones: their block's).
     let windows: std::collections::BTreeMap<_, _> = state
         .environments
@@ -28,7 +35,10 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
         Output::Html => {
             let links =
                 crate::plan::source(&config).map(|s| crate::plan::links(&config, &s)).unwrap_or_default();
-            let events = StateStore::events(&config.state_dir, 500)?;
+            let events = match &pg {
+                Some(pg) => pg.events(500).await?,
+                None => StateStore::events(&config.state_dir, 500)?,
+            };
             let view =
                 output::html::View::of_states(&state.environments, events, links, &overrides, &windows);
             output::emit(output::html::page(&view).as_bytes())?
@@ -36,8 +46,11 @@ pub fn run(args: Status) -> anyhow::Result<i32> {
         Output::Text => {
             let p = Paint::new(output::color_enabled_stdout());
             if doc.environments.is_empty() {
-                let note =
-                    format!("no reconcile pass has run yet (state dir {})\n", config.state_dir.display());
+                let place = match &config.postgres {
+                    Some(pg) => format!("cluster {:?} in PostgreSQL", pg.cluster),
+                    None => format!("state dir {}", config.state_dir.display()),
+                };
+                let note = format!("no reconcile pass has run yet ({place})\n");
                 output::emit(note.as_bytes())?;
             } else {
                 output::emit(output::status::render(&doc, &p).as_bytes())?;

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::cli::Watch;
 use crate::config::RepoLocation;
-use crate::state::StateStore;
+use crate::state::postgres::PgStore;
+use crate::state::{StateStore, Store};
 use crate::watch::dashboard::Dashboard;
 use crate::watch::metrics::Metrics;
 use crate::watch::schedule::{self, Jitter, Timing};
@@ -25,11 +26,24 @@ pub const DRAIN: Duration = Duration::from_secs(30);
 /// Runs the command.
 pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
-    let _lock = StateStore::lock(&config.state_dir)?;
-    let store = Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events));
+    let metrics = Arc::new(Metrics::new());
+    // The state in files (one watch at a time, by the lock) or in PostgreSQL (replicas,
+    // one of them leading).
+    let (store, _lock, pg): (Arc<dyn Store>, _, _) = match &config.postgres {
+        Some(pg) => {
+            let pg = Arc::new(PgStore::open(pg).await?);
+            pg.try_lead().await?;
+            tokio::spawn(leadership(pg.clone(), metrics.clone()));
+            (pg.clone(), None, Some(pg))
+        }
+        None => {
+            let lock = StateStore::lock(&config.state_dir)?;
+            (Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events)), Some(lock), None)
+        }
+    };
+    metrics.set_leader(store.is_leader());
     let plan = plan::build(&config, &[]).await?;
     let engine = plan.watch_engine(&config)?.with_journal(store.clone()).with_deferred_remediations();
-    let metrics = Arc::new(Metrics::new());
     let dashboard = Arc::new(Dashboard::new(store.clone(), plan.links(&config)));
     let ready = Arc::new(AtomicBool::new(false));
     let listen = args.listen.unwrap_or(config.watch.listen);
@@ -117,9 +131,34 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     };
     schedule::run(live, timing, Jitter::new(seed), fs_rx, shutdown_signal(), on_full).await;
     // The in-sync times held back from the log, written.
-    store.flush()?;
+    store.flush().await?;
+    drop(pg);
     tracing::info!("stopped; state persisted");
     Ok(exit::IN_SYNC)
+}
+
+/// A replica's part in its cluster's leadership (SPEC §14): every `failover / 3`, the
+/// leader checks it still holds the lock (and steps down when not); a standby tries to
+/// take it, and reads the leader's state to serve it.
+async fn leadership(pg: Arc<PgStore>, metrics: Arc<Metrics>) {
+    let tick = pg.failover() / 3;
+    loop {
+        tokio::time::sleep(tick).await;
+        if pg.is_leader() {
+            pg.check_leadership().await;
+        } else {
+            match pg.try_lead().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(e) = pg.reload().await {
+                        tracing::warn!(error = %e, "standby: the leader's state not read");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, cluster = pg.cluster(), "cannot reach the database"),
+            }
+        }
+        metrics.set_leader(pg.is_leader());
+    }
 }
 
 async fn shutdown_signal() {

@@ -299,7 +299,39 @@ pub fn parse(
             };
             crate::state::Rotation { max_bytes, keep: raw.state.events_keep.unwrap_or(default.keep) }
         },
+        postgres: postgres(&ctx, &raw.state, lookup)?,
     })
+}
+
+fn postgres(
+    ctx: &Ctx,
+    state: &raw::RawState,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<super::PostgresConfig>, ConfigError> {
+    let Some(url) = &state.postgres else {
+        if let Some(c) = &state.cluster {
+            return Err(ctx.at(c, "state.cluster needs state.postgres"));
+        }
+        return Ok(None);
+    };
+    let expanded = expand_at(ctx, url, false, lookup)?;
+    if expanded.trim().is_empty() {
+        return Err(ctx.at(url, "state.postgres is empty"));
+    }
+    let cluster = state.cluster.as_ref().map_or("default", |c| c.get_ref().as_str());
+    if cluster.is_empty() || cluster.len() > 63 || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        let at = state.cluster.as_ref().expect("the default is valid");
+        return Err(ctx.at(at, format!("state.cluster {cluster:?} must be 1 to 63 of A-Z a-z 0-9 . _ -")));
+    }
+    let failover = match &state.failover {
+        Some(f) if f.get_ref().0 < std::time::Duration::from_secs(1) => {
+            return Err(ctx.at(f, "state.failover must be at least 1s"));
+        }
+        Some(f) => f.get_ref().0,
+        None => std::time::Duration::from_secs(15),
+    };
+    Ok(Some(super::PostgresConfig { url: expanded, cluster: cluster.to_owned(), failover }))
 }
 
 pub(super) fn check_prefix(ctx: &Ctx, p: &Spanned<String>) -> Result<String, ConfigError> {

@@ -268,11 +268,21 @@ pub struct RawState {
     pub dir: Spanned<String>,
     pub events_max_bytes: Option<Spanned<u64>>,
     pub events_keep: Option<u32>,
+    pub postgres: Option<Spanned<String>>,
+    pub cluster: Option<Spanned<String>>,
+    pub failover: Option<Spanned<Dur>>,
 }
 
 impl Default for RawState {
     fn default() -> Self {
-        Self { dir: default_state_dir(), events_max_bytes: None, events_keep: None }
+        Self {
+            dir: default_state_dir(),
+            events_max_bytes: None,
+            events_keep: None,
+            postgres: None,
+            cluster: None,
+            failover: None,
+        }
     }
 }
 

@@ -266,6 +266,21 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How `events.jsonl` is rotated (`[state] events_max_bytes`, `events_keep`).
     pub events: crate::state::Rotation,
+    /// `[state] postgres`: state, events, overrides and leadership in PostgreSQL (SPEC §14)
+    /// instead of the files of `state_dir`.
+    pub postgres: Option<PostgresConfig>,
     /// `[output] max_commits`: the commits at stake named per instance and side.
     pub max_commits: usize,
+}
+
+/// `[state] postgres`, `cluster`, `failover` (SPEC §14).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection string (`${DATABASE_URL}` expanded), as libpq takes it: a
+    /// `postgresql://` URL or `key=value` pairs.
+    pub url: String,
+    /// Replicas with the same cluster name share one leader and one state.
+    pub cluster: String,
+    /// How soon a standby takes over once the leader's session ends.
+    pub failover: std::time::Duration,
 }

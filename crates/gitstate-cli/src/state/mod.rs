@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 mod log;
 pub mod overrides;
+pub mod postgres;
 
 use async_trait::async_trait;
 use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox, StateFile, Undelivered};
@@ -40,6 +41,18 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// The database could not be used.
+    #[error("PostgreSQL: {message}")]
+    Database {
+        /// What failed, and the server's code and message.
+        message: String,
+    },
+    /// This replica does not hold its cluster's leader lock (any longer): it writes nothing.
+    #[error("not the leader of cluster {cluster:?}: this replica writes nothing")]
+    NotLeader {
+        /// The cluster.
+        cluster: String,
+    },
     /// An I/O error on a state file.
     #[error("{path}: {source}")]
     Io {
@@ -53,6 +66,50 @@ pub enum StateError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where the loop's memory lives — the files of `[state] dir` ([`StateStore`]) or
+/// PostgreSQL ([`postgres::PgStore`]) — as `watch`, its dashboard and `/status` see it.
+#[async_trait]
+pub trait Store: Journal + std::fmt::Debug {
+    /// Every environment's state as this process knows it.
+    fn environments(&self) -> BTreeMap<EnvName, EnvState>;
+    /// The latest `n` events (oldest first).
+    fn recent_events(&self, n: usize) -> Vec<Event>;
+    /// What operators said (`suspend`, `resume`, `retry`), as last read.
+    fn overrides(&self) -> Result<overrides::Overrides, StateError>;
+    /// Reads what other processes wrote since (operators; for a standby, the leader).
+    async fn refresh(&self) -> Result<(), StateError>;
+    /// Writes what is held back.
+    async fn flush(&self) -> Result<(), StateError>;
+    /// Whether this process may act (remediate, notify, write): always, with files; the
+    /// leader only, with PostgreSQL.
+    fn is_leader(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Store for StateStore {
+    fn environments(&self) -> BTreeMap<EnvName, EnvState> {
+        StateStore::environments(self)
+    }
+
+    fn recent_events(&self, n: usize) -> Vec<Event> {
+        StateStore::recent_events(self, n)
+    }
+
+    fn overrides(&self) -> Result<overrides::Overrides, StateError> {
+        overrides::Overrides::read(&self.dir)
+    }
+
+    async fn refresh(&self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StateError> {
+        StateStore::flush(self)
+    }
 }
 
 /// The exclusive lock, released when dropped (or when the process dies).
@@ -555,7 +612,9 @@ impl From<StateError> for JournalError {
         let (path, message) = match e {
             StateError::Io { path, source } => (path, source.to_string()),
             StateError::Corrupt { path, message } => (path, message),
-            e @ StateError::Locked { .. } => (PathBuf::new(), e.to_string()),
+            e @ (StateError::Locked { .. } | StateError::Database { .. } | StateError::NotLeader { .. }) => {
+                (PathBuf::from("postgres"), e.to_string())
+            }
         };
         JournalError { path: path.display().to_string(), message }
     }

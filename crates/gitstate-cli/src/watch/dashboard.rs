@@ -11,11 +11,11 @@ use gitstate_core::{EnvName, EnvironmentReport, Links};
 use tokio::sync::watch;
 
 use crate::output::html::{self, View};
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// The page's sources, and a version bumped on every change.
 pub struct Dashboard {
-    store: Arc<StateStore>,
+    store: Arc<dyn Store>,
     links: Links,
     reports: Mutex<BTreeMap<EnvName, EnvironmentReport>>,
     windows: Mutex<BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>>,
@@ -24,7 +24,7 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// A dashboard over `store`, linking commits with `links`.
-    pub fn new(store: Arc<StateStore>, links: Links) -> Self {
+    pub fn new(store: Arc<dyn Store>, links: Links) -> Self {
         Self {
             store,
             links,
@@ -72,7 +72,7 @@ impl Dashboard {
 
     fn view(&self) -> View {
         let events = self.store.recent_events(500);
-        let overrides = crate::state::overrides::Overrides::read(self.store.dir()).unwrap_or_default();
+        let overrides = self.store.overrides().unwrap_or_default();
         let mut view = View::of_states(
             &self.store.environments(),
             events,

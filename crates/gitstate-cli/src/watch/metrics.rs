@@ -79,6 +79,7 @@ pub struct Metrics {
     webhooks: Family<Outcome, Counter>,
     expected_change: Family<Env, Gauge<f64, AtomicU64>>,
     last_full_pass: Gauge<f64, AtomicU64>,
+    leader: Gauge,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
     started: f64,
 }
@@ -119,6 +120,7 @@ impl Metrics {
             webhooks: Family::default(),
             expected_change: Family::default(),
             last_full_pass: Gauge::default(),
+            leader: Gauge::default(),
             started: unix_seconds(jiff::Timestamp::now()),
             registry: Registry::default(),
         };
@@ -183,10 +185,20 @@ impl Metrics {
             "When the last full pass completed (Unix time); /healthz fails when it is too old",
             m.last_full_pass.clone(),
         );
+        registry.register(
+            "leader",
+            "1 on the replica that acts (remediates, notifies, writes state); 0 on a standby",
+            m.leader.clone(),
+        );
         let build = Family::<Version, Gauge>::default();
         build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("build_info", "The running gitstate's version", build);
         Self { registry, ..m }
+    }
+
+    /// Whether this replica leads (SPEC §14; always with the state in files).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Records a pass.

@@ -26,7 +26,7 @@ use gitstate_core::{
 
 use crate::config::Config;
 use crate::plan;
-use crate::state::StateStore;
+use crate::state::Store;
 use crate::state::overrides::Overrides;
 use metrics::Metrics;
 use schedule::{Driver, PassDone};
@@ -39,7 +39,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Live {
     config: Config,
     engine: Engine,
-    store: Arc<StateStore>,
+    /// Probes and reports, nothing more: the passes of a standby (SPEC §14).
+    observer: Engine,
+    store: Arc<dyn Store>,
     /// What runs: re-planned when `[[discover]]` finds a different set of environments.
     plan: tokio::sync::Mutex<plan::Plan>,
     source: GitSource,
@@ -62,7 +64,7 @@ impl Live {
     pub async fn new(
         config: Config,
         engine: Engine,
-        store: Arc<StateStore>,
+        store: Arc<dyn Store>,
         plan: plan::Plan,
         metrics: Arc<Metrics>,
         dashboard: Arc<dashboard::Dashboard>,
@@ -70,9 +72,11 @@ impl Live {
         let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
         // The windows live with the dashboard, which also serves them in /status.
         dashboard.set_windows(plan.windows());
+        let observer = plan.observer_engine(&config);
         let live = Self {
             config,
             engine,
+            observer,
             store,
             source: plan.source().clone(),
             stop: plan.clients.stop.clone(),
@@ -105,7 +109,7 @@ impl Live {
     /// Reads `overrides.json` again; returns the environments whose overrides changed (a
     /// suspension, a resume, a retry), so that they are passed at once.
     fn poll_overrides(&self) -> Vec<EnvName> {
-        let read = match Overrides::read(&self.config.state_dir) {
+        let read = match self.store.overrides() {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "overrides not read; keeping the last ones");
@@ -207,6 +211,10 @@ impl Live {
 #[async_trait]
 impl Driver for Live {
     async fn poll(&self) -> Vec<EnvName> {
+        // What operators said, and (a standby) the leader's state, read anew.
+        if let Err(e) = self.store.refresh().await {
+            tracing::warn!(error = %e, "state not read anew; keeping what is known");
+        }
         let mut listed = HashMap::new();
         if !self.config.discover.is_empty() {
             match self.refresh_environments().await {
@@ -252,10 +260,16 @@ impl Driver for Live {
         }
         let prior = self.store.environments();
         let start = Instant::now();
-        let out = self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await;
+        let leading = self.store.is_leader();
+        self.metrics.set_leader(leading);
+        let out = if leading {
+            self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await
+        } else {
+            self.observer.run_pass(&specs, &prior, PassMode::Check, now).await
+        };
         self.metrics.observe_pass(&out, start.elapsed());
         self.metrics.suspended(&specs);
-        if full {
+        if full && leading {
             self.remove_gone().await;
         }
         self.dashboard.record(&out.report.environments);
@@ -283,6 +297,13 @@ impl Driver for Live {
         let req = lock(&self.deferred).get(&env).cloned();
         let spec = lock(&self.specs).get(&env).cloned();
         let (Some(req), Some(spec)) = (req, spec) else { return None };
+        if !self.store.is_leader() {
+            // Leadership was lost between the pass that persisted the attempt and now: the
+            // new leader, which reads that attempt, decides what happens next.
+            lock(&self.deferred).remove(&env);
+            tracing::warn!(environment = %env, attempt = req.attempt, "not remediating: no longer the leader");
+            return None;
+        }
         tracing::info!(environment = %env, attempt = req.attempt, expected = %req.expected, "remediation started");
         let outcome = self.engine.remediate(&spec, &req, jiff::Timestamp::now).await;
         lock(&self.deferred).remove(&env);

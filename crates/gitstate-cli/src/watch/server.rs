@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 use crate::serve::{Response, StatusCode, serve};
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// What the endpoint serves from.
 pub struct Endpoint {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// The state.
-    pub store: Arc<StateStore>,
+    pub store: Arc<dyn Store>,
     /// Set after the first full pass.
     pub ready: Arc<AtomicBool>,
     /// `/healthz` fails when no full pass completed within this long (SPEC §7: max(3 ×
@@ -80,11 +80,15 @@ impl Endpoint {
                 ),
             ),
             "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
-            "/readyz" if self.ready.load(Ordering::SeqCst) => (StatusCode::OK, TEXT, "ready\n".into()),
+            // Ready once a full pass completed, saying this replica's role (SPEC §14): a
+            // standby serves /status and the dashboard as well as the leader does.
+            "/readyz" if self.ready.load(Ordering::SeqCst) => {
+                let role = if self.store.is_leader() { "leader" } else { "standby" };
+                (StatusCode::OK, TEXT, format!("ready: {role}\n"))
+            }
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "waiting for the first full pass\n".into()),
             "/status" => {
-                let overrides =
-                    crate::state::overrides::Overrides::read(self.store.dir()).unwrap_or_default();
+                let overrides = self.store.overrides().unwrap_or_default();
                 let doc = crate::output::status::document(
                     &self.store.environments(),
                     &overrides,
