@@ -19,7 +19,9 @@ pub struct Postgres {
 
 fn bin_dir() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| Some(e.ok()?.path().join("bin"))).filter(|b| b.join("initdb").exists()).collect())
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path().join("bin"))).filter(|b| b.join("initdb").exists()).collect()
+        })
         .unwrap_or_default();
     found.sort();
     found.pop().expect("PostgreSQL is not installed: run scripts/test, or apt-get install postgresql")
@@ -41,13 +43,23 @@ impl Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("gitstate-pg-").tempdir().unwrap();
         if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            let ok =
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
             assert!(ok.success(), "chown of the data directory to postgres failed");
         }
         let data = dir.path().join("data");
         let pg = Self { bin, dir, port: free_port() };
         pg.run("initdb", |c| {
-            c.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
+            c.arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
         });
         pg.start_server();
         pg

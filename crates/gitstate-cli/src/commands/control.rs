@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use crate::cli::{Control, Suspend};
 use crate::state::StateStore;
-use crate::state::postgres::PgStore;
 use crate::state::overrides::{Overrides, Suspension, operator};
+use crate::state::postgres::PgStore;
 use crate::{exit, plan};
 
 /// The environments named, each known to the configuration (explicit or discovered).
@@ -72,8 +72,10 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
             o.environments.entry(n.clone()).or_default().suspension =
                 Some(Suspension { reason: reason.clone(), by: by.clone(), since: now, until });
         }
-    }).await?;
-    record(&config, &names, || EventKind::Suspended { reason: reason.clone(), by: by.clone(), until }).await?;
+    })
+    .await?;
+    record(&config, &names, || EventKind::Suspended { reason: reason.clone(), by: by.clone(), until })
+        .await?;
     let till = until.map_or("until resumed".to_owned(), |u| {
         format!("until {}", u.round(jiff::Unit::Second).unwrap_or(u))
     });
@@ -92,7 +94,8 @@ pub async fn resume(args: Control) -> anyhow::Result<i32> {
                 e.suspension = None;
             }
         }
-    }).await?;
+    })
+    .await?;
     let by = operator();
     record(&config, &names, || EventKind::Resumed { by: by.clone() }).await?;
     for n in &names {
@@ -109,7 +112,8 @@ pub async fn retry(args: Control) -> anyhow::Result<i32> {
         for n in &names {
             o.environments.entry(n.clone()).or_default().retry_requested_at = Some(now);
         }
-    }).await?;
+    })
+    .await?;
     let by = operator();
     record(&config, &names, || EventKind::RetryRequested { by: by.clone() }).await?;
     for n in &names {

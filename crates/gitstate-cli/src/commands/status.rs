@@ -18,7 +18,10 @@ pub async fn run(args: Status) -> anyhow::Result<i32> {
     };
     let (state, overrides) = match &pg {
         Some(pg) => (pg.state(), crate::state::Store::overrides(pg)?),
-        None => (StateStore::read(&config.state_dir)?, crate::state::overrides::Overrides::read(&config.state_dir)?),
+        None => (
+            StateStore::read(&config.state_dir)?,
+            crate::state::overrides::Overrides::read(&config.state_dir)?,
+        ),
     };
     // Freeze windows of the configured environments (discovered ones: their block's).
     let windows: std::collections::BTreeMap<_, _> = state

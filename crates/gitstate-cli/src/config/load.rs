@@ -319,7 +319,9 @@ fn postgres(
         return Err(ctx.at(url, "state.postgres is empty"));
     }
     let cluster = state.cluster.as_ref().map_or("default", |c| c.get_ref().as_str());
-    if cluster.is_empty() || cluster.len() > 63 || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    if cluster.is_empty()
+        || cluster.len() > 63
+        || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     {
         let at = state.cluster.as_ref().expect("the default is valid");
         return Err(ctx.at(at, format!("state.cluster {cluster:?} must be 1 to 63 of A-Z a-z 0-9 . _ -")));

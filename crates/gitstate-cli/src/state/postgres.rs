@@ -91,9 +91,10 @@ struct Session {
 
 /// Connects with TLS offered (rustls, the platform's roots) as the URL's `sslmode` says.
 async fn connect(url: &str) -> Result<Session, StateError> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StateError::Database { message: format!("TLS: {e}") })?;
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StateError::Database { message: format!("TLS: {e}") })?;
     let config = rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(config)
         .map_err(|e| StateError::Database { message: format!("TLS: {e}") })?
         .with_no_client_auth();
@@ -121,7 +122,9 @@ async fn connect(url: &str) -> Result<Session, StateError> {
 /// Applies the migrations the database lacks, up to `upto` (all of them normally).
 pub async fn migrate(client: &mut Client, upto: i32) -> Result<i32, StateError> {
     let tx = client.transaction().await.map_err(|e| db_error("migrating", &e))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS]).await.map_err(|e| db_error("migrating", &e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
+        .await
+        .map_err(|e| db_error("migrating", &e))?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS gitstate_migrations (
             version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
@@ -184,12 +187,18 @@ pub struct PgStore {
     /// an administrator terminated it), this replica stops acting.
     alive: Mutex<Arc<AtomicBool>>,
     leader: AtomicBool,
+    /// When this replica last stopped leading: it leaves the lock to the others for a
+    /// `failover` after that, so that a leader cut from the database rejoins as standby.
+    lost_at: Mutex<Option<std::time::Instant>>,
     cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("cluster", &self.config.cluster).field("leader", &self.is_leader()).finish()
+        f.debug_struct("PgStore")
+            .field("cluster", &self.config.cluster)
+            .field("leader", &self.is_leader())
+            .finish()
     }
 }
 
@@ -209,6 +218,7 @@ impl PgStore {
             alive: Mutex::new(session.open.clone()),
             session: tokio::sync::Mutex::new(Some(session)),
             leader: AtomicBool::new(false),
+            lost_at: Mutex::new(None),
             cache: Mutex::default(),
         };
         store.reload().await?;
@@ -237,7 +247,10 @@ impl PgStore {
         let mut guard = self.session.lock().await;
         if guard.as_ref().is_none_or(|s| !s.open.load(Ordering::SeqCst) || s.client.is_closed()) {
             // A new session holds no lock: whatever this process led, it leads no more.
-            self.leader.store(false, Ordering::SeqCst);
+            if self.leader.swap(false, Ordering::SeqCst) {
+                *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                tracing::warn!(cluster = %self.config.cluster, "the leader's session ended: standby from now on");
+            }
             *guard = None;
             let session = connect(&self.config.url).await?;
             *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = session.open.clone();
@@ -313,6 +326,16 @@ impl PgStore {
         let host = crate::state::overrides::host_name();
         let pid = std::process::id() as i32;
         let was = self.is_leader();
+        let recently_lost = self
+            .lost_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < self.config.failover);
+        if !was && recently_lost {
+            // Reconnect all the same (a standby reads the state), but leave the lock alone.
+            self.with_session(async |_| Ok(())).await?;
+            return Ok(false);
+        }
         let got = self
             .with_session(async |c| {
                 let row = c
@@ -355,6 +378,7 @@ impl PgStore {
 
     fn step_down(&self, why: &str) {
         if self.leader.swap(false, Ordering::SeqCst) {
+            *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
             tracing::warn!(cluster = %self.config.cluster, reason = why, "standing down: standby from now on");
         }
     }
@@ -378,7 +402,10 @@ impl PgStore {
                 .query_opt("SELECT host, pid FROM gitstate_leaders WHERE cluster = $1", &[&cluster])
                 .await
                 .map_err(|e| db_error("reading the leader", &e))?;
-            Ok(Some(row.map_or(Holder { host: "unknown".into(), pid: 0 }, |r| Holder { host: r.get(0), pid: r.get(1) })))
+            Ok(Some(row.map_or(Holder { host: "unknown".into(), pid: 0 }, |r| Holder {
+                host: r.get(0),
+                pid: r.get(1),
+            })))
         })
         .await
     }
@@ -432,14 +459,17 @@ impl PgStore {
         self.with_session(async |c| {
             let tx = c.transaction().await.map_err(|e| db_error("changing overrides", &e))?;
             tx.execute(
-                "INSERT INTO gitstate_overrides (cluster, overrides) VALUES ($1, '{\"schema\":1}')
-                 ON CONFLICT (cluster) DO NOTHING",
+                "INSERT INTO gitstate_overrides (cluster, overrides)
+                 VALUES ($1, '{\"schema\":1,\"environments\":{}}') ON CONFLICT (cluster) DO NOTHING",
                 &[&cluster],
             )
             .await
             .map_err(|e| db_error("changing overrides", &e))?;
             let row = tx
-                .query_one("SELECT overrides FROM gitstate_overrides WHERE cluster = $1 FOR UPDATE", &[&cluster])
+                .query_one(
+                    "SELECT overrides FROM gitstate_overrides WHERE cluster = $1 FOR UPDATE",
+                    &[&cluster],
+                )
                 .await
                 .map_err(|e| db_error("changing overrides", &e))?;
             let mut o: Overrides = serde_json::from_value(row.get(0))
@@ -448,9 +478,12 @@ impl PgStore {
             let out = change(&mut o);
             o.environments.retain(|_, v| *v != super::overrides::Override::default());
             let value = serde_json::to_value(&o).unwrap_or_default();
-            tx.execute("UPDATE gitstate_overrides SET overrides = $2 WHERE cluster = $1", &[&cluster, &value])
-                .await
-                .map_err(|e| db_error("changing overrides", &e))?;
+            tx.execute(
+                "UPDATE gitstate_overrides SET overrides = $2 WHERE cluster = $1",
+                &[&cluster, &value],
+            )
+            .await
+            .map_err(|e| db_error("changing overrides", &e))?;
             tx.commit().await.map_err(|e| db_error("changing overrides", &e))?;
             Ok(out)
         })
@@ -460,7 +493,8 @@ impl PgStore {
     /// Appends events whoever this process is (an operator's `suspend` writes its own).
     pub async fn append_unfenced(&self, events: &[Event]) -> Result<(), StateError> {
         let cluster = self.config.cluster.clone();
-        let rows: Vec<serde_json::Value> = events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+        let rows: Vec<serde_json::Value> =
+            events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
         self.with_session(async |c| {
             for event in &rows {
                 c.execute("INSERT INTO gitstate_events (cluster, event) VALUES ($1, $2)", &[&cluster, event])
@@ -550,7 +584,8 @@ impl Journal for PgStore {
             return Ok(());
         }
         let cluster = self.config.cluster.clone();
-        let rows: Vec<serde_json::Value> = events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+        let rows: Vec<serde_json::Value> =
+            events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
         self.fenced("appending events", async |tx| {
             let stmt = tx.prepare("INSERT INTO gitstate_events (cluster, event) VALUES ($1, $2)").await?;
             for event in &rows {
@@ -570,8 +605,11 @@ impl Journal for PgStore {
         let cluster = self.config.cluster.clone();
         let names: Vec<String> = environments.iter().map(|n| n.as_str().to_owned()).collect();
         self.fenced("forgetting environments", async |tx| {
-            tx.execute("DELETE FROM gitstate_environments WHERE cluster = $1 AND name = ANY($2)", &[&cluster, &names])
-                .await?;
+            tx.execute(
+                "DELETE FROM gitstate_environments WHERE cluster = $1 AND name = ANY($2)",
+                &[&cluster, &names],
+            )
+            .await?;
             Ok(())
         })
         .await?;
@@ -653,7 +691,10 @@ mod tests {
     }
 
     fn state(failures: u32) -> Vec<(EnvName, EnvState)> {
-        vec![(EnvName::new("production").unwrap(), EnvState { consecutive_probe_failures: failures, ..EnvState::default() })]
+        vec![(
+            EnvName::new("production").unwrap(),
+            EnvState { consecutive_probe_failures: failures, ..EnvState::default() },
+        )]
     }
 
     async fn client(url: &str) -> Client {
@@ -671,7 +712,13 @@ mod tests {
         let (a, b) = tokio::join!(PgStore::open(&cfg), PgStore::open(&cfg));
         a.unwrap();
         b.unwrap();
-        assert_eq!(pg.sql("empty", "SELECT string_agg(version::text, ',' ORDER BY version) FROM gitstate_migrations"), "1,2");
+        assert_eq!(
+            pg.sql(
+                "empty",
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM gitstate_migrations"
+            ),
+            "1,2"
+        );
 
         // The previous version, with a state in it: migrated, the state kept.
         let url = pg.database("previous");
@@ -682,7 +729,10 @@ mod tests {
         );
         let store = PgStore::open(&config(&url)).await.unwrap();
         assert_eq!(pg.sql("previous", "SELECT max(version) FROM gitstate_migrations"), "2");
-        assert_eq!(store.state().environments[&EnvName::new("production").unwrap()].consecutive_probe_failures, 4);
+        assert_eq!(
+            store.state().environments[&EnvName::new("production").unwrap()].consecutive_probe_failures,
+            4
+        );
         assert!(store.try_lead().await.unwrap());
         assert_eq!(pg.sql("previous", "SELECT pid FROM gitstate_leaders"), std::process::id().to_string());
 
@@ -703,7 +753,11 @@ mod tests {
         );
         let e = PgStore::open(&config(&url)).await.unwrap_err().to_string();
         assert!(e.contains("gitstate_environments row (cluster \"default\", name \"production\")"), "{e}");
-        assert_eq!(pg.sql("corrupt", "SELECT state->>'phase' FROM gitstate_environments"), "7", "kept as it was");
+        assert_eq!(
+            pg.sql("corrupt", "SELECT state->>'phase' FROM gitstate_environments"),
+            "7",
+            "kept as it was"
+        );
     }
 
     #[tokio::test]
