@@ -343,18 +343,41 @@ fn the_example_configurations_are_valid() {
     ];
     let r = run(gitstate().args(["validate", "-c"]).arg(root.join("examples/gitstate.toml")).envs(vars));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // The ConfigMap in the Kubernetes example holds a valid gitstate.toml too.
-    let yaml = std::fs::read_to_string(root.join("examples/kubernetes/deployment.yaml")).unwrap();
-    let start = yaml.find("gitstate.toml: |\n").unwrap() + "gitstate.toml: |\n".len();
-    let body: String = yaml[start..]
-        .lines()
-        .take_while(|l| l.starts_with("    ") || l.is_empty())
-        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
+    // The ConfigMaps in the Kubernetes examples hold valid gitstate.toml files too.
+    for example in ["deployment.yaml", "deployment-ha.yaml"] {
+        let yaml = std::fs::read_to_string(root.join("examples/kubernetes").join(example)).unwrap();
+        let start = yaml.find("gitstate.toml: |\n").unwrap() + "gitstate.toml: |\n".len();
+        let body: String = yaml[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(dir.path(), &body);
+        let r = run(gitstate()
+            .args(["validate", "-c"])
+            .arg(&cfg)
+            .envs(vars)
+            .env("DATABASE_URL", "postgresql://gitstate@db/gitstate"));
+        assert_eq!(r.code, 0, "{example}: {}\n{body}", r.stderr);
+    }
+}
+
+#[test]
+fn the_postgres_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &body);
-    let r = run(gitstate().args(["validate", "-c"]).arg(&cfg).envs(vars));
-    assert_eq!(r.code, 0, "{}\n{body}", r.stderr);
+    let base = "[source]\nrepo = \".\"\n[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"http://127.0.0.1:9/meta\"]\n";
+    for (state, error) in [
+        ("cluster = \"eu\"", "state.cluster needs state.postgres"),
+        ("postgres = \"${NOPE_DATABASE_URL}\"", "NOPE_DATABASE_URL is not set"),
+        ("postgres = \"postgresql://db/x\"\ncluster = \"eu west\"", "must be 1 to 63 of"),
+        ("postgres = \"postgresql://db/x\"\nfailover = \"100ms\"", "state.failover must be at least 1s"),
+    ] {
+        let cfg = write_config(dir.path(), &format!("{base}[state]\n{state}\n"));
+        let r = run(gitstate().args(["validate", "-c"]).arg(&cfg).env_remove("NOPE_DATABASE_URL"));
+        assert_eq!(r.code, 2, "{state}");
+        assert!(r.stderr.contains(error) && r.stderr.contains("gitstate.toml:"), "{state}: {}", r.stderr);
+    }
 }
 
 /// An `ssh://` source logs in with `GIT_SSH_COMMAND` (or `GIT_SSH`), as git does.

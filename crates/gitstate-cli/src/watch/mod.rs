@@ -56,6 +56,9 @@ pub struct Live {
     overrides: Mutex<Overrides>,
     /// Refs named by push webhooks since the last poll (`None`: every ref).
     pushed: Mutex<Vec<Option<String>>>,
+    /// Whether this replica led at the last poll: one that has just taken over passes
+    /// every environment at once (SPEC §14), not at the next full pass.
+    led: std::sync::atomic::AtomicBool,
 }
 
 impl Live {
@@ -73,6 +76,7 @@ impl Live {
         // The windows live with the dashboard, which also serves them in /status.
         dashboard.set_windows(plan.windows());
         let observer = plan.observer_engine(&config);
+        let store_leads = store.is_leader();
         let live = Self {
             config,
             engine,
@@ -88,6 +92,7 @@ impl Live {
             deferred: Mutex::default(),
             overrides: Mutex::default(),
             pushed: Mutex::default(),
+            led: std::sync::atomic::AtomicBool::new(store_leads),
         };
         live.poll_overrides();
         live.poll_refs(&HashMap::new()).await;
@@ -234,6 +239,12 @@ impl Driver for Live {
         if !changed.is_empty() {
             tracing::info!(environments = ?changed.iter().map(EnvName::as_str).collect::<Vec<_>>(), "expected commit changed");
         }
+        let leading = self.store.is_leader();
+        if leading && !self.led.swap(leading, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("took over as leader: passing every environment now");
+            return self.environments();
+        }
+        self.led.store(leading, std::sync::atomic::Ordering::SeqCst);
         changed
     }
 
