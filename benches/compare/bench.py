@@ -5,7 +5,7 @@ Each comparison alternates the two commands (A, B, A, B, ...) and reports median
 ratio A/B measured in the same run: these machines are shared and noisy, so only ratios
 measured together mean anything. Prints a markdown table. Run through scripts/bench.
 """
-import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +19,7 @@ GIT_ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null
                GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.invalid")
 ROWS = []
 CHILDREN = []
+STOPS = []  # commands that stop servers the harness started (PostgreSQL)
 
 
 def log(*a):
@@ -564,6 +565,100 @@ dir = "{state}"
                  f"{ok(med, 0.1)} (target < 100 ms)", ""))
 
 
+def postgres_server():
+    """A throw-away PostgreSQL (Debian's server programs) on 127.0.0.1; its URL, or None."""
+    import glob
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        log("PostgreSQL missing: skipping failover")
+        return None
+    bindir = Path(bins[-1]).parent
+    home = WORK / "pg"
+    home.mkdir()
+    as_pg = []
+    if os.getuid() == 0:
+        sh(["chown", "-R", "postgres:postgres", str(home)])
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    sh(as_pg + [str(bindir / "initdb"), "-D", str(home / "data"), "-A", "trust", "-U", "postgres", "--no-sync"])
+    sh(as_pg + [str(bindir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "log"), "-w", "-o",
+                f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"])
+    STOPS.append(as_pg + [str(bindir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "stop"])
+    sh([str(bindir / "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
+        "CREATE DATABASE gitstate"])
+    return f"postgresql://postgres@127.0.0.1:{port}/gitstate?sslmode=disable"
+
+
+def failover():
+    """Two watch replicas sharing PostgreSQL (default failover 15 s); the leader killed
+    (SIGKILL) as a ref moves: the time until the new leader starts that remediation."""
+    url = postgres_server()
+    if not url:
+        return
+    trials = 3 if QUICK else 5
+    repo, commits, port, marks, deploy = reaction_world("failover", trials)
+    cfg = write(WORK / "failover/gitstate.toml", f"""[source]
+repo = "{repo}"
+[policy]
+grace = "0s"
+max_attempts = 1
+[[environments]]
+name = "production"
+{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}  [environments.remediate]
+  command = ["{deploy}"]
+[watch]
+interval = "10m"
+ref_poll = "1s"
+[state]
+postgres = "{url}"
+""")
+    import urllib.request
+
+    def replica():
+        p = free_port()
+        w = start([str(BIN), "watch", "-c", str(cfg), "--listen", f"127.0.0.1:{p}"])
+        return w, p
+
+    def role(p):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{p}/readyz", timeout=5).read().decode().strip()
+        except Exception:
+            return ""
+
+    pair = [replica(), replica()]
+    lags = []
+    for c in commits[1:]:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            roles = [role(p) for _, p in pair]
+            if sorted(roles) == ["ready: leader", "ready: standby"]:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"no single leader: {roles}")
+        leader = next(i for i, (_, p) in enumerate(pair) if role(p) == "ready: leader")
+        # A standby tries for the lock every failover / 3: kill at a random point of that.
+        time.sleep(random.uniform(0, 5))
+        killed = time.time()
+        pair[leader][0].kill()
+        pair[leader][0].wait()
+        sh(["git", "update-ref", "refs/heads/environments/production", c], cwd=repo)
+        mark = marks / c
+        while not mark.exists() and time.time() < killed + 60:
+            time.sleep(0.01)
+        if not mark.exists():
+            raise RuntimeError("the standby did not take over within 60 s")
+        time.sleep(0.01)
+        lags.append(float(mark.read_text()) - killed)
+        pair[leader] = replica()
+    for w, _ in pair:
+        w.terminate()
+    med = statistics.median(lags)
+    ROWS.append((f"failover: leader killed → first remediation by the new leader (failover 15 s; median of {trials})",
+                 f"{med:.1f} s", f"min {min(lags):.1f} s, max {max(lags):.1f} s", "",
+                 "held" if med <= 15 else "missed (target ≤ failover)", ""))
+
+
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} is missing: build it with cargo build --release -p gitstate-cli")
@@ -585,9 +680,13 @@ def main():
             idle(fan[1])
         if fan and run("scale"):
             scale(fan[1])
+        if run("failover"):
+            failover()
     finally:
         for p in CHILDREN:
             p.terminate()
+        for cmd in STOPS:
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p in CHILDREN:
             try:
                 p.wait(timeout=10)
