@@ -341,3 +341,39 @@ fn a_database_restart_under_a_running_pair_loses_nothing() {
     let r = w.gitstate(&cfg, &["status", "-o", "json"]);
     assert_eq!(r.json()["environments"][0]["expected"], w.c[2].as_str(), "{}", r.stdout);
 }
+
+#[test]
+fn a_frozen_leader_loses_the_lead_within_failover() {
+    let w = World::new(3);
+    w.deploy_script(
+        "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
+    );
+    let cfg = w.config("grace = \"0s\"\nsettle = \"0s\"", "");
+    let a = w.replica(&cfg);
+    let b = w.replica(&cfg);
+    let (leader, standby) = roles(&a, &b);
+    let pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
+    // The leader's machine freezes: its socket stays open, it says nothing more.
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    };
+    signal("-STOP");
+    let frozen_at = Instant::now();
+    wait_for(Duration::from_secs(20), "the standby to take over", || {
+        standby.role().as_deref() == Some("leader")
+    });
+    // The server ends the silent session after failover (3 s); the standby tries every 1 s.
+    assert!(frozen_at.elapsed() < Duration::from_secs(8), "took {:?}", frozen_at.elapsed());
+    w.repo.update_ref(REF, &w.c[1]);
+    wait_for(Duration::from_secs(20), "the new leader's deploy", || w.deploys().len() == 1);
+    // Thawed, the former leader finds its session gone: standby, and it writes nothing.
+    signal("-CONT");
+    wait_for(Duration::from_secs(20), "the thawed replica to stand by", || {
+        leader.role().as_deref() == Some("standby")
+    });
+    w.repo.update_ref(REF, &w.c[2]);
+    wait_for(Duration::from_secs(20), "the next deploy", || w.deploys().len() == 2);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(w.deploys().len(), 2, "{:?}", w.deploys());
+    assert_eq!(w.events("remediation_started"), 2);
+}

@@ -31,7 +31,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     // one of them leading).
     let (store, _lock, pg): (Arc<dyn Store>, _, _) = match &config.postgres {
         Some(pg) => {
-            let pg = Arc::new(PgStore::open(pg).await?);
+            let pg = Arc::new(PgStore::open_replica(pg).await?);
             pg.try_lead().await?;
             tokio::spawn(leadership(pg.clone(), metrics.clone()));
             (pg.clone(), None, Some(pg))

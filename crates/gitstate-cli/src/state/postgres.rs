@@ -90,7 +90,11 @@ struct Session {
 }
 
 /// Connects with TLS offered (rustls, the platform's roots) as the URL's `sslmode` says.
-async fn connect(url: &str) -> Result<Session, StateError> {
+/// With `idle_timeout`, the server ends the session after that long without a statement
+/// (`idle_session_timeout`, PostgreSQL 14+): a replica whose host froze or vanished
+/// without closing its socket loses its lock within that time, not at the server's TCP
+/// keepalive hours later; TCP keepalives are on from this side too.
+async fn connect(url: &str, idle_timeout: Option<Duration>) -> Result<Session, StateError> {
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
@@ -104,6 +108,9 @@ async fn connect(url: &str) -> Result<Session, StateError> {
         // Which backend is whose, in pg_stat_activity.
         pg.application_name(format!("gitstate:{}", std::process::id()));
     }
+    if let Some(t) = idle_timeout {
+        pg.keepalives(true).keepalives_idle((t / 3).max(Duration::from_secs(1)));
+    }
     let (client, connection) = tokio::time::timeout(Duration::from_secs(10), pg.connect(tls))
         .await
         .map_err(|_| StateError::Database { message: "connecting: no answer within 10s".into() })?
@@ -116,6 +123,12 @@ async fn connect(url: &str) -> Result<Session, StateError> {
         }
         flag.store(false, Ordering::SeqCst);
     });
+    if let Some(t) = idle_timeout {
+        let set = format!("SET idle_session_timeout = {}", t.as_millis());
+        if let Err(e) = client.batch_execute(&set).await {
+            tracing::warn!(error = %pg_message(&e), "idle_session_timeout not set (PostgreSQL before 14?): a vanished leader holds its lock until TCP keepalive ends its session");
+        }
+    }
     Ok(Session { client, open })
 }
 
@@ -181,6 +194,8 @@ impl std::fmt::Display for Holder {
 /// The state of one cluster in PostgreSQL, and this process's part in its leadership.
 pub struct PgStore {
     config: PostgresConfig,
+    /// Sessions end after this long idle (a `watch` replica's: `failover`).
+    idle_timeout: Option<Duration>,
     key: i32,
     session: tokio::sync::Mutex<Option<Session>>,
     /// Whether the current session is open: the moment it closes (the server went away,
@@ -210,11 +225,23 @@ impl PgStore {
     /// Connects, migrates, and reads the cluster's state. Not the leader yet: see
     /// [`Self::try_lead`].
     pub async fn open(config: &PostgresConfig) -> Result<Self, StateError> {
-        let mut session = connect(&config.url).await?;
+        Self::open_with(config, None).await
+    }
+
+    /// As [`Self::open`], for a `watch` replica: its sessions end after `failover` without
+    /// a statement (it makes one every `failover / 3` while alive), so that a replica whose
+    /// machine froze or vanished loses the lead within `failover`.
+    pub async fn open_replica(config: &PostgresConfig) -> Result<Self, StateError> {
+        Self::open_with(config, Some(config.failover)).await
+    }
+
+    async fn open_with(config: &PostgresConfig, idle_timeout: Option<Duration>) -> Result<Self, StateError> {
+        let mut session = connect(&config.url, idle_timeout).await?;
         migrate(&mut session.client, i32::MAX).await?;
         let store = Self {
             key: cluster_key(&config.cluster),
             config: config.clone(),
+            idle_timeout,
             alive: Mutex::new(session.open.clone()),
             session: tokio::sync::Mutex::new(Some(session)),
             leader: AtomicBool::new(false),
@@ -252,7 +279,7 @@ impl PgStore {
                 tracing::warn!(cluster = %self.config.cluster, "the leader's session ended: standby from now on");
             }
             *guard = None;
-            let session = connect(&self.config.url).await?;
+            let session = connect(&self.config.url, self.idle_timeout).await?;
             *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = session.open.clone();
             *guard = Some(session);
         }
