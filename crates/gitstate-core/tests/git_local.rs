@@ -481,7 +481,25 @@ proptest::proptest! {
             .into_iter()
             .map(|e| (e.reference, e.commit.to_string()))
             .collect();
-        proptest::prop_assert_eq!(got, oracle);
+        proptest::prop_assert_eq!(&got, &oracle);
+
+        // Resolving each name (full, loose or packed or both, and some that do not exist)
+        // gives what git has, one directory listing standing in for the loose lookups.
+        let all: std::collections::BTreeMap<String, String> = r
+            .git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/"])
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(n, id)| (n.to_owned(), id.to_owned())))
+            .collect();
+        let mut asked: Vec<String> = names.iter().map(|n| format!("refs/heads/environments/{n}")).collect();
+        asked.extend(names.iter().map(|n| format!("refs/heads/environments/{n}-missing")));
+        let resolved = LocalRepo::open(r.path()).unwrap().resolve(&asked);
+        for (name, got) in asked.iter().zip(resolved) {
+            match (all.get(name), got) {
+                (Some(id), Ok(e)) => proptest::prop_assert_eq!((&e.reference, e.commit.to_string()), (name, id.clone())),
+                (None, Err(ExpectedError::RefNotFound { .. })) => {}
+                (want, got) => proptest::prop_assert!(false, "{name}: git has {want:?}, gitstate {got:?}"),
+            }
+        }
     }
 }
 
