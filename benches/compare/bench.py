@@ -316,6 +316,21 @@ def reaction_world(name, trials):
     return repo, commits, port, marks, deploy
 
 
+def reaction_config(repo, port, deploy, tail):
+    """production on `repo`, its target on `port`, `deploy` run at once (one attempt), and
+    `tail` (the [watch] and [state] tables)."""
+    return f"""[source]
+repo = "{repo}"
+[policy]
+grace = "0s"
+max_attempts = 1
+[[environments]]
+name = "production"
+{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}  [environments.remediate]
+  command = ["{deploy}"]
+{tail}"""
+
+
 def reaction_lags(repo, commits, marks, trigger):
     """For each later commit: `trigger(commit)` moves the ref and returns when it started;
     the seconds until the deploy script ran."""
@@ -346,20 +361,8 @@ def stop_and_report(w, lags, title, goal_s, goal_text):
 def reaction():
     trials = 10 if QUICK else 20
     repo, commits, port, marks, deploy = reaction_world("reaction", trials)
-    cfg = write(WORK / "reaction/gitstate.toml", f"""[source]
-repo = "{repo}"
-[policy]
-grace = "0s"
-max_attempts = 1
-[[environments]]
-name = "production"
-{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}  [environments.remediate]
-  command = ["{deploy}"]
-[watch]
-interval = "60s"
-ref_poll = "1s"
-listen = "127.0.0.1:{free_port()}"
-""")
+    cfg = write(WORK / "reaction/gitstate.toml", reaction_config(
+        repo, port, deploy, f'[watch]\ninterval = "60s"\nref_poll = "1s"\nlisten = "127.0.0.1:{free_port()}"\n'))
     w = start([str(BIN), "watch", "-c", str(cfg)])
     time.sleep(2)
 
@@ -597,21 +600,8 @@ def failover():
         return
     trials = 3 if QUICK else 5
     repo, commits, port, marks, deploy = reaction_world("failover", trials)
-    cfg = write(WORK / "failover/gitstate.toml", f"""[source]
-repo = "{repo}"
-[policy]
-grace = "0s"
-max_attempts = 1
-[[environments]]
-name = "production"
-{http_targets([f"http://127.0.0.1:{port}/.well-known/deployment-meta.json"])}  [environments.remediate]
-  command = ["{deploy}"]
-[watch]
-interval = "10m"
-ref_poll = "1s"
-[state]
-postgres = "{url}"
-""")
+    cfg = write(WORK / "failover/gitstate.toml", reaction_config(
+        repo, port, deploy, f'[watch]\ninterval = "10m"\nref_poll = "1s"\n[state]\npostgres = "{url}"\n'))
     import urllib.request
 
     def replica():

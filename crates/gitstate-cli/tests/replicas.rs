@@ -111,6 +111,17 @@ impl World {
         run(gitstate().args(args).arg("-c").arg(cfg).env("GITSTATE_TEST_DATABASE", &self.url))
     }
 
+    /// A deploy script that makes the target serve what it deploys, and two replicas.
+    fn converging_pair(&self) -> (PathBuf, Replica, Replica) {
+        self.deploy_script(
+            "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
+        );
+        let cfg = self.config("grace = \"0s\"\nsettle = \"0s\"", "");
+        let a = self.replica(&cfg);
+        let b = self.replica(&cfg);
+        (cfg, a, b)
+    }
+
     /// Events of one kind the database holds.
     fn events(&self, kind: &str) -> usize {
         self.pg
@@ -172,12 +183,7 @@ fn roles<'a>(a: &'a Replica, b: &'a Replica) -> (&'a Replica, &'a Replica) {
 #[test]
 fn two_replicas_deploy_every_expected_commit_exactly_once() {
     let w = World::new(51);
-    w.deploy_script(
-        "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
-    );
-    let cfg = w.config("grace = \"0s\"\nsettle = \"0s\"", "");
-    let a = w.replica(&cfg);
-    let b = w.replica(&cfg);
+    let (cfg, a, b) = w.converging_pair();
     let (leader, standby) = roles(&a, &b);
     assert_eq!(leader.leader_metric().as_deref(), Some("1"));
     assert_eq!(standby.leader_metric().as_deref(), Some("0"));
@@ -272,12 +278,7 @@ fn a_killed_leader_mid_remediation_is_replaced_without_repeating_its_attempt() {
 #[test]
 fn a_leader_cut_from_the_database_stops_acting_and_rejoins_as_standby() {
     let w = World::new(3);
-    w.deploy_script(
-        "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
-    );
-    let cfg = w.config("grace = \"0s\"\nsettle = \"0s\"", "");
-    let a = w.replica(&cfg);
-    let b = w.replica(&cfg);
+    let (_, a, b) = w.converging_pair();
     let (leader, standby) = roles(&a, &b);
     let leader_pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
 
@@ -317,12 +318,7 @@ fn a_leader_cut_from_the_database_stops_acting_and_rejoins_as_standby() {
 #[test]
 fn a_database_restart_under_a_running_pair_loses_nothing() {
     let w = World::new(3);
-    w.deploy_script(
-        "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
-    );
-    let cfg = w.config("grace = \"0s\"\nsettle = \"0s\"", "");
-    let a = w.replica(&cfg);
-    let b = w.replica(&cfg);
+    let (cfg, a, b) = w.converging_pair();
     roles(&a, &b);
     w.repo.update_ref(REF, &w.c[1]);
     wait_for(Duration::from_secs(20), "the first deploy", || w.deploys().len() == 1);
@@ -345,12 +341,7 @@ fn a_database_restart_under_a_running_pair_loses_nothing() {
 #[test]
 fn a_frozen_leader_loses_the_lead_within_failover() {
     let w = World::new(3);
-    w.deploy_script(
-        "printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.tmp && mv served.tmp served.json",
-    );
-    let cfg = w.config("grace = \"0s\"\nsettle = \"0s\"", "");
-    let a = w.replica(&cfg);
-    let b = w.replica(&cfg);
+    let (_, a, b) = w.converging_pair();
     let (leader, standby) = roles(&a, &b);
     let pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
     // The leader's machine freezes: its socket stays open, it says nothing more.

@@ -612,7 +612,8 @@ impl From<StateError> for JournalError {
         let (path, message) = match e {
             StateError::Io { path, source } => (path, source.to_string()),
             StateError::Corrupt { path, message } => (path, message),
-            e @ (StateError::Locked { .. } | StateError::Database { .. } | StateError::NotLeader { .. }) => {
+            StateError::Locked { path, holder } => (path, format!("held by {holder}")),
+            e @ (StateError::Database { .. } | StateError::NotLeader { .. }) => {
                 (PathBuf::from("postgres"), e.to_string())
             }
         };
