@@ -831,6 +831,9 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Each case writes and syncs files: capped when scripts/fuzz asks for more.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(gitstate_testkit::proptest_cases(128)))]
+
         /// The store against a model of what SPEC §7 promises: after every acknowledged
         /// write, a reader (another process) sees every change but in-sync times, which are
         /// never older than the last flush or further back than what was written; torn
