@@ -78,7 +78,7 @@ pub trait Store: Journal + std::fmt::Debug {
     fn recent_events(&self, n: usize) -> Vec<Event>;
     /// What operators said (`suspend`, `resume`, `retry`), as last read.
     fn overrides(&self) -> Result<overrides::Overrides, StateError>;
-    /// Reads what other processes wrote since (operators; for a standby, the leader).
+    /// Reads what operators wrote since (`suspend`, `resume`, `retry`).
     async fn refresh(&self) -> Result<(), StateError>;
     /// Writes what is held back.
     async fn flush(&self) -> Result<(), StateError>;

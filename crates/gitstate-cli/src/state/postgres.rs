@@ -687,16 +687,13 @@ impl Store for PgStore {
         Ok(self.cache().overrides.clone())
     }
 
+    /// What operators said, read anew (every ref poll). A standby's copy of the leader's
+    /// state is read by its leadership loop, every `failover / 3`, not here.
     async fn refresh(&self) -> Result<(), StateError> {
-        if self.is_leader() {
-            // The leader's state is its own; what operators said is read anew.
-            let cluster = self.config.cluster.clone();
-            let overrides = self.with_session(async |c| read_overrides(c, &cluster).await).await?;
-            self.cache().overrides = overrides;
-            Ok(())
-        } else {
-            self.reload().await
-        }
+        let cluster = self.config.cluster.clone();
+        let overrides = self.with_session(async |c| read_overrides(c, &cluster).await).await?;
+        self.cache().overrides = overrides;
+        Ok(())
     }
 
     async fn flush(&self) -> Result<(), StateError> {

@@ -216,7 +216,7 @@ impl Live {
 #[async_trait]
 impl Driver for Live {
     async fn poll(&self) -> Vec<EnvName> {
-        // What operators said, and (a standby) the leader's state, read anew.
+        // What operators said, read anew.
         if let Err(e) = self.store.refresh().await {
             tracing::warn!(error = %e, "state not read anew; keeping what is known");
         }
