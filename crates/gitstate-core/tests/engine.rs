@@ -323,7 +323,15 @@ fn reconcile_persists_before_remediating_counts_failures_and_alarms() {
         "measured from the reflog's time of the move"
     );
 
+    // Another process (a replica that led meanwhile) delivered what was kept: after
+    // `reload_outbox` the engine reads the journal's outbox, not its own stale copy.
+    let kept = std::mem::take(&mut *journal.outbox.lock().unwrap());
+    engine.reload_outbox();
     sink.fail.store(false, Ordering::SeqCst);
+    pass(55, false);
+    assert_eq!(sink.got.lock().unwrap().len(), 1, "nothing re-sent from a stale copy");
+    *journal.outbox.lock().unwrap() = kept;
+    engine.reload_outbox();
     pass(60, false);
     let got: Vec<AlarmEvent> = sink.got.lock().unwrap().iter().map(|n| n.event).collect();
     assert_eq!(got, [AlarmEvent::AlarmRaised, AlarmEvent::AlarmResolved]);

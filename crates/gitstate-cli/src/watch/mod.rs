@@ -242,6 +242,8 @@ impl Driver for Live {
         let leading = self.store.is_leader();
         if leading && !self.led.swap(leading, std::sync::atomic::Ordering::SeqCst) {
             tracing::info!("took over as leader: passing every environment now");
+            // The notifications another leader kept or sent since, read from the database.
+            self.engine.reload_outbox();
             return self.environments();
         }
         self.led.store(leading, std::sync::atomic::Ordering::SeqCst);

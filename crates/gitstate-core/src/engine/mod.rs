@@ -252,6 +252,13 @@ impl Engine {
         self
     }
 
+    /// Forgets the notifications kept in memory: the next pass reads them from the journal
+    /// again. For a host whose journal another process wrote meanwhile (a replica that
+    /// takes over from another leader).
+    pub fn reload_outbox(&self) {
+        *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Bounds probes with `timer` instead of `futures-timer`.
     pub fn with_timer(mut self, timer: Timer) -> Self {
         self.timer = timer;
