@@ -440,7 +440,7 @@ fn metrics(w: &Watching) -> String {
 }
 
 /// Every metric family of SPEC §7, as OpenMetrics names them (counters without `_total`).
-const METRIC_FAMILIES: [&str; 13] = [
+const METRIC_FAMILIES: [&str; 14] = [
     "gitstate_environment_in_sync",
     "gitstate_environment_suspended",
     "gitstate_instances",
@@ -454,6 +454,7 @@ const METRIC_FAMILIES: [&str; 13] = [
     "gitstate_expected_commit_change_timestamp_seconds",
     "gitstate_build_info",
     "gitstate_last_pass_completed_timestamp_seconds",
+    "gitstate_leader",
 ];
 
 /// examples/prometheus: the rules parse, pass their promtool unit tests, and name only
@@ -592,6 +593,7 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
     for name in METRIC_FAMILIES {
         assert!(parsed.families.contains_key(name), "{name} missing from /metrics:\n{text}");
     }
+    assert!(text.contains("\ngitstate_leader 1\n"), "with its state in files, watch always acts:\n{text}");
     assert!(
         text.contains("gitstate_remediations_total{environment=\"production\",outcome=\"ok\"} 1"),
         "{text}"
