@@ -1,7 +1,8 @@
 //! `gitstate reconcile`: one pass of the closed loop with durable state. It takes the
-//! state lock, probes, decides with the pure `reconcile`, persists the attempt before any
-//! remediation starts, runs remediations and alarm notifications, writes `state.json`
-//! and `events.jsonl`, and exits with what the pass observed (no re-probe).
+//! state lock (the lock file, or with PostgreSQL the cluster's leader lock: exit 2 naming
+//! the watch that holds it), probes, decides with the pure `reconcile`, persists the
+//! attempt before any remediation starts, runs remediations and alarm notifications,
+//! writes the state and the events, and exits with what the pass observed (no re-probe).
 //! `--dry-run` decides and reports only: no lock, no state, no event, `"ok": null`.
 
 use std::sync::Arc;
