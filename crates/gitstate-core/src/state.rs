@@ -163,6 +163,31 @@ impl EnvState {
         self.incident.as_ref().filter(|i| i.is_open())
     }
 
+    /// Whether `other` differs from this state in nothing but `last_in_sync_at`: the one
+    /// field every in-sync pass changes, which a store may write less often.
+    pub fn same_but_in_sync_time(&self, other: &EnvState) -> bool {
+        // Every field named, so that a new one is compared (or exempted) on purpose.
+        let EnvState {
+            reference,
+            expected,
+            phase,
+            incident,
+            alarms,
+            consecutive_probe_failures,
+            last_in_sync_at: _,
+            last_retry,
+            last_convergence_lag_s,
+        } = self;
+        *reference == other.reference
+            && *expected == other.expected
+            && *phase == other.phase
+            && *incident == other.incident
+            && *alarms == other.alarms
+            && *consecutive_probe_failures == other.consecutive_probe_failures
+            && *last_retry == other.last_retry
+            && *last_convergence_lag_s == other.last_convergence_lag_s
+    }
+
     /// The alarm shown in `status` when several are open: diverged, then drift, then unreachable.
     pub fn primary_alarm(&self) -> Option<&OpenAlarm> {
         [AlarmKind::Diverged, AlarmKind::Drift, AlarmKind::Unreachable]

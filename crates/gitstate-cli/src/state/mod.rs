@@ -387,7 +387,7 @@ impl StateStore {
         for (name, s) in states {
             match inner.file.environments.get(name) {
                 Some(old) if old == s => continue,
-                Some(old) if EnvState { last_in_sync_at: s.last_in_sync_at, ..old.clone() } == *s => {
+                Some(old) if old.same_but_in_sync_time(s) => {
                     inner.unsaved.insert(name.clone());
                 }
                 _ => {

@@ -205,6 +205,8 @@ pub struct PgStore {
     /// When this replica last stopped leading: it leaves the lock to the others for a
     /// `failover` after that, so that a leader cut from the database rejoins as standby.
     lost_at: Mutex<Option<std::time::Instant>>,
+    /// When in-sync times were last written with the rest (see `checkpoint`).
+    in_sync_written: Mutex<std::time::Instant>,
     cache: Mutex<Cache>,
 }
 
@@ -246,6 +248,7 @@ impl PgStore {
             session: tokio::sync::Mutex::new(Some(session)),
             leader: AtomicBool::new(false),
             lost_at: Mutex::new(None),
+            in_sync_written: Mutex::new(std::time::Instant::now()),
             cache: Mutex::default(),
         };
         store.reload().await?;
@@ -540,6 +543,29 @@ impl PgStore {
         Ok(cache.recent.iter().skip(cache.recent.len().saturating_sub(limit)).cloned().collect())
     }
 
+    /// Upserts environments' states (fenced); notes when in-sync times were last written
+    /// with them all.
+    async fn write_states(&self, rows: Vec<(String, serde_json::Value)>) -> Result<(), StateError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let cluster = self.config.cluster.clone();
+        self.fenced("writing state", async |tx| {
+            let stmt = tx
+                .prepare(
+                    "INSERT INTO gitstate_environments (cluster, name, state, updated_at)
+                     VALUES ($1, $2, $3, now())
+                     ON CONFLICT (cluster, name) DO UPDATE SET state = $3, updated_at = now()",
+                )
+                .await?;
+            for (name, state) in &rows {
+                tx.execute(&stmt, &[&cluster, name, state]).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// The state as last read or written.
     pub fn state(&self) -> StateFile {
         self.cache().file.clone()
@@ -573,31 +599,27 @@ async fn read_overrides(c: &Client, cluster: &str) -> Result<Overrides, StateErr
 
 #[async_trait]
 impl Journal for PgStore {
+    /// Writes the environments that changed. As with the files, one whose only change is
+    /// its `last_in_sync_at` is written at most every [`super::IN_SYNC_WRITTEN_EVERY`]: a
+    /// quiet pass over 10,000 environments writes no row.
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
+        let refresh_in_sync = self.in_sync_written.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+            >= super::IN_SYNC_WRITTEN_EVERY;
         let changed: Vec<(String, serde_json::Value)> = {
             let cache = self.cache();
             states
                 .iter()
-                .filter(|(n, s)| cache.file.environments.get(n) != Some(s))
+                .filter(|(n, s)| match cache.file.environments.get(n) {
+                    Some(old) if old == s => false,
+                    Some(old) if old.same_but_in_sync_time(s) => refresh_in_sync,
+                    _ => true,
+                })
                 .filter_map(|(n, s)| Some((n.as_str().to_owned(), serde_json::to_value(s).ok()?)))
                 .collect()
         };
-        if !changed.is_empty() {
-            let cluster = self.config.cluster.clone();
-            self.fenced("writing state", async |tx| {
-                let stmt = tx
-                    .prepare(
-                        "INSERT INTO gitstate_environments (cluster, name, state, updated_at)
-                         VALUES ($1, $2, $3, now())
-                         ON CONFLICT (cluster, name) DO UPDATE SET state = $3, updated_at = now()",
-                    )
-                    .await?;
-                for (name, state) in &changed {
-                    tx.execute(&stmt, &[&cluster, name, state]).await?;
-                }
-                Ok(())
-            })
-            .await?;
+        self.write_states(changed).await?;
+        if refresh_in_sync {
+            *self.in_sync_written.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         }
         let mut cache = self.cache();
         for (n, s) in states {
@@ -696,8 +718,19 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// The leader writes the in-sync times it held back (when `watch` stops).
     async fn flush(&self) -> Result<(), StateError> {
-        Ok(())
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let rows = self
+            .cache()
+            .file
+            .environments
+            .iter()
+            .filter_map(|(n, s)| Some((n.as_str().to_owned(), serde_json::to_value(s).ok()?)))
+            .collect();
+        self.write_states(rows).await
     }
 
     fn is_leader(&self) -> bool {
@@ -764,6 +797,39 @@ mod tests {
         pg.sql("previous", "INSERT INTO gitstate_migrations (version) VALUES (99)");
         let e = PgStore::open(&config(&url)).await.unwrap_err().to_string();
         assert!(e.contains("version 99, newer than this gitstate knows"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pass_writes_no_row_and_in_sync_times_are_written_later() {
+        let pg = Postgres::start();
+        let url = pg.database("quiet");
+        let store = PgStore::open(&config(&url)).await.unwrap();
+        assert!(store.try_lead().await.unwrap());
+        let in_sync_at = |s: i64| {
+            let mut st = state(0);
+            st[0].1.last_in_sync_at = Some(jiff::Timestamp::from_second(1_800_000_000 + s).unwrap());
+            st
+        };
+        let row =
+            || pg.sql("quiet", "SELECT state->>'last_in_sync_at' || ' ' || xmin FROM gitstate_environments");
+        store.checkpoint(&in_sync_at(0)).await.unwrap();
+        let first = row();
+        assert!(first.starts_with("2027-01-15T08:00:00Z "), "{first}");
+        // Passes where only the in-sync time moves: the row is not rewritten (same xmin).
+        store.checkpoint(&in_sync_at(10)).await.unwrap();
+        store.checkpoint(&in_sync_at(20)).await.unwrap();
+        assert_eq!(row(), first);
+        assert_eq!(store.environments()[&EnvName::new("production").unwrap()], in_sync_at(20)[0].1);
+        // Any other change is written at once; stopping writes the held-back time.
+        let mut failing = in_sync_at(20);
+        failing[0].1.consecutive_probe_failures = 1;
+        store.checkpoint(&failing).await.unwrap();
+        assert!(row().starts_with("2027-01-15T08:00:20Z "));
+        failing[0].1.last_in_sync_at = in_sync_at(30)[0].1.last_in_sync_at;
+        store.checkpoint(&failing).await.unwrap();
+        assert!(row().starts_with("2027-01-15T08:00:20Z "), "held back");
+        Store::flush(&store).await.unwrap();
+        assert!(row().starts_with("2027-01-15T08:00:30Z "), "{}", row());
     }
 
     #[tokio::test]
