@@ -3,7 +3,7 @@
 //! 127.0.0.1 only, the socket in that directory. Never the system's cluster. As root the
 //! server programs run as the `postgres` user (they refuse to run as root).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,16 +146,6 @@ impl Postgres {
             c.arg("-D").arg(self.data()).args(["-w", "-t", "60", "-m", "fast", "stop"]);
         });
         self.start_server();
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// The data directory (for a test that wants to look).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -364,11 +364,6 @@ impl StateStore {
         self
     }
 
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A copy of every environment's state.
     pub fn environments(&self) -> BTreeMap<EnvName, EnvState> {
         self.inner().file.environments.clone()
