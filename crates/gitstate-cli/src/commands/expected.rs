@@ -32,7 +32,8 @@ struct Listing<'a> {
 /// Runs the command.
 pub async fn run(args: Select) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
-    let source = plan::source(&config)?;
+    // Run under `block_on` with nothing else to do: the Git work needs no pool thread.
+    let source = plan::source(&config)?.on_this_thread();
     // Discovered environments come straight from the listing: no target is built, no ref
     // is looked up twice.
     let listed = plan::listings(&config, &source).await?;

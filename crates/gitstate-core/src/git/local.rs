@@ -287,7 +287,7 @@ impl LocalRepo {
             }
             return Ok(out);
         }
-        if let Some(found) = super::refscan::scan(repo.common_dir(), prefix) {
+        if let Some(found) = super::refscan::scan(&repo, prefix) {
             for (name, id) in found {
                 push(name, id)?;
             }
