@@ -115,15 +115,22 @@ mod tests {
         assert_eq!(envs.len(), 2000);
         assert!(envs.iter().all(|(k, _)| k.starts_with("refs/heads/environments/")));
         let tags = listed(&repo, "refs/tags/").unwrap();
-        assert_eq!(tags, [("refs/tags/v1".to_owned(), C.to_owned()), ("refs/tags/v2".to_owned(), B.to_owned())]);
+        assert_eq!(
+            tags,
+            [("refs/tags/v1".to_owned(), C.to_owned()), ("refs/tags/v2".to_owned(), B.to_owned())]
+        );
         assert_eq!(listed(&repo, "refs/zzz/").unwrap(), []);
         assert_eq!(listed(&repo, "refs/heads/").unwrap().len(), 2001);
     }
 
     #[test]
     fn unsorted_files_are_listed_whole_and_garbage_is_refused() {
-        let (_dir, repo) = repo_with_packed(format!("{B} refs/heads/z\n{A} refs/heads/environments/x\n").as_bytes());
-        assert_eq!(listed(&repo, "refs/heads/environments/").unwrap(), [("refs/heads/environments/x".to_owned(), A.to_owned())]);
+        let (_dir, repo) =
+            repo_with_packed(format!("{B} refs/heads/z\n{A} refs/heads/environments/x\n").as_bytes());
+        assert_eq!(
+            listed(&repo, "refs/heads/environments/").unwrap(),
+            [("refs/heads/environments/x".to_owned(), A.to_owned())]
+        );
         let (_dir, repo) = repo_with_packed(b"not a packed refs file\n");
         assert_eq!(listed(&repo, "refs/heads/"), None);
     }
