@@ -200,9 +200,13 @@ pub struct Replanned {
     /// The set of environments changed: the specs were rebuilt.
     pub changed: bool,
     /// Every ref the `[[discover]]` prefixes listed, with its commit: what a ref poll of a
-    /// discovered environment need not look up again.
-    pub listed: HashMap<String, gitstate_core::CommitId>,
+    /// discovered environment need not look up again. The very same `Arc` as the last
+    /// replan's while the listing is unchanged (`Arc::ptr_eq` tells a poller so).
+    pub listed: Arc<Listed>,
 }
+
+/// Every ref a `[[discover]]` listing found, with its commit.
+pub type Listed = HashMap<String, gitstate_core::CommitId>;
 
 /// What a one-shot command runs: the environments selected (explicit and discovered),
 /// their engine specs, and the clients they share. Built by [`build`].
@@ -213,6 +217,9 @@ pub struct Plan {
     pub clients: Clients,
     source: GitSource,
     envs: Vec<Planned>,
+    /// The last `[[discover]]` listing and its map: a listing equal to it (the usual case,
+    /// every second of a quiet watch) is answered without building anything again.
+    last_listing: Option<(Vec<Vec<Expected>>, Arc<Listed>)>,
 }
 
 /// Plans a pass: opens the source, lists `[[discover]]` prefixes once, selects `only`
@@ -222,7 +229,7 @@ pub async fn build(config: &Config, only: &[String]) -> anyhow::Result<Plan> {
     let (envs, _) = environments(config, &source, only).await?;
     let clients = Clients::new(config.watch.concurrency)?;
     let specs = specs(config, &envs, &clients)?;
-    Ok(Plan { specs, clients, source, envs })
+    Ok(Plan { specs, clients, source, envs, last_listing: None })
 }
 
 impl Plan {
@@ -287,21 +294,26 @@ impl Plan {
             return Ok(Replanned::default());
         }
         let listed = listings(config, &self.source).await?;
+        if let Some((last, map)) = &self.last_listing
+            && *last == listed
+        {
+            return Ok(Replanned { changed: false, listed: map.clone() });
+        }
         let same = {
             let (found, _) = discover::discovered(config, &listed);
             let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
                 config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
             self.specs.len() == names.len() && self.specs.iter().all(|s| names.contains(&s.name))
         };
-        let listed: HashMap<String, gitstate_core::CommitId> =
-            listed.into_iter().flatten().map(|e| (e.reference, e.commit)).collect();
-        if same {
-            return Ok(Replanned { changed: false, listed });
+        let map: Arc<Listed> =
+            Arc::new(listed.iter().flatten().map(|e| (e.reference.clone(), e.commit)).collect());
+        if !same {
+            let (envs, _) = environments(config, &self.source, &[]).await?;
+            self.specs = specs(config, &envs, &self.clients)?;
+            self.envs = envs;
         }
-        let (envs, _) = environments(config, &self.source, &[]).await?;
-        self.specs = specs(config, &envs, &self.clients)?;
-        self.envs = envs;
-        Ok(Replanned { changed: true, listed })
+        self.last_listing = Some((listed, map.clone()));
+        Ok(Replanned { changed: !same, listed: map })
     }
 
     /// The Git source.

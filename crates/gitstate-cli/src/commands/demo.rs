@@ -206,7 +206,7 @@ impl Demo {
         let prior = self.store.environments();
         let out =
             self.engine.run_pass(std::slice::from_ref(&self.env), &prior, mode, jiff::Timestamp::now()).await;
-        self.dashboard.record(&out.report.environments);
+        self.dashboard.record(out.report.environments.clone());
         out
     }
 

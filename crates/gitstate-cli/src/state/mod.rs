@@ -64,6 +64,11 @@ pub enum StateError {
     },
 }
 
+/// The entries of `all` named in `names`, copied.
+fn among(all: &BTreeMap<EnvName, EnvState>, names: &[EnvName]) -> BTreeMap<EnvName, EnvState> {
+    names.iter().filter_map(|n| Some((n.clone(), all.get(n)?.clone()))).collect()
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io { path: path.to_path_buf(), source }
 }
@@ -74,6 +79,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 pub trait Store: Journal + std::fmt::Debug {
     /// Every environment's state as this process knows it.
     fn environments(&self) -> BTreeMap<EnvName, EnvState>;
+    /// The states of `names` only (those known): what a pass of a few environments needs,
+    /// without a copy of every other one.
+    fn environments_among(&self, names: &[EnvName]) -> BTreeMap<EnvName, EnvState>;
     /// The latest `n` events (oldest first).
     fn recent_events(&self, n: usize) -> Vec<Event>;
     /// What operators said (`suspend`, `resume`, `retry`), as last read.
@@ -93,6 +101,10 @@ pub trait Store: Journal + std::fmt::Debug {
 impl Store for StateStore {
     fn environments(&self) -> BTreeMap<EnvName, EnvState> {
         StateStore::environments(self)
+    }
+
+    fn environments_among(&self, names: &[EnvName]) -> BTreeMap<EnvName, EnvState> {
+        among(&self.inner().file.environments, names)
     }
 
     fn recent_events(&self, n: usize) -> Vec<Event> {

@@ -700,6 +700,10 @@ impl Store for PgStore {
         self.cache().file.environments.clone()
     }
 
+    fn environments_among(&self, names: &[EnvName]) -> BTreeMap<EnvName, EnvState> {
+        super::among(&self.cache().file.environments, names)
+    }
+
     fn recent_events(&self, n: usize) -> Vec<Event> {
         let cache = self.cache();
         cache.recent.iter().skip(cache.recent.len().saturating_sub(n)).cloned().collect()

@@ -39,11 +39,16 @@ impl Dashboard {
     }
 
     /// A pass's reports (and so its state and events) are in: the page changes.
-    pub fn record(&self, reports: &[EnvironmentReport]) {
+    pub fn record(&self, reports: Vec<EnvironmentReport>) {
         {
             let mut known = self.reports();
             for r in reports {
-                known.insert(r.name.clone(), r.clone());
+                match known.get_mut(&r.name) {
+                    Some(kept) => *kept = r,
+                    None => {
+                        known.insert(r.name.clone(), r);
+                    }
+                }
             }
         }
         self.changed();

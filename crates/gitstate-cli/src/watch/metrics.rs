@@ -1,10 +1,12 @@
 //! The `/metrics` registry (prometheus-client, OpenMetrics text), with every metric of
 //! SPEC §7 under the `gitstate_` prefix. Entry: [`Metrics`], fed by each pass.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use gitstate_core::{AlarmKind, EventKind, PassOutcome, Status};
+use gitstate_core::{AlarmKind, EnvName, EventKind, PassOutcome, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,12 +17,6 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Env {
     environment: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EnvStatus {
-    environment: String,
-    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,12 +41,6 @@ struct EnvOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EnvAlarm {
-    environment: String,
-    alarm: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkOutcome {
     sink: String,
     outcome: String,
@@ -61,23 +51,127 @@ struct Version {
     version: String,
 }
 
+/// The gauges every environment has, kept as one compact row per environment and turned
+/// into series only when `/metrics` is scraped. With label-set families each environment
+/// held 15 label sets (30 strings) and a pass hashed and allocated them all again: at
+/// 10,000 environments some 25 MB and 150,000 lookups a pass. A field is `None` until
+/// first set: the series exists from then on, as with a family.
+#[derive(Debug, Default)]
+struct EnvGauges(RwLock<BTreeMap<String, EnvRow>>);
+
+#[derive(Debug, Default)]
+struct EnvRow {
+    in_sync: Option<bool>,
+    suspended: Option<bool>,
+    instances: Option<[i64; Status::ALL.len()]>,
+    alarms: Option<[bool; 3]>,
+    expected_since: Option<f64>,
+}
+
+impl EnvGauges {
+    const ALARMS: [AlarmKind; 3] = [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable];
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, EnvRow>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The row of `name`, made on first use (the name is copied once, not every pass).
+fn row<'a>(envs: &'a mut BTreeMap<String, EnvRow>, name: &EnvName) -> &'a mut EnvRow {
+    if !envs.contains_key(name.as_str()) {
+        envs.insert(name.to_string(), EnvRow::default());
+    }
+    envs.get_mut(name.as_str()).expect("just inserted")
+}
+
+/// The per-environment families, in exposition order: name (after the `gitstate_`
+/// prefix) and help.
+const ENV_FAMILIES: [(&str, &str); 5] = [
+    ("environment_in_sync", "1 when every instance of the environment runs its expected commit"),
+    ("environment_suspended", "1 while an operator has the environment suspended (gitstate suspend)"),
+    ("instances", "Instances per environment and status, as of the last pass"),
+    ("alarms_open", "1 while the alarm is open"),
+    (
+        "expected_commit_change_timestamp_seconds",
+        "When the environment's expected commit was last seen to change (Unix time)",
+    ),
+];
+
+/// How many environments one chunk of a streamed exposition holds (some 40 KB of text).
+const ENVS_PER_CHUNK: usize = 500;
+
+/// Where a streamed exposition of [`EnvGauges`] is.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Index into [`ENV_FAMILIES`].
+    family: usize,
+    /// The last environment written of this family (`None`: its header is next).
+    after: Option<String>,
+}
+
+impl EnvGauges {
+    /// Appends the next chunk of the per-environment families to `out`; false once every
+    /// family is written. Names are validated (`[A-Za-z0-9._-]`): no label escaping.
+    fn write_chunk(&self, cursor: &mut Cursor, out: &mut String) -> bool {
+        use std::fmt::Write as _;
+        use std::ops::Bound;
+        let envs = self.0.read().unwrap_or_else(|p| p.into_inner());
+        while let Some((family, help)) = ENV_FAMILIES.get(cursor.family) {
+            let rows = match &cursor.after {
+                None => {
+                    let _ = write!(out, "# HELP gitstate_{family} {help}\n# TYPE gitstate_{family} gauge\n");
+                    envs.range::<str, _>((Bound::Unbounded, Bound::Unbounded))
+                }
+                Some(last) => envs.range::<str, _>((Bound::Excluded(last.as_str()), Bound::Unbounded)),
+            };
+            for (written, (name, row)) in rows.enumerate() {
+                if written == ENVS_PER_CHUNK {
+                    return true;
+                }
+                let series = |out: &mut String,
+                              labels: std::fmt::Arguments<'_>,
+                              value: &dyn std::fmt::Debug| {
+                    let _ = writeln!(out, "gitstate_{family}{{environment=\"{name}\"{labels}}} {value:?}");
+                };
+                match cursor.family {
+                    0 => row.in_sync.into_iter().for_each(|v| series(out, format_args!(""), &i64::from(v))),
+                    1 => row.suspended.into_iter().for_each(|v| series(out, format_args!(""), &i64::from(v))),
+                    2 => {
+                        for (status, n) in Status::ALL.iter().zip(row.instances.iter().flatten()) {
+                            series(out, format_args!(",status=\"{}\"", status.as_str()), n);
+                        }
+                    }
+                    3 => {
+                        for (kind, open) in Self::ALARMS.iter().zip(row.alarms.iter().flatten()) {
+                            series(out, format_args!(",alarm=\"{}\"", kind.as_str()), &i64::from(*open));
+                        }
+                    }
+                    _ => row.expected_since.into_iter().for_each(|v| series(out, format_args!(""), &v)),
+                }
+                cursor.after = Some(name.clone());
+            }
+            cursor.family += 1;
+            cursor.after = None;
+        }
+        false
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// gitstate's own metrics.
 pub struct Metrics {
     registry: Registry,
-    in_sync: Family<Env, Gauge>,
-    suspended: Family<Env, Gauge>,
-    instances: Family<EnvStatus, Gauge>,
+    /// `environment_in_sync`, `environment_suspended`, `instances`, `alarms_open` and
+    /// `expected_commit_change_timestamp_seconds`: one row per environment.
+    envs: Arc<EnvGauges>,
     passes: Family<PassResult, Counter>,
     pass_duration: Histogram,
     probe_duration: HistogramFamily<Kind>,
     remediations: Family<EnvOutcome, Counter>,
-    alarms_open: Family<EnvAlarm, Gauge>,
     lag: HistogramFamily<Env>,
     notifications: Family<SinkOutcome, Counter>,
     webhooks: Family<Outcome, Counter>,
-    expected_change: Family<Env, Gauge<f64, AtomicU64>>,
     last_full_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
@@ -107,42 +201,23 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("gitstate");
         let m = Self {
-            in_sync: Family::default(),
-            suspended: Family::default(),
-            instances: Family::default(),
+            envs: Arc::default(),
             passes: Family::default(),
             pass_duration: seconds_buckets(),
             probe_duration: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
             remediations: Family::default(),
-            alarms_open: Family::default(),
             lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
             notifications: Family::default(),
             webhooks: Family::default(),
-            expected_change: Family::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
             started: unix_seconds(jiff::Timestamp::now()),
             registry: Registry::default(),
         };
         registry.register(
-            "environment_in_sync",
-            "1 when every instance of the environment runs its expected commit",
-            m.in_sync.clone(),
-        );
-        registry.register(
             "webhook_requests",
             "Push webhook requests by outcome (accepted, ignored, unauthorized, bad_request, not_found)",
             m.webhooks.clone(),
-        );
-        registry.register(
-            "environment_suspended",
-            "1 while an operator has the environment suspended (gitstate suspend)",
-            m.suspended.clone(),
-        );
-        registry.register(
-            "instances",
-            "Instances per environment and status, as of the last pass",
-            m.instances.clone(),
         );
         registry.register(
             "reconcile_passes",
@@ -164,7 +239,6 @@ impl Metrics {
             "Remediations run, by environment and outcome (ok, failed)",
             m.remediations.clone(),
         );
-        registry.register("alarms_open", "1 while the alarm is open", m.alarms_open.clone());
         registry.register(
             "convergence_lag_seconds",
             "Seconds from an expected commit first seen to every instance in sync",
@@ -174,11 +248,6 @@ impl Metrics {
             "notifications",
             "Alarm notifications by sink and outcome (ok, failed, rejected)",
             m.notifications.clone(),
-        );
-        registry.register(
-            "expected_commit_change_timestamp_seconds",
-            "When the environment's expected commit was last seen to change (Unix time)",
-            m.expected_change.clone(),
         );
         registry.register(
             "last_pass_completed_timestamp_seconds",
@@ -212,39 +281,38 @@ impl Metrics {
             "drift"
         };
         self.passes.get_or_create(&PassResult { result: result.into() }).inc();
+        let mut probe_duration: Vec<(&str, Histogram)> = Vec::new();
+        let mut envs = self.envs.write();
         for env in &out.report.environments {
-            let name = env.name.to_string();
-            self.in_sync.get_or_create(&Env { environment: name.clone() }).set(i64::from(env.in_sync));
             let mut counts = [0i64; Status::ALL.len()];
             for t in &env.targets {
                 for (_, status) in t.statuses() {
                     counts[Status::ALL.iter().position(|s| *s == status).unwrap_or(0)] += 1;
                 }
+                let histogram = match probe_duration.iter().find(|(k, _)| *k == t.kind) {
+                    Some((_, h)) => h.clone(),
+                    None => {
+                        let h = self.probe_duration.get_or_create(&Kind { kind: t.kind.clone() }).clone();
+                        probe_duration.push((&t.kind, h.clone()));
+                        h
+                    }
+                };
                 for i in &t.instances {
-                    self.probe_duration
-                        .get_or_create(&Kind { kind: t.kind.clone() })
-                        .observe(i.elapsed_ms as f64 / 1000.0);
+                    histogram.observe(i.elapsed_ms as f64 / 1000.0);
                 }
             }
-            for (s, n) in Status::ALL.iter().zip(counts) {
-                self.instances
-                    .get_or_create(&EnvStatus { environment: name.clone(), status: s.as_str().into() })
-                    .set(n);
-            }
+            let row = row(&mut envs, &env.name);
+            row.in_sync = Some(env.in_sync);
+            row.instances = Some(counts);
         }
         for (name, state) in &out.states {
-            for kind in [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable] {
-                let open = i64::from(state.alarm(kind).is_some());
-                self.alarms_open
-                    .get_or_create(&EnvAlarm { environment: name.to_string(), alarm: kind.as_str().into() })
-                    .set(open);
-            }
+            let row = row(&mut envs, name);
+            row.alarms = Some(EnvGauges::ALARMS.map(|kind| state.alarm(kind).is_some()));
             if let Some(e) = &state.expected {
-                self.expected_change
-                    .get_or_create(&Env { environment: name.to_string() })
-                    .set(e.since.as_millisecond() as f64 / 1000.0);
+                row.expected_since = Some(e.since.as_millisecond() as f64 / 1000.0);
             }
         }
+        drop(envs);
         for e in &out.events {
             if let EventKind::Converged { lag_s: Some(lag_s), .. } = e.kind {
                 self.lag.get_or_create(&Env { environment: e.environment.to_string() }).observe(lag_s);
@@ -294,38 +362,51 @@ impl Metrics {
 
     /// Whether each environment of a pass is suspended.
     pub fn suspended(&self, specs: &[gitstate_core::EnvironmentSpec]) {
+        let mut envs = self.envs.write();
         for s in specs {
-            let on = i64::from(s.controls.suspended.is_some());
-            self.suspended.get_or_create(&Env { environment: s.name.to_string() }).set(on);
+            row(&mut envs, &s.name).suspended = Some(s.controls.suspended.is_some());
         }
     }
 
     /// Drops every series of a removed environment.
     pub fn forget(&self, environment: &str) {
-        let env = Env { environment: environment.into() };
-        self.in_sync.remove(&env);
-        self.suspended.remove(&env);
-        self.lag.remove(&env);
-        self.expected_change.remove(&env);
-        for s in Status::ALL {
-            self.instances.remove(&EnvStatus { environment: environment.into(), status: s.as_str().into() });
-        }
+        self.envs.write().remove(environment);
+        self.lag.remove(&Env { environment: environment.into() });
         for outcome in ["ok", "failed"] {
             self.remediations
                 .remove(&EnvOutcome { environment: environment.into(), outcome: outcome.into() });
         }
-        for kind in [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable] {
-            self.alarms_open
-                .remove(&EnvAlarm { environment: environment.into(), alarm: kind.as_str().into() });
-        }
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, whole.
     pub fn encode(&self) -> String {
-        let mut s = String::new();
+        use futures::StreamExt as _;
+        futures::executor::block_on(self.exposition().collect::<Vec<String>>()).concat()
+    }
+
+    /// The OpenMetrics text exposition in chunks of a few hundred environments, each
+    /// written when the response wants it: at 10,000 environments the whole text is some
+    /// 12 MB (15 series each), which a scrape no longer holds in memory at once.
+    pub fn exposition(&self) -> futures::stream::BoxStream<'static, String> {
+        use futures::StreamExt as _;
+        let mut head = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
+        let _ = prometheus_client::encoding::text::encode(&mut head, &self.registry);
+        let head = head.strip_suffix("# EOF\n").map(str::to_owned).unwrap_or(head);
+        let envs = self.envs.clone();
+        let rows = futures::stream::unfold(Some(Cursor::default()), move |cursor| {
+            let envs = envs.clone();
+            async move {
+                let mut cursor = cursor?;
+                let mut chunk = String::with_capacity(64 * 1024);
+                let more = envs.write_chunk(&mut cursor, &mut chunk);
+                Some((chunk, more.then_some(cursor)))
+            }
+        });
+        futures::stream::once(async move { head })
+            .chain(rows)
+            .chain(futures::stream::once(async { "# EOF\n".to_owned() }))
+            .boxed()
     }
 }
 
@@ -349,15 +430,91 @@ mod tests {
         assert_eq!(crate::watch::server::stall_window(Duration::from_secs(600)), Duration::from_secs(1800));
     }
 
+    /// More environments than a chunk holds, several times over: the streamed text is
+    /// valid OpenMetrics as promtool reads it, every family is written once and whole
+    /// (its series together, under its header), and each has one series per environment
+    /// and label value set.
+    #[test]
+    fn a_streamed_exposition_is_whole_and_valid() {
+        let m = Metrics::new();
+        let n = ENVS_PER_CHUNK * 3 + 17;
+        {
+            let mut envs = m.envs.write();
+            for i in 0..n {
+                let r = row(&mut envs, &EnvName::new(&format!("env-{i:05}")).unwrap());
+                (r.in_sync, r.suspended, r.instances) =
+                    (Some(i % 2 == 0), Some(false), Some([1; Status::ALL.len()]));
+                r.alarms = Some([i % 3 == 0, false, false]);
+                // Only some have seen their expected commit change.
+                r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
+            }
+        }
+        m.passes.get_or_create(&PassResult { result: "in_sync".into() }).inc();
+        let text = m.encode();
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1, "one EOF, last");
+        let mut families: Vec<(String, usize)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap().to_owned();
+                assert!(!families.iter().any(|(f, _)| *f == name), "{name} written twice");
+                families.push((name, 0));
+            } else if !line.starts_with('#') {
+                let (current, count) = families.last_mut().expect("a series before any header");
+                assert!(line.starts_with(current.as_str()), "{line} under {current}: a family split");
+                *count += 1;
+            }
+        }
+        let count = |f: &str| families.iter().find(|(name, _)| name == f).map(|(_, c)| *c);
+        assert_eq!(count("gitstate_environment_in_sync"), Some(n));
+        assert_eq!(count("gitstate_environment_suspended"), Some(n));
+        assert_eq!(count("gitstate_instances"), Some(n * Status::ALL.len()));
+        assert_eq!(count("gitstate_alarms_open"), Some(n * 3));
+        assert_eq!(count("gitstate_expected_commit_change_timestamp_seconds"), Some(n.div_ceil(5)));
+        assert_eq!(count("gitstate_reconcile_passes"), Some(1));
+        assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00002\"} 1\n"));
+        assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00003\"} 0\n"));
+
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
+        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        // Exit 1 is a parse error; 3 lint findings, of which the one expected is that an
+        // OpenMetrics counter's help names its family (`gitstate_reconcile_passes`), not the
+        // `_total` series the Prometheus text lint looks for.
+        assert!(matches!(out.status.code(), Some(0 | 3)), "promtool check metrics: {said}");
+        for finding in said.lines() {
+            assert!(finding.contains("_total no help text"), "promtool check metrics: {finding}");
+        }
+    }
+
     #[test]
     fn a_removed_environment_leaves_no_series() {
         let m = Metrics::new();
         for env in ["gone", "kept"] {
-            m.in_sync.get_or_create(&Env { environment: env.into() }).set(1);
+            let name = EnvName::new(env).unwrap();
+            let mut envs = m.envs.write();
+            let r = row(&mut envs, &name);
+            (r.in_sync, r.suspended, r.instances, r.alarms, r.expected_since) =
+                (Some(true), Some(false), Some([1; Status::ALL.len()]), Some([true; 3]), Some(1.0));
+            drop(envs);
             m.lag.get_or_create(&Env { environment: env.into() }).observe(2.0);
-            m.instances.get_or_create(&EnvStatus { environment: env.into(), status: "behind".into() }).set(1);
-            m.alarms_open.get_or_create(&EnvAlarm { environment: env.into(), alarm: "drift".into() }).set(1);
             m.remediation(env, false);
+        }
+        let text = m.encode();
+        for series in [
+            "gitstate_environment_in_sync{environment=\"gone\"} 1",
+            "gitstate_environment_suspended{environment=\"gone\"} 0",
+            "gitstate_instances{environment=\"gone\",status=\"in_sync\"} 1",
+            "gitstate_alarms_open{environment=\"gone\",alarm=\"unreachable\"} 1",
+            "gitstate_expected_commit_change_timestamp_seconds{environment=\"gone\"} 1.0",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
         }
         m.forget("gone");
         let text = m.encode();

@@ -59,6 +59,8 @@ pub struct Live {
     /// Whether this replica led at the last poll: one that has just taken over passes
     /// every environment at once (SPEC §14), not at the next full pass.
     led: std::sync::atomic::AtomicBool,
+    /// The `[[discover]]` listing the last ref poll read.
+    last_listed: Mutex<Option<Arc<HashMap<String, CommitId>>>>,
 }
 
 impl Live {
@@ -93,15 +95,16 @@ impl Live {
             overrides: Mutex::default(),
             pushed: Mutex::default(),
             led: std::sync::atomic::AtomicBool::new(store_leads),
+            last_listed: Mutex::default(),
         };
         live.poll_overrides();
-        live.poll_refs(&HashMap::new()).await;
+        live.poll_refs(&Arc::default()).await;
         Ok(live)
     }
 
     /// Re-plans the environments when `[[discover]]` finds a different set of names;
     /// returns every ref listed with its commit.
-    async fn refresh_environments(&self) -> anyhow::Result<HashMap<String, CommitId>> {
+    async fn refresh_environments(&self) -> anyhow::Result<Arc<HashMap<String, CommitId>>> {
         let mut plan = self.plan.lock().await;
         let replanned = plan.replan(&self.config).await?;
         if replanned.changed {
@@ -138,8 +141,16 @@ impl Live {
 
     /// Resolves every environment's ref; returns those whose commit changed. The refs in
     /// `listed` (a `[[discover]]` listing just made) are not looked up again: at 10,000
-    /// discovered environments that would be 10,000 loose-ref lookups a second.
-    async fn poll_refs(&self, listed: &HashMap<String, CommitId>) -> Vec<EnvName> {
+    /// discovered environments that would be 10,000 loose-ref lookups a second. When the
+    /// listing is the one the last poll read (the same `Arc`), its refs are not even
+    /// compared again: nothing under them moved.
+    async fn poll_refs(&self, listed: &Arc<HashMap<String, CommitId>>) -> Vec<EnvName> {
+        let seen = {
+            let mut last = lock(&self.last_listed);
+            let seen = last.as_ref().is_some_and(|l| Arc::ptr_eq(l, listed));
+            *last = Some(listed.clone());
+            seen
+        };
         // After a push webhook that named its refs, only the environments on those refs.
         let pushed: Vec<Option<String>> = std::mem::take(&mut *lock(&self.pushed));
         let only: Option<Vec<String>> = (!pushed.is_empty() && pushed.iter().all(Option::is_some))
@@ -155,7 +166,7 @@ impl Live {
         };
         let specs: Vec<(EnvName, String)> = lock(&self.specs)
             .values()
-            .filter(|s| on_pushed(&s.reference))
+            .filter(|s| on_pushed(&s.reference) && !(seen && listed.contains_key(&s.reference)))
             .map(|s| (s.name.clone(), s.reference.clone()))
             .collect();
         let (known_now, lookup): (Vec<_>, Vec<_>) =
@@ -220,7 +231,7 @@ impl Driver for Live {
         if let Err(e) = self.store.refresh().await {
             tracing::warn!(error = %e, "state not read anew; keeping what is known");
         }
-        let mut listed = HashMap::new();
+        let mut listed = Arc::default();
         if !self.config.discover.is_empty() {
             match self.refresh_environments().await {
                 Ok(l) => listed = l,
@@ -271,11 +282,12 @@ impl Driver for Live {
         if specs.is_empty() {
             return PassDone::default();
         }
-        let prior = self.store.environments();
+        let names: Vec<EnvName> = specs.iter().map(|s| s.name.clone()).collect();
+        let prior = self.store.environments_among(&names);
         let start = Instant::now();
         let leading = self.store.is_leader();
         self.metrics.set_leader(leading);
-        let out = if leading {
+        let mut out = if leading {
             self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await
         } else {
             self.observer.run_pass(&specs, &prior, PassMode::Check, now).await
@@ -285,7 +297,6 @@ impl Driver for Live {
         if full && leading {
             self.remove_gone().await;
         }
-        self.dashboard.record(&out.report.environments);
         for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
             tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
         }
@@ -293,6 +304,8 @@ impl Driver for Live {
             tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
         }
         let requeue = requeues(&out, self.config.watch.converging_poll);
+        // The reports move to the dashboard (the one copy kept), after the last reader.
+        self.dashboard.record(std::mem::take(&mut out.report.environments));
         let mut deferred = lock(&self.deferred);
         let remediations = out
             .deferred

@@ -47,6 +47,15 @@ impl Endpoint {
                     r.headers.push(("cache-control", "no-store".into()));
                     return r;
                 }
+                "/metrics" => {
+                    let mut r = Response::new(
+                        StatusCode::OK,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        "",
+                    );
+                    r.body = crate::serve::Body::Stream(self.metrics.exposition());
+                    return r;
+                }
                 "/events" => {
                     let mut r = Response::new(StatusCode::OK, "text/event-stream", "");
                     r.body = crate::serve::Body::Stream(self.dashboard.clone().events());
@@ -66,11 +75,6 @@ impl Endpoint {
             return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n".into());
         }
         match path {
-            "/metrics" => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.encode(),
-            ),
             "/healthz" if self.metrics.stalled(jiff::Timestamp::now(), self.stall_after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,

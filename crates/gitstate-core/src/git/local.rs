@@ -28,7 +28,14 @@ pub struct LocalRepo {
     repo: gix::ThreadSafeRepository,
     path: PathBuf,
     reftable: bool,
+    /// Object ids known to lead to a commit (a commit, or a tag peeled to one): an object
+    /// never changes, so a listing every second of a fleet on many releases reads each
+    /// object once, not once a second. Only found commits are kept.
+    peeled: std::sync::Mutex<std::collections::HashMap<ObjectId, CommitId>>,
 }
+
+/// The most object ids [`LocalRepo`] remembers the commit of; beyond, it starts over.
+const PEELED_KEPT: usize = 100_000;
 
 impl std::fmt::Debug for LocalRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +62,7 @@ impl LocalRepo {
             .config_snapshot()
             .string("extensions.refStorage")
             .is_some_and(|v| v.eq_ignore_ascii_case(b"reftable"));
-        Ok(Self { repo: repo.into_sync(), path, reftable })
+        Ok(Self { repo: repo.into_sync(), path, reftable, peeled: Default::default() })
     }
 
     /// The path it was opened at.
@@ -262,15 +269,24 @@ impl LocalRepo {
             message: format!("listing refs under {prefix:?}: {}", chain(e)),
         };
         let mut out = Vec::new();
-        // Many refs share few commits (a fleet on the same release): check each object once.
-        let mut commits: std::collections::HashMap<ObjectId, Option<CommitId>> =
-            std::collections::HashMap::new();
+        // Many refs share few commits (a fleet on the same release): check each object once,
+        // and remember it for the next listing.
+        let mut peeled = self.peeled.lock().unwrap_or_else(|p| p.into_inner());
+        if peeled.len() > PEELED_KEPT {
+            peeled.clear();
+        }
+        let mut not_commits: std::collections::HashSet<ObjectId> = std::collections::HashSet::new();
         let mut push = |name: String, id: ObjectId| -> Result<(), ExpectedError> {
-            let commit = match commits.entry(id) {
-                std::collections::hash_map::Entry::Occupied(known) => *known.get(),
-                std::collections::hash_map::Entry::Vacant(new) => {
-                    *new.insert(commit_of(&repo, id).map_err(|e| err(&e))?.map(to_commit_id))
-                }
+            let commit = match peeled.get(&id) {
+                Some(known) => Some(*known),
+                None if not_commits.contains(&id) => None,
+                None => match commit_of(&repo, id).map_err(|e| err(&e))?.map(to_commit_id) {
+                    Some(c) => Some(*peeled.entry(id).or_insert(c)),
+                    None => {
+                        not_commits.insert(id);
+                        None
+                    }
+                },
             };
             match commit {
                 Some(c) => out.push(Expected { reference: name, commit: c }),
