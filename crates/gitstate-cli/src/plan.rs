@@ -407,7 +407,7 @@ impl ExpectedState for Prefetched {
         self.inner.list(prefix).await
     }
 
-    async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
+    async fn moved_at(&self, expected: &[Expected]) -> Vec<Option<jiff::Timestamp>> {
         self.inner.moved_at(expected).await
     }
 

@@ -84,13 +84,13 @@ pub trait ExpectedState: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// When `expected.reference` moved to `expected.commit`: the time of its latest reflog
-    /// entry that set that commit, when the source keeps a reflog (`None` otherwise). The
-    /// engine asks only when an environment's expected commit is new to it; the convergence
-    /// lag is measured from this time instead of the pass that first saw the commit.
-    async fn moved_at(&self, expected: &Expected) -> Option<jiff::Timestamp> {
-        let _ = expected;
-        None
+    /// When each `expected.reference` moved to its `expected.commit`, in the order asked:
+    /// the time of its latest reflog entry that set that commit, when the source keeps a
+    /// reflog (`None` otherwise). The engine asks once a pass, for the environments whose
+    /// expected commit is new to it (all of them on a first pass); the convergence lag is
+    /// measured from this time instead of the pass that first saw the commit.
+    async fn moved_at(&self, expected: &[Expected]) -> Vec<Option<jiff::Timestamp>> {
+        vec![None; expected.len()]
     }
 }
 

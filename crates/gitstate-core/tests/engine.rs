@@ -521,3 +521,86 @@ fn deliveries_are_ordered_retried_with_backoff_and_rejections_dropped() {
     assert!(journal.outbox.lock().unwrap().pending.is_empty());
     assert_eq!(failed_events(), 1, "still within the hour of the first for this alarm and sink");
 }
+
+/// Git, counting what the engine asks of its reflogs.
+struct CountingSource {
+    git: GitSource,
+    moved_at_asks: Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl ExpectedState for CountingSource {
+    fn name(&self) -> &str {
+        "git"
+    }
+    async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
+        self.git.resolve(refs).await
+    }
+    async fn relate(
+        &self,
+        expected: &CommitId,
+        reported: &[ReportedCommit],
+    ) -> Result<Vec<Relation>, ExpectedError> {
+        self.git.relate(expected, reported).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
+        self.git.list(prefix).await
+    }
+    async fn moved_at(&self, expected: &[Expected]) -> Vec<Option<Timestamp>> {
+        self.moved_at_asks.lock().unwrap().push(expected.iter().map(|e| e.reference.clone()).collect());
+        self.git.moved_at(expected).await
+    }
+}
+
+/// A pass asks the source when refs moved once, for exactly the environments whose
+/// expected commit is new to the state (a first pass over 10,000 environments used to
+/// ask 10,000 times, each a job on the blocking pool, which then kept a hundred threads),
+/// and the answers land on the right environments.
+#[test]
+fn reflog_times_are_asked_once_a_pass_for_the_environments_whose_commit_is_new() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        r.update_ref(&format!("refs/heads/environments/{n}"), &c[0]);
+    }
+    let src = Arc::new(CountingSource {
+        git: GitSource::local(r.path()).unwrap(),
+        moved_at_asks: Mutex::default(),
+    });
+    let engine = Engine::new(src.clone());
+    let specs: Vec<EnvironmentSpec> = names
+        .iter()
+        .map(|n| {
+            let probe = scripted(vec![("i", Ok(c[0].clone()))]);
+            env(n, vec![TargetSpec::new("web", probe)], None, Policy::default())
+        })
+        .collect();
+    let mut state: BTreeMap<EnvName, EnvState> = BTreeMap::new();
+    let mut pass = |t: i64| {
+        let out = block_on(engine.run_pass(&specs, &state, PassMode::Reconcile { dry_run: false }, at(t)));
+        state.extend(out.states.clone());
+        out
+    };
+    let asks = || std::mem::take(&mut *src.moved_at_asks.lock().unwrap());
+    let refs = |ns: &[&str]| -> Vec<Vec<String>> {
+        vec![ns.iter().map(|n| format!("refs/heads/environments/{n}")).collect()]
+    };
+
+    pass(0);
+    assert_eq!(asks(), refs(&names), "a first pass: every environment, in one question");
+    pass(10);
+    assert!(asks().is_empty(), "nothing new: nothing asked");
+    r.update_ref("refs/heads/environments/b", &c[1]);
+    r.update_ref("refs/heads/environments/d", &c[2]);
+    // b's reflog is gone: its answer is "not known", d's a time. Swapped answers show.
+    std::fs::remove_file(r.path().join(".git/logs/refs/heads/environments/b")).unwrap();
+    let out = pass(20);
+    assert_eq!(asks(), refs(&["b", "d"]), "only the environments whose commit moved");
+    let from_reflog = |n: &str| {
+        let s = &out.states.iter().find(|(e, _)| e.as_str() == n).unwrap().1;
+        s.expected.as_ref().map(|e| (e.commit.to_string(), e.from_reflog))
+    };
+    assert_eq!(from_reflog("b"), Some((c[1].clone(), false)));
+    assert_eq!(from_reflog("d"), Some((c[2].clone(), true)));
+}

@@ -421,16 +421,25 @@ impl Engine {
         outcomes: &[EnvOutcome],
         prior: &BTreeMap<EnvName, EnvState>,
     ) -> Vec<Option<Timestamp>> {
-        let asks = envs.iter().zip(outcomes).map(|(env, o)| async move {
-            let commit = o.expected.as_ref().ok()?;
+        let mut asked: Vec<(usize, Expected)> = Vec::new();
+        for (i, (env, o)) in envs.iter().zip(outcomes).enumerate() {
+            let Ok(commit) = &o.expected else { continue };
             let known = prior.get(&env.name).and_then(|s| s.expected.as_ref()).map(|e| e.commit);
-            if known == Some(*commit) {
-                return None;
+            if known != Some(*commit) {
+                asked.push((i, Expected { reference: o.reference.clone(), commit: *commit }));
             }
-            let expected = Expected { reference: o.reference.clone(), commit: *commit };
-            self.source.moved_at(&expected).await
-        });
-        futures::future::join_all(asks).await
+        }
+        let mut moved = vec![None; envs.len()];
+        if asked.is_empty() {
+            return moved;
+        }
+        let expected: Vec<Expected> = asked.iter().map(|(_, e)| e.clone()).collect();
+        let answers = self.source.moved_at(&expected).await;
+        // A source answering too few (a plugin's bug) leaves the rest unknown.
+        for ((i, _), at) in asked.iter().zip(answers) {
+            moved[*i] = at;
+        }
+        moved
     }
 }
 

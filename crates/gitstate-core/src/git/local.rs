@@ -27,6 +27,8 @@ const OBJECT_CACHE: usize = 8 * 1024 * 1024;
 pub struct LocalRepo {
     repo: gix::ThreadSafeRepository,
     path: PathBuf,
+    /// Where refs and reflogs live (the main repository's git dir for a worktree).
+    common_dir: PathBuf,
     reftable: bool,
     /// Object ids known to lead to a commit (a commit, or a tag peeled to one): an object
     /// never changes, so a listing every second of a fleet on many releases reads each
@@ -62,7 +64,8 @@ impl LocalRepo {
             .config_snapshot()
             .string("extensions.refStorage")
             .is_some_and(|v| v.eq_ignore_ascii_case(b"reftable"));
-        Ok(Self { repo: repo.into_sync(), path, reftable, peeled: Default::default() })
+        let common_dir = repo.common_dir().to_path_buf();
+        Ok(Self { repo: repo.into_sync(), path, common_dir, reftable, peeled: Default::default() })
     }
 
     /// The path it was opened at.
@@ -161,8 +164,7 @@ impl LocalRepo {
         if self.reftable || !name.starts_with("refs/") || name.split('/').any(|c| c.is_empty() || c == "..") {
             return None;
         }
-        let repo = self.thread_local();
-        super::reflog::read_moved_at(&repo.common_dir().join("logs").join(name), &expected.commit)
+        super::reflog::read_moved_at(&self.common_dir.join("logs").join(name), &expected.commit)
     }
 
     /// Every ref under `prefix` with the object it points at, peeled once (annotated tags),
