@@ -208,6 +208,9 @@ pub struct Replanned {
 /// Every ref a `[[discover]]` listing found, with its commit.
 pub type Listed = HashMap<String, gitstate_core::CommitId>;
 
+/// Each environment's freeze windows (environments without any are absent).
+pub type Windows = BTreeMap<gitstate_core::EnvName, Vec<crate::freeze::FreezeWindow>>;
+
 /// What a one-shot command runs: the environments selected (explicit and discovered),
 /// their engine specs, and the clients they share. Built by [`build`].
 pub struct Plan {
@@ -216,7 +219,13 @@ pub struct Plan {
     /// The clients the specs' probes share (and the sinks, when asked for).
     pub clients: Clients,
     source: GitSource,
-    envs: Vec<Planned>,
+    /// Every planned environment's name: what a new listing is compared with.
+    names: std::collections::BTreeSet<gitstate_core::EnvName>,
+    /// The freeze windows of the environments that have any.
+    windows: Arc<Windows>,
+    /// What `[[discover]]` listed (for a one-shot engine's [`Prefetched`]). The planned
+    /// configurations themselves are not kept: the specs hold what a pass needs.
+    listed: Vec<Expected>,
     /// The last `[[discover]]` listing and its map: a listing equal to it (the usual case,
     /// every second of a quiet watch) is answered without building anything again.
     last_listing: Option<(Vec<Vec<Expected>>, Arc<Listed>)>,
@@ -229,7 +238,17 @@ pub async fn build(config: &Config, only: &[String]) -> anyhow::Result<Plan> {
     let (envs, _) = environments(config, &source, only).await?;
     let clients = Clients::new(config.watch.concurrency)?;
     let specs = specs(config, &envs, &clients)?;
-    Ok(Plan { specs, clients, source, envs, last_listing: None })
+    let mut plan = Plan {
+        specs,
+        clients,
+        source,
+        names: Default::default(),
+        windows: Arc::default(),
+        listed: Vec::new(),
+        last_listing: None,
+    };
+    plan.keep(envs);
+    Ok(plan)
 }
 
 impl Plan {
@@ -238,7 +257,7 @@ impl Plan {
     /// (an open alarm stays firing in Alertmanager for an hour per run: `reconcile` may run
     /// from cron).
     pub fn engine(&self, config: &Config, alarms: bool) -> anyhow::Result<gitstate_core::Engine> {
-        let engine = gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.envs)));
+        let engine = gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.listed)));
         let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
         self.with_sinks(engine, config, alarms.then_some(ttl))
     }
@@ -303,14 +322,14 @@ impl Plan {
             let (found, _) = discover::discovered(config, &listed);
             let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
                 config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
-            self.specs.len() == names.len() && self.specs.iter().all(|s| names.contains(&s.name))
+            self.names.len() == names.len() && self.names.iter().all(|n| names.contains(n))
         };
         let map: Arc<Listed> =
             Arc::new(listed.iter().flatten().map(|e| (e.reference.clone(), e.commit)).collect());
         if !same {
             let (envs, _) = environments(config, &self.source, &[]).await?;
             self.specs = specs(config, &envs, &self.clients)?;
-            self.envs = envs;
+            self.keep(envs);
         }
         self.last_listing = Some((listed, map.clone()));
         Ok(Replanned { changed: !same, listed: map })
@@ -321,9 +340,23 @@ impl Plan {
         &self.source
     }
 
-    /// Each environment's freeze windows.
-    pub fn windows(&self) -> BTreeMap<gitstate_core::EnvName, Vec<crate::freeze::FreezeWindow>> {
-        self.envs.iter().map(|p| (p.config.name.clone(), p.config.windows.clone())).collect()
+    /// What the planned environments leave behind once their specs are built: names,
+    /// freeze windows and listed refs (at 10,000 discovered environments the configurations
+    /// themselves were some 15 MB, their every part copied into the specs already).
+    fn keep(&mut self, envs: Vec<Planned>) {
+        self.names = envs.iter().map(|p| p.config.name.clone()).collect();
+        self.windows = Arc::new(
+            envs.iter()
+                .filter(|p| !p.config.windows.is_empty())
+                .map(|p| (p.config.name.clone(), p.config.windows.clone()))
+                .collect(),
+        );
+        self.listed = envs.into_iter().filter_map(|p| p.listed).collect();
+    }
+
+    /// Each environment's freeze windows (those without any are absent).
+    pub fn windows(&self) -> Arc<Windows> {
+        self.windows.clone()
     }
 
     /// What operators said (`overrides`) and the calendar (freeze windows) mean for each
@@ -368,8 +401,8 @@ pub struct Prefetched {
 
 impl Prefetched {
     /// Wraps `inner` with the commits already listed.
-    pub fn new(inner: GitSource, envs: &[Planned]) -> Self {
-        let known = envs.iter().filter_map(|p| p.listed.clone()).map(|e| (e.reference.clone(), e)).collect();
+    pub fn new(inner: GitSource, listed: &[Expected]) -> Self {
+        let known = listed.iter().map(|e| (e.reference.clone(), e.clone())).collect();
         Self { inner, known }
     }
 }

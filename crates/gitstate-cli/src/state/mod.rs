@@ -82,6 +82,8 @@ pub trait Store: Journal + std::fmt::Debug {
     /// The states of `names` only (those known): what a pass of a few environments needs,
     /// without a copy of every other one.
     fn environments_among(&self, names: &[EnvName]) -> BTreeMap<EnvName, EnvState>;
+    /// The names of the environments with a state.
+    fn names(&self) -> Vec<EnvName>;
     /// The latest `n` events (oldest first).
     fn recent_events(&self, n: usize) -> Vec<Event>;
     /// What operators said (`suspend`, `resume`, `retry`), as last read.
@@ -105,6 +107,10 @@ impl Store for StateStore {
 
     fn environments_among(&self, names: &[EnvName]) -> BTreeMap<EnvName, EnvState> {
         among(&self.inner().file.environments, names)
+    }
+
+    fn names(&self) -> Vec<EnvName> {
+        self.inner().file.environments.keys().cloned().collect()
     }
 
     fn recent_events(&self, n: usize) -> Vec<Event> {

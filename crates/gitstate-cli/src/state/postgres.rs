@@ -704,6 +704,10 @@ impl Store for PgStore {
         super::among(&self.cache().file.environments, names)
     }
 
+    fn names(&self) -> Vec<EnvName> {
+        self.cache().file.environments.keys().cloned().collect()
+    }
+
     fn recent_events(&self, n: usize) -> Vec<Event> {
         let cache = self.cache();
         cache.recent.iter().skip(cache.recent.len().saturating_sub(n)).cloned().collect()

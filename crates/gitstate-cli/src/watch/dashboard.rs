@@ -18,7 +18,7 @@ pub struct Dashboard {
     store: Arc<dyn Store>,
     links: Links,
     reports: Mutex<BTreeMap<EnvName, EnvironmentReport>>,
-    windows: Mutex<BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>>,
+    windows: Mutex<Arc<crate::plan::Windows>>,
     version: watch::Sender<u64>,
 }
 
@@ -55,12 +55,12 @@ impl Dashboard {
     }
 
     /// The freeze windows of each environment (for `/status`).
-    pub fn set_windows(&self, windows: BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>) {
+    pub fn set_windows(&self, windows: Arc<crate::plan::Windows>) {
         *self.windows.lock().unwrap_or_else(|p| p.into_inner()) = windows;
     }
 
-    /// The freeze windows of each environment.
-    pub fn windows(&self) -> BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>> {
+    /// The freeze windows of each environment (those without any are absent), shared.
+    pub fn windows(&self) -> Arc<crate::plan::Windows> {
         self.windows.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

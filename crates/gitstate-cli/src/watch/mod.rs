@@ -74,7 +74,9 @@ impl Live {
         metrics: Arc<Metrics>,
         dashboard: Arc<dashboard::Dashboard>,
     ) -> anyhow::Result<Self> {
-        let specs = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let mut plan = plan;
+        // The specs move to the driver: one copy of 10,000, not two.
+        let specs = std::mem::take(&mut plan.specs).into_iter().map(|s| (s.name.clone(), s)).collect();
         // The windows live with the dashboard, which also serves them in /status.
         dashboard.set_windows(plan.windows());
         let observer = plan.observer_engine(&config);
@@ -108,7 +110,8 @@ impl Live {
         let mut plan = self.plan.lock().await;
         let replanned = plan.replan(&self.config).await?;
         if replanned.changed {
-            *lock(&self.specs) = plan.specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+            *lock(&self.specs) =
+                std::mem::take(&mut plan.specs).into_iter().map(|s| (s.name.clone(), s)).collect();
             self.dashboard.set_windows(plan.windows());
         }
         Ok(replanned.listed)
@@ -208,7 +211,9 @@ impl Live {
     async fn remove_gone(&self) {
         let gone: Vec<_> = {
             let specs = lock(&self.specs);
-            self.store.environments().into_iter().filter(|(n, _)| !specs.contains_key(n)).collect()
+            let names: Vec<EnvName> =
+                self.store.names().into_iter().filter(|n| !specs.contains_key(n)).collect();
+            self.store.environments_among(&names).into_iter().collect()
         };
         if gone.is_empty() {
             return;
