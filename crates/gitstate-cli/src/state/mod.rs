@@ -126,7 +126,7 @@ impl Store for StateStore {
     }
 
     async fn flush(&self) -> Result<(), StateError> {
-        StateStore::flush(self)
+        syncing(|| StateStore::flush(self))
     }
 }
 
@@ -634,18 +634,30 @@ impl From<StateError> for JournalError {
     }
 }
 
+/// Runs a write that syncs to disk: in a multi-thread runtime off its worker
+/// (`block_in_place`: timers, probes and listeners go on meanwhile, also with one worker);
+/// elsewhere (a plain executor, a test) as is.
+fn syncing<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 #[async_trait]
 impl Journal for StateStore {
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        Ok(self.save(states)?)
+        Ok(syncing(|| self.save(states))?)
     }
 
     async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        Ok(self.append(events)?)
+        Ok(syncing(|| self.append(events))?)
     }
 
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
-        Ok(StateStore::forget(self, environments)?)
+        Ok(syncing(|| StateStore::forget(self, environments))?)
     }
 
     async fn outbox(&self) -> Result<Outbox, JournalError> {
@@ -653,7 +665,7 @@ impl Journal for StateStore {
     }
 
     async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
-        Ok(StateStore::save_outbox(self, outbox)?)
+        Ok(syncing(|| StateStore::save_outbox(self, outbox))?)
     }
 }
 
