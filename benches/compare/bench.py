@@ -353,18 +353,6 @@ def stop_and_report(w, lags, title, goal_s, goal_text):
     """Stops the watch `w` and adds the row of a reaction benchmark."""
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=60)
-    ROWS.append((f"scale: watch over {n:,} discovered environments, one HTTP target each — pass", f"{took*1000:.0f} ms",
-                 f"{passes:.0f} passes in {secs} s", "", f"{ok(took, 2.0)} (target ≤ 2 s)", f"{hwm/1024:.1f} MB"))
-    peer = scale_peer(addrs)
-    peer_cpu = f"Prometheus scraping them every 10 s: {peer[0]:.2f} CPU-s" if peer else ""
-    ROWS.append((f"scale: {n:,} environments — CPU a minute at a 10 s interval", f"{cpu_min:.2f} CPU-s", peer_cpu,
-                 f"{cpu_min / peer[0]:.2f}×" if peer else "", f"{ok(cpu_min, 3.0)} (target ≤ 3 CPU-s)", ""))
-    ROWS.append((f"scale: {n:,} environments — bytes written to storage per quiet pass", f"{per_pass/1024:.1f} KB",
-                 f"state dir {sum(p.stat().st_size for p in state.iterdir())/1024:.0f} KB", "",
-                 f"{ok(per_pass, 64 * 1024)} (target ≤ 64 KB)", ""))
-    ROWS.append((f"scale: {n:,} environments — peak RSS", f"{hwm/1024:.1f} MB",
-                 f"Prometheus: {peer[1]:.1f} MB" if peer else "", f"{hwm / 1024 / peer[1]:.2f}×" if peer else "",
-                 f"{ok(hwm / 1024, 128)} (target ≤ 128 MB)", ""))
     med = statistics.median(lags)
     ROWS.append((title, f"{med*1000:.0f} ms", f"min {min(lags)*1000:.0f} ms, max {max(lags)*1000:.0f} ms",
                  "", "held" if med < goal_s else f"missed (target < {goal_text})", ""))
