@@ -60,7 +60,7 @@ pub struct Live {
     /// every environment at once (SPEC §14), not at the next full pass.
     led: std::sync::atomic::AtomicBool,
     /// The `[[discover]]` listing the last ref poll read.
-    last_listed: Mutex<Option<Arc<HashMap<String, CommitId>>>>,
+    last_listed: Mutex<Option<Arc<plan::Listed>>>,
 }
 
 impl Live {
@@ -70,11 +70,10 @@ impl Live {
         config: Config,
         engine: Engine,
         store: Arc<dyn Store>,
-        plan: plan::Plan,
+        mut plan: plan::Plan,
         metrics: Arc<Metrics>,
         dashboard: Arc<dashboard::Dashboard>,
     ) -> anyhow::Result<Self> {
-        let mut plan = plan;
         // The specs move to the driver: one copy of 10,000, not two.
         let specs = std::mem::take(&mut plan.specs).into_iter().map(|s| (s.name.clone(), s)).collect();
         // The windows live with the dashboard, which also serves them in /status.
@@ -106,7 +105,7 @@ impl Live {
 
     /// Re-plans the environments when `[[discover]]` finds a different set of names;
     /// returns every ref listed with its commit.
-    async fn refresh_environments(&self) -> anyhow::Result<Arc<HashMap<String, CommitId>>> {
+    async fn refresh_environments(&self) -> anyhow::Result<Arc<plan::Listed>> {
         let mut plan = self.plan.lock().await;
         let replanned = plan.replan(&self.config).await?;
         if replanned.changed {
@@ -147,7 +146,7 @@ impl Live {
     /// discovered environments that would be 10,000 loose-ref lookups a second. When the
     /// listing is the one the last poll read (the same `Arc`), its refs are not even
     /// compared again: nothing under them moved.
-    async fn poll_refs(&self, listed: &Arc<HashMap<String, CommitId>>) -> Vec<EnvName> {
+    async fn poll_refs(&self, listed: &Arc<plan::Listed>) -> Vec<EnvName> {
         let seen = {
             let mut last = lock(&self.last_listed);
             let seen = last.as_ref().is_some_and(|l| Arc::ptr_eq(l, listed));
