@@ -214,7 +214,8 @@ pub type Windows = BTreeMap<gitstate_core::EnvName, Vec<crate::freeze::FreezeWin
 /// What a one-shot command runs: the environments selected (explicit and discovered),
 /// their engine specs, and the clients they share. Built by [`build`].
 pub struct Plan {
-    /// The environments, in order.
+    /// The environments, in order. `watch`'s driver takes them (at its start, and after
+    /// each [`Plan::replan`] that rebuilt them): one copy of 10,000, not two.
     pub specs: Vec<EnvironmentSpec>,
     /// The clients the specs' probes share (and the sinks, when asked for).
     pub clients: Clients,
