@@ -152,6 +152,31 @@ mod tests {
             }
         }
 
+        /// Lines that are nearly right — a valid id and a name of any bytes, a peeled line
+        /// whose id may be short or not hex, a name out of order — the kind gix's parser
+        /// half-accepts: listed or refused, never a panic, never a name outside the prefix.
+        #[test]
+        fn near_valid_lines_never_panic(
+            lines in prop::collection::vec(prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..12).prop_map(|n| [format!("{A} refs/heads/").into_bytes(), n].concat()),
+                "[0-9a-fA-Fg ]{0,44}".prop_map(|id| format!("^{id}").into_bytes()),
+                "[0-9a-f]{38,42} refs/(heads|tags)/[a-z./]{0,6}".prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..50),
+            ], 0..40),
+            sorted in any::<bool>(),
+            prefix in "refs/(heads|tags)?/?[a-z]{0,2}",
+        ) {
+            let mut bytes = if sorted { b"# pack-refs with: peeled fully-peeled sorted \n".to_vec() } else { Vec::new() };
+            for l in lines {
+                bytes.extend_from_slice(&l);
+                bytes.push(b'\n');
+            }
+            let (_dir, repo) = repo_with_packed(&bytes);
+            if let Some(out) = scan(&repo, &prefix) {
+                prop_assert!(out.iter().all(|(n, _)| n.starts_with(&prefix)));
+            }
+        }
+
         /// A sorted file of random (valid) names, some peeled: exactly the names under the
         /// prefix, in order, peeled ids where given — found by binary search, checked by a
         /// filter. (A name git would refuse, like `refs/heads/.`, sends the listing to gix's
