@@ -153,7 +153,10 @@ def static_server(directory):
 
 
 def nginx(n_hosts, root):
-    """nginx answering on 127.0.A.B:8080 for n_hosts distinct loopback addresses."""
+    """nginx answering on 127.0.A.B:8080 for n_hosts distinct loopback addresses. Its
+    listening sockets count against worker_connections: 10,000 listeners and a kept
+    connection to each (Prometheus, the scale peer, keeps them) need more than 20,000 — with
+    16,384 nginx closed idle connections to make room, and the peer reconnected."""
     conf_dir = WORK / f"nginx-{n_hosts}"
     (conf_dir / "logs").mkdir(parents=True, exist_ok=True)
     addrs = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(n_hosts)]
@@ -163,7 +166,7 @@ worker_processes 1;
 worker_rlimit_nofile 65536;
 error_log {conf_dir}/logs/error.log crit;
 pid {conf_dir}/nginx.pid;
-events {{ worker_connections 16384; multi_accept on; }}
+events {{ worker_connections 40000; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 100000;
