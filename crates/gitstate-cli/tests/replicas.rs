@@ -211,7 +211,7 @@ fn two_replicas_deploy_every_expected_commit_exactly_once() {
     // `reconcile` while a watch leads: exit 2 naming the holder.
     let r = w.gitstate(&cfg, &["reconcile"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
+    let pid = leader.child.id();
     assert!(r.stderr.contains(&format!("pid {pid}")), "{}", r.stderr);
 
     // Operators' controls and status against the database.
@@ -280,7 +280,7 @@ fn a_leader_cut_from_the_database_stops_acting_and_rejoins_as_standby() {
     let w = World::new(3);
     let (_, a, b) = w.converging_pair();
     let (leader, standby) = roles(&a, &b);
-    let leader_pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
+    let leader_pid = leader.child.id();
 
     // Its session terminated while the process runs on.
     let cut = w.pg.sql(
@@ -343,7 +343,7 @@ fn a_frozen_leader_loses_the_lead_within_failover() {
     let w = World::new(3);
     let (_, a, b) = w.converging_pair();
     let (leader, standby) = roles(&a, &b);
-    let pid = if std::ptr::eq(leader, &a) { a.child.id() } else { b.child.id() };
+    let pid = leader.child.id();
     // The leader's machine freezes: its socket stays open, it says nothing more.
     let signal = |sig: &str| {
         assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());

@@ -48,7 +48,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// database — and what blocks for long runs elsewhere (Git on the blocking pool); a second
 /// worker only added wake-ups between threads and more of the allocator's per-thread
 /// caches. The state's file writes (an append and an `fdatasync` after a pass that changed
-/// something; a quiet pass writes nothing) run in place. Measured at 10,000 discovered
+/// something; a quiet pass writes nothing) run in place, as they did on a worker before. Measured at 10,000 discovered
 /// environments (`BENCH_ONLY=scale`, the README's Performance section): CPU a minute 5.0 →
 /// 4.5 s, peak RSS 124 → 100 MB, a pass 600 → 700 ms (the goal is 2 s).
 fn watch_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -126,7 +126,7 @@ impl Store for StateStore {
     }
 
     async fn flush(&self) -> Result<(), StateError> {
-        syncing(|| StateStore::flush(self))
+        StateStore::flush(self)
     }
 }
 
@@ -634,30 +634,18 @@ impl From<StateError> for JournalError {
     }
 }
 
-/// Runs a write that syncs to disk: in a multi-thread runtime off its worker
-/// (`block_in_place`: timers, probes and listeners go on meanwhile, also with one worker);
-/// elsewhere (a plain executor, a test) as is.
-fn syncing<T>(write: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(write)
-        }
-        _ => write(),
-    }
-}
-
 #[async_trait]
 impl Journal for StateStore {
     async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        Ok(syncing(|| self.save(states))?)
+        Ok(self.save(states)?)
     }
 
     async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        Ok(syncing(|| self.append(events))?)
+        Ok(self.append(events)?)
     }
 
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
-        Ok(syncing(|| StateStore::forget(self, environments))?)
+        Ok(StateStore::forget(self, environments)?)
     }
 
     async fn outbox(&self) -> Result<Outbox, JournalError> {
@@ -665,7 +653,7 @@ impl Journal for StateStore {
     }
 
     async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
-        Ok(syncing(|| StateStore::save_outbox(self, outbox))?)
+        Ok(StateStore::save_outbox(self, outbox)?)
     }
 }
 

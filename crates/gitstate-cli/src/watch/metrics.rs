@@ -378,8 +378,9 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, whole.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition, whole (what a scrape of [`Self::exposition`] reads).
+    #[cfg(test)]
+    fn encode(&self) -> String {
         use futures::StreamExt as _;
         futures::executor::block_on(self.exposition().collect::<Vec<String>>()).concat()
     }
