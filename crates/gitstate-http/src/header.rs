@@ -53,6 +53,19 @@ pub(crate) fn header_map(headers: &[Header]) -> HeaderMap {
     map
 }
 
+/// The headers as lines of a request head (`name: value\r\n` each), for the plain-HTTP
+/// client. Valid names and values hold no CR or LF, so nothing can be smuggled.
+pub(crate) fn header_lines(headers: &[Header]) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for h in headers {
+        lines.extend_from_slice(h.name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(h.value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

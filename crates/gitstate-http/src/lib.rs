@@ -13,6 +13,7 @@ pub mod alarm;
 pub mod body;
 pub mod error;
 pub mod header;
+mod plain;
 pub mod probe;
 pub mod redirect;
 pub mod remediate;

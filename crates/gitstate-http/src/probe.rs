@@ -7,11 +7,13 @@
 //! streaming), at most three redirects. Whatever a target does, the outcome is a reading:
 //! `unreachable` or `invalid` with a clear error, never a hang, a crash or `in_sync`.
 //!
-//! Connections are kept alive only to an origin (scheme, host, port) that more than one
-//! URL of the configuration names, where the next request of the pass can reuse them. A
-//! request to any other origin says `Connection: close`: a fleet of thousands of hosts
-//! then holds no more sockets, memory or client-side `TIME_WAIT` ports than the requests
-//! in flight, instead of one idle connection per host.
+//! Plain `http://` URLs are fetched by a small HTTP/1.1 client of this crate that keeps
+//! the connection for the next pass in a few hundred bytes (at most half the open-file
+//! limit of them): on a fleet of thousands of hosts a pass then costs no handshakes.
+//! Everything else (TLS, a proxy from `http_proxy`/`all_proxy`, credentials in the URL)
+//! goes through reqwest, whose idle connections cost some 15 KB each; those are kept only
+//! to an origin (scheme, host, port) that more than one URL names, where the next request
+//! of the pass can reuse them, and a request to any other origin says `Connection: close`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use url::Url;
 
 use crate::body::parse_body;
 use crate::error::HttpError;
+use crate::plain::Pool;
 use crate::redirect::{FollowRedirects, MAX_REDIRECTS, allowed};
 
 /// Connect timeout of every request (SPEC §5).
@@ -42,6 +45,8 @@ pub struct HttpClients {
     in_flight: Arc<Semaphore>,
     origins: Origins,
     user_agent: String,
+    /// Kept connections of the plain-HTTP client; `None` when a proxy is configured.
+    plain: Option<Arc<Pool>>,
 }
 
 /// How many configured URLs name each origin: keep-alive pays only where it is above one.
@@ -57,23 +62,39 @@ impl Origins {
     }
 
     /// Forgets a dropped probe's URLs: watch rebuilds probes when discovered environments
-    /// change, and must not count an origin twice.
-    fn remove(&self, urls: &[Url]) {
+    /// change, and must not count an origin twice. Answers the origins no URL names now.
+    fn remove(&self, urls: &[Url]) -> Vec<url::Origin> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
         for u in urls {
             if let std::collections::hash_map::Entry::Occupied(mut n) = map.entry(u.origin()) {
                 *n.get_mut() -= 1;
                 if *n.get() == 0 {
-                    n.remove();
+                    gone.push(n.remove_entry().0);
                 }
             }
         }
+        gone
     }
 
     fn shared(&self, url: &Url) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&url.origin()).is_some_and(|&n| n > 1)
     }
+}
+
+/// Whether reqwest would send plain-HTTP requests through a proxy (it reads these).
+fn proxied() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// Idle plain-HTTP connections kept at most: half the open-file limit, the other half
+/// left for requests in flight, Git, state files and remediation commands.
+fn idle_cap() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    usize::try_from(soft.unwrap_or(65_536) / 2).unwrap_or(usize::MAX)
 }
 
 fn builder(user_agent: &str) -> reqwest::ClientBuilder {
@@ -97,6 +118,7 @@ impl HttpClients {
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             origins: Origins::default(),
             user_agent,
+            plain: (!proxied()).then(|| Arc::new(Pool::new(idle_cap()))),
         })
     }
 
@@ -180,7 +202,73 @@ pub struct HttpProbe {
     client: reqwest::Client,
     in_flight: Arc<Semaphore>,
     origins: Origins,
+    /// The configured headers for reqwest, and as lines for the plain-HTTP client.
     headers: HeaderMap,
+    header_lines: Vec<u8>,
+    plain: Option<Arc<Pool>>,
+    user_agent: String,
+}
+
+/// A response from either client.
+enum Answer<'p> {
+    Plain(crate::plain::Response<'p>),
+    Reqwest(reqwest::Response),
+}
+
+impl Answer<'_> {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Answer::Plain(r) => r.head.status,
+            Answer::Reqwest(r) => r.status(),
+        }
+    }
+
+    fn location(&self) -> Option<&str> {
+        match self {
+            Answer::Plain(r) => r.head.location.as_deref(),
+            Answer::Reqwest(r) => r.headers().get(LOCATION).and_then(|l| l.to_str().ok()),
+        }
+    }
+
+    fn content_encoding(&self) -> Option<&[u8]> {
+        match self {
+            Answer::Plain(r) => r.head.content_encoding.as_deref(),
+            Answer::Reqwest(r) => r.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()),
+        }
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Answer::Plain(r) => r.head.content_length,
+            Answer::Reqwest(r) => r.content_length(),
+        }
+    }
+
+    /// The body, at most `cap` bytes; the caller bounds the time.
+    async fn body(self, cap: usize) -> Result<Vec<u8>, ProbeFailure> {
+        let mut resp = match self {
+            Answer::Plain(r) => return r.body(cap).await,
+            Answer::Reqwest(r) => r,
+        };
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Err(e) if e.is_timeout() => return Err(ProbeFailure::unreachable("timed out")),
+                Err(e) => {
+                    return Err(ProbeFailure::unreachable(format!("reading the body: {}", describe(&e))));
+                }
+                Ok(None) => return Ok(body),
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > cap {
+                        return Err(ProbeFailure::invalid(format!(
+                            "body larger than max_bytes ({cap} bytes)"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
 }
 
 impl HttpProbe {
@@ -191,6 +279,7 @@ impl HttpProbe {
             None => clients.default.clone(),
         };
         let headers = crate::header::header_map(&target.headers);
+        let header_lines = crate::header::header_lines(&target.headers);
         clients.origins.add(&target.urls);
         Ok(Self {
             target,
@@ -198,7 +287,31 @@ impl HttpProbe {
             in_flight: clients.in_flight.clone(),
             origins: clients.origins.clone(),
             headers,
+            header_lines,
+            plain: clients.plain.clone(),
+            user_agent: clients.user_agent.clone(),
         })
+    }
+
+    /// Sends `GET url`, with the configured headers when `credentials` (not after a
+    /// redirect to another host), through the plain-HTTP client when it serves the URL.
+    async fn send(&self, url: &Url, credentials: bool, left: Duration) -> Result<Answer<'_>, ProbeFailure> {
+        if let Some(pool) = &self.plain
+            && Pool::serves(url)
+        {
+            let lines: &[u8] = if credentials { &self.header_lines } else { b"" };
+            return pool.get(url, lines, &self.user_agent).await.map(Answer::Plain);
+        }
+        let headers = if credentials { self.headers.clone() } else { HeaderMap::new() };
+        let mut request = self.client.get(url.clone()).headers(headers).timeout(left);
+        if !self.origins.shared(url) {
+            request = request.header(CONNECTION, "close");
+        }
+        match request.send().await {
+            Ok(r) => Ok(Answer::Reqwest(r)),
+            Err(e) if e.is_timeout() => Err(ProbeFailure::unreachable("timed out")),
+            Err(e) => Err(ProbeFailure::unreachable(describe(&e))),
+        }
     }
 
     async fn read(&self, url: &Url) -> Reading {
@@ -220,29 +333,27 @@ impl HttpProbe {
         let timeout = self.target.timeout;
         let timed_out = || ProbeFailure::unreachable(format!("timed out after {}", humanize(timeout)));
         let mut url = first.clone();
-        let mut headers = self.headers.clone();
+        let mut credentials = true;
         let mut redirects = 0;
+        // A reqwest timeout inside the deadline reads "timed out": say after how long.
+        fn bounded<T>(
+            r: Result<T, ProbeFailure>,
+            timed_out: impl Fn() -> ProbeFailure,
+        ) -> Result<T, ProbeFailure> {
+            r.map_err(|f| if f.message == "timed out" { timed_out() } else { f })
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(timed_out());
             }
-            let mut request = self.client.get(url.clone()).headers(headers.clone()).timeout(left);
-            if !self.origins.shared(&url) {
-                request = request.header(CONNECTION, "close");
-            }
-            let send = request.send();
-            let mut resp = match tokio::time::timeout(left, send).await {
+            let answer = match tokio::time::timeout(left, self.send(&url, credentials, left)).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-                Ok(Err(e)) => return Err(ProbeFailure::unreachable(describe(&e))),
-                Ok(Ok(r)) => r,
+                Ok(r) => bounded(r, timed_out)?,
             };
-            let status = resp.status();
+            let status = answer.status();
             if status.is_redirection() {
-                let Some(next) =
-                    resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| url.join(l).ok())
-                else {
+                let Some(next) = answer.location().and_then(|l| url.join(l).ok()) else {
                     return Err(ProbeFailure::unreachable(format!(
                         "HTTP {status} without a usable Location"
                     )));
@@ -255,7 +366,7 @@ impl HttpProbe {
                 }
                 if next.host_str() != url.host_str() {
                     // Credentials are for the configured host only.
-                    headers = HeaderMap::new();
+                    credentials = false;
                 }
                 url = next;
                 continue;
@@ -265,38 +376,23 @@ impl HttpProbe {
             }
             // gitstate asks for no encoding and decodes none: a body that says it is
             // encoded is not what it looks like (a gzip bomb, or plain text that lies).
-            if let Some(enc) = resp.headers().get(CONTENT_ENCODING)
-                && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+            if let Some(enc) = answer.content_encoding()
+                && !enc.eq_ignore_ascii_case(b"identity")
             {
-                let shown: String = String::from_utf8_lossy(enc.as_bytes()).chars().take(40).collect();
+                let shown: String = String::from_utf8_lossy(enc).chars().take(40).collect();
                 return Err(ProbeFailure::invalid(format!(
                     "Content-Encoding {shown:?}: gitstate asked for none and decodes none"
                 )));
             }
             let cap = self.target.max_bytes;
-            if resp.content_length().is_some_and(|n| n > cap as u64) {
+            if answer.content_length().is_some_and(|n| n > cap as u64) {
                 return Err(ProbeFailure::invalid(format!("body larger than max_bytes ({cap} bytes)")));
             }
-            let mut body = Vec::new();
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, resp.chunk()).await {
-                    Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-                    Ok(Err(e)) => {
-                        return Err(ProbeFailure::unreachable(format!("reading the body: {}", describe(&e))));
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => {
-                        if body.len() + chunk.len() > cap {
-                            return Err(ProbeFailure::invalid(format!(
-                                "body larger than max_bytes ({cap} bytes)"
-                            )));
-                        }
-                        body.extend_from_slice(&chunk);
-                    }
-                }
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let body = match tokio::time::timeout(left, answer.body(cap)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(r) => bounded(r, timed_out)?,
+            };
             return parse_body(&body, self.target.sha_pointer.as_deref());
         }
     }
@@ -304,7 +400,10 @@ impl HttpProbe {
 
 impl Drop for HttpProbe {
     fn drop(&mut self) {
-        self.origins.remove(&self.target.urls);
+        let gone = self.origins.remove(&self.target.urls);
+        if let Some(pool) = &self.plain {
+            gone.iter().for_each(|o| pool.forget(o));
+        }
     }
 }
 

@@ -45,21 +45,22 @@ async fn reads_commits_from_several_urls() {
     assert_eq!(r[0].instance, s.url("/a"));
 }
 
-#[tokio::test]
-async fn hostile_targets_end_within_their_timeout() {
-    let s = TestServer::start().await;
-    gitstate_testkit::hostile::serve(&s, meta(SHA), "http://localhost:1/x");
+/// Reads the whole fleet served at `base`, checking each against what it must give.
+async fn read_fleet(base: &str, ca_file: Option<std::path::PathBuf>) {
     let fleet = gitstate_testkit::hostile::FLEET;
-    let mut urls: Vec<String> = fleet.iter().map(|h| s.url(h.path)).collect();
+    let mut urls: Vec<String> = fleet.iter().map(|h| format!("{base}{}", h.path)).collect();
     urls.push(format!("https://127.0.0.1:{}/meta", gitstate_testkit::hostile::tls_stall()));
+    let mut t = HttpTarget::new(urls.iter().map(|u| u.parse().unwrap()).collect());
+    t.timeout = Duration::from_secs(2);
+    t.ca_file = ca_file;
     let start = Instant::now();
-    let got = read(&urls, Duration::from_secs(2)).await;
+    let got = read_with(t).await;
     // All run concurrently; the slowest ends at its 2 s deadline, not later.
     assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
     for (h, r) in fleet.iter().zip(&got) {
         let (kind, message) = failure(r);
-        assert_eq!(kind.status().as_str(), h.status, "{}: {message}", h.path);
-        assert!(message.contains(h.error), "{}: {message:?} lacks {:?}", h.path, h.error);
+        assert_eq!(kind.status().as_str(), h.status, "{base}{}: {message}", h.path);
+        assert!(message.contains(h.error), "{base}{}: {message:?} lacks {:?}", h.path, h.error);
     }
     let (kind, message) = failure(&got[fleet.len()]);
     assert_eq!(
@@ -67,6 +68,45 @@ async fn hostile_targets_end_within_their_timeout() {
         (FailureKind::Unreachable, "timed out after 2s"),
         "TLS stalled mid-handshake"
     );
+}
+
+#[tokio::test]
+async fn hostile_targets_end_within_their_timeout() {
+    let s = TestServer::start().await;
+    gitstate_testkit::hostile::serve(&s, meta(SHA), "http://localhost:1/x");
+    read_fleet(&format!("http://127.0.0.1:{}", s.port), None).await;
+}
+
+/// The same fleet over TLS: the requests reqwest makes, not the plain-HTTP client.
+#[tokio::test]
+async fn hostile_targets_over_tls_end_within_their_timeout() {
+    let s = TestServer::start().await;
+    gitstate_testkit::hostile::serve(&s, meta(SHA), "https://localhost:1/x");
+    let ca = TestCa::new();
+    let port = ca.serve(s).await;
+    read_fleet(&format!("https://127.0.0.1:{port}"), Some(ca.pem_file.clone())).await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_are_read_whole() {
+    let s = TestServer::start().await;
+    let body = format!(r#"{{"schema":1,"sha":"{SHA}","environment":"t"}}"#).into_bytes();
+    // Chunks of 1 byte, and of every size up to the whole body.
+    for size in [1, 3, 7, 16, body.len()] {
+        s.route(&format!("/c{size}"), Behavior::Chunked(body.chunks(size).map(<[u8]>::to_vec).collect()));
+    }
+    let urls: Vec<String> = [1, 3, 7, 16, body.len()].iter().map(|n| s.url(&format!("/c{n}"))).collect();
+    for r in read(&urls, Duration::from_secs(5)).await {
+        assert_eq!(r.result.as_ref().map(|c| c.to_string()), Ok(SHA.to_owned()), "{}", r.instance);
+    }
+    // Exactly max_bytes is allowed; one more is not.
+    let mut t = HttpTarget::new(vec![s.url("/c7").parse().unwrap()]);
+    t.max_bytes = body.len();
+    assert!(read_with(t.clone()).await[0].result.is_ok());
+    t.max_bytes = body.len() - 1;
+    let (k, m) = failure(&read_with(t).await[0]);
+    assert_eq!(k, FailureKind::Invalid);
+    assert!(m.contains("larger than max_bytes"), "{m}");
 }
 
 #[tokio::test]
@@ -191,16 +231,72 @@ async fn in_flight_requests_are_bounded_across_probes() {
     assert_eq!(s.peak_in_progress(), 2, "never more than the limit in flight");
 }
 
+fn cx<'a>(env: &'a EnvName, expected: &'a CommitId) -> ProbeContext<'a> {
+    ProbeContext { environment: env, target: "web", expected }
+}
+
+/// Waits (at most 10 s) until the server counts `n` connections open.
+async fn open_becomes(s: &TestServer, n: usize) {
+    let start = Instant::now();
+    while s.open_connections() != n {
+        assert!(start.elapsed() < Duration::from_secs(10), "{} open, not {n}", s.open_connections());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
-async fn connections_are_kept_alive_only_to_origins_named_twice() {
+async fn plain_http_connections_are_kept_between_passes() {
     let s = TestServer::start().await;
     s.route("/a", meta(SHA)).route("/b", meta(SHA));
     let clients = HttpClients::new(64).unwrap();
     let probe =
         |path: &str| HttpProbe::new(&clients, HttpTarget::new(vec![s.url(path).parse().unwrap()])).unwrap();
-    let env = EnvName::new("t").unwrap();
-    let expected = CommitId::parse(SHA).unwrap();
-    let cx = ProbeContext { environment: &env, target: "web", expected: &expected };
+    let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
+    let cx = cx(&env, &expected);
+
+    // The only URL of its origin: one connection, kept from pass to pass.
+    let once = probe("/a");
+    for _ in 0..5 {
+        assert!(once.observe(&cx).await.unwrap()[0].result.is_ok());
+    }
+    assert_eq!((s.connections(), s.hits("/a")), (1, 5));
+
+    // A server that lets its kept connections go after each answer: every request still
+    // succeeds, each on a fresh connection (the closed one is found closed, or the
+    // request is sent again once).
+    s.route("/a", Behavior::JsonThenClose(format!(r#"{{"sha":"{SHA}"}}"#)));
+    for _ in 0..5 {
+        let r = once.observe(&cx).await.unwrap();
+        assert!(r[0].result.is_ok(), "{:?}", r[0].result);
+    }
+    assert_eq!(s.hits("/a"), 10, "no request lost, none sent twice to a live server");
+
+    // When no target names the origin any more, its kept connection is closed.
+    s.route("/a", meta(SHA));
+    assert!(once.observe(&cx).await.unwrap()[0].result.is_ok());
+    let second = probe("/b");
+    assert!(second.observe(&cx).await.unwrap()[0].result.is_ok());
+    open_becomes(&s, 1).await;
+    drop(once);
+    open_becomes(&s, 1).await;
+    drop(second);
+    open_becomes(&s, 0).await;
+}
+
+#[tokio::test]
+async fn tls_connections_are_kept_alive_only_to_origins_named_twice() {
+    let s = TestServer::start().await;
+    s.route("/a", meta(SHA)).route("/b", meta(SHA));
+    let ca = TestCa::new();
+    let port = ca.serve(s.clone()).await;
+    let clients = HttpClients::new(64).unwrap();
+    let probe = |path: &str| {
+        let mut t = HttpTarget::new(vec![format!("https://127.0.0.1:{port}{path}").parse().unwrap()]);
+        t.ca_file = Some(ca.pem_file.clone());
+        HttpProbe::new(&clients, t).unwrap()
+    };
+    let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
+    let cx = cx(&env, &expected);
 
     // The only URL of its origin: each request closes its connection, nothing idles.
     let once = probe("/a");

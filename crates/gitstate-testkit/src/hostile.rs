@@ -3,7 +3,8 @@
 //! digits as the commit, error statuses, redirect loops and chains, a redirect to another
 //! origin, a reset; non-ASCII, emoji and escape sequences in every reported field, a BOM,
 //! NUL bytes, a 10 MB string, a 10,000-digit number, duplicate keys, a Content-Encoding
-//! lie, a 1xx then silence, HTTP/0.9), with what gitstate must make of each under a 2 s
+//! lie, a 1xx then silence, HTTP/0.9, an endless or malformed chunked body, a 1 MiB head,
+//! lengths that disagree, a body shorter than its length), with what gitstate must make of each under a 2 s
 //! timeout; and [`tls_stall`], a TLS server that stalls mid-handshake. The probe's tests,
 //! the `check` tests and the `watch` tests run the same fleet.
 
@@ -26,7 +27,7 @@ const fn h(path: &'static str, status: &'static str, error: &'static str) -> Hos
 }
 
 /// The fleet; what [`serve`] puts on a server.
-pub const FLEET: [Hostile; 30] = [
+pub const FLEET: [Hostile; 35] = [
     h("/silent", "unreachable", "timed out after 2s"),
     h("/trickle", "unreachable", "timed out after 2s"),
     h("/endless", "invalid", "larger than max_bytes"),
@@ -57,6 +58,11 @@ pub const FLEET: [Hostile; 30] = [
     h("/early-hints-hang", "unreachable", "timed out after 2s"),
     h("/http09", "unreachable", ""),
     h("/garbage", "unreachable", ""),
+    h("/chunked-endless", "invalid", "larger than max_bytes"),
+    h("/bad-chunk", "unreachable", ""),
+    h("/huge-head", "unreachable", ""),
+    h("/lengths-disagree", "unreachable", ""),
+    h("/short-body", "unreachable", ""),
 ];
 
 /// Every reported field of every layout gitstate reads, holding `value`.
@@ -97,7 +103,21 @@ pub fn serve(s: &TestServer, ok: Behavior, elsewhere: &str) {
         .route("/gzip-lie", Behavior::EncodingLie(valid.clone()))
         .route("/early-hints-hang", Behavior::InformationalThenHang)
         .route("/http09", Behavior::Raw(format!("{sha}\n").into_bytes()))
-        .route("/garbage", Behavior::Raw(b"\x16\x03\x01\x00\xff\x00garbage\r\n\r\n".to_vec()));
+        .route("/garbage", Behavior::Raw(b"\x16\x03\x01\x00\xff\x00garbage\r\n\r\n".to_vec()))
+        .route("/chunked-endless", Behavior::ChunkedEndless)
+        .route("/bad-chunk", Behavior::AfterStatusLine(b"Transfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec()))
+        .route(
+            "/huge-head",
+            Behavior::AfterStatusLine(format!("X-Pad: {}\r\n\r\n", "a".repeat(1 << 20)).into_bytes()),
+        )
+        .route(
+            "/lengths-disagree",
+            Behavior::AfterStatusLine(format!("Content-Length: 2\r\nContent-Length: {}\r\n\r\n{valid}", valid.len()).into_bytes()),
+        )
+        .route(
+            "/short-body",
+            Behavior::AfterStatusLine(format!("Content-Length: {}\r\n\r\n{valid}", valid.len() + 10).into_bytes()),
+        );
     s.route("/silent", Behavior::NeverRespond)
         .route("/trickle", Behavior::Trickle(Duration::from_millis(200)))
         .route("/endless", Behavior::Endless)

@@ -43,6 +43,16 @@ pub enum Behavior {
     InformationalThenHang,
     /// 200 with this (plain) body, claiming `Content-Encoding: gzip`.
     EncodingLie(String),
+    /// 200 with a chunked body: these pieces, one chunk each, written one at a time.
+    Chunked(Vec<Vec<u8>>),
+    /// A chunked body of 64 KiB chunks of zeros, forever.
+    ChunkedEndless,
+    /// These bytes after a `200 OK` status line (headers, body, anything), then the
+    /// connection is closed.
+    AfterStatusLine(Vec<u8>),
+    /// As `Json`, then the connection is closed without saying so: a server letting a
+    /// kept connection go (its idle timeout, a restart).
+    JsonThenClose(String),
 }
 
 /// A running server. Routes can be changed while it runs.
@@ -54,6 +64,7 @@ pub struct TestServer {
     active: Arc<Mutex<(usize, usize)>>,
     bodies: Arc<Mutex<HashMap<String, Vec<String>>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestServer {
@@ -68,14 +79,15 @@ impl TestServer {
             active: Arc::default(),
             bodies: Arc::default(),
             connections: Arc::default(),
+            open: Arc::default(),
         };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                s.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
+                    let _open = s.connected();
                     let _ = stream.set_nodelay(true);
                     if let Some(Behavior::Reset) = s.peek_route(&stream).await {
                         let _ = stream.set_zero_linger();
@@ -127,6 +139,18 @@ impl TestServer {
     /// The connections this server has accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The connections open now (accepted and not yet closed by either side).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a connection accepted; it is counted open until the guard drops.
+    pub(crate) fn connected(&self) -> OpenGuard {
+        self.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenGuard(self.open.clone())
     }
 
     /// The most requests this server has had in progress at once.
@@ -201,6 +225,15 @@ impl TestServer {
                 return;
             }
         }
+    }
+}
+
+/// Counts a connection open while it lives.
+pub(crate) struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -298,6 +331,36 @@ async fn respond<W: AsyncWrite + Unpin>(w: &mut W, b: Behavior) -> std::io::Resu
             );
             w.write_all(head.as_bytes()).await?;
             w.write_all(body.as_bytes()).await?;
+        }
+        Behavior::Chunked(pieces) => {
+            w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await?;
+            for piece in pieces.iter().filter(|p| !p.is_empty()) {
+                w.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                w.write_all(piece).await?;
+                w.write_all(b"\r\n").await?;
+                w.flush().await?;
+            }
+            w.write_all(b"0\r\n\r\n").await?;
+        }
+        Behavior::ChunkedEndless => {
+            w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await?;
+            let chunk = [b"10000\r\n".as_slice(), &[b'0'; 0x10000], b"\r\n"].concat();
+            loop {
+                w.write_all(&chunk).await?;
+            }
+        }
+        Behavior::AfterStatusLine(bytes) => {
+            w.write_all(b"HTTP/1.1 200 OK\r\n").await?;
+            w.write_all(&bytes).await?;
+            w.flush().await?;
+            return Err(std::io::Error::other("raw response: close"));
+        }
+        Behavior::JsonThenClose(body) => {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            w.write_all(head.as_bytes()).await?;
+            w.write_all(body.as_bytes()).await?;
+            w.flush().await?;
+            return Err(std::io::Error::other("let the kept connection go"));
         }
         Behavior::File(path) => match std::fs::read(&path) {
             Ok(body) => {

@@ -76,6 +76,7 @@ impl TestCa {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let (acceptor, routes) = (acceptor.clone(), routes.clone());
                 tokio::spawn(async move {
+                    let _open = routes.connected();
                     if let Ok(tls) = acceptor.accept(stream).await {
                         routes.serve(tls).await;
                     }
