@@ -153,20 +153,24 @@ def static_server(directory):
 
 
 def nginx(n_hosts, root):
-    """nginx answering on 127.0.A.B:8080 for n_hosts distinct loopback addresses. Its
-    listening sockets count against worker_connections: 10,000 listeners and a kept
-    connection to each (Prometheus, the scale peer, keeps them) need more than 20,000 — with
-    16,384 nginx closed idle connections to make room, and the peer reconnected."""
-    conf_dir = WORK / f"nginx-{n_hosts}"
-    (conf_dir / "logs").mkdir(parents=True, exist_ok=True)
+    """nginx answering on 127.1.A.B:8080 for n_hosts distinct loopback addresses, spread
+    over processes of at most NGINX_HOSTS hosts each: every listening socket is an open
+    file, and so is every kept connection (gitstate watch and Prometheus keep one per
+    host), and a process here may hold 20,000 open files at most (the hard limit, which
+    root in a container cannot raise). Listeners also count against worker_connections."""
     addrs = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(n_hosts)]
-    listens = "\n".join(f"    listen {a}:8080 reuseport;" for a in addrs)
-    conf = f"""
+    procs = []
+    for k in range(0, n_hosts, NGINX_HOSTS):
+        conf_dir = WORK / f"nginx-{n_hosts}-{k}"
+        (conf_dir / "logs").mkdir(parents=True, exist_ok=True)
+        part = addrs[k:k + NGINX_HOSTS]
+        listens = "\n".join(f"    listen {a}:8080 reuseport;" for a in part)
+        conf = f"""
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile 20000;
 error_log {conf_dir}/logs/error.log crit;
 pid {conf_dir}/nginx.pid;
-events {{ worker_connections 40000; multi_accept on; }}
+events {{ worker_connections 19000; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 100000;
@@ -177,10 +181,13 @@ http {{
   }}
 }}
 """
-    write(conf_dir / "nginx.conf", conf)
-    p = start(["nginx", "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir), "-g", "daemon off;"])
-    wait_port(8080, addrs[-1])
-    return p, addrs
+        write(conf_dir / "nginx.conf", conf)
+        procs.append(start(["nginx", "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir), "-g", "daemon off;"]))
+        wait_port(8080, part[-1])
+    return procs, addrs
+
+
+NGINX_HOSTS = 2500
 
 
 # --- the comparisons ------------------------------------------------------------------
@@ -701,9 +708,21 @@ def failover():
                  "held" if med <= 15 else "missed (target ≤ failover)", ""))
 
 
+def raise_fd_limit():
+    """As scripts/bench does (`ulimit -n 65536`), for a run of this file alone: 10,000
+    loopback hosts are 10,000 listening sockets in nginx and a kept connection to each."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main():
     if not BIN.exists():
         sys.exit(f"{BIN} is missing: build it with cargo build --release -p gitstate-cli")
+    raise_fd_limit()
     try:
         only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
         run = lambda name: not only or name in only

@@ -14,7 +14,7 @@ use gitstate_core::{
     ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
     ReportedCommit, TargetSpec,
 };
-use gitstate_http::{HttpClients, HttpProbe};
+use gitstate_http::{HttpClients, HttpProbe, KeepAlive};
 
 use crate::config::discover::{self, Planned, Skipped};
 use crate::config::{Config, RepoLocation, TargetKind};
@@ -122,10 +122,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Clients allowing `concurrency` HTTP requests in flight.
-    pub fn new(concurrency: usize) -> anyhow::Result<Self> {
+    /// Clients allowing `concurrency` HTTP requests in flight, keeping connections as
+    /// `keep` says.
+    pub fn new(concurrency: usize, keep: KeepAlive) -> anyhow::Result<Self> {
         Ok(Self {
-            http: HttpClients::new(concurrency)?,
+            http: HttpClients::new(concurrency)?.with_keep_alive(keep),
             #[cfg(feature = "aws")]
             aws: AwsClients::new(),
             stop: tokio_util::sync::CancellationToken::new(),
@@ -233,11 +234,12 @@ pub struct Plan {
 }
 
 /// Plans a pass: opens the source, lists `[[discover]]` prefixes once, selects `only`
-/// (all when empty), and builds a probe and a remediator for each environment.
-pub async fn build(config: &Config, only: &[String]) -> anyhow::Result<Plan> {
+/// (all when empty), and builds a probe and a remediator for each environment. `keep`:
+/// which HTTP connections outlive a request (every one for `watch`, which polls again).
+pub async fn build(config: &Config, only: &[String], keep: KeepAlive) -> anyhow::Result<Plan> {
     let source = self::source(config)?;
     let (envs, _) = environments(config, &source, only).await?;
-    let clients = Clients::new(config.watch.concurrency)?;
+    let clients = Clients::new(config.watch.concurrency, keep)?;
     let specs = specs(config, &envs, &clients)?;
     let mut plan = Plan {
         specs,

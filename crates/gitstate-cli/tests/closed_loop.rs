@@ -581,6 +581,9 @@ fn watch_reacts_to_a_moved_ref_converges_and_exposes_metrics() {
     assert_eq!(st["environments"][0]["expected"], l.c[3]);
     assert_eq!(st["environments"][0]["ref"], REF);
     assert!(st["environments"][0]["last_convergence_lag_s"].as_f64().is_some());
+    // Every pass asked the target over the one connection watch keeps to it.
+    let (hits, connections) = (l.server.hits("/meta"), l.server.connections());
+    assert!(hits >= 3 && connections == 1, "{hits} requests over {connections} connections");
 
     // The target goes away: an unreachable alarm makes alarms and notifications count too.
     std::fs::remove_file(l.path().join("served.json")).unwrap();

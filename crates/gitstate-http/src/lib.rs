@@ -23,6 +23,6 @@ pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use body::{AUTO_POINTERS, parse_body};
 pub use error::HttpError;
 pub use header::{Header, HeaderError};
-pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget};
+pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget, KeepAlive};
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};
 pub use remediate::{RUNTIME_VARS, WebhookRemediator};

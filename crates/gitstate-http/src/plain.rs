@@ -106,25 +106,33 @@ impl Pool {
     /// Sends `GET url` with the `extra` header lines (each `name: value\r\n`) and reads the
     /// response head. A kept connection is used when there is one; when the server had
     /// closed it before answering (it may, any time it is idle), the request is sent once
-    /// more on a fresh connection — a `GET` may be repeated.
+    /// more on a fresh connection — a `GET` may be repeated. Unless `keep`, the request
+    /// says `Connection: close` and the connection is not kept after it.
     pub(crate) async fn get(
         &self,
         url: &Url,
         extra: &[u8],
         user_agent: &str,
+        keep: bool,
     ) -> Result<Response<'_>, ProbeFailure> {
         let origin = url.origin();
-        let request = request(url, extra, user_agent);
+        let request = request(url, extra, user_agent, keep);
         if let Some(stream) = self.take(&origin) {
             match exchange(stream, &request).await {
-                Ok((conn, head)) => return Ok(Response { pool: self, origin, conn, head }),
+                Ok((conn, mut head)) => {
+                    head.reusable &= keep;
+                    return Ok(Response { pool: self, origin, conn, head });
+                }
                 Err(Failed::Closed) => {}
                 Err(Failed::Other(f)) => return Err(f),
             }
         }
         let stream = connect(url).await?;
         match exchange(stream, &request).await {
-            Ok((conn, head)) => Ok(Response { pool: self, origin, conn, head }),
+            Ok((conn, mut head)) => {
+                head.reusable &= keep;
+                Ok(Response { pool: self, origin, conn, head })
+            }
             Err(Failed::Closed) => Err(ProbeFailure::unreachable("connection closed before a response")),
             Err(Failed::Other(f)) => Err(f),
         }
@@ -137,7 +145,7 @@ fn open(stream: &TcpStream) -> bool {
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-fn request(url: &Url, extra: &[u8], user_agent: &str) -> Vec<u8> {
+fn request(url: &Url, extra: &[u8], user_agent: &str, keep: bool) -> Vec<u8> {
     let mut r = Vec::with_capacity(128 + extra.len());
     r.extend_from_slice(b"GET ");
     r.extend_from_slice(url.path().as_bytes());
@@ -166,6 +174,9 @@ fn request(url: &Url, extra: &[u8], user_agent: &str) -> Vec<u8> {
     }
     if !has("accept") {
         r.extend_from_slice(b"Accept: */*\r\n");
+    }
+    if !keep {
+        r.extend_from_slice(b"Connection: close\r\n");
     }
     r.extend_from_slice(extra);
     r.extend_from_slice(b"\r\n");
@@ -381,6 +392,14 @@ pub(crate) struct Response<'p> {
 }
 
 impl Response<'_> {
+    /// Done with a response whose body is not wanted (an error status, a redirect): its
+    /// connection is kept when the body is empty and nothing else is pending on it.
+    pub(crate) fn discard(self) {
+        if self.head.reusable && self.head.framing == Framing::Length(0) && self.conn.buf.is_empty() {
+            self.pool.put(self.origin, self.conn.stream);
+        }
+    }
+
     /// The whole body, at most `cap` bytes (more is `invalid`).
     pub(crate) async fn body(mut self, cap: usize) -> Result<Vec<u8>, ProbeFailure> {
         let too_large = || ProbeFailure::invalid(format!("body larger than max_bytes ({cap} bytes)"));
@@ -562,16 +581,17 @@ mod tests {
     #[test]
     fn requests_name_the_host_and_let_configured_headers_win() {
         let url: Url = "http://deploy.example:8080/.well-known/x.json?token=a".parse().unwrap();
-        let r = String::from_utf8(request(&url, b"", "gitstate/0")).unwrap();
+        let r = String::from_utf8(request(&url, b"", "gitstate/0", true)).unwrap();
         assert_eq!(
             r,
             "GET /.well-known/x.json?token=a HTTP/1.1\r\nHost: deploy.example:8080\r\nUser-Agent: gitstate/0\r\nAccept: */*\r\n\r\n"
         );
         let url: Url = "http://[::1]/".parse().unwrap();
-        let r = String::from_utf8(request(&url, b"accept: text/plain\r\nX-Acceptable: 1\r\n", "ua")).unwrap();
+        let r = String::from_utf8(request(&url, b"accept: text/plain\r\nX-Acceptable: 1\r\n", "ua", false))
+            .unwrap();
         assert_eq!(
             r,
-            "GET / HTTP/1.1\r\nHost: [::1]\r\nUser-Agent: ua\r\naccept: text/plain\r\nX-Acceptable: 1\r\n\r\n"
+            "GET / HTTP/1.1\r\nHost: [::1]\r\nUser-Agent: ua\r\nConnection: close\r\naccept: text/plain\r\nX-Acceptable: 1\r\n\r\n"
         );
     }
 }

@@ -7,13 +7,18 @@
 //! streaming), at most three redirects. Whatever a target does, the outcome is a reading:
 //! `unreachable` or `invalid` with a clear error, never a hang, a crash or `in_sync`.
 //!
-//! Plain `http://` URLs are fetched by a small HTTP/1.1 client of this crate that keeps
-//! the connection for the next pass in a few hundred bytes (at most half the open-file
-//! limit of them): on a fleet of thousands of hosts a pass then costs no handshakes.
-//! Everything else (TLS, a proxy from `http_proxy`/`all_proxy`, credentials in the URL)
-//! goes through reqwest, whose idle connections cost some 15 KB each; those are kept only
-//! to an origin (scheme, host, port) that more than one URL names, where the next request
-//! of the pass can reuse them, and a request to any other origin says `Connection: close`.
+//! Which connections are kept: by default, only to an origin (scheme, host, port) that
+//! more than one URL names, where the next request of the pass can reuse them; a request
+//! to any other origin says `Connection: close`, so a one-shot pass over thousands of
+//! hosts holds no more sockets than the requests in flight. A loop that polls the same
+//! hosts again ([`KeepAlive::Every`], what `watch` uses) keeps one to every plain-HTTP
+//! origin, so that a pass costs no handshakes.
+//!
+//! Plain `http://` URLs are fetched by a small HTTP/1.1 client of this crate whose idle
+//! connection is a socket and a few hundred bytes (at most half the open-file limit of
+//! them are kept). Everything else (TLS, a proxy from `http_proxy`/`all_proxy`,
+//! credentials in the URL) goes through reqwest, whose idle connections cost some 15 KB
+//! each: those are kept to shared origins only, whatever the mode.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,17 @@ pub struct HttpClients {
     user_agent: String,
     /// Kept connections of the plain-HTTP client; `None` when a proxy is configured.
     plain: Option<Arc<Pool>>,
+    keep_alive: KeepAlive,
+}
+
+/// Which idle connections are kept for the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeepAlive {
+    /// Only to an origin more than one URL names (the default): for a one-shot pass.
+    #[default]
+    Shared,
+    /// To every plain-HTTP origin too: for a loop that polls the same hosts again.
+    Every,
 }
 
 /// How many configured URLs name each origin: keep-alive pays only where it is above one.
@@ -119,7 +135,14 @@ impl HttpClients {
             origins: Origins::default(),
             user_agent,
             plain: (!proxied()).then(|| Arc::new(Pool::new(idle_cap()))),
+            keep_alive: KeepAlive::Shared,
         })
+    }
+
+    /// The same clients, keeping connections as `mode` says (for probes made after).
+    pub fn with_keep_alive(mut self, mode: KeepAlive) -> Self {
+        self.keep_alive = mode;
+        self
     }
 
     /// The client trusting only the CAs in `ca_file` (PEM), built once per file.
@@ -206,6 +229,7 @@ pub struct HttpProbe {
     headers: HeaderMap,
     header_lines: Vec<u8>,
     plain: Option<Arc<Pool>>,
+    keep_alive: KeepAlive,
     user_agent: String,
 }
 
@@ -234,6 +258,13 @@ impl Answer<'_> {
         match self {
             Answer::Plain(r) => r.head.content_encoding.as_deref(),
             Answer::Reqwest(r) => r.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()),
+        }
+    }
+
+    /// Done with an answer whose body is not read.
+    fn discard(self) {
+        if let Answer::Plain(r) = self {
+            r.discard();
         }
     }
 
@@ -289,6 +320,7 @@ impl HttpProbe {
             headers,
             header_lines,
             plain: clients.plain.clone(),
+            keep_alive: clients.keep_alive,
             user_agent: clients.user_agent.clone(),
         })
     }
@@ -300,7 +332,8 @@ impl HttpProbe {
             && Pool::serves(url)
         {
             let lines: &[u8] = if credentials { &self.header_lines } else { b"" };
-            return pool.get(url, lines, &self.user_agent).await.map(Answer::Plain);
+            let keep = self.keep_alive == KeepAlive::Every || self.origins.shared(url);
+            return pool.get(url, lines, &self.user_agent, keep).await.map(Answer::Plain);
         }
         let headers = if credentials { self.headers.clone() } else { HeaderMap::new() };
         let mut request = self.client.get(url.clone()).headers(headers).timeout(left);
@@ -353,7 +386,9 @@ impl HttpProbe {
             };
             let status = answer.status();
             if status.is_redirection() {
-                let Some(next) = answer.location().and_then(|l| url.join(l).ok()) else {
+                let next = answer.location().and_then(|l| url.join(l).ok());
+                answer.discard();
+                let Some(next) = next else {
                     return Err(ProbeFailure::unreachable(format!(
                         "HTTP {status} without a usable Location"
                     )));
@@ -372,6 +407,7 @@ impl HttpProbe {
                 continue;
             }
             if !status.is_success() {
+                answer.discard();
                 return Err(ProbeFailure::unreachable(format!("HTTP {status}")));
             }
             // gitstate asks for no encoding and decodes none: a body that says it is

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gitstate_core::{ActualStateProbe, CommitId, EnvName, FailureKind, ProbeContext, Reading};
-use gitstate_http::{HttpClients, HttpProbe, HttpTarget, parse_body};
+use gitstate_http::{HttpClients, HttpProbe, HttpTarget, KeepAlive, parse_body};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -57,7 +57,7 @@ async fn raw_server(segments: Vec<Vec<u8>>, close: bool) -> (u16, Arc<AtomicUsiz
 }
 
 async fn read_twice(port: u16, max_bytes: usize) -> Vec<Reading> {
-    let clients = HttpClients::new(4).unwrap();
+    let clients = HttpClients::new(4).unwrap().with_keep_alive(KeepAlive::Every);
     let mut t = HttpTarget::new(vec![format!("http://127.0.0.1:{port}/meta").parse().unwrap()]);
     t.timeout = Duration::from_secs(2);
     t.max_bytes = max_bytes;

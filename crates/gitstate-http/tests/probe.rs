@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gitstate_core::{ActualStateProbe, CommitId, EnvName, FailureKind, ProbeContext, Reading};
-use gitstate_http::{FollowRedirects, HttpClients, HttpProbe, HttpTarget};
+use gitstate_http::{FollowRedirects, HttpClients, HttpProbe, HttpTarget, KeepAlive};
 use gitstate_testkit::tls::TestCa;
 use gitstate_testkit::{Behavior, TestServer};
 
@@ -248,7 +248,7 @@ async fn open_becomes(s: &TestServer, n: usize) {
 async fn plain_http_connections_are_kept_between_passes() {
     let s = TestServer::start().await;
     s.route("/a", meta(SHA)).route("/b", meta(SHA));
-    let clients = HttpClients::new(64).unwrap();
+    let clients = HttpClients::new(64).unwrap().with_keep_alive(KeepAlive::Every);
     let probe =
         |path: &str| HttpProbe::new(&clients, HttpTarget::new(vec![s.url(path).parse().unwrap()])).unwrap();
     let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
@@ -283,16 +283,14 @@ async fn plain_http_connections_are_kept_between_passes() {
     open_becomes(&s, 0).await;
 }
 
-#[tokio::test]
-async fn tls_connections_are_kept_alive_only_to_origins_named_twice() {
-    let s = TestServer::start().await;
+/// By default (a one-shot pass) connections are kept only to an origin two URLs name; in
+/// `KeepAlive::Every` mode TLS connections are still kept that way only.
+async fn kept_only_to_origins_named_twice(s: &TestServer, base: &str, ca: Option<&TestCa>, mode: KeepAlive) {
     s.route("/a", meta(SHA)).route("/b", meta(SHA));
-    let ca = TestCa::new();
-    let port = ca.serve(s.clone()).await;
-    let clients = HttpClients::new(64).unwrap();
+    let clients = HttpClients::new(64).unwrap().with_keep_alive(mode);
     let probe = |path: &str| {
-        let mut t = HttpTarget::new(vec![format!("https://127.0.0.1:{port}{path}").parse().unwrap()]);
-        t.ca_file = Some(ca.pem_file.clone());
+        let mut t = HttpTarget::new(vec![format!("{base}{path}").parse().unwrap()]);
+        t.ca_file = ca.map(|c| c.pem_file.clone());
         HttpProbe::new(&clients, t).unwrap()
     };
     let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
@@ -303,7 +301,8 @@ async fn tls_connections_are_kept_alive_only_to_origins_named_twice() {
     for _ in 0..3 {
         assert!(once.observe(&cx).await.unwrap()[0].result.is_ok());
     }
-    assert_eq!(s.connections(), 3);
+    assert_eq!(s.connections(), 3, "{base}");
+    open_becomes(s, 0).await;
 
     // A second URL names the origin: both now reuse a kept-alive connection.
     let twice = probe("/b");
@@ -312,7 +311,7 @@ async fn tls_connections_are_kept_alive_only_to_origins_named_twice() {
         assert!(twice.observe(&cx).await.unwrap()[0].result.is_ok());
     }
     let opened = s.connections() - 3;
-    assert!(opened <= 2, "6 sequential requests opened {opened} connections");
+    assert!(opened <= 2, "{base}: 6 sequential requests opened {opened} connections");
 
     // Probes rebuilt (watch re-planning discovered environments) are not counted twice.
     // The first request may take the connection left idle above, and closes it.
@@ -323,5 +322,44 @@ async fn tls_connections_are_kept_alive_only_to_origins_named_twice() {
     for _ in 0..2 {
         assert!(again.observe(&cx).await.unwrap()[0].result.is_ok());
     }
-    assert_eq!(s.connections() - before, 2);
+    assert_eq!(s.connections() - before, 2, "{base}");
+}
+
+#[tokio::test]
+async fn a_one_shot_pass_keeps_connections_only_to_origins_named_twice() {
+    let s = TestServer::start().await;
+    kept_only_to_origins_named_twice(&s, &format!("http://127.0.0.1:{}", s.port), None, KeepAlive::Shared)
+        .await;
+    let s = TestServer::start().await;
+    let ca = TestCa::new();
+    let port = ca.serve(s.clone()).await;
+    kept_only_to_origins_named_twice(&s, &format!("https://127.0.0.1:{port}"), Some(&ca), KeepAlive::Shared)
+        .await;
+}
+
+#[tokio::test]
+async fn empty_error_answers_and_redirects_keep_their_connection() {
+    let s = TestServer::start().await;
+    s.route("/gone", Behavior::Status(404)).route("/moved", Behavior::Redirect(302, "/a".into()));
+    s.route("/a", meta(SHA));
+    let clients = HttpClients::new(64).unwrap().with_keep_alive(KeepAlive::Every);
+    let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
+    let cx = cx(&env, &expected);
+    let gone = HttpProbe::new(&clients, HttpTarget::new(vec![s.url("/gone").parse().unwrap()])).unwrap();
+    let moved = HttpProbe::new(&clients, HttpTarget::new(vec![s.url("/moved").parse().unwrap()])).unwrap();
+    for _ in 0..3 {
+        assert!(failure(&gone.observe(&cx).await.unwrap()[0]).1.contains("HTTP 404"));
+        assert!(moved.observe(&cx).await.unwrap()[0].result.is_ok());
+    }
+    assert_eq!((s.hits("/gone"), s.hits("/moved"), s.hits("/a")), (3, 3, 3));
+    assert_eq!(s.connections(), 1, "nine requests, one after the other, over one connection");
+}
+
+#[tokio::test]
+async fn tls_connections_are_kept_only_to_origins_named_twice_in_every_mode() {
+    let s = TestServer::start().await;
+    let ca = TestCa::new();
+    let port = ca.serve(s.clone()).await;
+    kept_only_to_origins_named_twice(&s, &format!("https://127.0.0.1:{port}"), Some(&ca), KeepAlive::Every)
+        .await;
 }

@@ -16,7 +16,7 @@ pub async fn run(args: Check) -> anyhow::Result<i32> {
     let verbose = args.verbose;
     let args = args.select;
     let config = super::load_config(args.config.config.as_deref())?;
-    let mut plan = plan::build(&config, &args.environments).await?;
+    let mut plan = plan::build(&config, &args.environments, gitstate_http::KeepAlive::Shared).await?;
     let engine = plan.engine(&config, false)?;
     let specs = &mut plan.specs;
     let progress = Progress::start(specs);

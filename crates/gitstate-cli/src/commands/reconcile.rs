@@ -22,7 +22,7 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     let config = super::load_config(args.select.config.config.as_deref())?;
     let dry_run = args.dry_run;
     let (_lock, store, prior, overrides) = open(&config, dry_run).await?;
-    let mut plan = plan::build(&config, &args.select.environments).await?;
+    let mut plan = plan::build(&config, &args.select.environments, gitstate_http::KeepAlive::Shared).await?;
     let mut engine = plan.engine(&config, true)?;
     if let Some(s) = &store {
         engine = engine.with_journal(s.clone());

@@ -42,7 +42,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         }
     };
     metrics.set_leader(store.is_leader());
-    let plan = plan::build(&config, &[]).await?;
+    let plan = plan::build(&config, &[], gitstate_http::KeepAlive::Every).await?;
     let engine = plan.watch_engine(&config)?.with_journal(store.clone()).with_deferred_remediations();
     let dashboard = Arc::new(Dashboard::new(store.clone(), plan.links(&config)));
     let ready = Arc::new(AtomicBool::new(false));
