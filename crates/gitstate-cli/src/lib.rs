@@ -67,12 +67,24 @@ fn raise_fd_limit() {
     }
 }
 
+/// Logs go to stderr. Without `GITSTATE_LOG`, a plain level filter (warnings and errors):
+/// an `EnvFilter` costs a short command 0.1 ms and 17 page faults to build.
 fn init_logging(format: cli::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GITSTATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        cli::LogFormat::Json => builder.json().try_init(),
-        cli::LogFormat::Text => builder.with_ansi(output::color_enabled_stderr()).try_init(),
-    };
+    use tracing_subscriber::filter::LevelFilter;
+    macro_rules! init {
+        ($builder:expr) => {{
+            let builder = $builder.with_writer(std::io::stderr);
+            let _ = match format {
+                cli::LogFormat::Json => builder.json().try_init(),
+                cli::LogFormat::Text => builder.with_ansi(output::color_enabled_stderr()).try_init(),
+            };
+        }};
+    }
+    if std::env::var_os("GITSTATE_LOG").is_some() {
+        let filter = EnvFilter::try_from_env("GITSTATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+        init!(tracing_subscriber::fmt().with_env_filter(filter));
+    } else {
+        init!(tracing_subscriber::fmt().with_max_level(LevelFilter::WARN));
+    }
 }

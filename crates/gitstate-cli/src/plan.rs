@@ -77,6 +77,9 @@ pub fn warn_skipped(skipped: &[Skipped]) {
 
 /// `-e` names that match no environment are a usage error naming the known ones.
 pub fn check_selection<'a>(known: impl Iterator<Item = &'a str>, only: &[String]) -> anyhow::Result<()> {
+    if only.is_empty() {
+        return Ok(());
+    }
     let known: std::collections::BTreeSet<&str> = known.collect();
     for name in only {
         if !known.contains(name.as_str()) {

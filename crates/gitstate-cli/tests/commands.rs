@@ -431,3 +431,56 @@ fn a_file_url_source_ignores_the_outer_repositorys_environment() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["environments"][0]["expected"], c[2]);
 }
+
+/// `expected -o json` over explicit environments (one with a missing ref) and a
+/// `[[discover]]` block, against a model made from `git for-each-ref`: explicit rows
+/// first, then every listed ref whose rest is a valid name and not an explicit one, in
+/// ref order; a missing ref is a row with an error, and exit 2.
+#[test]
+fn expected_json_is_what_git_lists() {
+    let repo = Repo::new();
+    let c = repo.commits(4, "c");
+    for (i, name) in
+        ["a1", "b.2", "c_3", "production", "x+y", "nested/deep", "_lead", "z-9"].iter().enumerate()
+    {
+        repo.update_ref(&format!("refs/heads/environments/{name}"), &c[i % 4]);
+    }
+    repo.git(&["pack-refs", "--all"]);
+    // Loose refs over packed ones, and one only loose.
+    repo.update_ref("refs/heads/environments/a1", &c[3]);
+    repo.update_ref("refs/heads/environments/m", &c[2]);
+    repo.update_ref("refs/heads/environmentsX", &c[1]);
+    let cfg = write_config(
+        repo.path(),
+        &format!(
+            "[source]\nrepo = \".\"\n{ENV}\n[[environments]]\nname = \"gone\"\nref = \"refs/heads/nope\"\n\
+             [[discover]]\n  [[discover.targets]]\n  name = \"web\"\n  [discover.targets.http]\n  urls = [\"http://127.0.0.1:9/{{environment}}\"]\n"
+        ),
+    );
+    let r = with_config(&cfg, &["expected", "-o", "json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("error: environment gone:"), "{}", r.stderr);
+
+    // The model.
+    let mut want = vec![
+        serde_json::json!({"name": "production", "ref": REF, "expected": repo.git(&["rev-parse", REF]).trim()}),
+    ];
+    let listed = repo.git(&["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/environments/"]);
+    for line in listed.lines() {
+        let (id, name) = line.split_once(' ').unwrap();
+        let rest = name.strip_prefix("refs/heads/environments/").unwrap();
+        let valid = rest.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && rest.len() <= 63
+            && rest.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+        if valid && rest != "production" {
+            want.push(serde_json::json!({"name": rest, "ref": name, "expected": id}));
+        }
+    }
+    let got = r.json()["environments"].as_array().unwrap().clone();
+    assert_eq!(got[1]["name"], "gone");
+    assert_eq!(got[1]["expected"], serde_json::Value::Null);
+    assert!(got[1]["error"].as_str().unwrap().contains("refs/heads/nope"), "{}", got[1]);
+    let got: Vec<_> = got.into_iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, v)| v).collect();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 6, "production, a1, b.2, c_3, m, z-9");
+}

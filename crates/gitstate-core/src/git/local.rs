@@ -270,7 +270,8 @@ impl LocalRepo {
             repo: self.display(),
             message: format!("listing refs under {prefix:?}: {}", chain(e)),
         };
-        let mut out = Vec::new();
+        let scanned = if self.reftable { None } else { super::refscan::scan(&repo, prefix) };
+        let mut out = Vec::with_capacity(scanned.as_ref().map_or(0, Vec::len));
         // Many refs share few commits (a fleet on the same release): check each object once,
         // and remember it for the next listing.
         let mut peeled = self.peeled.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,7 +306,7 @@ impl LocalRepo {
             }
             return Ok(out);
         }
-        if let Some(found) = super::refscan::scan(&repo, prefix) {
+        if let Some(found) = scanned {
             for (name, id) in found {
                 push(name, id)?;
             }
