@@ -118,7 +118,7 @@ impl Pool {
         let origin = url.origin();
         let request = request(url, extra, user_agent, keep);
         if let Some(stream) = self.take(&origin) {
-            match exchange(stream, &request).await {
+            match exchange(stream, &request, true).await {
                 Ok((conn, mut head)) => {
                     head.reusable &= keep;
                     return Ok(Response { pool: self, origin, conn, head });
@@ -128,7 +128,7 @@ impl Pool {
             }
         }
         let stream = connect(url).await?;
-        match exchange(stream, &request).await {
+        match exchange(stream, &request, false).await {
             Ok((conn, mut head)) => {
                 head.reusable &= keep;
                 Ok(Response { pool: self, origin, conn, head })
@@ -210,7 +210,9 @@ async fn connect(url: &Url) -> Result<TcpStream, ProbeFailure> {
 }
 
 /// Why an exchange failed: the server had closed the connection before any byte of an
-/// answer (a kept connection it let go: try a fresh one), or anything else.
+/// answer (a kept connection it let go: try a fresh one), or anything else. On a kept
+/// connection every failure before the first byte counts as closed: it may also be one
+/// whose runtime has gone (a library caller's), and the fresh attempt says what is wrong.
 enum Failed {
     Closed,
     Other(ProbeFailure),
@@ -221,9 +223,9 @@ fn broken(kind: std::io::ErrorKind) -> bool {
     matches!(kind, ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
 }
 
-async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<(Conn, Head), Failed> {
+async fn exchange(mut stream: TcpStream, request: &[u8], kept: bool) -> Result<(Conn, Head), Failed> {
     if let Err(e) = stream.write_all(request).await {
-        return Err(if broken(e.kind()) {
+        return Err(if kept || broken(e.kind()) {
             Failed::Closed
         } else {
             Failed::Other(ProbeFailure::unreachable(format!("request failed: {e}")))
@@ -261,7 +263,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8]) -> Result<(Conn, Head),
                 )));
             }
             Ok(_) => {}
-            Err(e) if !answered && broken(e.kind()) => return Err(Failed::Closed),
+            Err(e) if !answered && (kept || broken(e.kind())) => return Err(Failed::Closed),
             Err(e) => {
                 return Err(Failed::Other(ProbeFailure::unreachable(format!("reading the response: {e}"))));
             }

@@ -337,6 +337,23 @@ async fn a_one_shot_pass_keeps_connections_only_to_origins_named_twice() {
         .await;
 }
 
+/// A library caller may poll from one runtime after another: a connection kept by a
+/// runtime that is gone is not used, and nothing fails for it.
+#[test]
+fn a_kept_connection_outliving_its_runtime_is_replaced() {
+    let s = TestServer::start_background();
+    s.route("/a", meta(SHA));
+    let clients = HttpClients::new(4).unwrap().with_keep_alive(KeepAlive::Every);
+    let probe = HttpProbe::new(&clients, HttpTarget::new(vec![s.url("/a").parse().unwrap()])).unwrap();
+    let (env, expected) = (EnvName::new("t").unwrap(), CommitId::parse(SHA).unwrap());
+    for _ in 0..3 {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let got = rt.block_on(probe.observe(&cx(&env, &expected))).unwrap();
+        assert!(got[0].result.is_ok(), "{:?}", got[0].result);
+    }
+    assert_eq!(s.hits("/a"), 3);
+}
+
 #[tokio::test]
 async fn empty_error_answers_and_redirects_keep_their_connection() {
     let s = TestServer::start().await;
