@@ -36,6 +36,11 @@ pub const HEAD_MAX: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// An idle connection older than this is closed rather than reused (hyper's default too).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A connection is not kept past this age: a URL behind a balancer that routes whole
+/// connections (a Kubernetes Service, a TCP load balancer) then reaches its other
+/// instances now and then, as it did with a connection per request, at the cost of one
+/// handshake every few minutes.
+const MAX_AGE: Duration = Duration::from_secs(300);
 /// The longest chunk-size line (with extensions) of a chunked body.
 const CHUNK_LINE_MAX: usize = 4096;
 /// How much is read from the socket at a time.
@@ -49,7 +54,8 @@ pub(crate) struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    by_origin: HashMap<Origin, Vec<(TcpStream, Instant)>>,
+    /// Each with when it was opened and since when it idles.
+    by_origin: HashMap<Origin, Vec<(TcpStream, Instant, Instant)>>,
     total: usize,
 }
 
@@ -69,15 +75,15 @@ impl Pool {
     }
 
     /// A kept connection to `origin` that the server has not closed, if there is one.
-    fn take(&self, origin: &Origin) -> Option<TcpStream> {
+    fn take(&self, origin: &Origin) -> Option<(TcpStream, Instant)> {
         let mut idle = self.lock();
         let Idle { by_origin, total } = &mut *idle;
         let list = by_origin.get_mut(origin)?;
         let mut found = None;
-        while let Some((stream, since)) = list.pop() {
+        while let Some((stream, opened, since)) = list.pop() {
             *total -= 1;
             if since.elapsed() < IDLE_TIMEOUT && open(&stream) {
-                found = Some(stream);
+                found = Some((stream, opened));
                 break;
             }
         }
@@ -87,11 +93,14 @@ impl Pool {
         found
     }
 
-    fn put(&self, origin: Origin, stream: TcpStream) {
+    fn put(&self, origin: Origin, conn: Conn) {
+        if !young(conn.opened, Instant::now()) {
+            return;
+        }
         let mut idle = self.lock();
         if idle.total < self.cap {
             idle.total += 1;
-            idle.by_origin.entry(origin).or_default().push((stream, Instant::now()));
+            idle.by_origin.entry(origin).or_default().push((conn.stream, conn.opened, Instant::now()));
         }
     }
 
@@ -117,8 +126,8 @@ impl Pool {
     ) -> Result<Response<'_>, ProbeFailure> {
         let origin = url.origin();
         let request = request(url, extra, user_agent, keep);
-        if let Some(stream) = self.take(&origin) {
-            match exchange(stream, &request, true).await {
+        if let Some((stream, opened)) = self.take(&origin) {
+            match exchange(stream, opened, &request, true).await {
                 Ok((conn, mut head)) => {
                     head.reusable &= keep;
                     return Ok(Response { pool: self, origin, conn, head });
@@ -128,7 +137,7 @@ impl Pool {
             }
         }
         let stream = connect(url).await?;
-        match exchange(stream, &request, false).await {
+        match exchange(stream, Instant::now(), &request, false).await {
             Ok((conn, mut head)) => {
                 head.reusable &= keep;
                 Ok(Response { pool: self, origin, conn, head })
@@ -137,6 +146,11 @@ impl Pool {
             Err(Failed::Other(f)) => Err(f),
         }
     }
+}
+
+/// Whether a connection opened at `opened` may still be kept at `now` ([`MAX_AGE`]).
+fn young(opened: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(opened) < MAX_AGE
 }
 
 /// Whether an idle connection is still open: nothing to read, not even the end.
@@ -223,7 +237,12 @@ fn broken(kind: std::io::ErrorKind) -> bool {
     matches!(kind, ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
 }
 
-async fn exchange(mut stream: TcpStream, request: &[u8], kept: bool) -> Result<(Conn, Head), Failed> {
+async fn exchange(
+    mut stream: TcpStream,
+    opened: Instant,
+    request: &[u8],
+    kept: bool,
+) -> Result<(Conn, Head), Failed> {
     if let Err(e) = stream.write_all(request).await {
         return Err(if kept || broken(e.kind()) {
             Failed::Closed
@@ -231,7 +250,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8], kept: bool) -> Result<(
             Failed::Other(ProbeFailure::unreachable(format!("request failed: {e}")))
         });
     }
-    let mut conn = Conn { stream, buf: Vec::new() };
+    let mut conn = Conn { stream, opened, buf: Vec::new() };
     let mut answered = false;
     loop {
         if !conn.buf.is_empty() {
@@ -274,6 +293,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8], kept: bool) -> Result<(
 /// A connection and what has been read from it but not yet used.
 struct Conn {
     stream: TcpStream,
+    opened: Instant,
     buf: Vec<u8>,
 }
 
@@ -398,7 +418,7 @@ impl Response<'_> {
     /// connection is kept when the body is empty and nothing else is pending on it.
     pub(crate) fn discard(self) {
         if self.head.reusable && self.head.framing == Framing::Length(0) && self.conn.buf.is_empty() {
-            self.pool.put(self.origin, self.conn.stream);
+            self.pool.put(self.origin, self.conn);
         }
     }
 
@@ -445,7 +465,7 @@ impl Response<'_> {
             Framing::Chunked => self.dechunk(cap).await?,
         };
         if self.head.reusable {
-            self.pool.put(self.origin, self.conn.stream);
+            self.pool.put(self.origin, self.conn);
         }
         Ok(body)
     }
@@ -578,6 +598,15 @@ mod tests {
         assert!(refused(b"0123456789abcdef\n").contains("invalid HTTP response"));
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
         assert!(refused(many.as_bytes()).contains("more than 100"));
+    }
+
+    #[test]
+    fn connections_are_kept_for_five_minutes_at_most() {
+        let opened = Instant::now();
+        assert!(young(opened, opened));
+        assert!(young(opened, opened + Duration::from_secs(299)));
+        assert!(!young(opened, opened + MAX_AGE));
+        assert!(!young(opened, opened + Duration::from_secs(3600)));
     }
 
     #[test]
