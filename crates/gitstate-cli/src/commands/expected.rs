@@ -20,7 +20,7 @@ struct Row<'a> {
     reference: std::borrow::Cow<'a, str>,
     expected: Option<gitstate_core::CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    error: Option<&'a str>,
 }
 
 /// The JSON document, its rows written as they are made (at 1,000 environments a vector of
@@ -62,19 +62,16 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     let explicit: Vec<_> = config.environments.iter().filter(|e| selected(e.name.as_str())).collect();
     let refs: Vec<String> = explicit.iter().map(|e| e.reference.clone()).collect();
     let resolved = if refs.is_empty() { Vec::new() } else { source.resolve(&refs).await? };
-    let explicit_rows = explicit.iter().zip(&resolved).map(|(e, r)| match r {
-        Ok(x) => Row {
-            name: e.name.as_str(),
-            reference: x.reference.as_str().into(),
-            expected: Some(x.commit),
-            error: None,
-        },
-        Err(err) => Row {
-            name: e.name.as_str(),
-            reference: e.reference.as_str().into(),
-            expected: None,
-            error: Some(format!("environment {}: {err}", e.name)),
-        },
+    let errors: Vec<Option<String>> = explicit
+        .iter()
+        .zip(&resolved)
+        .map(|(e, r)| r.as_ref().err().map(|err| format!("environment {}: {err}", e.name)))
+        .collect();
+    let explicit_rows = explicit.iter().zip(&resolved).zip(&errors).map(|((e, r), error)| Row {
+        name: e.name.as_str(),
+        reference: r.as_ref().map_or(e.reference.as_str(), |x| x.reference.as_str()).into(),
+        expected: r.as_ref().ok().map(|x| x.commit),
+        error: error.as_deref(),
     });
     let found_rows = found.iter().filter(|(_, n, _)| selected(n.as_str())).map(|(_, name, e)| Row {
         name: name.as_str(),
@@ -83,11 +80,6 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
         error: None,
     });
     let rows = explicit_rows.chain(found_rows);
-    let failed: Vec<String> = explicit
-        .iter()
-        .zip(&resolved)
-        .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("environment {}: {err}", e.name)))
-        .collect();
     match args.output {
         Output::Json => output::emit_json(&Listing(rows))?,
         Output::Html => {
@@ -107,8 +99,8 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
             output::emit(t.render().as_bytes())?;
         }
     }
-    if !failed.is_empty() {
-        for e in &failed {
+    if errors.iter().any(Option::is_some) {
+        for e in errors.iter().flatten() {
             eprintln!("error: {e}");
         }
         return Ok(exit::ERROR);
