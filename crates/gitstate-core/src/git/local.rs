@@ -25,7 +25,9 @@ const OBJECT_CACHE: usize = 8 * 1024 * 1024;
 /// with gix as for any other. A SHA-256 repository is refused with an error naming its
 /// object format, never misread.
 pub struct LocalRepo {
-    repo: gix::ThreadSafeRepository,
+    /// gix's view of the repository, opened on first need when the layout is plain (a
+    /// `[[discover]]` listing reads refs and loose objects without it: see `refscan`).
+    repo: std::sync::OnceLock<gix::ThreadSafeRepository>,
     path: PathBuf,
     /// Where refs and reflogs live (the main repository's git dir for a worktree).
     common_dir: PathBuf,
@@ -48,24 +50,47 @@ impl std::fmt::Debug for LocalRepo {
 impl LocalRepo {
     /// Opens the repository at `path` (its work tree or its git dir) without reading the
     /// user's or the system's git configuration.
+    ///
+    /// A plainly laid out repository (a `.git` directory or a bare repository, no
+    /// `extensions.*`) is opened with gix only when something first needs it; a fault gix
+    /// would find in its configuration is then reported by that call.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ExpectedError> {
         let path = path.as_ref().to_path_buf();
+        if let Some(git_dir) = super::refscan::plain_git_dir(&path) {
+            return Ok(Self {
+                repo: std::sync::OnceLock::new(),
+                path,
+                common_dir: git_dir,
+                reftable: false,
+                peeled: Default::default(),
+            });
+        }
+        let repo = Self::open_gix(&path)?;
+        let reftable = repo
+            .config_snapshot()
+            .string("extensions.refStorage")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"reftable"));
+        let common_dir = repo.common_dir().to_path_buf();
+        Ok(Self {
+            repo: std::sync::OnceLock::from(repo.into_sync()),
+            path,
+            common_dir,
+            reftable,
+            peeled: Default::default(),
+        })
+    }
+
+    fn open_gix(path: &Path) -> Result<gix::Repository, ExpectedError> {
         let open_error = |message: String| ExpectedError::Open { repo: path.display().to_string(), message };
-        let repo = gix::open_opts(&path, gix::open::Options::isolated()).map_err(|e| {
-            match extension(&path, "objectformat").filter(|f| !f.eq_ignore_ascii_case("sha1")) {
+        gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| {
+            match extension(path, "objectformat").filter(|f| !f.eq_ignore_ascii_case("sha1")) {
                 Some(format) => open_error(format!(
                     "the repository uses {format} object ids (extensions.objectFormat = {format}); \
                      gitstate reads SHA-1 repositories only"
                 )),
                 None => open_error(chain(&e)),
             }
-        })?;
-        let reftable = repo
-            .config_snapshot()
-            .string("extensions.refStorage")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"reftable"));
-        let common_dir = repo.common_dir().to_path_buf();
-        Ok(Self { repo: repo.into_sync(), path, common_dir, reftable, peeled: Default::default() })
+        })
     }
 
     /// The path it was opened at.
@@ -77,16 +102,36 @@ impl LocalRepo {
         self.path.display().to_string()
     }
 
-    fn thread_local(&self) -> gix::Repository {
-        let mut repo = self.repo.to_thread_local();
+    /// gix's view of the repository for this thread, opened now if it was not yet.
+    fn gix(&self) -> Result<gix::Repository, ExpectedError> {
+        let shared = match self.repo.get() {
+            Some(r) => r,
+            None => {
+                let opened = Self::open_gix(&self.path)?.into_sync();
+                self.repo.get_or_init(|| opened)
+            }
+        };
+        let mut repo = shared.to_thread_local();
         repo.object_cache_size_if_unset(OBJECT_CACHE);
-        repo
+        Ok(repo)
     }
 
     /// Resolves each ref (full, or short like `environments/production`, as git does) to
     /// the commit it points at, peeling annotated tags.
     pub fn resolve(&self, refs: &[String]) -> Vec<Result<Expected, ExpectedError>> {
-        let repo = self.thread_local();
+        let repo = match self.gix() {
+            Ok(r) => r,
+            Err(e) => {
+                let (repo, message) = match e {
+                    ExpectedError::Open { repo, message } => (repo, message),
+                    other => (self.display(), other.to_string()),
+                };
+                return refs
+                    .iter()
+                    .map(|_| Err(ExpectedError::Open { repo: repo.clone(), message: message.clone() }))
+                    .collect();
+            }
+        };
         if self.reftable {
             return self.resolve_by_git(&repo, refs);
         }
@@ -265,76 +310,142 @@ impl LocalRepo {
     /// Every ref under `prefix` (e.g. `refs/heads/environments/`), peeled to commits,
     /// sorted by name. Refs that do not lead to a commit are skipped with a warning.
     pub fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
-        let repo = self.thread_local();
         let err = |e: &dyn std::error::Error| ExpectedError::History {
             repo: self.display(),
             message: format!("listing refs under {prefix:?}: {}", chain(e)),
         };
-        let scanned = if self.reftable { None } else { super::refscan::scan(&repo, prefix) };
-        let mut out = Vec::with_capacity(scanned.as_ref().map_or(0, Vec::len));
-        // Many refs share few commits (a fleet on the same release): check each object once,
-        // and remember it for the next listing.
-        let mut peeled = self.peeled.lock().unwrap_or_else(|p| p.into_inner());
-        if peeled.len() > PEELED_KEPT {
-            peeled.clear();
+        if !self.reftable
+            && let Some(mut listed) = super::refscan::scan(&self.common_dir, prefix)
+        {
+            self.keep_commits(&mut listed, err)?;
+            return Ok(listed);
         }
-        let mut not_commits: std::collections::HashSet<ObjectId> = std::collections::HashSet::new();
-        let mut push = |name: String, id: ObjectId| -> Result<(), ExpectedError> {
-            let commit = match peeled.get(&id) {
-                Some(known) => Some(*known),
-                None if not_commits.contains(&id) => None,
-                None => match commit_of(&repo, id).map_err(|e| err(&e))?.map(to_commit_id) {
-                    Some(c) => Some(*peeled.entry(id).or_insert(c)),
-                    None => {
-                        not_commits.insert(id);
-                        None
-                    }
-                },
-            };
-            match commit {
-                Some(c) => out.push(Expected { reference: name, commit: c }),
-                None => tracing::warn!(reference = %name, "skipping a ref that does not point at a commit"),
-            }
-            Ok(())
-        };
+        let repo = self.gix()?;
+        let mut out = Vec::new();
         if self.reftable {
             let mut found = self.git_refs(prefix)?;
             found.retain(|(name, _)| name.starts_with(prefix));
             found.sort_by(|a, b| a.0.cmp(&b.0));
-            for (name, id) in found {
-                push(name, id)?;
+            out.extend(found.into_iter().map(|(reference, id)| Expected { reference, commit: to_commit_id(id) }));
+        } else {
+            let platform = repo.references().map_err(|e| err(&e))?;
+            let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
+            for r in iter {
+                let r = r.map_err(|e| err(&e))?;
+                out.push(Expected { reference: r.name().as_bstr().to_string(), commit: to_commit_id(r.id()) });
             }
-            return Ok(out);
-        }
-        if let Some(found) = scanned {
-            for (name, id) in found {
-                push(name, id)?;
+            // Loose and packed refs come merged in order already; this is a check, not a sort.
+            if !out.is_sorted_by(|a, b| a.reference <= b.reference) {
+                out.sort_by(|a, b| a.reference.cmp(&b.reference));
             }
-            return Ok(out);
         }
-        let platform = repo.references().map_err(|e| err(&e))?;
-        let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
-        for r in iter {
-            let r = r.map_err(|e| err(&e))?;
-            push(r.name().as_bstr().to_string(), r.id().detach())?;
-        }
-        // Loose and packed refs come merged in order already; this is a check, not a sort.
-        if !out.is_sorted_by(|a, b| a.reference <= b.reference) {
-            out.sort_by(|a, b| a.reference.cmp(&b.reference));
-        }
+        self.keep_commits(&mut out, err)?;
         Ok(out)
+    }
+
+    /// Replaces each listed object by the commit it leads to (a tag is peeled), and drops
+    /// (with a warning) refs that lead to none. An object's kind is read from its loose
+    /// file when it has one — without opening gix — and through gix otherwise.
+    fn keep_commits(
+        &self,
+        listed: &mut Vec<Expected>,
+        err: impl Fn(&dyn std::error::Error) -> ExpectedError,
+    ) -> Result<(), ExpectedError> {
+        // Many refs share few commits (a fleet on the same release): check each object once,
+        // and remember it for the next listing. Only found commits are kept.
+        let mut peeled = self.peeled.lock().unwrap_or_else(|p| p.into_inner());
+        if peeled.len() > PEELED_KEPT {
+            peeled.clear();
+        }
+        let loose = gix::odb::loose::Store::at(self.common_dir.join("objects"), gix::hash::Kind::Sha1);
+        let mut repo = None;
+        let mut not_commits = std::collections::HashSet::new();
+        // The last object checked and what it led to: neighbours in a listing often share one.
+        let mut last: Option<(CommitId, Option<CommitId>)> = None;
+        let mut failed = None;
+        listed.retain_mut(|e| {
+            if failed.is_some() {
+                return false;
+            }
+            let object = e.commit;
+            let commit = match last {
+                Some((o, c)) if o == object => c,
+                _ => {
+                    let found = self.commit_of_listed(object, &mut peeled, &mut not_commits, &loose, &mut repo);
+                    match found {
+                        Ok(c) => {
+                            last = Some((object, c));
+                            c
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            return false;
+                        }
+                    }
+                }
+            };
+            match commit {
+                Some(c) => {
+                    e.commit = c;
+                    true
+                }
+                None => {
+                    tracing::warn!(reference = %e.reference, "skipping a ref that does not point at a commit");
+                    false
+                }
+            }
+        });
+        match failed {
+            Some(ListedError::Gix(e)) => Err(err(&e)),
+            Some(ListedError::Open(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The commit `object` leads to, if any: from what earlier listings found, from its
+    /// loose file when that says "commit", else through gix (opened once, on first need).
+    fn commit_of_listed(
+        &self,
+        object: CommitId,
+        peeled: &mut std::collections::HashMap<ObjectId, CommitId>,
+        not_commits: &mut std::collections::HashSet<ObjectId>,
+        loose: &gix::odb::loose::Store,
+        repo: &mut Option<gix::Repository>,
+    ) -> Result<Option<CommitId>, ListedError> {
+        let Ok(id) = ObjectId::from_hex(object.as_str().as_bytes()) else { return Ok(None) };
+        if let Some(known) = peeled.get(&id) {
+            return Ok(Some(*known));
+        }
+        if not_commits.contains(&id) {
+            return Ok(None);
+        }
+        if let Ok(Some((_, gix::object::Kind::Commit))) = loose.try_header(&id) {
+            peeled.insert(id, object);
+            return Ok(Some(object));
+        }
+        let repo = match repo {
+            Some(r) => r,
+            None => repo.insert(self.gix().map_err(ListedError::Open)?),
+        };
+        match commit_of(repo, id).map_err(ListedError::Gix)? {
+            Some(c) => Ok(Some(*peeled.entry(id).or_insert(to_commit_id(c)))),
+            None => {
+                not_commits.insert(id);
+                Ok(None)
+            }
+        }
     }
 
     /// The URL of its `origin` remote, if it has one (for links to a forge).
     pub fn origin_url(&self) -> Option<String> {
-        let repo = self.thread_local();
+        let repo = self.gix().ok()?;
         let url = repo.config_snapshot().string("remote.origin.url")?;
         Some(url.to_string())
     }
 
     /// Whether the repository holds `commit`'s object.
     pub fn has_commit(&self, commit: &CommitId) -> bool {
-        ObjectId::from_hex(commit.as_str().as_bytes()).is_ok_and(|id| self.thread_local().has_object(id))
+        ObjectId::from_hex(commit.as_str().as_bytes()).is_ok_and(|id| self.gix().is_ok_and(|r| r.has_object(id)))
     }
 
     /// Relates each reported commit to `expected`: in sync, behind n, ahead n, diverged
@@ -358,7 +469,7 @@ impl LocalRepo {
         reported: &[ReportedCommit],
         max: usize,
     ) -> Result<Vec<Related>, ExpectedError> {
-        let repo = self.thread_local();
+        let repo = self.gix()?;
         let exp = ObjectId::from_hex(expected.as_str().as_bytes()).map_err(|e| ExpectedError::History {
             repo: self.display(),
             message: format!("expected commit {expected}: {e}"),
@@ -371,7 +482,7 @@ impl LocalRepo {
 
     /// Subject, author and time of each commit the repository holds (others are left out).
     pub fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
-        let repo = self.thread_local();
+        let repo = self.gix()?;
         let mut out = Vec::with_capacity(commits.len());
         for c in commits {
             let Ok(id) = ObjectId::from_hex(c.as_str().as_bytes()) else { continue };
@@ -552,6 +663,12 @@ fn commit_of(repo: &gix::Repository, id: ObjectId) -> Result<Option<ObjectId>, g
         return Ok(None);
     };
     Ok(object.peel_to_kind(gix::object::Kind::Commit).ok().map(|c| c.id))
+}
+
+/// Why a listing's objects could not be checked.
+enum ListedError {
+    Open(ExpectedError),
+    Gix(gix::Error),
 }
 
 /// Whether full ref names have a loose file, each directory listed once.
