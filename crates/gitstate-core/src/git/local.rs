@@ -326,13 +326,18 @@ impl LocalRepo {
             let mut found = self.git_refs(prefix)?;
             found.retain(|(name, _)| name.starts_with(prefix));
             found.sort_by(|a, b| a.0.cmp(&b.0));
-            out.extend(found.into_iter().map(|(reference, id)| Expected { reference, commit: to_commit_id(id) }));
+            out.extend(
+                found.into_iter().map(|(reference, id)| Expected { reference, commit: to_commit_id(id) }),
+            );
         } else {
             let platform = repo.references().map_err(|e| err(&e))?;
             let iter = platform.prefixed(prefix).map_err(|e| err(&e))?.peeled().map_err(|e| err(&e))?;
             for r in iter {
                 let r = r.map_err(|e| err(&e))?;
-                out.push(Expected { reference: r.name().as_bstr().to_string(), commit: to_commit_id(r.id()) });
+                out.push(Expected {
+                    reference: r.name().as_bstr().to_string(),
+                    commit: to_commit_id(r.id()),
+                });
             }
             // Loose and packed refs come merged in order already; this is a check, not a sort.
             if !out.is_sorted_by(|a, b| a.reference <= b.reference) {
@@ -445,7 +450,8 @@ impl LocalRepo {
 
     /// Whether the repository holds `commit`'s object.
     pub fn has_commit(&self, commit: &CommitId) -> bool {
-        ObjectId::from_hex(commit.as_str().as_bytes()).is_ok_and(|id| self.gix().is_ok_and(|r| r.has_object(id)))
+        ObjectId::from_hex(commit.as_str().as_bytes())
+            .is_ok_and(|id| self.gix().is_ok_and(|r| r.has_object(id)))
     }
 
     /// Relates each reported commit to `expected`: in sync, behind n, ahead n, diverged
