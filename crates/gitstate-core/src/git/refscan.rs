@@ -4,7 +4,7 @@
 //! pages of a 7 MB file, not all of it), then the loose refs below the prefix, a loose ref
 //! winning over a packed one of the same name.
 //!
-//! Only what is certainly plain is read here: object ids in hex, names of ASCII letters,
+//! Only what is certainly plain is read here: object ids in lowercase hex, names of ASCII letters,
 //! digits and `-_.+/` that git accepts, a loose file holding an id. Anything else — a
 //! symbolic ref, any other name, a line that does not parse, reftable — returns `None`, and
 //! the caller lists with gix's reference store, which reads every form git writes. Neither
@@ -16,8 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gix::ObjectId;
-
+use crate::commit::CommitId;
 use crate::plugin::Expected;
 
 /// `packed-refs` larger than this is memory-mapped rather than read (gix's own default).
@@ -52,7 +51,7 @@ pub(crate) fn plain_git_dir(path: &Path) -> Option<PathBuf> {
 }
 
 /// Every ref under `prefix` in `common_dir`, sorted by name, with the object it points at
-/// (the peeled object when `packed-refs` gives one), unchecked: the caller checks that
+/// (the peeled object when `packed-refs` gives one) as a [`CommitId`], unchecked: the caller checks that
 /// each object is a commit. `None` when anything is not plain (see the module).
 pub(crate) fn scan(common_dir: &Path, prefix: &str) -> Option<Vec<Expected>> {
     if !prefix.starts_with("refs/") || common_dir.join("reftable").exists() {
@@ -77,39 +76,37 @@ pub(crate) fn scan(common_dir: &Path, prefix: &str) -> Option<Vec<Expected>> {
         Some(after) => lower_bound(records, &after)?,
         None => records.len(),
     };
+    // The whole range checked as UTF-8 once, each name then sliced from it.
+    let range = std::str::from_utf8(&records[start..end]).ok()?;
     // Every record is at least 42 bytes ("<40 hex> <name>\n"): room for all of them, and
     // pages not written are never touched.
-    let mut out = Vec::with_capacity((end - start) / 42 + loose.len());
+    let mut out = Vec::with_capacity(range.len() / 42 + loose.len());
     let mut loose = loose.into_iter().peekable();
-    let mut at = start;
-    while at < end {
-        let r = record(records, at)?;
+    let mut at = 0;
+    while at < range.len() {
+        let r = record(range.as_bytes(), at)?;
+        let name = range.get(at + 41..at + 41 + r.name.len())?;
         at = r.end;
-        if !r.name.starts_with(prefix.as_bytes()) {
+        if !name.starts_with(prefix) || !plain_name(name) {
             return None;
         }
-        let name = std::str::from_utf8(r.name).ok().filter(|n| plain_name(n))?;
-        let id = hex_id(r.peeled.unwrap_or(r.id))?;
+        let commit = hex_commit(r.peeled.unwrap_or(r.id))?;
         while let Some((n, _)) = loose.peek()
             && n.as_str() < name
         {
-            let (n, id) = loose.next()?;
-            out.push(expected(n, id));
+            let (reference, commit) = loose.next()?;
+            out.push(Expected { reference, commit });
         }
         match loose.peek() {
             Some((n, _)) if n == name => {
-                let (n, id) = loose.next()?;
-                out.push(expected(n, id));
+                let (reference, commit) = loose.next()?;
+                out.push(Expected { reference, commit });
             }
-            _ => out.push(expected(name.to_owned(), id)),
+            _ => out.push(Expected { reference: name.to_owned(), commit }),
         }
     }
-    out.extend(loose.map(|(n, id)| expected(n, id)));
+    out.extend(loose.map(|(reference, commit)| Expected { reference, commit }));
     Some(out)
-}
-
-fn expected(reference: String, id: ObjectId) -> Expected {
-    Expected { reference, commit: super::local::to_commit_id(id) }
 }
 
 /// One `packed-refs` record: `<id> <name>\n`, maybe followed by `^<peeled id>\n`.
@@ -186,37 +183,37 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// letters, digits and `-_.+`, none empty, none starting with `.` or ending with `.` or
 /// `.lock`, no `..`. (git accepts more — other bytes, `@` — which gix's store reads.)
 fn plain_name(name: &str) -> bool {
-    name.starts_with("refs/")
-        && name.split('/').all(|c| {
-            !c.is_empty()
-                && !c.starts_with('.')
-                && !c.ends_with('.')
-                && !c.ends_with(".lock")
-                && !c.contains("..")
-                && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
-        })
+    let b = name.as_bytes();
+    if !b.starts_with(b"refs/") {
+        return false;
+    }
+    // One pass: `prev` is the byte before, `start` where the current component began.
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'/' => {
+                if i == start || b[i - 1] == b'.' || b[start..i].ends_with(b".lock") {
+                    return false;
+                }
+                start = i + 1;
+            }
+            b'.' if i == start || b[i - 1] == b'.' => return false,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'+' => {}
+            _ => return false,
+        }
+    }
+    start < b.len() && b[b.len() - 1] != b'.' && !b[start..].ends_with(b".lock")
 }
 
-/// Forty hex digits as an id.
-fn hex_id(hex: &[u8]) -> Option<ObjectId> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    if hex.len() != 40 {
-        return None;
-    }
-    let mut raw = [0u8; 20];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        raw[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(ObjectId::from_bytes_or_panic(&raw))
+/// Forty lowercase hex digits (as git writes them) as a commit id, unchecked as to kind.
+fn hex_commit(hex: &[u8]) -> Option<CommitId> {
+    let hex = std::str::from_utf8(hex).ok()?;
+    (hex.len() == 40 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| CommitId::from_trusted_hex(hex))
 }
 
 /// The loose refs under `prefix` below `dir`, unsorted. `None` for anything not plain.
-fn loose_refs(common: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, ObjectId)>) -> Option<()> {
+fn loose_refs(common: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, CommitId)>) -> Option<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(()),
@@ -242,8 +239,8 @@ fn loose_refs(common: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, Ob
             return None;
         }
         let content = std::fs::read(&path).ok()?;
-        let id = hex_id(content.strip_suffix(b"\n").unwrap_or(&content))?;
-        out.push((rel.to_owned(), id));
+        let commit = hex_commit(content.strip_suffix(b"\n").unwrap_or(&content))?;
+        out.push((rel.to_owned(), commit));
     }
     Some(())
 }
@@ -373,9 +370,44 @@ mod tests {
         assert_eq!(plain_git_dir(nothing.path()), None);
     }
 
+    #[test]
+    fn plain_names_are_the_usual_ones() {
+        for ok in ["refs/heads/environments/production", "refs/tags/v1.2.3", "refs/heads/a+b_c-d", "refs/x"] {
+            assert!(plain_name(ok), "{ok}");
+        }
+        for bad in [
+            "refs/heads/a..b",
+            "refs/heads/.x",
+            "refs/heads/x.lock",
+            "refs/heads/x.lock/y",
+            "refs/heads/x.",
+            "refs/heads/x./y",
+            "refs/heads//x",
+            "refs/heads/x/",
+            "refs/heads/a@{b",
+            "refs/heads/caf\u{e9}",
+            "heads/x",
+            "refs/",
+        ] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+    }
+
     use proptest::prelude::*;
 
     proptest! {
+        /// Every name this reader takes as plain is one git accepts (gix's check, which
+        /// follows `git check-ref-format`).
+        #[test]
+        fn plain_names_are_valid_ref_names(name in prop_oneof![
+            "refs/[a-z]{0,2}(\\.{1,2}[a-z]{0,2}){0,3}(/\\.?[a-z.]{0,3}){0,2}(\\.lock)?/?",
+            "refs/[a-zA-Z0-9._+/@{}~^:?*\\[\\\\ é-]{0,14}",
+        ]) {
+            if plain_name(&name) {
+                prop_assert!(gix::validate::reference::name(name.as_str().into()).is_ok(), "{}", name);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(
             buf in prop::collection::vec(any::<u8>(), 0..512),
