@@ -22,6 +22,51 @@ pub fn emit(text: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Writes a command's output to stdout through a buffer of `capacity` bytes as `write`
+/// produces it; a reader that went away is not an error, as for [`emit`].
+pub fn emit_with(
+    capacity: usize,
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(capacity, std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it: `"` and `\\`, the
+/// short forms `\\b \\t \\n \\f \\r`, other control characters as `\\u00xx`, everything
+/// else as it is.
+pub fn write_json_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    out.write_all(b"\"")?;
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0..0x20 => b"",
+            _ => continue,
+        };
+        out.write_all(&bytes[start..i])?;
+        if short.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.write_all(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])?;
+        } else {
+            out.write_all(short)?;
+        }
+        start = i + 1;
+    }
+    out.write_all(&bytes[start..])?;
+    out.write_all(b"\"")
+}
+
 /// [`emit`]s `doc` as pretty JSON and a newline.
 ///
 /// Streamed through a 64 KiB buffer, not built whole first: a listing of thousands of
