@@ -340,6 +340,79 @@ fn listing_matches_for_each_ref_with_loose_refs_over_packed_ones() {
     );
 }
 
+/// What each listed ref points at is checked, whether the object is loose or packed: a
+/// commit is listed, an annotated tag is peeled to its commit, a tree or a missing object is
+/// skipped. The model is what `git for-each-ref` says of each object's type.
+#[test]
+fn listing_keeps_refs_that_lead_to_commits_loose_or_packed() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    let tree = r.git(&["rev-parse", "HEAD^{tree}"]);
+    r.git(&["tag", "-a", "-m", "release", "v1", &c[1]]);
+    let tag = r.git(&["rev-parse", "v1"]);
+    r.update_ref("refs/deploy/a-commit", &c[0]);
+    r.update_ref("refs/deploy/b-tag", &tag);
+    r.update_ref("refs/deploy/c-tree", &tree);
+    r.update_ref("refs/deploy/d-commit", &c[2]);
+    let model = || -> Vec<(String, String)> {
+        r.git(&[
+            "for-each-ref",
+            "--format=%(objecttype) %(*objecttype) %(objectname) %(*objectname) %(refname)",
+            "refs/deploy/",
+        ])
+        .lines()
+        .filter_map(|l| match l.split(' ').collect::<Vec<_>>()[..] {
+            ["commit", "", id, "", name] => Some((name.to_owned(), id.to_owned())),
+            ["tag", "commit", _, peeled, name] => Some((name.to_owned(), peeled.to_owned())),
+            _ => None,
+        })
+        .collect()
+    };
+    let want = model();
+    assert_eq!(want.len(), 3, "{want:?}");
+    // (Under refs/deploy/: git points branches at commits only.) git refuses to point a ref
+    // at an object it lacks, and stops listing at one: that file is written by hand, after.
+    let missing_ref = r.path().join(".git/refs/deploy/e-missing");
+    std::fs::write(&missing_ref, "0123456789abcdef0123456789abcdef01234567\n").unwrap();
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(list(&repo, "refs/deploy/"), want, "loose objects");
+    // Packed refs and packed objects (the missing one is still a loose ref), read by a
+    // fresh instance and by the one that remembers what it found.
+    std::fs::remove_file(&missing_ref).unwrap();
+    r.git(&["gc", "-q", "--prune=now"]);
+    assert!(!r.path().join(".git/objects").join(&c[0][..2]).join(&c[0][2..]).exists());
+    assert_eq!(model(), want);
+    std::fs::write(&missing_ref, "0123456789abcdef0123456789abcdef01234567\n").unwrap();
+    assert_eq!(list(&LocalRepo::open(r.path()).unwrap(), "refs/deploy/"), want, "packed");
+    assert_eq!(list(&repo, "refs/deploy/"), want, "packed, remembered");
+}
+
+/// A plainly laid out repository is opened by gix only when something needs it: the
+/// listing reads refs and objects without it, and a fault in the configuration (which gix
+/// reads) is reported, as a typed error naming the repository, by the calls that need gix.
+#[test]
+fn a_plain_repository_opens_gix_only_when_needed() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    r.update_ref("refs/heads/environments/production", &c[1]);
+    let config = r.path().join(".git/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[core\n\tbroken\n")).unwrap();
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(
+        list(&repo, "refs/heads/environments/"),
+        [("refs/heads/environments/production".to_owned(), c[1].clone())]
+    );
+    let err = resolve(&repo, "environments/production").unwrap_err();
+    assert!(matches!(err, ExpectedError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains(&r.path().display().to_string()), "{err}");
+    assert!(repo.relate(&cid(&c[1]), &[rc(&c[0])]).is_err());
+    // Repaired, the same instance opens it.
+    std::fs::write(&config, &text).unwrap();
+    assert_eq!(resolve(&repo, "environments/production").unwrap().1, c[1]);
+    assert_eq!(relate(&repo, &c[1], &c[0]), Relation::Behind(1));
+}
+
 /// Regression: an object database that cannot be read made every reported commit
 /// `unknown_commit` ("not in the repository"), though the repository was never asked.
 #[test]
