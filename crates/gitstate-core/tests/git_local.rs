@@ -340,6 +340,29 @@ fn listing_matches_for_each_ref_with_loose_refs_over_packed_ones() {
     );
 }
 
+/// A listing reads `packed-refs` again whenever git has rewritten it, though the new file
+/// is the same size (a ref moved to another commit, then packed): the mapped file kept
+/// between listings is never a stale one.
+#[test]
+fn listings_see_packed_refs_rewritten_by_git() {
+    let r = Repo::new();
+    let c = r.commits(4, "c");
+    let env = "refs/heads/environments/production";
+    r.update_ref(env, &c[0]);
+    r.update_ref("refs/heads/environments/staging", &c[0]);
+    r.git(&["pack-refs", "--all"]);
+    let repo = LocalRepo::open(r.path()).unwrap();
+    assert_eq!(list(&repo, "refs/heads/environments/")[0], (env.to_owned(), c[0].clone()));
+    for id in &c[1..] {
+        let before = std::fs::metadata(r.path().join(".git/packed-refs")).unwrap().len();
+        r.update_ref(env, id);
+        r.git(&["pack-refs", "--all"]);
+        assert_eq!(std::fs::metadata(r.path().join(".git/packed-refs")).unwrap().len(), before);
+        assert!(!r.path().join(".git").join(env).exists(), "packed, not loose");
+        assert_eq!(list(&repo, "refs/heads/environments/")[0], (env.to_owned(), id.clone()));
+    }
+}
+
 /// What each listed ref points at is checked, whether the object is loose or packed: a
 /// commit is listed, an annotated tag is peeled to its commit, a tree or a missing object is
 /// skipped. The model is what `git for-each-ref` says of each object's type.

@@ -72,15 +72,10 @@ pub fn write_json_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
 /// Streamed through a 64 KiB buffer, not built whole first: a listing of thousands of
 /// environments is written as it is serialised.
 pub fn emit_json(doc: &impl Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let written = serde_json::to_writer_pretty(&mut out, doc)
-        .map_err(std::io::Error::from)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    Ok(emit_with(64 * 1024, |out| {
+        serde_json::to_writer_pretty(&mut *out, doc)?;
+        out.write_all(b"\n")
+    })?)
 }
 
 /// Colour on stdout as anstream decides it: on a terminal only, never with `NO_COLOR`

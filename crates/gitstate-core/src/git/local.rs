@@ -36,6 +36,8 @@ pub struct LocalRepo {
     /// never changes, so a listing every second of a fleet on many releases reads each
     /// object once, not once a second. Only found commits are kept.
     peeled: std::sync::Mutex<std::collections::HashMap<ObjectId, CommitId>>,
+    /// The last `packed-refs` a listing read.
+    packed: super::refscan::PackedRefs,
 }
 
 /// The most object ids [`LocalRepo`] remembers the commit of; beyond, it starts over.
@@ -63,6 +65,7 @@ impl LocalRepo {
                 common_dir: git_dir,
                 reftable: false,
                 peeled: Default::default(),
+                packed: Default::default(),
             });
         }
         let repo = Self::open_gix(&path)?;
@@ -77,6 +80,7 @@ impl LocalRepo {
             common_dir,
             reftable,
             peeled: Default::default(),
+            packed: Default::default(),
         })
     }
 
@@ -315,7 +319,7 @@ impl LocalRepo {
             message: format!("listing refs under {prefix:?}: {}", chain(e)),
         };
         if !self.reftable
-            && let Some(mut listed) = super::refscan::scan(&self.common_dir, prefix)
+            && let Some(mut listed) = super::refscan::scan(&self.common_dir, prefix, &self.packed)
         {
             self.keep_commits(&mut listed, err)?;
             return Ok(listed);
@@ -375,19 +379,16 @@ impl LocalRepo {
             let object = e.commit;
             let commit = match last {
                 Some((o, c)) if o == object => c,
-                _ => {
-                    let found = self.commit_of_listed(object, &mut peeled, &mut not_commits, &loose, &mut repo);
-                    match found {
-                        Ok(c) => {
-                            last = Some((object, c));
-                            c
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            return false;
-                        }
+                _ => match self.commit_of_listed(object, &mut peeled, &mut not_commits, &loose, &mut repo, &err) {
+                    Ok(c) => {
+                        last = Some((object, c));
+                        c
                     }
-                }
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                },
             };
             match commit {
                 Some(c) => {
@@ -400,11 +401,7 @@ impl LocalRepo {
                 }
             }
         });
-        match failed {
-            Some(ListedError::Gix(e)) => Err(err(&e)),
-            Some(ListedError::Open(e)) => Err(e),
-            None => Ok(()),
-        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// The commit `object` leads to, if any: from what earlier listings found, from its
@@ -416,7 +413,8 @@ impl LocalRepo {
         not_commits: &mut std::collections::HashSet<ObjectId>,
         loose: &gix::odb::loose::Store,
         repo: &mut Option<gix::Repository>,
-    ) -> Result<Option<CommitId>, ListedError> {
+        err: &impl Fn(&dyn std::error::Error) -> ExpectedError,
+    ) -> Result<Option<CommitId>, ExpectedError> {
         let Ok(id) = ObjectId::from_hex(object.as_str().as_bytes()) else { return Ok(None) };
         if let Some(known) = peeled.get(&id) {
             return Ok(Some(*known));
@@ -430,9 +428,9 @@ impl LocalRepo {
         }
         let repo = match repo {
             Some(r) => r,
-            None => repo.insert(self.gix().map_err(ListedError::Open)?),
+            None => repo.insert(self.gix()?),
         };
-        match commit_of(repo, id).map_err(ListedError::Gix)? {
+        match commit_of(repo, id).map_err(|e| err(&e))? {
             Some(c) => Ok(Some(*peeled.entry(id).or_insert(to_commit_id(c)))),
             None => {
                 not_commits.insert(id);
@@ -669,12 +667,6 @@ fn commit_of(repo: &gix::Repository, id: ObjectId) -> Result<Option<ObjectId>, g
         return Ok(None);
     };
     Ok(object.peel_to_kind(gix::object::Kind::Commit).ok().map(|c| c.id))
-}
-
-/// Why a listing's objects could not be checked.
-enum ListedError {
-    Open(ExpectedError),
-    Gix(gix::Error),
 }
 
 /// Whether full ref names have a loose file, each directory listed once.

@@ -4,17 +4,20 @@
 //! pages of a 7 MB file, not all of it), then the loose refs below the prefix, a loose ref
 //! winning over a packed one of the same name.
 //!
-//! Only what is certainly plain is read here: object ids in lowercase hex, names of ASCII letters,
-//! digits and `-_.+/` that git accepts, a loose file holding an id. Anything else — a
-//! symbolic ref, any other name, a line that does not parse, reftable — returns `None`, and
-//! the caller lists with gix's reference store, which reads every form git writes. Neither
-//! path checks what the objects are; the caller does.
+//! Only what is certainly plain is read here: object ids in lowercase hex, names of ASCII
+//! letters, digits and `-_.+/` that git accepts, a loose file holding an id. Anything else
+//! — a symbolic ref, any other name, a line that does not parse, reftable — returns
+//! `None`, and the caller lists with gix's reference store, which reads every form git
+//! writes. Neither path checks what the objects are; the caller does.
 //!
 //! [`plain_git_dir`] finds such a repository without gix, so that a listing does not pay
 //! for opening gix's repository (its configuration, object database and reference store:
 //! a third of a 1,000-ref listing's time).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use gix::refs::packed::Buffer;
 
 use crate::commit::CommitId;
 use crate::plugin::Expected;
@@ -50,10 +53,48 @@ pub(crate) fn plain_git_dir(path: &Path) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// The last `packed-refs` read, kept while the file is the same one — same inode, size and
+/// modification time: git replaces it by renaming a new file over it — so that a listing
+/// every second maps it once, as gix's own reference store does.
+#[derive(Default)]
+pub(crate) struct PackedRefs(Mutex<Option<(PackedId, Arc<Buffer>)>>);
+
+type PackedId = (u64, u64, Option<std::time::SystemTime>);
+
+impl PackedRefs {
+    /// The buffer of `common_dir/packed-refs`: `Some(None)` when there is no such file,
+    /// `None` when it cannot be read.
+    fn current(&self, common_dir: &Path) -> Option<Option<Arc<Buffer>>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = common_dir.join("packed-refs");
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                *last = None;
+                return Some(None);
+            }
+            Err(_) => return None,
+        };
+        let id = (meta.ino(), meta.len(), meta.modified().ok());
+        if let Some((known, buffer)) = &*last
+            && *known == id
+        {
+            return Some(Some(buffer.clone()));
+        }
+        // Replaced between the stat and the open: the next call sees another id and reads
+        // the file again.
+        let buffer = Arc::new(Buffer::open(path, MAP_ABOVE, gix::hash::Kind::Sha1).ok()?);
+        *last = Some((id, buffer.clone()));
+        Some(Some(buffer))
+    }
+}
+
 /// Every ref under `prefix` in `common_dir`, sorted by name, with the object it points at
-/// (the peeled object when `packed-refs` gives one) as a [`CommitId`], unchecked: the caller checks that
-/// each object is a commit. `None` when anything is not plain (see the module).
-pub(crate) fn scan(common_dir: &Path, prefix: &str) -> Option<Vec<Expected>> {
+/// (the peeled object when `packed-refs` gives one) as a [`CommitId`], unchecked: the
+/// caller checks that each object is a commit. `None` when anything is not plain (see the
+/// module).
+pub(crate) fn scan(common_dir: &Path, prefix: &str, packed: &PackedRefs) -> Option<Vec<Expected>> {
     if !prefix.starts_with("refs/") || common_dir.join("reftable").exists() {
         return None;
     }
@@ -62,15 +103,10 @@ pub(crate) fn scan(common_dir: &Path, prefix: &str) -> Option<Vec<Expected>> {
     loose_refs(common_dir, &common_dir.join(dir), prefix, &mut loose)?;
     loose.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    let path = common_dir.join("packed-refs");
-    let packed = if path.exists() {
-        Some(gix::refs::packed::Buffer::open(path, MAP_ABOVE, gix::hash::Kind::Sha1).ok()?)
-    } else {
-        None
-    };
+    let packed = packed.current(common_dir)?;
     // gix's buffer is sorted (it sorts an unsorted file in memory) and starts after the
     // header line.
-    let records: &[u8] = packed.as_ref().map_or(&[], |b| b.as_ref());
+    let records: &[u8] = packed.as_deref().map_or(&[], |b| b.as_ref());
     let start = lower_bound(records, prefix.as_bytes())?;
     let end = match successor(prefix.as_bytes()) {
         Some(after) => lower_bound(records, &after)?,
@@ -187,7 +223,7 @@ fn plain_name(name: &str) -> bool {
     if !b.starts_with(b"refs/") {
         return false;
     }
-    // One pass: `prev` is the byte before, `start` where the current component began.
+    // One pass; `start` is where the current component began.
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         match c {
@@ -271,7 +307,8 @@ mod tests {
     }
 
     fn listed(dir: &Path, prefix: &str) -> Option<Vec<(String, String)>> {
-        scan(dir, prefix).map(|v| v.into_iter().map(|e| (e.reference, e.commit.to_string())).collect())
+        scan(dir, prefix, &PackedRefs::default())
+            .map(|v| v.into_iter().map(|e| (e.reference, e.commit.to_string())).collect())
     }
 
     /// What gix's reference store lists under `prefix`, peeled as `packed-refs` says.
@@ -417,7 +454,7 @@ mod tests {
             let mut bytes = header.map(|h| h.as_bytes().to_vec()).unwrap_or_default();
             bytes.extend_from_slice(&buf);
             let dir = repo_with_packed(&bytes);
-            if let Some(out) = scan(dir.path(), &prefix) {
+            if let Some(out) = scan(dir.path(), &prefix, &PackedRefs::default()) {
                 prop_assert!(out.iter().all(|e| e.reference.starts_with(&prefix)));
             }
         }
