@@ -1,22 +1,23 @@
-//! The `gitstate` command-line tool: parses flags, loads the configuration, drives the
-//! `gitstate-core` engine and prints reports. Entry point: [`run`].
+//! The `gitstate` command-line tool: parses flags, loads the configuration, wires the
+//! library crates together (a `gitstate-runtime` controller over `gitstate-core`'s Git
+//! source and the adapters' probes) and prints reports. It decides nothing itself. Entry
+//! point: [`run`].
 //!
-//! Layout: [`cli`] (flags), [`config`] (gitstate.toml), [`plan`] (configuration → engine:
-//! sources, probes), [`commands`] (one module per subcommand), [`output`] (tables, JSON,
-//! colour, progress).
+//! Layout: [`cli`] (flags), [`config`] (gitstate.toml), [`plan`] (configuration → the
+//! runtime: source, environments, probes, sinks, options), [`commands`] (one module per
+//! subcommand), [`output`] (tables, JSON, HTML, colour, progress), [`listener`] (what
+//! `watch` serves: metrics, status, dashboard, push webhooks).
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exec;
-pub mod freeze;
-pub mod fsutil;
+pub mod listener;
 pub mod output;
 pub mod plan;
 pub mod remediate;
 pub mod serve;
-pub mod state;
-pub mod watch;
+pub mod stores;
 
 use clap::Parser;
 

@@ -1,23 +1,25 @@
-//! From a [`Config`] to what the engine runs: the Git source, the environments (explicit
-//! and discovered, filtered by `-e`), and a probe per target sharing one HTTP pool.
+//! From a [`Config`] to what the runtime runs: the Git source, the environments (explicit
+//! and discovered, filtered by `-e`) with a probe per target sharing one HTTP pool, the
+//! alarm sinks, the controller's options — and [`Discovery`], the `[[discover]]` prefixes
+//! listed again on every ref poll of `watch`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 #[cfg(feature = "aws")]
 use gitstate_aws::{AwsClients, AwsProbe};
 use gitstate_core::git::{GitSource, RemoteRepo};
-use gitstate_core::{
-    ActualStateProbe, CommitId, EnvironmentSpec, Expected, ExpectedError, ExpectedState, Relation,
-    ReportedCommit, TargetSpec,
-};
+use gitstate_core::{ActualStateProbe, EnvironmentSpec, Expected, ExpectedState as _, TargetSpec};
 use gitstate_http::{HttpClients, HttpProbe, KeepAlive};
+
+use gitstate_runtime::controls::Windows;
+use gitstate_runtime::{Environment, Environments, Options, Prefetched, Refreshed};
 
 use crate::config::discover::{self, Planned, Skipped};
 use crate::config::{Config, RepoLocation, TargetKind};
+use crate::output;
 
 /// Opens the configured repository (local path, remote URL, or mirrored remote).
 pub fn source(config: &Config) -> anyhow::Result<GitSource> {
@@ -198,37 +200,22 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
         .collect()
 }
 
-/// What [`Plan::replan`] found.
-#[derive(Debug, Default)]
-pub struct Replanned {
-    /// The set of environments changed: the specs were rebuilt.
-    pub changed: bool,
-    /// Every ref the `[[discover]]` prefixes listed, with its commit: what a ref poll of a
-    /// discovered environment need not look up again. The very same `Arc` as the last
-    /// replan's while the listing is unchanged (`Arc::ptr_eq` tells a poller so).
-    pub listed: Arc<Listed>,
-}
-
 /// Every ref a `[[discover]]` listing found, with its commit.
-pub type Listed = HashMap<String, gitstate_core::CommitId>;
+pub type Listed = gitstate_runtime::environments::Listed;
 
-/// Each environment's freeze windows (environments without any are absent).
-pub type Windows = BTreeMap<gitstate_core::EnvName, Vec<crate::freeze::FreezeWindow>>;
-
-/// What a one-shot command runs: the environments selected (explicit and discovered),
-/// their engine specs, and the clients they share. Built by [`build`].
+/// What a command runs: the environments selected (explicit and discovered), their
+/// engine specs and freeze windows, and the clients they share. Built by [`build`].
 pub struct Plan {
-    /// The environments, in order. `watch`'s driver takes them (at its start, and after
-    /// each [`Plan::replan`] that rebuilt them): one copy of 10,000, not two.
+    /// The environments, in order (taken by the controller: one copy of 10,000, not two).
     pub specs: Vec<EnvironmentSpec>,
-    /// The clients the specs' probes share (and the sinks, when asked for).
+    /// The clients the specs' probes share (and the sinks).
     pub clients: Clients,
     source: GitSource,
     /// Every planned environment's name: what a new listing is compared with.
-    names: std::collections::BTreeSet<gitstate_core::EnvName>,
+    names: BTreeSet<gitstate_core::EnvName>,
     /// The freeze windows of the environments that have any.
-    windows: Arc<Windows>,
-    /// What `[[discover]]` listed (for a one-shot engine's [`Prefetched`]). The planned
+    windows: Windows,
+    /// What `[[discover]]` listed (for a one-shot pass's [`Prefetched`]). The planned
     /// configurations themselves are not kept: the specs hold what a pass needs.
     listed: Vec<Expected>,
     /// The last `[[discover]]` listing and its map: a listing equal to it (the usual case,
@@ -249,7 +236,7 @@ pub async fn build(config: &Config, only: &[String], keep: KeepAlive) -> anyhow:
         clients,
         source,
         names: Default::default(),
-        windows: Arc::default(),
+        windows: Windows::new(),
         listed: Vec::new(),
         last_listing: None,
     };
@@ -258,32 +245,74 @@ pub async fn build(config: &Config, only: &[String], keep: KeepAlive) -> anyhow:
 }
 
 impl Plan {
-    /// An engine for one pass over this plan's source (discovered refs answered from their
-    /// listing), with `[watch] concurrency` and, when `alarms`, the configured alarm sinks
-    /// (an open alarm stays firing in Alertmanager for an hour per run: `reconcile` may run
-    /// from cron).
-    pub fn engine(&self, config: &Config, alarms: bool) -> anyhow::Result<gitstate_core::Engine> {
-        let engine = gitstate_core::Engine::new(Arc::new(Prefetched::new(self.source.clone(), &self.listed)));
-        let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
-        self.with_sinks(engine, config, alarms.then_some(ttl))
-    }
-
-    /// An engine for `watch`: over the source itself (the environments are re-planned as
-    /// `[[discover]]` finds new ones), with the alarm sinks, an open alarm staying firing in
-    /// Alertmanager for four intervals per post.
-    pub fn watch_engine(&self, config: &Config) -> anyhow::Result<gitstate_core::Engine> {
-        let engine = gitstate_core::Engine::new(Arc::new(self.source.clone()));
-        self.with_sinks(engine, config, Some(config.watch.interval.saturating_mul(4)))
-    }
-
-    /// An engine that probes and reports and does nothing else (no journal, no alarm
-    /// sink): a standby replica's (SPEC §14).
-    pub fn observer_engine(&self, config: &Config) -> gitstate_core::Engine {
-        gitstate_core::Engine::new(Arc::new(self.source.clone()))
+    /// An engine for `check` (observe and report, nothing more), its discovered refs
+    /// answered from their listing.
+    pub fn check_engine(&self, config: &Config) -> gitstate_core::Engine {
+        gitstate_core::Engine::new(self.one_shot_source())
             .with_timer(gitstate_core::Timer::new(|d| Box::pin(tokio::time::sleep(d))))
             .with_concurrency(config.watch.concurrency)
             .with_max_commits(config.max_commits)
             .with_links(self.links(config))
+    }
+
+    /// The source for one pass: discovered refs answered from the listing just made.
+    pub fn one_shot_source(&self) -> Arc<dyn gitstate_core::ExpectedState> {
+        Arc::new(Prefetched::new(Arc::new(self.source.clone()), &self.listed))
+    }
+
+    /// The controller's options from `[watch]` and `[output]`.
+    pub fn options(&self, config: &Config) -> Options {
+        let mut o = Options::default();
+        o.interval = config.watch.interval;
+        o.jitter = config.watch.jitter;
+        o.ref_poll = config.watch.ref_poll;
+        o.converging_poll = config.watch.converging_poll;
+        o.concurrency = config.watch.concurrency;
+        o.max_commits = config.max_commits;
+        o.links = self.links(config);
+        o
+    }
+
+    /// The alarm sinks `[alerts]` describes, an open alarm staying firing in Alertmanager
+    /// for `ttl` per post unless its config says otherwise.
+    pub fn sinks(
+        &self,
+        config: &Config,
+        ttl: Duration,
+    ) -> anyhow::Result<Vec<Arc<dyn gitstate_core::AlarmSink>>> {
+        crate::remediate::sinks(&config.alerts, &self.clients.http, ttl)
+    }
+
+    /// A controller builder over `source`, `store` and these environments, with the
+    /// sinks (when `ttl` is given) and the options of `config`.
+    pub fn controller(
+        &mut self,
+        config: &Config,
+        source: Arc<dyn gitstate_core::ExpectedState>,
+        store: Arc<dyn gitstate_runtime::Store>,
+        ttl: Option<Duration>,
+    ) -> anyhow::Result<gitstate_runtime::Builder> {
+        let mut builder = gitstate_runtime::Controller::builder(source, store)
+            .environments(self.take_environments())
+            .options(self.options(config))
+            .stop_token(self.clients.stop.clone());
+        if let Some(ttl) = ttl {
+            for sink in self.sinks(config, ttl)? {
+                builder = builder.sink(sink);
+            }
+        }
+        Ok(builder)
+    }
+
+    /// The environments (specs and freeze windows), taken from the plan.
+    pub fn take_environments(&mut self) -> Vec<Environment> {
+        std::mem::take(&mut self.specs)
+            .into_iter()
+            .map(|s| {
+                let windows = self.windows.get(&s.name).cloned().unwrap_or_default();
+                Environment::new(s).with_windows(windows)
+            })
+            .collect()
     }
 
     /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`,
@@ -292,53 +321,35 @@ impl Plan {
         links(config, &self.source)
     }
 
-    fn with_sinks(
-        &self,
-        engine: gitstate_core::Engine,
-        config: &Config,
-        ttl: Option<Duration>,
-    ) -> anyhow::Result<gitstate_core::Engine> {
-        let mut engine = engine
-            // Probe timeouts on tokio's timer wheel: no wake-up of another thread per probe.
-            .with_timer(gitstate_core::Timer::new(|d| Box::pin(tokio::time::sleep(d))))
-            .with_concurrency(config.watch.concurrency)
-            .with_max_commits(config.max_commits)
-            .with_links(self.links(config));
-        if let Some(ttl) = ttl {
-            for sink in crate::remediate::sinks(&config.alerts, &self.clients.http, ttl)? {
-                engine = engine.with_sink(sink);
-            }
-        }
-        Ok(engine)
-    }
-
     /// Lists `[[discover]]` prefixes again and rebuilds the specs when the set of names
-    /// changed (the cheap listing is compared first); `Ok(false)` when nothing changed.
-    pub async fn replan(&mut self, config: &Config) -> anyhow::Result<Replanned> {
+    /// changed (the cheap listing is compared first).
+    async fn replan(&mut self, config: &Config) -> anyhow::Result<Refreshed> {
         if config.discover.is_empty() {
-            return Ok(Replanned::default());
+            return Ok(Refreshed::unchanged());
         }
         let listed = listings(config, &self.source).await?;
         if let Some((last, map)) = &self.last_listing
             && *last == listed
         {
-            return Ok(Replanned { changed: false, listed: map.clone() });
+            return Ok(Refreshed::unchanged().with_listed(map.clone()));
         }
         let same = {
             let (found, _) = discover::discovered(config, &listed);
-            let names: std::collections::BTreeSet<&gitstate_core::EnvName> =
+            let names: BTreeSet<&gitstate_core::EnvName> =
                 config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();
             self.names.len() == names.len() && self.names.iter().all(|n| names.contains(n))
         };
         let map: Arc<Listed> =
             Arc::new(listed.iter().flatten().map(|e| (e.reference.clone(), e.commit)).collect());
+        let mut refreshed = Refreshed::unchanged();
         if !same {
             let (envs, _) = environments(config, &self.source, &[]).await?;
             self.specs = specs(config, &envs, &self.clients)?;
             self.keep(envs);
+            refreshed = Refreshed::changed(self.take_environments());
         }
         self.last_listing = Some((listed, map.clone()));
-        Ok(Replanned { changed: !same, listed: map })
+        Ok(refreshed.with_listed(map))
     }
 
     /// The Git source.
@@ -351,40 +362,40 @@ impl Plan {
     /// themselves were some 15 MB, their every part copied into the specs already).
     fn keep(&mut self, envs: Vec<Planned>) {
         self.names = envs.iter().map(|p| p.config.name.clone()).collect();
-        self.windows = Arc::new(
-            envs.iter()
-                .filter(|p| !p.config.windows.is_empty())
-                .map(|p| (p.config.name.clone(), p.config.windows.clone()))
-                .collect(),
-        );
+        self.windows = envs
+            .iter()
+            .filter(|p| !p.config.windows.is_empty())
+            .map(|p| (p.config.name.clone(), p.config.windows.clone()))
+            .collect();
         self.listed = envs.into_iter().filter_map(|p| p.listed).collect();
     }
 
     /// Each environment's freeze windows (those without any are absent).
-    pub fn windows(&self) -> Arc<Windows> {
-        self.windows.clone()
-    }
-
-    /// What operators said (`overrides`) and the calendar (freeze windows) mean for each
-    /// environment at `now`, set on the specs.
-    pub fn apply_controls(&mut self, overrides: &crate::state::overrides::Overrides, now: jiff::Timestamp) {
-        let windows = self.windows();
-        for spec in &mut self.specs {
-            spec.controls = controls(overrides, windows.get(&spec.name), &spec.name, now);
-        }
+    pub fn windows(&self) -> &Windows {
+        &self.windows
     }
 }
 
-/// What operators said of `env` and its freeze windows mean at `now`.
-pub fn controls(
-    overrides: &crate::state::overrides::Overrides,
-    windows: Option<&Vec<crate::freeze::FreezeWindow>>,
-    env: &gitstate_core::EnvName,
-    now: jiff::Timestamp,
-) -> gitstate_core::Controls {
-    let mut c = overrides.controls(env, now);
-    c.frozen_until = windows.and_then(|w| crate::freeze::frozen_until(w, now));
-    c
+/// `watch`'s environments: the `[[discover]]` prefixes listed again before every ref
+/// poll, the specs rebuilt when the set of names changed.
+pub struct Discovery {
+    config: Config,
+    plan: tokio::sync::Mutex<Plan>,
+}
+
+impl Discovery {
+    /// Discovery over `plan` (whose environments the controller already took).
+    pub fn new(config: Config, plan: Plan) -> Self {
+        Self { config, plan: tokio::sync::Mutex::new(plan) }
+    }
+}
+
+#[async_trait::async_trait]
+impl Environments for Discovery {
+    async fn refresh(&self) -> Result<Refreshed, gitstate_runtime::environments::BoxError> {
+        let mut plan = self.plan.lock().await;
+        plan.replan(&self.config).await.map_err(|e| output::chain(&e).into())
+    }
 }
 
 /// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`, else
@@ -395,71 +406,5 @@ pub fn links(config: &Config, source: &GitSource) -> gitstate_core::Links {
     gitstate_core::Links {
         commit: set.commit.clone().or(derived.commit),
         compare: set.compare.clone().or(derived.compare),
-    }
-}
-
-/// Answers `resolve` from what a `[[discover]]` listing already returned, so a discovered
-/// ref is read once per pass; everything else goes to the inner source.
-pub struct Prefetched {
-    inner: GitSource,
-    known: HashMap<String, Expected>,
-}
-
-impl Prefetched {
-    /// Wraps `inner` with the commits already listed.
-    pub fn new(inner: GitSource, listed: &[Expected]) -> Self {
-        let known = listed.iter().map(|e| (e.reference.clone(), e.clone())).collect();
-        Self { inner, known }
-    }
-}
-
-#[async_trait]
-impl ExpectedState for Prefetched {
-    fn name(&self) -> &str {
-        "git"
-    }
-
-    async fn resolve(&self, refs: &[String]) -> Result<Vec<Result<Expected, ExpectedError>>, ExpectedError> {
-        let missing: Vec<String> = refs.iter().filter(|r| !self.known.contains_key(*r)).cloned().collect();
-        let mut fetched =
-            if missing.is_empty() { Vec::new() } else { self.inner.resolve(&missing).await? }.into_iter();
-        Ok(refs
-            .iter()
-            .map(|r| match self.known.get(r) {
-                Some(e) => Ok(e.clone()),
-                None => fetched.next().unwrap_or_else(|| {
-                    Err(ExpectedError::RefNotFound { reference: r.clone(), repo: "?".into() })
-                }),
-            })
-            .collect())
-    }
-
-    async fn relate(
-        &self,
-        expected: &CommitId,
-        reported: &[ReportedCommit],
-    ) -> Result<Vec<Relation>, ExpectedError> {
-        self.inner.relate(expected, reported).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<Expected>, ExpectedError> {
-        self.inner.list(prefix).await
-    }
-
-    async fn moved_at(&self, expected: &[Expected]) -> Vec<Option<jiff::Timestamp>> {
-        self.inner.moved_at(expected).await
-    }
-
-    async fn relate_commits(
-        &self,
-        expected: &CommitId,
-        reported: &[ReportedCommit],
-        max: usize,
-    ) -> Result<Vec<gitstate_core::Related>, ExpectedError> {
-        self.inner.relate_commits(expected, reported, max).await
-    }
-
-    async fn describe(&self, commits: &[CommitId]) -> Result<Vec<gitstate_core::CommitInfo>, ExpectedError> {
-        self.inner.describe(commits).await
     }
 }

@@ -1328,7 +1328,7 @@ fn a_signed_push_webhook_starts_the_remediation_at_once() {
     let body = |reference: &str| {
         format!(r#"{{"ref":"{reference}","before":"{}","after":"{}","repository":{{"full_name":"acme/shop"}},"pusher":{{"name":"ada"}},"commits":[]}}"#, l.c[1], l.c[3]).into_bytes()
     };
-    let sig = |b: &[u8]| gitstate_cli::watch::webhook::sign(secret, b);
+    let sig = |b: &[u8]| gitstate_cli::listener::webhook::sign(secret, b);
 
     // Refusals first: nothing is polled.
     let b = body(REF);

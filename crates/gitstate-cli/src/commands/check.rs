@@ -17,7 +17,7 @@ pub async fn run(args: Check) -> anyhow::Result<i32> {
     let args = args.select;
     let config = super::load_config(args.config.config.as_deref())?;
     let mut plan = plan::build(&config, &args.environments, gitstate_http::KeepAlive::Shared).await?;
-    let engine = plan.engine(&config, false)?;
+    let engine = plan.check_engine(&config);
     let specs = &mut plan.specs;
     let progress = Progress::start(specs);
     let out = engine.run_pass(specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;

@@ -16,16 +16,15 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
 use gitstate_core::{
-    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, Engine, EnvName, EnvironmentSpec, PassMode,
-    PassOutcome, Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError, TargetSpec,
+    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, EnvName, EnvironmentSpec, PassMode, PassOutcome,
+    Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError, TargetSpec,
 };
 use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
+use gitstate_runtime::{Controller, FileStore};
 
 use crate::exit;
+use crate::listener::dashboard::Dashboard;
 use crate::output::{Paint, report};
-use crate::state::StateStore;
-use crate::state::overrides::Overrides;
-use crate::watch::dashboard::Dashboard;
 
 const REF: &str = "refs/heads/environments/production";
 
@@ -65,13 +64,15 @@ pub async fn run() -> anyhow::Result<i32> {
         controls: gitstate_core::Controls::default(),
     };
     // State and events in the sandbox, so that the dashboard shows what `watch` would.
-    let store = Arc::new(StateStore::open(&dir.path().join(".gitstate"))?);
-    let dashboard = Arc::new(Dashboard::new(store.clone(), gitstate_core::Links::default()));
+    let store = Arc::new(FileStore::open(&dir.path().join(".gitstate"))?);
+    let name = env.name.clone();
+    let controller = Controller::builder(Arc::new(GitSource::local(repo)?), store.clone())
+        .environment(env)
+        .sink(Arc::new(PrintSink { paint: p }))
+        .build();
+    let dashboard = Arc::new(Dashboard::new(controller.view(), gitstate_core::Links::default()));
     let board = dashboard_listener(dashboard.clone()).await?;
-    let engine = Engine::new(Arc::new(GitSource::local(repo)?))
-        .with_journal(store.clone())
-        .with_sink(Arc::new(PrintSink { paint: p }));
-    let mut demo = Demo { engine, env, store, dashboard, paint: p, last_line: String::new() };
+    let mut demo = Demo { controller, paint: p, last_line: String::new() };
 
     println!(
         "{}",
@@ -82,7 +83,7 @@ pub async fn run() -> anyhow::Result<i32> {
     println!("Watch it on the dashboard: {}", p.bold(&format!("http://{board}/")));
 
     step(&p, 1, "Production runs what its ref says");
-    let out = demo.reconcile_pass().await;
+    let out = demo.reconcile_pass().await?;
     print!("{}", report::render(&out.report, &p));
 
     step(&p, 2, "A release: three commits land and the ref moves (git update-ref)");
@@ -90,12 +91,12 @@ pub async fn run() -> anyhow::Result<i32> {
         commits.push(commit(repo, msg)?);
     }
     git(repo, &["update-ref", REF, &commits[5]])?;
-    let out = demo.check().await;
+    let out = demo.check().await?;
     print!("{}", report::render(&out.report, &p));
     println!("Drift detected: the service is 3 commits behind its ref, so a deploy is pending.");
 
     step(&p, 3, "The closed loop: gitstate re-triggers the deploy and waits for convergence");
-    demo.reconcile_pass().await;
+    demo.reconcile_pass().await?;
     let lag = demo.until_in_sync(Duration::from_secs(10)).await?;
     println!(
         "{} converged on {}: convergence lag {lag:.1} s (from the ref move being seen to every instance in sync).",
@@ -108,7 +109,7 @@ pub async fn run() -> anyhow::Result<i32> {
     let hotfix = commit(repo, "hotfix: patch the login redirect")?;
     git(repo, &["checkout", "-q", "main"])?;
     *served.lock().unwrap_or_else(|e| e.into_inner()) = hotfix.clone();
-    let out = demo.reconcile_pass().await;
+    let out = demo.reconcile_pass().await?;
     print!("{}", report::render(&out.report, &p));
     println!(
         "gitstate does not overwrite a hotfix by default (on_diverged = \"alarm\"): it raises an alarm instead."
@@ -123,7 +124,7 @@ pub async fn run() -> anyhow::Result<i32> {
     deploy.broken.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let out = demo.reconcile_pass().await;
+        let out = demo.reconcile_pass().await?;
         if out.report.environments[0].phase == Some(Phase::Alarm) {
             break;
         }
@@ -137,13 +138,8 @@ pub async fn run() -> anyhow::Result<i32> {
     );
     deploy.broken.store(false, Ordering::SeqCst);
     println!("  $ gitstate retry production");
-    Overrides::update(&dir.path().join(".gitstate"), |o| {
-        o.environments.entry(demo.env.name.clone()).or_default().retry_requested_at =
-            Some(jiff::Timestamp::now());
-    })?;
-    let overrides = Overrides::read(&dir.path().join(".gitstate"))?;
-    demo.env.controls = overrides.controls(&demo.env.name, jiff::Timestamp::now());
-    demo.reconcile_pass().await;
+    gitstate_runtime::controls::retry(&*store, &[name], "demo", jiff::Timestamp::now()).await?;
+    demo.reconcile_pass().await?;
     demo.until_in_sync(Duration::from_secs(10)).await?;
     println!(
         "{} converged on {}: a fresh attempt fixed it, and the drift alarm resolved.",
@@ -193,30 +189,25 @@ async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::ne
 }
 
 struct Demo {
-    engine: Engine,
-    env: EnvironmentSpec,
-    store: Arc<StateStore>,
-    dashboard: Arc<Dashboard>,
+    controller: Controller,
     paint: Paint,
     last_line: String,
 }
 
 impl Demo {
-    async fn pass(&mut self, mode: PassMode) -> PassOutcome {
-        let prior = self.store.environments();
-        let out =
-            self.engine.run_pass(std::slice::from_ref(&self.env), &prior, mode, jiff::Timestamp::now()).await;
-        self.dashboard.record(out.report.environments.clone());
-        out
+    /// One pass of the runtime's controller, as `reconcile` runs it (its reports go to
+    /// the dashboard's view).
+    async fn pass(&mut self, mode: PassMode) -> anyhow::Result<PassOutcome> {
+        Ok(self.controller.run_once(mode, false).await?.outcome)
     }
 
-    async fn check(&mut self) -> PassOutcome {
+    async fn check(&mut self) -> anyhow::Result<PassOutcome> {
         self.pass(PassMode::Check).await
     }
 
     /// One reconcile pass; prints what it did in words.
-    async fn reconcile_pass(&mut self) -> PassOutcome {
-        let out = self.pass(PassMode::Reconcile { dry_run: false }).await;
+    async fn reconcile_pass(&mut self) -> anyhow::Result<PassOutcome> {
+        let out = self.pass(PassMode::Reconcile { dry_run: false }).await?;
         let p = &self.paint;
         for (_, reason, _) in &out.decisions {
             for a in &out.report.environments[0].actions {
@@ -236,7 +227,7 @@ impl Demo {
             }
             self.last_line = line;
         }
-        out
+        Ok(out)
     }
 
     /// Reconcile passes until in sync; returns the recorded convergence lag.
@@ -244,7 +235,7 @@ impl Demo {
         let deadline = Instant::now() + limit;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let out = self.pass(PassMode::Reconcile { dry_run: false }).await;
+            let out = self.pass(PassMode::Reconcile { dry_run: false }).await?;
             if out.report.in_sync {
                 let lag = out.states.first().and_then(|(_, s)| s.last_convergence_lag_s);
                 return lag.context("no convergence lag was recorded");

@@ -1,55 +1,37 @@
-//! `gitstate reconcile`: one pass of the closed loop with durable state. It takes the
-//! state lock (the lock file, or with PostgreSQL the cluster's leader lock: exit 2 naming
-//! the watch that holds it), probes, decides with the pure `reconcile`, persists the
-//! attempt before any remediation starts, runs remediations and alarm notifications,
-//! writes the state and the events, and exits with what the pass observed (no re-probe).
-//! `--dry-run` decides and reports only: no lock, no state, no event, `"ok": null`.
-
-use std::sync::Arc;
+//! `gitstate reconcile`: one pass of the runtime's controller with durable state. It takes
+//! the state lock (the lock file, or with PostgreSQL the cluster's leader lock: exit 2
+//! naming the watch that holds it), runs [`gitstate_runtime::Controller::run_once`] —
+//! probe, decide, persist the attempt before any remediation starts, remediate, notify,
+//! retire what the configuration no longer has (a whole pass, no `-e`) — prints the
+//! report, and exits with what the pass observed (no re-probe). `--dry-run` decides and
+//! reports only: no lock, no state, no event, `"ok": null`.
 
 use gitstate_core::PassMode;
 
 use crate::cli::{Output, Reconcile};
 use crate::output::progress::Progress;
 use crate::output::{self, Paint, report};
-use crate::state::overrides::Overrides;
-use crate::state::postgres::PgStore;
-use crate::state::{Lock, StateStore, Store};
-use crate::{exit, plan};
+use crate::{exit, plan, stores};
 
 /// Runs the command.
 pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
     let config = super::load_config(args.select.config.config.as_deref())?;
     let dry_run = args.dry_run;
-    let (_lock, store, prior, overrides) = open(&config, dry_run).await?;
+    let (store, _lock) =
+        if dry_run { (stores::read_only(&config).await?, None) } else { stores::for_pass(&config).await? };
     let mut plan = plan::build(&config, &args.select.environments, gitstate_http::KeepAlive::Shared).await?;
-    let mut engine = plan.engine(&config, true)?;
-    if let Some(s) = &store {
-        engine = engine.with_journal(s.clone());
-    }
-    // What operators said (suspend, retry) and the freeze windows: applied to this pass.
-    let now = jiff::Timestamp::now();
-    plan.apply_controls(&overrides, now);
     let progress = Progress::start(&mut plan.specs);
-    let out = engine.run_pass(&plan.specs, &prior, PassMode::Reconcile { dry_run }, now).await;
+    let source = plan.one_shot_source();
+    // An open alarm stays firing in Alertmanager for an hour per run: reconcile may run
+    // from cron.
+    let ttl = gitstate_http::AlertmanagerSink::DEFAULT_TTL;
+    let controller = plan.controller(&config, source, store, Some(ttl))?.build();
+    let prune = args.select.environments.is_empty();
+    let once = controller.run_once(PassMode::Reconcile { dry_run }, prune).await?;
     drop(progress);
-    let mut failed = out.journal_error.clone();
-    // A whole pass (no -e) retires what the configuration no longer has.
-    if let Some(store) = store.as_ref().filter(|_| args.select.environments.is_empty()) {
-        let known: std::collections::BTreeSet<_> = plan.specs.iter().map(|s| &s.name).collect();
-        let gone: Vec<_> = store.environments().into_iter().filter(|(n, _)| !known.contains(n)).collect();
-        if !gone.is_empty() {
-            for (name, _) in &gone {
-                tracing::info!(environment = %name, "environment removed from the configuration; its state is pruned");
-            }
-            let removed = engine.remove(gone, jiff::Timestamp::now()).await;
-            failed = failed.or(removed.journal_error);
-        }
-    }
-    if let Some(store) = &store
-        && let Err(e) = store.flush().await
-    {
-        failed = failed.or(Some(e.to_string()));
+    let out = &once.outcome;
+    for name in &once.removed {
+        tracing::info!(environment = %name, "environment removed from the configuration; its state is pruned");
     }
     for (name, reason, _) in &out.decisions {
         tracing::info!(environment = %name, %reason, "decided");
@@ -67,45 +49,9 @@ pub async fn run(args: Reconcile) -> anyhow::Result<i32> {
             output::emit(text.as_bytes())?;
         }
     }
-    if let Some(e) = failed {
+    if let Some(e) = &once.store_error {
         eprintln!("error: {e}");
         return Ok(exit::ERROR);
     }
     Ok(super::exit_code(&out.report))
 }
-
-/// What the state says before the pass, and the store to write the pass to (none in a
-/// dry run), holding the state lock: in files, the lock file; in PostgreSQL, the cluster's
-/// leader lock, or exit 2 naming who holds it (a running watch).
-async fn open(
-    config: &crate::config::Config,
-    dry_run: bool,
-) -> anyhow::Result<(Option<Lock>, Option<Arc<dyn Store>>, StateMap, Overrides)> {
-    if let Some(pg) = &config.postgres {
-        let store = PgStore::open(pg).await?;
-        let (prior, overrides) = (store.state().environments, store.overrides()?);
-        if dry_run {
-            return Ok((None, None, prior, overrides));
-        }
-        if !store.try_lead().await? {
-            let holder = store.holder().await?.map_or("another replica".to_owned(), |h| h.to_string());
-            anyhow::bail!(
-                "the leader lock of cluster {:?} is held by {holder}: a watch leads it; reconcile acts only where nothing else does",
-                pg.cluster
-            );
-        }
-        // Read again now that this process leads: what the last leader left.
-        let (prior, overrides) = (store.state().environments, store.overrides()?);
-        return Ok((None, Some(Arc::new(store)), prior, overrides));
-    }
-    let overrides = Overrides::read(&config.state_dir)?;
-    if dry_run {
-        return Ok((None, None, StateStore::read(&config.state_dir)?.environments, overrides));
-    }
-    let lock = StateStore::lock(&config.state_dir)?;
-    let store = StateStore::open(&config.state_dir)?.with_rotation(config.events);
-    let prior = StateStore::environments(&store);
-    Ok((Some(lock), Some(Arc::new(store)), prior, overrides))
-}
-
-type StateMap = std::collections::BTreeMap<gitstate_core::EnvName, gitstate_core::EnvState>;

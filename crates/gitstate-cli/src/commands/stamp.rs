@@ -47,7 +47,7 @@ pub fn run(args: Stamp) -> anyhow::Result<i32> {
     if args.output == Path::new("-") {
         std::io::stdout().write_all(json.as_bytes())?;
     } else {
-        crate::fsutil::write_atomic_public(&args.output, json.as_bytes())
+        gitstate_runtime::fs::write_atomic_public(&args.output, json.as_bytes())
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
     Ok(exit::IN_SYNC)

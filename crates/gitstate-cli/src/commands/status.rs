@@ -7,43 +7,28 @@
 use crate::cli::{Output, Status};
 use crate::exit;
 use crate::output::{self, Paint};
-use crate::state::StateStore;
 
 /// Runs the command.
 pub async fn run(args: Status) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
-    let pg = match &config.postgres {
-        Some(pg) => Some(crate::state::postgres::PgStore::open(pg).await?),
-        None => None,
-    };
-    let (state, overrides) = match &pg {
-        Some(pg) => (pg.state(), crate::state::Store::overrides(pg)?),
-        None => (
-            StateStore::read(&config.state_dir)?,
-            crate::state::overrides::Overrides::read(&config.state_dir)?,
-        ),
-    };
+    let store = crate::stores::read_only(&config).await?;
+    let (environments, overrides) = (store.environments(), store.overrides()?);
     // Freeze windows of the configured environments (discovered ones: their block's).
-    let windows: std::collections::BTreeMap<_, _> = state
-        .environments
+    let windows: gitstate_runtime::controls::Windows = environments
         .keys()
         .filter_map(|n| {
             let w = config.environments.iter().find(|e| e.name == *n).map(|e| e.windows.clone());
             w.or_else(|| config.discover.first().map(|d| d.windows.clone())).map(|w| (n.clone(), w))
         })
         .collect();
-    let doc = output::status::document(&state.environments, &overrides, &windows);
+    let doc = gitstate_runtime::status::document(&environments, &overrides, &windows, jiff::Timestamp::now());
     match args.output {
         Output::Json => output::emit_json(&doc)?,
         Output::Html => {
             let links =
                 crate::plan::source(&config).map(|s| crate::plan::links(&config, &s)).unwrap_or_default();
-            let events = match &pg {
-                Some(pg) => pg.events(500).await?,
-                None => StateStore::events(&config.state_dir, 500)?,
-            };
-            let view =
-                output::html::View::of_states(&state.environments, events, links, &overrides, &windows);
+            let events = store.recent_events(500);
+            let view = output::html::View::of_states(&environments, events, links, &overrides, &windows);
             output::emit(output::html::page(&view).as_bytes())?
         }
         Output::Text => {

@@ -49,7 +49,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
 }
 
 /// Each freeze window with its next start and end (the one open now, if one is).
-fn print_windows(windows: &[crate::freeze::FreezeWindow]) {
+fn print_windows(windows: &[gitstate_runtime::controls::FreezeWindow]) {
     let now = jiff::Timestamp::now();
     for w in windows {
         let when = match w.next(now) {

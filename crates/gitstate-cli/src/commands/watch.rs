@@ -1,24 +1,23 @@
-//! `gitstate watch`: the closed loop, forever, with `/metrics`, `/healthz`, `/readyz` and
-//! `/status`. SIGINT/SIGTERM stop scheduling, let in-flight work finish (30 s at most,
-//! then stop remediations — SIGTERM, SIGKILL 10 s later — and record it), persist, and
-//! exit 0.
+//! `gitstate watch`: the runtime's controller, forever, with `/metrics`, `/healthz`,
+//! `/readyz`, `/status`, the dashboard and (when configured) push webhooks. This file only
+//! wires: the state (files under their lock, or PostgreSQL with its leadership), the
+//! controller from the configuration, the listener, a file-system watcher of a local
+//! repository, and SIGINT/SIGTERM as the shutdown (in-flight work finishes, 30 s at most,
+//! then remediations are stopped — SIGTERM, SIGKILL 10 s later — and recorded).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use gitstate_postgres::PgStore;
+use gitstate_runtime::{FileStore, Leadership, Sole, Store};
 use notify::Watcher as _;
-use tokio::sync::mpsc;
 
 use crate::cli::Watch;
 use crate::config::RepoLocation;
-use crate::state::postgres::PgStore;
-use crate::state::{StateStore, Store};
-use crate::watch::dashboard::Dashboard;
-use crate::watch::metrics::Metrics;
-use crate::watch::schedule::{self, Jitter, Timing};
-use crate::watch::{Live, git_dir, server};
-use crate::{exit, plan, remediate};
+use crate::listener::dashboard::Dashboard;
+use crate::listener::metrics::Metrics;
+use crate::listener::{server, webhook};
+use crate::{exit, plan};
 
 /// How long shutdown waits for passes and remediations in flight.
 pub const DRAIN: Duration = Duration::from_secs(30);
@@ -29,135 +28,104 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let metrics = Arc::new(Metrics::new());
     // The state in files (one watch at a time, by the lock) or in PostgreSQL (replicas,
     // one of them leading).
-    let (store, _lock, pg): (Arc<dyn Store>, _, _) = match &config.postgres {
+    let (store, leadership, _lock): (Arc<dyn Store>, Arc<dyn Leadership>, _) = match &config.postgres {
         Some(pg) => {
             let pg = Arc::new(PgStore::open_replica(pg).await?);
             pg.try_lead().await?;
-            tokio::spawn(leadership(pg.clone(), metrics.clone()));
-            (pg.clone(), None, Some(pg))
+            (pg.clone(), pg, None)
         }
         None => {
-            let lock = StateStore::lock(&config.state_dir)?;
-            (Arc::new(StateStore::open(&config.state_dir)?.with_rotation(config.events)), Some(lock), None)
+            let lock = FileStore::lock(&config.state_dir)?;
+            let store = FileStore::open(&config.state_dir)?.with_rotation(config.events);
+            (Arc::new(store), Arc::new(Sole), Some(lock))
         }
     };
-    metrics.set_leader(store.is_leader());
-    let plan = plan::build(&config, &[], gitstate_http::KeepAlive::Every).await?;
-    let engine = plan.watch_engine(&config)?.with_journal(store.clone()).with_deferred_remediations();
-    let dashboard = Arc::new(Dashboard::new(store.clone(), plan.links(&config)));
-    let ready = Arc::new(AtomicBool::new(false));
+    let mut plan = plan::build(&config, &[], gitstate_http::KeepAlive::Every).await?;
+    let source: Arc<dyn gitstate_core::ExpectedState> = Arc::new(plan.source().clone());
+    let mut options = plan.options(&config);
+    options.drain = DRAIN;
+    // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
+    options.stop_grace = crate::remediate::command::KILL_GRACE + Duration::from_secs(5);
+    let ttl = config.watch.interval.saturating_mul(4);
+    let mut builder = plan
+        .controller(&config, source, store, Some(ttl))?
+        .options(options)
+        .leadership(leadership)
+        .observer(metrics.clone());
+    let links = plan.links(&config);
+    if !config.discover.is_empty() {
+        builder = builder.discovery(Arc::new(plan::Discovery::new(config.clone(), plan)));
+    }
+    let controller = builder.build();
+    let view = controller.view();
+    metrics.set_leader(view.leading());
+    let dashboard = Arc::new(Dashboard::new(view.clone(), links));
     let listen = args.listen.unwrap_or(config.watch.listen);
-    let bound = server::start(
-        listen,
-        server::Endpoint {
-            metrics: metrics.clone(),
-            store: store.clone(),
-            ready: ready.clone(),
-            stall_after: server::stall_window(config.watch.interval),
-            dashboard: dashboard.clone(),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let endpoint = server::Endpoint {
+        metrics: metrics.clone(),
+        view,
+        stall_after: server::stall_window(config.watch.interval),
+        dashboard,
+    };
+    let bound = server::start(listen, endpoint)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(listen = %bound, "serving the dashboard at http://{bound}/ and /metrics /healthz /readyz /status");
 
     // Local repositories are also watched by file-system notification: a moved ref starts
     // a pass without waiting for the next poll.
-    let (fs_tx, fs_rx) = mpsc::channel(1);
+    let trigger = controller.trigger();
     let _fs_watcher = match &config.source.repo {
-        RepoLocation::Local(p) => {
-            let dir = git_dir(p);
-            let tx = fs_tx.clone();
-            let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok_and(|e| !e.kind.is_access()) {
-                    let _ = tx.try_send(());
-                }
-            });
-            match watcher {
-                Ok(mut w) => {
-                    let refs = w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive);
-                    let top = w.watch(&dir, notify::RecursiveMode::NonRecursive);
-                    // A reftable repository writes its refs under reftable/.
-                    let reftable = dir.join("reftable");
-                    if reftable.is_dir()
-                        && let Err(e) = w.watch(&reftable, notify::RecursiveMode::Recursive)
-                    {
-                        tracing::warn!(error = %e, "file-system notification unavailable for reftable/");
-                    }
-                    if let Err(e) = refs.and(top) {
-                        tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
-                    }
-                    Some(w)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
-                    None
-                }
-            }
-        }
+        RepoLocation::Local(p) => fs_watcher(&p.clone(), trigger.clone()),
         RepoLocation::Remote(_) => None,
     };
-
-    let timing = Timing {
-        interval: config.watch.interval,
-        jitter: config.watch.jitter,
-        ref_poll: config.watch.ref_poll,
-        drain: DRAIN,
-        // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
-        stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
-    };
-    let webhook = config.watch.webhook.clone();
-    let live = Arc::new(Live::new(config, engine, store.clone(), plan, metrics.clone(), dashboard).await?);
-    if let Some(hook) = webhook {
-        let (live, metrics, poke) = (live.clone(), metrics.clone(), fs_tx.clone());
-        let bound = crate::serve::serve(hook.listen, crate::watch::webhook::MAX_BODY, move |r| {
-            crate::watch::webhook::respond(r, &hook.secret, &metrics, |reference| {
-                live.pushed(reference);
-                // A poll at once (a full channel means one is already asked for).
-                let _ = poke.try_send(());
-            })
+    if let Some(hook) = config.watch.webhook.clone() {
+        let metrics = metrics.clone();
+        let bound = crate::serve::serve(hook.listen, webhook::MAX_BODY, move |r| {
+            webhook::respond(r, &hook.secret, &metrics, |reference| trigger.pushed(reference))
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for webhooks: {e}", hook.listen))?;
         tracing::info!(listen = %bound, "push webhooks at POST /hooks/git");
     }
-    let seed = jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id());
-    let on_full = {
-        let ready = ready.clone();
-        move || {
-            ready.store(true, Ordering::SeqCst);
-            metrics.full_pass_completed(jiff::Timestamp::now());
-        }
-    };
-    schedule::run(live, timing, Jitter::new(seed), fs_rx, shutdown_signal(), on_full).await;
-    // The in-sync times held back from the log, written.
-    store.flush().await?;
-    drop(pg);
+    // The in-sync times held back from the log are written when the loop stops.
+    controller.run(shutdown_signal()).await?;
     tracing::info!("stopped; state persisted");
     Ok(exit::IN_SYNC)
 }
 
-/// A replica's part in its cluster's leadership (SPEC §14): every `failover / 3`, the
-/// leader checks it still holds the lock (and steps down when not); a standby tries to
-/// take it, and reads the leader's state to serve it.
-async fn leadership(pg: Arc<PgStore>, metrics: Arc<Metrics>) {
-    let tick = pg.failover() / 3;
-    loop {
-        tokio::time::sleep(tick).await;
-        if pg.is_leader() {
-            pg.check_leadership().await;
-        } else {
-            match pg.try_lead().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = pg.reload().await {
-                        tracing::warn!(error = %e, "standby: the leader's state not read");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, cluster = pg.cluster(), "cannot reach the database"),
-            }
+/// Watches the refs of the local repository at `repo`: any change pokes the controller.
+fn fs_watcher(
+    repo: &std::path::Path,
+    trigger: gitstate_runtime::Trigger,
+) -> Option<notify::RecommendedWatcher> {
+    let dotgit = repo.join(".git");
+    let dir = if dotgit.is_dir() { dotgit } else { repo.to_path_buf() };
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            trigger.poke();
         }
-        metrics.set_leader(pg.is_leader());
+    });
+    match watcher {
+        Ok(mut w) => {
+            let refs = w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive);
+            let top = w.watch(&dir, notify::RecursiveMode::NonRecursive);
+            // A reftable repository writes its refs under reftable/.
+            let reftable = dir.join("reftable");
+            if reftable.is_dir()
+                && let Err(e) = w.watch(&reftable, notify::RecursiveMode::Recursive)
+            {
+                tracing::warn!(error = %e, "file-system notification unavailable for reftable/");
+            }
+            if let Err(e) = refs.and(top) {
+                tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
+            None
+        }
     }
 }
 

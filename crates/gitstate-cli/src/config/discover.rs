@@ -20,7 +20,7 @@ pub struct DiscoverConfig {
     /// The block's policy.
     pub policy: Policy,
     /// The block's freeze windows.
-    pub windows: Vec<crate::freeze::FreezeWindow>,
+    pub windows: Vec<gitstate_runtime::controls::FreezeWindow>,
     pub(super) ctx: Ctx,
 }
 

@@ -283,21 +283,24 @@ pub fn parse(
         watch,
         state_dir: dir.join(raw.state.dir.get_ref()),
         events: {
-            let default = crate::state::Rotation::default();
+            let default = gitstate_runtime::store::Rotation::default();
             let max_bytes = match &raw.state.events_max_bytes {
-                Some(n) if *n.get_ref() < crate::state::Rotation::MIN_BYTES => {
+                Some(n) if *n.get_ref() < gitstate_runtime::store::Rotation::MIN_BYTES => {
                     return Err(ctx.err(
                         Some(n.span()),
                         format!(
                             "events_max_bytes must be at least {} (one event is up to a few KiB)",
-                            crate::state::Rotation::MIN_BYTES
+                            gitstate_runtime::store::Rotation::MIN_BYTES
                         ),
                     ));
                 }
                 Some(n) => *n.get_ref(),
                 None => default.max_bytes,
             };
-            crate::state::Rotation { max_bytes, keep: raw.state.events_keep.unwrap_or(default.keep) }
+            gitstate_runtime::store::Rotation {
+                max_bytes,
+                keep: raw.state.events_keep.unwrap_or(default.keep),
+            }
         },
         postgres: postgres(&ctx, &raw.state, lookup)?,
     })
@@ -307,7 +310,7 @@ fn postgres(
     ctx: &Ctx,
     state: &raw::RawState,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<super::PostgresConfig>, ConfigError> {
+) -> Result<Option<gitstate_postgres::PgOptions>, ConfigError> {
     let Some(url) = &state.postgres else {
         if let Some(c) = &state.cluster {
             return Err(ctx.at(c, "state.cluster needs state.postgres"));
@@ -333,7 +336,7 @@ fn postgres(
         Some(f) => f.get_ref().0,
         None => std::time::Duration::from_secs(15),
     };
-    Ok(Some(super::PostgresConfig { url: expanded, cluster: cluster.to_owned(), failover }))
+    Ok(Some(gitstate_postgres::PgOptions::new(expanded).with_cluster(cluster).with_failover(failover)))
 }
 
 pub(super) fn check_prefix(ctx: &Ctx, p: &Spanned<String>) -> Result<String, ConfigError> {

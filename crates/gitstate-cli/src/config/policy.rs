@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use gitstate_core::Policy;
 
-use crate::freeze::FreezeWindow;
+use gitstate_runtime::controls::FreezeWindow;
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -120,7 +120,7 @@ pub struct EnvironmentConfig {
     /// Its policy (global `[policy]` with its own overrides).
     pub policy: Policy,
     /// Its freeze windows (`[[policy.windows]]`, or its own).
-    pub windows: Vec<crate::freeze::FreezeWindow>,
+    pub windows: Vec<gitstate_runtime::controls::FreezeWindow>,
 }
 
 /// Request headers; values may be secrets and are never shown.
@@ -265,22 +265,10 @@ pub struct Config {
     /// `[state] dir`, resolved.
     pub state_dir: PathBuf,
     /// How `events.jsonl` is rotated (`[state] events_max_bytes`, `events_keep`).
-    pub events: crate::state::Rotation,
+    pub events: gitstate_runtime::store::Rotation,
     /// `[state] postgres`: state, events, overrides and leadership in PostgreSQL (SPEC §14)
     /// instead of the files of `state_dir`.
-    pub postgres: Option<PostgresConfig>,
+    pub postgres: Option<gitstate_postgres::PgOptions>,
     /// `[output] max_commits`: the commits at stake named per instance and side.
     pub max_commits: usize,
-}
-
-/// `[state] postgres`, `cluster`, `failover` (SPEC §14).
-#[derive(Debug, Clone)]
-pub struct PostgresConfig {
-    /// The connection string (`${DATABASE_URL}` expanded), as libpq takes it: a
-    /// `postgresql://` URL or `key=value` pairs.
-    pub url: String,
-    /// Replicas with the same cluster name share one leader and one state.
-    pub cluster: String,
-    /// How soon a standby takes over once the leader's session ends.
-    pub failover: std::time::Duration,
 }

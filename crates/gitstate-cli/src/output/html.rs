@@ -35,7 +35,7 @@ pub struct View {
     /// Served by `watch`: the page updates itself through `/events`.
     pub live: bool,
     /// Suspensions in force, per environment.
-    pub suspensions: BTreeMap<EnvName, crate::state::overrides::Suspension>,
+    pub suspensions: BTreeMap<EnvName, gitstate_runtime::controls::Suspension>,
     /// When the open freeze window ends, per environment.
     pub frozen_until: BTreeMap<EnvName, Timestamp>,
 }
@@ -54,8 +54,8 @@ impl View {
         states: &BTreeMap<EnvName, EnvState>,
         events: Vec<Event>,
         links: Links,
-        overrides: &crate::state::overrides::Overrides,
-        windows: &BTreeMap<EnvName, Vec<crate::freeze::FreezeWindow>>,
+        overrides: &gitstate_runtime::controls::Overrides,
+        windows: &gitstate_runtime::controls::Windows,
     ) -> Self {
         let now = Timestamp::now();
         let environments = states.iter().map(|(n, s)| (n.clone(), (Some(s.clone()), None))).collect();
@@ -65,7 +65,7 @@ impl View {
             .collect();
         let frozen_until = windows
             .iter()
-            .filter_map(|(n, w)| crate::freeze::frozen_until(w, now).map(|u| (n.clone(), u)))
+            .filter_map(|(n, w)| gitstate_runtime::controls::frozen_until(w, now).map(|u| (n.clone(), u)))
             .collect();
         Self { now: Some(now), environments, events, links, suspensions, frozen_until, live: false }
     }

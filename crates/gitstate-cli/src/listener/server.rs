@@ -1,24 +1,23 @@
 //! The `watch` HTTP endpoint: `GET /` (the dashboard) and `/events` (its updates, as
 //! server-sent events), `/metrics` (OpenMetrics), `/healthz`, `/readyz` (after the first
-//! full pass) and `/status` (the `status -o json` document), over [`crate::serve`].
+//! full pass) and `/status` (the `status -o json` document), over [`crate::serve`], all
+//! read from the runtime's [`View`] and the metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use gitstate_runtime::View;
 
 use super::metrics::Metrics;
 use crate::serve::{Response, StatusCode, serve};
-use crate::state::Store;
 
 /// What the endpoint serves from.
 pub struct Endpoint {
-    /// The metrics.
+    /// The metrics (and whether a full pass has completed).
     pub metrics: Arc<Metrics>,
-    /// The state.
-    pub store: Arc<dyn Store>,
-    /// Set after the first full pass.
-    pub ready: Arc<AtomicBool>,
+    /// The loop as it stands.
+    pub view: Arc<View>,
     /// `/healthz` fails when no full pass completed within this long (SPEC §7: max(3 ×
     /// interval, 5 min)).
     pub stall_after: Duration,
@@ -86,18 +85,13 @@ impl Endpoint {
             "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
             // Ready once a full pass completed, saying this replica's role (SPEC §14): a
             // standby serves /status and the dashboard as well as the leader does.
-            "/readyz" if self.ready.load(Ordering::SeqCst) => {
-                let role = if self.store.is_leader() { "leader" } else { "standby" };
+            "/readyz" if self.metrics.ready() => {
+                let role = if self.view.leading() { "leader" } else { "standby" };
                 (StatusCode::OK, TEXT, format!("ready: {role}\n"))
             }
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "waiting for the first full pass\n".into()),
             "/status" => {
-                let overrides = self.store.overrides().unwrap_or_default();
-                let doc = crate::output::status::document(
-                    &self.store.environments(),
-                    &overrides,
-                    &self.dashboard.windows(),
-                );
+                let doc = self.view.status(jiff::Timestamp::now());
                 (StatusCode::OK, "application/json", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
             _ => (

@@ -174,6 +174,8 @@ pub struct Metrics {
     webhooks: Family<Outcome, Counter>,
     last_full_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    /// Set once a full pass has completed (`/readyz`).
+    ready: std::sync::atomic::AtomicBool,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
     started: f64,
 }
@@ -211,6 +213,7 @@ impl Metrics {
             webhooks: Family::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
             started: unix_seconds(jiff::Timestamp::now()),
             registry: Registry::default(),
         };
@@ -329,9 +332,15 @@ impl Metrics {
         }
     }
 
-    /// A full pass completed at `at`.
+    /// A full pass completed at `at`: `/readyz` answers ready from now on.
     pub fn full_pass_completed(&self, at: jiff::Timestamp) {
         self.last_full_pass.set(unix_seconds(at));
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a full pass has completed (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A pass panicked: counted as an error.
@@ -411,6 +420,34 @@ impl Metrics {
     }
 }
 
+/// The loop tells the metrics what it does; they decide nothing.
+impl gitstate_runtime::Observer for Metrics {
+    fn pass(&self, specs: &[gitstate_core::EnvironmentSpec], outcome: &PassOutcome, took: Duration) {
+        self.observe_pass(outcome, took);
+        self.suspended(specs);
+    }
+
+    fn full_pass(&self, at: jiff::Timestamp) {
+        self.full_pass_completed(at);
+    }
+
+    fn pass_panicked(&self) {
+        Metrics::pass_panicked(self);
+    }
+
+    fn remediation(&self, env: &EnvName, ok: bool) {
+        Metrics::remediation(self, env.as_str(), ok);
+    }
+
+    fn removed(&self, env: &EnvName) {
+        self.forget(env.as_str());
+    }
+
+    fn leader(&self, leading: bool) {
+        self.set_leader(leading);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,7 +457,7 @@ mod tests {
         let m = Metrics::new();
         let start = jiff::Timestamp::from_millisecond((m.started * 1000.0) as i64).unwrap();
         let at = |s: i64| start + jiff::SignedDuration::from_secs(s);
-        let window = crate::watch::server::stall_window(Duration::from_secs(60));
+        let window = crate::listener::server::stall_window(Duration::from_secs(60));
         assert_eq!(window, Duration::from_secs(300), "at least 5 minutes");
         assert!(!m.stalled(at(299), window), "counting from start before the first pass");
         assert!(m.stalled(at(301), window));
@@ -428,7 +465,10 @@ mod tests {
         assert!(!m.stalled(at(650), window));
         assert!(m.stalled(at(701), window));
         assert!(m.encode().contains("gitstate_last_pass_completed_timestamp_seconds "));
-        assert_eq!(crate::watch::server::stall_window(Duration::from_secs(600)), Duration::from_secs(1800));
+        assert_eq!(
+            crate::listener::server::stall_window(Duration::from_secs(600)),
+            Duration::from_secs(1800)
+        );
     }
 
     /// More environments than a chunk holds, several times over: the streamed text is

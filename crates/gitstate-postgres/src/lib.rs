@@ -1,0 +1,31 @@
+//! # gitstate-postgres
+//!
+//! Replicas of gitstate's loop sharing one state in PostgreSQL (SPEC §14): [`PgStore`] is
+//! both the [`Store`](gitstate_runtime::Store) (environment records, events, the outbox,
+//! what operators said) and the [`Leadership`](gitstate_runtime::Leadership) of a
+//! cluster. The leader is the replica whose session holds the cluster's advisory lock;
+//! every write it makes runs in a transaction that first checks, in that transaction,
+//! that its session still holds the lock (fencing), so a leader cut off from the database
+//! writes nothing. Migrations are versioned and applied by the program itself.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), gitstate_runtime::StoreError> {
+//! use std::sync::Arc;
+//! use gitstate_postgres::{PgOptions, PgStore};
+//!
+//! let pg = Arc::new(PgStore::open_replica(&PgOptions::new("postgresql://gitstate@db/gitstate")).await?);
+//! // Controller::builder(source, pg.clone()).leadership(pg.clone()) …
+//! # Ok(()) }
+//! ```
+
+mod connect;
+mod leader;
+mod migrate;
+mod store;
+
+pub use leader::Holder;
+pub use migrate::{MIGRATIONS, migrate};
+pub use store::{PgOptions, PgStore};
+
+#[cfg(test)]
+mod tests;

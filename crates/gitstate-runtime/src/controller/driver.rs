@@ -1,0 +1,360 @@
+//! [`Loop`]: what a pass of the controller does — the [`Driver`] that
+//! [`crate::schedule::run`] drives. A pass applies operators' controls and freeze windows
+//! to the specs, probes and decides through core's [`Engine`] (acting only where this
+//! process leads, observing elsewhere), publishes the reports to the [`View`], and hands
+//! decided remediations back to the scheduler, which runs each in a task of its own. A
+//! full pass also retires the environments gone from the list.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gitstate_core::{
+    CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, PassOutcome, Phase,
+    RemediationRequest,
+};
+
+use super::OnePass;
+use crate::controls::{Overrides, Windows, controls_at};
+use crate::environments::{Environment, Environments, Listed};
+use crate::leadership::Leadership;
+use crate::schedule::{Driver, PassDone};
+use crate::store::Store;
+use crate::view::{Observer, View};
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the builder hands the loop.
+pub(super) struct Parts {
+    pub engine: Engine,
+    pub once_engine: Engine,
+    pub observer_engine: Engine,
+    pub source: Arc<dyn ExpectedState>,
+    pub store: Arc<dyn Store>,
+    pub leadership: Arc<dyn Leadership>,
+    pub observer: Arc<dyn Observer>,
+    pub view: Arc<View>,
+    pub discovery: Option<Arc<dyn Environments>>,
+    pub environments: Vec<Environment>,
+    pub stop: tokio_util::sync::CancellationToken,
+    pub converging_poll: Duration,
+    pub pushed: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+/// The controller's driver.
+pub(crate) struct Loop {
+    /// Acts, remediations deferred to tasks of their own (the loop's passes).
+    engine: Engine,
+    /// Acts, remediations awaited within the pass ([`super::Controller::run_once`]).
+    once_engine: Engine,
+    /// Probes and reports, nothing more: the passes of a standby (SPEC §14).
+    observer_engine: Engine,
+    pub(super) source: Arc<dyn ExpectedState>,
+    pub(super) store: Arc<dyn Store>,
+    leadership: Arc<dyn Leadership>,
+    observer: Arc<dyn Observer>,
+    view: Arc<View>,
+    pub(super) discovery: Option<Arc<dyn Environments>>,
+    /// Cancelled to stop remediations at shutdown.
+    stop: tokio_util::sync::CancellationToken,
+    converging_poll: Duration,
+    pub(super) specs: Mutex<BTreeMap<EnvName, EnvironmentSpec>>,
+    pub(super) refs: Mutex<HashMap<EnvName, CommitId>>,
+    deferred: Mutex<HashMap<EnvName, RemediationRequest>>,
+    /// What operators said, as last read.
+    pub(super) overrides: Mutex<Overrides>,
+    /// Refs named by push webhooks since the last poll (`None`: every ref).
+    pub(super) pushed: Arc<Mutex<Vec<Option<String>>>>,
+    /// Whether this process led at the last poll: one that has just taken over passes
+    /// every environment at once (SPEC §14), not at the next full pass.
+    led: AtomicBool,
+    /// The listing the last ref poll read.
+    pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
+}
+
+impl Loop {
+    pub(super) fn new(p: Parts) -> Self {
+        let led = p.leadership.leading();
+        let me = Self {
+            engine: p.engine.with_deferred_remediations(),
+            once_engine: p.once_engine,
+            observer_engine: p.observer_engine,
+            source: p.source,
+            store: p.store,
+            leadership: p.leadership,
+            observer: p.observer,
+            view: p.view,
+            discovery: p.discovery,
+            stop: p.stop,
+            converging_poll: p.converging_poll,
+            specs: Mutex::default(),
+            refs: Mutex::default(),
+            deferred: Mutex::default(),
+            overrides: Mutex::default(),
+            pushed: p.pushed,
+            led: AtomicBool::new(led),
+            last_listed: Mutex::default(),
+        };
+        me.set_environments(p.environments);
+        me
+    }
+
+    /// Reads what operators said and the refs once (that first reading reports no change).
+    pub(super) async fn start(&self) {
+        let leading = self.leadership.keep().await;
+        self.led.store(leading, Ordering::SeqCst);
+        self.observer.leader(leading);
+        self.poll_overrides();
+        let listed = self.refresh_environments().await;
+        self.poll_refs(&listed).await;
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(super) fn observer(&self) -> Arc<dyn Observer> {
+        self.observer.clone()
+    }
+
+    /// Replaces the specs and the windows (the view serves the windows in `/status`).
+    pub(super) fn set_environments(&self, envs: Vec<Environment>) {
+        let mut windows = Windows::new();
+        let mut specs = BTreeMap::new();
+        for e in envs {
+            if !e.windows.is_empty() {
+                windows.insert(e.spec.name.clone(), e.windows);
+            }
+            specs.insert(e.spec.name.clone(), e.spec);
+        }
+        *lock(&self.specs) = specs;
+        self.view.set_windows(Arc::new(windows));
+    }
+
+    /// The specs of `envs` (those known), with what operators and the calendar say at `now`.
+    fn controlled(&self, envs: Option<&[EnvName]>, now: jiff::Timestamp) -> Vec<EnvironmentSpec> {
+        let all = lock(&self.specs);
+        let overrides = lock(&self.overrides);
+        let windows = self.view.windows();
+        let control = |s: &EnvironmentSpec| {
+            let mut s = s.clone();
+            s.controls = controls_at(&overrides, windows.get(&s.name), &s.name, now);
+            s
+        };
+        match envs {
+            Some(envs) => envs.iter().filter_map(|e| all.get(e)).map(control).collect(),
+            None => all.values().map(control).collect(),
+        }
+    }
+
+    /// Retires the environments the store knows but the list no longer has: alarms
+    /// resolved as `removed`, records pruned, views told.
+    async fn remove_gone(&self, now: jiff::Timestamp) -> (Vec<EnvName>, Option<String>) {
+        let gone: Vec<_> = {
+            let specs = lock(&self.specs);
+            let names: Vec<EnvName> =
+                self.store.names().into_iter().filter(|n| !specs.contains_key(n)).collect();
+            self.store.environments_among(&names).into_iter().collect()
+        };
+        if gone.is_empty() {
+            return (Vec::new(), None);
+        }
+        let names: Vec<EnvName> = gone.iter().map(|(n, _)| n.clone()).collect();
+        for name in &names {
+            tracing::info!(environment = %name, "environment removed; its state is pruned");
+            self.observer.removed(name);
+            lock(&self.refs).remove(name);
+        }
+        let removed = self.engine.remove(gone, now).await;
+        self.view.forget(&names);
+        (names, removed.journal_error)
+    }
+
+    /// One pass over every environment, remediations awaited (`reconcile`).
+    pub(super) async fn once(
+        &self,
+        mode: PassMode,
+        prune: bool,
+    ) -> Result<OnePass, crate::store::StoreError> {
+        *lock(&self.overrides) = self.store.overrides()?;
+        let now = jiff::Timestamp::now();
+        let specs = self.controlled(None, now);
+        let prior = self.store.environments();
+        let out = self.once_engine.run_pass(&specs, &prior, mode, now).await;
+        self.view.record(out.report.environments.clone());
+        let mut store_error = out.journal_error.clone();
+        let mut removed = Vec::new();
+        if prune && mode == (PassMode::Reconcile { dry_run: false }) {
+            let (names, error) = self.remove_gone(jiff::Timestamp::now()).await;
+            removed = names;
+            store_error = store_error.or(error);
+        }
+        if mode == (PassMode::Reconcile { dry_run: false })
+            && let Err(e) = self.store.flush().await
+        {
+            store_error = store_error.or(Some(e.to_string()));
+        }
+        Ok(OnePass { outcome: out, removed, store_error })
+    }
+}
+
+/// Keeps (or takes) the lead every [`Leadership::period`]; while not leading, reads what
+/// the leader wrote, to serve it.
+pub(super) async fn keep_leadership(me: Arc<Loop>) {
+    let period = me.leadership.period();
+    loop {
+        tokio::time::sleep(period).await;
+        let leading = me.leadership.keep().await;
+        if !leading && let Err(e) = me.store.reload().await {
+            tracing::warn!(error = %e, "standby: the leader's state not read");
+        }
+        me.observer.leader(leading);
+    }
+}
+
+#[async_trait]
+impl Driver for Loop {
+    async fn poll(&self) -> Vec<EnvName> {
+        // What operators said, read anew.
+        if let Err(e) = self.store.refresh().await {
+            tracing::warn!(error = %e, "state not read anew; keeping what is known");
+        }
+        let listed = self.refresh_environments().await;
+        let mut changed = self.poll_refs(&listed).await;
+        for env in self.poll_overrides() {
+            if !changed.contains(&env) && lock(&self.specs).contains_key(&env) {
+                tracing::info!(environment = %env, "an operator's override changed");
+                changed.push(env);
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(environments = ?changed.iter().map(EnvName::as_str).collect::<Vec<_>>(), "expected commit changed");
+        }
+        let leading = self.leadership.leading();
+        if leading && !self.led.swap(leading, Ordering::SeqCst) {
+            tracing::info!("took over as leader: passing every environment now");
+            // The notifications another leader kept or sent since, read from the store.
+            self.engine.reload_outbox();
+            return self.environments();
+        }
+        self.led.store(leading, Ordering::SeqCst);
+        changed
+    }
+
+    fn environments(&self) -> Vec<EnvName> {
+        lock(&self.specs).keys().cloned().collect()
+    }
+
+    async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
+        let now = jiff::Timestamp::now();
+        let specs = self.controlled(Some(&envs), now);
+        if specs.is_empty() {
+            return PassDone::default();
+        }
+        let names: Vec<EnvName> = specs.iter().map(|s| s.name.clone()).collect();
+        let prior = self.store.environments_among(&names);
+        let start = Instant::now();
+        let leading = self.leadership.leading();
+        self.observer.leader(leading);
+        let mut out = if leading {
+            self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await
+        } else {
+            self.observer_engine.run_pass(&specs, &prior, PassMode::Check, now).await
+        };
+        self.observer.pass(&specs, &out, start.elapsed());
+        if full && leading {
+            self.remove_gone(jiff::Timestamp::now()).await;
+        }
+        for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
+            tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
+        }
+        for (name, reason, again) in &out.decisions {
+            tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
+        }
+        let requeue = requeues(&out, self.converging_poll);
+        // The reports move to the view (the one copy kept), after the last reader.
+        self.view.record(std::mem::take(&mut out.report.environments));
+        let mut deferred = lock(&self.deferred);
+        let remediations = out
+            .deferred
+            .into_iter()
+            .map(|(name, req)| {
+                deferred.insert(name.clone(), req);
+                name
+            })
+            .collect();
+        PassDone { requeue, remediations }
+    }
+
+    async fn remediate(&self, env: EnvName) -> Option<Duration> {
+        let started = Instant::now();
+        let req = lock(&self.deferred).get(&env).cloned();
+        let spec = lock(&self.specs).get(&env).cloned();
+        let (Some(req), Some(spec)) = (req, spec) else { return None };
+        if self.leadership.may_act(&env).is_none() {
+            // Leadership was lost between the pass that persisted the attempt and now: the
+            // new leader, which reads that attempt, decides what happens next.
+            lock(&self.deferred).remove(&env);
+            tracing::warn!(environment = %env, attempt = req.attempt, "not remediating: no longer the leader");
+            return None;
+        }
+        tracing::info!(environment = %env, attempt = req.attempt, expected = %req.expected, "remediation started");
+        let outcome = self.engine.remediate(&spec, &req, jiff::Timestamp::now).await;
+        lock(&self.deferred).remove(&env);
+        self.observer.remediation(&env, outcome.ok);
+        tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
+        self.view.changed();
+        Some(spec.effective_policy().settle.saturating_sub(started.elapsed()))
+    }
+
+    fn pass_panicked(&self, envs: &[EnvName], message: &str) {
+        let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
+        tracing::error!(environments = ?names, panic = %message, "a pass panicked; the next one runs as scheduled");
+        self.observer.pass_panicked();
+    }
+
+    fn stop_remediations(&self) {
+        self.stop.cancel();
+    }
+
+    async fn abandoned(&self, env: EnvName) {
+        let Some(req) = lock(&self.deferred).remove(&env) else { return };
+        self.observer.remediation(&env, false);
+        let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
+        self.engine.abandon(&env, &req, detail, jiff::Timestamp::now()).await;
+    }
+}
+
+/// When to look at each environment of a pass again: when its decision asks (grace,
+/// settle, backoff, renotify ends), and — when it is not in sync and something is pending
+/// (converging, remediating, backing off, observing) — every `converging_poll` at least,
+/// so convergence and its lag are seen within seconds, not at the next full pass.
+pub fn requeues(out: &PassOutcome, converging_poll: Duration) -> Vec<(EnvName, Duration)> {
+    let converging: HashSet<&EnvName> = out
+        .report
+        .environments
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.phase,
+                Some(Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing)
+            )
+        })
+        .map(|e| &e.name)
+        .collect();
+    out.decisions
+        .iter()
+        .filter_map(|(n, _, again)| {
+            let poll = converging.contains(n).then_some(converging_poll);
+            let at = match (*again, poll) {
+                (Some(a), Some(p)) => Some(a.min(p)),
+                (a, p) => a.or(p),
+            };
+            at.map(|d| (n.clone(), d))
+        })
+        .collect()
+}

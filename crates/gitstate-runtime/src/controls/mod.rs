@@ -1,0 +1,112 @@
+//! Operator controls (SPEC §9): what people say about acting on an environment —
+//! [`suspend`], [`resume`], [`retry`], kept by the [`Store`] as [`Overrides`] — and the
+//! calendar's say, [`FreezeWindow`]s. [`controls_at`] turns both into the
+//! [`Controls`] a pass of the engine obeys. The CLI's `suspend`, `resume` and `retry`
+//! call these functions; so can any program linking the runtime.
+
+use std::collections::BTreeMap;
+
+use gitstate_core::{Controls, EnvName, Event, EventKind};
+use jiff::Timestamp;
+
+mod freeze;
+mod overrides;
+
+pub use freeze::{FreezeWindow, frozen_until};
+pub use overrides::{Override, Overrides, Suspension};
+
+use crate::store::{Store, StoreError};
+
+/// Each environment's freeze windows (environments without any are absent).
+pub type Windows = BTreeMap<EnvName, Vec<FreezeWindow>>;
+
+/// What operators said of `env` (`overrides`) and its freeze `windows` mean at `now`.
+pub fn controls_at(
+    overrides: &Overrides,
+    windows: Option<&Vec<FreezeWindow>>,
+    env: &EnvName,
+    now: Timestamp,
+) -> Controls {
+    let mut c = overrides.controls(env, now);
+    c.frozen_until = windows.and_then(|w| frozen_until(w, now));
+    c
+}
+
+/// Records one event per environment, whoever this process is.
+async fn record(
+    store: &dyn Store,
+    names: &[EnvName],
+    at: Timestamp,
+    kind: impl Fn() -> EventKind,
+) -> Result<(), StoreError> {
+    let events: Vec<Event> =
+        names.iter().map(|n| Event { at, environment: n.clone(), kind: kind() }).collect();
+    store.append_unfenced(&events).await
+}
+
+/// Suspends `names` (until `until`, or until resumed): still probed and reported, never
+/// acted on. Written to the store, whether or not a loop runs (a running one applies it
+/// within a ref poll), with a `suspended` event each.
+pub async fn suspend(
+    store: &dyn Store,
+    names: &[EnvName],
+    by: &str,
+    reason: Option<&str>,
+    until: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
+    let suspension = Suspension { reason: reason.clone(), by: by.to_owned(), since: now, until };
+    let envs = names.to_vec();
+    store
+        .update_overrides(Box::new(move |o| {
+            for n in envs {
+                o.environments.entry(n).or_default().suspension = Some(suspension.clone());
+            }
+        }))
+        .await?;
+    record(store, names, now, || EventKind::Suspended { reason: reason.clone(), by: by.to_owned(), until })
+        .await
+}
+
+/// Ends the suspension of `names`, with a `resumed` event each.
+pub async fn resume(
+    store: &dyn Store,
+    names: &[EnvName],
+    by: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let envs = names.to_vec();
+    store
+        .update_overrides(Box::new(move |o| {
+            for n in &envs {
+                if let Some(e) = o.environments.get_mut(n) {
+                    e.suspension = None;
+                }
+            }
+        }))
+        .await?;
+    record(store, names, now, || EventKind::Resumed { by: by.to_owned() }).await
+}
+
+/// Gives `names` a fresh set of attempts (the next pass may remediate at once), with a
+/// `retry_requested` event each.
+pub async fn retry(store: &dyn Store, names: &[EnvName], by: &str, now: Timestamp) -> Result<(), StoreError> {
+    let envs = names.to_vec();
+    store
+        .update_overrides(Box::new(move |o| {
+            for n in envs {
+                o.environments.entry(n).or_default().retry_requested_at = Some(now);
+            }
+        }))
+        .await?;
+    record(store, names, now, || EventKind::RetryRequested { by: by.to_owned() }).await
+}
+
+/// Who is acting at this terminal: the OS user (`$USER`, `$LOGNAME`, else the uid).
+pub fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
+}

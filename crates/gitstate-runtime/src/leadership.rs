@@ -1,0 +1,57 @@
+//! Who may act: the [`Leadership`] trait. One process alone ([`Sole`], the file store's
+//! lock makes it so) always may; replicas sharing a PostgreSQL store take turns
+//! (`gitstate-postgres`'s leadership: an advisory lock, writes fenced in their own
+//! transaction). The controller checks it before every pass that may act and before each
+//! remediation starts, keeps it every [`Leadership::period`], and while it does not lead
+//! reads what the leader wrote ([`crate::store::Store::reload`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gitstate_core::EnvName;
+
+/// The proof that this process may act, to be checked where it writes: a number that
+/// grows each time the lead is taken (a write carrying an older one is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(pub u64);
+
+/// Answers "may I act for this environment now, and with which fencing token".
+#[async_trait]
+pub trait Leadership: Send + Sync + std::fmt::Debug {
+    /// Whether this process may act for `env` now (remediate, notify, write its record),
+    /// and the token its writes carry.
+    fn may_act(&self, env: &EnvName) -> Option<Fence>;
+    /// Whether this process leads any environment now (the `leader` metric, `/readyz`).
+    fn leading(&self) -> bool;
+    /// Keeps the lead, or tries to take it when free; returns [`Self::leading`] after.
+    /// Called at the start of the loop and then every [`Self::period`]; never fails: a
+    /// lost database is a lost lead, logged.
+    async fn keep(&self) -> bool;
+    /// How often [`Self::keep`] is called.
+    fn period(&self) -> Duration;
+}
+
+/// One process alone: it always leads (what makes it alone — the state directory's lock —
+/// is held by whoever built it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sole;
+
+#[async_trait]
+impl Leadership for Sole {
+    fn may_act(&self, _env: &EnvName) -> Option<Fence> {
+        Some(Fence(0))
+    }
+
+    fn leading(&self) -> bool {
+        true
+    }
+
+    async fn keep(&self) -> bool {
+        true
+    }
+
+    /// Nothing to keep: an hour between calls that do nothing.
+    fn period(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+}

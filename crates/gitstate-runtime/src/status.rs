@@ -1,0 +1,125 @@
+//! The status document (`status -o json`, `/status` of `watch`) and its table: what the
+//! state holds per environment — phase, expected commit and since when, the open incident,
+//! the open alarm, the last in-sync time and convergence lag. Entry: [`document`]; the
+//! CLI renders it as a table, `/status` serves it as JSON.
+
+use std::collections::BTreeMap;
+
+use gitstate_core::{EnvName, EnvState, Phase};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::controls::{Overrides, Suspension, Windows, frozen_until};
+
+/// `status -o json`, schema 1.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// Format version: 1.
+    pub schema: u32,
+    /// Per environment.
+    pub environments: Vec<EnvironmentStatus>,
+}
+
+/// One environment's remembered state.
+#[derive(Debug, Serialize)]
+pub struct EnvironmentStatus {
+    /// The environment.
+    pub name: EnvName,
+    #[serde(rename = "ref")]
+    /// Its ref, as last resolved.
+    pub reference: Option<String>,
+    /// The commit it should run (40 hex).
+    pub expected: Option<String>,
+    /// When that commit was first expected.
+    pub expected_since: Option<Timestamp>,
+    /// The phase of its last pass.
+    pub phase: Option<Phase>,
+    /// The open incident, while it is not in sync.
+    pub incident: Option<IncidentStatus>,
+    /// The first open alarm.
+    pub alarm: Option<AlarmStatus>,
+    /// When it was last seen in sync.
+    pub last_in_sync_at: Option<Timestamp>,
+    /// Seconds from the last ref move to in sync.
+    pub last_convergence_lag_s: Option<f64>,
+    /// Set while an operator has it suspended (SPEC §9).
+    pub suspension: Option<Suspension>,
+    /// Set while a freeze window is open.
+    pub window: Option<WindowStatus>,
+}
+
+/// A freeze window open now.
+#[derive(Debug, Serialize)]
+pub struct WindowStatus {
+    /// When the open window ends.
+    pub until: Timestamp,
+}
+
+/// An open incident.
+#[derive(Debug, Serialize)]
+pub struct IncidentStatus {
+    /// When it opened.
+    pub since: Timestamp,
+    /// Remediations tried for this expected commit.
+    pub attempts: u32,
+    /// The earliest next attempt.
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// An open alarm.
+#[derive(Debug, Serialize)]
+pub struct AlarmStatus {
+    /// Which alarm.
+    pub kind: gitstate_core::AlarmKind,
+    /// When it was raised.
+    pub since: Timestamp,
+    /// When a sink was last told.
+    pub last_notified_at: Option<Timestamp>,
+}
+
+/// The status document of a set of environment records at `now`, with the suspensions
+/// and freeze windows in force.
+pub fn document(
+    states: &BTreeMap<EnvName, EnvState>,
+    overrides: &Overrides,
+    windows: &Windows,
+    now: Timestamp,
+) -> StatusReport {
+    StatusReport {
+        schema: 1,
+        environments: states
+            .iter()
+            .map(|(name, s)| EnvironmentStatus {
+                name: name.clone(),
+                reference: s.reference.clone(),
+                expected: s.expected.as_ref().map(|e| e.commit.to_string()),
+                expected_since: s.expected.as_ref().map(|e| e.since),
+                phase: s.phase,
+                incident: s.open_incident().map(|i| IncidentStatus {
+                    since: i.since,
+                    attempts: i.attempts,
+                    next_attempt_at: i.next_attempt_at,
+                }),
+                alarm: s.primary_alarm().map(|a| AlarmStatus {
+                    kind: a.kind,
+                    since: a.since,
+                    last_notified_at: a.last_notified_at,
+                }),
+                last_in_sync_at: s.last_in_sync_at,
+                last_convergence_lag_s: s.last_convergence_lag_s,
+                suspension: overrides.suspension(name, now).cloned(),
+                window: windows
+                    .get(name)
+                    .and_then(|w| frozen_until(w, now))
+                    .map(|until| WindowStatus { until }),
+            })
+            .collect(),
+    }
+}
+
+impl StatusReport {
+    /// Whether every environment's last phase is `in_sync` (and there is one at least).
+    pub fn all_in_sync(&self) -> bool {
+        !self.environments.is_empty() && self.environments.iter().all(|e| e.phase == Some(Phase::InSync))
+    }
+}

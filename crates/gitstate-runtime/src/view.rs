@@ -1,0 +1,142 @@
+//! What the loop shows, read-only: [`View`] (the latest report of each environment, its
+//! records in the store, the freeze windows, a version that grows on every change) and
+//! [`Observer`] (called as passes, remediations and leadership changes happen: the CLI's
+//! metrics are one). Dashboards, `/status` and `/metrics` read these; none decides.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gitstate_core::{EnvName, EnvironmentReport, EnvironmentSpec, PassOutcome};
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::controls::Windows;
+use crate::leadership::Leadership;
+use crate::status::{self, StatusReport};
+use crate::store::Store;
+
+/// Told what the loop does, as it does it. Every method has a default that ignores it.
+/// Called from the loop's own task: keep each call short (count, set a gauge).
+pub trait Observer: Send + Sync {
+    /// A pass over `specs` ended with `outcome` after `took`.
+    fn pass(&self, specs: &[EnvironmentSpec], outcome: &PassOutcome, took: Duration) {
+        let _ = (specs, outcome, took);
+    }
+    /// A full pass (every environment, every `interval`) completed at `at`.
+    fn full_pass(&self, at: Timestamp) {
+        let _ = at;
+    }
+    /// A pass panicked (caught; the next one runs as scheduled).
+    fn pass_panicked(&self) {}
+    /// A remediation of `env` ended, triggered or not.
+    fn remediation(&self, env: &EnvName, ok: bool) {
+        let _ = (env, ok);
+    }
+    /// `env` is gone from the environments: its series, if any, can go too.
+    fn removed(&self, env: &EnvName) {
+        let _ = env;
+    }
+    /// Whether this process leads, after each leadership check and each pass.
+    fn leader(&self, leading: bool) {
+        let _ = leading;
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
+
+/// The loop as it stands, for views: shared by the controller (which writes it) and any
+/// number of readers.
+pub struct View {
+    store: Arc<dyn Store>,
+    leadership: Arc<dyn Leadership>,
+    reports: Mutex<BTreeMap<EnvName, EnvironmentReport>>,
+    windows: Mutex<Arc<Windows>>,
+    version: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl View {
+    pub(crate) fn new(store: Arc<dyn Store>, leadership: Arc<dyn Leadership>) -> Self {
+        Self {
+            store,
+            leadership,
+            reports: Mutex::default(),
+            windows: Mutex::default(),
+            version: watch::Sender::new(0),
+        }
+    }
+
+    /// The store: every environment's record, the latest events, what operators said.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether this process leads (a standby serves the same views).
+    pub fn leading(&self) -> bool {
+        self.leadership.leading()
+    }
+
+    /// The latest report of each environment (what its last pass saw), copied.
+    pub fn reports(&self) -> BTreeMap<EnvName, EnvironmentReport> {
+        lock(&self.reports).clone()
+    }
+
+    /// Calls `f` with the latest reports, without copying them.
+    pub fn with_reports<T>(&self, f: impl FnOnce(&BTreeMap<EnvName, EnvironmentReport>) -> T) -> T {
+        f(&lock(&self.reports))
+    }
+
+    /// Each environment's freeze windows (those without any are absent).
+    pub fn windows(&self) -> Arc<Windows> {
+        lock(&self.windows).clone()
+    }
+
+    /// The status document (`status -o json`) at `now`.
+    pub fn status(&self, now: Timestamp) -> StatusReport {
+        let overrides = self.store.overrides().unwrap_or_default();
+        status::document(&self.store.environments(), &overrides, &self.windows(), now)
+    }
+
+    /// A receiver of the version, which changes whenever what the views show changes (a
+    /// pass ended, a remediation ended, an environment left).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub(crate) fn record(&self, reports: Vec<EnvironmentReport>) {
+        {
+            let mut known = lock(&self.reports);
+            for r in reports {
+                // The name is copied only for an environment not seen before.
+                match known.get_mut(&r.name) {
+                    Some(kept) => *kept = r,
+                    None => {
+                        known.insert(r.name.clone(), r);
+                    }
+                }
+            }
+        }
+        self.changed();
+    }
+
+    pub(crate) fn set_windows(&self, windows: Arc<Windows>) {
+        *lock(&self.windows) = windows;
+    }
+
+    pub(crate) fn forget(&self, names: &[EnvName]) {
+        lock(&self.reports).retain(|n, _| !names.contains(n));
+        self.changed();
+    }
+
+    pub(crate) fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+}
