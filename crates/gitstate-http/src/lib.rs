@@ -8,6 +8,11 @@
 //! - [`HttpClients`]: the shared connection pool and in-flight limit.
 //! - [`WebhookRemediator`]: re-triggers a deployment with a POST.
 //! - [`AlertmanagerSink`] and [`WebhookSink`]: where alarms go.
+//!
+//! Behind them: `timeouts.rs` (a probe's per-instance deadline, [`CONNECT_TIMEOUT`]),
+//! `keep_alive.rs` (which connections are kept, [`KeepAlive`]), `target.rs`
+//! ([`HttpTarget`]), `clients.rs`, and `plain/`, the small HTTP/1.1 client for plain
+//! `http://` URLs.
 
 pub mod alarm;
 mod answer;
