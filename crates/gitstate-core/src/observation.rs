@@ -1,8 +1,11 @@
-//! What probes read and how it is classified against the expected commit.
+//! The vocabulary of observation: what probes read, the statuses it is classified into,
+//! and what an environment's observations sum up to.
 //!
 //! A probe returns [`Reading`]s (raw, per instance); the engine classifies each into an
 //! [`InstanceObservation`] with a [`Status`] using the [`Relation`] the expected-state
-//! source computes. [`Assessment`] sums an environment up for [`crate::reconcile()`].
+//! source computes (that step is `engine/classify.rs`). [`Status`] also fixes which
+//! status is worse than which; [`Assessment`] sums an environment up for
+//! [`crate::reconcile()`].
 
 use std::time::Duration;
 

@@ -10,8 +10,8 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use url::Url;
 
+use crate::clients::HttpClients;
 use crate::header::{Header, header_map};
-use crate::probe::HttpClients;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,7 +30,7 @@ async fn post(
         .timeout(TIMEOUT)
         .send()
         .await
-        .map_err(|e| err(crate::probe::describe(&e)))?;
+        .map_err(|e| err(crate::error::describe(&e)))?;
     let status = resp.status();
     if status.is_success() {
         Ok(())

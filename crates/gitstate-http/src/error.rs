@@ -1,4 +1,6 @@
-//! [`HttpError`]: building HTTP adapters failed (a bad CA file, a client that cannot start).
+//! [`HttpError`]: building HTTP adapters failed (a bad CA file, a client that cannot start);
+//! and `describe`: a failed reqwest request on one line, for a reading, an alarm or a
+//! remediation outcome.
 
 use std::path::PathBuf;
 
@@ -20,4 +22,19 @@ pub enum HttpError {
         /// The HTTP client's error, rendered.
         message: String,
     },
+}
+
+/// A reqwest error and its causes on one line, without the URL (it may hold secrets and
+/// is the instance id anyway).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_request() {
+        "request failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "HTTP error"
+    };
+    gitstate_core::error_chain_after(kind.to_owned(), std::error::Error::source(e))
 }

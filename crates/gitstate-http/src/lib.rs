@@ -8,21 +8,35 @@
 //! - [`HttpClients`]: the shared connection pool and in-flight limit.
 //! - [`WebhookRemediator`]: re-triggers a deployment with a POST.
 //! - [`AlertmanagerSink`] and [`WebhookSink`]: where alarms go.
+//!
+//! Behind them: `timeouts.rs` (a probe's per-instance deadline, [`CONNECT_TIMEOUT`]),
+//! `keep_alive.rs` (which connections are kept, [`KeepAlive`]), `target.rs`
+//! ([`HttpTarget`]), `clients.rs`, and `plain/`, the small HTTP/1.1 client for plain
+//! `http://` URLs.
 
 pub mod alarm;
+mod answer;
 pub mod body;
+mod clients;
 pub mod error;
 pub mod header;
+mod keep_alive;
 mod plain;
 pub mod probe;
 pub mod redirect;
 pub mod remediate;
+mod target;
+mod timeouts;
 mod tls;
 
 pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use body::{AUTO_POINTERS, parse_body};
+pub use clients::HttpClients;
 pub use error::HttpError;
 pub use header::{Header, HeaderError};
-pub use probe::{CONNECT_TIMEOUT, HttpClients, HttpProbe, HttpTarget, KeepAlive};
+pub use keep_alive::KeepAlive;
+pub use probe::HttpProbe;
 pub use redirect::{FollowRedirects, MAX_REDIRECTS};
 pub use remediate::{RUNTIME_VARS, WebhookRemediator};
+pub use target::HttpTarget;
+pub use timeouts::CONNECT_TIMEOUT;

@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use crate::header::{Header, header_map};
 use url::Url;
 
-use crate::probe::HttpClients;
+use crate::clients::HttpClients;
 
 /// Variables a webhook body template may use; filled in for each attempt.
 pub const RUNTIME_VARS: [&str; 4] =
@@ -93,7 +93,7 @@ impl Remediator for WebhookRemediator {
             |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
         let resp = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => return fail(format!("webhook timed out after {}s", self.timeout.as_secs())),
-            Ok(Err(e)) => return fail(format!("webhook failed: {}", crate::probe::describe(&e))),
+            Ok(Err(e)) => return fail(format!("webhook failed: {}", crate::error::describe(&e))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();

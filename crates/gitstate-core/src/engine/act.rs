@@ -1,6 +1,7 @@
 //! Carrying out a decision: the decided states (and the `remediation_started` events) go
 //! through the journal *before* any remediation starts, so a crash never forgets an
-//! attempt; then remediations run (inline, or handed back to the caller when deferred).
+//! attempt; then remediations run — inline, or handed back to the caller when deferred,
+//! who runs each with [`Engine::remediate`] (or gives it up with [`Engine::abandon`]).
 
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
@@ -16,7 +17,9 @@ use crate::report::ActionReport;
 use crate::state::EnvState;
 
 use super::notify::notification;
-use super::{Engine, EnvOutcome, EnvironmentSpec, PassOutcome};
+use super::outcome::{EnvOutcome, PassOutcome};
+use super::setup::Engine;
+use super::spec::EnvironmentSpec;
 
 impl Engine {
     /// Carries out (or, in a dry run, only reports) what was decided.
@@ -176,12 +179,44 @@ impl Engine {
         }
         out.states = states;
     }
+
+    /// Runs one deferred remediation and records its `remediation_finished` event, stamped
+    /// by `clock` when it returns.
+    pub async fn remediate(
+        &self,
+        env: &EnvironmentSpec,
+        req: &RemediationRequest,
+        clock: impl Fn() -> Timestamp + Send,
+    ) -> RemediationOutcome {
+        let outcome = run_remediator(env.remediator.as_deref(), req).await;
+        self.finished(&env.name, req, &outcome, clock()).await;
+        outcome
+    }
+
+    /// Records that a deferred remediation was given up (its task ended without an
+    /// outcome, as at shutdown): a failed `remediation_finished` saying `detail`.
+    pub async fn abandon(&self, env: &EnvName, req: &RemediationRequest, detail: &str, at: Timestamp) {
+        let outcome =
+            RemediationOutcome { ok: false, detail: detail.to_owned(), exit_code: None, output_tail: None };
+        self.finished(env, req, &outcome, at).await;
+    }
+
+    async fn finished(
+        &self,
+        env: &EnvName,
+        req: &RemediationRequest,
+        outcome: &RemediationOutcome,
+        at: Timestamp,
+    ) {
+        if let Some(j) = &self.journal
+            && let Err(e) = j.record(&[finished_event(env, req, outcome, at)]).await
+        {
+            tracing::error!(error = %e, "audit event could not be appended");
+        }
+    }
 }
 
-pub(super) async fn run_remediator(
-    r: Option<&dyn Remediator>,
-    req: &RemediationRequest,
-) -> RemediationOutcome {
+async fn run_remediator(r: Option<&dyn Remediator>, req: &RemediationRequest) -> RemediationOutcome {
     match r {
         Some(r) => r.remediate(req).await,
         None => RemediationOutcome {
@@ -193,7 +228,7 @@ pub(super) async fn run_remediator(
     }
 }
 
-pub(super) fn finished_event(
+fn finished_event(
     env: &EnvName,
     req: &RemediationRequest,
     outcome: &RemediationOutcome,

@@ -21,7 +21,9 @@ use crate::observation::TargetObservation;
 use crate::plugin::AlarmSink;
 use crate::state::{Outbox, Undelivered, after};
 
-use super::{Engine, EnvironmentSpec, PassOutcome};
+use super::outcome::{Delivery, PassOutcome};
+use super::setup::Engine;
+use super::spec::EnvironmentSpec;
 
 impl Engine {
     /// Sends this pass's notifications after those kept from earlier passes for the same
@@ -265,29 +267,6 @@ async fn send_in_order(
     }
     kept.extend(rest.filter(|u| u.notification.event != AlarmEvent::AlarmFiring));
     (attempts, kept)
-}
-
-/// What became of one notification to one sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Delivery {
-    /// The sink accepted it.
-    Delivered,
-    /// It failed and is kept for a later pass.
-    Failed,
-    /// The sink refused it for good (HTTP 4xx); it is not retried.
-    Rejected,
-}
-
-impl Delivery {
-    /// The `outcome` label of `gitstate_notifications_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Delivered => "ok",
-            Delivery::Failed => "failed",
-            Delivery::Rejected => "rejected",
-        }
-    }
 }
 
 /// Undelivered notifications kept per environment; the oldest are dropped beyond this.

@@ -1,20 +1,21 @@
-//! Resolve → probe → classify: every environment's ref resolved in one call, every target
-//! probed concurrently within its deadline (a hung or panicking probe is `unreachable`),
-//! and each reported commit classified against the history (in sync, behind, ahead,
-//! diverged, unknown, drifted) with one call to the source per environment.
+//! Resolve → probe: every environment's ref resolved in one call, every target probed
+//! concurrently within its deadline (`bounded_probe`: a hung or panicking probe is
+//! `unreachable`); each environment's readings then go to `classify.rs`, and the commits
+//! at stake are described once per pass. Entry: `Engine::observe`, called by the pass.
 
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 
-use crate::commit::{CommitId, ReportedCommit};
-use crate::observation::{
-    CommitInfo, InstanceObservation, Reading, Related, Relation, Status, TargetObservation,
-};
+use crate::commit::CommitId;
+use crate::observation::{CommitInfo, ProbeFailure, Reading, Status, TargetObservation};
 use crate::plugin::ProbeContext;
 
-use super::{Engine, EnvironmentSpec, Probed, TargetSpec};
+use super::classify::Probed;
+use super::setup::Engine;
+use super::spec::{EnvironmentSpec, TargetSpec};
+use super::timer::Timer;
 
 impl Engine {
     /// Resolves every environment's ref in one call to the source.
@@ -134,109 +135,6 @@ impl Engine {
             }
         }
     }
-
-    pub(super) async fn classify(
-        &self,
-        env: &EnvironmentSpec,
-        expected: &CommitId,
-        probed: Vec<Probed>,
-    ) -> Vec<TargetObservation> {
-        // Ask the source once per distinct reported commit that is not trivially in sync.
-        let mut unknown: Vec<ReportedCommit> = probed
-            .iter()
-            .filter_map(|p| p.result.as_ref().ok())
-            .flatten()
-            .filter_map(|r| r.result.as_ref().ok())
-            .filter(|c| !c.matches(expected))
-            .cloned()
-            .collect();
-        unknown.sort();
-        unknown.dedup();
-        let relations: HashMap<ReportedCommit, Result<Related, String>> = if unknown.is_empty() {
-            HashMap::new()
-        } else {
-            match self.source.relate_commits(expected, &unknown, self.max_commits).await {
-                Ok(rels) if rels.len() == unknown.len() => {
-                    unknown.into_iter().zip(rels.into_iter().map(Ok)).collect()
-                }
-                Ok(_) => {
-                    let msg = "expected-state source answered a wrong number of relations".to_owned();
-                    unknown.into_iter().map(|c| (c, Err(msg.clone()))).collect()
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    unknown.into_iter().map(|c| (c, Err(msg.clone()))).collect()
-                }
-            }
-        };
-
-        probed
-            .into_iter()
-            .map(|p| {
-                let t = &env.targets[p.target];
-                let kind = t.probe.name().to_owned();
-                match p.result {
-                    Err(failure) => TargetObservation::failed(t.name.clone(), kind, failure),
-                    Ok(readings) => {
-                        let instances = readings
-                            .into_iter()
-                            .map(|r| match r.result {
-                                Err(f) => InstanceObservation::failed(r.instance, f, r.elapsed),
-                                Ok(c) if c.matches(expected) => InstanceObservation::classified(
-                                    r.instance,
-                                    &c,
-                                    Relation::InSync,
-                                    r.elapsed,
-                                ),
-                                Ok(c) => match relations.get(&c) {
-                                    Some(Ok(rel)) => {
-                                        let mut o = InstanceObservation::classified(
-                                            r.instance,
-                                            &c,
-                                            rel.relation,
-                                            r.elapsed,
-                                        );
-                                        // Named for now; described once per pass, after every environment.
-                                        let named = |ids: &Option<Vec<CommitId>>| {
-                                            ids.as_ref().map(|ids| {
-                                                ids.iter().map(|sha| CommitInfo::named(*sha)).collect()
-                                            })
-                                        };
-                                        if matches!(
-                                            o.status,
-                                            Status::Behind | Status::Ahead | Status::Diverged
-                                        ) {
-                                            o.pending_commits = named(&rel.pending);
-                                            o.unexpected_commits = named(&rel.unexpected);
-                                        }
-                                        o
-                                    }
-                                    // The relation could not be computed, but the commit differs.
-                                    Some(Err(msg)) => {
-                                        let mut o = InstanceObservation::classified(
-                                            r.instance,
-                                            &c,
-                                            Relation::Drifted,
-                                            r.elapsed,
-                                        );
-                                        o.error = Some(msg.clone());
-                                        o
-                                    }
-                                    None => InstanceObservation::classified(
-                                        r.instance,
-                                        &c,
-                                        Relation::Drifted,
-                                        r.elapsed,
-                                    ),
-                                },
-                            })
-                            .collect();
-                        TargetObservation::from_instances(t.name.clone(), kind, instances)
-                    }
-                }
-            })
-            .collect()
-    }
 }
 
 /// Runs one probe within its target's timeout, a panic inside it caught: either way the
@@ -244,8 +142,8 @@ impl Engine {
 async fn bounded_probe(
     t: &TargetSpec,
     cx: &ProbeContext<'_>,
-    timer: &super::Timer,
-) -> Result<Vec<Reading>, crate::observation::ProbeFailure> {
+    timer: &Timer,
+) -> Result<Vec<Reading>, ProbeFailure> {
     use futures::FutureExt;
     let observe = std::panic::AssertUnwindSafe(t.probe.observe(cx)).catch_unwind();
     let deadline = timer.sleep(t.timeout);
@@ -254,9 +152,9 @@ async fn bounded_probe(
         futures::future::Either::Left((Err(panic), _)) => {
             let message = crate::panic::message(panic.as_ref());
             tracing::error!(target_name = %t.name, environment = %cx.environment, panic = %message, "probe panicked");
-            Err(crate::observation::ProbeFailure::unreachable(format!("probe panicked: {message}")))
+            Err(ProbeFailure::unreachable(format!("probe panicked: {message}")))
         }
-        futures::future::Either::Right(_) => Err(crate::observation::ProbeFailure::unreachable(format!(
+        futures::future::Either::Right(_) => Err(ProbeFailure::unreachable(format!(
             "no answer within {}",
             humantime::format_duration(t.timeout)
         ))),
