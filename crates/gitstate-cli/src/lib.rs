@@ -8,7 +8,6 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod exec;
 pub mod freeze;
 pub mod fsutil;
 pub mod output;

@@ -175,7 +175,12 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                             t.name
                         ),
                         TargetKind::Exec(x) => {
-                            (Arc::new(crate::exec::ExecProbe::new(x.clone(), config.dir.clone())), x.timeout)
+                            let probe = gitstate_process::ExecProbe::new(
+                                x.clone(),
+                                config.dir.clone(),
+                                gitstate_http::parse_body,
+                            );
+                            (Arc::new(probe), x.timeout)
                         }
                     };
                     // The engine's own bound sits past the probe's, so that the probe's more

@@ -18,7 +18,7 @@ use crate::watch::dashboard::Dashboard;
 use crate::watch::metrics::Metrics;
 use crate::watch::schedule::{self, Jitter, Timing};
 use crate::watch::{Live, git_dir, server};
-use crate::{exit, plan, remediate};
+use crate::{exit, plan};
 
 /// How long shutdown waits for passes and remediations in flight.
 pub const DRAIN: Duration = Duration::from_secs(30);
@@ -104,7 +104,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         ref_poll: config.watch.ref_poll,
         drain: DRAIN,
         // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
-        stop_grace: remediate::command::KILL_GRACE + Duration::from_secs(5),
+        stop_grace: gitstate_process::KILL_GRACE + Duration::from_secs(5),
     };
     let webhook = config.watch.webhook.clone();
     let live = Arc::new(Live::new(config, engine, store.clone(), plan, metrics.clone(), dashboard).await?);
