@@ -11,7 +11,6 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod exec;
 pub mod listener;
 pub mod output;
 pub mod plan;

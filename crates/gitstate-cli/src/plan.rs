@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 #[cfg(feature = "aws")]
 use gitstate_aws::{AwsClients, AwsProbe};
-use gitstate_core::git::{GitSource, RemoteRepo};
+use gitstate_core::git::GitSource;
 use gitstate_core::{ActualStateProbe, EnvironmentSpec, Expected, ExpectedState as _, TargetSpec};
 use gitstate_http::{HttpClients, HttpProbe, KeepAlive};
 
@@ -18,44 +18,12 @@ use gitstate_runtime::controls::Windows;
 use gitstate_runtime::{Environment, Environments, Options, Prefetched, Refreshed};
 
 use crate::config::discover::{self, Planned, Skipped};
-use crate::config::{Config, RepoLocation, TargetKind};
+use crate::config::{Config, TargetKind};
 use crate::output;
 
-/// Opens the configured repository (local path, remote URL, or mirrored remote).
-pub fn source(config: &Config) -> anyhow::Result<GitSource> {
-    match &config.source.repo {
-        RepoLocation::Local(p) => {
-            GitSource::local(p).with_context(|| format!("{}: source.repo", config.path.display()))
-        }
-        RepoLocation::Remote(url) => {
-            let remote = if config.source.mirror {
-                let dir = config.state_dir.join("mirror.git");
-                std::fs::create_dir_all(&config.state_dir)
-                    .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
-                RemoteRepo::mirrored(url, &dir)?
-            } else {
-                RemoteRepo::new(url)?
-            };
-            let remote = remote.with_timeout(config.source.timeout);
-            Ok(GitSource::from_remote(match ssh_command() {
-                Some(command) => remote.with_ssh_command(command),
-                None => remote,
-            }))
-        }
-    }
-}
+mod git_source;
 
-/// The ssh program for `ssh://` remotes, as git finds it: `GIT_SSH_COMMAND` (a shell
-/// command), else `GIT_SSH` (a program), else `ssh`.
-fn ssh_command() -> Option<String> {
-    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    set("GIT_SSH_COMMAND").or_else(|| set("GIT_SSH").map(|program| shell_quote(&program)))
-}
-
-/// `s` as one shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use git_source::{links, source};
 
 /// Lists each `[[discover]]` prefix once.
 pub async fn listings(config: &Config, source: &GitSource) -> anyhow::Result<Vec<Vec<Expected>>> {
@@ -177,7 +145,12 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                             t.name
                         ),
                         TargetKind::Exec(x) => {
-                            (Arc::new(crate::exec::ExecProbe::new(x.clone(), config.dir.clone())), x.timeout)
+                            let probe = gitstate_process::ExecProbe::new(
+                                x.clone(),
+                                config.dir.clone(),
+                                gitstate_http::parse_body,
+                            );
+                            (Arc::new(probe), x.timeout)
                         }
                     };
                     // The engine's own bound sits past the probe's, so that the probe's more
@@ -395,16 +368,5 @@ impl Environments for Discovery {
     async fn refresh(&self) -> Result<Refreshed, gitstate_runtime::environments::BoxError> {
         let mut plan = self.plan.lock().await;
         plan.replan(&self.config).await.map_err(|e| output::chain(&e).into())
-    }
-}
-
-/// Where commits and comparisons can be read: `[source] commit_url` / `compare_url`, else
-/// derived from the repository's github.com / gitlab.com / codeberg.org remote.
-pub fn links(config: &Config, source: &GitSource) -> gitstate_core::Links {
-    let derived = source.links();
-    let set = &config.source.links;
-    gitstate_core::Links {
-        commit: set.commit.clone().or(derived.commit),
-        compare: set.compare.clone().or(derived.compare),
     }
 }

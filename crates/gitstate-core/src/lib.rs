@@ -12,6 +12,8 @@
 //! - The runtime-agnostic pass [`Engine`]: resolve, probe, classify, decide, act.
 //! - [`git`] (feature `git`, on by default): Git repositories, local or remote, as the
 //!   expected state.
+//! - [`child`] (feature `child`, part of `git`): the rules a child process follows (own
+//!   process group, killed on drop, a bounded output tail), runtime-agnostic.
 //! - [`probe`]: everything a probe author needs, in one import.
 //!
 //! Every other item has one path, at the root; the modules behind them are private.
@@ -20,6 +22,8 @@
 //! `git-https` feature, off by default, adds gix's HTTP transport).
 
 mod alarm;
+#[cfg(feature = "child")]
+pub mod child;
 mod commit;
 mod engine;
 mod error;

@@ -45,7 +45,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let mut options = plan.options(&config);
     options.drain = DRAIN;
     // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
-    options.stop_grace = crate::remediate::command::KILL_GRACE + Duration::from_secs(5);
+    options.stop_grace = gitstate_process::KILL_GRACE + Duration::from_secs(5);
     let ttl = config.watch.interval.saturating_mul(4);
     let mut builder = plan
         .controller(&config, source, store, Some(ttl))?

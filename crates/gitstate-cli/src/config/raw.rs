@@ -115,7 +115,7 @@ pub struct RawTarget {
 pub struct RawExec {
     pub command: Spanned<Vec<String>>,
     #[serde(default)]
-    pub format: crate::exec::ExecFormat,
+    pub format: gitstate_process::ExecFormat,
     pub sha_pointer: Option<Spanned<String>>,
     pub timeout: Option<Dur>,
     pub max_bytes: Option<usize>,

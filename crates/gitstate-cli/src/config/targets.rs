@@ -84,7 +84,11 @@ pub(super) fn http(
     Ok(t)
 }
 
-pub(super) fn exec(ctx: &Ctx, x: &raw::RawExec, env: &str) -> Result<crate::exec::ExecTarget, ConfigError> {
+pub(super) fn exec(
+    ctx: &Ctx,
+    x: &raw::RawExec,
+    env: &str,
+) -> Result<gitstate_process::ExecTarget, ConfigError> {
     let command: Vec<String> = x.command.get_ref().iter().map(|a| substitute(a, env)).collect();
     if command.first().is_none_or(|c| c.trim().is_empty()) {
         return Err(ctx
@@ -97,20 +101,20 @@ pub(super) fn exec(ctx: &Ctx, x: &raw::RawExec, env: &str) -> Result<crate::exec
             ctx.at(p, format!("sha_pointer {:?} must be a JSON pointer starting with \"/\"", p.get_ref()))
         );
     }
-    if x.sha_pointer.is_some() && x.format == crate::exec::ExecFormat::Lines {
+    if x.sha_pointer.is_some() && x.format == gitstate_process::ExecFormat::Lines {
         return Err(ctx.at(&x.command, "sha_pointer applies to format = \"report\" only"));
     }
     let timeout = match x.timeout {
         Some(d) if d.0.is_zero() => return Err(ctx.at(&x.command, "timeout must be more than 0s")),
         Some(d) => d.0,
-        None => crate::exec::ExecTarget::DEFAULT_TIMEOUT,
+        None => gitstate_process::ExecTarget::DEFAULT_TIMEOUT,
     };
-    Ok(crate::exec::ExecTarget {
+    Ok(gitstate_process::ExecTarget {
         command,
         format: x.format,
         sha_pointer: x.sha_pointer.as_ref().map(|p| p.get_ref().clone()),
         timeout,
-        max_bytes: x.max_bytes.unwrap_or(crate::exec::ExecTarget::DEFAULT_MAX_BYTES),
+        max_bytes: x.max_bytes.unwrap_or(gitstate_process::ExecTarget::DEFAULT_MAX_BYTES),
     })
 }
 

@@ -71,7 +71,7 @@ pub enum TargetKind {
     /// `[environments.targets.aws]`.
     Aws(AwsTarget),
     /// `[environments.targets.exec]`.
-    Exec(crate::exec::ExecTarget),
+    Exec(gitstate_process::ExecTarget),
 }
 
 /// A target.

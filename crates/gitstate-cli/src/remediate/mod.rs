@@ -1,17 +1,16 @@
-//! Remediators and alarm sinks built from the configuration: [`command`] (in this crate)
-//! and the webhook remediator, Alertmanager and webhook sinks from `gitstate-http`.
-
-pub mod command;
+//! Remediators and alarm sinks built from the configuration: the command remediator from
+//! `gitstate-process`, and the webhook remediator, Alertmanager and webhook sinks from
+//! `gitstate-http`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use gitstate_core::{AlarmSink, Remediator};
 use gitstate_http::{AlertmanagerSink, HttpClients, WebhookRemediator, WebhookSink};
+use gitstate_process::CommandRemediator;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AlertsConfig, RemediateConfig};
-pub use command::CommandRemediator;
 
 /// The remediator a `[remediate]` table describes; commands run in `config_dir` and are
 /// stopped when `stop` is cancelled.

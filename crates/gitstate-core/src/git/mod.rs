@@ -1,8 +1,15 @@
 //! Git as the expected state: [`GitSource`] implements [`crate::ExpectedState`] over a
 //! [`LocalRepo`] (a path) or a [`RemoteRepo`] (a URL, optionally mirrored). gix is
 //! blocking; every call runs on a blocking thread pool, never on the async executor.
+//!
+//! Modules use only those below them: `remote` (a URL) over `transport` (one connection,
+//! bounded in time) and `local` (a path, and a remote's mirror); `local` over `refscan`
+//! and `reflog` (refs read from files); all over `names` (ref names, object ids) and `env`
+//! (the environment of a spawned `git`).
 
+mod env;
 mod local;
+mod names;
 mod reflog;
 mod refscan;
 mod remote;
@@ -75,7 +82,7 @@ impl GitSource {
     pub fn links(&self) -> crate::links::Links {
         let url = match &*self.repo {
             Repo::Local(r) => r.origin_url(),
-            Repo::Remote(r) => Some(r.url.clone()),
+            Repo::Remote(r) => Some(r.endpoint.url.clone()),
         };
         url.map(|u| crate::links::Links::derive(&u)).unwrap_or_default()
     }

@@ -14,23 +14,20 @@ use gix::ObjectId;
 use gix::protocol::handshake::Ref;
 use gix::protocol::transport::client::blocking_io::Transport;
 
-use super::chain;
-use super::local::{LocalRepo, to_commit_id};
-use super::transport::Guard;
+use super::local::LocalRepo;
+use super::names::{candidates, to_commit_id};
+use super::transport::{Endpoint, Guard};
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::ExpectedError;
 use crate::observation::{CommitInfo, Related, Relation};
 use crate::plugin::Expected;
-use crate::redact::redact_url;
 
 /// A remote repository.
 pub struct RemoteRepo {
-    pub(super) url: String,
-    pub(super) shown: String,
+    /// Where it is and how each connection to it is made.
+    pub(super) endpoint: Endpoint,
     /// The bare mirror, when mirroring.
     mirror: Option<Mirror>,
-    pub(super) timeout: Duration,
-    pub(super) ssh_command: Option<String>,
 }
 
 /// A bare repository holding the remote's history, made on its first fetch.
@@ -48,7 +45,10 @@ const REFETCH_UNKNOWN: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteRepo").field("url", &self.shown).field("mirror", &self.mirror_dir()).finish()
+        f.debug_struct("RemoteRepo")
+            .field("url", &self.endpoint.shown)
+            .field("mirror", &self.mirror_dir())
+            .finish()
     }
 }
 
@@ -61,13 +61,7 @@ pub fn is_remote_url(repo: &str) -> bool {
 impl RemoteRepo {
     /// A remote with no local copy: refs only; a differing commit is `drifted`.
     pub fn new(url: &str) -> Result<Self, ExpectedError> {
-        Ok(Self {
-            url: url.to_owned(),
-            shown: redact_url(url),
-            mirror: None,
-            timeout: Self::DEFAULT_TIMEOUT,
-            ssh_command: None,
-        })
+        Ok(Self { endpoint: Endpoint::new(url, Self::DEFAULT_TIMEOUT), mirror: None })
     }
 
     /// How long a whole ref listing or mirror fetch may take by default.
@@ -79,7 +73,7 @@ impl RemoteRepo {
     /// process group of its own that is killed when the time is up. `https://` is bounded
     /// by its HTTP client's limits per request.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.endpoint.timeout = timeout;
         self
     }
 
@@ -95,25 +89,22 @@ impl RemoteRepo {
     /// through the shell, with the host and the remote command appended (so it may carry
     /// options such as `ssh -i key -o UserKnownHostsFile=...`).
     pub fn with_ssh_command(mut self, command: impl Into<String>) -> Self {
-        self.ssh_command = Some(command.into());
+        self.endpoint.ssh_command = Some(command.into());
         self
     }
 
     /// How long a whole listing or fetch may take.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.endpoint.timeout
     }
 
     /// The URL, credentials redacted.
     pub fn redacted_url(&self) -> &str {
-        &self.shown
+        &self.endpoint.shown
     }
 
-    pub(super) fn err(&self, e: impl std::error::Error) -> ExpectedError {
-        ExpectedError::Remote {
-            url: self.shown.clone(),
-            message: strip_secrets(&chain(&e), &self.url, &self.shown),
-        }
+    fn err(&self, e: impl std::error::Error) -> ExpectedError {
+        self.endpoint.err(e)
     }
 
     /// The mirror's repository, opened (or made) on first use.
@@ -131,12 +122,12 @@ impl RemoteRepo {
         let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
         let specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
         let remote = repo
-            .remote_at(self.url.as_str())
+            .remote_at(self.endpoint.url.as_str())
             .map_err(|e| self.err(e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs(specs, gix::remote::Direction::Fetch)
             .map_err(|e| self.err(e))?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.endpoint.timeout;
         let url = self.parse_url()?;
         let fetch = |conn: gix::remote::Connection<'_, '_, '_, Box<dyn Transport + Send>>| {
             let prepare = conn.prepare_fetch(gix::progress::Discard, Default::default())?;
@@ -145,7 +136,7 @@ impl RemoteRepo {
         };
         match url.scheme {
             gix::url::Scheme::Git | gix::url::Scheme::File | gix::url::Scheme::Ssh => {
-                let (transport, guard) = self.transport(url, deadline)?;
+                let (transport, guard) = self.endpoint.connect(url, deadline)?;
                 fetch(remote.to_connection_with_transport(transport)).map_err(|e| guard.explain(self.err(e)))
             }
             _ => {
@@ -165,7 +156,7 @@ impl RemoteRepo {
     }
 
     fn parse_url(&self) -> Result<gix::Url, ExpectedError> {
-        gix::url::parse(gix::bstr::BStr::new(self.url.as_str())).map_err(|e| self.err(e))
+        gix::url::parse(gix::bstr::BStr::new(self.endpoint.url.as_str())).map_err(|e| self.err(e))
     }
 
     /// Lists refs with protocol v2 `ls-refs` and the names' prefixes, nothing else: no
@@ -173,17 +164,17 @@ impl RemoteRepo {
     fn ls_refs_direct(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         use gix::protocol::transport::client::blocking_io::connect::{Options, connect};
         let url = self.parse_url()?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.endpoint.timeout;
         // Declared first, dropped last: the transport closes its stdin before the process
         // it talks to is reaped.
         let (mut transport, guard) = match url.scheme {
             gix::url::Scheme::Git | gix::url::Scheme::File | gix::url::Scheme::Ssh => {
-                self.transport(url, deadline)?
+                self.endpoint.connect(url, deadline)?
             }
             _ => {
                 let options =
                     Options { version: gix::protocol::transport::Protocol::V2, ..Default::default() };
-                (connect(url, options).map_err(|e| self.err(e))?, Guard::none(self.timeout))
+                (connect(url, options).map_err(|e| self.err(e))?, Guard::none(self.endpoint.timeout))
             }
         };
         self.list_over(&mut transport, names).map_err(|e| guard.explain(e))
@@ -248,7 +239,7 @@ impl RemoteRepo {
                     })
                     .ok_or_else(|| ExpectedError::RefNotFound {
                         reference: asked.clone(),
-                        repo: self.shown.clone(),
+                        repo: self.endpoint.shown.clone(),
                     })
             })
             .collect())
@@ -344,29 +335,6 @@ fn ref_prefixes(names: &[String]) -> Vec<String> {
     out
 }
 
-/// The full names git tries for `name` (gitrevisions(7)), valid ones only.
-pub(super) fn candidates(name: &str) -> Vec<String> {
-    let list = if name.starts_with("refs/") {
-        vec![name.to_owned()]
-    } else {
-        vec![
-            format!("refs/{name}"),
-            format!("refs/tags/{name}"),
-            format!("refs/heads/{name}"),
-            format!("refs/remotes/{name}"),
-            format!("refs/remotes/{name}/HEAD"),
-        ]
-    };
-    list.into_iter()
-        .filter(|c| <&gix::refs::FullNameRef>::try_from(c.as_str()).is_ok() && !c.contains(['*', '?', '[']))
-        .collect()
-}
-
-/// gix errors may echo the URL; make sure its credentials never come back.
-fn strip_secrets(msg: &str, url: &str, shown: &str) -> String {
-    if url == shown { msg.to_owned() } else { msg.replace(url, shown) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,13 +346,5 @@ mod tests {
             .chain(["refs/tags/v1".to_owned(), "refs/heads/environments/*".to_owned(), "HEAD".to_owned()])
             .collect();
         assert_eq!(ref_prefixes(&names), ["HEAD", "refs/heads/", "refs/tags/"]);
-    }
-
-    #[test]
-    fn short_names_expand_like_git() {
-        assert_eq!(candidates("refs/heads/environments/prod"), ["refs/heads/environments/prod"]);
-        assert_eq!(candidates("environments/prod")[2], "refs/heads/environments/prod");
-        assert!(candidates("a..b").is_empty());
-        assert!(candidates("x*").is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! How gitstate talks to a remote for `git://`, `file://` and `ssh://`, every connection
 //! bounded as a whole by `[source] timeout`: a `git://` socket read with the time left
-//! ([`Silence`]), `git upload-pack` or `ssh` spawned in a process group of its own that a
-//! watchdog ([`Guard`]) kills when the time is up, their output read through a buffer
-//! ([`ProcessTransport`]). `ssh` runs as git runs OpenSSH, `GIT_SSH_COMMAND` included.
+//! ([`Silence`]), `git upload-pack` or `ssh` spawned in a process group of its own
+//! ([`crate::child`]) that a watchdog ([`Guard`]) kills when the time is up, their output
+//! read through a buffer ([`ProcessTransport`]). `ssh` runs as git runs OpenSSH,
+//! `GIT_SSH_COMMAND` included. Entry point: [`Endpoint::connect`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,13 +12,43 @@ use std::time::{Duration, Instant};
 use gix::bstr::ByteSlice;
 use gix::protocol::transport::client::blocking_io::Transport;
 
-use super::remote::RemoteRepo;
+use super::chain;
+use crate::child::{GroupGuard, ProcessGroup, Tail, own_group};
 use crate::error::ExpectedError;
+use crate::redact::redact_url;
 
-impl RemoteRepo {
+/// Stderr kept from `git upload-pack` or `ssh`, for the error of a failed connection.
+const STDERR_TAIL: usize = 4096;
+
+/// A remote's address and how to reach it: what every connection to it needs.
+pub(super) struct Endpoint {
+    /// The URL as configured, credentials included.
+    pub(super) url: String,
+    /// The URL as shown, credentials redacted.
+    pub(super) shown: String,
+    /// How long a whole listing or fetch may take.
+    pub(super) timeout: Duration,
+    /// Run instead of `ssh`, as git runs `GIT_SSH_COMMAND`.
+    pub(super) ssh_command: Option<String>,
+}
+
+impl Endpoint {
+    /// The remote at `url`, reached with the defaults.
+    pub(super) fn new(url: &str, timeout: Duration) -> Self {
+        Self { url: url.to_owned(), shown: redact_url(url), timeout, ssh_command: None }
+    }
+
+    /// `e` as an error of this remote, its credentials never echoed.
+    pub(super) fn err(&self, e: impl std::error::Error) -> ExpectedError {
+        ExpectedError::Remote {
+            url: self.shown.clone(),
+            message: strip_secrets(&chain(&e), &self.url, &self.shown),
+        }
+    }
+
     /// A connection to the remote for `git://`, `file://` and `ssh://`, bounded by
     /// `deadline` as a whole; the guard cuts it when the time is up.
-    pub(super) fn transport(
+    pub(super) fn connect(
         &self,
         url: gix::Url,
         deadline: Instant,
@@ -70,11 +101,8 @@ impl RemoteRepo {
         if path.as_os_str().as_encoded_bytes().first() == Some(&b'-') {
             return Err(self.refuse("a repository path must not start with '-'"));
         }
-        let mut cmd = std::process::Command::new("git");
+        let mut cmd = super::env::git();
         cmd.arg("upload-pack").arg(&path);
-        for var in HOOK_ENV {
-            cmd.env_remove(var);
-        }
         Ok(cmd)
     }
 
@@ -121,33 +149,28 @@ impl RemoteRepo {
     }
 
     /// Starts `cmd` speaking protocol v2 on its stdin and stdout, in a process group of its
-    /// own that is killed at `deadline`; its stderr is kept for errors.
+    /// own that is killed at `deadline`; the tail of its stderr is kept for errors.
     fn spawn(&self, mut cmd: std::process::Command, deadline: Instant) -> Result<Spawned, ExpectedError> {
-        use std::os::unix::process::CommandExt;
         use std::process::Stdio;
         cmd.env("GIT_PROTOCOL", "version=2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| self.err(e))?;
-        let group = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+            .stderr(Stdio::piped());
+        let mut child = own_group(&mut cmd).spawn().map_err(|e| self.err(e))?;
+        let group = ProcessGroup::led_by(child.id());
+        let stderr = Arc::new(Mutex::new(Tail::new(STDERR_TAIL)));
         if let Some(mut err) = child.stderr.take() {
             let keep = stderr.clone();
             std::thread::spawn(move || {
                 use std::io::Read;
                 let mut buf = [0u8; 1024];
                 while let Ok(n @ 1..) = err.read(&mut buf) {
-                    let mut k = keep.lock().unwrap_or_else(|p| p.into_inner());
-                    k.extend_from_slice(&buf[..n]);
-                    let over = k.len().saturating_sub(4096);
-                    k.drain(..over);
+                    keep.lock().unwrap_or_else(|p| p.into_inner()).push(&buf[..n]);
                 }
             });
         }
         let guard = Guard::arm(deadline, self.timeout, group);
-        Ok(Spawned { child, group, stderr, guard: Some(guard) })
+        Ok(Spawned { group: GroupGuard::new(group), child, stderr, guard: Some(guard) })
     }
 
     fn process_transport(
@@ -181,41 +204,18 @@ impl RemoteRepo {
     }
 }
 
-/// Variables that point git at another repository; a hook running gitstate may have set
-/// them, and a spawned `git upload-pack` must not see them.
-pub(super) const HOOK_ENV: &[&str] = &[
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_DIR",
-    "GIT_COMMON_DIR",
-    "GIT_WORK_TREE",
-    "GIT_IMPLICIT_WORK_TREE",
-    "GIT_GRAFT_FILE",
-    "GIT_INDEX_FILE",
-    "GIT_NO_REPLACE_OBJECTS",
-    "GIT_REPLACE_REF_BASE",
-    "GIT_PREFIX",
-    "GIT_INTERNAL_SUPER_PREFIX",
-    "GIT_SHALLOW_FILE",
-];
-
 /// A process the remote is read through (`git upload-pack`, `ssh`): its group killed (if
 /// still running) and the process reaped when dropped.
 struct Spawned {
+    group: GroupGuard,
     child: std::process::Child,
-    group: Option<rustix::process::Pid>,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Tail>>,
     guard: Option<Guard>,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if let Some(pg) = self.group {
-            let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
-        }
+        self.group.kill_now();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -272,7 +272,7 @@ pub(super) struct Guard {
     cancel: Option<std::sync::mpsc::Sender<()>>,
     fired: Arc<AtomicBool>,
     timeout: Duration,
-    stderr: Option<Arc<Mutex<Vec<u8>>>>,
+    stderr: Option<Arc<Mutex<Tail>>>,
 }
 
 impl Guard {
@@ -281,7 +281,7 @@ impl Guard {
         Self { cancel: None, fired: Arc::new(AtomicBool::new(false)), timeout, stderr: None }
     }
 
-    fn arm(deadline: Instant, timeout: Duration, group: Option<rustix::process::Pid>) -> Self {
+    fn arm(deadline: Instant, timeout: Duration, group: Option<ProcessGroup>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let fired = Arc::new(AtomicBool::new(false));
         let flag = fired.clone();
@@ -289,8 +289,8 @@ impl Guard {
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
                 flag.store(true, Ordering::SeqCst);
-                if let Some(pg) = group {
-                    let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
+                if let Some(group) = group {
+                    group.kill();
                 }
             }
         });
@@ -313,7 +313,7 @@ impl Guard {
         let said = self
             .stderr
             .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes().to_vec())
             .unwrap_or_default();
         let said = String::from_utf8_lossy(&said);
         let said = crate::text::escape_control(said.trim()).into_owned();
@@ -365,4 +365,9 @@ impl std::io::Read for Silence {
             _ => e,
         })
     }
+}
+
+/// gix errors may echo the URL; make sure its credentials never come back.
+fn strip_secrets(msg: &str, url: &str, shown: &str) -> String {
+    if url == shown { msg.to_owned() } else { msg.replace(url, shown) }
 }

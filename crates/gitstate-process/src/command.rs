@@ -6,29 +6,25 @@
 //! [`CancellationToken`] given at construction), the whole process group gets SIGTERM,
 //! then SIGKILL [`KILL_GRACE`] later, and the attempt counts as failed. The output is read
 //! asynchronously and given up [`OUTPUT_GRACE`] after the command exits, so a background
-//! process holding the pipe never holds gitstate.
+//! process holding the pipe never holds gitstate. Entry type: [`CommandRemediator`]; the
+//! process itself is run by [`crate::child`].
 
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gitstate_core::child::Tail;
 use gitstate_core::{RemediationOutcome, RemediationRequest, Remediator};
-use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::child::{self, Capture, Ended, OUTPUT_GRACE};
 
 /// Output kept per run.
 pub const TAIL_BYTES: usize = 8 * 1024;
 
 /// Time between SIGTERM and SIGKILL when a run is stopped (timeout, `watch` shutdown).
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
-
-/// How long output is still read once the command has exited: what it left in the
-/// background may hold the pipe open for ever.
-pub const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs a deploy command.
 #[derive(Debug, Clone)]
@@ -45,79 +41,12 @@ impl CommandRemediator {
     pub fn new(argv: Vec<String>, cwd: PathBuf, timeout: Duration, stop: CancellationToken) -> Self {
         Self { argv, cwd, timeout, stop }
     }
-
-    fn program(&self) -> PathBuf {
-        let p = PathBuf::from(&self.argv[0]);
-        if p.is_relative() && self.argv[0].contains('/') { self.cwd.join(p) } else { p }
-    }
 }
 
-/// The last `TAIL_BYTES` written.
-#[derive(Default)]
-struct Tail(Vec<u8>);
-
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-        if self.0.len() > 2 * TAIL_BYTES {
-            self.0.drain(..self.0.len() - TAIL_BYTES);
-        }
-    }
-
-    fn text(mut self) -> Option<String> {
-        if self.0.len() > TAIL_BYTES {
-            self.0.drain(..self.0.len() - TAIL_BYTES);
-        }
-        let s = String::from_utf8_lossy(&self.0);
-        let s = s.trim_start_matches('\u{FFFD}');
-        (!s.is_empty()).then(|| s.to_owned())
-    }
-}
-
-/// The output pipe, read as it comes; closed at end of file.
-struct Output {
-    pipe: Option<pipe::Receiver>,
-    tail: Tail,
-    buf: Box<[u8]>,
-}
-
-impl Output {
-    /// Reads once (cancel-safe); at end of file the pipe is closed and this never returns.
-    async fn read(&mut self) {
-        let Some(p) = &mut self.pipe else { return std::future::pending().await };
-        match p.read(&mut self.buf).await {
-            Ok(0) | Err(_) => self.pipe = None,
-            Ok(n) => self.tail.push(&self.buf[..n]),
-        }
-    }
-
-    /// Reads until end of file, for at most `limit`.
-    async fn finish(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            while self.pipe.is_some() {
-                self.read().await;
-            }
-        })
-        .await;
-    }
-}
-
-/// Kills the process group if a run is dropped half-way (its task aborted).
-struct GroupGuard(Option<Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pg) = self.0 {
-            let _ = kill_process_group(pg, Signal::KILL);
-        }
-    }
-}
-
-/// Why a run was stopped before it exited.
-#[derive(Clone, Copy)]
-enum Stopped {
-    Timeout,
-    Shutdown,
+/// The output kept, as text; `None` when there was none.
+fn tail_text(tail: &Tail) -> Option<String> {
+    let s = tail.text();
+    (!s.is_empty()).then_some(s)
 }
 
 #[async_trait]
@@ -129,125 +58,71 @@ impl Remediator for CommandRemediator {
     async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
         let fail =
             |detail: String| RemediationOutcome { ok: false, detail, exit_code: None, output_tail: None };
-        let pipes = std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w)));
-        let (reader, writer, writer2) = match pipes {
-            Ok(p) => p,
-            Err(e) => return fail(format!("cannot create a pipe: {e}")),
-        };
         let drifted: String = req.drifted.iter().map(|(t, i)| format!("{t}\t{i}\n")).collect();
-        let mut cmd = tokio::process::Command::new(self.program());
-        cmd.args(&self.argv[1..])
-            .current_dir(&self.cwd)
-            .env("GITSTATE_ENVIRONMENT", req.environment.as_str())
+        let prog = &self.argv[0];
+        let mut cmd = child::command(&self.argv, &self.cwd);
+        cmd.env("GITSTATE_ENVIRONMENT", req.environment.as_str())
             .env("GITSTATE_REF", &req.reference)
             .env("GITSTATE_EXPECTED_SHA", req.expected.as_str())
             .env("GITSTATE_ATTEMPT", req.attempt.to_string())
-            .env("GITSTATE_DRIFTED", drifted)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::from(writer2))
-            .process_group(0)
-            .kill_on_drop(true);
-        let spawned = cmd.spawn();
-        // Our copies of the pipe's write end must go, or the reader never sees EOF.
-        drop(cmd);
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => return fail(format!("cannot run {}: {e}", self.argv[0])),
+            .env("GITSTATE_DRIFTED", drifted);
+        let capture = Capture::<Tail, Tail>::Together(Tail::new(TAIL_BYTES));
+        let mut running = match child::spawn(cmd, prog, capture) {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
         };
-        let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw));
-        let pipe = pipe::Receiver::from_owned_fd(reader.into()).ok();
-        let mut out = Output { pipe, tail: Tail::default(), buf: vec![0u8; 8192].into_boxed_slice() };
-
         let deadline = Instant::now() + self.timeout;
-        let ended: Result<std::io::Result<ExitStatus>, Stopped> = loop {
-            tokio::select! {
-                status = child.wait() => break Ok(status),
-                () = out.read() => {}
-                () = tokio::time::sleep_until(deadline) => break Err(Stopped::Timeout),
-                () = self.stop.cancelled() => break Err(Stopped::Shutdown),
-            }
-        };
-        let prog = &self.argv[0];
-        let (status, detail) = match ended {
-            Ok(status) => {
-                // Exit 0 or not, what it left running is its business: no signal.
-                guard.0 = None;
-                out.finish(OUTPUT_GRACE).await;
-                let detail = match &status {
-                    Ok(s) => match s.code() {
-                        Some(c) => format!("{prog} exited {c}"),
-                        None => format!("{prog} was killed by a signal"),
-                    },
-                    Err(e) => format!("waiting for {prog}: {e}"),
-                };
-                (status, detail)
-            }
-            Err(why) => {
-                let killed = stop_group(guard.0, &mut child, &mut out).await;
-                guard.0 = None;
-                out.finish(OUTPUT_GRACE).await;
+        let status = match running.wait(deadline, Some(&self.stop)).await {
+            Ended::Exited(status) => status,
+            stopped => {
+                let killed = running.stop(KILL_GRACE).await;
+                running.finish_output(OUTPUT_GRACE).await;
                 let how = if killed {
                     format!("its process group got SIGTERM, then SIGKILL {}s later", KILL_GRACE.as_secs())
                 } else {
                     "its process group got SIGTERM and ended".to_owned()
                 };
-                let detail = match why {
-                    Stopped::Timeout => {
-                        format!(
-                            "{prog} killed after the {} timeout: {how}",
-                            humantime::format_duration(self.timeout)
-                        )
-                    }
-                    Stopped::Shutdown => format!("{prog} stopped because watch shut down: {how}"),
+                let detail = match stopped {
+                    Ended::Cancelled => format!("{prog} stopped because watch shut down: {how}"),
+                    _ => format!(
+                        "{prog} killed after the {} timeout: {how}",
+                        humantime::format_duration(self.timeout)
+                    ),
                 };
                 return RemediationOutcome {
                     ok: false,
                     detail,
                     exit_code: None,
-                    output_tail: out.tail.text(),
+                    output_tail: tail_text(running.output().0),
                 };
             }
         };
-        let output_tail = out.tail.text();
+        // Exit 0 or not, what it left running is its business: no signal.
+        running.leave_group();
+        running.finish_output(OUTPUT_GRACE).await;
+        let output_tail = tail_text(running.output().0);
         match status {
-            Ok(s) => RemediationOutcome { ok: s.success(), detail, exit_code: s.code(), output_tail },
-            Err(_) => RemediationOutcome { ok: false, detail, exit_code: None, output_tail },
+            Ok(s) => RemediationOutcome {
+                ok: s.success(),
+                detail: format!("{prog} {}", child::exit_text(s.code())),
+                exit_code: s.code(),
+                output_tail,
+            },
+            Err(e) => RemediationOutcome {
+                ok: false,
+                detail: format!("waiting for {prog}: {e}"),
+                exit_code: None,
+                output_tail,
+            },
         }
     }
-}
-
-/// SIGTERM to the group; SIGKILL when the child or any other member of the group is still
-/// there [`KILL_GRACE`] later. Reads output meanwhile. True when SIGKILL was needed.
-async fn stop_group(group: Option<Pid>, child: &mut tokio::process::Child, out: &mut Output) -> bool {
-    let Some(pg) = group else {
-        let _ = child.kill().await;
-        return true;
-    };
-    let _ = kill_process_group(pg, Signal::TERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    let mut reaped = false;
-    loop {
-        // The child is reaped first (a zombie still counts as a member of the group).
-        if reaped && test_kill_process_group(pg).is_err() {
-            return false;
-        }
-        tokio::select! {
-            _ = child.wait(), if !reaped => reaped = true,
-            () = out.read() => {}
-            () = tokio::time::sleep(Duration::from_millis(50)), if reaped => {}
-            () = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    let _ = kill_process_group(pg, Signal::KILL);
-    let _ = child.wait().await;
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gitstate_core::{CommitId, EnvName};
+    use rustix::process::{Pid, Signal};
 
     fn req() -> RemediationRequest {
         RemediationRequest {

@@ -2,20 +2,20 @@
 //! `kubectl`, a container label. Runs argv (never a shell) in the config's directory,
 //! stdin closed, with `GITSTATE_ENVIRONMENT` and `GITSTATE_TARGET` set; reads at most
 //! `max_bytes` of stdout and the last KiB of stderr; a run past its `timeout` is killed
-//! with its whole process group. Stdout is read as an HTTP body is (`report`: the same
-//! parser, `sha_pointer` applies) or as `INSTANCE COMMIT` lines (`lines`).
+//! with its whole process group, and so is what a finished run left behind. Stdout is read
+//! as an HTTP body is (`report`: the parser given, `sha_pointer` applies) or as
+//! `INSTANCE COMMIT` lines (`lines`). Entry type: [`ExecProbe`]; the process itself is
+//! run by [`crate::child`].
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gitstate_core::child::Tail;
 use gitstate_core::{ActualStateProbe, ProbeContext, ProbeFailure, Reading, ReportedCommit, redact_text};
-use rustix::process::{Pid, Signal, kill_process_group};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::remediate::command::OUTPUT_GRACE;
+use crate::child::{self, Capture, Ended, Head, OUTPUT_GRACE};
 
 /// How stdout is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -51,6 +51,11 @@ impl ExecTarget {
     pub const DEFAULT_MAX_BYTES: usize = 64 * 1024;
 }
 
+/// Reads the commit out of a `report`'s stdout, given the target's `sha_pointer`, as a
+/// well-known-file probe reads a response body (`gitstate_http::parse_body` is one).
+/// Given rather than built in, so that this crate speaks no HTTP and parses no JSON.
+pub type ReportParser = fn(&[u8], Option<&str>) -> Result<ReportedCommit, ProbeFailure>;
+
 /// Stderr kept for the error of a failed run.
 const STDERR_TAIL: usize = 1024;
 
@@ -59,19 +64,14 @@ const STDERR_TAIL: usize = 1024;
 pub struct ExecProbe {
     target: ExecTarget,
     cwd: PathBuf,
+    parse_report: ReportParser,
 }
 
 impl ExecProbe {
     /// `command[0]` with a `/` in it is taken relative to `cwd` (the config's directory);
-    /// a bare name is looked up on `PATH`.
-    pub fn new(target: ExecTarget, cwd: PathBuf) -> Self {
-        Self { target, cwd }
-    }
-
-    fn program(&self) -> PathBuf {
-        let first = &self.target.command[0];
-        let p = PathBuf::from(first);
-        if p.is_relative() && first.contains('/') { self.cwd.join(p) } else { p }
+    /// a bare name is looked up on `PATH`. `parse_report` reads the `report` format.
+    pub fn new(target: ExecTarget, cwd: PathBuf, parse_report: ReportParser) -> Self {
+        Self { target, cwd, parse_report }
     }
 }
 
@@ -83,97 +83,36 @@ struct Ran {
     stderr: Vec<u8>,
 }
 
-/// Reads `pipe` into `buf`, keeping at most `keep` bytes: the first ones (`from_start`) or
-/// the last ones; true once more than `keep` came.
-async fn drain<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut Vec<u8>,
-    keep: usize,
-    from_start: bool,
-) -> bool {
-    let Some(p) = pipe else { return std::future::pending().await };
-    let mut chunk = [0u8; 8192];
-    match p.read(&mut chunk).await {
-        Ok(0) | Err(_) => {
-            *pipe = None;
-            false
-        }
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > keep {
-                if from_start {
-                    buf.truncate(keep);
-                    // Read no further: the rest is not looked at.
-                    *pipe = None;
-                    return true;
-                }
-                let cut = buf.len() - keep;
-                buf.drain(..cut);
-            }
-            false
-        }
-    }
-}
-
 impl ExecProbe {
     async fn run(&self, cx: &ProbeContext<'_>) -> Result<Ran, ProbeFailure> {
         let prog = &self.target.command[0];
-        let mut cmd = tokio::process::Command::new(self.program());
-        cmd.args(&self.target.command[1..])
-            .current_dir(&self.cwd)
-            .env("GITSTATE_ENVIRONMENT", cx.environment.as_str())
-            .env("GITSTATE_TARGET", cx.target)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child =
-            cmd.spawn().map_err(|e| ProbeFailure::unreachable(format!("cannot run {prog}: {e}")))?;
-        let group = child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw);
-        // Whatever happens to this run, its group goes with it.
-        struct Group(Option<Pid>);
-        impl Drop for Group {
-            fn drop(&mut self) {
-                if let Some(pg) = self.0 {
-                    let _ = kill_process_group(pg, Signal::KILL);
-                }
-            }
-        }
-        let _group = Group(group);
-        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-        let (mut stdout, mut stderr, mut overflow) = (Vec::new(), Vec::new(), false);
+        let mut cmd = child::command(&self.target.command, &self.cwd);
+        cmd.env("GITSTATE_ENVIRONMENT", cx.environment.as_str()).env("GITSTATE_TARGET", cx.target);
+        let capture = Capture::Apart(Head::new(self.target.max_bytes), Tail::new(STDERR_TAIL));
+        // Whatever happens to this run, its group goes with it (when dropped).
+        let mut running =
+            child::spawn(cmd, prog, capture).map_err(|e| ProbeFailure::unreachable(e.to_string()))?;
         let deadline = Instant::now() + self.target.timeout;
-        let max = self.target.max_bytes;
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                more = drain(&mut out, &mut stdout, max, true) => overflow |= more,
-                _ = drain(&mut err, &mut stderr, STDERR_TAIL, false) => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    if let Some(pg) = group {
-                        let _ = kill_process_group(pg, Signal::KILL);
-                    }
-                    let _ = child.kill().await;
-                    return Err(ProbeFailure::unreachable(format!(
-                        "{prog}: no answer within {}; killed with its process group",
-                        humantime::format_duration(self.target.timeout)
-                    )));
-                }
+        let status = match running.wait(deadline, None).await {
+            Ended::Exited(status) => status,
+            Ended::TimedOut | Ended::Cancelled => {
+                running.stop(Duration::ZERO).await;
+                return Err(ProbeFailure::unreachable(format!(
+                    "{prog}: no answer within {}; killed with its process group",
+                    humantime::format_duration(self.target.timeout)
+                )));
             }
         };
         // What it left running may hold the pipes: read what is there, briefly.
-        let _ = tokio::time::timeout(OUTPUT_GRACE, async {
-            while out.is_some() || err.is_some() {
-                tokio::select! {
-                    more = drain(&mut out, &mut stdout, max, true) => overflow |= more,
-                    _ = drain(&mut err, &mut stderr, STDERR_TAIL, false) => {}
-                }
-            }
-        })
-        .await;
+        running.finish_output(OUTPUT_GRACE).await;
         let status = status.map_err(|e| ProbeFailure::unreachable(format!("waiting for {prog}: {e}")))?;
-        Ok(Ran { code: status.code(), stdout, overflow, stderr })
+        let (head, tail) = running.output();
+        Ok(Ran {
+            code: status.code(),
+            stdout: head.bytes.clone(),
+            overflow: head.overflow,
+            stderr: tail.bytes().to_vec(),
+        })
     }
 }
 
@@ -195,7 +134,7 @@ impl ActualStateProbe for ExecProbe {
             )));
         }
         if ran.code != Some(0) {
-            let how = ran.code.map_or("was killed by a signal".to_owned(), |c| format!("exited {c}"));
+            let how = child::exit_text(ran.code);
             let tail = String::from_utf8_lossy(&ran.stderr);
             let tail = redact_text(gitstate_core::escape_control(tail.trim()).as_ref());
             let sep = if tail.is_empty() { "" } else { ": " };
@@ -205,7 +144,7 @@ impl ActualStateProbe for ExecProbe {
         match self.target.format {
             ExecFormat::Report => Ok(vec![Reading {
                 instance: cx.target.to_owned(),
-                result: gitstate_http::parse_body(&ran.stdout, self.target.sha_pointer.as_deref()),
+                result: (self.parse_report)(&ran.stdout, self.target.sha_pointer.as_deref()),
                 elapsed,
             }]),
             ExecFormat::Lines => parse_lines(&ran.stdout, elapsed),
@@ -256,6 +195,64 @@ mod tests {
         assert_eq!(ok, [true, true, false, false]);
         assert!(lines(b"\n  \n").is_err());
         assert!(lines(b"i-1 \xff\xfe").unwrap_err().message.contains("not UTF-8"));
+    }
+
+    fn sh(script: &str, timeout: Duration) -> ExecProbe {
+        let target = ExecTarget {
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            format: ExecFormat::Report,
+            sha_pointer: None,
+            timeout,
+            max_bytes: ExecTarget::DEFAULT_MAX_BYTES,
+        };
+        // A plain commit id only: the JSON a real report parser reads is gitstate-http's.
+        ExecProbe::new(target, std::env::temp_dir(), |out, _| {
+            ReportedCommit::parse(String::from_utf8_lossy(out).trim())
+                .map_err(|e| ProbeFailure::invalid(e.to_string()))
+        })
+    }
+
+    async fn observe(probe: &ExecProbe) -> Result<Vec<Reading>, ProbeFailure> {
+        let env = gitstate_core::EnvName::new("production").unwrap();
+        let expected = gitstate_core::CommitId::parse(A).unwrap();
+        probe.observe(&ProbeContext { environment: &env, target: "api", expected: &expected }).await
+    }
+
+    /// Whether `pid` runs (a zombie waiting for init does not).
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    }
+
+    async fn gone_soon(pid: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "process {pid} survived");
+    }
+
+    /// Unlike a deploy command's, what a probe leaves running after it answered is killed
+    /// with its group: a probe runs every pass and must not pile up processes.
+    #[tokio::test]
+    async fn what_a_finished_run_left_behind_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("left.pid");
+        let script = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}; echo {A}", pidfile.display());
+        let got = observe(&sh(&script, Duration::from_secs(10))).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].instance, "api");
+        assert_eq!(got[0].result.as_ref().unwrap().as_str(), A);
+        gone_soon(std::fs::read_to_string(&pidfile).unwrap().trim()).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_timeout_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!("trap '' TERM; sleep 600 & echo $! > {}; wait", pidfile.display());
+        let e = observe(&sh(&script, Duration::from_millis(300))).await.unwrap_err();
+        assert_eq!(e.message, "sh: no answer within 300ms; killed with its process group");
+        gone_soon(std::fs::read_to_string(&pidfile).unwrap().trim()).await;
     }
 
     proptest! {

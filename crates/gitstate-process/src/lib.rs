@@ -1,0 +1,18 @@
+//! # gitstate-process
+//!
+//! Child processes done once, for gitstate: the exec probe ([`ExecProbe`], SPEC §10) reads
+//! what a command prints as a target's actual state, and the command remediator
+//! ([`CommandRemediator`]) runs a deploy command. Both run argv (never a shell) with stdin
+//! closed, in a process group of their own that is stopped as a whole at a deadline or
+//! when the run is dropped, and keep a bounded part of the output: one module does that
+//! for both, on the runtime-agnostic rules of [`gitstate_core::child`].
+//!
+//! Runs on tokio (process, pipes, timers); emits `tracing` events, installs nothing.
+
+mod child;
+mod command;
+mod exec;
+
+pub use child::OUTPUT_GRACE;
+pub use command::{CommandRemediator, KILL_GRACE, TAIL_BYTES};
+pub use exec::{ExecFormat, ExecProbe, ExecTarget, ReportParser, parse_lines};
