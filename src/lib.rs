@@ -1,8 +1,11 @@
 //! # gitstate
 //!
 //! Git as the source of truth for what runs where. This facade re-exports
-//! [`gitstate_core`] as [`core`]; adapters live in `gitstate-http` and `gitstate-aws`,
-//! the command-line tool in `gitstate-cli`.
+//! [`gitstate_core`] as [`core`] always, and each other library crate behind a feature of
+//! the same name: `http` (probe, remediator and alarm sinks over HTTP), `aws` (the
+//! resource-tag probe), `runtime` (the closed loop as a library: controller, stores,
+//! controls), `postgres` (the PostgreSQL store and leadership) and `process` (the exec
+//! probe and the command remediator). The command-line tool is `gitstate-cli`.
 //!
 //! ```
 //! use gitstate::core::{Assessment, CommitId, Policy, Status, reconcile};
@@ -13,4 +16,14 @@
 //! assert!(d.actions.is_empty());
 //! ```
 
+#[cfg(feature = "aws")]
+pub use gitstate_aws as aws;
 pub use gitstate_core as core;
+#[cfg(feature = "http")]
+pub use gitstate_http as http;
+#[cfg(feature = "postgres")]
+pub use gitstate_postgres as postgres;
+#[cfg(feature = "process")]
+pub use gitstate_process as process;
+#[cfg(feature = "runtime")]
+pub use gitstate_runtime as runtime;
