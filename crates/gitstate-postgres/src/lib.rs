@@ -19,6 +19,7 @@
 //! ```
 
 mod connect;
+mod journal;
 mod leader;
 mod migrate;
 mod store;

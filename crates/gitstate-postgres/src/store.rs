@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox, StateFile};
+use gitstate_core::{EnvName, EnvState, Event, StateFile};
 use gitstate_runtime::controls::{Override, Overrides};
 use gitstate_runtime::store::{OverridesChange, among};
 use gitstate_runtime::{Store, StoreError};
@@ -64,14 +64,14 @@ impl PgOptions {
 }
 
 /// Events kept in memory for the dashboard.
-const RECENT: usize = 500;
+pub(crate) const RECENT: usize = 500;
 
 /// What the store holds in memory.
 #[derive(Debug, Default)]
-struct Cache {
-    file: StateFile,
-    overrides: Overrides,
-    recent: VecDeque<Event>,
+pub(crate) struct Cache {
+    pub(crate) file: StateFile,
+    pub(crate) overrides: Overrides,
+    pub(crate) recent: VecDeque<Event>,
 }
 
 /// The state of one cluster in PostgreSQL, and this process's part in its leadership.
@@ -91,7 +91,7 @@ pub struct PgStore {
     /// `failover` after that, so that a leader cut from the database rejoins as standby.
     pub(crate) lost_at: Mutex<Option<std::time::Instant>>,
     /// When in-sync times were last written with the rest (see `checkpoint`).
-    in_sync_written: Mutex<std::time::Instant>,
+    pub(crate) in_sync_written: Mutex<std::time::Instant>,
     cache: Mutex<Cache>,
 }
 
@@ -141,7 +141,7 @@ impl PgStore {
         Ok(store)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+    pub(crate) fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -276,7 +276,10 @@ impl PgStore {
 
     /// Upserts environments' states (fenced); notes when in-sync times were last written
     /// with them all.
-    async fn write_states(&self, rows: Vec<(String, serde_json::Value)>) -> Result<(), StoreError> {
+    pub(crate) async fn write_states(
+        &self,
+        rows: Vec<(String, serde_json::Value)>,
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -312,103 +315,6 @@ async fn read_overrides(c: &Client, cluster: &str) -> Result<Overrides, StoreErr
         None => Ok(Overrides { schema: 1, ..Overrides::default() }),
         Some(r) => serde_json::from_value(r.get(0))
             .map_err(|e| corrupt(format!("gitstate_overrides row (cluster {cluster:?})"), e)),
-    }
-}
-
-#[async_trait]
-impl Journal for PgStore {
-    /// Writes the environments that changed. As with the files, one whose only change is
-    /// its `last_in_sync_at` is written at most every [`gitstate_runtime::store::IN_SYNC_WRITTEN_EVERY`]: a
-    /// quiet pass over 10,000 environments writes no row.
-    async fn checkpoint(&self, states: &[(EnvName, EnvState)]) -> Result<(), JournalError> {
-        let refresh_in_sync = self.in_sync_written.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-            >= gitstate_runtime::store::IN_SYNC_WRITTEN_EVERY;
-        let changed: Vec<(String, serde_json::Value)> = {
-            let cache = self.cache();
-            states
-                .iter()
-                .filter(|(n, s)| match cache.file.environments.get(n) {
-                    Some(old) if old == s => false,
-                    Some(old) if old.same_but_in_sync_time(s) => refresh_in_sync,
-                    _ => true,
-                })
-                .filter_map(|(n, s)| Some((n.as_str().to_owned(), serde_json::to_value(s).ok()?)))
-                .collect()
-        };
-        self.write_states(changed).await?;
-        if refresh_in_sync {
-            *self.in_sync_written.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-        }
-        let mut cache = self.cache();
-        for (n, s) in states {
-            cache.file.environments.insert(n.clone(), s.clone());
-        }
-        Ok(())
-    }
-
-    async fn record(&self, events: &[Event]) -> Result<(), JournalError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let cluster = self.config.cluster.clone();
-        let rows: Vec<serde_json::Value> =
-            events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
-        self.fenced("appending events", async |tx| {
-            let stmt = tx.prepare("INSERT INTO gitstate_events (cluster, event) VALUES ($1, $2)").await?;
-            for event in &rows {
-                tx.execute(&stmt, &[&cluster, event]).await?;
-            }
-            Ok(())
-        })
-        .await?;
-        let mut cache = self.cache();
-        cache.recent.extend(events.iter().cloned());
-        let over = cache.recent.len().saturating_sub(RECENT);
-        cache.recent.drain(..over);
-        Ok(())
-    }
-
-    async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
-        let cluster = self.config.cluster.clone();
-        let names: Vec<String> = environments.iter().map(|n| n.as_str().to_owned()).collect();
-        self.fenced("forgetting environments", async |tx| {
-            tx.execute(
-                "DELETE FROM gitstate_environments WHERE cluster = $1 AND name = ANY($2)",
-                &[&cluster, &names],
-            )
-            .await?;
-            Ok(())
-        })
-        .await?;
-        let mut cache = self.cache();
-        for n in environments {
-            cache.file.environments.remove(n);
-        }
-        Ok(())
-    }
-
-    async fn outbox(&self) -> Result<Outbox, JournalError> {
-        Ok(self.cache().file.outbox.clone())
-    }
-
-    async fn save_outbox(&self, outbox: &Outbox) -> Result<(), JournalError> {
-        if self.cache().file.outbox == *outbox {
-            return Ok(());
-        }
-        let cluster = self.config.cluster.clone();
-        let value = serde_json::to_value(outbox).unwrap_or_default();
-        self.fenced("writing the outbox", async |tx| {
-            tx.execute(
-                "INSERT INTO gitstate_outbox (cluster, outbox) VALUES ($1, $2)
-                 ON CONFLICT (cluster) DO UPDATE SET outbox = $2",
-                &[&cluster, &value],
-            )
-            .await?;
-            Ok(())
-        })
-        .await?;
-        self.cache().file.outbox = outbox.clone();
-        Ok(())
     }
 }
 

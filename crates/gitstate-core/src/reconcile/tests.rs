@@ -5,6 +5,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::*;
+use crate::alarm::AlarmChange;
 use crate::observation::Status;
 
 fn at(secs: i64) -> Timestamp {

@@ -1,0 +1,194 @@
+//! What [`reconcile()`](super::reconcile) decides and why: [`Decision`] (the next state,
+//! phase, actions, events, when to look again), [`Action`], [`Reason`] (which reads well in
+//! a log line and an alarm), and what it is given besides the observation: the
+//! [`ExpectedCommit`] and an operator's [`Controls`].
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::alarm::{AlarmChange, AlarmKind};
+use crate::commit::CommitId;
+use crate::event::EventKind;
+use crate::state::{EnvState, Phase};
+
+/// Something the pass must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Run the environment's remediator; `attempt` is 1-based within the incident.
+    Remediate {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Notify the alarm sinks.
+    Alarm {
+        /// Raised, repeated or resolved.
+        change: AlarmChange,
+        /// Which alarm.
+        kind: AlarmKind,
+        /// When the alarm was raised.
+        since: Timestamp,
+        /// The expected commit the alarm is about: for one resolved as superseded, the
+        /// previous one.
+        expected: CommitId,
+    },
+}
+
+/// Why the decision is what it is: reads well in a log line and an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Every instance reports the expected commit.
+    InSync,
+    /// Drift within grace of the expected commit's arrival.
+    WithinGrace {
+        /// When grace ends.
+        until: Timestamp,
+    },
+    /// A remediation was started and is settling.
+    Settling {
+        /// Attempts so far.
+        attempt: u32,
+        /// When the settle time ends.
+        until: Timestamp,
+    },
+    /// Waiting before the next attempt.
+    BackingOff {
+        /// Attempts so far.
+        attempt: u32,
+        /// When the next may start.
+        until: Timestamp,
+    },
+    /// A remediation is started now.
+    Remediating {
+        /// Its number.
+        attempt: u32,
+    },
+    /// Every attempt was used and the environment is still drifted.
+    AttemptsExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Observe mode: drift is reported, never remediated.
+    Observing,
+    /// A target runs a commit Git never led to (or one whose relation to the ref is
+    /// unknown); policy holds deploys back.
+    DivergedHeld,
+    /// Probes fail; the count of consecutive failing passes.
+    ProbeFailing {
+        /// Consecutive failing passes.
+        passes: u32,
+    },
+    /// In sync again after flapping: the drift alarm stays open until `keep_firing_for` of
+    /// unbroken in-sync passes has passed.
+    KeepFiring {
+        /// When the alarm resolves if every pass until then is in sync.
+        until: Timestamp,
+    },
+    /// An operator suspended it.
+    Suspended {
+        /// When the suspension ends by itself, if it does.
+        until: Option<Timestamp>,
+    },
+    /// Inside a freeze window.
+    Frozen {
+        /// When the window ends.
+        until: Timestamp,
+    },
+}
+
+/// A time for people: to the second.
+fn when(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Reason::InSync => f.write_str("every instance runs the expected commit"),
+            Reason::WithinGrace { until } => write!(f, "drift within grace until {}", when(until)),
+            Reason::Settling { attempt, until } => {
+                write!(f, "remediation attempt {attempt} settling until {}", when(until))
+            }
+            Reason::BackingOff { attempt, until } => {
+                write!(f, "after attempt {attempt}, next attempt not before {}", when(until))
+            }
+            Reason::Remediating { attempt } => write!(f, "drift: starting remediation attempt {attempt}"),
+            Reason::AttemptsExhausted { attempts } => {
+                write!(f, "still drifted after {attempts} remediation attempt(s)")
+            }
+            Reason::Observing => f.write_str("drift observed; observe mode never remediates"),
+            Reason::DivergedHeld => f.write_str(
+                "a target runs a commit the ref never led to, or one whose relation to it is unknown; \
+                 not overwriting it (on_diverged = \"alarm\")",
+            ),
+            Reason::ProbeFailing { passes } => write!(f, "probes failing for {passes} consecutive pass(es)"),
+            Reason::Suspended { until: Some(until) } => {
+                write!(f, "suspended by an operator until {}: not acting", when(until))
+            }
+            Reason::Suspended { until: None } => {
+                f.write_str("suspended by an operator: not acting until resumed")
+            }
+            Reason::Frozen { until } => write!(f, "inside a freeze window until {}: not acting", when(until)),
+            Reason::KeepFiring { until } => write!(
+                f,
+                "in sync again after flapping; the drift alarm stays open until {} (keep_firing_for)",
+                when(until)
+            ),
+        }
+    }
+}
+
+/// What [`reconcile()`] decided for one environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The state to remember (attempts already counted for a remediation decided here).
+    pub state: EnvState,
+    /// The phase.
+    pub phase: Phase,
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// Audit events the observation itself caused (expected changed, drift detected, converged).
+    pub events: Vec<EventKind>,
+    /// Why the decision is what it is, for log lines and alarms.
+    pub reason: Reason,
+    /// When something may change without a new observation (grace, settle, backoff, renotify ends).
+    pub requeue_after: Option<Duration>,
+}
+
+/// What the operator (and the calendar) say about acting on an environment now (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Controls {
+    /// Suspended by an operator: still probed and reported, never remediated, no new
+    /// `drift`/`diverged` alarm. `Some(until)` ends by itself then (`None` inside: until resumed).
+    pub suspended: Option<Option<Timestamp>>,
+    /// Inside a freeze window that ends then: no remediation and no attempt consumed.
+    pub frozen_until: Option<Timestamp>,
+    /// An operator asked for a fresh set of attempts at this time (`gitstate retry`):
+    /// applied once (the state remembers it), the incident's attempts go to zero.
+    pub retry_requested_at: Option<Timestamp>,
+}
+
+/// What the environment's ref points at on a pass, and when it moved there if Git knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedCommit {
+    /// The commit.
+    pub commit: CommitId,
+    /// The time of the ref's reflog entry that set `commit`, when the repository keeps a
+    /// reflog: the convergence lag is measured from it (else from the pass that first saw it).
+    pub moved_at: Option<Timestamp>,
+}
+
+impl From<CommitId> for ExpectedCommit {
+    fn from(commit: CommitId) -> Self {
+        Self { commit, moved_at: None }
+    }
+}
+
+impl From<&CommitId> for ExpectedCommit {
+    fn from(commit: &CommitId) -> Self {
+        Self::from(*commit)
+    }
+}
