@@ -44,6 +44,7 @@ pub mod controls;
 pub mod environments;
 pub mod fs;
 pub mod leadership;
+mod overrides;
 mod prefetched;
 pub mod schedule;
 pub mod status;

@@ -10,10 +10,9 @@ use gitstate_core::{Controls, EnvName, Event, EventKind};
 use jiff::Timestamp;
 
 mod freeze;
-mod overrides;
 
+pub use crate::overrides::{Override, Overrides, Suspension};
 pub use freeze::{FreezeWindow, frozen_until};
-pub use overrides::{Override, Overrides, Suspension};
 
 use crate::store::{Store, StoreError};
 

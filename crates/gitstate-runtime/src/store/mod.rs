@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError};
 
-use crate::controls::Overrides;
+use crate::overrides::Overrides;
 
 mod file;
 

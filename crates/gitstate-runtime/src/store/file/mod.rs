@@ -24,7 +24,7 @@ pub use events::Rotation;
 pub use lock::Lock;
 
 use super::{OverridesChange, Store, StoreError, among};
-use crate::controls::Overrides;
+use crate::overrides::Overrides;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }

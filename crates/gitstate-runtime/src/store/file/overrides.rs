@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::controls::{Override, Overrides};
+use crate::overrides::{Override, Overrides};
 use crate::store::{OverridesChange, StoreError};
 
 /// How long `suspend`, `resume` and `retry` wait for another one holding the lock.
@@ -85,7 +85,7 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::controls::Suspension;
+    use crate::overrides::Suspension;
 
     #[test]
     fn updates_round_trip_and_a_corrupt_file_is_named() {
