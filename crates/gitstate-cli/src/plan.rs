@@ -145,11 +145,7 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                             t.name
                         ),
                         TargetKind::Exec(x) => {
-                            let probe = gitstate_process::ExecProbe::new(
-                                x.clone(),
-                                config.dir.clone(),
-                                gitstate_http::parse_body,
-                            );
+                            let probe = gitstate_process::ExecProbe::new(x.clone(), config.dir.clone());
                             (Arc::new(probe), x.timeout)
                         }
                     };

@@ -31,6 +31,7 @@ mod event;
 #[cfg(feature = "git")]
 pub mod git;
 mod links;
+mod meta;
 mod name;
 mod observation;
 mod panic;
@@ -69,6 +70,7 @@ pub use error::{
 };
 pub use event::{Event, EventKind, LagFrom};
 pub use links::Links;
+pub use meta::{AUTO_POINTERS, parse_report};
 pub use name::{EnvName, EnvNameError};
 pub use observation::{
     Assessment, CommitInfo, FailureKind, InstanceObservation, ProbeFailure, Reading, Related, Relation,

@@ -4,7 +4,8 @@
 //!
 //! - [`HttpProbe`]: reads `/.well-known/deployment-meta.json` (or Dockerflow, Spring Boot
 //!   actuator, Kubernetes-style version files, or a plain commit id) from every URL of a
-//!   target, with the bounds of SPEC §8. Body parsing is the pure [`parse_body`].
+//!   target, with the bounds of SPEC §8. Body parsing is core's pure
+//!   [`parse_report`](gitstate_core::parse_report), re-exported here as [`parse_body`].
 //! - [`HttpClients`]: the shared connection pool and in-flight limit.
 //! - [`WebhookRemediator`]: re-triggers a deployment with a POST.
 //! - [`AlertmanagerSink`] and [`WebhookSink`]: where alarms go.
@@ -16,7 +17,10 @@
 
 pub mod alarm;
 mod answer;
-pub mod body;
+/// Reading a commit out of a response body: core's [`gitstate_core::parse_report`].
+pub mod body {
+    pub use gitstate_core::{AUTO_POINTERS, parse_report as parse_body};
+}
 mod clients;
 pub mod error;
 pub mod header;

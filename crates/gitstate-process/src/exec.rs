@@ -51,11 +51,6 @@ impl ExecTarget {
     pub const DEFAULT_MAX_BYTES: usize = 64 * 1024;
 }
 
-/// Reads the commit out of a `report`'s stdout, given the target's `sha_pointer`, as a
-/// well-known-file probe reads a response body (`gitstate_http::parse_body` is one).
-/// Given rather than built in, so that this crate speaks no HTTP and parses no JSON.
-pub type ReportParser = fn(&[u8], Option<&str>) -> Result<ReportedCommit, ProbeFailure>;
-
 /// Stderr kept for the error of a failed run.
 const STDERR_TAIL: usize = 1024;
 
@@ -64,14 +59,14 @@ const STDERR_TAIL: usize = 1024;
 pub struct ExecProbe {
     target: ExecTarget,
     cwd: PathBuf,
-    parse_report: ReportParser,
 }
 
 impl ExecProbe {
     /// `command[0]` with a `/` in it is taken relative to `cwd` (the config's directory);
-    /// a bare name is looked up on `PATH`. `parse_report` reads the `report` format.
-    pub fn new(target: ExecTarget, cwd: PathBuf, parse_report: ReportParser) -> Self {
-        Self { target, cwd, parse_report }
+    /// a bare name is looked up on `PATH`. The `report` format is read as the HTTP probe
+    /// reads a body ([`gitstate_core::parse_report`]).
+    pub fn new(target: ExecTarget, cwd: PathBuf) -> Self {
+        Self { target, cwd }
     }
 }
 
@@ -144,7 +139,7 @@ impl ActualStateProbe for ExecProbe {
         match self.target.format {
             ExecFormat::Report => Ok(vec![Reading {
                 instance: cx.target.to_owned(),
-                result: (self.parse_report)(&ran.stdout, self.target.sha_pointer.as_deref()),
+                result: gitstate_core::parse_report(&ran.stdout, self.target.sha_pointer.as_deref()),
                 elapsed,
             }]),
             ExecFormat::Lines => parse_lines(&ran.stdout, elapsed),
@@ -205,11 +200,7 @@ mod tests {
             timeout,
             max_bytes: ExecTarget::DEFAULT_MAX_BYTES,
         };
-        // A plain commit id only: the JSON a real report parser reads is gitstate-http's.
-        ExecProbe::new(target, std::env::temp_dir(), |out, _| {
-            ReportedCommit::parse(String::from_utf8_lossy(out).trim())
-                .map_err(|e| ProbeFailure::invalid(e.to_string()))
-        })
+        ExecProbe::new(target, std::env::temp_dir())
     }
 
     async fn observe(probe: &ExecProbe) -> Result<Vec<Reading>, ProbeFailure> {

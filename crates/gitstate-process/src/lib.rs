@@ -15,7 +15,7 @@ mod exec;
 
 pub use child::OUTPUT_GRACE;
 pub use command::{CommandRemediator, KILL_GRACE, TAIL_BYTES};
-pub use exec::{ExecFormat, ExecProbe, ExecTarget, ReportParser, parse_lines};
+pub use exec::{ExecFormat, ExecProbe, ExecTarget, parse_lines};
 /// What stops a [`CommandRemediator`]'s runs (a loop shutting down cancels it: SIGTERM to
 /// the process group, SIGKILL [`KILL_GRACE`] later); give the same token to the
 /// runtime's controller (`Builder::stop_token`).

@@ -1,7 +1,9 @@
-//! Reading a commit id out of what a target answered: pure functions, no network.
-//! Entry point: [`parse_body`].
+//! Reading a commit id out of what a target reports (SPEC §4: `deployment-meta.json` and
+//! the other well-known shapes), whoever fetched it — the HTTP probe's response body, the
+//! exec probe's output: pure functions, no I/O. Entry point: [`parse_report`].
 
-use gitstate_core::{ProbeFailure, ReportedCommit};
+use crate::commit::ReportedCommit;
+use crate::observation::ProbeFailure;
 use serde_json::Value;
 
 /// The JSON pointers tried, in order, when no `sha_pointer` is configured: deployment-meta
@@ -16,7 +18,7 @@ pub const AUTO_POINTERS: [&str; 5] =
 /// a body that is only a hex id (surrounding whitespace allowed) is taken as it is; else
 /// the first of [`AUTO_POINTERS`] holding a string is used. Anything else is an `invalid`
 /// failure saying why, with what was found attached as `actual` when there was a value.
-pub fn parse_body(body: &[u8], pointer: Option<&str>) -> Result<ReportedCommit, ProbeFailure> {
+pub fn parse_report(body: &[u8], pointer: Option<&str>) -> Result<ReportedCommit, ProbeFailure> {
     if pointer.is_none()
         && let Some(text) = plain_hex(body)
     {
@@ -164,16 +166,16 @@ fn plain_hex(body: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gitstate_core::FailureKind;
+    use crate::observation::FailureKind;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
     fn ok(body: &str, pointer: Option<&str>) -> String {
-        parse_body(body.as_bytes(), pointer).unwrap().to_string()
+        parse_report(body.as_bytes(), pointer).unwrap().to_string()
     }
 
     fn bad(body: &[u8], pointer: Option<&str>) -> String {
-        let f = parse_body(body, pointer).unwrap_err();
+        let f = parse_report(body, pointer).unwrap_err();
         assert_eq!(f.kind, FailureKind::Invalid);
         f.message
     }
@@ -224,7 +226,7 @@ mod tests {
         assert!(bad(b"", None).contains("neither JSON"));
         assert!(bad(b"\xff\xfe\x00garbage", None).contains("neither JSON"));
         assert!(bad(br#"{"sha": null}"#, None).contains("null"));
-        let f = parse_body(br#"{"sha": [1,2,3]}"#, None).unwrap_err();
+        let f = parse_report(br#"{"sha": [1,2,3]}"#, None).unwrap_err();
         assert_eq!(f.actual.as_deref(), Some("[1,2,3]"));
     }
 
