@@ -220,11 +220,14 @@ impl Remediator for Deploy {
     }
 }
 
+/// One notification that reached the sink: when, about what, which change.
+type Alarmed = (Duration, EnvName, CommitId, AlarmChange, AlarmKind);
+
 /// An alarm sink that takes everything and records what matters to people (not the
 /// `firing` re-posts Alertmanager needs).
 struct Sink {
     world: Arc<World>,
-    got: Mutex<Vec<(Duration, EnvName, CommitId, AlarmChange, AlarmKind)>>,
+    got: Mutex<Vec<Alarmed>>,
 }
 
 #[async_trait]
@@ -292,7 +295,7 @@ struct Run {
     seen: Vec<Seen>,
     probed: Vec<Probed>,
     deployed: Vec<Deployed>,
-    alarmed: Vec<(Duration, EnvName, CommitId, AlarmChange, AlarmKind)>,
+    alarmed: Vec<Alarmed>,
 }
 
 /// Runs the [`Controller`] over the world of `passes` until a while after its last change.
