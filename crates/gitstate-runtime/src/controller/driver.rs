@@ -8,15 +8,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gitstate_core::{
     CommitId, Engine, EnvName, EnvironmentSpec, ExpectedState, PassMode, PassOutcome, Phase,
     RemediationRequest,
 };
+use tokio::time::Instant;
 
-use super::OnePass;
+use super::{Clock, OnePass};
 use crate::controls::{Overrides, Windows, controls_at};
 use crate::environments::{Environment, Environments, Listed};
 use crate::leadership::Leadership;
@@ -43,6 +44,7 @@ pub(super) struct Parts {
     pub stop: tokio_util::sync::CancellationToken,
     pub converging_poll: Duration,
     pub pushed: Arc<Mutex<Vec<Option<String>>>>,
+    pub clock: Clock,
 }
 
 /// The controller's driver.
@@ -74,6 +76,8 @@ pub(crate) struct Loop {
     led: AtomicBool,
     /// The listing the last ref poll read.
     pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
+    /// What time the decisions are made at.
+    clock: Clock,
 }
 
 impl Loop {
@@ -98,6 +102,7 @@ impl Loop {
             pushed: p.pushed,
             led: AtomicBool::new(led),
             last_listed: Mutex::default(),
+            clock: p.clock,
         };
         me.set_environments(p.environments);
         me
@@ -181,7 +186,7 @@ impl Loop {
         prune: bool,
     ) -> Result<OnePass, crate::store::StoreError> {
         *lock(&self.overrides) = self.store.overrides()?;
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         let specs = self.controlled(None, now);
         let prior = self.store.environments();
         let out = self.once_engine.run_pass(&specs, &prior, mode, now).await;
@@ -189,7 +194,7 @@ impl Loop {
         let mut store_error = out.journal_error.clone();
         let mut removed = Vec::new();
         if prune && mode == (PassMode::Reconcile { dry_run: false }) {
-            let (names, error) = self.remove_gone(jiff::Timestamp::now()).await;
+            let (names, error) = self.remove_gone(self.clock.now()).await;
             removed = names;
             store_error = store_error.or(error);
         }
@@ -250,7 +255,7 @@ impl Driver for Loop {
     }
 
     async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         let specs = self.controlled(Some(&envs), now);
         if specs.is_empty() {
             return PassDone::default();
@@ -267,7 +272,7 @@ impl Driver for Loop {
         };
         self.observer.pass(&specs, &out, start.elapsed());
         if full && leading {
-            self.remove_gone(jiff::Timestamp::now()).await;
+            self.remove_gone(self.clock.now()).await;
         }
         for env in out.report.environments.iter().filter(|e| e.error.is_some()) {
             tracing::error!(environment = %env.name, error = env.error.as_deref().unwrap_or(""), "environment not checked");
@@ -303,7 +308,7 @@ impl Driver for Loop {
             return None;
         }
         tracing::info!(environment = %env, attempt = req.attempt, expected = %req.expected, "remediation started");
-        let outcome = self.engine.remediate(&spec, &req, jiff::Timestamp::now).await;
+        let outcome = self.engine.remediate(&spec, &req, || self.clock.now()).await;
         lock(&self.deferred).remove(&env);
         self.observer.remediation(&env, outcome.ok);
         tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
@@ -325,7 +330,7 @@ impl Driver for Loop {
         let Some(req) = lock(&self.deferred).remove(&env) else { return };
         self.observer.remediation(&env, false);
         let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
-        self.engine.abandon(&env, &req, detail, jiff::Timestamp::now()).await;
+        self.engine.abandon(&env, &req, detail, self.clock.now()).await;
     }
 }
 

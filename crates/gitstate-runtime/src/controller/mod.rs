@@ -76,6 +76,16 @@ impl Default for Options {
     }
 }
 
+/// What time the loop's decisions are made at (SPEC §7, 9: time is an input).
+#[derive(Clone)]
+pub(crate) struct Clock(Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+
+impl Clock {
+    pub(crate) fn now(&self) -> jiff::Timestamp {
+        (self.0)()
+    }
+}
+
 /// Builds a [`Controller`]: [`Controller::builder`].
 pub struct Builder {
     source: Arc<dyn ExpectedState>,
@@ -87,6 +97,7 @@ pub struct Builder {
     observer: Arc<dyn Observer>,
     stop: tokio_util::sync::CancellationToken,
     options: Options,
+    clock: Clock,
 }
 
 impl Builder {
@@ -140,6 +151,17 @@ impl Builder {
         self
     }
 
+    /// The clock the loop decides by (default the system's, [`jiff::Timestamp::now`]):
+    /// grace, settle, backoff, renotify and convergence lags are measured on it, and
+    /// state, events and reports are stamped with it. The loop's timing (intervals,
+    /// polls, requeues) runs on tokio's clock, so a simulation under tokio's paused clock
+    /// passes one that follows it, e.g. with `start = tokio::time::Instant::now()`:
+    /// `move || base + start.elapsed()`.
+    pub fn clock(mut self, clock: impl Fn() -> jiff::Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Clock(Arc::new(clock));
+        self
+    }
+
     /// The controller. Builds nothing that runs yet: [`Controller::run`] starts it.
     pub fn build(self) -> Controller {
         let o = &self.options;
@@ -182,6 +204,7 @@ impl Builder {
             stop: self.stop,
             converging_poll: o.converging_poll,
             pushed: trigger.pushed.clone(),
+            clock: self.clock.clone(),
         });
         Controller {
             driver: Arc::new(driver),
@@ -189,6 +212,7 @@ impl Builder {
             trigger,
             pokes: Mutex::new(Some(pokes)),
             options: self.options,
+            clock: self.clock,
         }
     }
 }
@@ -234,6 +258,7 @@ pub struct Controller {
     trigger: Trigger,
     pokes: Mutex<Option<mpsc::Receiver<()>>>,
     options: Options,
+    clock: Clock,
 }
 
 impl Controller {
@@ -249,6 +274,7 @@ impl Controller {
             observer: Arc::new(Unobserved),
             stop: tokio_util::sync::CancellationToken::new(),
             options: Options::default(),
+            clock: Clock(Arc::new(jiff::Timestamp::now)),
         }
     }
 
@@ -284,8 +310,9 @@ impl Controller {
             .seed
             .unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id()));
         let observer = self.driver.observer();
+        let clock = self.clock.clone();
         schedule::run(self.driver.clone(), timing, Jitter::new(seed), pokes, shutdown, move || {
-            observer.full_pass(jiff::Timestamp::now())
+            observer.full_pass(clock.now())
         })
         .await;
         keeper.abort();
