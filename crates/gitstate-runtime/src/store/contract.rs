@@ -55,8 +55,8 @@ pub trait Harness: Sync {
     /// The process dies without flushing anything: its lock, or its session, goes with it.
     async fn crash(&self, store: Self::Store);
 
-    /// The process dies in the middle of a write to `env`'s record and the events that was
-    /// never acknowledged: files, half a line at the end of `state.log` and of
+    /// The process dies in the middle of a write (to `env`'s record and the events) that
+    /// was never acknowledged: files, half a line at the end of `state.log` and of
     /// `events.jsonl`; PostgreSQL, a transaction that changed `env`'s row and added an
     /// event, its connection dropped before the commit.
     async fn torn_write(&self, place: &Self::Place, store: Self::Store, env: &EnvName);
