@@ -1,7 +1,7 @@
 //! Where the loop's memory lives: the [`Store`] trait, its error [`StoreError`], and the
 //! store in files ([`FileStore`], SPEC §7 "State"). The PostgreSQL store of replicas is in
 //! the `gitstate-postgres` crate; both pass the same contract suite
-//! (`store::contract`, feature `contract-tests`).
+//! ([`contract`], feature `contract-tests`).
 //!
 //! "State" here is what the loop remembers of every environment (core's
 //! `EnvState`, one record per environment); the store is where
@@ -15,6 +15,9 @@ use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError};
 
 use crate::overrides::Overrides;
 
+// Documented whatever the features, so that the links to it resolve.
+#[cfg(any(feature = "contract-tests", doc))]
+pub mod contract;
 mod file;
 
 pub use file::{FileStore, IN_SYNC_WRITTEN_EVERY, Lock, Rotation};
@@ -88,7 +91,7 @@ pub type OverridesChange<'a> = Box<dyn FnOnce(&mut Overrides) + Send + 'a>;
 ///
 /// Implementations: [`FileStore`] (one process, under a lock file) and the PostgreSQL
 /// store of `gitstate-postgres` (replicas; writes fenced by its leadership). Both run the
-/// contract suite (`store::contract`, feature `contract-tests`).
+/// contract suite ([`contract`], feature `contract-tests`).
 #[async_trait]
 pub trait Store: Journal + std::fmt::Debug {
     /// Every environment's record as this process knows it.
