@@ -141,7 +141,7 @@ impl fmt::Display for Reason {
     }
 }
 
-/// What [`reconcile()`] decided for one environment.
+/// What [`reconcile()`](super::reconcile) decided for one environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The state to remember (attempts already counted for a remediation decided here).
