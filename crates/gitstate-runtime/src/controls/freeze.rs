@@ -81,13 +81,30 @@ impl FreezeWindow {
     }
 
     /// The windows that overlap `[from, …)`: (start, end) from the first start after
-    /// `from - duration`, in order.
+    /// `from - duration`, in order. The schedule is matched against local wall-clock
+    /// times, and each match is placed in time as jiff's `compatible` disambiguation (RFC
+    /// 5545, Temporal) does: a time that happens twice (the hour repeated when clocks fall
+    /// back) is its first occurrence, once; a time that does not exist (the hour skipped
+    /// when clocks spring forward) is moved forward by the length of the gap (02:30 on a
+    /// night that jumps 02:00 → 03:00 is 03:30), so a window is never silently dropped.
     fn windows_from(&self, from: Timestamp) -> impl Iterator<Item = (Timestamp, Timestamp)> + '_ {
         let back = jiff::SignedDuration::try_from(self.duration).unwrap_or(jiff::SignedDuration::MAX);
-        let since = from.checked_sub(back).unwrap_or(Timestamp::MIN).to_zoned(self.tz.clone());
-        // A second before, so that a start exactly at `from - duration` is not skipped.
-        let since = since.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap_or(since);
-        self.cron.after(since).map(|z| z.timestamp()).map(|s| (s, self.end_of(s)))
+        // Local wall-clock time from three hours before `from - duration` (more than any
+        // offset change), walked as if it were UTC so that the schedule sees every local
+        // time exactly once.
+        let since = from.checked_sub(back).unwrap_or(Timestamp::MIN);
+        let since = since.checked_sub(jiff::SignedDuration::from_hours(3)).unwrap_or(since);
+        let civil = self
+            .tz
+            .to_datetime(since)
+            .to_zoned(TimeZone::UTC)
+            .unwrap_or_else(|_| since.to_zoned(TimeZone::UTC));
+        self.cron
+            .after(civil)
+            .filter_map(|z| self.tz.to_ambiguous_zoned(z.datetime()).compatible().ok())
+            .map(|z| z.timestamp())
+            .map(|s| (s, self.end_of(s)))
+            .skip_while(move |(_, end)| *end <= from)
     }
 
     /// When the window open at `now` ends (the latest end, should windows overlap).
@@ -139,24 +156,30 @@ mod tests {
         assert_eq!(sunday.next(at("2026-11-25T12:00:00Z")).unwrap().0, at("2026-11-29T12:00:00Z"));
     }
 
-    /// Daylight saving, as jiff-cron and jiff define it: on the night Berlin falls back
-    /// (2026-10-25, 03:00 CEST → 02:00 CET) 02:30 happens twice and a window at 02:30
-    /// starts at one of them (which one depends on where the crate's search starts), its
-    /// hour absolute time; on the night it springs forward (2026-03-29, 02:00 → 03:00)
-    /// 02:30 does not exist and that day has none.
+    /// Daylight saving, decided: on the night Berlin falls back (2026-10-25, 03:00 CEST →
+    /// 02:00 CET) 02:30 happens twice and a window at 02:30 starts once, at the first
+    /// (00:30 UTC), lasting an hour of absolute time; on the night it springs forward
+    /// (2026-03-29, 02:00 → 03:00) 02:30 does not exist and the window starts at 03:30
+    /// CEST (01:30 UTC), moved forward by the gap, rather than not at all.
     #[test]
     fn daylight_saving_changes() {
         let w = FreezeWindow::new("30 2 * * *", Duration::from_secs(3600), "Europe/Berlin").unwrap();
         let (start, end) = w.next(at("2026-10-24T12:00:00Z")).unwrap();
-        assert!([at("2026-10-25T00:30:00Z"), at("2026-10-25T01:30:00Z")].contains(&start), "{start}");
+        assert_eq!(start, at("2026-10-25T00:30:00Z"), "the first 02:30");
+        assert_eq!(end, at("2026-10-25T01:30:00Z"), "an hour of absolute time");
+        let (after, _) = w.next(end).unwrap();
         assert_eq!(
-            end.duration_since(start),
-            jiff::SignedDuration::from_hours(1),
-            "an hour of absolute time"
+            after,
+            at("2026-10-26T01:30:00Z"),
+            "not again at the second 02:30, next at the next night's"
         );
-        let (start, _) = w.next(at("2026-03-28T12:00:00Z")).unwrap();
-        assert_ne!(start, at("2026-03-29T00:30:00Z"), "no 02:30 that night");
-        assert!(start >= at("2026-03-29T00:00:00Z"), "{start}");
+        assert_eq!(w.active_until(at("2026-10-25T01:45:00Z")), None, "the repeated 02:30 opens no window");
+        let (start, end) = w.next(at("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(start, at("2026-03-29T01:30:00Z"), "02:30 skipped: 03:30 CEST");
+        assert_eq!(end, at("2026-03-29T02:30:00Z"));
+        assert_eq!(w.active_until(at("2026-03-29T02:00:00Z")), Some(at("2026-03-29T02:30:00Z")));
+        // Nights without a change are untouched: 02:30 CEST is 00:30 UTC in summer.
+        assert_eq!(w.next(at("2026-07-01T12:00:00Z")).unwrap().0, at("2026-07-02T00:30:00Z"));
     }
 
     #[test]
