@@ -149,6 +149,13 @@ impl Replica {
         }
     }
 
+    /// The passes this replica has run (its `gitstate_reconcile_passes_total`, every result).
+    fn passes(&self) -> Option<f64> {
+        let (_, body) = http_get(self.port, "/metrics").ok()?;
+        let counts = body.lines().filter(|l| l.starts_with("gitstate_reconcile_passes_total{"));
+        Some(counts.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+    }
+
     fn leader_metric(&self) -> Option<String> {
         let (_, body) = http_get(self.port, "/metrics").ok()?;
         body.lines().find_map(|l| l.strip_prefix("gitstate_leader ").map(str::to_owned))
@@ -164,6 +171,15 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Waits until each replica has run `n` more passes by its own pass counter: time for
+/// anything those passes would do (a second deploy, a write) to show, without a fixed sleep.
+fn passes_go_by(replicas: &[&Replica], n: f64) {
+    let start: Vec<f64> = replicas.iter().map(|r| r.passes().unwrap_or(0.0)).collect();
+    wait_for(Duration::from_secs(30), &format!("{n} more passes of each replica"), || {
+        replicas.iter().zip(&start).all(|(r, s)| r.passes().is_some_and(|p| p >= s + n))
+    });
 }
 
 /// The leader and the standby of a pair, once exactly one leads.
@@ -194,8 +210,8 @@ fn two_replicas_deploy_every_expected_commit_exactly_once() {
             std::fs::read_to_string(w.path().join("served.json")).unwrap_or_default().contains(c.as_str())
         });
     }
-    // Time for a second deploy to show up if either replica were to make one.
-    std::thread::sleep(Duration::from_secs(3));
+    // Passes enough for a second deploy to show up if either replica were to make one.
+    passes_go_by(&[leader, standby], 3.0);
     let deploys = w.deploys();
     for c in &w.c[1..] {
         let n = deploys.iter().filter(|(sha, _, _)| sha == c).count();
@@ -260,8 +276,9 @@ fn a_killed_leader_mid_remediation_is_replaced_without_repeating_its_attempt() {
     // Within failover (3 s; a try every second), with room for a loaded machine.
     assert!(killed_at.elapsed() < Duration::from_secs(8), "took {:?}", killed_at.elapsed());
 
+    // The alarm is raised only once the last attempt has settled, and full passes are ten
+    // minutes apart: nothing more can happen, so the record is read at once.
     wait_for(Duration::from_secs(40), "the drift alarm", || w.events("alarm_raised") >= 1);
-    std::thread::sleep(Duration::from_secs(3));
     let deploys = w.deploys();
     let attempts: Vec<u32> = deploys.iter().map(|d| d.1).collect();
     assert_eq!(attempts, [1, 2], "attempt 1 not repeated, the count kept: {deploys:?}");
@@ -303,7 +320,7 @@ fn a_leader_cut_from_the_database_stops_acting_and_rejoins_as_standby() {
     // A ref move: deployed once, by the new leader; the former one writes nothing.
     w.repo.update_ref(REF, &w.c[1]);
     wait_for(Duration::from_secs(20), "the deploy", || w.deploys().len() == 1);
-    std::thread::sleep(Duration::from_secs(3));
+    passes_go_by(&[leader, standby], 3.0);
     assert_eq!(w.deploys().len(), 1);
     assert_eq!(w.events("remediation_started"), 1);
     // It rejoined: connected again, as a standby.
@@ -329,7 +346,7 @@ fn a_database_restart_under_a_running_pair_loses_nothing() {
     roles(&a, &b);
     w.repo.update_ref(REF, &w.c[2]);
     wait_for(Duration::from_secs(30), "the deploy after the restart", || w.deploys().len() == 2);
-    std::thread::sleep(Duration::from_secs(3));
+    passes_go_by(&[&a, &b], 3.0);
     let shas: Vec<String> = w.deploys().into_iter().map(|d| d.0).collect();
     assert_eq!(shas, [w.c[1].clone(), w.c[2].clone()]);
     // What was written before the restart is there: the first convergence.
@@ -364,7 +381,7 @@ fn a_frozen_leader_loses_the_lead_within_failover() {
     });
     w.repo.update_ref(REF, &w.c[2]);
     wait_for(Duration::from_secs(20), "the next deploy", || w.deploys().len() == 2);
-    std::thread::sleep(Duration::from_secs(3));
+    passes_go_by(&[leader, standby], 3.0);
     assert_eq!(w.deploys().len(), 2, "{:?}", w.deploys());
     assert_eq!(w.events("remediation_started"), 2);
 }
