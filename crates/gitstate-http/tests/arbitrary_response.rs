@@ -146,9 +146,22 @@ proptest! {
             let (port, _) = raw_server(cut(&raw, &at), true).await;
             tokio::time::timeout(Duration::from_secs(10), read_twice(port, 256)).await
         });
-        // Bounded by the 2 s timeout of each read; whatever it is, it is a reading.
+        // Bounded by the 2 s timeout of each read; whatever it is, it is a reading of the
+        // one URL: a commit the bytes really hold, or a failure that says why (a 200 or no
+        // status line at all is never `missing`).
         let got = got.expect("a reading within the target's timeout");
         prop_assert_eq!(got.len(), 2);
+        let text = String::from_utf8_lossy(&raw).to_lowercase();
+        for r in &got {
+            prop_assert!(r.instance.ends_with("/meta"), "{}", r.instance);
+            match &r.result {
+                Ok(c) => prop_assert!(text.contains(&c.to_string().to_lowercase()), "{c} is not in the answer"),
+                Err(f) => {
+                    prop_assert!(f.kind != FailureKind::Missing, "{:?}", f);
+                    prop_assert!(!f.message.trim().is_empty(), "{:?}", f);
+                }
+            }
+        }
     }
 
     #[test]

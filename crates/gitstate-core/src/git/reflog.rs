@@ -102,9 +102,37 @@ mod tests {
     }
 
     proptest! {
+        /// Arbitrary bytes: no panic, and no time invented — a commit no line names has none.
         #[test]
         fn arbitrary_reflog_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-            let _ = moved_at(&bytes, &id(A));
+            prop_assert_eq!(moved_at(&bytes, &id(A)), None);
+        }
+
+        /// Lines of arbitrary bytes among well-formed ones are skipped: the time is the last
+        /// well-formed move to the commit, as the model says.
+        #[test]
+        fn garbage_lines_among_real_ones_are_skipped(
+            lines in prop::collection::vec(prop_oneof![
+                (0i64..4_000_000_000).prop_map(Ok),
+                prop::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..80).prop_map(Err),
+            ], 0..12),
+        ) {
+            let mut bytes = Vec::new();
+            let mut shape = Vec::new();
+            for l in &lines {
+                match l {
+                    Ok(secs) => {
+                        bytes.extend(line(B, A, *secs, "push").into_bytes());
+                        shape.push((true, 0, *secs));
+                    }
+                    Err(garbage) => {
+                        bytes.extend(garbage);
+                        bytes.push(b'\n');
+                    }
+                }
+            }
+            let got = moved_at(&bytes, &id(A)).map(|t| t.as_second());
+            prop_assert_eq!(got, model(&shape, 0));
         }
 
         #[test]
