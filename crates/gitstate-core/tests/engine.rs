@@ -604,3 +604,118 @@ fn reflog_times_are_asked_once_a_pass_for_the_environments_whose_commit_is_new()
     assert_eq!(from_reflog("b"), Some((c[1].clone(), false)));
     assert_eq!(from_reflog("d"), Some((c[2].clone(), true)));
 }
+
+/// Everything a run of passes produced, in an order that does not depend on the order the
+/// environments were given in: reports, records, events, decisions, deploys, journal.
+fn whole_outputs(
+    specs: &[EnvironmentSpec],
+    repo: &Repo,
+    calls: &Mutex<Vec<RemediationRequest>>,
+) -> Vec<String> {
+    let journal = Arc::new(Memory::default());
+    let sink = Arc::new(Sink { fail: false.into(), got: Mutex::default() });
+    let src = Arc::new(GitSource::local(repo.path()).unwrap());
+    let engine = Engine::new(src).with_journal(journal.clone()).with_sink(sink.clone());
+    let mut state = BTreeMap::new();
+    let mut out = Vec::new();
+    for t in [0, 30, 200, 900, 4000] {
+        let pass = block_on(engine.run_pass(specs, &state, PassMode::Reconcile { dry_run: false }, at(t)));
+        state.extend(pass.states.clone());
+        let mut report = pass.report.environments.clone();
+        report.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut events = pass.events.clone();
+        events.sort_by(|a, b| {
+            (a.environment.as_str(), format!("{:?}", a.kind))
+                .cmp(&(b.environment.as_str(), format!("{:?}", b.kind)))
+        });
+        let mut decisions = pass.decisions.clone();
+        decisions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut states = pass.states.clone();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(format!(
+            "t={t} in_sync={} report={} states={states:?} events={} decisions={decisions:?}",
+            pass.report.in_sync,
+            serde_json::to_string(&report).unwrap(),
+            serde_json::to_string(&events).unwrap(),
+        ));
+    }
+    let mut deploys: Vec<String> = calls.lock().unwrap().drain(..).map(|r| format!("{r:?}")).collect();
+    deploys.sort();
+    out.push(format!("deploys={deploys:?}"));
+    let mut got: Vec<String> = sink.got.lock().unwrap().iter().map(|n| format!("{n:?}")).collect();
+    got.sort();
+    out.push(format!("notifications={got:?}"));
+    out.push(format!(
+        "journal={:?} outbox={:?}",
+        journal.states.lock().unwrap(),
+        journal.outbox.lock().unwrap()
+    ));
+    out
+}
+
+/// Invariant 9 over whole outputs: the same passes over the same inputs give the same
+/// reports, records, events, decisions, deploys and notifications — run twice, and with
+/// the environments given in the other order.
+#[test]
+fn passes_are_deterministic_whatever_the_order_of_environments() {
+    let r = Repo::new();
+    let c = r.commits(3, "c");
+    for (name, at) in [("production", 2), ("staging", 2), ("dev", 1)] {
+        r.update_ref(&format!("refs/heads/environments/{name}"), &c[at]);
+    }
+    let journal_for_deploy = Arc::new(Memory::default());
+    // The deploy never lands: attempts, backoff and an alarm follow.
+    let deploy = Arc::new(Deploy { calls: Mutex::default(), ok: false, journal: journal_for_deploy });
+    let policy = Policy {
+        grace: Duration::ZERO,
+        settle: Duration::from_secs(10),
+        backoff: Duration::from_secs(60),
+        max_attempts: 2,
+        ..Policy::default()
+    };
+    let specs = vec![
+        env(
+            "production",
+            vec![TargetSpec::new("web", scripted(vec![("eu", Ok(c[2].clone()))]))],
+            None,
+            policy.clone(),
+        ),
+        env(
+            "staging",
+            vec![TargetSpec::new("web", scripted(vec![("a", Ok(c[0].clone())), ("b", Ok(c[2].clone()))]))],
+            None,
+            policy.clone(),
+        ),
+        env(
+            "dev",
+            vec![TargetSpec::new("web", scripted(vec![("x", Err(ProbeFailure::unreachable("refused")))]))],
+            None,
+            policy.clone(),
+        ),
+    ];
+    // Staging remediates through the deploy (which checks nothing of its own journal here).
+    let mut specs = specs;
+    specs[1].remediator = Some(Arc::new(Recorder(deploy.clone())));
+    let once = whole_outputs(&specs, &r, &deploy.calls);
+    let twice = whole_outputs(&specs, &r, &deploy.calls);
+    assert_eq!(once, twice, "the same inputs twice");
+    specs.reverse();
+    let reversed = whole_outputs(&specs, &r, &deploy.calls);
+    assert_eq!(once, reversed, "the environments in another order");
+    assert!(once.last().unwrap().contains("staging"), "something happened: {once:#?}");
+    assert!(once.iter().any(|l| l.contains("deploys=[") && l.contains("attempt: 2")), "{once:#?}");
+}
+
+/// A remediator that records the request and fails, without [`Deploy`]'s journal check.
+struct Recorder(Arc<Deploy>);
+
+#[async_trait]
+impl Remediator for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    async fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome {
+        self.0.calls.lock().unwrap().push(req.clone());
+        RemediationOutcome { ok: false, detail: "exit 1".into(), exit_code: Some(1), output_tail: None }
+    }
+}
