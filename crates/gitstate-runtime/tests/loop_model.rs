@@ -84,6 +84,31 @@ impl World {
 
     /// The times the ref moves to another commit (as the loop can see it: of changes in
     /// the same instant, the last).
+    /// The commits the ref points at some time in `[from, to)`.
+    fn commits_between(&self, from: Duration, to: Duration) -> Vec<usize> {
+        let mut out = vec![self.at(from).0];
+        out.extend(self.segments.iter().filter(|s| s.0 > from && s.0 < to).map(|s| self.at(s.0).0));
+        out
+    }
+
+    /// The moves a ref poll every `poll` must see: the new commit stays at least a poll
+    /// long, and the ref did not point at it at any time in the poll before the move (a
+    /// move undone before a poll, or back to a commit the last poll may have read, is not
+    /// one the loop can be held to).
+    fn seen_moves(&self, poll: Duration) -> Vec<Duration> {
+        let moves = self.moves();
+        moves
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                let c = self.at(**m).0;
+                let held = moves.get(i + 1).is_none_or(|next| *next >= **m + poll);
+                held && !self.commits_between(m.saturating_sub(poll), **m).contains(&c)
+            })
+            .map(|(_, m)| *m)
+            .collect()
+    }
+
     fn moves(&self) -> Vec<Duration> {
         let mut moves = Vec::new();
         let mut last = self.at(Duration::ZERO).0;
@@ -459,7 +484,7 @@ proptest! {
             let full = interval.mul_f64(1.0 + JITTER) + deploy;
             prop_assert!(next <= s.at + full + SLACK, "pass {} at {}: no pass for {:?}", i, s.now, next - s.at);
         }
-        for moved in run.world.moves() {
+        for moved in run.world.seen_moves(REF_POLL) {
             let by = moved + REF_POLL + deploy;
             if by < end {
                 prop_assert!(
