@@ -931,6 +931,49 @@ fn an_open_alarm_never_lapses_in_alertmanager_between_cron_runs() {
     assert_eq!(l.event_names().iter().filter(|e| *e == "alarm_raised").count(), 1);
 }
 
+/// SPEC §7 Alarms, under watch: an open alarm is posted again on every pass with `endsAt`
+/// = now + 4 × interval, so Alertmanager's copy moves forward pass after pass and never
+/// lapses while the alarm is open.
+#[test]
+fn under_watch_an_open_alarms_ends_at_moves_forward_every_pass() {
+    let am = Alertmanager::start();
+    let l = Loop::new();
+    l.repo.update_ref(REF, &l.c[3]);
+    let cfg = l.config(
+        "mode = \"observe\"\ngrace = \"0s\"",
+        &format!("{FAST_WATCH}\n[alerts.alertmanager]\nurl = \"{}\"\n", am.url()),
+    );
+    let w = watch(&cfg);
+    let ends = || -> Option<jiff::Timestamp> {
+        let alerts = am.alerts();
+        alerts.first().and_then(|a| a["endsAt"].as_str()?.parse().ok())
+    };
+    wait_for(Duration::from_secs(20), "the alarm in Alertmanager", || ends().is_some());
+    let passes = || -> f64 {
+        metrics(&w)
+            .lines()
+            .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut last = ends().unwrap();
+    for round in 0..3 {
+        let before = passes();
+        wait_for(Duration::from_secs(20), "two more passes", || passes() >= before + 2.0);
+        wait_for(Duration::from_secs(5), "the next post", || ends().is_some_and(|e| e > last));
+        let now = ends().unwrap();
+        let ahead = now.duration_since(jiff::Timestamp::now());
+        assert!(
+            ahead <= jiff::SignedDuration::from_secs(5),
+            "round {round}: endsAt is 4 intervals ahead, not {ahead}"
+        );
+        assert!(ahead > jiff::SignedDuration::ZERO, "round {round}: the alarm is still firing: {now}");
+        last = now;
+    }
+    assert_eq!(am.alerts().len(), 1);
+    assert_eq!(l.event_names().iter().filter(|e| *e == "alarm_raised").count(), 1);
+}
+
 /// SPEC §7 Alarms: a sink answering 403 (a revoked hook) is told once, not every pass, and
 /// one answering 503 is retried with backoff (passes 1, 2, 4, 8), each failure written to
 /// `events.jsonl` at most once an hour.
