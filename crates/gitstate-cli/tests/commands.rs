@@ -484,3 +484,27 @@ fn expected_json_is_what_git_lists() {
     assert_eq!(got, want);
     assert_eq!(got.len(), 6, "production, a1, b.2, c_3, m, z-9");
 }
+
+/// A build without the `aws` feature refuses a configuration naming an AWS target with a
+/// config error that names the file, the line and the feature — `validate` and every
+/// command that loads it. Runs in CI's `--no-default-features` step (`.ci/run`).
+#[cfg(not(feature = "aws"))]
+#[test]
+fn without_the_aws_feature_an_aws_target_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = gitstate_testkit::Repo::new();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[source]\nrepo = \"{}\"\n[[environments]]\nname = \"production\"\n  [[environments.targets]]\n  name = \"workers\"\n  [environments.targets.aws]\n  region = \"eu-west-1\"\n  tags = {{ service = \"workers\" }}\n",
+            repo.path().display()
+        ),
+    );
+    for cmd in [&["validate"][..], &["check"], &["reconcile", "--dry-run"]] {
+        let r = run(gitstate().args(cmd).arg("-c").arg(&cfg));
+        assert_eq!(r.code, 2, "{cmd:?}: {}", r.stderr);
+        assert!(r.stderr.contains("built without the AWS probe"), "{cmd:?}: {}", r.stderr);
+        assert!(r.stderr.contains("gitstate.toml:"), "{cmd:?} names the file and line: {}", r.stderr);
+        assert!(r.stderr.contains("`aws`"), "{cmd:?} names the feature: {}", r.stderr);
+    }
+}

@@ -27,7 +27,19 @@ pub(crate) fn targets(
         }
         let kind = match (&t.http, &t.aws, &t.exec) {
             (Some(h), None, None) => TargetKind::Http(http(ctx, h, env, lookup)?),
-            (None, Some(a), None) => TargetKind::Aws(aws(ctx, a, env, lookup)?),
+            (None, Some(a), None) => {
+                let target = aws(ctx, a, env, lookup)?;
+                if !cfg!(feature = "aws") {
+                    return Err(ctx.at(
+                        &t.name,
+                        format!(
+                            "target {name}: this gitstate was built without the AWS probe (cargo feature `aws` \
+                             of gitstate-cli, on by default): build it with that feature to read AWS tags"
+                        ),
+                    ));
+                }
+                TargetKind::Aws(target)
+            }
             (None, None, Some(x)) => TargetKind::Exec(exec(ctx, x, env)?),
             _ => {
                 return Err(ctx.at(
