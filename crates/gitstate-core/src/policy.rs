@@ -146,6 +146,14 @@ mod tests {
         }
     }
 
+    /// Ten years and the two leap days they hold, to the second: longer is refused.
+    #[test]
+    fn durations_are_accepted_up_to_ten_years_exactly() {
+        assert_eq!(parse_duration("3652d"), Ok(Duration::from_secs(3652 * 86_400)));
+        assert_eq!(MAX_DURATION, Duration::from_secs(3652 * 86_400));
+        assert!(parse_duration("3652d 1s").unwrap_err().contains("longer than 10 years"));
+    }
+
     #[test]
     fn gap_is_max_of_settle_and_capped_exponential() {
         let pol = p(10, 60, 1800);
