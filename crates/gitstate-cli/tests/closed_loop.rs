@@ -433,6 +433,15 @@ fn watch(cfg: &Path) -> Watching {
     w
 }
 
+/// The passes `watch` has run (its `gitstate_reconcile_passes_total`, every result).
+fn passes(w: &Watching) -> f64 {
+    metrics(w)
+        .lines()
+        .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn metrics(w: &Watching) -> String {
     let (status, body) = http_get(w.port, "/metrics").unwrap();
     assert_eq!(status, 200);
@@ -949,17 +958,10 @@ fn under_watch_an_open_alarms_ends_at_moves_forward_every_pass() {
         alerts.first().and_then(|a| a["endsAt"].as_str()?.parse().ok())
     };
     wait_for(Duration::from_secs(20), "the alarm in Alertmanager", || ends().is_some());
-    let passes = || -> f64 {
-        metrics(&w)
-            .lines()
-            .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let mut last = ends().unwrap();
     for round in 0..3 {
-        let before = passes();
-        wait_for(Duration::from_secs(20), "two more passes", || passes() >= before + 2.0);
+        let before = passes(&w);
+        wait_for(Duration::from_secs(20), "two more passes", || passes(&w) >= before + 2.0);
         wait_for(Duration::from_secs(5), "the next post", || ends().is_some_and(|e| e > last));
         let now = ends().unwrap();
         let ahead = now.duration_since(jiff::Timestamp::now());
@@ -1241,7 +1243,13 @@ fn suspend_resume_and_retry_steer_a_running_watch() {
     let s = st();
     assert_eq!(s["suspension"]["reason"], "incident 42");
     assert!(s["suspension"]["by"].as_str().is_some_and(|b| !b.is_empty()));
-    std::thread::sleep(Duration::from_secs(4));
+    // Past the time the next attempt was due, then two more passes of the loop's own: the
+    // attempt would have come by now, were it not suspended.
+    let due: jiff::Timestamp =
+        s["incident"]["next_attempt_at"].as_str().expect("an attempt was due").parse().unwrap();
+    wait_for(Duration::from_secs(10), "the attempt's due time", || jiff::Timestamp::now() > due);
+    let before = passes(&w);
+    wait_for(Duration::from_secs(10), "two more passes", || passes(&w) >= before + 2.0);
     assert_eq!(l.attempts().len(), 1, "no attempt while suspended (the backoff was 3 s)");
     let metrics = metrics(&w);
     assert!(metrics.contains("gitstate_environment_suspended{environment=\"production\"} 1"), "{metrics}");
