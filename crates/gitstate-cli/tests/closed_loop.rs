@@ -435,11 +435,7 @@ fn watch(cfg: &Path) -> Watching {
 
 /// The passes `watch` has run (its `gitstate_reconcile_passes_total`, every result).
 fn passes(w: &Watching) -> f64 {
-    metrics(w)
-        .lines()
-        .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    passes_in(&metrics(w))
 }
 
 fn metrics(w: &Watching) -> String {

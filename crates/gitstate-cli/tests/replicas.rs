@@ -152,8 +152,7 @@ impl Replica {
     /// The passes this replica has run (its `gitstate_reconcile_passes_total`, every result).
     fn passes(&self) -> Option<f64> {
         let (_, body) = http_get(self.port, "/metrics").ok()?;
-        let counts = body.lines().filter(|l| l.starts_with("gitstate_reconcile_passes_total{"));
-        Some(counts.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+        Some(passes_in(&body))
     }
 
     fn leader_metric(&self) -> Option<String> {

@@ -100,3 +100,13 @@ pub fn http_env(env: &str, target: &str, urls: &[String], extra: &str) -> String
         "[[environments]]\nname = \"{env}\"\n  [[environments.targets]]\n  name = \"{target}\"\n  [environments.targets.http]\n  urls = [{list}]\n{extra}\n"
     )
 }
+
+/// The passes a `/metrics` exposition counts (`gitstate_reconcile_passes_total`, every
+/// result): what "nothing more happens" waits for, instead of a fixed sleep.
+pub fn passes_in(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
