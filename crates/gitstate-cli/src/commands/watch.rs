@@ -30,8 +30,9 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     // one of them leading).
     let (store, leadership, _lock): (Arc<dyn Store>, Arc<dyn Leadership>, _) = match &config.postgres {
         Some(pg) => {
+            // Connected and migrated here (errors exit 2); the controller takes the lead, or
+            // stands by, as it starts.
             let pg = Arc::new(PgStore::open_replica(pg).await?);
-            pg.try_lead().await?;
             (pg.clone(), pg, None)
         }
         None => {
@@ -58,7 +59,6 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     }
     let controller = builder.build();
     let view = controller.view();
-    metrics.set_leader(view.leading());
     let dashboard = Arc::new(Dashboard::new(view.clone(), links));
     let listen = args.listen.unwrap_or(config.watch.listen);
     let endpoint = server::Endpoint {
