@@ -32,7 +32,8 @@ use gitstate_core::{
     Policy, ProbeContext, ProbeFailure, Reading, Relation, RemediationOutcome, RemediationRequest,
     Remediator, ReportedCommit, Resolution, SinkError, Status, TargetSpec,
 };
-use gitstate_runtime::{Controller, FileStore, Observer, Options, controls};
+use gitstate_runtime::controls::{self, FreezeWindow};
+use gitstate_runtime::{Controller, Environment, Fence, FileStore, Leadership, Observer, Options};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -116,6 +117,8 @@ struct World {
     deploy_ok: bool,
     sink: SinkMode,
     said: Said,
+    /// Whether this replica holds the lead (SPEC §14).
+    leading: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -177,13 +180,16 @@ struct Sched {
     jitter: u64,
     /// What the last ref poll read: the commit and the overrides.
     polled: (usize, Said),
+    /// Whether this replica led at the last poll.
+    led: bool,
 }
 
 /// One pass, as compared.
 #[derive(Debug, Clone, PartialEq)]
 struct PassRec {
     at: u64,
-    phase: Phase,
+    /// None on a standby's pass: it reports what it saw, and no phase (it decides nothing).
+    phase: Option<Phase>,
     events: Vec<String>,
 }
 
@@ -191,6 +197,8 @@ struct PassRec {
 struct Model {
     pol: Pol,
     interval: u64,
+    /// A freeze window every hour: from this many minutes past, for this many minutes.
+    window: Option<(u64, u64)>,
     world: World,
     env: Env,
     outbox: BTreeMap<AlarmKind, Vec<Kept>>,
@@ -224,6 +232,7 @@ fn fresh_sched(now: u64, world: &World) -> Sched {
         deferred: false,
         jitter: SEED | 1,
         polled: (world.commit, world.said.clone()),
+        led: world.leading,
     }
 }
 
@@ -232,11 +241,12 @@ fn event(kind: &str, detail: impl std::fmt::Debug) -> String {
 }
 
 impl Model {
-    fn new(pol: Pol, interval: u64, world: World) -> Self {
+    fn new(pol: Pol, interval: u64, window: Option<(u64, u64)>, world: World) -> Self {
         let sched = fresh_sched(0, &world);
         let mut m = Self {
             pol,
             interval,
+            window,
             world,
             env: Env::default(),
             outbox: BTreeMap::new(),
@@ -247,8 +257,16 @@ impl Model {
             delivered: Vec::new(),
             ambiguous: false,
         };
-        m.run_instant(0);
+        m.settle(0);
         m
+    }
+
+    /// Runs everything due at `t` (a deploy that takes no time ends in the instant it began).
+    fn settle(&mut self, t: u64) {
+        self.run_instant(t);
+        while self.sched.busy == Some(t) {
+            self.run_instant(t);
+        }
     }
 
     /// Runs what is due strictly before `to`, then stands at `to`.
@@ -298,6 +316,9 @@ impl Model {
             let read = (self.world.commit, self.world.said.clone());
             polled_change = read != self.sched.polled;
             self.sched.polled = read;
+            // A replica that has just taken the lead passes every environment at once.
+            polled_change |= self.world.leading && !self.sched.led;
+            self.sched.led = self.world.leading;
         }
         // A timer's pass first; a change the ref poll found asks for a pass of its own.
         for want in [wanted, polled_change] {
@@ -347,6 +368,16 @@ impl Model {
         let w = self.world.clone();
         // §9: a running watch applies what operators said at its next ref poll.
         let said = self.sched.polled.1.clone();
+        let suspended = said.suspended.filter(|(_, until)| until.is_none_or(|u| u > t));
+        // Suspended or frozen (§9): the phase, and when it ends.
+        let held: Option<(Phase, Option<u64>)> = match (suspended, self.frozen_until(t)) {
+            (Some((_, until)), _) => Some((Phase::Suspended, until)),
+            (None, Some(until)) => Some((Phase::Frozen, Some(until))),
+            (None, None) => None,
+        };
+        // A standby probes and reports; it decides nothing and keeps nothing (§14).
+        let standby = (!w.leading).then(|| (self.env.clone(), self.outbox.clone()));
+
         let mut events = Vec::new();
         let mut notes: Vec<(AlarmKind, AlarmChange)> = Vec::new();
         let mut wake: Vec<u64> = Vec::new();
@@ -391,8 +422,6 @@ impl Model {
                 inc.next = None;
             }
         }
-        let suspended = said.suspended.filter(|(_, until)| until.is_none_or(|u| u > t));
-
         let failing =
             w.statuses.iter().any(|s| matches!(s, Status::Unreachable | Status::Invalid | Status::Missing));
         let in_sync = !w.statuses.is_empty() && w.statuses.iter().all(|s| *s == Status::InSync);
@@ -434,9 +463,9 @@ impl Model {
                 Phase::Alarm
             } else {
                 resolve(env, AlarmKind::Drift, Resolution::Converged, &mut events, &mut notes);
-                if let Some((_, until)) = suspended {
+                if let Some((phase, until)) = held {
                     wake.extend(until);
-                    Phase::Suspended
+                    phase
                 } else {
                     Phase::InSync
                 }
@@ -457,10 +486,10 @@ impl Model {
             if opened {
                 events.push("drift_detected".into());
             }
-            let phase = if let Some((_, until)) = suspended {
+            let phase = if let Some((phase, until)) = held {
                 // §9: still probed; no remediation, no new drift or diverged alarm.
                 wake.extend(until);
-                Phase::Suspended
+                phase
             } else {
                 let since = env.expected.as_ref().unwrap().since;
                 let grace_end = since + pol.grace;
@@ -515,7 +544,7 @@ impl Model {
                 }
             };
             env.incident = Some(inc);
-            if phase != Phase::Suspended && !env.alarms.is_empty() { Phase::Alarm } else { phase }
+            if held.is_none() && !env.alarms.is_empty() { Phase::Alarm } else { phase }
         };
 
         // Invariant 4: every open alarm re-notified each `renotify`, never in the pass
@@ -535,14 +564,27 @@ impl Model {
             }
         }
 
-        self.deliver(t, notes);
+        let reported = if let Some((env, outbox)) = standby {
+            self.env = env;
+            self.outbox = outbox;
+            events.clear();
+            deploy = None;
+            // Nothing pending on a standby: it looks again at the next full pass.
+            wake.clear();
+            None
+        } else {
+            self.deliver(t, notes);
+            Some(phase)
+        };
         events.sort();
-        self.passes.push(PassRec { at: t, phase, events });
+        self.passes.push(PassRec { at: t, phase: reported, events });
 
         // When to look again: what becomes due with time alone, and every
         // `converging_poll` while something is pending.
         let mut again = wake.into_iter().filter(|w| *w > t).min();
-        if matches!(phase, Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing) {
+        if reported.is_some()
+            && matches!(phase, Phase::Converging | Phase::Remediating | Phase::BackingOff | Phase::Observing)
+        {
             again = Some(again.map_or(t + CONVERGING_POLL, |a| a.min(t + CONVERGING_POLL)));
         }
         if let Some(a) = again {
@@ -553,6 +595,21 @@ impl Model {
             self.sched.busy = Some(t + w.deploy_took);
             self.sched.took = w.deploy_took;
         }
+    }
+
+    /// The end of the freeze window `t` is in, if any (the schedule is hourly; the test
+    /// clock starts on the hour).
+    fn frozen_until(&self, t: u64) -> Option<u64> {
+        let (from, len) = self.window?;
+        // On the wall clock: the window that began in the hour before may still be open.
+        let abs = BASE_S as u64 * 1000 + t;
+        let hour = abs / 3_600_000 * 3_600_000;
+        [hour - 3_600_000, hour]
+            .into_iter()
+            .map(|h| (h + from * 60_000, h + (from + len) * 60_000))
+            .filter(|(start, end)| *start <= abs && abs < *end)
+            .map(|(_, end)| end - BASE_S as u64 * 1000)
+            .max()
     }
 
     /// SPEC §7 "Alarms": in order per alarm; a failure keeps it and everything after it,
@@ -608,7 +665,7 @@ impl Model {
     fn crash(&mut self) {
         let now = self.now;
         self.sched = fresh_sched(now, &self.world);
-        self.run_instant(now);
+        self.settle(now);
     }
 }
 
@@ -630,6 +687,8 @@ enum Step {
     Resume,
     Retry,
     Crash,
+    /// This replica loses (false) or takes (true) the lead.
+    Lead(bool),
 }
 
 fn status() -> impl Strategy<Value = Status> {
@@ -688,8 +747,9 @@ impl ReferenceStateMachine for Machine {
             prop_oneof![Just(60_000u64), (5u64..300).prop_map(|s| s * 1000)],
             took(),
             prop::collection::vec(status(), 1..3),
+            prop_oneof![2 => Just(None), 1 => (0u64..60, 1u64..40).prop_map(Some)],
         )
-            .prop_map(|(pol, interval, took, statuses)| {
+            .prop_map(|(pol, interval, took, statuses, window)| {
                 let world = World {
                     commit: 0,
                     statuses,
@@ -697,8 +757,9 @@ impl ReferenceStateMachine for Machine {
                     deploy_ok: true,
                     sink: SinkMode::Accept,
                     said: Said::default(),
+                    leading: true,
                 };
-                Model::new(pol, interval, world)
+                Model::new(pol, interval, window, world)
             })
             .boxed()
     }
@@ -720,6 +781,7 @@ impl ReferenceStateMachine for Machine {
             if suspended { 2 } else { 0 } => Just(Step::Resume),
             1 => Just(Step::Retry),
             1 => Just(Step::Crash),
+            1 => Just(Step::Lead(!state.world.leading)),
         ]
         .boxed()
     }
@@ -748,6 +810,7 @@ impl ReferenceStateMachine for Machine {
                 m.world.said.retry_at = Some(now);
             }
             Step::Crash => m.crash(),
+            Step::Lead(leading) => m.world.leading = *leading,
         }
         m
     }
@@ -788,6 +851,7 @@ struct Shared {
     passes: Vec<PassRec>,
     deploys: Vec<(u64, usize, u32)>,
     delivered: Vec<(u64, AlarmKind, AlarmChange)>,
+    leading: bool,
 }
 
 struct Parts {
@@ -810,6 +874,12 @@ impl Parts {
 }
 
 struct World2(Arc<Parts>);
+
+impl std::fmt::Debug for World2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("World2")
+    }
+}
 
 #[async_trait]
 impl ExpectedState for World2 {
@@ -914,6 +984,24 @@ impl AlarmSink for World2 {
     }
 }
 
+#[async_trait]
+impl Leadership for World2 {
+    fn may_act(&self, _: &EnvName) -> Option<Fence> {
+        lock(&self.0.shared).leading.then_some(Fence(1))
+    }
+    fn leading(&self) -> bool {
+        lock(&self.0.shared).leading
+    }
+    async fn keep(&self) -> bool {
+        self.leading()
+    }
+    fn period(&self) -> Duration {
+        // A standby's reload of the leader's state is not modelled: this replica is the
+        // only writer.
+        Duration::from_secs(1 << 40)
+    }
+}
+
 impl Observer for World2 {
     fn pass(&self, _specs: &[EnvironmentSpec], out: &PassOutcome, _took: Duration) {
         let env = &out.report.environments[0];
@@ -933,7 +1021,7 @@ impl Observer for World2 {
             .collect();
         events.sort();
         let at = self.0.at(out.report.checked_at);
-        lock(&self.0.shared).passes.push(PassRec { at, phase: env.phase.expect("a phase"), events });
+        lock(&self.0.shared).passes.push(PassRec { at, phase: env.phase, events });
     }
 }
 
@@ -945,6 +1033,7 @@ struct Sut {
     store: Option<Arc<FileStore>>,
     pol: Pol,
     interval: u64,
+    window: Option<(u64, u64)>,
 }
 
 impl Sut {
@@ -970,8 +1059,18 @@ impl Sut {
         options.converging_poll = Duration::from_millis(CONVERGING_POLL);
         options.seed = Some(SEED);
         let clock = parts.clone();
+        let windows = self
+            .window
+            .map(|(from, len)| {
+                vec![
+                    FreezeWindow::new(&format!("{from} * * * *"), Duration::from_secs(len * 60), "UTC")
+                        .unwrap(),
+                ]
+            })
+            .unwrap_or_default();
         let controller = Controller::builder(world.clone(), store.clone())
-            .environment(spec)
+            .environment(Environment::new(spec).with_windows(windows))
+            .leadership(world.clone())
             .sink(world.clone())
             .observer(world)
             .options(options)
@@ -1052,6 +1151,7 @@ impl StateMachineTest for Sut {
                 took: m.world.deploy_took,
                 ok: m.world.deploy_ok,
                 sink: Some(m.world.sink),
+                leading: m.world.leading,
                 ..Shared::default()
             }),
             start: Mutex::new(tokio::time::Instant::now()),
@@ -1064,6 +1164,7 @@ impl StateMachineTest for Sut {
             store: None,
             pol: m.pol.clone(),
             interval: m.interval,
+            window: m.window,
         };
         sut.start(0);
         sut
@@ -1083,6 +1184,7 @@ impl StateMachineTest for Sut {
             Step::Sink(mode) => lock(&sut.parts.shared).sink = Some(*mode),
             Step::Suspend(_) | Step::Resume | Step::Retry => sut.control(&step, before),
             Step::Crash => sut.crash(before),
+            Step::Lead(leading) => lock(&sut.parts.shared).leading = *leading,
         }
         assert_eq!(sut.clock(), m.now, "the test's clock and the model's agree");
         sut
