@@ -82,12 +82,17 @@ fn replay(policies: &[Policy; 2], passes: &[Pass]) -> Result<(), TestCaseError> 
             *deploys.entry(epoch).or_default() += 1;
             prop_assert!(deploys[&epoch] <= *limit, "more deploys than max_attempts for one expected commit");
             prop_assert!(policy.mode == Mode::Remediate, "invariant 8: observe mode deployed");
-            let hotfix = a.diverged;
+            // Written from SPEC §7, not read from the assessment under test.
+            let hotfix = p
+                .statuses
+                .iter()
+                .any(|s| matches!(s, Status::Diverged | Status::UnknownCommit | Status::Drifted));
             prop_assert!(
                 !(hotfix && policy.on_diverged == OnDiverged::Alarm),
                 "invariant 6: deployed over a possible hotfix"
             );
-            prop_assert!(!a.in_sync, "invariant 1: deployed an in-sync environment");
+            let in_sync = !p.statuses.is_empty() && p.statuses.iter().all(|s| *s == Status::InSync);
+            prop_assert!(!in_sync, "invariant 1: deployed an in-sync environment");
         }
         state = Some(d.state);
     }

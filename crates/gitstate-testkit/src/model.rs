@@ -69,6 +69,13 @@ pub struct Model {
     open: BTreeMap<AlarmKind, Timestamp>,
 }
 
+/// SPEC §7 invariant 3, written out here rather than taken from the code under test:
+/// attempt n+1 no earlier than attempt n + max(settle, min(backoff·2^(n-1), backoff_max)).
+fn gap(policy: &Policy, n: u32) -> Duration {
+    let doubled = policy.backoff.saturating_mul(1u32 << (n - 1).min(31));
+    policy.settle.max(doubled.min(policy.backoff_max))
+}
+
 /// `t + d`, saturating.
 pub fn plus(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(jiff::SignedDuration::try_from(d).unwrap()).unwrap_or(Timestamp::MAX)
@@ -188,7 +195,7 @@ impl Model {
                 if n < policy.max_attempts {
                     if last.is_none_or(|(t, gap)| now >= plus(t, gap)) {
                         deploy = Some(n + 1);
-                        e.attempts.push((now, policy.gap_after_attempt(n + 1)));
+                        e.attempts.push((now, gap(policy, n + 1)));
                         phase = Phase::Remediating;
                     } else if settling {
                         phase = Phase::Remediating;
