@@ -146,6 +146,18 @@ mod tests {
         }
     }
 
+    /// The relations between keys: each broken one refused with its own message, the
+    /// defaults and equal backoffs accepted.
+    #[test]
+    fn validate_refuses_what_cannot_work() {
+        assert_eq!(Policy::default().validate(), Ok(()));
+        assert_eq!(p(0, 30, 30).validate(), Ok(()), "backoff_max may equal backoff");
+        let e = p(0, 60, 30).validate().unwrap_err();
+        assert_eq!(e, "backoff_max (30s) is shorter than backoff (1m)");
+        let none = Policy { unreachable_after: 0, ..Policy::default() };
+        assert_eq!(none.validate().unwrap_err(), "unreachable_after must be at least 1");
+    }
+
     /// Ten years and the two leap days they hold, to the second: longer is refused.
     #[test]
     fn durations_are_accepted_up_to_ten_years_exactly() {
