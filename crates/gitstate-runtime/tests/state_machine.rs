@@ -75,18 +75,18 @@ impl Pol {
 
     fn core(&self) -> Policy {
         let d = Duration::from_millis;
-        let mut p = Policy::default();
-        p.mode = if self.observe { Mode::Observe } else { Mode::Remediate };
-        p.grace = d(self.grace);
-        p.settle = d(self.settle);
-        p.backoff = d(self.backoff);
-        p.backoff_max = d(self.backoff_max);
-        p.max_attempts = self.max_attempts;
-        p.unreachable_after = self.unreachable_after;
-        p.on_diverged = if self.alarm_on_diverged { OnDiverged::Alarm } else { OnDiverged::Remediate };
-        p.renotify = d(self.renotify);
-        p.keep_firing_for = d(self.keep_firing_for);
-        p
+        Policy {
+            mode: if self.observe { Mode::Observe } else { Mode::Remediate },
+            grace: d(self.grace),
+            settle: d(self.settle),
+            backoff: d(self.backoff),
+            backoff_max: d(self.backoff_max),
+            max_attempts: self.max_attempts,
+            unreachable_after: self.unreachable_after,
+            on_diverged: if self.alarm_on_diverged { OnDiverged::Alarm } else { OnDiverged::Remediate },
+            renotify: d(self.renotify),
+            keep_firing_for: d(self.keep_firing_for),
+        }
     }
 }
 
@@ -384,8 +384,8 @@ impl Model {
         let env = &mut self.env;
 
         let raise = |env: &mut Env, kind, events: &mut Vec<String>, notes: &mut Vec<_>| {
-            if !env.alarms.contains_key(&kind) {
-                env.alarms.insert(kind, Open { since: t, notified: t });
+            if let std::collections::btree_map::Entry::Vacant(e) = env.alarms.entry(kind) {
+                e.insert(Open { since: t, notified: t });
                 events.push(event("alarm_raised", kind));
                 notes.push((kind, AlarmChange::Raised));
             }
