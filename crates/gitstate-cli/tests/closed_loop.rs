@@ -1413,9 +1413,15 @@ fn a_signed_push_webhook_starts_the_remediation_at_once() {
         204
     );
 
-    // The ref moves on the remote; a push for another ref polls nothing.
+    // The ref moves on the remote; a push for another ref polls that ref alone: the poll it
+    // wakes changes nothing (counted as such), and nothing starts.
     l.repo.update_ref(REF, &l.c[3]);
     push();
+    let polls = |result: &str| -> f64 {
+        let line = format!("gitstate_ref_polls_total{{result=\"{result}\"}} ");
+        metrics(&w).lines().filter_map(|l| l.strip_prefix(&line)?.parse::<f64>().ok()).sum()
+    };
+    let (unchanged, changed) = (polls("unchanged"), polls("changed"));
     let other = body("refs/heads/feature/x");
     assert_eq!(
         http_post(
@@ -1426,7 +1432,8 @@ fn a_signed_push_webhook_starts_the_remediation_at_once() {
         ),
         202
     );
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(Duration::from_secs(20), "the poll the push wakes", || polls("unchanged") > unchanged);
+    assert_eq!(polls("changed"), changed, "a push for a ref no environment uses changed something");
     assert!(l.attempts().is_empty(), "a push for a ref no environment uses starts nothing");
 
     // GitHub's push: the remediation starts at once.

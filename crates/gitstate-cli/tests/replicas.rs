@@ -294,7 +294,10 @@ fn a_killed_leader_mid_remediation_is_replaced_without_repeating_its_attempt() {
         .collect();
     assert_eq!(started.len(), 2);
     let gap = started[1].duration_since(started[0]);
-    assert!(gap >= jiff::SignedDuration::from_secs(4), "attempt 2 waited for its backoff: {gap:?} {deploys:?}");
+    assert!(
+        gap >= jiff::SignedDuration::from_secs(4),
+        "attempt 2 waited for its backoff: {gap:?} {deploys:?}"
+    );
     assert_eq!(w.events("alarm_raised"), 1);
     let alerts: Vec<serde_json::Value> =
         am.alerts().into_iter().filter(|a| a["labels"]["alertname"] == "GitstateDrift").collect();

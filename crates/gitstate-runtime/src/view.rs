@@ -41,6 +41,12 @@ pub trait Observer: Send + Sync {
     fn leader(&self, leading: bool) {
         let _ = leading;
     }
+    /// A ref poll (every `ref_poll`, a file-system event or a push) read the refs and
+    /// what operators said; `changed` are the environments it passes at once (none: the
+    /// poll changed nothing).
+    fn ref_polled(&self, changed: &[EnvName]) {
+        let _ = changed;
+    }
 }
 
 /// An observer that ignores everything.

@@ -30,6 +30,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollResult {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: String,
 }
@@ -172,6 +177,7 @@ pub struct Metrics {
     lag: HistogramFamily<Env>,
     notifications: Family<SinkOutcome, Counter>,
     webhooks: Family<Outcome, Counter>,
+    ref_polls: Family<PollResult, Counter>,
     last_full_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
     /// Set once a full pass has completed (`/readyz`).
@@ -211,6 +217,7 @@ impl Metrics {
             lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
             notifications: Family::default(),
             webhooks: Family::default(),
+            ref_polls: Family::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -221,6 +228,11 @@ impl Metrics {
             "webhook_requests",
             "Push webhook requests by outcome (accepted, ignored, unauthorized, bad_request, not_found)",
             m.webhooks.clone(),
+        );
+        registry.register(
+            "ref_polls",
+            "Ref polls by result (changed: some environment passed at once; unchanged)",
+            m.ref_polls.clone(),
         );
         registry.register(
             "reconcile_passes",
@@ -445,6 +457,11 @@ impl gitstate_runtime::Observer for Metrics {
 
     fn leader(&self, leading: bool) {
         self.set_leader(leading);
+    }
+
+    fn ref_polled(&self, changed: &[EnvName]) {
+        let result = if changed.is_empty() { "unchanged" } else { "changed" };
+        self.ref_polls.get_or_create(&PollResult { result: result.into() }).inc();
     }
 }
 

@@ -244,9 +244,12 @@ impl Driver for Loop {
             tracing::info!("took over as leader: passing every environment now");
             // The notifications another leader kept or sent since, read from the store.
             self.engine.reload_outbox();
-            return self.environments();
+            let all = self.environments();
+            self.observer.ref_polled(&all);
+            return all;
         }
         self.led.store(leading, Ordering::SeqCst);
+        self.observer.ref_polled(&changed);
         changed
     }
 
