@@ -75,6 +75,15 @@ fn replay(policies: &[Policy; 2], passes: &[Pass]) -> Result<(), TestCaseError> 
         prop_assert_eq!(got.converged, want.converged, "pass {}: convergence differs", i);
         prop_assert_eq!(got.phase, want.phase, "pass {}: phase differs ({:?})", i, d.reason);
 
+        // A decision never asks to be looked at again in its own instant: the loop would
+        // pass it over and over without time moving.
+        prop_assert!(
+            d.requeue_after.is_none_or(|r| !r.is_zero()),
+            "pass {}: looked at again after 0s ({:?})",
+            i,
+            d.reason
+        );
+
         // The promises, on the real output alone.
         let limit = max_attempts.entry(epoch).or_insert(0);
         *limit = (*limit).max(policy.max_attempts);
