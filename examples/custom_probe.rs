@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         remediator: None,
         policy: Policy::default(),
         controls: gitstate_core::Controls::default(),
+        checks: Vec::new(),
     };
     let engine = Engine::new(Arc::new(GitSource::local(repo)?));
     let now = jiff::Timestamp::now();

@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         remediator: Some(Arc::new(PrintDeploy)),
         policy: Policy { grace: Duration::ZERO, settle: Duration::from_secs(60), ..Policy::default() },
         controls: gitstate_core::Controls::default(),
+        checks: Vec::new(),
     };
     let engine = Engine::new(Arc::new(GitSource::local(repo)?));
     let mut state = BTreeMap::new();

@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         remediator: Some(Arc::new(deploy)),
         policy,
         controls: Default::default(),
+        checks: Vec::new(),
     };
     let mut options = Options::default();
     (options.interval, options.ref_poll, options.converging_poll) =

@@ -162,8 +162,44 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                     .remediate
                     .as_ref()
                     .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop)),
+                checks: checks(e.policy.verify.as_ref(), clients, &config.dir)
+                    .with_context(|| format!("environment {}, [policy.verify]", e.name))?,
                 policy: e.policy.clone(),
                 controls: gitstate_core::Controls::default(),
+            })
+        })
+        .collect()
+}
+
+/// The soak checks of `[policy.verify]` (SPEC §15): HTTP and Prometheus sharing the
+/// probes' connection pool, commands run in the config's directory.
+fn checks(
+    verify: Option<&gitstate_core::verify::Verify>,
+    clients: &Clients,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<Arc<dyn gitstate_core::verify::Check>>> {
+    let Some(v) = verify else { return Ok(Vec::new()) };
+    v.checks
+        .iter()
+        .map(|c| -> anyhow::Result<Arc<dyn gitstate_core::verify::Check>> {
+            Ok(match (&c.http, &c.prometheus, &c.exec) {
+                (Some(h), _, _) => Arc::new(
+                    gitstate_http::HttpCheck::new(&clients.http, &c.name, h.clone())
+                        .with_context(|| format!("check {}", c.name))?,
+                ),
+                (_, Some(p), _) => Arc::new(gitstate_http::PrometheusCheck::new(
+                    &clients.http,
+                    &c.name,
+                    p.clone(),
+                    v.no_data,
+                )),
+                (_, _, Some(argv)) => Arc::new(gitstate_process::ExecCheck::new(
+                    &c.name,
+                    argv.clone(),
+                    dir.to_path_buf(),
+                    c.timeout,
+                )),
+                (None, None, None) => anyhow::bail!("check {}: give one of http, prometheus or exec", c.name),
             })
         })
         .collect()

@@ -23,6 +23,10 @@ pub enum AlarmKind {
     Diverged,
     /// Probes failed `unreachable_after` passes in a row.
     Unreachable,
+    /// The soak after a deploy failed its checks (SPEC §15).
+    Degraded,
+    /// The ref points at a vetoed commit: it is not deployed (SPEC §15).
+    Vetoed,
 }
 
 impl AlarmKind {
@@ -32,6 +36,8 @@ impl AlarmKind {
             AlarmKind::Drift => "drift",
             AlarmKind::Diverged => "diverged",
             AlarmKind::Unreachable => "unreachable",
+            AlarmKind::Degraded => "degraded",
+            AlarmKind::Vetoed => "vetoed",
         }
     }
 }

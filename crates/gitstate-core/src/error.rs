@@ -51,6 +51,15 @@ pub enum ExpectedError {
         /// What could not be read, rendered.
         message: String,
     },
+    /// A ref was not moved (SPEC §15): it no longer points where it was expected to, or
+    /// the source cannot move it, or Git refused.
+    #[error("ref {reference:?} not moved: {message}")]
+    Refused {
+        /// The ref.
+        reference: String,
+        /// Why, rendered (credentials redacted).
+        message: String,
+    },
     /// Another failure, with its source.
     #[error("{context}")]
     Other {

@@ -106,6 +106,91 @@ pub enum EventKind {
         /// The expected commit it had, if any.
         expected: Option<CommitId>,
     },
+    /// A soak began: the environment is in sync on a commit not verified in it before.
+    VerificationStarted {
+        /// The commit.
+        expected: CommitId,
+        /// When the soak ends.
+        until: Timestamp,
+    },
+    /// A check failed during a soak.
+    CheckFailed {
+        /// The commit soaking.
+        expected: CommitId,
+        /// The check.
+        check: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The soak ended well: the commit is good.
+    Verified {
+        /// The commit.
+        expected: CommitId,
+    },
+    /// The soak failed: `failures` failed runs.
+    Degraded {
+        /// The commit.
+        expected: CommitId,
+        /// Failed runs within the soak.
+        failures: u32,
+    },
+    /// The ref was moved back from a bad commit (by gitstate or `gitstate rollback`).
+    RolledBack {
+        /// The commit rolled back from (now vetoed).
+        from: CommitId,
+        /// The commit the ref points at now.
+        to: CommitId,
+        /// Why.
+        reason: Option<String>,
+        /// Who (`gitstate`, or the OS user).
+        by: String,
+        /// How: `loop`, `cli` or `dashboard`.
+        via: String,
+    },
+    /// A rollback was not done: the ref moved meanwhile, or moving it failed.
+    RollbackRefused {
+        /// The commit that was to be rolled back from.
+        from: CommitId,
+        /// The commit it was to go to.
+        to: CommitId,
+        /// Why it was not done.
+        error: String,
+    },
+    /// A commit was vetoed in the environment.
+    VetoAdded {
+        /// The commit.
+        sha: CommitId,
+        /// Who.
+        by: String,
+        /// How.
+        via: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// A veto was lifted.
+    VetoRemoved {
+        /// The commit.
+        sha: CommitId,
+        /// Who.
+        by: String,
+        /// How.
+        via: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// A hotfix running on every instance became the expected commit (`gitstate adopt`).
+    Adopted {
+        /// The commit the ref pointed at.
+        from: CommitId,
+        /// The hotfix.
+        to: CommitId,
+        /// Who.
+        by: String,
+        /// How.
+        via: String,
+        /// Why.
+        reason: Option<String>,
+    },
     /// An alarm sink did not accept a notification (kept and retried with backoff, or
     /// rejected for good); written at most once per alarm, sink and hour.
     NotificationFailed {

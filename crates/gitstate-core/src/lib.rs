@@ -42,6 +42,7 @@ mod redact;
 mod report;
 mod state;
 mod text;
+pub mod verify;
 
 /// Everything a probe author needs, in one import (`use gitstate_core::probe::*;`): the
 /// trait and what it is given and returns, commit parsing, and what it takes to run the

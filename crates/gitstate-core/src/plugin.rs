@@ -92,6 +92,24 @@ pub trait ExpectedState: Send + Sync {
     async fn moved_at(&self, expected: &[Expected]) -> Vec<Option<jiff::Timestamp>> {
         vec![None; expected.len()]
     }
+
+    /// Moves `reference` from `from` to `to` — a compare-and-swap: nothing moves when the
+    /// ref no longer points at `from` — leaving `message` in its reflog (SPEC §15: rollback
+    /// and adopt; Git stays the record of what runs and why). The default refuses: a
+    /// source that is not Git cannot be moved.
+    async fn move_ref(
+        &self,
+        reference: &str,
+        from: &CommitId,
+        to: &CommitId,
+        message: &str,
+    ) -> Result<(), ExpectedError> {
+        let _ = (from, to, message);
+        Err(ExpectedError::Refused {
+            reference: reference.to_owned(),
+            message: format!("the {} source cannot move refs", self.name()),
+        })
+    }
 }
 
 /// What a probe is asked about.

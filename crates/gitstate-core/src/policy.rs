@@ -41,16 +41,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Policy durations in TOML and JSON: humantime text, checked by [`parse_duration`].
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         super::parse_duration(&text).map_err(serde::de::Error::custom)
     }
@@ -87,6 +87,9 @@ pub struct Policy {
     /// pass for this long (as Prometheus's `keep_firing_for`): one alarm, not one per flap.
     #[serde(with = "duration")]
     pub keep_firing_for: Duration,
+    /// `[policy.verify]`: the soak after a deploy (SPEC §15); none, no soak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::Verify>,
 }
 
 impl Default for Policy {
@@ -102,6 +105,7 @@ impl Default for Policy {
             on_diverged: OnDiverged::Alarm,
             renotify: Duration::from_secs(4 * 3600),
             keep_firing_for: Duration::from_secs(600),
+            verify: None,
         }
     }
 }
@@ -128,6 +132,9 @@ impl Policy {
                 humantime::format_duration(self.backoff_max),
                 humantime::format_duration(self.backoff)
             ));
+        }
+        if let Some(v) = &self.verify {
+            v.validate()?;
         }
         Ok(())
     }

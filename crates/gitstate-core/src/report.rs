@@ -81,6 +81,17 @@ pub enum ActionReport {
         /// The kind of alarm.
         alarm: AlarmKind,
     },
+    /// The ref moved back from a degraded commit (SPEC §15).
+    Rollback {
+        /// The degraded commit.
+        from: crate::commit::CommitId,
+        /// The last verified commit.
+        to: crate::commit::CommitId,
+        /// Done; `null` in a dry run.
+        ok: Option<bool>,
+        /// What happened.
+        detail: String,
+    },
 }
 
 impl ActionReport {

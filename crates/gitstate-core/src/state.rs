@@ -34,6 +34,12 @@ pub enum Phase {
     Suspended,
     /// Inside a freeze window: probed, not acted on until it ends.
     Frozen,
+    /// In sync on a commit not verified yet: the soak's checks run (SPEC §15).
+    Verifying,
+    /// The soak failed: the `degraded` alarm is open.
+    Degraded,
+    /// The expected commit is vetoed: never deployed (SPEC §15).
+    Vetoed,
 }
 
 impl Phase {
@@ -48,6 +54,9 @@ impl Phase {
             Phase::Observing => "observing",
             Phase::Suspended => "suspended",
             Phase::Frozen => "frozen",
+            Phase::Verifying => "verifying",
+            Phase::Degraded => "degraded",
+            Phase::Vetoed => "vetoed",
         }
     }
 }
@@ -150,6 +159,13 @@ pub struct EnvState {
     /// Seconds from the ref's move (or the commit being first seen) to in sync, for the
     /// last commit whose lag is known.
     pub last_convergence_lag_s: Option<f64>,
+    /// The soak of the expected commit, or of the last one soaked (SPEC §15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verify::Verification>,
+    /// Commits verified in this environment, the newest last (at most
+    /// [`crate::verify::VERIFIED_KEPT`]): a rollback goes to the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<CommitId>,
 }
 
 impl EnvState {
@@ -177,6 +193,8 @@ impl EnvState {
             last_in_sync_at: _,
             last_retry,
             last_convergence_lag_s,
+            verification,
+            verified,
         } = self;
         *reference == other.reference
             && *expected == other.expected
@@ -186,13 +204,22 @@ impl EnvState {
             && *consecutive_probe_failures == other.consecutive_probe_failures
             && *last_retry == other.last_retry
             && *last_convergence_lag_s == other.last_convergence_lag_s
+            && *verification == other.verification
+            && *verified == other.verified
     }
 
-    /// The alarm shown in `status` when several are open: diverged, then drift, then unreachable.
+    /// The alarm shown in `status` when several are open: vetoed, degraded, diverged,
+    /// drift, then unreachable.
     pub fn primary_alarm(&self) -> Option<&OpenAlarm> {
-        [AlarmKind::Diverged, AlarmKind::Drift, AlarmKind::Unreachable]
-            .into_iter()
-            .find_map(|k| self.alarm(k))
+        [
+            AlarmKind::Vetoed,
+            AlarmKind::Degraded,
+            AlarmKind::Diverged,
+            AlarmKind::Drift,
+            AlarmKind::Unreachable,
+        ]
+        .into_iter()
+        .find_map(|k| self.alarm(k))
     }
 }
 

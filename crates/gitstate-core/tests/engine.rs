@@ -135,6 +135,7 @@ fn env(
         remediator,
         policy,
         controls: Controls::default(),
+        checks: Vec::new(),
     }
 }
 

@@ -66,6 +66,8 @@ pub fn alertname(kind: AlarmKind) -> &'static str {
         AlarmKind::Drift => "GitstateDrift",
         AlarmKind::Diverged => "GitstateDiverged",
         AlarmKind::Unreachable => "GitstateUnreachable",
+        AlarmKind::Degraded => "GitstateDegraded",
+        AlarmKind::Vetoed => "GitstateVetoed",
         _ => "GitstateAlarm",
     }
 }

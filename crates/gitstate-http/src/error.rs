@@ -16,6 +16,9 @@ pub enum HttpError {
         /// What was wrong with it, rendered.
         message: String,
     },
+    /// A configured header is not one HTTP allows.
+    #[error("{0}")]
+    Header(#[from] crate::header::HeaderError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {message}")]
     Client {

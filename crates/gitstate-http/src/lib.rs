@@ -32,6 +32,7 @@ pub mod remediate;
 mod target;
 mod timeouts;
 mod tls;
+pub mod verify;
 
 pub use alarm::{AlertmanagerSink, WebhookFormat, WebhookSink};
 pub use body::{AUTO_POINTERS, parse_body};
@@ -44,3 +45,4 @@ pub use redirect::{FollowRedirects, MAX_REDIRECTS};
 pub use remediate::{RUNTIME_VARS, WebhookRemediator};
 pub use target::HttpTarget;
 pub use timeouts::CONNECT_TIMEOUT;
+pub use verify::{HttpCheck, PrometheusCheck};

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gitstate_core::{EnvName, EnvState, Event, StateFile};
-use gitstate_runtime::controls::{Override, Overrides};
+use gitstate_runtime::controls::{OVERRIDES_SCHEMA, Override, Overrides};
 use gitstate_runtime::store::{OverridesChange, among};
 use gitstate_runtime::{Store, StoreError};
 use tokio_postgres::Client;
@@ -312,7 +312,7 @@ async fn read_overrides(c: &Client, cluster: &str) -> Result<Overrides, StoreErr
         .await
         .map_err(|e| db_error("reading overrides", &e))?;
     match row {
-        None => Ok(Overrides { schema: 1, ..Overrides::default() }),
+        None => Ok(Overrides { schema: OVERRIDES_SCHEMA, ..Overrides::default() }),
         Some(r) => serde_json::from_value(r.get(0))
             .map_err(|e| corrupt(format!("gitstate_overrides row (cluster {cluster:?})"), e)),
     }
@@ -392,7 +392,7 @@ impl Store for PgStore {
                 .map_err(|e| db_error("changing overrides", &e))?;
             let mut o: Overrides = serde_json::from_value(row.get(0))
                 .map_err(|e| corrupt(format!("gitstate_overrides row (cluster {cluster:?})"), e))?;
-            o.schema = 1;
+            o.schema = OVERRIDES_SCHEMA;
             change(&mut o);
             o.environments.retain(|_, v| *v != Override::default());
             let value = serde_json::to_value(&o).unwrap_or_default();

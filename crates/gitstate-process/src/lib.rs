@@ -9,10 +9,12 @@
 //!
 //! Runs on tokio (process, pipes, timers); emits `tracing` events, installs nothing.
 
+mod check;
 mod child;
 mod command;
 mod exec;
 
+pub use check::ExecCheck;
 pub use child::OUTPUT_GRACE;
 pub use command::{CommandRemediator, KILL_GRACE, TAIL_BYTES};
 pub use exec::{ExecFormat, ExecProbe, ExecTarget, parse_lines};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gitstate_core::{Controls, EnvName};
+use gitstate_core::{CommitId, Controls, EnvName};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -36,13 +36,34 @@ pub struct Override {
     pub suspension: Option<Suspension>,
     /// The latest `gitstate retry`.
     pub retry_requested_at: Option<Timestamp>,
+    /// Commits not to deploy here (SPEC §15), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vetoes: Vec<Veto>,
 }
+
+/// A vetoed commit: while the environment's ref points at it, it is not deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Veto {
+    /// The commit.
+    pub sha: CommitId,
+    /// When.
+    pub since: Timestamp,
+    /// Who (`gitstate` for a rollback by the loop, else the OS or dashboard user).
+    pub by: String,
+    /// How: `loop`, `cli` or `dashboard`.
+    pub via: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// The schema written: 2 since vetoes (SPEC §15). A reader meeting a newer one refuses it.
+pub const OVERRIDES_SCHEMA: u32 = 2;
 
 /// The content of `overrides.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
-    /// Format version; 1.
+    /// Format version: [`OVERRIDES_SCHEMA`] (1 before vetoes; read as well).
     pub schema: u32,
     /// Per environment.
     pub environments: BTreeMap<EnvName, Override>,
@@ -56,7 +77,13 @@ impl Overrides {
             suspended: o.suspension.as_ref().filter(|s| s.active(now)).map(|s| s.until),
             frozen_until: None,
             retry_requested_at: o.retry_requested_at,
+            vetoed: o.vetoes.iter().map(|v| v.sha).collect(),
         }
+    }
+
+    /// The vetoes of `env`.
+    pub fn vetoes(&self, env: &EnvName) -> &[Veto] {
+        self.environments.get(env).map_or(&[], |o| &o.vetoes[..])
     }
 
     /// The suspension of `env` in force at `now`.

@@ -46,6 +46,27 @@ pub struct EnvironmentStatus {
     pub suspension: Option<Suspension>,
     /// Set while a freeze window is open.
     pub window: Option<WindowStatus>,
+    /// The soak of the expected commit (or the last one soaked), SPEC §15.
+    pub verification: Option<VerificationStatus>,
+    /// The last commit verified in this environment.
+    pub last_verified_sha: Option<String>,
+    /// Commits not to deploy here.
+    pub vetoes: Vec<crate::controls::Veto>,
+}
+
+/// A soak (SPEC §15).
+#[derive(Debug, Serialize)]
+pub struct VerificationStatus {
+    /// The commit.
+    pub sha: String,
+    /// `verifying`, `verified` or `degraded`.
+    pub state: &'static str,
+    /// When the soak began.
+    pub since: Timestamp,
+    /// When it ends (or ended).
+    pub until: Timestamp,
+    /// Failed check runs.
+    pub failures: Vec<gitstate_core::verify::CheckFailure>,
 }
 
 /// A freeze window open now.
@@ -112,14 +133,25 @@ pub fn document(
                     .get(name)
                     .and_then(|w| frozen_until(w, now))
                     .map(|until| WindowStatus { until }),
+                verification: s.verification.as_ref().map(|v| VerificationStatus {
+                    sha: v.sha.to_string(),
+                    state: v.state.as_str(),
+                    since: v.since,
+                    until: v.until,
+                    failures: v.failures.clone(),
+                }),
+                last_verified_sha: s.verified.last().map(ToString::to_string),
+                vetoes: overrides.vetoes(name).to_vec(),
             })
             .collect(),
     }
 }
 
 impl StatusReport {
-    /// Whether every environment's last phase is `in_sync` (and there is one at least).
+    /// Whether every environment's last phase is `in_sync` or `verifying` (SPEC §6: a soak
+    /// counts as in sync), and there is one at least.
     pub fn all_in_sync(&self) -> bool {
-        !self.environments.is_empty() && self.environments.iter().all(|e| e.phase == Some(Phase::InSync))
+        !self.environments.is_empty()
+            && self.environments.iter().all(|e| matches!(e.phase, Some(Phase::InSync | Phase::Verifying)))
     }
 }

@@ -348,6 +348,7 @@ fn run_loop(policy: &Policy, passes: &[Pass], deploy_s: u64, interval_s: u64) ->
             remediator: Some(deploy.clone()),
             policy: policy.clone(),
             controls: gitstate_core::Controls::default(),
+            checks: Vec::new(),
         };
         let mut options = Options::default();
         options.interval = Duration::from_secs(interval_s);

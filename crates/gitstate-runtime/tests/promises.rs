@@ -134,6 +134,7 @@ fn controller(w: &World, policy: Policy, windows: Vec<FreezeWindow>, start: Inst
         remediator: None,
         policy,
         controls: Default::default(),
+        checks: Vec::new(),
     };
     let mut options = Options::default();
     (options.interval, options.jitter, options.ref_poll, options.converging_poll, options.seed) =

@@ -86,6 +86,7 @@ impl Pol {
             on_diverged: if self.alarm_on_diverged { OnDiverged::Alarm } else { OnDiverged::Remediate },
             renotify: d(self.renotify),
             keep_firing_for: d(self.keep_firing_for),
+            verify: None,
         }
     }
 }
@@ -1051,6 +1052,7 @@ impl Sut {
             remediator: Some(world.clone()),
             policy: self.pol.core(),
             controls: gitstate_core::Controls::default(),
+            checks: Vec::new(),
         };
         let mut options = Options::default();
         options.interval = Duration::from_millis(self.interval);

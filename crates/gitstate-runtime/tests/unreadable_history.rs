@@ -94,6 +94,7 @@ async fn loop_over(source: Arc<dyn ExpectedState>, runs: &str) -> (Vec<Vec<Statu
         remediator: Some(deploys.clone()),
         policy,
         controls: Default::default(),
+        checks: Vec::new(),
     };
     let mut options = Options::default();
     (options.interval, options.ref_poll, options.converging_poll) =

@@ -301,6 +301,7 @@ pub fn policy() -> impl Strategy<Value = Policy> {
                 on_diverged,
                 renotify,
                 keep_firing_for,
+                verify: None,
             },
         )
 }

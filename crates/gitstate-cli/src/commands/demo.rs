@@ -62,6 +62,7 @@ pub async fn run() -> anyhow::Result<i32> {
             ..Policy::default()
         },
         controls: gitstate_core::Controls::default(),
+        checks: Vec::new(),
     };
     // State and events in the sandbox, so that the dashboard shows what `watch` would.
     let store = Arc::new(FileStore::open(&dir.path().join(".gitstate"))?);

@@ -8,6 +8,7 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
 use crate::alarm::{AlarmEvent, AlarmNotification};
+use crate::commit::CommitId;
 use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::{Status, TargetObservation};
@@ -34,6 +35,8 @@ impl Engine {
         // (environment, index of its Remediate action in the report, request)
         let mut remediate: Vec<(usize, usize, RemediationRequest)> = Vec::new();
         let mut notes: Vec<AlarmNotification> = Vec::new();
+        // (environment, index of its Rollback action in the report, from, to, reason)
+        let mut rollbacks: Vec<(usize, usize, CommitId, CommitId, String)> = Vec::new();
         for (i, (env, o)) in envs.iter().zip(outcomes.iter_mut()).enumerate() {
             let (Some(d), Ok(expected)) = (&o.decision, &o.expected) else { continue };
             let targets = &o.targets;
@@ -58,6 +61,15 @@ impl Engine {
                                 drifted: drifted(targets),
                             },
                         ));
+                    }
+                    Action::Rollback { from, to } => {
+                        o.actions.push(ActionReport::Rollback {
+                            from,
+                            to,
+                            ok: None,
+                            detail: if dry_run { "dry run: not moved".into() } else { String::new() },
+                        });
+                        rollbacks.push((i, o.actions.len() - 1, from, to, d.reason.to_string()));
                     }
                     Action::Alarm { change, kind, since, expected: about } => {
                         o.actions.push(ActionReport::of_alarm(change, kind));
@@ -161,6 +173,37 @@ impl Engine {
                     out.remediations.push((envs[i].name.clone(), outcome));
                 }
             }
+        }
+
+        // SPEC §15: the ref moved back, a compare-and-swap on the degraded commit; Git keeps
+        // who rolled back what and why in the reflog (or the remote's history).
+        for (i, at, from, to, reason) in rollbacks {
+            let o = &mut outcomes[i];
+            let message = format!("gitstate: roll back {} ({reason})", from.short(12));
+            let moved = self.source.move_ref(&o.reference, &from, &to, &message).await;
+            let (kind, ok, detail) = match moved {
+                Ok(()) => (
+                    EventKind::RolledBack {
+                        from,
+                        to,
+                        reason: Some(reason),
+                        by: "gitstate".into(),
+                        via: "loop".into(),
+                    },
+                    true,
+                    format!("{} moved from {} to {}", o.reference, from.short(12), to.short(12)),
+                ),
+                Err(e) => {
+                    let error = crate::error::chain(&e);
+                    tracing::error!(environment = %envs[i].name, error = %error, "rollback not done");
+                    (EventKind::RollbackRefused { from, to, error: error.clone() }, false, error)
+                }
+            };
+            if let Some(ActionReport::Rollback { ok: done, detail: text, .. }) = o.actions.get_mut(at) {
+                *done = Some(ok);
+                *text = detail;
+            }
+            out.events.push(Event { at: now, environment: envs[i].name.clone(), kind });
         }
 
         let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();

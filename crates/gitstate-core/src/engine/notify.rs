@@ -317,6 +317,18 @@ pub(super) fn notification(
             expected.short(12)
         ),
         (_, AlarmKind::Unreachable) => format!("{}: probes cannot read what runs", env),
+        (_, AlarmKind::Degraded) => format!(
+            "{} runs {} ({}) but it failed its checks after the deploy",
+            env,
+            expected.short(12),
+            reference
+        ),
+        (_, AlarmKind::Vetoed) => format!(
+            "{} points at {}, a commit vetoed in {}: not deploying it (gitstate unveto to allow it)",
+            reference,
+            expected.short(12),
+            env
+        ),
     };
     AlarmNotification {
         event,

@@ -122,7 +122,9 @@ impl EnvOutcome {
             name: env.name.clone(),
             reference: self.reference,
             expected,
-            in_sync: self.assessment.is_some_and(|a| a.in_sync),
+            // SPEC §6: `verifying` counts as in sync; `degraded` and `vetoed` do not.
+            in_sync: self.assessment.is_some_and(|a| a.in_sync)
+                && !matches!(self.phase, Some(crate::state::Phase::Degraded | crate::state::Phase::Vetoed)),
             error,
             phase: self.phase,
             actions: self.actions,

@@ -8,12 +8,16 @@ use jiff::Timestamp;
 
 use crate::name::EnvName;
 use crate::plugin::Expected;
-use crate::reconcile::{ExpectedCommit, reconcile_with};
+use crate::reconcile::{ExpectedCommit, reconcile_checked};
 use crate::state::EnvState;
+use crate::verify::{CheckContext, CheckRun, checks_due};
 
 use super::outcome::{EnvOutcome, PassOutcome};
 use super::setup::Engine;
 use super::spec::{EnvironmentSpec, PassMode};
+
+/// The engine's own bound on one run of a soak check.
+pub const CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Engine {
     /// Runs one pass over `envs`. `prior` is the remembered state (ignored by `Check`);
@@ -43,12 +47,24 @@ impl Engine {
                 if let (Ok(commit), Some(assessment)) = (&o.expected, &o.assessment) {
                     let expected = ExpectedCommit { commit: *commit, moved_at };
                     let policy = env.effective_policy();
-                    let mut d = reconcile_with(
+                    let prior_state = prior.get(&env.name);
+                    let due = !env.controls.vetoed.contains(commit)
+                        && checks_due(
+                            prior_state.and_then(|s| s.verification.as_ref()),
+                            prior_state.map_or(&[][..], |s| &s.verified[..]),
+                            commit,
+                            assessment.in_sync,
+                            policy.verify.as_ref(),
+                            now,
+                        );
+                    let runs = if due { self.run_checks(env, commit).await } else { Vec::new() };
+                    let mut d = reconcile_checked(
                         expected,
                         assessment,
-                        prior.get(&env.name),
+                        prior_state,
                         &policy,
-                        env.controls,
+                        env.controls.clone(),
+                        &runs,
                         now,
                     );
                     d.state.reference = Some(o.reference.clone());
@@ -62,6 +78,32 @@ impl Engine {
         out.report.environments = envs.iter().zip(outcomes).map(|(env, o)| o.report(env)).collect();
         out.report.in_sync = out.report.environments.iter().all(|e| e.in_sync);
         out
+    }
+
+    /// Runs `env`'s soak checks once, concurrently. Each bounds itself (its `timeout`);
+    /// the engine bounds it too, by [`CHECK_BOUND`]: a check that hangs or panics fails,
+    /// and the pass goes on.
+    async fn run_checks(&self, env: &EnvironmentSpec, commit: &crate::commit::CommitId) -> Vec<CheckRun> {
+        use futures::FutureExt;
+        let bound = CHECK_BOUND;
+        let cx = CheckContext::new(&env.name, commit);
+        let runs = env.checks.iter().map(|c| {
+            let timer = self.timer.sleep(bound);
+            async move {
+                let run = std::panic::AssertUnwindSafe(c.run(&cx)).catch_unwind();
+                let result = match futures::future::select(Box::pin(run), timer).await {
+                    futures::future::Either::Left((Ok(r), _)) => r,
+                    futures::future::Either::Left((Err(panic), _)) => {
+                        Err(format!("check panicked: {}", crate::panic::message(panic.as_ref())))
+                    }
+                    futures::future::Either::Right(_) => {
+                        Err(format!("no answer within {}", humantime::format_duration(bound)))
+                    }
+                };
+                CheckRun { check: c.name().to_owned(), result }
+            }
+        });
+        futures::future::join_all(runs).await
     }
 
     /// When each environment's ref moved to its expected commit, asked of the source only

@@ -9,6 +9,7 @@ use crate::name::EnvName;
 use crate::plugin::{ActualStateProbe, Remediator};
 use crate::policy::{Mode, Policy};
 use crate::reconcile::Controls;
+use crate::verify::Check;
 
 /// How long the engine waits for a probe when its target says nothing else (SPEC §8).
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +54,9 @@ pub struct EnvironmentSpec {
     pub policy: Policy,
     /// What an operator (or a freeze window) says about acting on it now.
     pub controls: Controls,
+    /// The checks of its `[policy.verify]` soak (SPEC §15), in order; each bounded by the
+    /// engine to the policy's `every`.
+    pub checks: Vec<Arc<dyn Check>>,
 }
 
 impl EnvironmentSpec {

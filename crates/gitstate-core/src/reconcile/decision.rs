@@ -34,6 +34,14 @@ pub enum Action {
         /// previous one.
         expected: CommitId,
     },
+    /// Move the environment's ref back from `from` (degraded, then vetoed) to `to` (the
+    /// last verified commit): SPEC §15's `on_degraded = "rollback"`.
+    Rollback {
+        /// The bad commit (the ref must still point at it: compare-and-swap).
+        from: CommitId,
+        /// The last verified commit.
+        to: CommitId,
+    },
 }
 
 /// Why the decision is what it is: reads well in a log line and an alarm.
@@ -97,6 +105,21 @@ pub enum Reason {
         /// When the window ends.
         until: Timestamp,
     },
+    /// In sync on a commit not verified yet: its soak runs until then.
+    Verifying {
+        /// When the soak ends.
+        until: Timestamp,
+    },
+    /// The soak failed its checks.
+    Degraded {
+        /// Failed runs within the soak.
+        failures: u32,
+        /// Whether a rollback was decided (or only advised: observe mode, suspended,
+        /// frozen, `on_degraded = "alarm"`, or no verified commit to go back to).
+        rollback: bool,
+    },
+    /// The expected commit is vetoed in this environment.
+    Vetoed,
 }
 
 /// A time for people: to the second.
@@ -132,6 +155,16 @@ impl fmt::Display for Reason {
                 f.write_str("suspended by an operator: not acting until resumed")
             }
             Reason::Frozen { until } => write!(f, "inside a freeze window until {}: not acting", when(until)),
+            Reason::Verifying { until } => {
+                write!(f, "in sync on a commit not verified yet; soaking until {}", when(until))
+            }
+            Reason::Degraded { failures, rollback: true } => {
+                write!(f, "degraded: {failures} failed check run(s) during the soak; rolling back")
+            }
+            Reason::Degraded { failures, rollback: false } => {
+                write!(f, "degraded: {failures} failed check run(s) during the soak; a rollback is advised")
+            }
+            Reason::Vetoed => f.write_str("the expected commit is vetoed here: not deploying it"),
             Reason::KeepFiring { until } => write!(
                 f,
                 "in sync again after flapping; the drift alarm stays open until {} (keep_firing_for)",
@@ -159,7 +192,7 @@ pub struct Decision {
 }
 
 /// What the operator (and the calendar) say about acting on an environment now (SPEC §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Controls {
     /// Suspended by an operator: still probed and reported, never remediated, no new
     /// `drift`/`diverged` alarm. `Some(until)` ends by itself then (`None` inside: until resumed).
@@ -169,6 +202,9 @@ pub struct Controls {
     /// An operator asked for a fresh set of attempts at this time (`gitstate retry`):
     /// applied once (the state remembers it), the incident's attempts go to zero.
     pub retry_requested_at: Option<Timestamp>,
+    /// The commits vetoed in this environment (SPEC §15): while the ref points at one,
+    /// nothing is remediated to it (phase `vetoed`, alarm `vetoed`).
+    pub vetoed: Vec<CommitId>,
 }
 
 /// What the environment's ref points at on a pass, and when it moved there if Git knows.

@@ -15,6 +15,7 @@ use crate::event::EventKind;
 use crate::observation::Assessment;
 use crate::policy::{Mode, OnDiverged, Policy};
 use crate::state::{EnvState, ExpectedRecord, Incident, Phase, after, elapsed};
+use crate::verify::{CheckFailure, CheckRun, OnDegraded, VERIFIED_KEPT, Verification, VerificationState};
 
 mod alarms;
 mod decision;
@@ -56,9 +57,24 @@ pub fn reconcile_with(
     controls: Controls,
     now: Timestamp,
 ) -> Decision {
+    reconcile_checked(expected, assessment, prior, policy, controls, &[], now)
+}
+
+/// [`reconcile_with()`] given the runs of `[policy.verify]`'s checks made on this pass
+/// (SPEC §15; the engine runs them when [`crate::verify::checks_due`] says so).
+pub fn reconcile_checked(
+    expected: impl Into<ExpectedCommit>,
+    assessment: &Assessment,
+    prior: Option<&EnvState>,
+    policy: &Policy,
+    controls: Controls,
+    checks: &[CheckRun],
+    now: Timestamp,
+) -> Decision {
     let expected = expected.into();
     let mut pass = Pass::new(&expected, assessment, prior, policy, now);
     pass.controls = controls;
+    pass.checks = checks;
     pass.run()
 }
 
@@ -66,6 +82,7 @@ struct Pass<'a> {
     expected: &'a CommitId,
     moved_at: Option<Timestamp>,
     controls: Controls,
+    checks: &'a [CheckRun],
     a: &'a Assessment,
     policy: &'a Policy,
     now: Timestamp,
@@ -87,6 +104,7 @@ impl<'a> Pass<'a> {
             expected: &expected.commit,
             moved_at: expected.moved_at,
             controls: Controls::default(),
+            checks: &[],
             a,
             policy,
             now,
@@ -130,6 +148,8 @@ impl<'a> Pass<'a> {
             self.events.push(EventKind::ExpectedChanged { from: prior, to: *self.expected });
             self.resolve(AlarmKind::Drift, Resolution::Superseded);
             self.resolve(AlarmKind::Diverged, Resolution::Superseded);
+            self.resolve(AlarmKind::Degraded, Resolution::Superseded);
+            self.resolve(AlarmKind::Vetoed, Resolution::Superseded);
             self.s.incident = None;
         }
         // The reflog knows when the ref moved, even on gitstate's very first pass.
@@ -186,15 +206,32 @@ impl<'a> Pass<'a> {
             self.resolve(AlarmKind::Unreachable, Resolution::Cleared);
         }
 
+        // SPEC §15: a vetoed commit is never deployed, whoever moved the ref to it.
+        if self.controls.vetoed.contains(self.expected) {
+            self.raise(AlarmKind::Vetoed);
+            if !a.in_sync {
+                self.leave_soak();
+            }
+            return (Phase::Vetoed, Reason::Vetoed);
+        }
+        self.resolve(AlarmKind::Vetoed, Resolution::Cleared);
+
         if a.in_sync {
             let (phase, reason) = self.in_sync();
-            if phase == Phase::InSync
-                && let Some(held) = self.held_back()
-            {
+            if phase != Phase::InSync {
+                return (phase, reason);
+            }
+            let soak = self.soak();
+            if let Some(degraded @ (Phase::Degraded, _)) = soak {
+                return degraded;
+            }
+            if let Some(held) = self.held_back() {
                 return held;
             }
-            return (phase, reason);
+            return soak.unwrap_or((phase, reason));
         }
+        // Drift ends a soak: the normal loop takes over; it starts again once in sync.
+        self.leave_soak();
 
         // Invariant 3: the incident belongs to the expected commit. Renewed drift reopens it
         // with its attempts and backoff; drift after the commit was in sync is flapping.
@@ -261,10 +298,107 @@ impl<'a> Pass<'a> {
             (Phase::Converging, Reason::ProbeFailing { passes: self.s.consecutive_probe_failures })
         };
 
+        if self.s.alarm(AlarmKind::Degraded).is_some() {
+            let failures = self.s.verification.as_ref().map_or(0, |v| v.failures.len() as u32);
+            return (Phase::Degraded, Reason::Degraded { failures, rollback: false });
+        }
         if !self.s.alarms.is_empty() {
             return (Phase::Alarm, reason);
         }
         (phase, reason)
+    }
+
+    /// A soak of the expected commit still running is over (drift, a veto).
+    fn leave_soak(&mut self) {
+        if self
+            .s
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.sha == *self.expected && v.state == VerificationState::Verifying)
+        {
+            self.s.verification = None;
+        }
+    }
+
+    /// SPEC §15, on an in-sync pass: the soak of a commit not verified here before starts,
+    /// takes this pass's check runs, and ends verified (after `soak`) or degraded (after
+    /// `failures` failed runs, rolling back when the policy says so and gitstate may act).
+    /// `None` when there is nothing to soak (no `[policy.verify]`, or already verified).
+    fn soak(&mut self) -> Option<(Phase, Reason)> {
+        let verify = self.policy.verify.as_ref()?;
+        let (now, expected) = (self.now, *self.expected);
+        if self.s.verified.contains(&expected) {
+            return None;
+        }
+        let mut v = match self.s.verification.take().filter(|v| v.sha == expected) {
+            Some(v) => v,
+            None => {
+                let until = after(now, verify.soak);
+                self.events.push(EventKind::VerificationStarted { expected, until });
+                Verification {
+                    sha: expected,
+                    state: VerificationState::Verifying,
+                    since: now,
+                    until,
+                    next_check_at: None,
+                    failures: Vec::new(),
+                }
+            }
+        };
+        if v.state == VerificationState::Degraded {
+            let failures = v.failures.len() as u32;
+            self.s.verification = Some(v);
+            return Some((Phase::Degraded, Reason::Degraded { failures, rollback: false }));
+        }
+        if !self.checks.is_empty() {
+            v.next_check_at = Some(after(now, verify.every));
+        }
+        for run in self.checks {
+            if let Err(reason) = &run.result {
+                v.failures.push(CheckFailure { check: run.check.clone(), at: now, reason: reason.clone() });
+                self.events.push(EventKind::CheckFailed {
+                    expected,
+                    check: run.check.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let failures = v.failures.len() as u32;
+        if failures >= verify.failures.max(1) {
+            v.state = VerificationState::Degraded;
+            v.next_check_at = None;
+            self.s.verification = Some(v);
+            self.events.push(EventKind::Degraded { expected, failures });
+            self.raise(AlarmKind::Degraded);
+            let suspended = self.controls.suspended.is_some_and(|u| u.is_none_or(|u| u > now));
+            let held = suspended || self.controls.frozen_until.is_some_and(|u| u > now);
+            let good = self.s.verified.last().copied().filter(|g| *g != expected);
+            let rollback = verify.on_degraded == OnDegraded::Rollback
+                && self.policy.mode == Mode::Remediate
+                && !held
+                && good.is_some();
+            if let (true, Some(to)) = (rollback, good) {
+                self.actions.push(Action::Rollback { from: expected, to });
+            }
+            return Some((Phase::Degraded, Reason::Degraded { failures, rollback }));
+        }
+        if now >= v.until {
+            v.state = VerificationState::Verified;
+            v.next_check_at = None;
+            self.s.verification = Some(v);
+            self.events.push(EventKind::Verified { expected });
+            self.s.verified.push(expected);
+            let over = self.s.verified.len().saturating_sub(VERIFIED_KEPT);
+            self.s.verified.drain(..over);
+            return None;
+        }
+        let until = v.until;
+        self.wake_at(until);
+        if let Some(next) = v.next_check_at {
+            self.wake_at(next);
+        }
+        self.s.verification = Some(v);
+        Some((Phase::Verifying, Reason::Verifying { until }))
     }
 
     /// Invariants 3 and 4: bounded attempts spaced by the backoff rule, then one alarm.

@@ -396,7 +396,7 @@ fn reasons_read_well() {
 fn controls_suspend_freeze_and_retry() {
     let p = Policy { grace: Duration::ZERO, max_attempts: 1, ..policy() };
     let suspended = Controls { suspended: Some(Some(at(100))), ..Controls::default() };
-    let d = reconcile_with(commit('a'), &of(BEHIND), None, &p, suspended, at(0));
+    let d = reconcile_with(commit('a'), &of(BEHIND), None, &p, suspended.clone(), at(0));
     assert_eq!((d.phase, d.reason), (Phase::Suspended, Reason::Suspended { until: Some(at(100)) }));
     assert!(remediations(std::slice::from_ref(&d)).is_empty());
     assert_eq!(d.requeue_after, Some(Duration::from_secs(100)), "looked at again when it ends");
@@ -414,7 +414,7 @@ fn controls_suspend_freeze_and_retry() {
 
     // Retry: a fresh attempt at once, past max_attempts; the same request is applied once.
     let retry = Controls { retry_requested_at: Some(at(450)), ..Controls::default() };
-    let d4 = reconcile_with(commit('a'), &of(BEHIND), Some(&d3.state), &p, retry, at(460));
+    let d4 = reconcile_with(commit('a'), &of(BEHIND), Some(&d3.state), &p, retry.clone(), at(460));
     assert_eq!(remediations(std::slice::from_ref(&d4)), [1]);
     let d5 = reconcile_with(commit('a'), &of(BEHIND), Some(&d4.state), &p, retry, at(2000));
     assert!(remediations(std::slice::from_ref(&d5)).is_empty(), "one retry per request");

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 mod freeze;
 
-pub use crate::overrides::{Override, Overrides, Suspension};
+pub use crate::overrides::{OVERRIDES_SCHEMA, Override, Overrides, Suspension, Veto};
 pub use freeze::{FreezeWindow, frozen_until};
 
 use crate::store::{Store, StoreError};

@@ -340,6 +340,8 @@ fn in_sync(s: i64) -> EnvState {
         last_in_sync_at: Some(at(s)),
         last_retry: Some(at(-900)),
         last_convergence_lag_s: Some(12.5),
+        verification: None,
+        verified: vec![commit('a')],
     }
 }
 

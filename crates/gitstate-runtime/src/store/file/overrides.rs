@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::overrides::{Override, Overrides};
+use crate::overrides::{OVERRIDES_SCHEMA, Override, Overrides};
 use crate::store::{OverridesChange, StoreError};
 
 /// How long `suspend`, `resume` and `retry` wait for another one holding the lock.
@@ -25,14 +25,17 @@ pub(super) fn read(dir: &Path) -> Result<Overrides, StoreError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Overrides { schema: 1, ..Overrides::default() });
+            return Ok(Overrides { schema: OVERRIDES_SCHEMA, ..Overrides::default() });
         }
         Err(e) => return Err(StoreError::Io { path, source: e }),
     };
     let o: Overrides = serde_json::from_str(&text)
         .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-    if o.schema != 1 {
-        return Err(StoreError::Corrupt { path, message: format!("unknown schema {}", o.schema) });
+    if !(1..=OVERRIDES_SCHEMA).contains(&o.schema) {
+        return Err(StoreError::Corrupt {
+            path,
+            message: format!("unknown schema {} (this gitstate reads 1 to {OVERRIDES_SCHEMA})", o.schema),
+        });
     }
     Ok(o)
 }
@@ -69,7 +72,7 @@ pub(super) fn update(dir: &Path, change: OverridesChange<'_>) -> Result<Override
         }
     }
     let mut o = read(dir)?;
-    o.schema = 1;
+    o.schema = OVERRIDES_SCHEMA;
     change(&mut o);
     o.environments.retain(|_, v| *v != Override::default());
     let mut json = serde_json::to_vec_pretty(&o).unwrap_or_default();
