@@ -61,6 +61,13 @@ pub enum Command {
     Resume(Control),
     /// A fresh set of remediation attempts for environments, at once.
     Retry(Control),
+    /// Move an environment's ref back from its commit (to the last verified one, or --to)
+    /// and veto the commit rolled back from.
+    Rollback(Rollback),
+    /// Never deploy a commit to an environment while its ref points at it.
+    Veto(VetoArgs),
+    /// Lift a veto.
+    Unveto(VetoArgs),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -128,6 +135,41 @@ pub struct Suspend {
     /// When the suspension ends by itself: a duration ("2h") or an RFC 3339 time.
     #[arg(long, value_name = "DURATION|RFC3339")]
     pub until: Option<String>,
+}
+
+/// `gitstate rollback`.
+#[derive(Debug, Args)]
+pub struct Rollback {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The environment.
+    #[arg(value_name = "ENV")]
+    pub environment: String,
+    /// The commit to go back to (a full id, a branch or a tag) [default: the last
+    /// verified commit, else the one the environment converged on before].
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// Why, for the reflog, the events and whoever reads `status` next.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `gitstate veto` / `gitstate unveto`.
+#[derive(Debug, Args)]
+pub struct VetoArgs {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The environment.
+    #[arg(value_name = "ENV")]
+    pub environment: String,
+    /// The commit (a full id, a branch or a tag).
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// Why.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 /// `gitstate stamp`.

@@ -166,6 +166,11 @@ pub struct EnvState {
     /// [`crate::verify::VERIFIED_KEPT`]): a rollback goes to the last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified: Vec<CommitId>,
+    /// Commits the environment converged on, the newest last (at most
+    /// [`crate::verify::VERIFIED_KEPT`]): `gitstate rollback` without `[policy.verify]`
+    /// goes back to the one before the expected commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub converged_on: Vec<CommitId>,
 }
 
 impl EnvState {
@@ -195,6 +200,7 @@ impl EnvState {
             last_convergence_lag_s,
             verification,
             verified,
+            converged_on,
         } = self;
         *reference == other.reference
             && *expected == other.expected
@@ -206,6 +212,7 @@ impl EnvState {
             && *last_convergence_lag_s == other.last_convergence_lag_s
             && *verification == other.verification
             && *verified == other.verified
+            && *converged_on == other.converged_on
     }
 
     /// The alarm shown in `status` when several are open: vetoed, degraded, diverged,

@@ -39,6 +39,7 @@
 //! A whole program — a local repository, one HTTP target, a deploy command, a state
 //! directory — is `examples/embed_loop.rs` in the repository.
 
+pub mod actions;
 pub mod controller;
 pub mod controls;
 pub mod environments;

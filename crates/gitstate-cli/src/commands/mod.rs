@@ -4,6 +4,7 @@ pub mod check;
 pub mod control;
 pub mod demo;
 pub mod expected;
+pub mod fix;
 pub mod reconcile;
 pub mod stamp;
 pub mod status;
@@ -29,6 +30,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Suspend(a) => runtime()?.block_on(control::suspend(a)),
         Command::Resume(a) => runtime()?.block_on(control::resume(a)),
         Command::Retry(a) => runtime()?.block_on(control::retry(a)),
+        Command::Rollback(a) => runtime()?.block_on(fix::rollback(a)),
+        Command::Veto(a) => runtime()?.block_on(fix::veto(a)),
+        Command::Unveto(a) => runtime()?.block_on(fix::unveto(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gitstate_testkit::http_get;
+use serde_json::Value;
 
 pub use gitstate_testkit::{Behavior, Repo, TestServer};
 
@@ -109,4 +113,169 @@ pub fn passes_in(metrics: &str) -> f64 {
         .filter(|l| l.starts_with("gitstate_reconcile_passes_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+// The closed loop's world, shared by the end-to-end tests of the loop.
+
+/// A repository, a target serving `served.json` (which deploy.sh rewrites), and a config.
+pub struct Loop {
+    pub repo: Repo,
+    pub c: Vec<String>,
+    pub server: TestServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Loop {
+    pub fn new() -> Self {
+        let repo = Repo::new();
+        let c = repo.commits(4, "c");
+        repo.update_ref(REF, &c[1]);
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_background();
+        server.route("/meta", Behavior::File(dir.path().join("served.json")));
+        let l = Self { repo, c, server, dir };
+        l.serve(&l.c[1].clone());
+        l
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the target reports, as a deploy would leave it.
+    pub fn serve(&self, sha: &str) {
+        std::fs::write(self.path().join("served.json"), format!("{{\"sha\":\"{sha}\"}}")).unwrap();
+    }
+
+    /// deploy.sh: logs each attempt to attempts.log, then runs `body`.
+    pub fn deploy_script(&self, body: &str) {
+        let p = self.path().join("deploy.sh");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"$GITSTATE_ATTEMPT $GITSTATE_EXPECTED_SHA\" >> attempts.log\n{body}\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    pub fn attempts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path().join("attempts.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn config(&self, policy: &str, extra: &str) -> PathBuf {
+        write_config(
+            self.path(),
+            &format!(
+                r#"
+[source]
+repo = "{repo}"
+
+[policy]
+{policy}
+
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["{url}"]
+  timeout = "2s"
+  [environments.remediate]
+  command = ["./deploy.sh"]
+  timeout = "60s"
+
+{extra}
+"#,
+                repo = self.repo.path().display(),
+                url = self.server.url("/meta"),
+            ),
+        )
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join(".gitstate/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn event_names(&self) -> Vec<String> {
+        self.events().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// Waits for `cond`, failing with `what` after `limit` (a condition, not a fixed sleep).
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn status(cfg: &Path) -> Value {
+    let r = with_config(cfg, &["status", "-o", "json"]);
+    r.json()["environments"][0].clone()
+}
+
+/// A running `gitstate watch`, killed on drop.
+pub struct Watching {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Watching {
+    /// Sends SIGTERM and waits for the exit code, failing after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(start.elapsed() < limit, "watch did not stop within {limit:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn watch(cfg: &Path) -> Watching {
+    let port = gitstate_testkit::free_port();
+    let child = gitstate()
+        .args(["watch", "--listen", &format!("127.0.0.1:{port}"), "-c"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = Watching { child, port };
+    wait_for(Duration::from_secs(30), "watch to be ready", || {
+        matches!(http_get(port, "/readyz"), Ok((200, _)))
+    });
+    w
+}
+
+pub fn metrics(w: &Watching) -> String {
+    let (status, body) = http_get(w.port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    body
+}
+
+/// The passes `watch` has run (its `gitstate_reconcile_passes_total`, every result).
+pub fn passes(w: &Watching) -> f64 {
+    passes_in(&metrics(w))
 }

@@ -14,6 +14,7 @@ mod reflog;
 mod refscan;
 mod remote;
 mod transport;
+mod update;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -207,5 +208,36 @@ impl ExpectedState for GitSource {
             Repo::Remote(_) => Ok(vec![None; asked.len()]),
         };
         self.unblock(job).await.unwrap_or_else(|_| vec![None; expected.len()])
+    }
+
+    /// A local repository: `git update-ref --create-reflog` (compare-and-swap on `from`).
+    /// A remote: `git push --force-with-lease` from its mirror (which must hold `to`; a
+    /// remote read without a mirror cannot be moved).
+    async fn move_ref(
+        &self,
+        reference: &str,
+        from: &CommitId,
+        to: &CommitId,
+        message: &str,
+    ) -> Result<(), ExpectedError> {
+        let (reference, from, to, message) = (reference.to_owned(), *from, *to, message.to_owned());
+        let job = move |this: &Self| match &*this.repo {
+            Repo::Local(r) => update::update_local(r.path(), &reference, &from, &to, &message),
+            Repo::Remote(r) => {
+                let Some(mirror) = r.mirror_dir() else {
+                    return Err(ExpectedError::Refused {
+                        reference,
+                        message: "a remote read without a mirror cannot be moved".into(),
+                    });
+                };
+                // The mirror holds the commit to push once it has fetched it.
+                r.ensure_commit(&to)?;
+                let e = &r.endpoint;
+                update::push(&mirror, &e.url, &e.shown, e.ssh_command.as_deref(), &reference, &from, &to)
+            }
+        };
+        // Not under the remote's listing timeout: a push has its own bound.
+        let this = self.clone();
+        blocking::unblock(move || job(&this)).await
     }
 }

@@ -117,6 +117,33 @@ impl RemoteRepo {
         Ok(mirror.repo.get_or_init(|| opened))
     }
 
+    /// Makes sure the mirror holds `commit`, fetching once if it does not (a rollback or
+    /// an adoption pushes it from there).
+    pub(super) fn ensure_commit(&self, commit: &CommitId) -> Result<(), ExpectedError> {
+        let Some(mirror) = &self.mirror else {
+            return Err(ExpectedError::Refused {
+                reference: String::new(),
+                message: "a remote read without a mirror cannot be moved".into(),
+            });
+        };
+        let repo = self.mirror_repo(mirror)?;
+        if !repo.has_commit(commit) {
+            self.fetch(repo)?;
+        }
+        if repo.has_commit(commit) {
+            Ok(())
+        } else {
+            Err(ExpectedError::Refused {
+                reference: String::new(),
+                message: format!(
+                    "{} is not reachable from any ref of {} (push it first)",
+                    commit.short(12),
+                    self.endpoint.shown
+                ),
+            })
+        }
+    }
+
     /// Fetches the remote's branches and tags into the mirror.
     fn fetch(&self, mirror: &LocalRepo) -> Result<(), ExpectedError> {
         let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;

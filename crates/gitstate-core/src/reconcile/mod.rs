@@ -460,6 +460,13 @@ impl<'a> Pass<'a> {
         if let Some(rec) = self.s.expected.as_mut() {
             let first = !rec.converged;
             rec.converged = true;
+            if first {
+                let commit = rec.commit;
+                self.s.converged_on.retain(|c| *c != commit);
+                self.s.converged_on.push(commit);
+                let over = self.s.converged_on.len().saturating_sub(VERIFIED_KEPT);
+                self.s.converged_on.drain(..over);
+            }
             let lag = (first && rec.since_known).then(|| elapsed(rec.since, now).as_secs_f64());
             if lag.is_some() {
                 self.s.last_convergence_lag_s = lag;

@@ -283,6 +283,24 @@ impl Driver for Loop {
         for (name, reason, again) in &out.decisions {
             tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
         }
+        // SPEC §15: a commit the loop rolled back from is vetoed (kept with the controls).
+        for e in &out.events {
+            if let gitstate_core::EventKind::RolledBack { from, to, reason, .. } = &e.kind {
+                let actor = crate::actions::Actor { by: "gitstate", via: "loop" };
+                let recorded = crate::actions::record_rollback(
+                    &*self.store,
+                    &e.environment,
+                    *from,
+                    *to,
+                    actor,
+                    reason.as_deref(),
+                    now,
+                );
+                if let Err(err) = recorded.await {
+                    tracing::error!(environment = %e.environment, error = %err, "the rolled-back commit could not be vetoed");
+                }
+            }
+        }
         let requeue = requeues(&out, self.converging_poll);
         // The reports move to the view (the one copy kept), after the last reader.
         self.view.record(std::mem::take(&mut out.report.environments));

@@ -342,6 +342,7 @@ fn in_sync(s: i64) -> EnvState {
         last_convergence_lag_s: Some(12.5),
         verification: None,
         verified: vec![commit('a')],
+        converged_on: vec![commit('a')],
     }
 }
 

@@ -1,0 +1,180 @@
+//! SPEC §15 end to end: a soak after each deploy (`[policy.verify]` with a real command
+//! as its check), a degraded commit rolled back in Git (a compare-and-swap with a reflog
+//! line) and vetoed, a person moving the ref back to it (not deployed), `unveto`, a fix on
+//! top of the bad commit (deployed), and the `rollback`, `veto` and `unveto` commands'
+//! refusals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// smoke.sh fails while the target serves `bad` (the commit written in bad.txt).
+fn smoke_script(l: &Loop, bad: &str) {
+    std::fs::write(l.path().join("bad.txt"), bad).unwrap();
+    let p = l.path().join("smoke.sh");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nif grep -q \"$(cat bad.txt)\" served.json; then echo \"5xx rate 12% on $1\"; exit 1; fi\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const VERIFY: &str = r#"grace = "0s"
+settle = "1s"
+backoff = "1s"
+[policy.verify]
+soak = "3s"
+every = "1s"
+failures = 2
+on_degraded = "rollback"
+[[policy.verify.checks]]
+name = "smoke"
+exec = ["./smoke.sh", "{environment}"]"#;
+
+const FAST: &str = "[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"";
+
+fn names(l: &Loop) -> Vec<String> {
+    l.event_names()
+}
+
+fn events_named(l: &Loop, name: &str) -> Vec<Value> {
+    l.events().into_iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deployed() {
+    let l = Loop::new();
+    l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
+    smoke_script(&l, &l.c[3]);
+    let cfg = l.config(VERIFY, FAST);
+    let w = watch(&cfg);
+
+    // The first commit soaks and is verified.
+    wait_for(Duration::from_secs(30), "c1 verified", || !events_named(&l, "verified").is_empty());
+    let s = status(&cfg);
+    assert_eq!(s["last_verified_sha"], l.c[1].as_str(), "{s}");
+    assert_eq!(s["verification"]["state"], "verified", "{s}");
+
+    // A bad commit: deployed, in sync, fails its check twice, degraded, rolled back.
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(40), "the rollback", || !events_named(&l, "rolled_back").is_empty());
+    let head = l.repo.git(&["rev-parse", REF]);
+    assert_eq!(head, l.c[1], "the ref points at the last verified commit again");
+    let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
+    let line = reflog.lines().next().unwrap();
+    assert!(line.starts_with(&format!("gitstate: roll back {}", &l.c[3][..12])), "{reflog}");
+    assert!(line.contains("degraded: 2 failed check run(s)"), "{line}");
+    let failed = events_named(&l, "check_failed");
+    assert!(failed.len() >= 2, "{failed:?}");
+    assert_eq!(failed[0]["check"], "smoke");
+    assert_eq!(failed[0]["reason"], "./smoke.sh exited 1: 5xx rate 12% on production");
+    let order: Vec<String> = names(&l)
+        .into_iter()
+        .filter(|n| ["verification_started", "degraded", "rolled_back", "veto_added"].contains(&n.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        ["verification_started", "verification_started", "degraded", "rolled_back", "veto_added"]
+    );
+
+    // The good commit is deployed again, and runs: the time from the first failing check.
+    wait_for(Duration::from_secs(30), "c1 running again", || {
+        std::fs::read_to_string(l.path().join("served.json")).unwrap().contains(&l.c[1])
+    });
+    let back = jiff::Timestamp::now();
+    let first: jiff::Timestamp = failed[0]["at"].as_str().unwrap().parse().unwrap();
+    eprintln!("first failing check → good commit running again: {:?}", back.duration_since(first));
+    let s = status(&cfg);
+    assert_eq!(s["vetoes"][0]["sha"], l.c[3].as_str(), "{s}");
+    assert_eq!(s["vetoes"][0]["by"], "gitstate");
+    assert_eq!(s["vetoes"][0]["via"], "loop");
+
+    // A person points the ref at the bad commit again: not deployed, phase and alarm vetoed.
+    let deploys_before = l.attempts().len();
+    l.repo.update_ref(REF, &l.c[3]);
+    wait_for(Duration::from_secs(20), "phase vetoed", || status(&cfg)["phase"] == "vetoed");
+    let seen = passes(&w);
+    wait_for(Duration::from_secs(20), "two more passes", || passes(&w) >= seen + 2.0);
+    assert_eq!(l.attempts().len(), deploys_before, "a vetoed commit is never deployed: {:?}", l.attempts());
+    assert_eq!(status(&cfg)["alarm"]["kind"], "vetoed");
+
+    // A fix on top of the bad commit is not vetoed: deployed.
+    let fix = l.repo.commit("fix on top of the bad commit");
+    l.repo.update_ref(REF, &fix);
+    wait_for(Duration::from_secs(30), "the fix deployed", || {
+        std::fs::read_to_string(l.path().join("served.json")).unwrap().contains(&fix)
+    });
+    drop(w);
+
+    // unveto by hand: recorded, and a second one refused.
+    let r = with_config(&cfg, &["unveto", "production", &l.c[3], "--reason", "false alarm"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = with_config(&cfg, &["unveto", "production", &l.c[3]]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not vetoed in production"), "{}", r.stderr);
+    let removed = events_named(&l, "veto_removed");
+    assert_eq!(removed[0]["reason"], "false alarm");
+}
+
+#[test]
+fn rollback_by_hand_moves_the_ref_with_a_reflog_line_even_without_log_all_ref_updates() {
+    let l = Loop::new();
+    l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
+    l.repo.git(&["config", "core.logAllRefUpdates", "false"]);
+    let cfg = l.config("grace = \"0s\"\nsettle = \"0s\"", "");
+    // Converged on c1, then on c2: without [policy.verify] the rollback goes to c1.
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+    l.repo.update_ref(REF, &l.c[2]);
+    with_config(&cfg, &["reconcile"]);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+
+    let r = with_config(&cfg, &["rollback", "production", "--reason", "checkout errors"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[1]);
+    let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
+    assert_eq!(
+        reflog.lines().next().unwrap(),
+        format!("gitstate: roll back {} (checkout errors)", &l.c[2][..12])
+    );
+    let rolled = events_named(&l, "rolled_back");
+    assert_eq!(rolled[0]["via"], "cli");
+    assert_eq!(rolled[0]["reason"], "checkout errors");
+    assert_eq!(status(&cfg)["vetoes"][0]["sha"], l.c[2].as_str());
+
+    // Nothing to roll back to (only c1 converged besides c2, which is vetoed now; --to
+    // the commit it points at) → exit 2, nothing moved.
+    let r = with_config(&cfg, &["rollback", "production", "--to", &l.c[1]]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("already points at"), "{}", r.stderr);
+
+    // veto / unveto by hand.
+    let r = with_config(&cfg, &["veto", "production", &l.c[0], "--reason", "known bad"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let vetoes = status(&cfg)["vetoes"].clone();
+    assert_eq!(vetoes.as_array().unwrap().len(), 2, "{vetoes}");
+    assert_eq!(vetoes[1]["via"], "cli");
+}
+
+#[test]
+fn a_rollback_is_refused_when_the_ref_moved_meanwhile() {
+    // The compare-and-swap itself: the ref is not where the rollback read it.
+    let repo = Repo::new();
+    let c = repo.commits(3, "c");
+    repo.update_ref(REF, &c[2]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let source = gitstate_core::git::GitSource::local(repo.path()).unwrap();
+    let from = gitstate_core::CommitId::parse(&c[1]).unwrap();
+    let to = gitstate_core::CommitId::parse(&c[0]).unwrap();
+    use gitstate_core::ExpectedState;
+    let started = Instant::now();
+    let err = rt.block_on(source.move_ref(REF, &from, &to, "gitstate: roll back")).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let text = err.to_string();
+    assert!(text.contains("not moved"), "{text}");
+    assert_eq!(repo.git(&["rev-parse", REF]), c[2], "nothing moved");
+}

@@ -1,0 +1,180 @@
+//! What people do to an environment's commit (SPEC §15): [`rollback`] (the ref moved back,
+//! the bad commit vetoed), [`veto`] and [`unveto`]. Each works with or without a running
+//! loop — the ref is moved with a compare-and-swap, vetoes are kept with the operators'
+//! overrides, which a running loop applies within a `ref_poll` — and each is recorded in
+//! the events with who did it and how. The CLI's `rollback`, `veto` and `unveto` call
+//! these; so does a program linking the runtime (and the loop itself, after an automatic
+//! rollback: [`record_rollback`]).
+
+use gitstate_core::{CommitId, EnvName, Event, EventKind, ExpectedError, ExpectedState};
+use jiff::Timestamp;
+
+use crate::controls::Veto;
+use crate::store::{Store, StoreError};
+
+/// Who acts, and how (`cli`, `dashboard`, `loop`).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// The OS user, the dashboard's user, or `gitstate`.
+    pub by: &'a str,
+    /// `cli`, `dashboard` or `loop`.
+    pub via: &'a str,
+}
+
+/// Why an action was not done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// Refused, with the reason (the ref moved, nothing to roll back to, not vetoed…).
+    #[error("{0}")]
+    Refused(String),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source could not be read or the ref not moved.
+    #[error(transparent)]
+    Source(#[from] ExpectedError),
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The commit the ref pointed at (now vetoed).
+    pub from: CommitId,
+    /// The commit it points at now.
+    pub to: CommitId,
+}
+
+/// Vetoes `sha` in `env`: while the ref points at it, nothing is deployed. Vetoing a
+/// commit already vetoed changes nothing and records nothing.
+pub async fn veto(
+    store: &dyn Store,
+    env: &EnvName,
+    sha: CommitId,
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if store.overrides()?.vetoes(env).iter().any(|v| v.sha == sha) {
+        return Ok(());
+    }
+    let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
+    let veto =
+        Veto { sha, since: now, by: actor.by.to_owned(), via: actor.via.to_owned(), reason: reason.clone() };
+    let name = env.clone();
+    store
+        .update_overrides(Box::new(move |o| {
+            let vetoes = &mut o.environments.entry(name).or_default().vetoes;
+            if !vetoes.iter().any(|v| v.sha == veto.sha) {
+                vetoes.push(veto);
+            }
+        }))
+        .await?;
+    let kind = EventKind::VetoAdded { sha, by: actor.by.to_owned(), via: actor.via.to_owned(), reason };
+    store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await
+}
+
+/// Lifts the veto of `sha` in `env`; refused when it is not vetoed there.
+pub async fn unveto(
+    store: &dyn Store,
+    env: &EnvName,
+    sha: CommitId,
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(), ActionError> {
+    if !store.overrides()?.vetoes(env).iter().any(|v| v.sha == sha) {
+        return Err(ActionError::Refused(format!("{} is not vetoed in {env}", sha.short(12))));
+    }
+    let name = env.clone();
+    store
+        .update_overrides(Box::new(move |o| {
+            if let Some(e) = o.environments.get_mut(&name) {
+                e.vetoes.retain(|v| v.sha != sha);
+            }
+        }))
+        .await?;
+    let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
+    let kind = EventKind::VetoRemoved { sha, by: actor.by.to_owned(), via: actor.via.to_owned(), reason };
+    store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await?;
+    Ok(())
+}
+
+/// The commit a rollback of `env` goes to when none is named: the last verified commit
+/// other than `from`, else the last one it converged on before `from`.
+pub fn rollback_target(store: &dyn Store, env: &EnvName, from: &CommitId) -> Option<CommitId> {
+    let state = store.environments_among(std::slice::from_ref(env)).remove(env)?;
+    let other = |list: &[CommitId]| list.iter().rev().find(|c| *c != from).copied();
+    other(&state.verified).or_else(|| other(&state.converged_on))
+}
+
+/// Moves `env`'s ref (`reference`, a full name) back from the commit it points at to `to`
+/// (or [`rollback_target`]), with a compare-and-swap and a reflog entry `gitstate: roll
+/// back <short> (<reason>)`; then vetoes the commit rolled back from and records
+/// `rolled_back`. A ref that moved meanwhile, or nothing to roll back to, is refused
+/// (recorded as `rollback_refused` when the ref was not moved).
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback(
+    source: &dyn ExpectedState,
+    store: &dyn Store,
+    env: &EnvName,
+    reference: &str,
+    to: Option<CommitId>,
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<RolledBack, ActionError> {
+    let resolved = source.resolve(&[reference.to_owned()]).await?;
+    let current = resolved
+        .into_iter()
+        .next()
+        .ok_or_else(|| ActionError::Refused(format!("{reference} not resolved")))??;
+    let from = current.commit;
+    let Some(to) = to.or_else(|| rollback_target(store, env, &from)) else {
+        return Err(ActionError::Refused(format!(
+            "nothing to roll back to: {env} has no verified or earlier converged commit other than {}; name one with --to",
+            from.short(12)
+        )));
+    };
+    if to == from {
+        return Err(ActionError::Refused(format!("{reference} already points at {}", to.short(12))));
+    }
+    let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
+    let message = format!("gitstate: roll back {} ({})", from.short(12), why.as_deref().unwrap_or("by hand"));
+    if let Err(e) = source.move_ref(&current.reference, &from, &to, &message).await {
+        let error = gitstate_core::error_chain(&e);
+        let kind = EventKind::RollbackRefused { from, to, error: error.clone() };
+        store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await?;
+        return Err(ActionError::Refused(error));
+    }
+    record_rollback(store, env, from, to, actor, why.as_deref(), now).await?;
+    Ok(RolledBack { from, to })
+}
+
+/// After the ref of `env` moved back from `from` to `to` (by [`rollback`], or by the
+/// loop's own rollback, which records its `rolled_back` event itself): `from` vetoed,
+/// and, unless the loop did it, the `rolled_back` event.
+pub async fn record_rollback(
+    store: &dyn Store,
+    env: &EnvName,
+    from: CommitId,
+    to: CommitId,
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let why =
+        format!("rolled back to {}{}", to.short(12), reason.map(|r| format!(": {r}")).unwrap_or_default());
+    veto(store, env, from, actor, Some(&why), now).await?;
+    if actor.via != "loop" {
+        let kind = EventKind::RolledBack {
+            from,
+            to,
+            reason: reason.map(str::to_owned),
+            by: actor.by.to_owned(),
+            via: actor.via.to_owned(),
+        };
+        store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await?;
+    }
+    Ok(())
+}
