@@ -12,6 +12,7 @@ pub mod journal;
 pub mod model;
 pub mod moto;
 pub mod postgres;
+pub mod prometheus;
 pub mod ssh;
 pub mod tls;
 
@@ -24,6 +25,7 @@ pub use http::{Behavior, TestServer};
 pub use journal::MemoryJournal;
 pub use moto::{Moto, Resource};
 pub use postgres::Postgres;
+pub use prometheus::Prometheus;
 pub use ssh::SshServer;
 
 /// Cases for a property test that starts real processes or servers per case: `default`
