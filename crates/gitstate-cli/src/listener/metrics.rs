@@ -30,6 +30,18 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvResult {
+    environment: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvCheck {
+    environment: String,
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollResult {
     result: String,
 }
@@ -69,12 +81,18 @@ struct EnvRow {
     in_sync: Option<bool>,
     suspended: Option<bool>,
     instances: Option<[i64; Status::ALL.len()]>,
-    alarms: Option<[bool; 3]>,
+    alarms: Option<[bool; 5]>,
     expected_since: Option<f64>,
 }
 
 impl EnvGauges {
-    const ALARMS: [AlarmKind; 3] = [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Unreachable];
+    const ALARMS: [AlarmKind; 5] = [
+        AlarmKind::Drift,
+        AlarmKind::Diverged,
+        AlarmKind::Unreachable,
+        AlarmKind::Degraded,
+        AlarmKind::Vetoed,
+    ];
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, EnvRow>> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
@@ -178,6 +196,10 @@ pub struct Metrics {
     notifications: Family<SinkOutcome, Counter>,
     webhooks: Family<Outcome, Counter>,
     ref_polls: Family<PollResult, Counter>,
+    verifications: Family<EnvResult, Counter>,
+    check_failures: Family<EnvCheck, Counter>,
+    /// The `check_failures` series made, so that a removed environment's go too.
+    checks_seen: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     last_full_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
     /// Set once a full pass has completed (`/readyz`).
@@ -218,6 +240,9 @@ impl Metrics {
             notifications: Family::default(),
             webhooks: Family::default(),
             ref_polls: Family::default(),
+            verifications: Family::default(),
+            check_failures: Family::default(),
+            checks_seen: Default::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -233,6 +258,16 @@ impl Metrics {
             "ref_polls",
             "Ref polls by result (changed: some environment passed at once; unchanged)",
             m.ref_polls.clone(),
+        );
+        registry.register(
+            "verification",
+            "Soaks after a deploy that ended, by environment and result (verified, degraded)",
+            m.verifications.clone(),
+        );
+        registry.register(
+            "check_failures",
+            "Failed runs of soak checks, by environment and check",
+            m.check_failures.clone(),
         );
         registry.register(
             "reconcile_passes",
@@ -329,8 +364,26 @@ impl Metrics {
         }
         drop(envs);
         for e in &out.events {
-            if let EventKind::Converged { lag_s: Some(lag_s), .. } = e.kind {
-                self.lag.get_or_create(&Env { environment: e.environment.to_string() }).observe(lag_s);
+            let environment = || e.environment.to_string();
+            match &e.kind {
+                EventKind::Converged { lag_s: Some(lag_s), .. } => {
+                    self.lag.get_or_create(&Env { environment: environment() }).observe(*lag_s);
+                }
+                EventKind::Verified { .. } => {
+                    let result = EnvResult { environment: environment(), result: "verified".into() };
+                    self.verifications.get_or_create(&result).inc();
+                }
+                EventKind::Degraded { .. } => {
+                    let result = EnvResult { environment: environment(), result: "degraded".into() };
+                    self.verifications.get_or_create(&result).inc();
+                }
+                EventKind::CheckFailed { check, .. } => {
+                    let failed = EnvCheck { environment: environment(), check: check.clone() };
+                    self.check_failures.get_or_create(&failed).inc();
+                    let mut seen = self.checks_seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.insert((failed.environment, failed.check));
+                }
+                _ => {}
             }
         }
         for (name, outcome) in &out.remediations {
@@ -397,6 +450,17 @@ impl Metrics {
             self.remediations
                 .remove(&EnvOutcome { environment: environment.into(), outcome: outcome.into() });
         }
+        for result in ["verified", "degraded"] {
+            self.verifications.remove(&EnvResult { environment: environment.into(), result: result.into() });
+        }
+        let mut seen = self.checks_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|(env, check)| {
+            let gone = env == environment;
+            if gone {
+                self.check_failures.remove(&EnvCheck { environment: env.clone(), check: check.clone() });
+            }
+            !gone
+        });
     }
 
     /// The OpenMetrics text exposition, whole (what a scrape of [`Self::exposition`] reads).
@@ -502,7 +566,7 @@ mod tests {
                 let r = row(&mut envs, &EnvName::new(&format!("env-{i:05}")).unwrap());
                 (r.in_sync, r.suspended, r.instances) =
                     (Some(i % 2 == 0), Some(false), Some([1; Status::ALL.len()]));
-                r.alarms = Some([i % 3 == 0, false, false]);
+                r.alarms = Some([i % 3 == 0, false, false, false, false]);
                 // Only some have seen their expected commit change.
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
             }
@@ -526,7 +590,7 @@ mod tests {
         assert_eq!(count("gitstate_environment_in_sync"), Some(n));
         assert_eq!(count("gitstate_environment_suspended"), Some(n));
         assert_eq!(count("gitstate_instances"), Some(n * Status::ALL.len()));
-        assert_eq!(count("gitstate_alarms_open"), Some(n * 3));
+        assert_eq!(count("gitstate_alarms_open"), Some(n * 5));
         assert_eq!(count("gitstate_expected_commit_change_timestamp_seconds"), Some(n.div_ceil(5)));
         assert_eq!(count("gitstate_reconcile_passes"), Some(1));
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00002\"} 1\n"));
@@ -559,7 +623,7 @@ mod tests {
             let mut envs = m.envs.write();
             let r = row(&mut envs, &name);
             (r.in_sync, r.suspended, r.instances, r.alarms, r.expected_since) =
-                (Some(true), Some(false), Some([1; Status::ALL.len()]), Some([true; 3]), Some(1.0));
+                (Some(true), Some(false), Some([1; Status::ALL.len()]), Some([true; 5]), Some(1.0));
             drop(envs);
             m.lag.get_or_create(&Env { environment: env.into() }).observe(2.0);
             m.remediation(env, false);
