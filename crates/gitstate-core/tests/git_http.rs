@@ -51,3 +51,31 @@ fn smart_http_ls_refs_and_mirror() {
     assert!(!err.contains("s3cret"), "secret leaked: {err}");
     assert!(format!("{with_secret:?}").contains("***@127.0.0.1"));
 }
+
+/// SPEC §15 over smart HTTP: a rollback is `git push --force-with-lease` from the mirror
+/// through `git http-backend` (receive-pack on); a stale lease is refused, nothing moves.
+#[test]
+fn a_rollback_pushes_with_a_lease_over_http_backend() {
+    use gitstate_core::{ExpectedError, ExpectedState};
+    let work = Repo::new();
+    let c = work.commits(3, "c");
+    let prod = "refs/heads/environments/production";
+    work.update_ref(prod, &c[2]);
+    let base = tempfile::tempdir().unwrap();
+    let bare = base.path().join("repo.git");
+    gitstate_testkit::git(base.path(), &["init", "-q", "--bare", "repo.git"]);
+    gitstate_testkit::git(&bare, &["config", "http.receivepack", "true"]);
+    work.git(&["push", "-q", &bare.display().to_string(), "refs/heads/*:refs/heads/*"]);
+    let server = gitstate_testkit::git_http_backend(base.path());
+    let url = format!("http://127.0.0.1:{}/repo.git", server.port);
+    let state = tempfile::tempdir().unwrap();
+    let src = GitSource::mirrored(&url, &state.path().join("mirror.git")).unwrap();
+    let id = |i: usize| CommitId::parse(&c[i]).unwrap();
+    futures::executor::block_on(src.move_ref(prod, &id(2), &id(1), "gitstate: roll back")).unwrap();
+    assert_eq!(gitstate_testkit::git(&bare, &["rev-parse", prod]), c[1]);
+    let err =
+        futures::executor::block_on(src.move_ref(prod, &id(2), &id(0), "gitstate: roll back")).unwrap_err();
+    assert!(matches!(err, ExpectedError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("stale info"), "{err}");
+    assert_eq!(gitstate_testkit::git(&bare, &["rev-parse", prod]), c[1], "nothing moved");
+}

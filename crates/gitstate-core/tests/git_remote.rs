@@ -340,3 +340,37 @@ proptest::proptest! {
         proptest::prop_assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 }
+
+/// SPEC §15 on a remote: the ref moved with `git push --force-with-lease` from the mirror,
+/// over a real `git daemon` with receive-pack on (`git http-backend`: tests/git_http.rs);
+/// a lease on a commit the ref no longer points at is refused, and nothing moves.
+#[test]
+fn a_rollback_pushes_with_a_lease_over_git_daemon() {
+    use gitstate_core::ExpectedState;
+    let f = fixture();
+    let bare = f.base.path().join("repo.git");
+    let daemon = gitstate_testkit::git_daemon_pushable(f.base.path());
+    let prod = "refs/heads/environments/production";
+    let id = |i: usize| CommitId::parse(&f.c[i]).unwrap();
+    let remote_ref = || gitstate_testkit::git(&bare, &["rev-parse", prod]);
+    for (url, from, to) in [(format!("git://127.0.0.1:{}/repo.git", daemon.port), 4, 3)] {
+        let mirror = tempfile::tempdir().unwrap();
+        let src = GitSource::mirrored(&url, &mirror.path().join("m.git")).unwrap();
+        futures::executor::block_on(src.move_ref(prod, &id(from), &id(to), "gitstate: roll back"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(remote_ref(), f.c[to], "{url}");
+        // The lease: the ref is at `to` now, not `from`.
+        let err = futures::executor::block_on(src.move_ref(prod, &id(from), &id(0), "gitstate: roll back"))
+            .unwrap_err();
+        assert!(matches!(err, ExpectedError::Refused { .. }), "{url}: {err}");
+        assert!(
+            err.to_string().contains("stale info") || err.to_string().contains("rejected"),
+            "{url}: {err}"
+        );
+        assert_eq!(remote_ref(), f.c[to], "{url}: nothing moved");
+    }
+    // A remote without a mirror cannot be moved.
+    let bare_only = GitSource::remote(&format!("git://127.0.0.1:{}/repo.git", daemon.port)).unwrap();
+    let err = futures::executor::block_on(bare_only.move_ref(prod, &id(1), &id(0), "x")).unwrap_err();
+    assert!(err.to_string().contains("without a mirror"), "{err}");
+}

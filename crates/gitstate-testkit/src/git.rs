@@ -147,6 +147,15 @@ pub fn accepts(port: u16) -> bool {
 
 /// `git daemon` serving every repository under `base` on git://127.0.0.1:port/.
 pub fn git_daemon(base: &Path) -> Server {
+    git_daemon_with(base, "--enable=upload-pack")
+}
+
+/// `git daemon` that also accepts pushes (`receive-pack` enabled).
+pub fn git_daemon_pushable(base: &Path) -> Server {
+    git_daemon_with(base, "--enable=receive-pack")
+}
+
+fn git_daemon_with(base: &Path, enable: &str) -> Server {
     let spawn = |port: u16| {
         git_cmd(base)
             .args([
@@ -154,6 +163,7 @@ pub fn git_daemon(base: &Path) -> Server {
                 "--export-all",
                 "--reuseaddr",
                 "--enable=upload-pack",
+                enable,
                 &format!("--base-path={}", base.display()),
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),

@@ -67,13 +67,21 @@ fn run(
     if out.status.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    // `push --porcelain` says why a ref was refused on stdout (`!<TAB>src:dst<TAB>[rejected]
+    // (stale info)`); the rest of what git says is on stderr.
+    let refusals: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix('!'))
+        .filter_map(|l| l.split('\t').nth(2))
+        .map(|why| format!("{why}\n"))
+        .collect();
+    let mut text = refusals + &String::from_utf8_lossy(&out.stderr);
     if let Some((url, shown)) = secret {
         text = text.replace(url, shown);
     }
     let text = crate::redact_text(&text);
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let said = lines[lines.len().saturating_sub(3)..].join("; ");
+    let said = lines[..lines.len().min(3)].join("; ");
     Err(refused(reference, if said.is_empty() { format!("git failed ({})", out.status) } else { said }))
 }
 
