@@ -419,3 +419,57 @@ fn controls_suspend_freeze_and_retry() {
     let d5 = reconcile_with(commit('a'), &of(BEHIND), Some(&d4.state), &p, retry, at(2000));
     assert!(remediations(std::slice::from_ref(&d5)).is_empty(), "one retry per request");
 }
+
+/// `drift_detected` is written when an incident opens (or reopens after an in-sync pass),
+/// not on every pass of the same incident.
+#[test]
+fn drift_detected_once_per_opening() {
+    let p = policy();
+    let ds = run(
+        &p,
+        &[
+            (0, 'a', SYNC),
+            (10, 'a', BEHIND),
+            (20, 'a', BEHIND),
+            (30, 'a', BEHIND),
+            (40, 'a', SYNC),
+            (50, 'a', BEHIND),
+        ],
+    );
+    let opened: Vec<usize> = ds
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.events.iter().any(|e| matches!(e, EventKind::DriftDetected { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(opened, [1, 5]);
+}
+
+/// In sync while suspended or frozen: the phase says so (an operator looking at
+/// `status` sees why nothing would be done); a flapping drift alarm held open by
+/// `keep_firing_for` still shows as `alarm`.
+#[test]
+fn in_sync_while_suspended_shows_suspended() {
+    let p = policy();
+    let suspended = Controls { suspended: Some(None), ..Controls::default() };
+    let d = reconcile_with(commit('a'), &of(SYNC), None, &p, suspended.clone(), at(0));
+    assert_eq!(d.phase, Phase::Suspended);
+    let frozen = Controls { frozen_until: Some(at(100)), ..Controls::default() };
+    let d = reconcile_with(commit('a'), &of(SYNC), None, &p, frozen, at(0));
+    assert_eq!(d.phase, Phase::Frozen);
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(100)));
+    let d = reconcile_with(commit('a'), &of(SYNC), None, &p, Controls::default(), at(0));
+    assert_eq!(d.phase, Phase::InSync);
+
+    // Flapping with the drift alarm open, then in sync while suspended: still `alarm`.
+    let p = Policy {
+        grace: Duration::ZERO,
+        max_attempts: 0,
+        keep_firing_for: Duration::from_secs(600),
+        ..policy()
+    };
+    let ds = run(&p, &[(0, 'a', SYNC), (10, 'a', BEHIND)]);
+    assert_eq!(ds[1].phase, Phase::Alarm);
+    let d = reconcile_with(commit('a'), &of(SYNC), Some(&ds[1].state), &p, suspended, at(20));
+    assert_eq!((d.phase, d.reason), (Phase::Alarm, Reason::KeepFiring { until: at(620) }));
+}
