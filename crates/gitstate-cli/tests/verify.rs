@@ -178,3 +178,28 @@ fn a_rollback_is_refused_when_the_ref_moved_meanwhile() {
     assert!(text.contains("not moved"), "{text}");
     assert_eq!(repo.git(&["rev-parse", REF]), c[2], "nothing moved");
 }
+
+/// The soak's end is in the store: a `watch` killed with SIGKILL mid-soak and started
+/// again resumes it with the time it had left, not a fresh soak.
+#[test]
+fn a_soak_interrupted_by_kill_9_resumes_with_the_time_left() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    smoke_script(&l, "no commit is bad here");
+    let verify = VERIFY.replace("soak = \"3s\"", "soak = \"6s\"");
+    let cfg = l.config(&verify, FAST);
+    let mut w = watch(&cfg);
+    wait_for(Duration::from_secs(30), "the soak to start", || !events_named(&l, "verification_started").is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    w.child.kill().unwrap(); // SIGKILL
+    w.child.wait().unwrap();
+    let _w = watch(&cfg);
+    wait_for(Duration::from_secs(30), "verified", || !events_named(&l, "verified").is_empty());
+    let started = events_named(&l, "verification_started");
+    assert_eq!(started.len(), 1, "resumed, not started again: {started:?}");
+    let at = |e: &Value| e["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let took = at(&events_named(&l, "verified")[0]).duration_since(at(&started[0]));
+    assert!(took >= jiff::SignedDuration::from_secs(6), "the whole soak: {took:?}");
+    assert!(took < jiff::SignedDuration::from_secs(9), "the time left, not a new soak: {took:?}");
+    assert_eq!(status(&cfg)["verification"]["until"], started[0]["until"]);
+}
