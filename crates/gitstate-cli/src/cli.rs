@@ -68,6 +68,8 @@ pub enum Command {
     Veto(VetoArgs),
     /// Lift a veto.
     Unveto(VetoArgs),
+    /// Make the commit every instance runs (a hotfix deployed by hand) the expected one.
+    Adopt(Adopt),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -151,6 +153,20 @@ pub struct Rollback {
     #[arg(long, value_name = "REV")]
     pub to: Option<String>,
     /// Why, for the reflog, the events and whoever reads `status` next.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `gitstate adopt`.
+#[derive(Debug, Args)]
+pub struct Adopt {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The environment.
+    #[arg(value_name = "ENV")]
+    pub environment: String,
+    /// Why, for the reflog and the events.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
 }

@@ -189,7 +189,9 @@ fn a_soak_interrupted_by_kill_9_resumes_with_the_time_left() {
     let verify = VERIFY.replace("soak = \"3s\"", "soak = \"6s\"");
     let cfg = l.config(&verify, FAST);
     let mut w = watch(&cfg);
-    wait_for(Duration::from_secs(30), "the soak to start", || !events_named(&l, "verification_started").is_empty());
+    wait_for(Duration::from_secs(30), "the soak to start", || {
+        !events_named(&l, "verification_started").is_empty()
+    });
     std::thread::sleep(Duration::from_secs(2));
     w.child.kill().unwrap(); // SIGKILL
     w.child.wait().unwrap();
@@ -202,4 +204,61 @@ fn a_soak_interrupted_by_kill_9_resumes_with_the_time_left() {
     assert!(took >= jiff::SignedDuration::from_secs(6), "the whole soak: {took:?}");
     assert!(took < jiff::SignedDuration::from_secs(9), "the time left, not a new soak: {took:?}");
     assert_eq!(status(&cfg)["verification"]["until"], started[0]["until"]);
+}
+
+/// `gitstate adopt`: a hotfix running on every instance becomes the expected commit (the
+/// ref moved with a reflog line naming it, the drift alarm resolved, nothing deployed);
+/// instances that disagree, or a commit the repository does not have, exit 2 and move
+/// nothing.
+#[test]
+fn adopt_makes_the_hotfix_every_instance_runs_the_expected_commit() {
+    let l = Loop::new();
+    l.deploy_script("exit 0");
+    // Observe mode: the hotfix raises the drift alarm and nobody overwrites it.
+    let cfg = l.config("mode = \"observe\"\ngrace = \"0s\"", "");
+    l.serve(&l.c[2]);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 1);
+    assert_eq!(status(&cfg)["alarm"]["kind"], "drift");
+
+    // A commit the repository does not have: refused.
+    l.serve(&"e".repeat(40));
+    let r = with_config(&cfg, &["adopt", "production"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not in the repository (push the hotfix commit first"), "{}", r.stderr);
+    assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[1]);
+
+    // Two instances that disagree: refused.
+    let two = std::fs::read_to_string(&cfg).unwrap().replacen(
+        &format!("urls = [\"{}\"]", l.server.url("/meta")),
+        &format!("urls = [\"{}\", \"{}\"]", l.server.url("/meta"), l.server.url("/other")),
+        1,
+    );
+    std::fs::write(l.path().join("other.json"), format!("{{\"sha\":\"{}\"}}", l.c[3])).unwrap();
+    l.server.route("/other", Behavior::File(l.path().join("other.json")));
+    std::fs::create_dir(l.path().join("two")).unwrap();
+    let cfg2 = write_config(&l.path().join("two"), &two);
+    l.serve(&l.c[2]);
+    let r = with_config(&cfg2, &["adopt", "production"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("the instances disagree"), "{}", r.stderr);
+    assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[1]);
+
+    // Every instance runs the hotfix: adopted.
+    let r = with_config(&cfg, &["adopt", "production", "--reason", "hotfix for INC-42"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[2]);
+    let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
+    assert_eq!(
+        reflog.lines().next().unwrap(),
+        format!("gitstate: adopt {} (hotfix for INC-42)", &l.c[2][..12])
+    );
+    let adopted = events_named(&l, "adopted");
+    assert_eq!(adopted[0]["to"], l.c[2].as_str());
+    assert_eq!(adopted[0]["via"], "cli");
+    let r = with_config(&cfg, &["reconcile", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(status(&cfg)["phase"], "in_sync");
+    assert!(l.attempts().is_empty(), "nothing deployed: {:?}", l.attempts());
+    let resolved = events_named(&l, "alarm_resolved");
+    assert_eq!(resolved[0]["alarm"], "drift");
 }

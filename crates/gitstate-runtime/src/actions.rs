@@ -178,3 +178,87 @@ pub async fn record_rollback(
     }
     Ok(())
 }
+
+/// What an adoption did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adopted {
+    /// The commit the ref pointed at.
+    pub from: CommitId,
+    /// The hotfix every instance runs, the ref's commit now.
+    pub to: CommitId,
+}
+
+/// Adopts a hotfix deployed by hand (SPEC §15): when every instance of `report` (a check
+/// pass of `env`, made just now) runs the same commit X that is not the expected one
+/// (`ahead` or `diverged`), the ref moves to X — a compare-and-swap on the expected
+/// commit, with a reflog entry naming X and the reason — and `adopted` is recorded.
+/// Refused when the instances disagree, report something else, or X is not in the
+/// repository (a remote's mirror fetches first: "push the hotfix commit first").
+#[allow(clippy::too_many_arguments)]
+pub async fn adopt(
+    source: &dyn ExpectedState,
+    store: &dyn Store,
+    env: &EnvName,
+    report: &gitstate_core::EnvironmentReport,
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<Adopted, ActionError> {
+    use gitstate_core::{Relation, ReportedCommit, Status};
+    let refuse = |why: String| Err(ActionError::Refused(why));
+    let Some(from) = report.expected else {
+        return refuse(format!("{env}: {}", report.error.as_deref().unwrap_or("the ref did not resolve")));
+    };
+    let mut running: Vec<(&str, Status, Option<&str>)> = Vec::new();
+    for t in &report.targets {
+        if t.instances.is_empty() {
+            return refuse(format!(
+                "target {} could not be read: {}",
+                t.name,
+                t.error.as_deref().unwrap_or("no instance")
+            ));
+        }
+        running.extend(t.instances.iter().map(|i| (i.id.as_str(), i.status, i.actual.as_deref())));
+    }
+    let Some(&(_, _, Some(first))) = running.first() else {
+        return refuse(format!("{env}: no instance reported a commit"));
+    };
+    if let Some((id, status, actual)) = running.iter().find(|(_, _, a)| *a != Some(first)) {
+        return refuse(format!(
+            "the instances disagree: {id} runs {} ({status}) where another runs {first}; adopt needs one commit everywhere",
+            actual.unwrap_or("nothing")
+        ));
+    }
+    if running.iter().all(|(_, s, _)| *s == Status::InSync) {
+        return refuse(format!("{env} already runs its expected commit {}", from.short(12)));
+    }
+    let Ok(to) = CommitId::parse(first) else {
+        return refuse(format!(
+            "the instances report {first:?}, not a full commit id: adopt needs the whole id"
+        ));
+    };
+    let reported = ReportedCommit::parse(first).map_err(|e| ActionError::Refused(e.to_string()))?;
+    match source.relate(&from, &[reported]).await?.first() {
+        Some(Relation::UnknownCommit | Relation::Drifted) | None => {
+            return refuse(format!(
+                "{} is not in the repository (push the hotfix commit first, then adopt it)",
+                to.short(12)
+            ));
+        }
+        Some(_) => {}
+    }
+    let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
+    let message = format!(
+        "gitstate: adopt {} ({})",
+        to.short(12),
+        why.as_deref().unwrap_or("hotfix running everywhere")
+    );
+    source
+        .move_ref(&report.reference, &from, &to, &message)
+        .await
+        .map_err(|e| ActionError::Refused(gitstate_core::error_chain(&e)))?;
+    let kind =
+        EventKind::Adopted { from, to, by: actor.by.to_owned(), via: actor.via.to_owned(), reason: why };
+    store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await?;
+    Ok(Adopted { from, to })
+}

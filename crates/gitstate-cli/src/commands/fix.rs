@@ -1,4 +1,4 @@
-//! `gitstate rollback`, `veto` and `unveto` (SPEC §15): the runtime's actions
+//! `gitstate rollback`, `veto`, `unveto` and `adopt` (SPEC §15): the runtime's actions
 //! ([`gitstate_runtime::actions`]) for one environment, by whoever runs them, with or
 //! without a running `watch`. A refusal (the ref moved, nothing to roll back to, a commit
 //! not vetoed) exits 2 with the reason.
@@ -8,7 +8,7 @@ use gitstate_runtime::actions::{self, Actor};
 use gitstate_runtime::controls::os_user;
 use jiff::Timestamp;
 
-use crate::cli::{Rollback, VetoArgs};
+use crate::cli::{Adopt, Rollback, VetoArgs};
 use crate::{exit, plan, stores};
 
 /// The environment named, known to the configuration, with its ref and the source.
@@ -75,6 +75,39 @@ pub async fn rollback(args: Rollback) -> anyhow::Result<i32> {
                 done.to.short(12),
                 done.from.short(12),
                 done.from.short(12),
+            );
+            Ok(exit::IN_SYNC)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// Runs `adopt`: probes the environment now (as `check` does), then adopts what every
+/// instance runs.
+pub async fn adopt(args: Adopt) -> anyhow::Result<i32> {
+    let config = super::load_config(args.config.config.as_deref())?;
+    let mut plan =
+        plan::build(&config, std::slice::from_ref(&args.environment), gitstate_http::KeepAlive::Shared)
+            .await?;
+    let engine = plan.check_engine(&config);
+    let specs = &mut plan.specs;
+    let Some(env) = specs.first().map(|s| s.name.clone()) else {
+        anyhow::bail!("unknown environment {:?}", args.environment);
+    };
+    let now = Timestamp::now();
+    let out = engine.run_pass(specs, &Default::default(), gitstate_core::PassMode::Check, now).await;
+    let report = &out.report.environments[0];
+    let source = plan::source(&config)?;
+    let store = stores::for_control(&config).await?;
+    let user = os_user();
+    let actor = Actor { by: &user, via: "cli" };
+    match actions::adopt(&source, &*store, &env, report, actor, args.reason.as_deref(), now).await {
+        Ok(done) => {
+            println!(
+                "{env}: {} moved from {} to {}, the commit every instance runs",
+                report.reference,
+                done.from.short(12),
+                done.to.short(12)
             );
             Ok(exit::IN_SYNC)
         }

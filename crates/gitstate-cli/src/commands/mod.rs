@@ -33,6 +33,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Rollback(a) => runtime()?.block_on(fix::rollback(a)),
         Command::Veto(a) => runtime()?.block_on(fix::veto(a)),
         Command::Unveto(a) => runtime()?.block_on(fix::unveto(a)),
+        Command::Adopt(a) => runtime()?.block_on(fix::adopt(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {
