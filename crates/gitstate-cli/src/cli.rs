@@ -61,8 +61,7 @@ pub enum Command {
     Resume(Control),
     /// A fresh set of remediation attempts for environments, at once.
     Retry(Control),
-    /// Move an environment's ref back from its commit (to the last verified one, or --to)
-    /// and veto the commit rolled back from.
+    /// Move an environment's ref back to a good commit in Git, and veto the bad one.
     Rollback(Rollback),
     /// Never deploy a commit to an environment while its ref points at it.
     Veto(VetoArgs),
