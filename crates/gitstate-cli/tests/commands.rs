@@ -328,6 +328,12 @@ fn demo_shows_the_whole_story() {
         "$ gitstate retry production",
         "RESOLVED drift alarm for production resolved (converged)",
         "Watch it on the dashboard: http://127.0.0.1:",
+        "ALARM degraded alarm",
+        "gitstate: roll back ",
+        "(degraded: 2 failed check run(s) during the soak; rolling back)",
+        "by gitstate (loop): rolled back to ",
+        "gitstate: adopt ",
+        "nothing was redeployed",
     ] {
         assert!(r.stdout.contains(needle), "demo output lacks {needle:?}:\n{}", r.stdout);
     }

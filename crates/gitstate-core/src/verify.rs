@@ -290,8 +290,10 @@ pub fn checks_due(
     verify: Option<&Verify>,
     now: Timestamp,
 ) -> bool {
-    let Some(verify) = verify else { return false };
-    if !in_sync || verify.checks.is_empty() || verified.contains(commit) {
+    if verify.is_none() {
+        return false;
+    }
+    if !in_sync || verified.contains(commit) {
         return false;
     }
     match verification.filter(|v| v.sha == *commit) {

@@ -353,7 +353,8 @@ fn a_rollback_pushes_with_a_lease_over_git_daemon() {
     let prod = "refs/heads/environments/production";
     let id = |i: usize| CommitId::parse(&f.c[i]).unwrap();
     let remote_ref = || gitstate_testkit::git(&bare, &["rev-parse", prod]);
-    for (url, from, to) in [(format!("git://127.0.0.1:{}/repo.git", daemon.port), 4, 3)] {
+    let (url, from, to) = (format!("git://127.0.0.1:{}/repo.git", daemon.port), 4, 3);
+    {
         let mirror = tempfile::tempdir().unwrap();
         let src = GitSource::mirrored(&url, &mirror.path().join("m.git")).unwrap();
         futures::executor::block_on(src.move_ref(prod, &id(from), &id(to), "gitstate: roll back"))

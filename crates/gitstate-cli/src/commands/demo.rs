@@ -2,8 +2,9 @@
 //! environment ref, serves a target on 127.0.0.1 that reports the commit it runs, and then
 //! shows — in a few seconds, in plain words — drift detected and explained with the
 //! history, the deploy re-triggered, the target converged with the lag measured, a hotfix
-//! left alone with an alarm, and a failing deploy backing off into an alarm that resolves
-//! when the deploy is fixed. Needs only this binary and git.
+//! left alone with an alarm, a failing deploy backing off into an alarm that resolves
+//! when the deploy is fixed, a release that fails its checks after the deploy rolled back
+//! in Git and vetoed, and a hotfix deployed by hand adopted. Needs only this binary and git.
 
 use std::io::IsTerminal as _;
 use std::path::Path;
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use gitstate_core::git::GitSource;
+use gitstate_core::verify::{Check, CheckContext, OnDegraded, Verify};
 use gitstate_core::{
-    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, EnvName, EnvironmentSpec, PassMode, PassOutcome,
-    Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError, TargetSpec,
+    ActionReport, AlarmEvent, AlarmNotification, AlarmSink, EnvName, EnvironmentSpec, EventKind, PassMode,
+    PassOutcome, Phase, Policy, RemediationOutcome, RemediationRequest, Remediator, SinkError, TargetSpec,
 };
 use gitstate_http::{HttpClients, HttpProbe, HttpTarget};
 use gitstate_runtime::{Controller, FileStore};
@@ -45,6 +47,9 @@ pub async fn run() -> anyhow::Result<i32> {
     let url = format!("http://127.0.0.1:{port}/.well-known/deployment-meta.json");
 
     let deploy = Arc::new(DemoDeploy { served: served.clone(), broken: AtomicBool::new(false) });
+    // The smoke check after each deploy: it fails while the service runs `bad`.
+    let bad = Arc::new(Mutex::new(String::new()));
+    let smoke = Arc::new(DemoCheck { served: served.clone(), bad: bad.clone() });
     let clients = HttpClients::new(16)?;
     let mut target = HttpTarget::new(vec![url.parse()?]);
     target.timeout = Duration::from_secs(2);
@@ -59,15 +64,23 @@ pub async fn run() -> anyhow::Result<i32> {
             backoff: Duration::from_millis(1500),
             backoff_max: Duration::from_secs(5),
             max_attempts: 2,
+            verify: Some(Verify {
+                soak: Duration::from_secs(1),
+                every: Duration::from_millis(200),
+                failures: 2,
+                on_degraded: OnDegraded::Rollback,
+                ..Verify::default()
+            }),
             ..Policy::default()
         },
         controls: gitstate_core::Controls::default(),
-        checks: Vec::new(),
+        checks: vec![smoke],
     };
     // State and events in the sandbox, so that the dashboard shows what `watch` would.
     let store = Arc::new(FileStore::open(&dir.path().join(".gitstate"))?);
     let name = env.name.clone();
-    let controller = Controller::builder(Arc::new(GitSource::local(repo)?), store.clone())
+    let source = GitSource::local(repo)?;
+    let controller = Controller::builder(Arc::new(source.clone()), store.clone())
         .environment(env)
         .sink(Arc::new(PrintSink { paint: p }))
         .build();
@@ -139,7 +152,8 @@ pub async fn run() -> anyhow::Result<i32> {
     );
     deploy.broken.store(false, Ordering::SeqCst);
     println!("  $ gitstate retry production");
-    gitstate_runtime::controls::retry(&*store, &[name], "demo", jiff::Timestamp::now()).await?;
+    gitstate_runtime::controls::retry(&*store, std::slice::from_ref(&name), "demo", jiff::Timestamp::now())
+        .await?;
     demo.reconcile_pass().await?;
     demo.until_in_sync(Duration::from_secs(10)).await?;
     println!(
@@ -147,6 +161,48 @@ pub async fn run() -> anyhow::Result<i32> {
         p.good("✓"),
         &commits[6][..7],
     );
+
+    step(&p, 6, "A release that deploys fine but fails its checks: rolled back in Git, and vetoed");
+    demo.until_verified(Duration::from_secs(10)).await?;
+    println!("{} is verified: it ran a 1 s soak with its smoke check passing.", &commits[6][..7]);
+    commits.push(commit(repo, "feature: new checkout flow")?);
+    *bad.lock().unwrap_or_else(|e| e.into_inner()) = commits[7].clone();
+    git(repo, &["update-ref", REF, &commits[7]])?;
+    demo.until_rolled_back(Duration::from_secs(15)).await?;
+    println!("  $ git reflog -1 --format=%gs {REF}");
+    println!("  {}", git(repo, &["reflog", "-1", "--format=%gs", REF])?);
+    let vetoes = gitstate_runtime::Store::overrides(&*store)?.vetoes(&name).to_vec();
+    let Some(veto) = vetoes.iter().find(|v| v.sha.as_str() == commits[7]) else {
+        bail!("the demo's rolled-back commit was not vetoed");
+    };
+    println!(
+        "  veto: {} by {} ({}): {}",
+        veto.sha.short(7),
+        veto.by,
+        veto.via,
+        veto.reason.as_deref().unwrap_or("")
+    );
+    demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!(
+        "{} the ref is back on {}, which runs again; {} is vetoed here until someone runs gitstate unveto.",
+        p.good("✓"),
+        &commits[6][..7],
+        &commits[7][..7],
+    );
+
+    step(&p, 7, "A hotfix deployed by hand, adopted into Git instead of overwritten");
+    let hotfix = commit(repo, "hotfix: checkout total rounding")?;
+    *served.lock().unwrap_or_else(|e| e.into_inner()) = hotfix.clone();
+    println!("  $ gitstate adopt production --reason \"INC-7: rounding hotfix\"");
+    let out = demo.check().await?;
+    let actor = gitstate_runtime::actions::Actor { by: "demo", via: "cli" };
+    let now = jiff::Timestamp::now();
+    let report = &out.report.environments[0];
+    let reason = Some("INC-7: rounding hotfix");
+    gitstate_runtime::actions::adopt(&source, &*store, &name, report, actor, reason, now).await?;
+    println!("  {}", git(repo, &["reflog", "-1", "--format=%gs", REF])?);
+    demo.until_in_sync(Duration::from_secs(10)).await?;
+    println!("{} the ref now says what runs ({}); nothing was redeployed.", p.good("✓"), &hotfix[..7]);
 
     println!();
     println!("{}", p.bold("That is the whole loop. Point gitstate.toml at your repository and targets:"));
@@ -231,6 +287,36 @@ impl Demo {
         Ok(out)
     }
 
+    /// Reconcile passes until the expected commit is verified.
+    async fn until_verified(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.pass(PassMode::Reconcile { dry_run: false }).await?;
+            if out.events.iter().any(|e| matches!(e.kind, EventKind::Verified { .. })) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the demo's commit was not verified in time");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Reconcile passes until the loop rolls the ref back (a degraded soak).
+    async fn until_rolled_back(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.reconcile_pass().await?;
+            if out.events.iter().any(|e| matches!(e.kind, EventKind::RolledBack { .. })) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the demo's bad release was not rolled back in time");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Reconcile passes until in sync; returns the recorded convergence lag.
     async fn until_in_sync(&mut self, limit: Duration) -> anyhow::Result<f64> {
         let deadline = Instant::now() + limit;
@@ -285,6 +371,26 @@ impl Remediator for DemoDeploy {
             exit_code: Some(0),
             output_tail: None,
         }
+    }
+}
+
+/// The demo's smoke check: fails while the service runs the bad release.
+struct DemoCheck {
+    served: Arc<Mutex<String>>,
+    bad: Arc<Mutex<String>>,
+}
+
+#[async_trait]
+impl Check for DemoCheck {
+    fn name(&self) -> &str {
+        "smoke"
+    }
+    async fn run(&self, _cx: &CheckContext<'_>) -> Result<(), String> {
+        let served = self.served.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if served == *self.bad.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err("checkout answers HTTP 500".into());
+        }
+        Ok(())
     }
 }
 

@@ -57,7 +57,11 @@ impl Engine {
                             policy.verify.as_ref(),
                             now,
                         );
-                    let runs = if due { self.run_checks(env, commit).await } else { Vec::new() };
+                    let runs = if due && !env.checks.is_empty() {
+                        self.run_checks(env, commit).await
+                    } else {
+                        Vec::new()
+                    };
                     let mut d = reconcile_checked(
                         expected,
                         assessment,

@@ -190,6 +190,7 @@ impl Loop {
         let specs = self.controlled(None, now);
         let prior = self.store.environments();
         let out = self.once_engine.run_pass(&specs, &prior, mode, now).await;
+        self.veto_rolled_back(&out, now).await;
         self.view.record(out.report.environments.clone());
         let mut store_error = out.journal_error.clone();
         let mut removed = Vec::new();
@@ -204,6 +205,29 @@ impl Loop {
             store_error = store_error.or(Some(e.to_string()));
         }
         Ok(OnePass { outcome: out, removed, store_error })
+    }
+}
+
+impl Loop {
+    /// SPEC §15: a commit the loop rolled back from is vetoed, kept with the controls.
+    async fn veto_rolled_back(&self, out: &PassOutcome, now: jiff::Timestamp) {
+        for e in &out.events {
+            if let gitstate_core::EventKind::RolledBack { from, to, reason, .. } = &e.kind {
+                let actor = crate::actions::Actor { by: "gitstate", via: "loop" };
+                let recorded = crate::actions::record_rollback(
+                    &*self.store,
+                    &e.environment,
+                    *from,
+                    *to,
+                    actor,
+                    reason.as_deref(),
+                    now,
+                );
+                if let Err(err) = recorded.await {
+                    tracing::error!(environment = %e.environment, error = %err, "the rolled-back commit could not be vetoed");
+                }
+            }
+        }
     }
 }
 
@@ -283,24 +307,7 @@ impl Driver for Loop {
         for (name, reason, again) in &out.decisions {
             tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
         }
-        // SPEC §15: a commit the loop rolled back from is vetoed (kept with the controls).
-        for e in &out.events {
-            if let gitstate_core::EventKind::RolledBack { from, to, reason, .. } = &e.kind {
-                let actor = crate::actions::Actor { by: "gitstate", via: "loop" };
-                let recorded = crate::actions::record_rollback(
-                    &*self.store,
-                    &e.environment,
-                    *from,
-                    *to,
-                    actor,
-                    reason.as_deref(),
-                    now,
-                );
-                if let Err(err) = recorded.await {
-                    tracing::error!(environment = %e.environment, error = %err, "the rolled-back commit could not be vetoed");
-                }
-            }
-        }
+        self.veto_rolled_back(&out, now).await;
         let requeue = requeues(&out, self.converging_poll);
         // The reports move to the view (the one copy kept), after the last reader.
         self.view.record(std::mem::take(&mut out.report.environments));
