@@ -62,7 +62,7 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
 
     // A bad commit: deployed, in sync, fails its check twice, degraded, rolled back.
     l.repo.update_ref(REF, &l.c[3]);
-    wait_for(Duration::from_secs(40), "the rollback", || !events_named(&l, "rolled_back").is_empty());
+    wait_for(Duration::from_secs(40), "the rollback and its veto", || !events_named(&l, "veto_added").is_empty());
     let head = l.repo.git(&["rev-parse", REF]);
     assert_eq!(head, l.c[1], "the ref points at the last verified commit again");
     let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
@@ -89,6 +89,18 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     let back = jiff::Timestamp::now();
     let first: jiff::Timestamp = failed[0]["at"].as_str().unwrap().parse().unwrap();
     eprintln!("first failing check → good commit running again: {:?}", back.duration_since(first));
+    // The dashboard: the vetoed commit, the last verified one, the rollback in the events.
+    let (code, page) = gitstate_testkit::http_get(w.port, "/").unwrap();
+    assert_eq!(code, 200);
+    for needle in [
+        format!("⛔ vetoed"),
+        format!("last verified"),
+        format!("rolled back from {} to {} by gitstate (loop)", &l.c[3][..7], &l.c[1][..7]),
+        format!("check smoke failed: ./smoke.sh exited 1"),
+        format!("{} degraded (2 failed check runs)", &l.c[3][..7]),
+    ] {
+        assert!(page.contains(&needle), "the dashboard lacks {needle:?}");
+    }
     let s = status(&cfg);
     assert_eq!(s["vetoes"][0]["sha"], l.c[3].as_str(), "{s}");
     assert_eq!(s["vetoes"][0]["by"], "gitstate");
@@ -195,7 +207,14 @@ fn a_soak_interrupted_by_kill_9_resumes_with_the_time_left() {
     std::thread::sleep(Duration::from_secs(2));
     w.child.kill().unwrap(); // SIGKILL
     w.child.wait().unwrap();
-    let _w = watch(&cfg);
+    let w = watch(&cfg);
+    // The soak's progress on the dashboard: the commit soaking and the time left.
+    let (_, page) = gitstate_testkit::http_get(w.port, "/").unwrap();
+    let done = !events_named(&l, "verified").is_empty();
+    assert!(done || page.contains("⏳ soaking <span class=\"sha\">"), "the dashboard lacks the soak: {page}");
+    assert!(done || page.contains("s left, 0 failed check run(s)"), "{page}");
+    // A soak counts as in sync (SPEC §6).
+    assert!(done || page.contains("1 of 1 environments in sync"), "{page}");
     wait_for(Duration::from_secs(30), "verified", || !events_named(&l, "verified").is_empty());
     let started = events_named(&l, "verification_started");
     assert_eq!(started.len(), 1, "resumed, not started again: {started:?}");

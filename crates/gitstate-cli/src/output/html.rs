@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
+use gitstate_core::verify::VerificationState;
 use gitstate_core::{
     CommitInfo, EnvName, EnvState, EnvironmentReport, Event, EventKind, InstanceObservation, Links, Phase,
     Report, Status,
@@ -38,6 +39,8 @@ pub struct View {
     pub suspensions: BTreeMap<EnvName, gitstate_runtime::controls::Suspension>,
     /// When the open freeze window ends, per environment.
     pub frozen_until: BTreeMap<EnvName, Timestamp>,
+    /// Vetoed commits, per environment (SPEC §15).
+    pub vetoes: BTreeMap<EnvName, Vec<gitstate_runtime::controls::Veto>>,
 }
 
 impl View {
@@ -67,7 +70,12 @@ impl View {
             .iter()
             .filter_map(|(n, w)| gitstate_runtime::controls::frozen_until(w, now).map(|u| (n.clone(), u)))
             .collect();
-        Self { now: Some(now), environments, events, links, suspensions, frozen_until, live: false }
+        let vetoes = states
+            .keys()
+            .map(|n| (n.clone(), overrides.vetoes(n).to_vec()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        Self { now: Some(now), environments, events, links, suspensions, frozen_until, vetoes, live: false }
     }
 }
 
@@ -161,11 +169,12 @@ impl Standing {
     /// How bad, for the order "worst first".
     fn rank(self) -> u8 {
         match self {
-            Standing::Phase(Phase::Alarm) => 0,
+            Standing::Phase(Phase::Alarm | Phase::Degraded | Phase::Vetoed) => 0,
             Standing::Phase(Phase::BackingOff) => 1,
             Standing::Phase(Phase::Remediating) => 2,
             Standing::OutOfSync | Standing::Phase(Phase::Converging | Phase::Observing) => 3,
-            Standing::Phase(Phase::InSync) => 5,
+            Standing::Phase(Phase::InSync) => 6,
+            Standing::Phase(Phase::Verifying) => 5,
             _ => 4,
         }
     }
@@ -173,12 +182,23 @@ impl Standing {
     fn badge(self) -> Markup {
         let (class, mark) = match self {
             Standing::Phase(Phase::InSync) => ("ok", "✓"),
-            Standing::Phase(Phase::Alarm) => ("bad", "✗"),
+            Standing::Phase(Phase::Alarm | Phase::Degraded | Phase::Vetoed) => ("bad", "✗"),
+            Standing::Phase(Phase::Verifying) => ("ok", "⏳"),
             Standing::OutOfSync => ("warn", "▲"),
             Standing::Unknown => ("warn", "?"),
             Standing::Phase(_) => ("warn", "●"),
         };
         html! { span.badge.(class) { (mark) " " (self.name().replace('_', " ")) } }
+    }
+}
+
+/// The time from `now` until `until`, for a person ("42s", "3m").
+fn left(now: Timestamp, until: Timestamp) -> String {
+    let s = until.as_second().saturating_sub(now.as_second()).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
     }
 }
 
@@ -292,6 +312,36 @@ fn environment(
                 @if let Some(until) = view.frozen_until.get(name) {
                     span.warn { "❄ freeze window until " (until.round(jiff::Unit::Second).unwrap_or(*until).to_string()) }
                 }
+                @if let Some(v) = state.and_then(|s| s.verification.as_ref()) {
+                    @let failed = v.failures.len();
+                    @match v.state {
+                        VerificationState::Verifying => span {
+                            "⏳ soaking " (commit_link(&view.links, v.sha.as_str(), html! { (v.sha.short(7)) }))
+                            span.dim { ", " (left(now, v.until)) " left, " (failed) " failed check run(s)" }
+                        },
+                        VerificationState::Verified => span.ok {
+                            "✓ verified " (commit_link(&view.links, v.sha.as_str(), html! { (v.sha.short(7)) }))
+                            span.dim { " " (age(now, v.until)) }
+                        },
+                        VerificationState::Degraded => span.bad {
+                            "✗ degraded " (commit_link(&view.links, v.sha.as_str(), html! { (v.sha.short(7)) }))
+                            ": " (failed) " failed check run(s)"
+                        },
+                    }
+                    @for f in v.failures.iter().rev().take(3) {
+                        span.dim { (f.check) ": " (f.reason) " (" (age(now, f.at)) ")" }
+                    }
+                }
+                @if let Some(good) = state.and_then(|s| s.verified.last()) {
+                    span { span.dim { "last verified " } (commit_link(&view.links, good.as_str(), html! { (good.short(7)) })) }
+                }
+                @for v in view.vetoes.get(name).into_iter().flatten() {
+                    span.bad {
+                        "⛔ vetoed " (commit_link(&view.links, v.sha.as_str(), html! { (v.sha.short(7)) }))
+                        span.dim { " by " (v.by) " (" (v.via) ") " (age(now, v.since)) }
+                        @if let Some(r) = &v.reason { ": " (r) }
+                    }
+                }
                 @if let Some(a) = state.and_then(EnvState::primary_alarm) {
                     span.bad { "✗ " (a.kind.as_str()) " alarm open since " (age(now, a.since)) }
                 }
@@ -346,6 +396,26 @@ fn event_line(e: &Event) -> String {
         EventKind::Converged { .. } => "converged".into(),
         EventKind::EnvironmentRemoved { .. } => "environment removed".into(),
         EventKind::NotificationFailed { sink, alarm, .. } => format!("{alarm} notification to {sink} failed"),
+        EventKind::VerificationStarted { expected, .. } => format!("soak of {} started", expected.short(7)),
+        EventKind::CheckFailed { check, reason, .. } => format!("check {check} failed: {reason}"),
+        EventKind::Verified { expected } => format!("{} verified", expected.short(7)),
+        EventKind::Degraded { expected, failures } => {
+            format!("{} degraded ({failures} failed check runs)", expected.short(7))
+        }
+        EventKind::RolledBack { from, to, by, via, reason } => format!(
+            "rolled back from {} to {} by {by} ({via}){}",
+            from.short(7),
+            to.short(7),
+            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
+        EventKind::RollbackRefused { from, error, .. } => {
+            format!("rollback from {} refused: {error}", from.short(7))
+        }
+        EventKind::VetoAdded { sha, by, via, .. } => format!("{} vetoed by {by} ({via})", sha.short(7)),
+        EventKind::VetoRemoved { sha, by, via, .. } => {
+            format!("veto of {} lifted by {by} ({via})", sha.short(7))
+        }
+        EventKind::Adopted { to, by, via, .. } => format!("hotfix {} adopted by {by} ({via})", to.short(7)),
         _ => serde_json::to_value(&e.kind)
             .ok()
             .and_then(|v| v["event"].as_str().map(str::to_owned))
@@ -370,7 +440,9 @@ pub fn main(view: &View) -> Markup {
     order.sort_by_key(|(n, (s, r))| (Standing::of(s.as_ref(), r.as_ref()).rank(), (*n).clone()));
     let in_sync = order
         .iter()
-        .filter(|(_, (s, r))| matches!(Standing::of(s.as_ref(), r.as_ref()), Standing::Phase(Phase::InSync)))
+        .filter(|(_, (s, r))| {
+            matches!(Standing::of(s.as_ref(), r.as_ref()), Standing::Phase(Phase::InSync | Phase::Verifying))
+        })
         .count();
     html! {
         main data-updated=(now.to_string()) {
