@@ -93,10 +93,10 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     let (code, page) = gitstate_testkit::http_get(w.port, "/").unwrap();
     assert_eq!(code, 200);
     for needle in [
-        format!("⛔ vetoed"),
-        format!("last verified"),
+        "⛔ vetoed".to_string(),
+        "last verified".to_string(),
         format!("rolled back from {} to {} by gitstate (loop)", &l.c[3][..7], &l.c[1][..7]),
-        format!("check smoke failed: ./smoke.sh exited 1"),
+        "check smoke failed: ./smoke.sh exited 1".to_string(),
         format!("{} degraded (2 failed check runs)", &l.c[3][..7]),
     ] {
         assert!(page.contains(&needle), "the dashboard lacks {needle:?}");
