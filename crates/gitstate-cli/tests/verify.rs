@@ -62,7 +62,9 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
 
     // A bad commit: deployed, in sync, fails its check twice, degraded, rolled back.
     l.repo.update_ref(REF, &l.c[3]);
-    wait_for(Duration::from_secs(40), "the rollback and its veto", || !events_named(&l, "veto_added").is_empty());
+    wait_for(Duration::from_secs(40), "the rollback and its veto", || {
+        !events_named(&l, "veto_added").is_empty()
+    });
     let head = l.repo.git(&["rev-parse", REF]);
     assert_eq!(head, l.c[1], "the ref points at the last verified commit again");
     let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);

@@ -63,6 +63,17 @@ struct Pol {
     alarm_on_diverged: bool,
     renotify: u64,
     keep_firing_for: u64,
+    /// `[policy.verify]` (SPEC §15): the soak after a deploy.
+    verify: Option<VPol>,
+}
+
+/// `[policy.verify]`, in milliseconds.
+#[derive(Debug, Clone)]
+struct VPol {
+    soak: u64,
+    every: u64,
+    failures: u32,
+    rollback: bool,
 }
 
 impl Pol {
@@ -86,7 +97,17 @@ impl Pol {
             on_diverged: if self.alarm_on_diverged { OnDiverged::Alarm } else { OnDiverged::Remediate },
             renotify: d(self.renotify),
             keep_firing_for: d(self.keep_firing_for),
-            verify: None,
+            verify: self.verify.as_ref().map(|v| gitstate_core::verify::Verify {
+                soak: d(v.soak),
+                every: d(v.every),
+                failures: v.failures,
+                on_degraded: if v.rollback {
+                    gitstate_core::verify::OnDegraded::Rollback
+                } else {
+                    gitstate_core::verify::OnDegraded::Alarm
+                },
+                ..Default::default()
+            }),
         }
     }
 }
@@ -107,6 +128,9 @@ struct Said {
     /// (since, until)
     suspended: Option<(u64, Option<u64>)>,
     retry_at: Option<u64>,
+    /// Vetoed commits and when, in the order they were vetoed (vetoing again after
+    /// `unveto` is a new veto: the overrides change).
+    vetoes: Vec<(usize, u64)>,
 }
 
 /// Everything outside gitstate.
@@ -120,6 +144,8 @@ struct World {
     said: Said,
     /// Whether this replica holds the lead (SPEC §14).
     leading: bool,
+    /// Whether the soak's check passes.
+    check_ok: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +181,26 @@ struct Env {
     failures: u32,
     alarms: BTreeMap<AlarmKind, Open>,
     last_retry: Option<u64>,
+    /// The soak of a commit (SPEC §15).
+    soak: Option<Soak>,
+    /// Commits verified here, the newest last.
+    verified: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SoakState {
+    Verifying,
+    Verified,
+    Degraded,
+}
+
+#[derive(Debug, Clone)]
+struct Soak {
+    commit: usize,
+    state: SoakState,
+    until: u64,
+    next: Option<u64>,
+    failures: u32,
 }
 
 /// A notification the sink has not taken yet.
@@ -405,8 +451,11 @@ impl Model {
                 let first = prior.is_none();
                 if !first {
                     events.push("expected_changed".into());
-                    resolve(env, AlarmKind::Drift, Resolution::Superseded, &mut events, &mut notes);
-                    resolve(env, AlarmKind::Diverged, Resolution::Superseded, &mut events, &mut notes);
+                    for kind in
+                        [AlarmKind::Drift, AlarmKind::Diverged, AlarmKind::Degraded, AlarmKind::Vetoed]
+                    {
+                        resolve(env, kind, Resolution::Superseded, &mut events, &mut notes);
+                    }
                     env.incident = None;
                 }
                 env.expected = Some(Exp { commit: w.commit, since: t, known: !first, converged: false });
@@ -444,7 +493,35 @@ impl Model {
         }
 
         let mut deploy = None;
-        let phase = if in_sync {
+        let mut rollback = None;
+        let vetoed = said.vetoes.iter().any(|(c, _)| *c == w.commit);
+        // SPEC §15: the soak's checks run on a pass that finds the environment in sync on a
+        // commit not verified here, when the soak starts or a run is due.
+        let checks_ran = pol.verify.is_some()
+            && in_sync
+            && !vetoed
+            && !env.verified.contains(&w.commit)
+            && env
+                .soak
+                .as_ref()
+                .filter(|s| s.commit == w.commit)
+                .is_none_or(|s| s.state == SoakState::Verifying && s.next.is_none_or(|n| t >= n));
+        let leave_soak = |env: &mut Env| {
+            if env.soak.as_ref().is_some_and(|s| s.commit == w.commit && s.state == SoakState::Verifying) {
+                env.soak = None;
+            }
+        };
+        if vetoed {
+            raise(env, AlarmKind::Vetoed, &mut events, &mut notes);
+        } else {
+            resolve(env, AlarmKind::Vetoed, Resolution::Cleared, &mut events, &mut notes);
+        }
+        let phase = if vetoed {
+            if !in_sync {
+                leave_soak(env);
+            }
+            Phase::Vetoed
+        } else if in_sync {
             // Invariants 1 and 4.
             resolve(env, AlarmKind::Diverged, Resolution::Converged, &mut events, &mut notes);
             let was_open = env.incident.as_ref().is_some_and(|i| i.in_sync_since.is_none());
@@ -464,11 +541,64 @@ impl Model {
                 Phase::Alarm
             } else {
                 resolve(env, AlarmKind::Drift, Resolution::Converged, &mut events, &mut notes);
-                if let Some((phase, until)) = held {
-                    wake.extend(until);
-                    phase
-                } else {
-                    Phase::InSync
+                // The soak (SPEC §15): started, fed this pass's run, ended verified or degraded.
+                let mut soaked = None;
+                if let Some(v) = pol.verify.as_ref().filter(|_| !env.verified.contains(&w.commit)) {
+                    let mut s = match env.soak.take().filter(|s| s.commit == w.commit) {
+                        Some(s) => s,
+                        None => {
+                            events.push(event("verification_started", ()));
+                            Soak {
+                                commit: w.commit,
+                                state: SoakState::Verifying,
+                                until: t + v.soak,
+                                next: None,
+                                failures: 0,
+                            }
+                        }
+                    };
+                    if s.state == SoakState::Degraded {
+                        soaked = Some(Phase::Degraded);
+                    } else {
+                        if checks_ran {
+                            s.next = Some(t + v.every);
+                            if !w.check_ok {
+                                s.failures += 1;
+                                events.push(event("check_failed", ()));
+                            }
+                        }
+                        if s.failures >= v.failures {
+                            s.state = SoakState::Degraded;
+                            s.next = None;
+                            events.push(event("degraded", s.failures));
+                            raise(env, AlarmKind::Degraded, &mut events, &mut notes);
+                            let good = env.verified.iter().rev().find(|c| **c != w.commit).copied();
+                            if v.rollback && !pol.observe && held.is_none() {
+                                rollback = good;
+                            }
+                            soaked = Some(Phase::Degraded);
+                        } else if t >= s.until {
+                            s.state = SoakState::Verified;
+                            s.next = None;
+                            events.push(event("verified", ()));
+                            env.verified.retain(|c| *c != w.commit);
+                            env.verified.push(w.commit);
+                        } else {
+                            wake.push(s.until);
+                            wake.extend(s.next);
+                            soaked = Some(Phase::Verifying);
+                        }
+                    }
+                    env.soak = Some(s);
+                }
+                match (soaked, held) {
+                    (Some(Phase::Degraded), _) => Phase::Degraded,
+                    (_, Some((phase, until))) => {
+                        wake.extend(until);
+                        phase
+                    }
+                    (Some(phase), None) => phase,
+                    (None, None) => Phase::InSync,
                 }
             }
         } else {
@@ -484,6 +614,7 @@ impl Model {
                 ),
             };
             let (mut inc, opened) = reopened;
+            leave_soak(env);
             if opened {
                 events.push("drift_detected".into());
             }
@@ -545,7 +676,12 @@ impl Model {
                 }
             };
             env.incident = Some(inc);
-            if held.is_none() && !env.alarms.is_empty() { Phase::Alarm } else { phase }
+            match held {
+                Some(_) => phase,
+                None if env.alarms.contains_key(&AlarmKind::Degraded) => Phase::Degraded,
+                None if !env.alarms.is_empty() => Phase::Alarm,
+                None => phase,
+            }
         };
 
         // Invariant 4: every open alarm re-notified each `renotify`, never in the pass
@@ -570,6 +706,7 @@ impl Model {
             self.outbox = outbox;
             events.clear();
             deploy = None;
+            rollback = None;
             // Nothing pending on a standby: it looks again at the next full pass.
             wake.clear();
             None
@@ -590,6 +727,18 @@ impl Model {
         }
         if let Some(a) = again {
             self.requeue(a);
+        }
+        // The rollback: the ref moved back in the same instant; the commit rolled back
+        // from is vetoed (the loop writes it to the overrides after the pass).
+        if let Some(to) = rollback {
+            let from = self.world.commit;
+            self.world.commit = to;
+            if !self.world.said.vetoes.iter().any(|(c, _)| *c == from) {
+                self.world.said.vetoes.push((from, t));
+            }
+            let last = self.passes.last_mut().unwrap();
+            last.events.push(event("rolled_back", (from, to)));
+            last.events.sort();
         }
         if let Some(attempt) = deploy {
             self.deploys.push((t, w.commit, attempt));
@@ -690,6 +839,11 @@ enum Step {
     Crash,
     /// This replica loses (false) or takes (true) the lead.
     Lead(bool),
+    /// The soak's check passes (true) or fails from now on.
+    Checks(bool),
+    /// An operator vetoes a commit (`gitstate veto`), or lifts a veto.
+    Veto(usize),
+    Unveto(usize),
 }
 
 fn status() -> impl Strategy<Value = Status> {
@@ -711,12 +865,22 @@ fn secs(max: u64) -> impl Strategy<Value = u64> {
 }
 
 fn pol() -> impl Strategy<Value = Pol> {
+    let verify = prop_oneof![
+        2 => Just(None),
+        1 => (secs(120), 1u64..30, 1u32..4, any::<bool>())
+            .prop_map(|(soak, every, failures, rollback)| Some(VPol { soak, every: every * 1000, failures, rollback })),
+    ];
     (
         (any::<bool>(), secs(300), secs(120), 1u64..200, 0u64..1_000),
         (0u32..=6, 1u32..4, any::<bool>(), secs(1_200), secs(600)),
+        verify,
     )
         .prop_map(
-            |((observe, grace, settle, backoff, extra), (max_attempts, ua, alarm, renotify, keep))| Pol {
+            |(
+                (observe, grace, settle, backoff, extra),
+                (max_attempts, ua, alarm, renotify, keep),
+                verify,
+            )| Pol {
                 observe: observe && grace % 2 == 0,
                 grace,
                 settle,
@@ -727,6 +891,7 @@ fn pol() -> impl Strategy<Value = Pol> {
                 alarm_on_diverged: alarm,
                 renotify,
                 keep_firing_for: keep,
+                verify,
             },
         )
 }
@@ -759,6 +924,7 @@ impl ReferenceStateMachine for Machine {
                     sink: SinkMode::Accept,
                     said: Said::default(),
                     leading: true,
+                    check_ok: true,
                 };
                 Model::new(pol, interval, window, world)
             })
@@ -766,7 +932,6 @@ impl ReferenceStateMachine for Machine {
     }
 
     fn transitions(state: &Model) -> BoxedStrategy<Step> {
-        let suspended = state.world.said.suspended.is_some();
         prop_oneof![
             12 => prop_oneof![1 => 1u64..5_000, 3 => 5_000u64..120_000, 1 => 120_000u64..3_000_000].prop_map(Step::Wait),
             2 => (0usize..3).prop_map(Step::MoveRef),
@@ -779,15 +944,28 @@ impl ReferenceStateMachine for Machine {
             1 => (took(), prop::bool::weighted(0.7)).prop_map(|(took, ok)| Step::Deploys { took, ok }),
             1 => prop_oneof![Just(SinkMode::Accept), Just(SinkMode::Fail), Just(SinkMode::Reject)].prop_map(Step::Sink),
             1 => prop_oneof![Just(None), (1u64..600).prop_map(|s| Some(s * 1000 + 500))].prop_map(Step::Suspend),
-            if suspended { 2 } else { 0 } => Just(Step::Resume),
+            1 => Just(Step::Resume),
             1 => Just(Step::Retry),
             1 => Just(Step::Crash),
             1 => Just(Step::Lead(!state.world.leading)),
+            2 => any::<bool>().prop_map(Step::Checks),
+            1 => (0usize..3).prop_map(Step::Veto),
+            1 => (0usize..3).prop_map(Step::Unveto),
         ]
         .boxed()
     }
 
     fn preconditions(state: &Model, step: &Step) -> bool {
+        // `unveto` of a commit not vetoed is refused (exit 2): not a step of the world.
+        if let Step::Unveto(c) = step
+            && !state.world.said.vetoes.iter().any(|(v, _)| v == c)
+        {
+            return false;
+        }
+        // `resume` is for a suspended environment.
+        if matches!(step, Step::Resume) && state.world.said.suspended.is_none() {
+            return false;
+        }
         let next = Self::apply(state.clone(), step);
         !next.ambiguous
     }
@@ -812,6 +990,13 @@ impl ReferenceStateMachine for Machine {
             }
             Step::Crash => m.crash(),
             Step::Lead(leading) => m.world.leading = *leading,
+            Step::Checks(ok) => m.world.check_ok = *ok,
+            Step::Veto(c) => {
+                if !m.world.said.vetoes.iter().any(|(v, _)| v == c) {
+                    m.world.said.vetoes.push((*c, now));
+                }
+            }
+            Step::Unveto(c) => m.world.said.vetoes.retain(|(v, _)| v != c),
         }
         m
     }
@@ -853,6 +1038,7 @@ struct Shared {
     deploys: Vec<(u64, usize, u32)>,
     delivered: Vec<(u64, AlarmKind, AlarmChange)>,
     leading: bool,
+    check_ok: bool,
 }
 
 struct Parts {
@@ -909,6 +1095,20 @@ impl ExpectedState for World2 {
     }
     async fn list(&self, _: &str) -> Result<Vec<Expected>, ExpectedError> {
         Ok(Vec::new())
+    }
+    async fn move_ref(
+        &self,
+        reference: &str,
+        from: &CommitId,
+        to: &CommitId,
+        _: &str,
+    ) -> Result<(), ExpectedError> {
+        let mut s = lock(&self.0.shared);
+        if commit(s.commit) != *from {
+            return Err(ExpectedError::Refused { reference: reference.into(), message: "moved".into() });
+        }
+        s.commit = (0..3).find(|c| commit(*c) == *to).unwrap();
+        Ok(())
     }
 }
 
@@ -986,6 +1186,16 @@ impl AlarmSink for World2 {
 }
 
 #[async_trait]
+impl gitstate_core::verify::Check for World2 {
+    fn name(&self) -> &str {
+        "smoke"
+    }
+    async fn run(&self, _: &gitstate_core::verify::CheckContext<'_>) -> Result<(), String> {
+        if lock(&self.0.shared).check_ok { Ok(()) } else { Err("5xx".into()) }
+    }
+}
+
+#[async_trait]
 impl Leadership for World2 {
     fn may_act(&self, _: &EnvName) -> Option<Fence> {
         lock(&self.0.shared).leading.then_some(Fence(1))
@@ -1017,6 +1227,14 @@ impl Observer for World2 {
                 EventKind::AlarmRepeated { alarm, .. } => Some(event("alarm_repeated", alarm)),
                 EventKind::AlarmResolved { alarm, reason } => Some(event("alarm_resolved", (alarm, reason))),
                 EventKind::Converged { lag_s, .. } => Some(event("converged", lag_s)),
+                EventKind::VerificationStarted { .. } => Some(event("verification_started", ())),
+                EventKind::CheckFailed { .. } => Some(event("check_failed", ())),
+                EventKind::Verified { .. } => Some(event("verified", ())),
+                EventKind::Degraded { failures, .. } => Some(event("degraded", failures)),
+                EventKind::RolledBack { from, to, .. } => {
+                    let idx = |c: &CommitId| (0..3).find(|i| commit(*i) == *c).unwrap();
+                    Some(event("rolled_back", (idx(from), idx(to))))
+                }
                 _ => None,
             })
             .collect();
@@ -1050,9 +1268,9 @@ impl Sut {
             reference: "refs/heads/environments/production".into(),
             targets: vec![TargetSpec::new("web", world.clone())],
             remediator: Some(world.clone()),
+            checks: vec![world.clone()],
             policy: self.pol.core(),
             controls: gitstate_core::Controls::default(),
-            checks: Vec::new(),
         };
         let mut options = Options::default();
         options.interval = Duration::from_millis(self.interval);
@@ -1131,6 +1349,19 @@ impl Sut {
                 }
                 Step::Resume => controls::resume(&*store, &names, "tester", now).await,
                 Step::Retry => controls::retry(&*store, &names, "tester", now).await,
+                Step::Veto(c) => {
+                    let actor = gitstate_runtime::actions::Actor { by: "tester", via: "cli" };
+                    gitstate_runtime::actions::veto(&*store, &names[0], commit(*c), actor, None, now).await
+                }
+                Step::Unveto(c) => {
+                    let actor = gitstate_runtime::actions::Actor { by: "tester", via: "cli" };
+                    gitstate_runtime::actions::unveto(&*store, &names[0], commit(*c), actor, None, now)
+                        .await
+                        .map_err(|e| match e {
+                            gitstate_runtime::actions::ActionError::Store(e) => e,
+                            other => panic!("{other}"),
+                        })
+                }
                 _ => unreachable!(),
             }
             .unwrap()
@@ -1154,6 +1385,7 @@ impl StateMachineTest for Sut {
                 ok: m.world.deploy_ok,
                 sink: Some(m.world.sink),
                 leading: m.world.leading,
+                check_ok: m.world.check_ok,
                 ..Shared::default()
             }),
             start: Mutex::new(tokio::time::Instant::now()),
@@ -1187,6 +1419,8 @@ impl StateMachineTest for Sut {
             Step::Suspend(_) | Step::Resume | Step::Retry => sut.control(&step, before),
             Step::Crash => sut.crash(before),
             Step::Lead(leading) => lock(&sut.parts.shared).leading = *leading,
+            Step::Checks(ok) => lock(&sut.parts.shared).check_ok = *ok,
+            Step::Veto(_) | Step::Unveto(_) => sut.control(&step, before),
         }
         assert_eq!(sut.clock(), m.now, "the test's clock and the model's agree");
         sut

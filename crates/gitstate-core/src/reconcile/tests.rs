@@ -473,3 +473,102 @@ fn in_sync_while_suspended_shows_suspended() {
     let d = reconcile_with(commit('a'), &of(SYNC), Some(&ds[1].state), &p, suspended, at(20));
     assert_eq!((d.phase, d.reason), (Phase::Alarm, Reason::KeepFiring { until: at(620) }));
 }
+
+fn verifying_policy(rollback: bool) -> Policy {
+    use crate::verify::{OnDegraded, Verify};
+    Policy {
+        grace: Duration::ZERO,
+        verify: Some(Verify {
+            soak: Duration::from_secs(60),
+            every: Duration::from_secs(10),
+            failures: 2,
+            on_degraded: if rollback { OnDegraded::Rollback } else { OnDegraded::Alarm },
+            ..Verify::default()
+        }),
+        ..policy()
+    }
+}
+
+fn runs(ok: bool) -> Vec<crate::verify::CheckRun> {
+    vec![crate::verify::CheckRun {
+        check: "smoke".into(),
+        result: if ok { Ok(()) } else { Err("5xx".into()) },
+    }]
+}
+
+/// SPEC §15: a commit in sync is soaked, then verified; the next one fails its checks
+/// twice, is degraded (one alarm) and rolled back to the last verified commit — the
+/// newest of several; drift during a soak ends it.
+#[test]
+fn a_soak_verifies_or_degrades_and_rolls_back_to_the_last_verified_commit() {
+    let p = verifying_policy(true);
+    let c = Controls::default();
+    let step = |e: char, st: &[Status], prior: Option<&EnvState>, ok: Option<bool>, t: i64| {
+        let checks = ok.map(runs).unwrap_or_default();
+        reconcile_checked(commit(e), &of(st), prior, &p, c.clone(), &checks, at(t))
+    };
+    let d = step('a', SYNC, None, Some(true), 0);
+    assert_eq!((d.phase, d.reason), (Phase::Verifying, Reason::Verifying { until: at(60) }));
+    assert!(d.events.iter().any(|e| matches!(e, EventKind::VerificationStarted { .. })));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(10)), "the next run of the checks");
+    let d = step('a', SYNC, Some(&d.state), None, 60);
+    assert_eq!(d.phase, Phase::InSync);
+    assert_eq!(d.state.verified, [commit('a')]);
+    // Drift ends a soak; it starts again once in sync.
+    let d = step('c', SYNC, Some(&d.state), Some(true), 100);
+    let d = step('c', BEHIND, Some(&d.state), None, 110);
+    assert!(d.state.verification.as_ref().is_none_or(|v| v.sha != commit('c')), "{:?}", d.state.verification);
+    let d = step('c', SYNC, Some(&d.state), Some(true), 120);
+    assert_eq!(d.reason, Reason::Verifying { until: at(180) });
+    let d = step('c', SYNC, Some(&d.state), None, 180);
+    assert_eq!(d.state.verified, [commit('a'), commit('c')]);
+    // A bad commit: two failed runs → degraded, rolled back to c (the newest verified).
+    let d = step('b', SYNC, Some(&d.state), Some(false), 200);
+    assert_eq!(d.phase, Phase::Verifying);
+    assert!(d.actions.is_empty());
+    let d = step('b', SYNC, Some(&d.state), Some(false), 210);
+    assert_eq!((d.phase, d.reason), (Phase::Degraded, Reason::Degraded { failures: 2, rollback: true }));
+    assert_eq!(alarms(&d), [(AlarmChange::Raised, AlarmKind::Degraded)]);
+    assert!(d.actions.contains(&Action::Rollback { from: commit('b'), to: commit('c') }), "{:?}", d.actions);
+    // Degraded stays degraded, raised once, never rolled back twice.
+    let d = step('b', SYNC, Some(&d.state), None, 220);
+    assert_eq!(d.phase, Phase::Degraded);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+}
+
+/// No rollback in observe mode, under `on_degraded = "alarm"`, or while suspended: only
+/// the alarm, and the reason says a rollback is advised.
+#[test]
+fn a_degraded_commit_is_not_rolled_back_when_gitstate_may_not_act() {
+    let suspended = Controls { suspended: Some(None), ..Controls::default() };
+    for (p, c) in [
+        (Policy { mode: crate::policy::Mode::Observe, ..verifying_policy(true) }, Controls::default()),
+        (verifying_policy(false), Controls::default()),
+        (verifying_policy(true), suspended),
+    ] {
+        let mut state = reconcile_checked(commit('a'), &of(SYNC), None, &p, c.clone(), &[], at(0)).state;
+        state.verified = vec![commit('a')];
+        let d = reconcile_checked(commit('b'), &of(SYNC), Some(&state), &p, c.clone(), &runs(false), at(10));
+        let d =
+            reconcile_checked(commit('b'), &of(SYNC), Some(&d.state), &p, c.clone(), &runs(false), at(20));
+        assert_eq!(d.reason, Reason::Degraded { failures: 2, rollback: false });
+        assert!(!d.actions.iter().any(|a| matches!(a, Action::Rollback { .. })), "{p:?} {c:?}");
+    }
+}
+
+/// A vetoed commit is never deployed, whoever moved the ref to it: phase and alarm
+/// `vetoed`; the veto lifted, the alarm resolves and the loop deploys.
+#[test]
+fn a_vetoed_commit_is_not_deployed() {
+    let p = Policy { grace: Duration::ZERO, ..policy() };
+    let vetoed = Controls { vetoed: vec![commit('b')], ..Controls::default() };
+    let d = reconcile_with(commit('b'), &of(BEHIND), None, &p, vetoed.clone(), at(0));
+    assert_eq!((d.phase, d.reason), (Phase::Vetoed, Reason::Vetoed));
+    assert!(remediations(std::slice::from_ref(&d)).is_empty());
+    assert_eq!(alarms(&d), [(AlarmChange::Raised, AlarmKind::Vetoed)]);
+    // Another commit vetoed is no reason to hold this one.
+    let other = Controls { vetoed: vec![commit('c')], ..Controls::default() };
+    let d = reconcile_with(commit('b'), &of(BEHIND), Some(&d.state), &p, other, at(10));
+    assert_eq!(remediations(std::slice::from_ref(&d)), [1]);
+    assert_eq!(alarms(&d), [(AlarmChange::Resolved(Resolution::Cleared), AlarmKind::Vetoed)]);
+}
