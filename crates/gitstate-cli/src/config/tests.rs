@@ -120,3 +120,66 @@ fn the_config_corpus_replays() {
     }
     assert!(n >= 4);
 }
+
+/// `[policy.verify]` (SPEC §15): read whole; an environment's own `[environments.policy.verify]`
+/// replaces it whole, checks included; a check naming two kinds, or none, is an error
+/// that points at its file and line.
+#[test]
+fn verify_tables_replace_each_other_whole_and_bad_checks_are_located() {
+    let text = |own: &str| {
+        format!(
+            r#"
+[source]
+repo = "."
+[policy.verify]
+soak = "2m"
+failures = 2
+on_degraded = "rollback"
+[[policy.verify.checks]]
+name = "health"
+http = {{ url = "https://{{environment}}.example.com/healthz", body_contains = "ok" }}
+[[policy.verify.checks]]
+name = "errors"
+prometheus = {{ url = "http://prometheus:9090", query = "up", max = 0.01 }}
+[[environments]]
+name = "staging"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://staging.example.com/meta"]
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://production.example.com/meta"]
+{own}
+"#
+        )
+    };
+    let own = "  [environments.policy.verify]\n  soak = \"30m\"\n  [[environments.policy.verify.checks]]\n  name = \"smoke\"\n  exec = [\"./smoke.sh\"]";
+    let cfg = parse_text(&text(own)).unwrap();
+    let staging = cfg.environments[0].policy.verify.as_ref().unwrap();
+    assert_eq!(staging.soak, std::time::Duration::from_secs(120));
+    assert_eq!(staging.failures, 2);
+    assert_eq!(staging.on_degraded, gitstate_core::verify::OnDegraded::Rollback);
+    assert_eq!(staging.checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["health", "errors"]);
+    assert_eq!(staging.checks[0].http.as_ref().unwrap().status, [200], "the default status");
+    assert_eq!(staging.checks[1].prometheus.as_ref().unwrap().max.unwrap().0, 0.01);
+    let production = cfg.environments[1].policy.verify.as_ref().unwrap();
+    assert_eq!(production.soak, std::time::Duration::from_secs(1800));
+    assert_eq!(production.failures, 3, "the table is replaced whole: defaults, not the outer keys");
+    assert_eq!(production.checks.len(), 1);
+    assert_eq!(production.checks[0].exec.as_deref(), Some(&["./smoke.sh".to_owned()][..]));
+
+    let two = "  [environments.policy.verify]\n  [[environments.policy.verify.checks]]\n  name = \"both\"\n  exec = [\"./a\"]\n  http = { url = \"http://x\" }";
+    let e = parse_text(&text(two)).unwrap_err().to_string();
+    assert!(
+        e.contains("gitstate.toml:")
+            && e.contains("check \"both\": give exactly one of http, prometheus or exec"),
+        "{e}"
+    );
+    let bad = "  [environments.policy.verify]\n  every = \"0s\"";
+    let e = parse_text(&text(bad)).unwrap_err().to_string();
+    assert!(e.contains("verify.every must be longer than 0s"), "{e}");
+}
