@@ -117,6 +117,13 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     assert_eq!(l.attempts().len(), deploys_before, "a vetoed commit is never deployed: {:?}", l.attempts());
     assert_eq!(status(&cfg)["alarm"]["kind"], "vetoed");
 
+    // unveto, with the watch running: applied within a ref poll, the commit deployed.
+    let r = with_config(&cfg, &["unveto", "production", &l.c[3], "--reason", "false alarm"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    wait_for(Duration::from_secs(30), "the unvetoed commit deployed", || {
+        std::fs::read_to_string(l.path().join("served.json")).unwrap().contains(&l.c[3])
+    });
+
     // A fix on top of the bad commit is not vetoed: deployed.
     let fix = l.repo.commit("fix on top of the bad commit");
     l.repo.update_ref(REF, &fix);
@@ -125,9 +132,7 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     });
     drop(w);
 
-    // unveto by hand: recorded, and a second one refused.
-    let r = with_config(&cfg, &["unveto", "production", &l.c[3], "--reason", "false alarm"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The unveto was recorded; a second one is refused.
     let r = with_config(&cfg, &["unveto", "production", &l.c[3]]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("is not vetoed in production"), "{}", r.stderr);

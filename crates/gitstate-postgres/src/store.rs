@@ -313,8 +313,15 @@ async fn read_overrides(c: &Client, cluster: &str) -> Result<Overrides, StoreErr
         .map_err(|e| db_error("reading overrides", &e))?;
     match row {
         None => Ok(Overrides { schema: OVERRIDES_SCHEMA, ..Overrides::default() }),
-        Some(r) => serde_json::from_value(r.get(0))
-            .map_err(|e| corrupt(format!("gitstate_overrides row (cluster {cluster:?})"), e)),
+        Some(r) => {
+            let what = || format!("gitstate_overrides row (cluster {cluster:?})");
+            let o: Overrides = serde_json::from_value(r.get(0)).map_err(|e| corrupt(what(), e))?;
+            if !(1..=OVERRIDES_SCHEMA).contains(&o.schema) {
+                let e = format!("unknown schema {} (this gitstate reads 1 to {OVERRIDES_SCHEMA})", o.schema);
+                return Err(StoreError::Corrupt { path: std::path::PathBuf::from(what()), message: e });
+            }
+            Ok(o)
+        }
     }
 }
 

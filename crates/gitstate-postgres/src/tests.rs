@@ -112,6 +112,24 @@ async fn a_corrupt_row_is_named() {
     assert_eq!(pg.sql("corrupt", "SELECT state->>'phase' FROM gitstate_environments"), "7", "kept as it was");
 }
 
+/// Overrides of a schema this gitstate does not know (written by a newer one) are an
+/// error naming the row, never reset.
+#[tokio::test]
+async fn overrides_of_an_unknown_schema_are_named() {
+    use gitstate_runtime::Store as _;
+    let pg = Postgres::start();
+    let url = pg.database("schema");
+    let store = PgStore::open(&config(&url)).await.unwrap();
+    pg.sql(
+        "schema",
+        r#"INSERT INTO gitstate_overrides (cluster, overrides) VALUES ('default', '{"schema":3,"environments":{}}')
+           ON CONFLICT (cluster) DO UPDATE SET overrides = EXCLUDED.overrides"#,
+    );
+    store.refresh().await.ok();
+    let e = PgStore::open(&config(&url)).await.and_then(|s| s.overrides()).unwrap_err().to_string();
+    assert!(e.contains("unknown schema 3") && e.contains("gitstate_overrides row"), "{e}");
+}
+
 #[tokio::test]
 async fn a_leader_whose_session_was_cut_writes_nothing_and_steps_down() {
     let pg = Postgres::start();

@@ -447,3 +447,25 @@ fn the_state_corpus_replays() {
     }
     assert!(n >= 4);
 }
+
+/// `overrides.json` of schema 1 (before vetoes) still reads; a schema this gitstate does
+/// not know is an error naming the file, and the file is left as it was.
+#[test]
+fn overrides_of_an_unknown_schema_are_named_never_reset() {
+    use crate::store::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overrides.json");
+    std::fs::write(
+        &path,
+        r#"{"schema":1,"environments":{"production":{"retry_requested_at":"2027-01-15T08:00:00Z"}}}"#,
+    )
+    .unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let o = store.overrides().unwrap();
+    assert!(o.environments.values().next().unwrap().vetoes.is_empty());
+    let newer = r#"{"schema":3,"environments":{}}"#;
+    std::fs::write(&path, newer).unwrap();
+    let e = store.overrides().unwrap_err().to_string();
+    assert!(e.contains("unknown schema 3") && e.contains(&path.display().to_string()), "{e}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+}
