@@ -109,3 +109,41 @@ pub fn os_user() -> String {
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileStore;
+
+    /// Each control writes its override and its event, with who, why and until when.
+    #[tokio::test]
+    async fn each_control_is_recorded_with_who_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let names = [EnvName::new("production").unwrap()];
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let until = Timestamp::from_second(1_800_003_600).unwrap();
+        suspend(&store, &names, "ada", Some("INC-42"), Some(until), now).await.unwrap();
+        assert_eq!(store.overrides().unwrap().suspension(&names[0], now).unwrap().by, "ada");
+        resume(&store, &names, "grace", now).await.unwrap();
+        retry(&store, &names, "linus", now).await.unwrap();
+        let kinds: Vec<EventKind> = store.recent_events(10).into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Suspended { reason: Some("INC-42".into()), by: "ada".into(), until: Some(until) },
+                EventKind::Resumed { by: "grace".into() },
+                EventKind::RetryRequested { by: "linus".into() },
+            ]
+        );
+    }
+
+    /// The OS user, as the environment names it (`USER`, then `LOGNAME`), else the uid.
+    #[test]
+    fn os_user_is_who_runs_the_command() {
+        let named = ["USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        let uid = format!("uid {}", String::from_utf8_lossy(&uid.stdout).trim());
+        assert_eq!(os_user(), named.unwrap_or(uid));
+    }
+}
