@@ -123,19 +123,6 @@ impl World {
     }
 }
 
-/// A reported commit for each status that is a relation.
-fn reported(status: Status) -> Option<String> {
-    let c = match status {
-        Status::Behind => 'b',
-        Status::Ahead => 'a',
-        Status::Diverged => 'd',
-        Status::UnknownCommit => 'e',
-        Status::Drifted => 'f',
-        _ => return None,
-    };
-    Some(c.to_string().repeat(40))
-}
-
 /// The ref's commit, as the world says at the time asked.
 struct Source(Arc<World>);
 
@@ -153,16 +140,7 @@ impl ExpectedState for Source {
         _: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
-        Ok(reported
-            .iter()
-            .map(|r| match r.as_str().as_bytes()[0] {
-                b'b' => Relation::Behind(1),
-                b'a' => Relation::Ahead(1),
-                b'd' => Relation::Diverged { behind: 1, ahead: 1 },
-                b'e' => Relation::UnknownCommit,
-                _ => Relation::Drifted,
-            })
-            .collect())
+        Ok(reported.iter().map(gitstate_testkit::model::relation).collect())
     }
     async fn list(&self, _: &str) -> Result<Vec<Expected>, ExpectedError> {
         Ok(Vec::new())
@@ -203,7 +181,7 @@ impl ActualStateProbe for Probe {
                     Status::Unreachable => Err(ProbeFailure::unreachable("down")),
                     Status::Invalid => Err(ProbeFailure::invalid("garbage")),
                     Status::Missing => Err(ProbeFailure::missing("gone")),
-                    other => Ok(ReportedCommit::parse(&reported(other).unwrap()).unwrap()),
+                    other => Ok(gitstate_testkit::model::reported(other).unwrap()),
                 };
                 Reading { instance: format!("i{i}"), result, elapsed: Duration::ZERO }
             })

@@ -846,20 +846,6 @@ enum Step {
     Unveto(usize),
 }
 
-fn status() -> impl Strategy<Value = Status> {
-    prop_oneof![
-        6 => Just(Status::InSync),
-        4 => Just(Status::Behind),
-        1 => Just(Status::Ahead),
-        1 => Just(Status::Drifted),
-        1 => Just(Status::Diverged),
-        1 => Just(Status::UnknownCommit),
-        1 => Just(Status::Missing),
-        1 => Just(Status::Invalid),
-        1 => Just(Status::Unreachable),
-    ]
-}
-
 fn secs(max: u64) -> impl Strategy<Value = u64> {
     prop_oneof![Just(0u64), (1..max).prop_map(|s| s * 1000)]
 }
@@ -912,7 +898,7 @@ impl ReferenceStateMachine for Machine {
             pol(),
             prop_oneof![Just(60_000u64), (5u64..300).prop_map(|s| s * 1000)],
             took(),
-            prop::collection::vec(status(), 1..3),
+            prop::collection::vec(gitstate_testkit::model::status(), 1..3),
             prop_oneof![2 => Just(None), 1 => (0u64..60, 1u64..40).prop_map(Some)],
         )
             .prop_map(|(pol, interval, took, statuses, window)| {
@@ -939,7 +925,7 @@ impl ReferenceStateMachine for Machine {
                 2 => Just(vec![Status::InSync]),
                 2 => Just(vec![Status::Behind]),
                 1 => Just(vec![Status::InSync, Status::Behind]),
-                3 => prop::collection::vec(status(), 1..4),
+                3 => prop::collection::vec(gitstate_testkit::model::status(), 1..4),
             ].prop_map(Step::Report),
             1 => (took(), prop::bool::weighted(0.7)).prop_map(|(took, ok)| Step::Deploys { took, ok }),
             1 => prop_oneof![Just(SinkMode::Accept), Just(SinkMode::Fail), Just(SinkMode::Reject)].prop_map(Step::Sink),
@@ -1013,17 +999,6 @@ fn commit(i: usize) -> CommitId {
     CommitId::parse(&format!("{:040x}", i + 1)).unwrap()
 }
 
-fn reported(status: Status) -> Option<&'static str> {
-    Some(match status {
-        Status::Behind => "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
-        Status::Ahead => "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        Status::Diverged => "dddddddddddddddddddddddddddddddddddddddd",
-        Status::UnknownCommit => "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
-        Status::Drifted => "ffffffffffffffffffffffffffffffffffffffff",
-        _ => return None,
-    })
-}
-
 /// The world as the scripted parts see it, and what they recorded.
 #[derive(Default)]
 struct Shared {
@@ -1082,16 +1057,7 @@ impl ExpectedState for World2 {
         _: &CommitId,
         reported: &[ReportedCommit],
     ) -> Result<Vec<Relation>, ExpectedError> {
-        Ok(reported
-            .iter()
-            .map(|r| match r.as_str().as_bytes()[0] {
-                b'b' => Relation::Behind(1),
-                b'a' => Relation::Ahead(1),
-                b'd' => Relation::Diverged { behind: 1, ahead: 1 },
-                b'e' => Relation::UnknownCommit,
-                _ => Relation::Drifted,
-            })
-            .collect())
+        Ok(reported.iter().map(gitstate_testkit::model::relation).collect())
     }
     async fn list(&self, _: &str) -> Result<Vec<Expected>, ExpectedError> {
         Ok(Vec::new())
@@ -1128,7 +1094,7 @@ impl ActualStateProbe for World2 {
                     Status::Unreachable => Err(ProbeFailure::unreachable("down")),
                     Status::Invalid => Err(ProbeFailure::invalid("garbage")),
                     Status::Missing => Err(ProbeFailure::missing("gone")),
-                    other => Ok(ReportedCommit::parse(reported(other).unwrap()).unwrap()),
+                    other => Ok(gitstate_testkit::model::reported(other).unwrap()),
                 };
                 Reading { instance: format!("i{i}"), result, elapsed: Duration::ZERO }
             })

@@ -232,6 +232,34 @@ pub fn commit(i: usize) -> gitstate_core::CommitId {
     gitstate_core::CommitId::parse(&format!("{:040x}", i + 1)).unwrap()
 }
 
+/// The commit a scripted instance reports for a status that is a relation to the
+/// expected commit (a letter repeated: `b`ehind, `a`head, `d`iverged, `e` unknown,
+/// `f` drifted); none for in sync and the probe failures.
+pub fn reported(status: Status) -> Option<gitstate_core::ReportedCommit> {
+    let c = match status {
+        Status::Behind => 'b',
+        Status::Ahead => 'a',
+        Status::Diverged => 'd',
+        Status::UnknownCommit => 'e',
+        Status::Drifted => 'f',
+        _ => return None,
+    };
+    gitstate_core::ReportedCommit::parse(&c.to_string().repeat(40)).ok()
+}
+
+/// The relation of a commit made by [`reported`] to the expected commit, as a source
+/// that knows the scripted history says it.
+pub fn relation(reported: &gitstate_core::ReportedCommit) -> gitstate_core::Relation {
+    use gitstate_core::Relation;
+    match reported.as_str().as_bytes()[0] {
+        b'b' => Relation::Behind(1),
+        b'a' => Relation::Ahead(1),
+        b'd' => Relation::Diverged { behind: 1, ahead: 1 },
+        b'e' => Relation::UnknownCommit,
+        _ => Relation::Drifted,
+    }
+}
+
 /// `Pass::commit` for "the ref did not move on this pass".
 pub const KEEP: usize = usize::MAX;
 
