@@ -69,6 +69,10 @@ pub enum Command {
     Unveto(VetoArgs),
     /// Make the commit every instance runs (a hotfix deployed by hand) the expected one.
     Adopt(Adopt),
+    /// Which environments run a commit (or one containing it), and since when.
+    Where(Where),
+    /// Every environment × the commits its instances run.
+    Fleet(Fleet),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -154,6 +158,25 @@ pub struct Rollback {
     /// Why, for the reflog, the events and whoever reads `status` next.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+}
+
+/// `gitstate where`.
+#[derive(Debug, Args)]
+pub struct Where {
+    /// The commit: a full or abbreviated id, a branch, a tag (what git rev-parse takes).
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// Which environments, and how to report.
+    #[command(flatten)]
+    pub select: Select,
+}
+
+/// `gitstate fleet`.
+#[derive(Debug, Args)]
+pub struct Fleet {
+    /// Which environments, and how to report.
+    #[command(flatten)]
+    pub select: Select,
 }
 
 /// `gitstate adopt`.

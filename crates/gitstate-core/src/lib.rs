@@ -86,5 +86,7 @@ pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
 pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
-pub use state::{EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, StateFile, Undelivered};
+pub use state::{
+    EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, Running, StateFile, Undelivered,
+};
 pub use text::escape_control;

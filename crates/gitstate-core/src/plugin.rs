@@ -93,6 +93,19 @@ pub trait ExpectedState: Send + Sync {
         vec![None; expected.len()]
     }
 
+    /// The commit `rev` names (SPEC §16 `where REV`): the default takes a full commit id,
+    /// or a ref or tag [`ExpectedState::resolve`] finds; Git takes whatever `git
+    /// rev-parse` takes.
+    async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
+        if let Ok(c) = CommitId::parse(rev) {
+            return Ok(c);
+        }
+        match self.resolve(&[rev.to_owned()]).await?.into_iter().next() {
+            Some(r) => Ok(r?.commit),
+            None => Err(ExpectedError::BadRefName(rev.to_owned())),
+        }
+    }
+
     /// Moves `reference` from `from` to `to` — a compare-and-swap: nothing moves when the
     /// ref no longer points at `from` — leaving `message` in its reflog (SPEC §15: rollback
     /// and adopt; Git stays the record of what runs and why). The default refuses: a

@@ -171,6 +171,52 @@ pub struct EnvState {
     /// goes back to the one before the expected commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub converged_on: Vec<CommitId>,
+    /// What each instance was last seen running, and since when (SPEC §16): changed
+    /// only when an instance reports another commit, so a quiet pass writes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<Running>,
+}
+
+/// One instance's last reported commit (SPEC §16).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// The target.
+    pub target: String,
+    /// The instance.
+    pub instance: String,
+    /// The commit as reported (the full id when it is the expected one).
+    pub sha: String,
+    /// When it was first seen running it.
+    pub since: Timestamp,
+}
+
+impl Running {
+    /// What `targets` say runs where at `now`, `prior` giving each unchanged instance its
+    /// `since`. An instance whose probe failed keeps what it last reported.
+    pub fn observed(
+        prior: &[Running],
+        targets: &[crate::observation::TargetObservation],
+        expected: &CommitId,
+        now: Timestamp,
+    ) -> Vec<Running> {
+        let mut out = Vec::new();
+        for t in targets {
+            for i in &t.instances {
+                let last = prior.iter().find(|r| r.target == t.name && r.instance == i.id);
+                let sha = match (i.status, &i.actual) {
+                    (crate::observation::Status::InSync, _) => expected.to_string(),
+                    (s, Some(actual)) if !s.is_probe_failure() => actual.clone(),
+                    _ => match last {
+                        Some(r) => r.sha.clone(),
+                        None => continue,
+                    },
+                };
+                let since = last.filter(|r| r.sha == sha).map_or(now, |r| r.since);
+                out.push(Running { target: t.name.clone(), instance: i.id.clone(), sha, since });
+            }
+        }
+        out
+    }
 }
 
 impl EnvState {
@@ -201,6 +247,7 @@ impl EnvState {
             verification,
             verified,
             converged_on,
+            running,
         } = self;
         *reference == other.reference
             && *expected == other.expected
@@ -213,6 +260,7 @@ impl EnvState {
             && *verification == other.verification
             && *verified == other.verified
             && *converged_on == other.converged_on
+            && *running == other.running
     }
 
     /// The alarm shown in `status` when several are open: vetoed, degraded, diverged,

@@ -43,6 +43,7 @@ pub mod actions;
 pub mod controller;
 pub mod controls;
 pub mod environments;
+pub mod fleet;
 pub mod fs;
 pub mod leadership;
 mod overrides;

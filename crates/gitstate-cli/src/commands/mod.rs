@@ -5,6 +5,7 @@ pub mod control;
 pub mod demo;
 pub mod expected;
 pub mod fix;
+pub mod fleet;
 pub mod reconcile;
 pub mod stamp;
 pub mod status;
@@ -34,6 +35,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Veto(a) => runtime()?.block_on(fix::veto(a)),
         Command::Unveto(a) => runtime()?.block_on(fix::unveto(a)),
         Command::Adopt(a) => runtime()?.block_on(fix::adopt(a)),
+        Command::Where(a) => runtime()?.block_on(fleet::where_is(a)),
+        Command::Fleet(a) => runtime()?.block_on(fleet::fleet(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {

@@ -72,6 +72,8 @@ impl Engine {
                         now,
                     );
                     d.state.reference = Some(o.reference.clone());
+                    let seen = prior_state.map_or(&[][..], |s| &s.running[..]);
+                    d.state.running = crate::state::Running::observed(seen, &o.targets, commit, now);
                     o.phase = Some(d.phase);
                     o.decision = Some(d);
                 }

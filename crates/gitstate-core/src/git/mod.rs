@@ -210,6 +210,16 @@ impl ExpectedState for GitSource {
         self.unblock(job).await.unwrap_or_else(|_| vec![None; expected.len()])
     }
 
+    /// A local repository (or a remote's mirror): what `git rev-parse` takes.
+    async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
+        let rev = rev.to_owned();
+        self.unblock(move |this| match &*this.repo {
+            Repo::Local(r) => r.rev_parse(&rev),
+            Repo::Remote(r) => r.rev_parse(&rev),
+        })
+        .await
+    }
+
     /// A local repository: `git update-ref --create-reflog` (compare-and-swap on `from`).
     /// A remote: `git push --force-with-lease` from its mirror (which must hold `to`; a
     /// remote read without a mirror cannot be moved).

@@ -117,6 +117,30 @@ impl RemoteRepo {
         Ok(mirror.repo.get_or_init(|| opened))
     }
 
+    /// What `git rev-parse` takes, read in the mirror (fetched first when it has not been);
+    /// without a mirror, a full id or a ref the remote lists.
+    pub(super) fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
+        let Some(mirror) = &self.mirror else {
+            if let Ok(c) = CommitId::parse(rev) {
+                return Ok(c);
+            }
+            let resolved = self.resolve(&[rev.to_owned()])?;
+            return resolved
+                .into_iter()
+                .next()
+                .ok_or_else(|| ExpectedError::BadRefName(rev.to_owned()))?
+                .map(|e| e.commit);
+        };
+        let repo = self.mirror_repo(mirror)?;
+        match repo.rev_parse(rev) {
+            Ok(c) => Ok(c),
+            Err(_) => {
+                self.fetch(repo)?;
+                repo.rev_parse(rev)
+            }
+        }
+    }
+
     /// Makes sure the mirror holds `commit`, fetching once if it does not (a rollback or
     /// an adoption pushes it from there).
     pub(super) fn ensure_commit(&self, commit: &CommitId) -> Result<(), ExpectedError> {

@@ -354,6 +354,12 @@ fn in_sync(s: i64) -> EnvState {
         }),
         verified: vec![commit('a')],
         converged_on: vec![commit('a')],
+        running: vec![gitstate_core::Running {
+            target: "web".into(),
+            instance: "https://eu.example.com/meta".into(),
+            sha: commit('a').to_string(),
+            since: at(-590),
+        }],
     }
 }
 

@@ -123,6 +123,23 @@ impl LocalRepo {
         Ok(repo)
     }
 
+    /// The commit `rev` names, as `git rev-parse REV^{commit}` would (a full id, a unique
+    /// prefix, a branch, a tag, `HEAD~2`…).
+    pub fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
+        let repo = self.gix()?;
+        let not_found = |message: String| ExpectedError::RefNotFound {
+            reference: format!("{rev} ({message})"),
+            repo: self.display(),
+        };
+        let id = repo.rev_parse_single(rev).map_err(|e| not_found(e.to_string()))?;
+        let commit = id
+            .object()
+            .map_err(|e| not_found(e.to_string()))?
+            .peel_to_commit()
+            .map_err(|e| not_found(format!("not a commit: {e}")))?;
+        CommitId::parse(&commit.id.to_string()).map_err(|e| not_found(e.to_string()))
+    }
+
     /// When `expected.reference` moved to `expected.commit`, from the ref's reflog (`None`
     /// when the repository keeps none: bare repositories do not by default, and reftable
     /// logs are not read).

@@ -1,0 +1,98 @@
+//! `gitstate fleet` and `gitstate where` (SPEC §16): the runtime's fleet queries
+//! ([`gitstate_runtime::fleet`]) over the store and the repository, printed. They never
+//! probe and need no running watch.
+
+use std::collections::BTreeMap;
+
+use gitstate_core::{EnvName, EnvState, ExpectedState};
+use gitstate_runtime::fleet;
+
+use crate::cli::{Fleet, Output, Where};
+use crate::exit;
+use crate::output;
+
+/// The store's environments, only those named when some are (`-e`).
+fn selected(
+    all: BTreeMap<EnvName, EnvState>,
+    only: &[String],
+) -> anyhow::Result<BTreeMap<EnvName, EnvState>> {
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for name in only {
+        if !all.keys().any(|n| n.as_str() == name) {
+            anyhow::bail!("unknown environment {name:?} (none in the state)");
+        }
+    }
+    Ok(all.into_iter().filter(|(n, _)| only.iter().any(|o| o == n.as_str())).collect())
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// Runs `fleet`.
+pub async fn fleet(args: Fleet) -> anyhow::Result<i32> {
+    let config = super::load_config(args.select.config.config.as_deref())?;
+    let store = crate::stores::read_only(&config).await?;
+    let states = selected(store.environments(), &args.select.environments)?;
+    let report = fleet::fleet(&states);
+    match args.select.output {
+        Output::Json => output::emit_json(&report)?,
+        _ => {
+            let mut text = format!("{:<24} {:<9} RUNNING\n", "ENVIRONMENT", "EXPECTED");
+            for row in &report.environments {
+                let expected = row.expected_sha.as_deref().unwrap_or("-");
+                let running: Vec<String> = row
+                    .running
+                    .iter()
+                    .map(|s| {
+                        let mark = if Some(s.sha.as_str()) == row.expected_sha.as_deref() {
+                            " (expected)"
+                        } else {
+                            ""
+                        };
+                        format!("{} {}/{}{mark}", short(&s.sha), s.instances, s.of)
+                    })
+                    .collect();
+                let running = if running.is_empty() { "-".to_owned() } else { running.join(", ") };
+                text.push_str(&format!("{:<24} {:<9} {running}\n", row.name.as_str(), short(expected)));
+            }
+            output::emit(text.as_bytes())?
+        }
+    }
+    Ok(exit::IN_SYNC)
+}
+
+/// Runs `where`: exit 0 when REV runs in every environment selected, 1 otherwise.
+pub async fn where_is(args: Where) -> anyhow::Result<i32> {
+    let config = super::load_config(args.select.config.config.as_deref())?;
+    let source = crate::plan::source(&config)?;
+    let rev = source.rev_parse(&args.rev).await.map_err(|e| anyhow::anyhow!("{:?}: {e}", args.rev))?;
+    let store = crate::stores::read_only(&config).await?;
+    let states = selected(store.environments(), &args.select.environments)?;
+    let events = store.recent_events(1_000_000);
+    let report = fleet::where_is(&source, &states, &events, rev).await;
+    match args.select.output {
+        Output::Json => output::emit_json(&report)?,
+        _ => {
+            let mut text = format!(
+                "{} {}\n{:<24} {:<13} {:<10} SINCE\n",
+                "REV", rev, "ENVIRONMENT", "STATE", "INSTANCES"
+            );
+            for row in &report.environments {
+                let state = serde_json::to_value(row.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let since = row
+                    .since
+                    .map_or("-".to_owned(), |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string());
+                let counted = format!("{}/{}", row.instances.running, row.instances.of);
+                text.push_str(&format!("{:<24} {:<13} {:<10} {since}\n", row.name.as_str(), state, counted));
+            }
+            output::emit(text.as_bytes())?
+        }
+    }
+    Ok(if report.everywhere() { exit::IN_SYNC } else { exit::DRIFT })
+}

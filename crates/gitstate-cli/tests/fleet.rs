@@ -1,0 +1,125 @@
+//! SPEC §16 end to end: `gitstate where` and `gitstate fleet` over the store a
+//! `reconcile` left and the repository — environments that run, partly run, will run and
+//! will never run a commit (one on a branch not merged), a tag, an abbreviated id, a REV
+//! that does not exist.
+
+mod common;
+
+use common::*;
+
+/// staging runs c3 on both instances; production expects c1, one instance runs c1 and
+/// one c2; a feature branch is never merged.
+struct Fleet {
+    repo: Repo,
+    c: Vec<String>,
+    feature: String,
+    server: TestServer,
+    dir: tempfile::TempDir,
+}
+
+fn world() -> Fleet {
+    let repo = Repo::new();
+    let c = repo.commits(4, "c");
+    repo.git(&["checkout", "-q", "-b", "feature", &c[1]]);
+    let feature = repo.commit("feature: never merged");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["tag", "v3", &c[3]]);
+    repo.update_ref("refs/heads/environments/staging", &c[3]);
+    repo.update_ref(REF, &c[1]);
+    let server = TestServer::start_background();
+    for (path, sha) in [("/s1", &c[3]), ("/s2", &c[3]), ("/p1", &c[1]), ("/p2", &c[2])] {
+        server.route(path, meta(sha));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    Fleet { repo, c, feature, server, dir }
+}
+
+impl Fleet {
+    fn config(&self) -> std::path::PathBuf {
+        let url = |p: &str| self.server.url(p);
+        let text = format!(
+            "[source]\nrepo = \"{}\"\n[policy]\nmode = \"observe\"\n\n{}\n{}",
+            self.repo.path().display(),
+            http_env("staging", "web", &[url("/s1"), url("/s2")], ""),
+            http_env("production", "web", &[url("/p1"), url("/p2")], ""),
+        );
+        write_config(self.dir.path(), &text)
+    }
+}
+
+fn states(json: &serde_json::Value) -> Vec<(String, String, String)> {
+    json["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let n = &e["instances"];
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+                format!("{}/{}", n["running"], n["of"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn where_and_fleet_answer_from_the_store_and_the_history() {
+    let f = world();
+    let cfg = f.config();
+    with_config(&cfg, &["reconcile"]);
+
+    let r = with_config(&cfg, &["fleet", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fleet = r.json();
+    let rows = fleet["environments"].as_array().unwrap();
+    assert_eq!(rows[0]["name"], "production");
+    assert_eq!(rows[0]["expected_sha"], f.c[1].as_str());
+    let mut running: Vec<(String, u64)> = rows[0]["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["sha"].as_str().unwrap().to_owned(), s["instances"].as_u64().unwrap()))
+        .collect();
+    running.sort();
+    let mut want = vec![(f.c[1].clone(), 1), (f.c[2].clone(), 1)];
+    want.sort();
+    assert_eq!(running, want);
+    assert_eq!(rows[1]["running"], serde_json::json!([{"sha": f.c[3], "instances": 2, "of": 2}]));
+    let text = with_config(&cfg, &["fleet"]).stdout;
+    assert!(text.contains(&format!("{} 2/2 (expected)", &f.c[3][..7])), "{text}");
+
+    // c2: deployed on staging (c3 contains it), on one of production's two instances.
+    let r = with_config(&cfg, &["where", &f.c[2], "-o", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        states(&r.json()),
+        [
+            ("production".into(), "partial".into(), "1/2".into()),
+            ("staging".into(), "running".into(), "2/2".into())
+        ]
+    );
+    // Since the convergence that brought it (staging converged on c3 on the first pass).
+    let converged = r.json()["environments"][1]["since"].as_str().map(str::to_owned);
+    assert!(converged.is_some(), "{}", r.stdout);
+    // An abbreviated id of c1: everywhere.
+    let r = with_config(&cfg, &["where", &f.c[1][..8], "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["rev"], f.c[1].as_str());
+    assert!(states(&r.json()).iter().all(|(_, s, _)| s == "running"));
+    // The tag v3: staging, not production (neither expected nor running there).
+    let r = with_config(&cfg, &["where", "v3", "-o", "json"]);
+    assert_eq!(states(&r.json())[0], ("production".into(), "not_included".into(), "0/2".into()));
+    // A commit on a branch never merged: nowhere.
+    let r = with_config(&cfg, &["where", &f.feature, "-o", "json"]);
+    assert!(states(&r.json()).iter().all(|(_, s, _)| s == "not_included"), "{}", r.stdout);
+    // production's ref moves to c3: pending there until an instance runs it.
+    f.repo.update_ref(REF, &f.c[3]);
+    with_config(&cfg, &["reconcile"]);
+    let r = with_config(&cfg, &["where", "v3", "-e", "production", "-o", "json"]);
+    assert_eq!(states(&r.json()), [("production".into(), "pending".into(), "0/2".into())]);
+    // A REV that does not exist: exit 2, saying so.
+    let r = with_config(&cfg, &["where", "no-such-rev"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no-such-rev"), "{}", r.stderr);
+}
