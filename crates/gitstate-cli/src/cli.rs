@@ -73,6 +73,8 @@ pub enum Command {
     Where(Where),
     /// Every environment × the commits its instances run.
     Fleet(Fleet),
+    /// Commits in A's expected (or running) commit and not in B's, and the other way.
+    Diff(Diff),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -169,6 +171,26 @@ pub struct Where {
     /// Which environments, and how to report.
     #[command(flatten)]
     pub select: Select,
+}
+
+/// `gitstate diff`.
+#[derive(Debug, Args)]
+pub struct Diff {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// One environment.
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// The other.
+    #[arg(value_name = "B")]
+    pub b: String,
+    /// Compare what runs (the commit most instances run) instead of what is expected.
+    #[arg(long)]
+    pub running: bool,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// `gitstate fleet`.

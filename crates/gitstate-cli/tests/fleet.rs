@@ -113,6 +113,29 @@ fn where_and_fleet_answer_from_the_store_and_the_history() {
     // A commit on a branch never merged: nowhere.
     let r = with_config(&cfg, &["where", &f.feature, "-o", "json"]);
     assert!(states(&r.json()).iter().all(|(_, s, _)| s == "not_included"), "{}", r.stdout);
+    // diff: what a promotion from staging to production would bring, both ways.
+    let r = with_config(&cfg, &["diff", "staging", "production", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let d = r.json();
+    let shas = |side: &str| -> Vec<String> {
+        d[side].as_array().unwrap().iter().map(|c| c["sha"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(shas("only_in_a"), [f.c[3].clone(), f.c[2].clone()], "newest first");
+    assert!(shas("only_in_b").is_empty());
+    assert_eq!((d["counts"]["only_in_a"].as_u64(), d["counts"]["only_in_b"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(d["only_in_a"][0]["subject"], "c 3");
+    let r = with_config(&cfg, &["diff", "production", "staging", "-o", "json"]);
+    assert_eq!(
+        (r.json()["counts"]["only_in_a"].as_u64(), r.json()["counts"]["only_in_b"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let text = with_config(&cfg, &["diff", "staging", "production"]).stdout;
+    assert!(text.contains("staging (") && text.contains("has 2 commit(s) production"), "{text}");
+    // --running: production's instances are split one to one: no commit runs there.
+    let r = with_config(&cfg, &["diff", "staging", "production", "--running"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("as many instances run each of"), "{}", r.stderr);
+
     // production's ref moves to c3: pending there until an instance runs it.
     f.repo.update_ref(REF, &f.c[3]);
     with_config(&cfg, &["reconcile"]);

@@ -196,3 +196,122 @@ pub async fn where_is(
     }
     WhereReport { schema: 1, rev: rev.to_string(), environments }
 }
+
+/// One side of a [`diff`].
+#[derive(Debug, Serialize)]
+pub struct Side {
+    /// The environment.
+    pub name: EnvName,
+    /// The commit compared: expected, or the one most of its instances run.
+    pub sha: String,
+}
+
+/// `diff A B -o json`, schema 1.
+#[derive(Debug, Serialize)]
+pub struct DiffReport {
+    /// Format version: 1.
+    pub schema: u32,
+    /// A.
+    pub a: Side,
+    /// B.
+    pub b: Side,
+    /// Commits in A's commit and not in B's, newest first.
+    pub only_in_a: Vec<gitstate_core::CommitInfo>,
+    /// Commits in B's and not in A's.
+    pub only_in_b: Vec<gitstate_core::CommitInfo>,
+    /// How many commits each side has that the other lacks (the lists stop at `max`).
+    pub counts: Counts,
+    /// Where the comparison can be read, when the repository is on a known host.
+    pub compare_url: Option<String>,
+}
+
+/// `{"only_in_a", "only_in_b"}`: `null` when the history could not tell.
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    /// Commits in A and not in B.
+    pub only_in_a: Option<u64>,
+    /// Commits in B and not in A.
+    pub only_in_b: Option<u64>,
+}
+
+/// Why a [`diff`] could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// An environment with nothing to compare, or running commits tied.
+    #[error("{0}")]
+    Refused(String),
+    /// The history could not be read.
+    #[error(transparent)]
+    Source(#[from] gitstate_core::ExpectedError),
+}
+
+/// The commit `state` is compared on: its expected one, or (`running`) the one most of
+/// its instances run — a tie is refused, naming the commits.
+fn side(name: &EnvName, state: &EnvState, running: bool) -> Result<CommitId, DiffError> {
+    if !running {
+        return state
+            .expected
+            .as_ref()
+            .map(|e| e.commit)
+            .ok_or_else(|| DiffError::Refused(format!("{name} has no expected commit yet")));
+    }
+    let report = fleet(&BTreeMap::from([(name.clone(), state.clone())]));
+    let shares = &report.environments[0].running;
+    let Some(top) = shares.first() else {
+        return Err(DiffError::Refused(format!("{name}: no instance has reported a commit yet")));
+    };
+    let tied: Vec<&str> =
+        shares.iter().filter(|s| s.instances == top.instances).map(|s| s.sha.as_str()).collect();
+    if tied.len() > 1 {
+        return Err(DiffError::Refused(format!(
+            "{name}: as many instances run each of {}; no commit runs there",
+            tied.join(", ")
+        )));
+    }
+    CommitId::parse(&top.sha)
+        .map_err(|_| DiffError::Refused(format!("{name} runs {:?}, not a full commit id", top.sha)))
+}
+
+/// The commits in A's commit and not in B's, and the other way (`max` of each side),
+/// described; `running` compares what runs instead of what is expected.
+pub async fn diff(
+    source: &dyn ExpectedState,
+    a: (&EnvName, &EnvState),
+    b: (&EnvName, &EnvState),
+    running: bool,
+    max: usize,
+    links: &gitstate_core::Links,
+) -> Result<DiffReport, DiffError> {
+    let (ca, cb) = (side(a.0, a.1, running)?, side(b.0, b.1, running)?);
+    let reported = ReportedCommit::parse(cb.as_str()).map_err(|e| DiffError::Refused(e.to_string()))?;
+    let related = source.relate_commits(&ca, &[reported], max).await?.pop();
+    let counts = match related.as_ref().map(|r| r.relation) {
+        Some(Relation::InSync) => Counts { only_in_a: Some(0), only_in_b: Some(0) },
+        Some(Relation::Behind(n)) => Counts { only_in_a: Some(n), only_in_b: Some(0) },
+        Some(Relation::Ahead(n)) => Counts { only_in_a: Some(0), only_in_b: Some(n) },
+        Some(Relation::Diverged { behind, ahead }) => {
+            Counts { only_in_a: Some(behind), only_in_b: Some(ahead) }
+        }
+        _ => Counts { only_in_a: None, only_in_b: None },
+    };
+    let (only_a, only_b) = match related {
+        Some(r) => (r.pending.unwrap_or_default(), r.unexpected.unwrap_or_default()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut wanted: Vec<CommitId> = only_a.iter().chain(&only_b).copied().collect();
+    wanted.dedup();
+    let described = source.describe(&wanted).await.unwrap_or_default();
+    let info = |ids: &[CommitId]| -> Vec<gitstate_core::CommitInfo> {
+        ids.iter().filter_map(|id| described.iter().find(|d| d.sha == *id).cloned()).collect()
+    };
+    Ok(DiffReport {
+        schema: 1,
+        a: Side { name: a.0.clone(), sha: ca.to_string() },
+        b: Side { name: b.0.clone(), sha: cb.to_string() },
+        only_in_a: info(&only_a),
+        only_in_b: info(&only_b),
+        counts,
+        compare_url: links.compare(cb.as_str(), ca.as_str()),
+    })
+}

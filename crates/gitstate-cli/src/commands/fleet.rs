@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use gitstate_core::{EnvName, EnvState, ExpectedState};
 use gitstate_runtime::fleet;
 
-use crate::cli::{Fleet, Output, Where};
+use crate::cli::{Diff, Fleet, Output, Where};
 use crate::exit;
 use crate::output;
 
@@ -95,4 +95,63 @@ pub async fn where_is(args: Where) -> anyhow::Result<i32> {
         }
     }
     Ok(if report.everywhere() { exit::IN_SYNC } else { exit::DRIFT })
+}
+
+/// Runs `diff A B`.
+pub async fn diff(args: Diff) -> anyhow::Result<i32> {
+    let config = super::load_config(args.config.config.as_deref())?;
+    let source = crate::plan::source(&config)?;
+    let links = crate::plan::links(&config, &source);
+    let store = crate::stores::read_only(&config).await?;
+    let states = store.environments();
+    let pick = |name: &str| {
+        states
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown environment {name:?} (none in the state)"))
+    };
+    let (a, b) = (pick(&args.a)?, pick(&args.b)?);
+    let report = match fleet::diff(&source, a, b, args.running, 50, &links).await {
+        Ok(r) => r,
+        Err(fleet::DiffError::Refused(why)) => {
+            eprintln!("gitstate: {why}");
+            return Ok(exit::ERROR);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match args.output {
+        Output::Json => output::emit_json(&report)?,
+        _ => {
+            let count = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
+            let mut text = format!(
+                "{} ({}) has {} commit(s) {} ({}) lacks; {} has {}\n",
+                report.a.name.as_str(),
+                short(&report.a.sha),
+                count(report.counts.only_in_a),
+                report.b.name.as_str(),
+                short(&report.b.sha),
+                report.b.name.as_str(),
+                count(report.counts.only_in_b),
+            );
+            for (title, list) in [(&report.a.name, &report.only_in_a), (&report.b.name, &report.only_in_b)] {
+                if !list.is_empty() {
+                    text.push_str(&format!("only in {}:\n", title.as_str()));
+                    for c in list {
+                        text.push_str(&format!(
+                            "  {}  {}  ({}, {})\n",
+                            c.sha.short(7),
+                            c.subject,
+                            c.author,
+                            c.at.round(jiff::Unit::Second).unwrap_or(c.at)
+                        ));
+                    }
+                }
+            }
+            if let Some(url) = &report.compare_url {
+                text.push_str(&format!("compare: {url}\n"));
+            }
+            output::emit(text.as_bytes())?
+        }
+    }
+    Ok(exit::IN_SYNC)
 }

@@ -37,6 +37,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Adopt(a) => runtime()?.block_on(fix::adopt(a)),
         Command::Where(a) => runtime()?.block_on(fleet::where_is(a)),
         Command::Fleet(a) => runtime()?.block_on(fleet::fleet(a)),
+        Command::Diff(a) => runtime()?.block_on(fleet::diff(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {
