@@ -42,6 +42,7 @@
 pub mod actions;
 pub mod controller;
 pub mod controls;
+pub mod dora;
 pub mod environments;
 pub mod fleet;
 pub mod fs;
