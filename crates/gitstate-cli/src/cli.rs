@@ -75,6 +75,8 @@ pub enum Command {
     Fleet(Fleet),
     /// Commits in A's expected (or running) commit and not in B's, and the other way.
     Diff(Diff),
+    /// DORA's four keys, from the event log and the history.
+    Dora(Dora),
     /// Parse and check the configuration, touch nothing.
     Validate(ConfigArg),
     /// A self-contained sandbox showing drift detected, explained and fixed.
@@ -171,6 +173,17 @@ pub struct Where {
     /// Which environments, and how to report.
     #[command(flatten)]
     pub select: Select,
+}
+
+/// `gitstate dora`.
+#[derive(Debug, Args)]
+pub struct Dora {
+    /// Which environments, and how to report.
+    #[command(flatten)]
+    pub select: Select,
+    /// The window's start: a duration back from now ("30d", the default) or an RFC 3339 time.
+    #[arg(long, value_name = "30d|RFC3339")]
+    pub since: Option<String>,
 }
 
 /// `gitstate diff`.

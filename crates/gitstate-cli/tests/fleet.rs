@@ -146,3 +146,92 @@ fn where_and_fleet_answer_from_the_store_and_the_history() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no-such-rev"), "{}", r.stderr);
 }
+
+/// `gitstate dora` over a generated history whose four keys are known by construction:
+/// commits with chosen committer times, an event log with four deployments in the
+/// window, one degraded and restored 300 s later.
+#[test]
+fn dora_gives_the_four_keys_of_a_generated_history() {
+    let repo = Repo::new();
+    let now = jiff::Timestamp::now().as_second();
+    let commit = |msg: &str, at: i64| -> String {
+        let date = format!("@{at} +0000");
+        let out = gitstate_testkit::git_cmd(repo.path())
+            .env("GIT_COMMITTER_DATE", &date)
+            .env("GIT_AUTHOR_DATE", &date)
+            .args(["commit", "-q", "--allow-empty", "-m", msg])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        repo.git(&["rev-parse", "HEAD"])
+    };
+    const D: i64 = 86_400;
+    let c0 = commit("c0", now - 10 * D);
+    let c1 = commit("c1", now - 8 * D - 3600);
+    let _c2 = commit("c2", now - 6 * D - 7200);
+    let c3 = commit("c3", now - 6 * D - 1800);
+    let c4 = commit("c4", now - 2 * D - 600);
+    repo.update_ref(REF, &c4);
+    // The generator's own record: (deployed at, lead times of what it brought).
+    let deployed = [
+        (now - 9 * D, vec![]),
+        (now - 8 * D, vec![3600.0]),
+        (now - 6 * D, vec![7200.0, 1800.0]),
+        (now - 2 * D, vec![600.0]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".gitstate")).unwrap();
+    let ts = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
+    let converged = |at: i64, sha: &str| {
+        format!(
+            r#"{{"at":"{}","environment":"production","event":"converged","expected":"{sha}","lag_s":null,"lag_from":"first_seen"}}"#,
+            ts(at)
+        )
+    };
+    let lines = [
+        converged(now - 9 * D, &c0),
+        converged(now - 8 * D, &c1),
+        converged(now - 6 * D, &c3),
+        format!(
+            r#"{{"at":"{}","environment":"production","event":"degraded","expected":"{c3}","failures":2}}"#,
+            ts(now - 6 * D + 100)
+        ),
+        converged(now - 6 * D + 400, &c3),
+        converged(now - 2 * D, &c4),
+    ];
+    std::fs::write(dir.path().join(".gitstate/events.jsonl"), lines.join("\n") + "\n").unwrap();
+    let text = format!(
+        "[source]\nrepo = \"{}\"\n\n{}",
+        repo.path().display(),
+        http_env("production", "web", &["http://127.0.0.1:9/meta".into()], "")
+    );
+    let cfg = write_config(dir.path(), &text);
+
+    let r = with_config(&cfg, &["dora", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    let p = &j["environments"][0];
+    assert_eq!(p["name"], "production");
+    // Known by construction, from the record above, not from the code.
+    let n = deployed.len();
+    let mut leads: Vec<f64> = deployed.iter().flat_map(|(_, l)| l.clone()).collect();
+    leads.sort_by(f64::total_cmp);
+    let nearest = |q: f64| leads[((q * leads.len() as f64).ceil() as usize).max(1) - 1];
+    assert_eq!(p["deployments"], n);
+    assert!((p["deployments_per_day"].as_f64().unwrap() - n as f64 / 30.0).abs() < 1e-6, "{p}");
+    assert_eq!(p["lead_time_s"]["count"], leads.len());
+    assert_eq!(p["lead_time_s"]["median"].as_f64(), Some(nearest(0.5)));
+    assert_eq!(p["lead_time_s"]["p90"].as_f64(), Some(nearest(0.9)));
+    assert_eq!(p["change_failure_rate"]["failed"], 1);
+    assert_eq!(p["change_failure_rate"]["rate"].as_f64(), Some(0.25));
+    assert_eq!(p["time_to_restore_s"]["median"].as_f64(), Some(300.0));
+    assert_eq!(p["bands"]["deployment_frequency"], "medium");
+    assert_eq!(p["bands"]["lead_time"], "elite", "a median of 1800 s: under an hour");
+    assert_eq!(p["bands"]["change_failure_rate"], "high");
+    assert_eq!(p["bands"]["time_to_restore"], "elite");
+    assert_eq!(j["all"]["deployments"], n);
+    // A shorter window: the last deployment only.
+    let r = with_config(&cfg, &["dora", "--since", "3d", "-o", "json"]);
+    assert_eq!(r.json()["environments"][0]["deployments"], 1);
+    assert!(with_config(&cfg, &["dora"]).stdout.contains("production: 4 deployments"));
+}

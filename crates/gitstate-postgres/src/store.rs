@@ -344,6 +344,23 @@ impl Store for PgStore {
         cache.recent.iter().skip(cache.recent.len().saturating_sub(n)).cloned().collect()
     }
 
+    /// Every event of the cluster from `since`, read from the database.
+    async fn events_since(&self, since: jiff::Timestamp) -> Result<Vec<Event>, StoreError> {
+        let cluster = self.config.cluster.clone();
+        let rows = self
+            .with_session(async |c| {
+                c.query("SELECT event FROM gitstate_events WHERE cluster = $1 ORDER BY id", &[&cluster])
+                    .await
+                    .map_err(|e| db_error("reading events", &e))
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| serde_json::from_value::<Event>(r.get(0)).ok())
+            .filter(|e| e.at >= since)
+            .collect())
+    }
+
     fn overrides(&self) -> Result<Overrides, StoreError> {
         Ok(self.cache().overrides.clone())
     }

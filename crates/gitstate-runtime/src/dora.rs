@@ -193,6 +193,56 @@ pub fn keys(deployments: &[Deployment], since: Timestamp, until: Timestamp) -> K
     }
 }
 
+/// The deployments an environment's events record, oldest first: each convergence on a
+/// new expected commit, with what failed after it (before the next: `degraded`, a
+/// rollback from it, a hotfix adopted or detected, a drift alarm) and when the next
+/// convergence restored it. `brought(previous, commit)` gives the committer times of the
+/// commits a deployment brought (none for the first one gitstate saw: what ran before is
+/// not known).
+pub async fn deployments<F, Fut>(events: &[gitstate_core::Event], mut brought: F) -> Vec<Deployment>
+where
+    F: FnMut(gitstate_core::CommitId, gitstate_core::CommitId) -> Fut,
+    Fut: std::future::Future<Output = Vec<Timestamp>>,
+{
+    use gitstate_core::{AlarmKind, EventKind, Status};
+    let mut out: Vec<Deployment> = Vec::new();
+    let mut last: Option<gitstate_core::CommitId> = None;
+    for e in events {
+        let failure = match &e.kind {
+            EventKind::Converged { expected, .. } | EventKind::Verified { expected } => {
+                if let Some(d) = out.last_mut()
+                    && d.failed_at.is_some()
+                    && d.restored_at.is_none()
+                {
+                    d.restored_at = Some(e.at);
+                }
+                if matches!(e.kind, EventKind::Converged { .. }) && last != Some(*expected) {
+                    let commit_times = match last {
+                        Some(prev) => brought(prev, *expected).await,
+                        None => Vec::new(),
+                    };
+                    out.push(Deployment { at: e.at, commit_times, failed_at: None, restored_at: None });
+                    last = Some(*expected);
+                }
+                false
+            }
+            EventKind::Degraded { .. } | EventKind::RolledBack { .. } | EventKind::Adopted { .. } => true,
+            EventKind::DriftDetected { status, .. } => {
+                matches!(status, Status::Diverged | Status::UnknownCommit | Status::Drifted)
+            }
+            EventKind::AlarmRaised { alarm, .. } => *alarm == AlarmKind::Drift,
+            _ => false,
+        };
+        if failure
+            && let Some(d) = out.last_mut()
+            && d.failed_at.is_none()
+        {
+            d.failed_at = Some(e.at);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,7 @@ pub async fn where_is(args: Where) -> anyhow::Result<i32> {
     let rev = source.rev_parse(&args.rev).await.map_err(|e| anyhow::anyhow!("{:?}: {e}", args.rev))?;
     let store = crate::stores::read_only(&config).await?;
     let states = selected(store.environments(), &args.select.environments)?;
-    let events = store.recent_events(1_000_000);
+    let events = store.events_since(jiff::Timestamp::MIN).await?;
     let report = fleet::where_is(&source, &states, &events, rev).await;
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
@@ -149,6 +149,125 @@ pub async fn diff(args: Diff) -> anyhow::Result<i32> {
             }
             if let Some(url) = &report.compare_url {
                 text.push_str(&format!("compare: {url}\n"));
+            }
+            output::emit(text.as_bytes())?
+        }
+    }
+    Ok(exit::IN_SYNC)
+}
+
+/// `dora -o json`, schema 1.
+#[derive(serde::Serialize)]
+struct DoraReport {
+    schema: u32,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+    environments: Vec<DoraRow>,
+    all: gitstate_runtime::dora::Keys,
+}
+
+#[derive(serde::Serialize)]
+struct DoraRow {
+    name: String,
+    #[serde(flatten)]
+    keys: gitstate_runtime::dora::Keys,
+    /// Where the deployments were read from.
+    method: &'static str,
+}
+
+/// Runs `dora`.
+pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
+    use gitstate_core::{ExpectedState, ReportedCommit};
+    let config = super::load_config(args.select.config.config.as_deref())?;
+    let source = crate::plan::source(&config)?;
+    let store = crate::stores::read_only(&config).await?;
+    let until = jiff::Timestamp::now();
+    let since = match args.since.as_deref() {
+        None => until.checked_sub(jiff::SignedDuration::from_hours(30 * 24))?,
+        Some(text) => match gitstate_core::parse_duration(text) {
+            Ok(d) => until.checked_sub(jiff::SignedDuration::try_from(d)?)?,
+            Err(_) => text.parse().map_err(|_| {
+                anyhow::anyhow!("--since {text:?}: give a duration (\"30d\") or an RFC 3339 time")
+            })?,
+        },
+    };
+    let events = store.events_since(since).await?;
+    let mut names: Vec<String> = config.environments.iter().map(|e| e.name.to_string()).collect();
+    for e in &events {
+        if !names.iter().any(|n| n == e.environment.as_str()) {
+            names.push(e.environment.to_string());
+        }
+    }
+    if !args.select.environments.is_empty() {
+        for n in &args.select.environments {
+            if !names.contains(n) {
+                anyhow::bail!("unknown environment {n:?}");
+            }
+        }
+        names.retain(|n| args.select.environments.contains(n));
+    }
+    names.sort();
+    let brought = |prev: gitstate_core::CommitId, new: gitstate_core::CommitId| {
+        let source = &source;
+        async move {
+            let Ok(reported) = ReportedCommit::parse(prev.as_str()) else { return Vec::new() };
+            let Ok(mut related) = source.relate_commits(&new, &[reported], 10_000).await else {
+                return Vec::new();
+            };
+            let ids = related.pop().and_then(|r| r.pending).unwrap_or_default();
+            let described = source.describe(&ids).await.unwrap_or_default();
+            described.into_iter().map(|c| c.at).collect()
+        }
+    };
+    let mut all = Vec::new();
+    let mut environments = Vec::new();
+    for name in names {
+        let mine: Vec<gitstate_core::Event> =
+            events.iter().filter(|e| e.environment.as_str() == name).cloned().collect();
+        let deployments = gitstate_runtime::dora::deployments(&mine, brought).await;
+        let keys = gitstate_runtime::dora::keys(&deployments, since, until);
+        all.extend(deployments);
+        environments.push(DoraRow { name, keys, method: "events" });
+    }
+    let report = DoraReport {
+        schema: 1,
+        since,
+        until,
+        all: gitstate_runtime::dora::keys(&all, since, until),
+        environments,
+    };
+    match args.select.output {
+        Output::Json => output::emit_json(&report)?,
+        _ => {
+            let fmt = |s: &gitstate_runtime::dora::Summary| {
+                s.median.map_or("-".to_owned(), |m| {
+                    format!("{m:.0}s (p90 {:.0}s, n={})", s.p90.unwrap_or(m), s.count)
+                })
+            };
+            let band = |b: Option<gitstate_runtime::dora::Band>| {
+                b.map_or("-".to_owned(), |b| format!("{b:?}").to_lowercase())
+            };
+            let mut text = format!(
+                "DORA from {} to {}\n",
+                since.round(jiff::Unit::Second)?,
+                until.round(jiff::Unit::Second)?
+            );
+            for (name, k) in
+                report.environments.iter().map(|r| (r.name.as_str(), &r.keys)).chain([("all", &report.all)])
+            {
+                text.push_str(&format!(
+                    "{name}: {} deployments ({:.2}/day, {}); lead time {} ({}); change failure rate {}/{} ({}); time to restore {} ({})\n",
+                    k.deployments,
+                    k.deployments_per_day,
+                    band(k.bands.deployment_frequency),
+                    fmt(&k.lead_time_s),
+                    band(k.bands.lead_time),
+                    k.change_failure_rate.failed,
+                    k.change_failure_rate.deployments,
+                    band(k.bands.change_failure_rate),
+                    fmt(&k.time_to_restore_s),
+                    band(k.bands.time_to_restore),
+                ));
             }
             output::emit(text.as_bytes())?
         }

@@ -38,6 +38,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Where(a) => runtime()?.block_on(fleet::where_is(a)),
         Command::Fleet(a) => runtime()?.block_on(fleet::fleet(a)),
         Command::Diff(a) => runtime()?.block_on(fleet::diff(a)),
+        Command::Dora(a) => runtime()?.block_on(fleet::dora(a)),
         Command::Validate(a) => validate::run(a),
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {

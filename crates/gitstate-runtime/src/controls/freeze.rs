@@ -109,17 +109,13 @@ impl FreezeWindow {
 
     /// When the window open at `now` ends (the latest end, should windows overlap).
     pub fn active_until(&self, now: Timestamp) -> Option<Timestamp> {
-        self.windows_from(now)
-            .take_while(|(start, _)| *start <= now)
-            .take(10_000)
-            .filter(|(_, end)| *end > now)
-            .map(|(_, end)| end)
-            .max()
+        // `windows_from` yields only windows not over at `now` (ends rise with starts).
+        self.windows_from(now).take_while(|(start, _)| *start <= now).take(10_000).map(|(_, end)| end).max()
     }
 
     /// The window open now, or else the next one: its start and end.
     pub fn next(&self, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
-        self.windows_from(now).take(10_000).find(|(_, end)| *end > now)
+        self.windows_from(now).next()
     }
 }
 

@@ -19,6 +19,10 @@ struct Fake {
     /// Polls that never return, counted down.
     hung_polls: Mutex<u32>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Remediations that go on even after being stopped.
+    ignores_stop: bool,
+    /// How long a pass takes (at least 100 ms).
+    pass_time: Duration,
 }
 
 impl Fake {
@@ -57,7 +61,7 @@ impl Driver for Fake {
     async fn pass(&self, envs: Vec<EnvName>, full: bool) -> PassDone {
         let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
         self.note(format!("pass {}{}", names.join(","), if full { " full" } else { "" }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(self.pass_time.max(Duration::from_millis(100))).await;
         let panic = {
             let mut p = self.panics.lock().unwrap();
             let panic = *p > 0;
@@ -78,7 +82,7 @@ impl Driver for Fake {
     async fn remediate(&self, env: EnvName) -> Option<Duration> {
         self.note(format!("remediate {env}"));
         let stopped = async {
-            while !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            while self.ignores_stop || !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -276,4 +280,35 @@ async fn a_finished_remediation_past_its_settle_time_is_judged_at_once() {
     // The pass (100 ms) decides it, the remediation runs 1 s, and the pass follows it.
     assert!(log.contains(&(1_100, "remediated a".into())), "{log:?}");
     assert!(log.contains(&(1_100, "pass a".into())), "{log:?}");
+}
+
+/// A remediation that goes on after being stopped is abandoned once the stop grace is
+/// over (and recorded as such), and the loop ends.
+#[tokio::test(start_paused = true)]
+async fn a_remediation_that_ignores_its_stop_is_abandoned_after_the_grace() {
+    let fake =
+        Arc::new(Fake { remediation_time: Duration::from_secs(3600), ignores_stop: true, ..Fake::default() });
+    fake.t();
+    fake.remediate_next.lock().unwrap().push(n("b"));
+    let (_tx, rx) = mpsc::channel(1);
+    let stop = tokio::time::sleep(Duration::from_secs(1));
+    run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+    let log = fake.log.lock().unwrap().clone();
+    assert!(log.contains(&(31_000, "stop remediations".to_owned())), "{log:?}");
+    assert!(log.contains(&(46_000, "abandoned b".to_owned())), "{log:?}");
+    assert_eq!(fake.t(), 46_000, "the loop ends with the abandonment");
+}
+
+/// A pass still running when the drain limit passes, with no remediation running: the
+/// loop ends then; there are no remediations to stop and no stop grace to wait for.
+#[tokio::test(start_paused = true)]
+async fn a_hung_pass_at_shutdown_ends_at_the_drain_limit_without_stopping_remediations() {
+    let fake = Arc::new(Fake { pass_time: Duration::from_secs(3600), ..Fake::default() });
+    fake.t();
+    let (_tx, rx) = mpsc::channel(1);
+    let stop = tokio::time::sleep(Duration::from_secs(1));
+    run(fake.clone(), timing(), Jitter::new(1), rx, stop, || {}).await;
+    let log = fake.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|(_, s)| s == "stop remediations"), "{log:?}");
+    assert_eq!(fake.t(), 31_000, "the drain limit, not the stop grace after it");
 }

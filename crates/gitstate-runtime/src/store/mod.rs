@@ -103,6 +103,11 @@ pub trait Store: Journal + std::fmt::Debug {
     fn names(&self) -> Vec<EnvName>;
     /// The latest `n` events (oldest first), from memory.
     fn recent_events(&self, n: usize) -> Vec<Event>;
+    /// Every event at or after `since` (oldest first), read from where they are kept
+    /// (`gitstate dora`, `where`'s `since`). The default: those in memory.
+    async fn events_since(&self, since: jiff::Timestamp) -> Result<Vec<Event>, StoreError> {
+        Ok(self.recent_events(usize::MAX).into_iter().filter(|e| e.at >= since).collect())
+    }
     /// What operators said (`suspend`, `resume`, `retry`), as last read.
     fn overrides(&self) -> Result<Overrides, StoreError>;
     /// Changes what operators said, atomically against other writers (another operator's

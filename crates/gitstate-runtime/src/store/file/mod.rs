@@ -247,6 +247,24 @@ impl Store for FileStore {
         FileStore::recent_events(self, n)
     }
 
+    /// Reads the rotated files (`events.jsonl.N` … `.1`) and `events.jsonl` whole.
+    async fn events_since(&self, since: jiff::Timestamp) -> Result<Vec<Event>, StoreError> {
+        let mut files: Vec<std::path::PathBuf> =
+            (1..=64).map(|n| self.dir.join(format!("events.jsonl.{n}"))).take_while(|p| p.exists()).collect();
+        files.reverse();
+        files.push(self.dir.join("events.jsonl"));
+        let mut out = Vec::new();
+        for path in files {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path, source: e }),
+            };
+            out.extend(events::parse_events(&bytes, usize::MAX).into_iter().filter(|e| e.at >= since));
+        }
+        Ok(out)
+    }
+
     fn overrides(&self) -> Result<Overrides, StoreError> {
         overrides::read(&self.dir)
     }
