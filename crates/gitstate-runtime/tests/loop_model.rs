@@ -172,20 +172,7 @@ impl ActualStateProbe for Probe {
         let at = self.world.since_start();
         let (commit, statuses) = self.world.at(at);
         lock(&self.calls).push(Probed { at, commit, statuses: statuses.clone(), asked: *cx.expected });
-        Ok(statuses
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let result = match s {
-                    Status::InSync => Ok(ReportedCommit::parse(cx.expected.as_str()).unwrap()),
-                    Status::Unreachable => Err(ProbeFailure::unreachable("down")),
-                    Status::Invalid => Err(ProbeFailure::invalid("garbage")),
-                    Status::Missing => Err(ProbeFailure::missing("gone")),
-                    other => Ok(gitstate_testkit::model::reported(other).unwrap()),
-                };
-                Reading { instance: format!("i{i}"), result, elapsed: Duration::ZERO }
-            })
-            .collect())
+        Ok(gitstate_testkit::model::readings(statuses, cx.expected))
     }
 }
 

@@ -1085,20 +1085,7 @@ impl ActualStateProbe for World2 {
     }
     async fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
         let statuses = lock(&self.0.shared).statuses.clone();
-        Ok(statuses
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let result = match s {
-                    Status::InSync => Ok(ReportedCommit::parse(cx.expected.as_str()).unwrap()),
-                    Status::Unreachable => Err(ProbeFailure::unreachable("down")),
-                    Status::Invalid => Err(ProbeFailure::invalid("garbage")),
-                    Status::Missing => Err(ProbeFailure::missing("gone")),
-                    other => Ok(gitstate_testkit::model::reported(other).unwrap()),
-                };
-                Reading { instance: format!("i{i}"), result, elapsed: Duration::ZERO }
-            })
-            .collect())
+        Ok(gitstate_testkit::model::readings(statuses, cx.expected))
     }
 }
 

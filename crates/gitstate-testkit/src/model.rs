@@ -260,6 +260,26 @@ pub fn relation(reported: &gitstate_core::ReportedCommit) -> gitstate_core::Rela
     }
 }
 
+/// What a scripted target's instances answer for `statuses`, the expected commit being
+/// `expected`: one reading per status, `i0`, `i1`, … .
+pub fn readings(statuses: Vec<Status>, expected: &gitstate_core::CommitId) -> Vec<gitstate_core::Reading> {
+    use gitstate_core::{ProbeFailure, Reading, ReportedCommit};
+    statuses
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let result = match s {
+                Status::InSync => Ok(ReportedCommit::parse(expected.as_str()).unwrap()),
+                Status::Unreachable => Err(ProbeFailure::unreachable("down")),
+                Status::Invalid => Err(ProbeFailure::invalid("garbage")),
+                Status::Missing => Err(ProbeFailure::missing("gone")),
+                other => Ok(reported(other).unwrap()),
+            };
+            Reading { instance: format!("i{i}"), result, elapsed: Duration::ZERO }
+        })
+        .collect()
+}
+
 /// `Pass::commit` for "the ref did not move on this pass".
 pub const KEEP: usize = usize::MAX;
 

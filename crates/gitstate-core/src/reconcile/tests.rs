@@ -572,3 +572,12 @@ fn a_vetoed_commit_is_not_deployed() {
     assert_eq!(remediations(std::slice::from_ref(&d)), [1]);
     assert_eq!(alarms(&d), [(AlarmChange::Resolved(Resolution::Cleared), AlarmKind::Vetoed)]);
 }
+
+/// A freeze window that ends at this very instant holds nothing: the pass at its end acts.
+#[test]
+fn a_freeze_window_ending_now_no_longer_holds() {
+    let p = Policy { grace: Duration::ZERO, ..policy() };
+    let ended = Controls { frozen_until: Some(at(0)), ..Controls::default() };
+    let d = reconcile_with(commit('a'), &of(BEHIND), None, &p, ended, at(0));
+    assert_eq!(remediations(std::slice::from_ref(&d)), [1], "{:?}", d.reason);
+}
