@@ -235,3 +235,63 @@ fn dora_gives_the_four_keys_of_a_generated_history() {
     assert_eq!(r.json()["environments"][0]["deployments"], 1);
     assert!(with_config(&cfg, &["dora"]).stdout.contains("production: 4 deployments"));
 }
+
+/// History from before gitstate ran counts as far as the reflog reaches (SPEC §16): the
+/// ref moved three times (dated moves), then gitstate's first pass saw the last commit
+/// running. The three moves are the deployments (method `reflog_and_events`), the first
+/// pass's convergence on the same commit is not a fourth, and the lead times are those of
+/// the commits each move brought — from the generator's record.
+#[test]
+fn dora_counts_the_reflog_before_gitstates_first_event() {
+    let repo = Repo::new();
+    let now = jiff::Timestamp::now().as_second();
+    const D: i64 = 86_400;
+    let dated = |at: i64, args: &[&str]| {
+        let date = format!("@{at} +0000");
+        let out = gitstate_testkit::git_cmd(repo.path())
+            .env("GIT_COMMITTER_DATE", &date)
+            .env("GIT_AUTHOR_DATE", &date)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut c = Vec::new();
+    for (i, at) in [now - 10 * D, now - 8 * D, now - 6 * D, now - 5 * D - 900].into_iter().enumerate() {
+        dated(at, &["commit", "-q", "--allow-empty", "-m", &format!("c{i}")]);
+        c.push(repo.git(&["rev-parse", "HEAD"]));
+    }
+    // The moves: c0 at -9 d, c1 at -7 d, c1 again (not a deployment), c3 at -5 d (brings c2, c3).
+    dated(now - 9 * D, &["update-ref", REF, &c[0]]);
+    dated(now - 7 * D, &["update-ref", REF, &c[1]]);
+    dated(now - 7 * D + 60, &["update-ref", REF, &c[1]]);
+    dated(now - 5 * D, &["update-ref", REF, &c[3]]);
+    let leads = {
+        let mut l = vec![(now - 7 * D) - (now - 8 * D), (now - 5 * D) - (now - 6 * D), 900];
+        l.sort();
+        l
+    };
+    let server = TestServer::start_background();
+    server.route("/meta", meta(&c[3]));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[source]\nrepo = \"{}\"\n[policy]\nmode = \"observe\"\n\n{}",
+        repo.path().display(),
+        http_env("production", "web", &[server.url("/meta")], "")
+    );
+    let cfg = write_config(dir.path(), &text);
+    assert_eq!(with_config(&cfg, &["reconcile"]).code, 0);
+
+    let r = with_config(&cfg, &["dora", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let p = &r.json()["environments"][0];
+    assert_eq!(p["method"], "reflog_and_events", "{p}");
+    assert_eq!(p["deployments"], 3, "{p}");
+    assert_eq!(p["lead_time_s"]["count"], leads.len(), "{p}");
+    assert_eq!(p["lead_time_s"]["median"].as_f64(), Some(leads[1] as f64), "{p}");
+    assert_eq!(p["lead_time_s"]["p90"].as_f64(), Some(leads[2] as f64), "{p}");
+    assert_eq!(p["change_failure_rate"]["failed"], 0, "a reflog shows no failures");
+    // A window that starts after the moves holds none of them.
+    let r = with_config(&cfg, &["dora", "--since", "4d", "-o", "json"]);
+    assert_eq!(r.json()["environments"][0]["deployments"], 0);
+}

@@ -130,6 +130,33 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     wait_for(Duration::from_secs(30), "the fix deployed", || {
         std::fs::read_to_string(l.path().join("served.json")).unwrap().contains(&fix)
     });
+    // DORA's metrics (SPEC §16), counted live from each pass's events, agree with `dora`
+    // reading the same event log afterwards: as many deployments (a convergence on a new
+    // commit; a commit the loop never saw in sync before the ref moved on is none), the
+    // one failed (c3's first, degraded and rolled back), its restore.
+    wait_for(Duration::from_secs(30), "the fix converged", || {
+        events_named(&l, "converged").iter().any(|e| e["expected"] == fix.as_str())
+    });
+    let m = metrics(&w);
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    let dora = with_config(&cfg, &["dora", "-o", "json"]).json();
+    let p = &dora["environments"][0];
+    assert!(p["deployments"].as_u64().unwrap() >= 3, "c1, c3 and the fix at least: {p}");
+    assert_eq!(
+        value("gitstate_dora_deployments_total{environment=\"production\"}"),
+        p["deployments"].as_f64().unwrap()
+    );
+    assert_eq!(value("gitstate_dora_failed_deployments_total{environment=\"production\"}"), 1.0);
+    assert_eq!(p["change_failure_rate"]["failed"], 1, "{p}");
+    assert_eq!(
+        value("gitstate_dora_restore_seconds_count"),
+        p["time_to_restore_s"]["count"].as_f64().unwrap()
+    );
+    assert_eq!(value("gitstate_dora_lead_time_seconds_count"), p["lead_time_s"]["count"].as_f64().unwrap());
     drop(w);
 
     // The unveto was recorded; a second one is refused.

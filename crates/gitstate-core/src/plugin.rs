@@ -93,6 +93,15 @@ pub trait ExpectedState: Send + Sync {
         vec![None; expected.len()]
     }
 
+    /// Where `reference` has pointed, oldest first: each move's commit and time, from
+    /// the ref's reflog when the source keeps one (SPEC §16: DORA's history from before
+    /// gitstate ran). The default, and a remote's, is empty: a mirror's log holds fetch
+    /// times, not when the ref moved.
+    async fn ref_history(&self, reference: &str) -> Vec<(CommitId, jiff::Timestamp)> {
+        let _ = reference;
+        Vec::new()
+    }
+
     /// The commit `rev` names (SPEC §16 `where REV`): the default takes a full commit id,
     /// or a ref or tag [`ExpectedState::resolve`] finds; Git takes whatever `git
     /// rev-parse` takes.

@@ -196,17 +196,23 @@ pub fn keys(deployments: &[Deployment], since: Timestamp, until: Timestamp) -> K
 /// The deployments an environment's events record, oldest first: each convergence on a
 /// new expected commit, with what failed after it (before the next: `degraded`, a
 /// rollback from it, a hotfix adopted or detected, a drift alarm) and when the next
-/// convergence restored it. `brought(previous, commit)` gives the committer times of the
-/// commits a deployment brought (none for the first one gitstate saw: what ran before is
-/// not known).
-pub async fn deployments<F, Fut>(events: &[gitstate_core::Event], mut brought: F) -> Vec<Deployment>
+/// convergence restored it. `before` is what ran before the first event, when known (the
+/// reflog's last commit): a first convergence on it is not a new deployment, and one on
+/// another commit brought what lies between. `brought(previous, commit)` gives the
+/// committer times of the commits a deployment brought (none for the first one gitstate
+/// knows when `before` is `None`: what ran before is not known).
+pub async fn deployments<F, Fut>(
+    events: &[gitstate_core::Event],
+    before: Option<gitstate_core::CommitId>,
+    mut brought: F,
+) -> Vec<Deployment>
 where
     F: FnMut(gitstate_core::CommitId, gitstate_core::CommitId) -> Fut,
     Fut: std::future::Future<Output = Vec<Timestamp>>,
 {
     use gitstate_core::{AlarmKind, EventKind, Status};
     let mut out: Vec<Deployment> = Vec::new();
-    let mut last: Option<gitstate_core::CommitId> = None;
+    let mut last: Option<gitstate_core::CommitId> = before;
     for e in events {
         let failure = match &e.kind {
             EventKind::Converged { expected, .. } | EventKind::Verified { expected } => {
@@ -241,6 +247,297 @@ where
         }
     }
     out
+}
+
+/// The deployments a ref's reflog records before `first` (the environment's first event;
+/// the whole reflog when it has none), oldest first: each move to a commit other than the
+/// previous one counts, with what it brought (SPEC §16, method `reflog`). A reflog shows
+/// neither failures nor restores: those come from events only.
+pub async fn reflog_deployments<F, Fut>(
+    moves: &[(gitstate_core::CommitId, Timestamp)],
+    first: Option<Timestamp>,
+    mut brought: F,
+) -> (Vec<Deployment>, Option<gitstate_core::CommitId>)
+where
+    F: FnMut(gitstate_core::CommitId, gitstate_core::CommitId) -> Fut,
+    Fut: std::future::Future<Output = Vec<Timestamp>>,
+{
+    let mut out = Vec::new();
+    let mut last = None;
+    for (commit, at) in moves {
+        if first.is_some_and(|f| *at >= f) {
+            break;
+        }
+        if last == Some(*commit) {
+            continue;
+        }
+        let commit_times = match last {
+            Some(prev) => brought(prev, *commit).await,
+            None => Vec::new(),
+        };
+        out.push(Deployment { at: *at, commit_times, failed_at: None, restored_at: None });
+        last = Some(*commit);
+    }
+    (out, last)
+}
+
+/// Where an environment's deployments were read from (SPEC §16: the JSON names it).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Method {
+    /// gitstate's event log only.
+    Events,
+    /// The ref's reflog only (gitstate has recorded nothing for it).
+    Reflog,
+    /// The reflog up to the first event, the events from then on.
+    ReflogAndEvents,
+    /// Neither holds anything.
+    None,
+}
+
+/// An environment asked about: its name and its ref, whose reflog is read when known.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// The environment.
+    pub name: gitstate_core::EnvName,
+    /// Its ref (`refs/heads/…`), when known.
+    pub reference: Option<String>,
+}
+
+/// One environment's keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentKeys {
+    /// The environment.
+    pub name: gitstate_core::EnvName,
+    /// Its four keys.
+    #[serde(flatten)]
+    pub keys: Keys,
+    /// Where its deployments were read from.
+    pub method: Method,
+}
+
+/// `dora -o json`, schema 1 (SPEC §16).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// Format version: 1.
+    pub schema: u32,
+    /// The window's start.
+    pub since: Timestamp,
+    /// The window's end.
+    pub until: Timestamp,
+    /// Per environment, in name order.
+    pub environments: Vec<EnvironmentKeys>,
+    /// The same over every deployment of the selection.
+    pub all: Keys,
+}
+
+/// The environments `dora` covers: every one in the store (`states`, with its ref) and
+/// every one the event log names, in name order — or only those in `only`, each of
+/// which must be one of them (the error names the first that is not).
+pub fn subjects(
+    states: &std::collections::BTreeMap<gitstate_core::EnvName, gitstate_core::EnvState>,
+    events: &[gitstate_core::Event],
+    only: &[String],
+) -> Result<Vec<Subject>, String> {
+    let mut all: std::collections::BTreeMap<gitstate_core::EnvName, Option<String>> =
+        states.iter().map(|(n, s)| (n.clone(), s.reference.clone())).collect();
+    for e in events {
+        all.entry(e.environment.clone()).or_default();
+    }
+    if let Some(unknown) = only.iter().find(|o| !all.keys().any(|n| n.as_str() == o.as_str())) {
+        return Err(unknown.clone());
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n.as_str()))
+        .map(|(name, reference)| Subject { name, reference })
+        .collect())
+}
+
+/// DORA's four keys for `subjects` over `[since, until)`, from `events` (the whole log,
+/// oldest first: a deployment's predecessor may lie before the window) and each
+/// subject's reflog in `source`, with the commits each deployment brought read from
+/// the repository.
+pub async fn report<S: gitstate_core::ExpectedState + ?Sized>(
+    source: &S,
+    events: &[gitstate_core::Event],
+    subjects: &[Subject],
+    since: Timestamp,
+    until: Timestamp,
+) -> Report {
+    let brought = |prev, new| brought_times(source, prev, new);
+    let mut by_env: std::collections::HashMap<&gitstate_core::EnvName, Vec<gitstate_core::Event>> =
+        std::collections::HashMap::new();
+    for e in events {
+        by_env.entry(&e.environment).or_default().push(e.clone());
+    }
+    let mut all = Vec::new();
+    let mut environments = Vec::new();
+    for subject in subjects {
+        let mine = by_env.remove(&subject.name).unwrap_or_default();
+        let moves = match &subject.reference {
+            Some(r) => source.ref_history(r).await,
+            None => Vec::new(),
+        };
+        let (mut history, before) = reflog_deployments(&moves, mine.first().map(|e| e.at), brought).await;
+        let from_reflog = !history.is_empty();
+        let from_events = deployments(&mine, before, brought).await;
+        let method = match (from_reflog, !mine.is_empty()) {
+            (true, true) => Method::ReflogAndEvents,
+            (true, false) => Method::Reflog,
+            (false, true) => Method::Events,
+            (false, false) => Method::None,
+        };
+        history.extend(from_events);
+        let keys = keys(&history, since, until);
+        all.extend(history);
+        environments.push(EnvironmentKeys { name: subject.name.clone(), keys, method });
+    }
+    Report { schema: 1, since, until, all: keys(&all, since, until), environments }
+}
+
+/// What the loop's events mean for DORA's metrics (SPEC §16), as they happen.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Observed {
+    /// `environment` converged on a new expected commit; `lead_times_s` holds, per commit
+    /// it brought, committer time → now (empty when what ran before is not known).
+    Deployed {
+        /// The environment.
+        environment: gitstate_core::EnvName,
+        /// Seconds from each brought commit's committer time to the convergence.
+        lead_times_s: Vec<f64>,
+    },
+    /// The latest deployment of `environment` failed (degraded, rolled back, a hotfix
+    /// adopted or detected, a drift alarm); said once per deployment, and only for a
+    /// deployment known (seen here, or in the state's `converged_on`).
+    Failed {
+        /// The environment.
+        environment: gitstate_core::EnvName,
+    },
+    /// Service was restored after a failure, `seconds` after it began.
+    Restored {
+        /// The environment.
+        environment: gitstate_core::EnvName,
+        /// Failure → the next in-sync or verified convergence.
+        seconds: f64,
+    },
+}
+
+/// Turns the loop's events into [`Observed`] DORA facts as passes end — the same rules
+/// as [`deployments`], kept per environment in memory (a restart forgets a failure still
+/// open: counters start again with the process, as Prometheus expects of them).
+#[derive(Debug, Default)]
+pub struct Live {
+    open: std::sync::Mutex<std::collections::HashMap<gitstate_core::EnvName, LiveEnv>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LiveEnv {
+    /// The last deployment's failure, once seen: when it began, and whether it was
+    /// restored.
+    failed_at: Option<Timestamp>,
+    restored: bool,
+}
+
+impl Live {
+    /// A tracker that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What `events` (one pass's, oldest first) mean, given each environment's state
+    /// before the pass (`prior`: its `converged_on` names the commit deployed before).
+    /// Reads the commits a deployment brought from `source`.
+    pub async fn observe<S: gitstate_core::ExpectedState + ?Sized>(
+        &self,
+        source: &S,
+        prior: &std::collections::BTreeMap<gitstate_core::EnvName, gitstate_core::EnvState>,
+        events: &[gitstate_core::Event],
+    ) -> Vec<Observed> {
+        use gitstate_core::{AlarmKind, EventKind, Status};
+        let mut out = Vec::new();
+        let mut last: std::collections::HashMap<&gitstate_core::EnvName, gitstate_core::CommitId> =
+            prior.iter().filter_map(|(n, s)| Some((n, *s.converged_on.last()?))).collect();
+        for e in events {
+            let env = &e.environment;
+            match &e.kind {
+                EventKind::Converged { expected, .. } | EventKind::Verified { expected } => {
+                    let restored = {
+                        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                        let state = open.entry(env.clone()).or_default();
+                        let restored = match state.failed_at {
+                            Some(f) if !state.restored => {
+                                state.restored = true;
+                                Some((e.at.as_millisecond() - f.as_millisecond()).max(0) as f64 / 1000.0)
+                            }
+                            _ => None,
+                        };
+                        if matches!(e.kind, EventKind::Converged { .. }) && last.get(env) != Some(expected) {
+                            *state = LiveEnv::default();
+                        }
+                        restored
+                    };
+                    if let Some(seconds) = restored {
+                        out.push(Observed::Restored { environment: env.clone(), seconds });
+                    }
+                    if matches!(e.kind, EventKind::Converged { .. }) && last.get(env) != Some(expected) {
+                        let lead_times_s = match last.get(env) {
+                            Some(prev) => brought_times(source, *prev, *expected)
+                                .await
+                                .into_iter()
+                                .map(|t| (e.at.as_millisecond() - t.as_millisecond()).max(0) as f64 / 1000.0)
+                                .collect(),
+                            None => Vec::new(),
+                        };
+                        out.push(Observed::Deployed { environment: env.clone(), lead_times_s });
+                        last.insert(env, *expected);
+                    }
+                }
+                kind => {
+                    let failure = match kind {
+                        EventKind::Degraded { .. }
+                        | EventKind::RolledBack { .. }
+                        | EventKind::Adopted { .. } => true,
+                        EventKind::DriftDetected { status, .. } => {
+                            matches!(status, Status::Diverged | Status::UnknownCommit | Status::Drifted)
+                        }
+                        EventKind::AlarmRaised { alarm, .. } => *alarm == AlarmKind::Drift,
+                        _ => false,
+                    };
+                    let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                    let state = open.entry(env.clone()).or_default();
+                    // A failure counts against a deployment: none known, nothing failed.
+                    if failure && state.failed_at.is_none() && last.contains_key(env) {
+                        state.failed_at = Some(e.at);
+                        out.push(Observed::Failed { environment: env.clone() });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets `env` (it is gone from the environments).
+    pub fn forget(&self, env: &gitstate_core::EnvName) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(env);
+    }
+}
+
+/// The committer times of the commits in `new` and not in `prev` (at most 10,000).
+async fn brought_times<S: gitstate_core::ExpectedState + ?Sized>(
+    source: &S,
+    prev: gitstate_core::CommitId,
+    new: gitstate_core::CommitId,
+) -> Vec<Timestamp> {
+    let Ok(reported) = gitstate_core::ReportedCommit::parse(prev.as_str()) else { return Vec::new() };
+    let Ok(mut related) = source.relate_commits(&new, &[reported], 10_000).await else {
+        return Vec::new();
+    };
+    let ids = related.pop().and_then(|r| r.pending).unwrap_or_default();
+    source.describe(&ids).await.unwrap_or_default().into_iter().map(|c| c.at).collect()
 }
 
 #[cfg(test)]
@@ -308,6 +605,49 @@ mod tests {
         assert_eq!(k.bands.change_failure_rate, Some(Band::High));
     }
 
+    /// A source that knows no history: deployments bring no commits.
+    struct NoHistory;
+
+    #[async_trait::async_trait]
+    impl gitstate_core::ExpectedState for NoHistory {
+        fn name(&self) -> &str {
+            "none"
+        }
+        async fn resolve(
+            &self,
+            _: &[String],
+        ) -> Result<
+            Vec<Result<gitstate_core::Expected, gitstate_core::ExpectedError>>,
+            gitstate_core::ExpectedError,
+        > {
+            Ok(Vec::new())
+        }
+        async fn relate(
+            &self,
+            _: &gitstate_core::CommitId,
+            _: &[gitstate_core::ReportedCommit],
+        ) -> Result<Vec<gitstate_core::Relation>, gitstate_core::ExpectedError> {
+            Ok(Vec::new())
+        }
+        async fn list(&self, _: &str) -> Result<Vec<gitstate_core::Expected>, gitstate_core::ExpectedError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn event(kind: u8, commit: u8, t: i64) -> gitstate_core::Event {
+        use gitstate_core::{AlarmKind, CommitId, EventKind, LagFrom, Status};
+        let c = CommitId::parse(&format!("{commit}").repeat(40)).unwrap();
+        let kind = match kind {
+            0 | 1 => EventKind::Converged { expected: c, lag_s: None, lag_from: LagFrom::FirstSeen },
+            2 => EventKind::Verified { expected: c },
+            3 => EventKind::Degraded { expected: c, failures: 1 },
+            4 => EventKind::DriftDetected { status: Status::Drifted, expected: c },
+            5 => EventKind::AlarmRaised { alarm: AlarmKind::Drift, expected: c },
+            _ => EventKind::AlarmRaised { alarm: AlarmKind::Unreachable, expected: c },
+        };
+        gitstate_core::Event { at: at(t), environment: "production".parse().unwrap(), kind }
+    }
+
     proptest! {
         /// Over any history: the counts add up, rates lie in [0, 1], medians lie between
         /// the extremes, p90 ≥ median, and a deployment outside the window changes nothing.
@@ -332,6 +672,44 @@ mod tests {
             let mut more = history.clone();
             more.push(Deployment { at: until, commit_times: vec![at(0)], failed_at: Some(until), restored_at: None });
             prop_assert_eq!(keys(&more, since, until), k);
+        }
+
+        /// The live metrics' facts, however the events fall into passes, say what the
+        /// batch reading of the same log says: as many deployments, as many failed, the
+        /// same restore times.
+        #[test]
+        fn live_facts_agree_with_the_event_log(
+            raw in prop::collection::vec((0u8..7, 1u8..4, 1i64..1000), 0..40),
+            cuts in prop::collection::vec(any::<bool>(), 40),
+        ) {
+            let mut t = 0;
+            let events: Vec<gitstate_core::Event> = raw.iter().map(|(k, c, dt)| { t += dt; event(*k, *c, t) }).collect();
+            let batch = futures::executor::block_on(deployments(&events, None, |_, _| async { Vec::new() }));
+            let live = Live::new();
+            let mut observed = Vec::new();
+            let mut prior = std::collections::BTreeMap::new();
+            let mut pass = Vec::new();
+            for (i, e) in events.iter().enumerate() {
+                pass.push(e.clone());
+                if cuts[i] || i + 1 == events.len() {
+                    observed.extend(futures::executor::block_on(live.observe(&NoHistory, &prior, &pass)));
+                    // What the store would hold after the pass: the last commit converged on.
+                    for e in &pass {
+                        if let gitstate_core::EventKind::Converged { expected, .. } = e.kind {
+                            let s: &mut gitstate_core::EnvState = prior.entry(e.environment.clone()).or_default();
+                            s.converged_on = vec![expected];
+                        }
+                    }
+                    pass.clear();
+                }
+            }
+            let deployed = observed.iter().filter(|o| matches!(o, Observed::Deployed { .. })).count();
+            let failed = observed.iter().filter(|o| matches!(o, Observed::Failed { .. })).count();
+            let restored: Vec<f64> = observed.iter().filter_map(|o| match o { Observed::Restored { seconds, .. } => Some(*seconds), _ => None }).collect();
+            let batch_restored: Vec<f64> = batch.iter().filter_map(|d| Some((d.restored_at?.as_millisecond() - d.failed_at?.as_millisecond()) as f64 / 1000.0)).collect();
+            prop_assert_eq!(deployed, batch.len());
+            prop_assert_eq!(failed, batch.iter().filter(|d| d.failed_at.is_some()).count());
+            prop_assert_eq!(restored, batch_restored);
         }
     }
 }

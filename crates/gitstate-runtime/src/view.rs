@@ -47,6 +47,11 @@ pub trait Observer: Send + Sync {
     fn ref_polled(&self, changed: &[EnvName]) {
         let _ = changed;
     }
+    /// What a pass's events mean for DORA's four keys (SPEC §16): deployments with their
+    /// lead times, failures, restores.
+    fn dora(&self, observed: &[crate::dora::Observed]) {
+        let _ = observed;
+    }
 }
 
 /// An observer that ignores everything.

@@ -156,28 +156,9 @@ pub async fn diff(args: Diff) -> anyhow::Result<i32> {
     Ok(exit::IN_SYNC)
 }
 
-/// `dora -o json`, schema 1.
-#[derive(serde::Serialize)]
-struct DoraReport {
-    schema: u32,
-    since: jiff::Timestamp,
-    until: jiff::Timestamp,
-    environments: Vec<DoraRow>,
-    all: gitstate_runtime::dora::Keys,
-}
-
-#[derive(serde::Serialize)]
-struct DoraRow {
-    name: String,
-    #[serde(flatten)]
-    keys: gitstate_runtime::dora::Keys,
-    /// Where the deployments were read from.
-    method: &'static str,
-}
-
-/// Runs `dora`.
+/// Runs `dora`: the runtime's [`gitstate_runtime::dora::report`] over the store's event
+/// log and the refs' reflogs, printed.
 pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
-    use gitstate_core::{ExpectedState, ReportedCommit};
     let config = super::load_config(args.select.config.config.as_deref())?;
     let source = crate::plan::source(&config)?;
     let store = crate::stores::read_only(&config).await?;
@@ -191,51 +172,11 @@ pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
             })?,
         },
     };
-    let events = store.events_since(since).await?;
-    let mut names: Vec<String> = config.environments.iter().map(|e| e.name.to_string()).collect();
-    for e in &events {
-        if !names.iter().any(|n| n == e.environment.as_str()) {
-            names.push(e.environment.to_string());
-        }
-    }
-    if !args.select.environments.is_empty() {
-        for n in &args.select.environments {
-            if !names.contains(n) {
-                anyhow::bail!("unknown environment {n:?}");
-            }
-        }
-        names.retain(|n| args.select.environments.contains(n));
-    }
-    names.sort();
-    let brought = |prev: gitstate_core::CommitId, new: gitstate_core::CommitId| {
-        let source = &source;
-        async move {
-            let Ok(reported) = ReportedCommit::parse(prev.as_str()) else { return Vec::new() };
-            let Ok(mut related) = source.relate_commits(&new, &[reported], 10_000).await else {
-                return Vec::new();
-            };
-            let ids = related.pop().and_then(|r| r.pending).unwrap_or_default();
-            let described = source.describe(&ids).await.unwrap_or_default();
-            described.into_iter().map(|c| c.at).collect()
-        }
-    };
-    let mut all = Vec::new();
-    let mut environments = Vec::new();
-    for name in names {
-        let mine: Vec<gitstate_core::Event> =
-            events.iter().filter(|e| e.environment.as_str() == name).cloned().collect();
-        let deployments = gitstate_runtime::dora::deployments(&mine, brought).await;
-        let keys = gitstate_runtime::dora::keys(&deployments, since, until);
-        all.extend(deployments);
-        environments.push(DoraRow { name, keys, method: "events" });
-    }
-    let report = DoraReport {
-        schema: 1,
-        since,
-        until,
-        all: gitstate_runtime::dora::keys(&all, since, until),
-        environments,
-    };
+    let events = store.events_since(jiff::Timestamp::MIN).await?;
+    let subjects =
+        gitstate_runtime::dora::subjects(&store.environments(), &events, &args.select.environments)
+            .map_err(|unknown| anyhow::anyhow!("unknown environment {unknown:?}"))?;
+    let report = gitstate_runtime::dora::report(&source, &events, &subjects, since, until).await;
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
         _ => {

@@ -198,6 +198,10 @@ pub struct Metrics {
     ref_polls: Family<PollResult, Counter>,
     verifications: Family<EnvResult, Counter>,
     check_failures: Family<EnvCheck, Counter>,
+    dora_deployments: Family<Env, Counter>,
+    dora_failed: Family<Env, Counter>,
+    dora_lead_time: Histogram,
+    dora_restore: Histogram,
     /// The `check_failures` series made, so that a removed environment's go too.
     checks_seen: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     last_full_pass: Gauge<f64, AtomicU64>,
@@ -214,6 +218,16 @@ fn unix_seconds(t: jiff::Timestamp) -> f64 {
 
 fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// A minute to about a year, ×4 a bucket: lead times run from minutes to months.
+fn lead_time_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(60.0, 4.0, 10))
+}
+
+/// A second to about six weeks, ×4 a bucket.
+fn restore_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 13))
 }
 
 fn lag_buckets() -> Histogram {
@@ -242,6 +256,10 @@ impl Metrics {
             ref_polls: Family::default(),
             verifications: Family::default(),
             check_failures: Family::default(),
+            dora_deployments: Family::default(),
+            dora_failed: Family::default(),
+            dora_lead_time: lead_time_buckets(),
+            dora_restore: restore_buckets(),
             checks_seen: Default::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
@@ -268,6 +286,26 @@ impl Metrics {
             "check_failures",
             "Failed runs of soak checks, by environment and check",
             m.check_failures.clone(),
+        );
+        registry.register(
+            "dora_deployments",
+            "Deployments (convergences on a new expected commit), by environment (SPEC §16)",
+            m.dora_deployments.clone(),
+        );
+        registry.register(
+            "dora_failed_deployments",
+            "Deployments followed by degraded, a rollback, a hotfix or a drift alarm, by environment",
+            m.dora_failed.clone(),
+        );
+        registry.register(
+            "dora_lead_time_seconds",
+            "Committer time to deployed, per commit a deployment brought, over the fleet",
+            m.dora_lead_time.clone(),
+        );
+        registry.register(
+            "dora_restore_seconds",
+            "A failed deployment's failure to the next in-sync or verified convergence, over the fleet",
+            m.dora_restore.clone(),
         );
         registry.register(
             "reconcile_passes",
@@ -446,6 +484,8 @@ impl Metrics {
     pub fn forget(&self, environment: &str) {
         self.envs.write().remove(environment);
         self.lag.remove(&Env { environment: environment.into() });
+        self.dora_deployments.remove(&Env { environment: environment.into() });
+        self.dora_failed.remove(&Env { environment: environment.into() });
         for outcome in ["ok", "failed"] {
             self.remediations
                 .remove(&EnvOutcome { environment: environment.into(), outcome: outcome.into() });
@@ -526,6 +566,25 @@ impl gitstate_runtime::Observer for Metrics {
     fn ref_polled(&self, changed: &[EnvName]) {
         let result = if changed.is_empty() { "unchanged" } else { "changed" };
         self.ref_polls.get_or_create(&PollResult { result: result.into() }).inc();
+    }
+
+    fn dora(&self, observed: &[gitstate_runtime::dora::Observed]) {
+        use gitstate_runtime::dora::Observed;
+        for o in observed {
+            match o {
+                Observed::Deployed { environment, lead_times_s } => {
+                    self.dora_deployments.get_or_create(&Env { environment: environment.to_string() }).inc();
+                    for t in lead_times_s {
+                        self.dora_lead_time.observe(*t);
+                    }
+                }
+                Observed::Failed { environment } => {
+                    self.dora_failed.get_or_create(&Env { environment: environment.to_string() }).inc();
+                }
+                Observed::Restored { seconds, .. } => self.dora_restore.observe(*seconds),
+                _ => {}
+            }
+        }
     }
 }
 

@@ -210,6 +210,19 @@ impl ExpectedState for GitSource {
         self.unblock(job).await.unwrap_or_else(|_| vec![None; expected.len()])
     }
 
+    /// A local repository's reflog of `reference` (its last MiB); a remote's is not known.
+    async fn ref_history(&self, reference: &str) -> Vec<(CommitId, jiff::Timestamp)> {
+        if !matches!(&*self.repo, Repo::Local(_)) {
+            return Vec::new();
+        }
+        let reference = reference.to_owned();
+        let job = move |this: &Self| match &*this.repo {
+            Repo::Local(r) => Ok(r.ref_history(&reference)),
+            Repo::Remote(_) => Ok(Vec::new()),
+        };
+        self.unblock(job).await.unwrap_or_default()
+    }
+
     /// A local repository (or a remote's mirror): what `git rev-parse` takes.
     async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
         let rev = rev.to_owned();

@@ -19,32 +19,47 @@ pub(super) const TAIL: u64 = 1024 * 1024;
 /// The time of the latest line of `log` that set the ref to `commit` (its `new` id).
 pub(super) fn moved_at(log: &[u8], commit: &CommitId) -> Option<Timestamp> {
     let want = commit.as_str().as_bytes();
-    log.split(|b| *b == b'\n').rev().find_map(|line| {
-        let (ids, rest) = line.split_at_checked(82)?;
-        let (old, new) = (ids.get(..40)?, ids.get(41..81)?);
-        if ids.get(40) != Some(&b' ')
-            || ids.get(81) != Some(&b' ')
-            || !is_hex(old)
-            || !new.eq_ignore_ascii_case(want)
-        {
-            return None;
-        }
-        // The identity ends at the last '>' before the message; the time follows it.
-        let head = rest.split(|b| *b == b'\t').next()?;
-        let close = head.iter().rposition(|b| *b == b'>')?;
-        let mut fields = std::str::from_utf8(head.get(close + 1..)?).ok()?.split_ascii_whitespace();
-        let secs: i64 = fields.next()?.parse().ok()?;
-        Timestamp::from_second(secs).ok()
-    })
+    log.split(|b| *b == b'\n')
+        .rev()
+        .find_map(|line| parse_line(line).filter(|(new, _)| new.eq_ignore_ascii_case(want)).map(|(_, t)| t))
+}
+
+/// Every well-formed line of `log` that set the ref to a commit, oldest first: the
+/// commit and when (SPEC §16: before gitstate's first event, each counts as a
+/// deployment). A deletion (the zero id) is skipped, and so is a line that cannot be read.
+pub(super) fn entries(log: &[u8]) -> Vec<(CommitId, Timestamp)> {
+    log.split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let (new, at) = parse_line(line)?;
+            let id = CommitId::parse(std::str::from_utf8(new).ok()?).ok()?;
+            (!new.iter().all(|b| *b == b'0')).then_some((id, at))
+        })
+        .collect()
+}
+
+/// One line: its `new` id (40 hex digits) and its time, or `None` when it is not a
+/// well-formed reflog line.
+fn parse_line(line: &[u8]) -> Option<(&[u8], Timestamp)> {
+    let (ids, rest) = line.split_at_checked(82)?;
+    let (old, new) = (ids.get(..40)?, ids.get(41..81)?);
+    if ids.get(40) != Some(&b' ') || ids.get(81) != Some(&b' ') || !is_hex(old) || !is_hex(new) {
+        return None;
+    }
+    // The identity ends at the last '>' before the message; the time follows it.
+    let head = rest.split(|b| *b == b'\t').next()?;
+    let close = head.iter().rposition(|b| *b == b'>')?;
+    let mut fields = std::str::from_utf8(head.get(close + 1..)?).ok()?.split_ascii_whitespace();
+    let secs: i64 = fields.next()?.parse().ok()?;
+    Some((new, Timestamp::from_second(secs).ok()?))
 }
 
 fn is_hex(b: &[u8]) -> bool {
     b.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Reads the last [`TAIL`] bytes of the reflog at `path` (`None` when there is none) and
-/// finds when it set `commit`. A partial first line of the tail is skipped by the parser.
-pub(super) fn read_moved_at(path: &Path, commit: &CommitId) -> Option<Timestamp> {
+/// The last [`TAIL`] bytes of the reflog at `path`, `None` when there is none. A partial
+/// first line of the tail is skipped by the parser.
+fn read_tail(path: &Path) -> Option<Vec<u8>> {
     let mut file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
     if len > TAIL {
@@ -52,7 +67,17 @@ pub(super) fn read_moved_at(path: &Path, commit: &CommitId) -> Option<Timestamp>
     }
     let mut buf = Vec::with_capacity(len.min(TAIL) as usize);
     file.take(TAIL).read_to_end(&mut buf).ok()?;
-    moved_at(&buf, commit)
+    Some(buf)
+}
+
+/// Reads the reflog at `path` and finds when it set `commit`.
+pub(super) fn read_moved_at(path: &Path, commit: &CommitId) -> Option<Timestamp> {
+    moved_at(&read_tail(path)?, commit)
+}
+
+/// Reads the reflog at `path` whole (its last [`TAIL`] bytes): [`entries`].
+pub(super) fn read_entries(path: &Path) -> Vec<(CommitId, Timestamp)> {
+    read_tail(path).map(|b| entries(&b)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -154,6 +179,21 @@ mod tests {
             }
             let got = moved_at(text.as_bytes(), &id(ids[want])).map(|t| t.as_second());
             prop_assert_eq!(got, model(&shape, want));
+            // Every well-formed move to a commit, in order; the deletions (Z) left out.
+            let all: Vec<(String, i64)> =
+                entries(text.as_bytes()).into_iter().map(|(c, t)| (c.to_string(), t.as_second())).collect();
+            let expected: Vec<(String, i64)> = shape
+                .iter()
+                .filter(|(ok, new, _)| *ok && ids[*new] != Z)
+                .map(|(_, new, secs)| (ids[*new].to_owned(), *secs))
+                .collect();
+            prop_assert_eq!(all, expected);
+        }
+
+        /// Arbitrary bytes: no panic, and no entry invented.
+        #[test]
+        fn arbitrary_bytes_give_no_entries(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            prop_assert!(entries(&bytes).is_empty());
         }
     }
 }

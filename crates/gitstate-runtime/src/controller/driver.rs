@@ -78,6 +78,8 @@ pub(crate) struct Loop {
     pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
     /// What time the decisions are made at.
     clock: Clock,
+    /// DORA's facts from each pass's events, for the observer's metrics.
+    dora: crate::dora::Live,
 }
 
 impl Loop {
@@ -103,6 +105,7 @@ impl Loop {
             led: AtomicBool::new(led),
             last_listed: Mutex::default(),
             clock: p.clock,
+            dora: crate::dora::Live::new(),
         };
         me.set_environments(p.environments);
         me
@@ -172,6 +175,7 @@ impl Loop {
         for name in &names {
             tracing::info!(environment = %name, "environment removed; its state is pruned");
             self.observer.removed(name);
+            self.dora.forget(name);
             lock(&self.refs).remove(name);
         }
         let removed = self.engine.remove(gone, now).await;
@@ -298,6 +302,12 @@ impl Driver for Loop {
             self.observer_engine.run_pass(&specs, &prior, PassMode::Check, now).await
         };
         self.observer.pass(&specs, &out, start.elapsed());
+        if leading && !out.events.is_empty() {
+            let observed = self.dora.observe(&*self.source, &prior, &out.events).await;
+            if !observed.is_empty() {
+                self.observer.dora(&observed);
+            }
+        }
         if full && leading {
             self.remove_gone(self.clock.now()).await;
         }

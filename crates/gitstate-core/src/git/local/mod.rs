@@ -151,6 +151,17 @@ impl LocalRepo {
         super::reflog::read_moved_at(&self.common_dir.join("logs").join(name), &expected.commit)
     }
 
+    /// Every move of `reference` its reflog records, oldest first (empty without one).
+    pub fn ref_history(&self, reference: &str) -> Vec<(CommitId, jiff::Timestamp)> {
+        if self.reftable
+            || !reference.starts_with("refs/")
+            || reference.split('/').any(|c| c.is_empty() || c == "..")
+        {
+            return Vec::new();
+        }
+        super::reflog::read_entries(&self.common_dir.join("logs").join(reference))
+    }
+
     /// The URL of its `origin` remote, if it has one (for links to a forge).
     pub fn origin_url(&self) -> Option<String> {
         let repo = self.gix().ok()?;
