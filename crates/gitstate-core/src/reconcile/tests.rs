@@ -581,3 +581,50 @@ fn a_freeze_window_ending_now_no_longer_holds() {
     let d = reconcile_with(commit('a'), &of(BEHIND), None, &p, ended, at(0));
     assert_eq!(remediations(std::slice::from_ref(&d)), [1], "{:?}", d.reason);
 }
+
+/// A veto ends a running soak only when the instances left the commit: vetoed while still
+/// in sync, the soak goes on and ends verified once lifted; vetoed while drifting, the
+/// soak starts again from the beginning once back in sync.
+#[test]
+fn a_veto_ends_a_soak_only_when_the_commit_no_longer_runs() {
+    let p = verifying_policy(true);
+    let vetoed = Controls { vetoed: vec![commit('a')], ..Controls::default() };
+    let free = Controls::default();
+    let started = |d: &Decision| d.events.iter().any(|e| matches!(e, EventKind::VerificationStarted { .. }));
+
+    let d = reconcile_checked(commit('a'), &of(SYNC), None, &p, free.clone(), &[], at(0));
+    assert!(started(&d));
+    let d = reconcile_checked(commit('a'), &of(SYNC), Some(&d.state), &p, vetoed.clone(), &[], at(10));
+    assert_eq!(d.phase, Phase::Vetoed);
+    let d = reconcile_checked(commit('a'), &of(SYNC), Some(&d.state), &p, free.clone(), &[], at(60));
+    assert!(!started(&d), "the soak went on under the veto");
+    assert_eq!(d.state.verified, [commit('a')]);
+
+    let d = reconcile_checked(commit('b'), &of(SYNC), Some(&d.state), &p, free.clone(), &[], at(100));
+    assert!(started(&d));
+    let vetoed = Controls { vetoed: vec![commit('b')], ..Controls::default() };
+    let d = reconcile_checked(commit('b'), &of(BEHIND), Some(&d.state), &p, vetoed, &[], at(110));
+    assert_eq!(d.phase, Phase::Vetoed);
+    let d = reconcile_checked(commit('b'), &of(SYNC), Some(&d.state), &p, free, &[], at(160));
+    assert!(started(&d), "a soak the veto found drifting starts again");
+    assert_eq!(d.reason, Reason::Verifying { until: at(220) });
+}
+
+/// Drift does not undo a verdict: a degraded commit that drifts and comes back is still
+/// degraded: no second soak, no second alarm.
+#[test]
+fn drift_after_a_verdict_keeps_it() {
+    let p = verifying_policy(false);
+    let c = Controls::default();
+    let step = |e: char, st: &[Status], prior: Option<&EnvState>, ok: bool, t: i64| {
+        reconcile_checked(commit(e), &of(st), prior, &p, c.clone(), &runs(ok), at(t))
+    };
+    let d = step('b', SYNC, None, false, 0);
+    let d = step('b', SYNC, Some(&d.state), false, 10);
+    assert_eq!(d.phase, Phase::Degraded);
+    let d = step('b', BEHIND, Some(&d.state), true, 20);
+    let d = step('b', SYNC, Some(&d.state), true, 30);
+    assert!(!d.events.iter().any(|e| matches!(e, EventKind::VerificationStarted { .. })), "{:?}", d.events);
+    assert_eq!(d.state.verification.as_ref().map(|v| v.state), Some(VerificationState::Degraded));
+    assert_eq!(d.phase, Phase::Degraded);
+}
