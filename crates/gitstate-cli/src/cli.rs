@@ -36,7 +36,7 @@ pub enum Output {
     Text,
     /// Stable JSON (schema 1) for programs.
     Json,
-    /// The dashboard as one static HTML page (check, status, reconcile).
+    /// The dashboard as one static HTML page (check, status, reconcile, fleet, dora).
     Html,
 }
 

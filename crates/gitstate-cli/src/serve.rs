@@ -67,6 +67,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// The path, without the query.
     pub path: &'a str,
+    /// The query, without its `?`, when there is one.
+    pub query: Option<&'a str>,
     /// The headers.
     pub headers: &'a hyper::HeaderMap,
     /// The body; empty when `max_body` is 0.
@@ -126,6 +128,7 @@ where
                         let request = Request {
                             method: parts.method.as_str(),
                             path: parts.uri.path(),
+                            query: parts.uri.query(),
                             headers: &parts.headers,
                             body: &body,
                         };

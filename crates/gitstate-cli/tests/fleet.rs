@@ -295,3 +295,118 @@ fn dora_counts_the_reflog_before_gitstates_first_event() {
     let r = with_config(&cfg, &["dora", "--since", "4d", "-o", "json"]);
     assert_eq!(r.json()["environments"][0]["deployments"], 0);
 }
+
+/// SPEC §16's dashboard parts in a real headless Chromium, over a running `watch`: the
+/// matrix's cells (shares, the expected commit marked), what promoting staging to
+/// production brings, the four keys each with a chart, and the "where is…" box — with
+/// JavaScript answering in place, and without it as a plain GET form.
+#[test]
+fn the_dashboard_shows_the_fleet_where_promotions_and_the_four_keys() {
+    let f = world();
+    let cfg = f.config();
+    let mut w = watch(&cfg);
+    let chrome = gitstate_testkit::Chromium::start();
+    let mut page = chrome.page();
+    page.navigate(&format!("http://127.0.0.1:{}/", w.port));
+    let text = |page: &mut gitstate_testkit::Page, js: &str| -> String {
+        page.eval(js).as_str().map(str::to_owned).unwrap_or_else(|| panic!("{js}: not a string"))
+    };
+    let cell = |page: &mut gitstate_testkit::Page, env: &str, sha: &str| -> String {
+        text(
+            page,
+            &format!(
+                "(c => c ? c.className + ':' + c.innerText.trim() : 'none')(document.querySelector('#matrix tr[data-env=\"{env}\"] td[data-sha=\"{sha}\"]'))"
+            ),
+        )
+    };
+    assert_eq!(cell(&mut page, "production", &f.c[1]), "expected:1/2 ★");
+    assert_eq!(cell(&mut page, "production", &f.c[2]), ":1/2");
+    assert_eq!(cell(&mut page, "production", &f.c[3]), ":");
+    assert_eq!(cell(&mut page, "staging", &f.c[3]), "expected:2/2 ★");
+    // Promotion order is the configuration's: staging, then production.
+    let brings = text(
+        &mut page,
+        "document.querySelector('#compare .pair[data-from=staging][data-to=production] [data-brings]').innerText",
+    );
+    assert_eq!(brings, "2");
+    let promo = text(&mut page, "document.querySelector('#compare').innerText");
+    assert!(promo.contains("c 3") && promo.contains("c 2"), "{promo}");
+    let keys = text(
+        &mut page,
+        "[...document.querySelectorAll('#dora .key')].map(k => k.id + (k.querySelector('svg') ? '+chart' : '')).join(' ')",
+    );
+    assert_eq!(
+        keys,
+        "deployment-frequency+chart lead-time+chart change-failure-rate+chart time-to-restore+chart"
+    );
+    // The figures are `dora`'s: the same query over the same store and repository.
+    let dora = with_config(&cfg, &["dora", "-o", "json"]).json();
+    let frequency = text(&mut page, "document.querySelector('#deployment-frequency').innerText");
+    let deployments = format!("{} deployments", dora["all"]["deployments"]);
+    assert!(frequency.contains(&deployments), "{frequency} (dora: {deployments})");
+
+    // With JavaScript: the answer comes in place, the page is not reloaded.
+    page.eval("window.marker = 'still here'");
+    page.eval(&format!(
+        "document.querySelector('#where-form input[name=where]').value = '{}'; document.querySelector('#where-form').requestSubmit()",
+        &f.c[2][..8]
+    ));
+    let answered = |page: &mut gitstate_testkit::Page| {
+        page.eval("[...document.querySelectorAll('#where-table tr[data-env]')].map(r => r.dataset.env + '=' + r.dataset.state).join(' ')")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    wait_for(std::time::Duration::from_secs(10), "the where box to answer", || {
+        !answered(&mut page).is_empty()
+    });
+    assert_eq!(answered(&mut page), "production=partial staging=running");
+    assert_eq!(page.eval("window.marker"), "still here");
+    // An unknown REV: said in place.
+    page.eval("document.querySelector('#where-form input[name=where]').value = 'no-such-rev'; document.querySelector('#where-form').requestSubmit()");
+    wait_for(std::time::Duration::from_secs(10), "the where box to refuse", || {
+        page.eval("document.querySelector('#where-answer').innerText")
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-rev")
+    });
+    let errors = page.errors();
+    assert!(errors.is_empty(), "console errors or blocked content: {errors:?}");
+
+    // Without JavaScript: the form is a GET of `/?where=REV`, answered in the page.
+    let form = text(
+        &mut page,
+        "(f => f.method + ' ' + f.getAttribute('action'))(document.querySelector('#where-form'))",
+    );
+    assert_eq!(form, "get /");
+    page.call("Emulation.setScriptExecutionDisabled", serde_json::json!({"value": true}));
+    page.navigate(&format!("http://127.0.0.1:{}/?where=v3", w.port));
+    assert_eq!(
+        answered(&mut page),
+        "production=not_included staging=running".replace("not_included", "not included")
+    );
+    let value = text(&mut page, "document.querySelector('#where-form input[name=where]').value");
+    assert_eq!(value, "v3", "the question stays in the box");
+    assert!(page.eval("window.marker").is_null());
+    w.terminate(std::time::Duration::from_secs(10));
+}
+
+/// `fleet -o html` and `dora -o html`: a page of their own, under the dashboard's policy.
+#[test]
+fn fleet_and_dora_print_html() {
+    let f = world();
+    let cfg = f.config();
+    with_config(&cfg, &["reconcile"]);
+    let page = with_config(&cfg, &["fleet", "-o", "html"]);
+    assert_eq!(page.code, 0, "{}", page.stderr);
+    assert!(
+        page.stdout.contains("Content-Security-Policy") && page.stdout.contains("id=\"matrix\""),
+        "{}",
+        page.stdout
+    );
+    assert!(page.stdout.contains(&format!("data-sha=\"{}\"", f.c[2])));
+    let page = with_config(&cfg, &["dora", "-o", "html"]);
+    assert_eq!(page.code, 0, "{}", page.stderr);
+    assert_eq!(page.stdout.matches("class=\"key\"").count(), 4, "{}", page.stdout);
+    assert_eq!(page.stdout.matches("<svg").count(), 4);
+}

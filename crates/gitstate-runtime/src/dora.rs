@@ -331,6 +331,37 @@ pub struct Report {
     pub environments: Vec<EnvironmentKeys>,
     /// The same over every deployment of the selection.
     pub all: Keys,
+    /// The selection's keys week by week, oldest first: seven-day periods ending at
+    /// `until` (the first may be shorter), for a chart of each key.
+    pub weeks: Vec<Period>,
+}
+
+/// DORA's four keys over one period of a [`Report`].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Period {
+    /// The period's start.
+    pub since: Timestamp,
+    /// The period's end (excluded).
+    pub until: Timestamp,
+    /// The keys of the deployments in it.
+    pub keys: Keys,
+}
+
+/// The keys of `deployments` per seven days, the last period ending at `until`, oldest
+/// first; the first period starts at `since` and may be shorter. At most 60 periods.
+pub fn weekly(deployments: &[Deployment], since: Timestamp, until: Timestamp) -> Vec<Period> {
+    const WEEK: i64 = 7 * 86_400;
+    let mut periods = Vec::new();
+    let mut end = until;
+    while end > since && periods.len() < 60 {
+        let start =
+            Timestamp::from_second(end.as_second().saturating_sub(WEEK)).unwrap_or(Timestamp::MIN).max(since);
+        periods.push(Period { since: start, until: end, keys: keys(deployments, start, end) });
+        end = start;
+    }
+    periods.reverse();
+    periods
 }
 
 /// The environments `dora` covers: every one in the store (`states`, with its ref) and
@@ -395,7 +426,8 @@ pub async fn report<S: gitstate_core::ExpectedState + ?Sized>(
         all.extend(history);
         environments.push(EnvironmentKeys { name: subject.name.clone(), keys, method });
     }
-    Report { schema: 1, since, until, all: keys(&all, since, until), environments }
+    let weeks = weekly(&all, since, until);
+    Report { schema: 1, since, until, all: keys(&all, since, until), environments, weeks }
 }
 
 /// What the loop's events mean for DORA's metrics (SPEC §16), as they happen.
@@ -555,6 +587,24 @@ mod tests {
         assert_eq!((s.count, s.median, s.p90), (10, Some(5.0), Some(9.0)));
         assert_eq!(Summary::of(vec![]).median, None);
         assert_eq!(Summary::of(vec![7.0]).p90, Some(7.0));
+    }
+
+    /// The weeks tile the window without gap or overlap, the last ending at `until`, and
+    /// every deployment in the window is in exactly one of them.
+    #[test]
+    fn weeks_tile_the_window() {
+        let d = |t: i64| Deployment { at: at(t), commit_times: vec![], failed_at: None, restored_at: None };
+        let history: Vec<Deployment> =
+            [0, 10, 7 * 86_400 - 1, 7 * 86_400, 20 * 86_400, 29 * 86_400].map(d).into();
+        let weeks = weekly(&history, at(0), at(30 * 86_400));
+        assert_eq!(weeks.len(), 5, "2 days, then four weeks");
+        assert_eq!(weeks[0].since, at(0));
+        assert_eq!(weeks[0].until, at(2 * 86_400));
+        assert_eq!(weeks.last().unwrap().until, at(30 * 86_400));
+        assert!(weeks.windows(2).all(|w| w[0].until == w[1].since));
+        let counts: Vec<usize> = weeks.iter().map(|w| w.keys.deployments).collect();
+        assert_eq!(counts, [2, 2, 0, 1, 1]);
+        assert!(weekly(&history, at(5), at(5)).is_empty());
     }
 
     #[test]

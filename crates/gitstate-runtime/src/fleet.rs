@@ -315,3 +315,24 @@ pub async fn diff(
         compare_url: links.compare(cb.as_str(), ca.as_str()),
     })
 }
+
+/// What promoting each environment to the next in `order` would bring (the dashboard's
+/// compare, SPEC §16): [`diff`] of every adjacent pair whose both sides are in `states`,
+/// earlier first — `only_in_a` is what the promotion brings, `only_in_b` what it would
+/// drop. At most `pairs` pairs, `max` commits each side.
+pub async fn compare_adjacent(
+    source: &dyn ExpectedState,
+    states: &BTreeMap<EnvName, EnvState>,
+    order: &[EnvName],
+    pairs: usize,
+    max: usize,
+    links: &gitstate_core::Links,
+) -> Vec<(EnvName, EnvName, Result<DiffReport, DiffError>)> {
+    let present: Vec<(&EnvName, &EnvState)> = order.iter().filter_map(|n| states.get_key_value(n)).collect();
+    let mut out = Vec::new();
+    for w in present.windows(2).take(pairs) {
+        let (a, b) = (w[0], w[1]);
+        out.push((a.0.clone(), b.0.clone(), diff(source, a, b, false, max, links).await));
+    }
+    out
+}

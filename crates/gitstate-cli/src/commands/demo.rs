@@ -84,7 +84,10 @@ pub async fn run() -> anyhow::Result<i32> {
         .environment(env)
         .sink(Arc::new(PrintSink { paint: p }))
         .build();
-    let dashboard = Arc::new(Dashboard::new(controller.view(), gitstate_core::Links::default()));
+    let dashboard = Arc::new(
+        Dashboard::new(controller.view(), gitstate_core::Links::default())
+            .with_history(Arc::new(source.clone()), vec![name.clone()]),
+    );
     let board = dashboard_listener(dashboard.clone()).await?;
     let mut demo = Demo { controller, paint: p, last_line: String::new() };
 
@@ -221,21 +224,10 @@ pub async fn run() -> anyhow::Result<i32> {
 /// Serves the dashboard on 127.0.0.1:9464 (watch's default) when it is free, else on a
 /// port of the system's choosing.
 async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::net::SocketAddr> {
-    let handler = move |r: &crate::serve::Request<'_>| match r.path {
-        "/events" => {
-            let mut r = crate::serve::Response::new(crate::serve::StatusCode::OK, "text/event-stream", "");
-            r.body = crate::serve::Body::Stream(dashboard.clone().events());
-            r
-        }
-        _ => {
-            let mut r = crate::serve::Response::new(
-                crate::serve::StatusCode::OK,
-                "text/html; charset=utf-8",
-                dashboard.page(),
-            );
-            r.headers.push(("content-security-policy", crate::output::html::CSP.clone()));
-            r
-        }
+    let handler = move |r: &crate::serve::Request<'_>| {
+        dashboard.respond(r.path, r.query).unwrap_or_else(|| {
+            crate::serve::Response::new(crate::serve::StatusCode::NOT_FOUND, "text/plain", "not found\n")
+        })
     };
     let handler = Arc::new(handler);
     let h = handler.clone();

@@ -39,6 +39,12 @@ pub async fn fleet(args: Fleet) -> anyhow::Result<i32> {
     let report = fleet::fleet(&states);
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
+        Output::Html => {
+            let source = crate::plan::source(&config)?;
+            let links = crate::plan::links(&config, &source);
+            let page = output::html::standalone("gitstate fleet", output::fleet::matrix(&report, &links));
+            output::emit(page.as_bytes())?
+        }
         _ => {
             let mut text = format!("{:<24} {:<9} RUNNING\n", "ENVIRONMENT", "EXPECTED");
             for row in &report.environments {
@@ -179,6 +185,10 @@ pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
     let report = gitstate_runtime::dora::report(&source, &events, &subjects, since, until).await;
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
+        Output::Html => {
+            let page = output::html::standalone("gitstate dora", output::fleet::dora(&report));
+            output::emit(page.as_bytes())?
+        }
         _ => {
             let fmt = |s: &gitstate_runtime::dora::Summary| {
                 s.median.map_or("-".to_owned(), |m| {

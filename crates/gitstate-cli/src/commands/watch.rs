@@ -43,6 +43,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     };
     let mut plan = plan::build(&config, &[], gitstate_http::KeepAlive::Every).await?;
     let source: Arc<dyn gitstate_core::ExpectedState> = Arc::new(plan.source().clone());
+    let history = source.clone();
     let mut options = plan.options(&config);
     options.drain = DRAIN;
     // A stopped command gets KILL_GRACE between SIGTERM and SIGKILL, then reports.
@@ -59,7 +60,8 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     }
     let controller = builder.build();
     let view = controller.view();
-    let dashboard = Arc::new(Dashboard::new(view.clone(), links));
+    let order = config.environments.iter().map(|e| e.name.clone()).collect();
+    let dashboard = Arc::new(Dashboard::new(view.clone(), links).with_history(history, order));
     let listen = args.listen.unwrap_or(config.watch.listen);
     let endpoint = server::Endpoint {
         metrics: metrics.clone(),

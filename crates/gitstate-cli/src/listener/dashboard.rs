@@ -9,18 +9,129 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use gitstate_core::Links;
 
+use gitstate_core::{EnvName, ExpectedState};
+use gitstate_runtime::{dora, fleet};
+use maud::{Markup, html};
+
+use crate::output::fleet as parts;
 use crate::output::html::{self, View};
+use crate::serve::{Response, StatusCode};
+
+/// How many adjacent pairs the page compares, and how many commits of each it lists.
+const PAIRS: usize = 20;
+const COMMITS: usize = 10;
 
 /// The page, rendered from the runtime's view.
 pub struct Dashboard {
     view: Arc<gitstate_runtime::View>,
     links: Links,
+    /// The repository, for the fleet's parts that read history (where, promotions, DORA).
+    source: Option<Arc<dyn ExpectedState>>,
+    /// The environments in promotion order (the configuration's), for the promotions.
+    order: Vec<EnvName>,
 }
 
 impl Dashboard {
     /// A dashboard over the loop's `view`, linking commits with `links`.
     pub fn new(view: Arc<gitstate_runtime::View>, links: Links) -> Self {
-        Self { view, links }
+        Self { view, links, source: None, order: Vec::new() }
+    }
+
+    /// Shows the fleet's parts that read `source`'s history — the "where is…" box, what
+    /// promoting each environment of `order` to the next would bring, DORA's four keys.
+    pub fn with_history(mut self, source: Arc<dyn ExpectedState>, order: Vec<EnvName>) -> Self {
+        (self.source, self.order) = (Some(source), order);
+        self
+    }
+
+    /// Answers the dashboard's paths: `/` (with `?where=REV`), `/where?rev=REV` (the
+    /// box's answer alone, for the page's script) and `/events`; `None` for any other.
+    /// The pages are rendered as their body is sent (they read the repository).
+    pub fn respond(self: &Arc<Self>, path: &str, query: Option<&str>) -> Option<Response> {
+        let param = |name: &str| {
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let me = self.clone();
+        let (content_type, body): (&str, BoxStream<'static, String>) = match path {
+            "/" => {
+                let rev = param("where");
+                (
+                    "text/html; charset=utf-8",
+                    futures::stream::once(async move { me.page_with(rev).await }).boxed(),
+                )
+            }
+            "/where" => {
+                let rev = param("rev").unwrap_or_default();
+                let answer = async move { me.where_fragment(&rev).await };
+                ("text/html; charset=utf-8", futures::stream::once(answer).boxed())
+            }
+            "/events" => ("text/event-stream", me.events()),
+            _ => return None,
+        };
+        let mut r = Response::new(StatusCode::OK, content_type, "");
+        r.body = crate::serve::Body::Stream(body);
+        if content_type.starts_with("text/html") {
+            r.headers.push(("content-security-policy", html::CSP.clone()));
+        }
+        r.headers.push(("cache-control", "no-store".into()));
+        Some(r)
+    }
+
+    /// The whole page; `rev` is the "where is…" box's question (`GET /?where=REV`).
+    pub async fn page_with(&self, rev: Option<String>) -> String {
+        let mut view = self.view();
+        view.fleet = Some(self.fleet(rev).await);
+        html::page(&view)
+    }
+
+    /// The answer to "where is `rev`?", as the box shows it (`GET /where?rev=REV`).
+    pub async fn where_fragment(&self, rev: &str) -> String {
+        self.where_answer(rev).await.into_string()
+    }
+
+    async fn where_answer(&self, rev: &str) -> Markup {
+        let Some(source) = &self.source else {
+            return parts::where_answer(rev, Err("this dashboard has no repository to read"));
+        };
+        let store = self.view.store();
+        let id = match source.rev_parse(rev).await {
+            Ok(id) => id,
+            Err(e) => return parts::where_answer(rev, Err(&e.to_string())),
+        };
+        let events = match store.events_since(jiff::Timestamp::MIN).await {
+            Ok(e) => e,
+            Err(e) => return parts::where_answer(rev, Err(&e.to_string())),
+        };
+        let report = fleet::where_is(source.as_ref(), &store.environments(), &events, id).await;
+        parts::where_answer(rev, Ok(&report))
+    }
+
+    async fn fleet(&self, rev: Option<String>) -> Markup {
+        let store = self.view.store();
+        let states = store.environments();
+        let matrix = parts::matrix(&fleet::fleet(&states), &self.links);
+        let Some(source) = &self.source else { return matrix };
+        let answer = match rev.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => Some(self.where_answer(r).await),
+            None => None,
+        };
+        let mut order = self.order.clone();
+        order.extend(states.keys().filter(|n| !self.order.contains(n)).cloned());
+        let pairs =
+            fleet::compare_adjacent(source.as_ref(), &states, &order, PAIRS, COMMITS, &self.links).await;
+        let until = jiff::Timestamp::now();
+        let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24)).unwrap_or(until);
+        let keys = match store.events_since(jiff::Timestamp::MIN).await {
+            Ok(events) => {
+                let subjects = dora::subjects(&states, &events, &[]).unwrap_or_default();
+                let report = dora::report(source.as_ref(), &events, &subjects, since, until).await;
+                parts::dora(&report)
+            }
+            Err(e) => html! { p.bad { "DORA: the event log could not be read: " (e.to_string()) } },
+        };
+        html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (parts::compare(&pairs)) (keys) }
     }
 
     fn view(&self) -> View {
@@ -41,11 +152,6 @@ impl Dashboard {
         });
         view.live = true;
         view
-    }
-
-    /// The whole page.
-    pub fn page(&self) -> String {
-        html::page(&self.view())
     }
 
     /// `/events`: the page's `<main>` at once, then after every change, as server-sent

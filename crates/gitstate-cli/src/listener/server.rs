@@ -32,36 +32,23 @@ pub fn stall_window(interval: Duration) -> Duration {
 
 /// Binds `addr` (errors here are startup errors) and serves in the background.
 pub async fn start(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<SocketAddr> {
-    serve(addr, 0, move |r| endpoint.respond(r.method, r.path)).await
+    serve(addr, 0, move |r| endpoint.respond(r.method, r.path, r.query)).await
 }
 
 impl Endpoint {
-    fn respond(&self, method: &str, path: &str) -> Response {
+    fn respond(&self, method: &str, path: &str, query: Option<&str>) -> Response {
         if method == "GET" {
-            match path {
-                "/" => {
-                    let mut r =
-                        Response::new(StatusCode::OK, "text/html; charset=utf-8", self.dashboard.page());
-                    r.headers.push(("content-security-policy", crate::output::html::CSP.clone()));
-                    r.headers.push(("cache-control", "no-store".into()));
-                    return r;
-                }
-                "/metrics" => {
-                    let mut r = Response::new(
-                        StatusCode::OK,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        "",
-                    );
-                    r.body = crate::serve::Body::Stream(self.metrics.exposition());
-                    return r;
-                }
-                "/events" => {
-                    let mut r = Response::new(StatusCode::OK, "text/event-stream", "");
-                    r.body = crate::serve::Body::Stream(self.dashboard.clone().events());
-                    r.headers.push(("cache-control", "no-store".into()));
-                    return r;
-                }
-                _ => {}
+            if let Some(r) = self.dashboard.respond(path, query) {
+                return r;
+            }
+            if path == "/metrics" {
+                let mut r = Response::new(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    "",
+                );
+                r.body = crate::serve::Body::Stream(self.metrics.exposition());
+                return r;
             }
         }
         let (status, content_type, body) = self.route(method, path);
@@ -97,7 +84,7 @@ impl Endpoint {
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: try /, /events, /metrics, /healthz, /readyz, /status\n".into(),
+                "not found: try /, /where?rev=REV, /events, /metrics, /healthz, /readyz, /status\n".into(),
             ),
         }
     }

@@ -41,6 +41,10 @@ pub struct View {
     pub frozen_until: BTreeMap<EnvName, Timestamp>,
     /// Vetoed commits, per environment (SPEC §15).
     pub vetoes: BTreeMap<EnvName, Vec<gitstate_runtime::controls::Veto>>,
+    /// The fleet's parts (SPEC §16: matrix, where box, promotions, DORA), rendered by
+    /// [`super::fleet`] and shown after `<main>` (they change with the page's load, not
+    /// with each pass).
+    pub fleet: Option<Markup>,
 }
 
 impl View {
@@ -75,7 +79,17 @@ impl View {
             .map(|n| (n.clone(), overrides.vetoes(n).to_vec()))
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        Self { now: Some(now), environments, events, links, suspensions, frozen_until, vetoes, live: false }
+        Self {
+            now: Some(now),
+            environments,
+            events,
+            links,
+            suspensions,
+            frozen_until,
+            vetoes,
+            live: false,
+            fleet: None,
+        }
     }
 }
 
@@ -93,12 +107,18 @@ a{color:var(--link)}code,.sha{font-family:ui-monospace,SFMono-Regular,Menlo,mono
 .badge.bad{border-style:double}.badge.warn{border-style:dashed}
 table{border-collapse:collapse;width:100%;margin:.4em 0}td,th{text-align:left;padding:.25em .5em;border-top:1px solid var(--line);vertical-align:top}
 th{font-size:.8em;color:var(--dim);font-weight:600}ul.commits{margin:.2em 0 .2em 1em;padding:0}ul.commits li{list-style:none}
-.facts{display:flex;flex-wrap:wrap;gap:.3em 1.5em;margin:.3em 0}.chart{vertical-align:middle}.chart rect{fill:var(--link)}
+.facts{display:flex;flex-wrap:wrap;gap:.3em 1.5em;margin:.3em 0}
+section#fleet,section#where,section#compare,section#dora{margin:1.5em auto;padding:0 1em;max-width:80em}
+td.expected{font-weight:600;background:var(--card)}.key{border:1px solid var(--line);border-radius:8px;padding:.5em .8em;min-width:12em}
+#where-form input{font:inherit;padding:.2em .4em;min-width:16em}.chart{vertical-align:middle}.chart rect{fill:var(--link)}
 @media (max-width:640px){td,th{display:block;border:0;padding:.1em .3em}tr{display:block;border-top:1px solid var(--line);padding:.3em 0}thead{display:none}}
 "#;
 
 /// Replaces the page's `<main>` with each fragment `/events` sends; reconnects by itself.
 const SCRIPT: &str = r#"
+(function(){var f=document.getElementById('where-form');if(f&&window.fetch){f.addEventListener('submit',function(e){
+e.preventDefault();var v=f.elements['where'].value;fetch('/where?rev='+encodeURIComponent(v)).then(function(r){return r.text();})
+.then(function(t){document.getElementById('where-answer').innerHTML=t;});});}})();
 (function(){if(!window.EventSource)return;var es=new EventSource('/events');
 es.addEventListener('page',function(e){var m=document.querySelector('main');if(m){m.outerHTML=e.data;}});})();
 "#;
@@ -115,7 +135,7 @@ fn hash(text: &str) -> String {
 pub static CSP: LazyLock<String> = LazyLock::new(|| {
     format!(
         "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; img-src 'self' data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         hash(STYLE),
         hash(SCRIPT)
     )
@@ -467,22 +487,32 @@ pub fn main(view: &View) -> Markup {
 
 /// The whole page.
 pub fn page(view: &View) -> String {
+    document("gitstate", view.live, html! { (main(view)) @if let Some(f) = &view.fleet { (f) } })
+}
+
+/// A page of its own around `body` (`fleet -o html`, `dora -o html`), static, under the
+/// same style and Content-Security-Policy as the dashboard.
+pub fn standalone(title: &str, body: Markup) -> String {
+    document(title, false, html! { main { (body) } })
+}
+
+fn document(title: &str, live: bool, body: Markup) -> String {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if !view.live { meta http-equiv="Content-Security-Policy" content=(CSP.as_str()); }
-                title { "gitstate" }
+                @if !live { meta http-equiv="Content-Security-Policy" content=(CSP.as_str()); }
+                title { (title) }
                 // No icon to fetch: nothing leaves the page, not even a favicon request.
                 link rel="icon" href="data:,";
                 style { (PreEscaped(STYLE)) }
             }
             body {
                 header { h1 { "gitstate" } span.dim { "what runs where, against what Git says" } }
-                (main(view))
-                @if view.live { script { (PreEscaped(SCRIPT)) } }
+                (body)
+                @if live { script { (PreEscaped(SCRIPT)) } }
             }
         }
     };

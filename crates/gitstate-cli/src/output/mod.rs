@@ -2,6 +2,7 @@
 //! status document ([`status`]),
 //! a progress line on stderr ([`progress`]), colour rules and error chains.
 
+pub mod fleet;
 pub mod html;
 pub mod progress;
 pub mod report;
