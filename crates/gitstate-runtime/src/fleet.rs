@@ -145,22 +145,24 @@ pub async fn where_is(
     events: &[Event],
     rev: CommitId,
 ) -> WhereReport {
-    let mut memo: BTreeMap<String, Option<bool>> = BTreeMap::new();
+    // Whether a commit contains `rev` is asked once per distinct commit, however many
+    // environments, instances and events name it; the event log is read once.
+    let mut memo: std::collections::HashMap<CommitId, Option<bool>> = std::collections::HashMap::new();
+    let mut converged: std::collections::HashMap<&EnvName, Vec<(&CommitId, Timestamp)>> =
+        std::collections::HashMap::new();
+    for e in events {
+        if let EventKind::Converged { expected, .. } = &e.kind {
+            converged.entry(&e.environment).or_default().push((expected, e.at));
+        }
+    }
     let mut environments = Vec::new();
     for (name, s) in states {
         let mut running = 0;
         let mut unknown = 0;
         for r in &s.running {
-            let answer = match memo.get(&r.sha) {
-                Some(a) => *a,
-                None => {
-                    let a = match CommitId::parse(&r.sha) {
-                        Ok(c) => contains(source, &c, &rev).await,
-                        Err(_) => None,
-                    };
-                    memo.insert(r.sha.clone(), a);
-                    a
-                }
+            let answer = match CommitId::parse(&r.sha) {
+                Ok(c) => contains_memo(source, &mut memo, c, &rev).await,
+                Err(_) => None,
             };
             match answer {
                 Some(true) => running += 1,
@@ -170,7 +172,7 @@ pub async fn where_is(
         }
         let of = s.running.len();
         let expected = match s.expected.as_ref() {
-            Some(e) => contains(source, &e.commit, &rev).await,
+            Some(e) => contains_memo(source, &mut memo, e.commit, &rev).await,
             None => None,
         };
         let state = match (running, of, expected) {
@@ -183,11 +185,9 @@ pub async fn where_is(
         };
         let mut since = None;
         if state == Presence::Running || state == Presence::Partial {
-            for e in events.iter().filter(|e| &e.environment == name) {
-                if let EventKind::Converged { expected, .. } = &e.kind
-                    && contains(source, expected, &rev).await == Some(true)
-                {
-                    since = Some(e.at);
+            for (expected, at) in converged.get(name).map_or(&[][..], Vec::as_slice) {
+                if contains_memo(source, &mut memo, **expected, &rev).await == Some(true) {
+                    since = Some(*at);
                     break;
                 }
             }
@@ -195,6 +195,20 @@ pub async fn where_is(
         environments.push(WhereRow { name: name.clone(), state, since, instances: Counted { running, of } });
     }
     WhereReport { schema: 1, rev: rev.to_string(), environments }
+}
+
+async fn contains_memo(
+    source: &dyn ExpectedState,
+    memo: &mut std::collections::HashMap<CommitId, Option<bool>>,
+    commit: CommitId,
+    rev: &CommitId,
+) -> Option<bool> {
+    if let Some(a) = memo.get(&commit) {
+        return *a;
+    }
+    let a = contains(source, &commit, rev).await;
+    memo.insert(commit, a);
+    a
 }
 
 /// One side of a [`diff`].
