@@ -334,6 +334,9 @@ fn demo_shows_the_whole_story() {
         "by gitstate (loop): rolled back to ",
         "gitstate: adopt ",
         "nothing was redeployed",
+        "production               running       1/1",
+        "runs everywhere; the keys come from",
+        "change failure rate 3/8",
     ] {
         assert!(r.stdout.contains(needle), "demo output lacks {needle:?}:\n{}", r.stdout);
     }

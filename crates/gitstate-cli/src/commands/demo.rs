@@ -207,6 +207,28 @@ pub async fn run() -> anyhow::Result<i32> {
     demo.until_in_sync(Duration::from_secs(10)).await?;
     println!("{} the ref now says what runs ({}); nothing was redeployed.", p.good("✓"), &hotfix[..7]);
 
+    step(&p, 8, "The fleet: where is a commit, and DORA's four keys from this history");
+    use gitstate_core::ExpectedState as _;
+    use gitstate_runtime::Store as _;
+    let events = store.events_since(jiff::Timestamp::MIN).await?;
+    let states = store.environments();
+    println!("  $ gitstate where {}", &commits[4][..7]);
+    let rev = source.rev_parse(&commits[4]).await?;
+    let found = gitstate_runtime::fleet::where_is(&source, &states, &events, rev).await;
+    print!("{}", indent(&super::fleet::where_text(&found)));
+    println!("  $ gitstate dora");
+    let until = jiff::Timestamp::now();
+    let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24))?;
+    let subjects = gitstate_runtime::dora::subjects(&states, &events, &[]).map_err(|e| anyhow::anyhow!(e))?;
+    let keys = gitstate_runtime::dora::report(&source, &events, &subjects, since, until).await;
+    print!("{}", indent(&super::fleet::dora_text(&keys)?));
+    let whereabouts = if found.everywhere() { "runs everywhere" } else { "does not run everywhere yet" };
+    println!(
+        "{} {} {whereabouts}; the keys come from this demo's event log and the ref's reflog.",
+        p.good("✓"),
+        &commits[4][..7]
+    );
+
     println!();
     println!("{}", p.bold("That is the whole loop. Point gitstate.toml at your repository and targets:"));
     println!("  gitstate check -c gitstate.toml        # what runs where, explained");
@@ -324,6 +346,11 @@ impl Demo {
             }
         }
     }
+}
+
+/// `text`, two spaces in on every line.
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 fn step(p: &Paint, n: u32, title: &str) {

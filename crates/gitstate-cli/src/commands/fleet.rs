@@ -82,25 +82,30 @@ pub async fn where_is(args: Where) -> anyhow::Result<i32> {
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
         _ => {
-            let mut text = format!(
-                "{} {}\n{:<24} {:<13} {:<10} SINCE\n",
-                "REV", rev, "ENVIRONMENT", "STATE", "INSTANCES"
-            );
-            for row in &report.environments {
-                let state = serde_json::to_value(row.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let since = row
-                    .since
-                    .map_or("-".to_owned(), |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string());
-                let counted = format!("{}/{}", row.instances.running, row.instances.of);
-                text.push_str(&format!("{:<24} {:<13} {:<10} {since}\n", row.name.as_str(), state, counted));
-            }
+            let text = where_text(&report);
             output::emit(text.as_bytes())?
         }
     }
     Ok(if report.everywhere() { exit::IN_SYNC } else { exit::DRIFT })
+}
+
+/// `where`'s table.
+pub fn where_text(report: &fleet::WhereReport) -> String {
+    let mut text = format!(
+        "{} {}\n{:<24} {:<13} {:<10} SINCE\n",
+        "REV", report.rev, "ENVIRONMENT", "STATE", "INSTANCES"
+    );
+    for row in &report.environments {
+        let state = serde_json::to_value(row.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let since =
+            row.since.map_or("-".to_owned(), |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string());
+        let counted = format!("{}/{}", row.instances.running, row.instances.of);
+        text.push_str(&format!("{:<24} {:<13} {:<10} {since}\n", row.name.as_str(), state, counted));
+    }
+    text
 }
 
 /// Runs `diff A B`.
@@ -190,38 +195,43 @@ pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
             output::emit(page.as_bytes())?
         }
         _ => {
-            let fmt = |s: &gitstate_runtime::dora::Summary| {
-                s.median.map_or("-".to_owned(), |m| {
-                    format!("{m:.0}s (p90 {:.0}s, n={})", s.p90.unwrap_or(m), s.count)
-                })
-            };
-            let band = |b: Option<gitstate_runtime::dora::Band>| {
-                b.map_or("-".to_owned(), |b| format!("{b:?}").to_lowercase())
-            };
-            let mut text = format!(
-                "DORA from {} to {}\n",
-                since.round(jiff::Unit::Second)?,
-                until.round(jiff::Unit::Second)?
-            );
-            for (name, k) in
-                report.environments.iter().map(|r| (r.name.as_str(), &r.keys)).chain([("all", &report.all)])
-            {
-                text.push_str(&format!(
-                    "{name}: {} deployments ({:.2}/day, {}); lead time {} ({}); change failure rate {}/{} ({}); time to restore {} ({})\n",
-                    k.deployments,
-                    k.deployments_per_day,
-                    band(k.bands.deployment_frequency),
-                    fmt(&k.lead_time_s),
-                    band(k.bands.lead_time),
-                    k.change_failure_rate.failed,
-                    k.change_failure_rate.deployments,
-                    band(k.bands.change_failure_rate),
-                    fmt(&k.time_to_restore_s),
-                    band(k.bands.time_to_restore),
-                ));
-            }
+            let text = dora_text(&report)?;
             output::emit(text.as_bytes())?
         }
     }
     Ok(exit::IN_SYNC)
+}
+
+/// `dora`'s text: the window, then a line per environment and one for the selection.
+pub fn dora_text(report: &gitstate_runtime::dora::Report) -> anyhow::Result<String> {
+    let fmt = |s: &gitstate_runtime::dora::Summary| {
+        s.median
+            .map_or("-".to_owned(), |m| format!("{m:.0}s (p90 {:.0}s, n={})", s.p90.unwrap_or(m), s.count))
+    };
+    let band = |b: Option<gitstate_runtime::dora::Band>| {
+        b.map_or("-".to_owned(), |b| format!("{b:?}").to_lowercase())
+    };
+    let mut text = format!(
+        "DORA from {} to {}\n",
+        report.since.round(jiff::Unit::Second)?,
+        report.until.round(jiff::Unit::Second)?
+    );
+    for (name, k) in
+        report.environments.iter().map(|r| (r.name.as_str(), &r.keys)).chain([("all", &report.all)])
+    {
+        text.push_str(&format!(
+            "{name}: {} deployments ({:.2}/day, {}); lead time {} ({}); change failure rate {}/{} ({}); time to restore {} ({})\n",
+            k.deployments,
+            k.deployments_per_day,
+            band(k.bands.deployment_frequency),
+            fmt(&k.lead_time_s),
+            band(k.bands.lead_time),
+            k.change_failure_rate.failed,
+            k.change_failure_rate.deployments,
+            band(k.bands.change_failure_rate),
+            fmt(&k.time_to_restore_s),
+            band(k.bands.time_to_restore),
+        ));
+    }
+    Ok(text)
 }
