@@ -410,3 +410,137 @@ fn fleet_and_dora_print_html() {
     assert_eq!(page.stdout.matches("class=\"key\"").count(), 4, "{}", page.stdout);
     assert_eq!(page.stdout.matches("<svg").count(), 4);
 }
+
+/// What happened after one generated deployment, in the generator's own terms.
+#[derive(Debug, Clone)]
+enum After {
+    /// Nothing went wrong.
+    Fine,
+    /// Degraded `at` seconds after it, converged again `restore` seconds later.
+    Degraded { at: i64, restore: i64 },
+    /// A drift alarm `at` seconds after it, converged again `restore` seconds later.
+    Drift { at: i64, restore: i64 },
+}
+
+/// Nearest-rank quantile of a sorted list (SPEC §16: median and p90).
+fn nearest(sorted: &[f64], q: f64) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1])
+}
+
+use proptest::prelude::{Strategy as _, prop_assert_eq};
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(6),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Over random histories — deployments a day or more apart inside the last 30 days,
+    /// each bringing commits of chosen committer times, some followed by a degradation or a
+    /// drift alarm and a restore — `dora -o json` gives the four keys the generator's own
+    /// record gives: the count, every lead time (median, p90), the failed deployments and
+    /// the restore times.
+    #[test]
+    fn dora_agrees_with_the_generators_record(
+        plan in proptest::collection::vec(
+            (
+                1i64..4,                                    // days after the previous deployment
+                proptest::collection::vec(60i64..20_000, 1..4), // lead times of what it brings
+                proptest::prop_oneof![
+                    proptest::strategy::Just(After::Fine),
+                    (10i64..3000, 1i64..5000).prop_map(|(at, restore)| After::Degraded { at, restore }),
+                    (10i64..3000, 1i64..5000).prop_map(|(at, restore)| After::Drift { at, restore }),
+                ],
+            ),
+            1..6,
+        )
+    ) {
+        const D: i64 = 86_400;
+        let repo = Repo::new();
+        let now = jiff::Timestamp::now().as_second();
+        let commit = |msg: &str, at: i64| -> String {
+            let date = format!("@{at} +0000");
+            let out = gitstate_testkit::git_cmd(repo.path())
+                .env("GIT_COMMITTER_DATE", &date)
+                .env("GIT_AUTHOR_DATE", &date)
+                .args(["commit", "-q", "--allow-empty", "-m", msg])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            repo.git(&["rev-parse", "HEAD"])
+        };
+        let env: gitstate_core::EnvName = "production".parse().unwrap();
+        let mut events = Vec::new();
+        let event = |at: i64, kind: gitstate_core::EventKind| gitstate_core::Event {
+            at: jiff::Timestamp::from_second(at).unwrap(),
+            environment: env.clone(),
+            kind,
+        };
+        // Deployments start 28 days back; each a whole number of days after the last.
+        let mut at = now - 28 * D;
+        let (mut leads, mut failed, mut restores) = (Vec::new(), 0usize, Vec::new());
+        for (i, (gap, brings, after)) in plan.iter().cloned().enumerate() {
+            at += gap * D;
+            let mut last = String::new();
+            for (j, lead) in brings.iter().enumerate() {
+                last = commit(&format!("d{i} c{j}"), at - lead);
+            }
+            // The first deployment gitstate sees brought what it cannot name.
+            if i > 0 {
+                leads.extend(brings.iter().map(|l| *l as f64));
+            }
+            let expected = gitstate_core::CommitId::parse(&last).unwrap();
+            let converged = |t| event(t, gitstate_core::EventKind::Converged {
+                expected,
+                lag_s: None,
+                lag_from: gitstate_core::LagFrom::FirstSeen,
+            });
+            events.push(converged(at));
+            match after {
+                After::Fine => {}
+                After::Degraded { at: a, restore } => {
+                    events.push(event(at + a, gitstate_core::EventKind::Degraded { expected, failures: 2 }));
+                    events.push(converged(at + a + restore));
+                    failed += 1;
+                    restores.push(restore as f64);
+                }
+                After::Drift { at: a, restore } => {
+                    events.push(event(at + a, gitstate_core::EventKind::AlarmRaised {
+                        alarm: gitstate_core::AlarmKind::Drift,
+                        expected,
+                    }));
+                    events.push(converged(at + a + restore));
+                    failed += 1;
+                    restores.push(restore as f64);
+                }
+            }
+        }
+        let head = repo.git(&["rev-parse", "HEAD"]);
+        repo.update_ref(REF, &head);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".gitstate")).unwrap();
+        let log: String = events.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+        std::fs::write(dir.path().join(".gitstate/events.jsonl"), log).unwrap();
+        let text = format!(
+            "[source]\nrepo = \"{}\"\n\n{}",
+            repo.path().display(),
+            http_env("production", "web", &["http://127.0.0.1:9/meta".into()], "")
+        );
+        let cfg = write_config(dir.path(), &text);
+        let r = with_config(&cfg, &["dora", "-o", "json"]);
+        prop_assert_eq!(r.code, 0, "{}", r.stderr);
+        let p = r.json()["environments"][0].clone();
+
+        leads.sort_by(f64::total_cmp);
+        restores.sort_by(f64::total_cmp);
+        prop_assert_eq!(p["deployments"].as_u64(), Some(plan.len() as u64), "{}", p);
+        prop_assert_eq!(p["lead_time_s"]["count"].as_u64(), Some(leads.len() as u64), "{}", p);
+        prop_assert_eq!(p["lead_time_s"]["median"].as_f64(), nearest(&leads, 0.5), "{}", p);
+        prop_assert_eq!(p["lead_time_s"]["p90"].as_f64(), nearest(&leads, 0.9), "{}", p);
+        prop_assert_eq!(p["change_failure_rate"]["failed"].as_u64(), Some(failed as u64), "{}", p);
+        prop_assert_eq!(p["time_to_restore_s"]["count"].as_u64(), Some(restores.len() as u64), "{}", p);
+        prop_assert_eq!(p["time_to_restore_s"]["median"].as_f64(), nearest(&restores, 0.5), "{}", p);
+        prop_assert_eq!(p["time_to_restore_s"]["p90"].as_f64(), nearest(&restores, 0.9), "{}", p);
+        prop_assert_eq!(p["method"].as_str(), Some("events"), "{}", p);
+    }
+}
