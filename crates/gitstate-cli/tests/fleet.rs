@@ -141,6 +141,12 @@ fn where_and_fleet_answer_from_the_store_and_the_history() {
     with_config(&cfg, &["reconcile"]);
     let r = with_config(&cfg, &["where", "v3", "-e", "production", "-o", "json"]);
     assert_eq!(states(&r.json()), [("production".into(), "pending".into(), "0/2".into())]);
+    // A page is for fleet and dora: where and diff say so (exit 2) rather than print text.
+    for args in [&["where", "v3", "-o", "html"][..], &["diff", "staging", "production", "-o", "html"]] {
+        let r = with_config(&cfg, args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
+        assert!(r.stderr.contains("-o html is for"), "{args:?}: {}", r.stderr);
+    }
     // A REV that does not exist: exit 2, saying so.
     let r = with_config(&cfg, &["where", "no-such-rev"]);
     assert_eq!(r.code, 2, "{}", r.stderr);

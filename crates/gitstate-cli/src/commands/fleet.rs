@@ -72,6 +72,9 @@ pub async fn fleet(args: Fleet) -> anyhow::Result<i32> {
 
 /// Runs `where`: exit 0 when REV runs in every environment selected, 1 otherwise.
 pub async fn where_is(args: Where) -> anyhow::Result<i32> {
+    if matches!(args.select.output, Output::Html) {
+        anyhow::bail!("-o html is for check, status, reconcile, fleet and dora; where prints text or json");
+    }
     let config = super::load_config(args.select.config.config.as_deref())?;
     let source = crate::plan::source(&config)?;
     let rev = source.rev_parse(&args.rev).await.map_err(|e| anyhow::anyhow!("{:?}: {e}", args.rev))?;
@@ -110,6 +113,9 @@ pub fn where_text(report: &fleet::WhereReport) -> String {
 
 /// Runs `diff A B`.
 pub async fn diff(args: Diff) -> anyhow::Result<i32> {
+    if matches!(args.output, Output::Html) {
+        anyhow::bail!("-o html is for check, status, reconcile, fleet and dora; diff prints text or json");
+    }
     let config = super::load_config(args.config.config.as_deref())?;
     let source = crate::plan::source(&config)?;
     let links = crate::plan::links(&config, &source);
