@@ -153,6 +153,19 @@ fn where_and_fleet_answer_from_the_store_and_the_history() {
     assert!(r.stderr.contains("no-such-rev"), "{}", r.stderr);
 }
 
+/// An empty commit on `repo`'s branch, authored and committed at `at` (Unix seconds): its id.
+fn dated_commit(repo: &Repo, msg: &str, at: i64) -> String {
+    let date = format!("@{at} +0000");
+    let out = gitstate_testkit::git_cmd(repo.path())
+        .env("GIT_COMMITTER_DATE", &date)
+        .env("GIT_AUTHOR_DATE", &date)
+        .args(["commit", "-q", "--allow-empty", "-m", msg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    repo.git(&["rev-parse", "HEAD"])
+}
+
 /// `gitstate dora` over a generated history whose four keys are known by construction:
 /// commits with chosen committer times, an event log with four deployments in the
 /// window, one degraded and restored 300 s later.
@@ -160,17 +173,7 @@ fn where_and_fleet_answer_from_the_store_and_the_history() {
 fn dora_gives_the_four_keys_of_a_generated_history() {
     let repo = Repo::new();
     let now = jiff::Timestamp::now().as_second();
-    let commit = |msg: &str, at: i64| -> String {
-        let date = format!("@{at} +0000");
-        let out = gitstate_testkit::git_cmd(repo.path())
-            .env("GIT_COMMITTER_DATE", &date)
-            .env("GIT_AUTHOR_DATE", &date)
-            .args(["commit", "-q", "--allow-empty", "-m", msg])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        repo.git(&["rev-parse", "HEAD"])
-    };
+    let commit = |msg: &str, at: i64| dated_commit(&repo, msg, at);
     const D: i64 = 86_400;
     let c0 = commit("c0", now - 10 * D);
     let c1 = commit("c1", now - 8 * D - 3600);
@@ -464,17 +467,7 @@ proptest::proptest! {
         const D: i64 = 86_400;
         let repo = Repo::new();
         let now = jiff::Timestamp::now().as_second();
-        let commit = |msg: &str, at: i64| -> String {
-            let date = format!("@{at} +0000");
-            let out = gitstate_testkit::git_cmd(repo.path())
-                .env("GIT_COMMITTER_DATE", &date)
-                .env("GIT_AUTHOR_DATE", &date)
-                .args(["commit", "-q", "--allow-empty", "-m", msg])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            repo.git(&["rev-parse", "HEAD"])
-        };
+        let commit = |msg: &str, at: i64| dated_commit(&repo, msg, at);
         let env: gitstate_core::EnvName = "production".parse().unwrap();
         let mut events = Vec::new();
         let event = |at: i64, kind: gitstate_core::EventKind| gitstate_core::Event {
