@@ -167,6 +167,15 @@ pub struct AlarmNotification {
     pub summary: String,
     /// The targets not in sync.
     pub targets: Vec<AlarmTarget>,
+    /// How loudly it pages (SPEC §17, from the environment's policy).
+    #[serde(default)]
+    pub severity: crate::policy::Severity,
+    /// The policy's labels.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The policy's runbook, `{alarm}` replaced by this alarm's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 /// Keeps [`TargetObservation`] in this module's vocabulary for alarm summaries.

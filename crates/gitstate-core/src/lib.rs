@@ -82,7 +82,7 @@ pub use plugin::{
     ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, ProbeContext, RemediationOutcome,
     RemediationRequest, Remediator,
 };
-pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, parse_duration};
+pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, Severity, parse_duration};
 pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};

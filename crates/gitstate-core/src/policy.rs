@@ -56,6 +56,36 @@ pub(crate) mod duration {
     }
 }
 
+/// How loudly an alarm pages (SPEC §17), set per policy tier: `info` alarms are recorded
+/// and shown, never sent to a sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// Pages someone now (the default).
+    #[default]
+    Critical,
+    /// Wants attention in working hours.
+    Warning,
+    /// Recorded and shown; never sent.
+    Info,
+}
+
+impl Severity {
+    /// `critical`, `warning` or `info`: the label and field value sinks carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    fn is_critical(&self) -> bool {
+        *self == Severity::Critical
+    }
+}
+
 /// The `[policy]` table: every key with its SPEC default.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +120,17 @@ pub struct Policy {
     /// `[policy.verify]`: the soak after a deploy (SPEC §15); none, no soak.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::verify::Verify>,
+    /// SPEC §17: how loudly this tier's alarms page.
+    #[serde(skip_serializing_if = "Severity::is_critical")]
+    pub severity: Severity,
+    /// SPEC §17: labels carried to every sink (Alertmanager labels, webhook `labels`),
+    /// e.g. `{ team = "shop", tier = "prod" }`; merged key by key across the tiers.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// SPEC §17: where to read what to do, `{alarm}` replaced by the alarm's kind
+    /// (`drift`, `unreachable`…); carried to every sink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 impl Default for Policy {
@@ -106,6 +147,9 @@ impl Default for Policy {
             renotify: Duration::from_secs(4 * 3600),
             keep_firing_for: Duration::from_secs(600),
             verify: None,
+            severity: Severity::Critical,
+            labels: std::collections::BTreeMap::new(),
+            runbook_url: None,
         }
     }
 }

@@ -720,3 +720,51 @@ impl Remediator for Recorder {
         RemediationOutcome { ok: false, detail: "exit 1".into(), exit_code: Some(1), output_tail: None }
     }
 }
+
+/// SPEC §17: an `info` tier's alarms are recorded (events, state) and never sent; a
+/// `warning` tier's reach the sink with their severity, labels and runbook.
+#[test]
+fn info_alarms_are_recorded_never_sent_and_others_carry_the_policy() {
+    let r = Repo::new();
+    let c = r.commits(2, "c");
+    r.update_ref("refs/heads/environments/quiet", &c[1]);
+    r.update_ref("refs/heads/environments/loud", &c[1]);
+    let src = Arc::new(GitSource::local(r.path()).unwrap());
+    let journal = Arc::new(Memory::default());
+    let sink = Arc::new(Sink { fail: false.into(), got: Mutex::default() });
+    let base = Policy { mode: Mode::Observe, grace: Duration::ZERO, ..Policy::default() };
+    let quiet = Policy { severity: gitstate_core::Severity::Info, ..base.clone() };
+    let loud = Policy {
+        severity: gitstate_core::Severity::Warning,
+        labels: [("team".to_owned(), "shop".to_owned())].into(),
+        runbook_url: Some("https://wiki.example/{alarm}".into()),
+        ..base
+    };
+    let envs = [
+        env("quiet", vec![TargetSpec::new("web", scripted(vec![("eu", Ok(c[0].clone()))]))], None, quiet),
+        env("loud", vec![TargetSpec::new("web", scripted(vec![("eu", Ok(c[0].clone()))]))], None, loud),
+    ];
+    let engine = Engine::new(src).with_journal(journal.clone()).with_sink(sink.clone());
+    let out =
+        block_on(engine.run_pass(&envs, &BTreeMap::new(), PassMode::Reconcile { dry_run: false }, at(0)));
+    let raised: Vec<String> = journal
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::AlarmRaised { .. }))
+        .map(|e| e.environment.to_string())
+        .collect();
+    assert_eq!(raised.len(), 2, "both alarms are recorded: {raised:?}");
+    let quiet_state = out.states.iter().find(|(n, _)| n.as_str() == "quiet").unwrap();
+    assert_eq!(quiet_state.1.alarms.len(), 1, "and open in the state");
+    let got = sink.got.lock().unwrap().clone();
+    assert_eq!(
+        got.iter().map(|n| n.environment.as_str()).collect::<Vec<_>>(),
+        ["loud"],
+        "info is never sent"
+    );
+    assert_eq!(got[0].severity, gitstate_core::Severity::Warning);
+    assert_eq!(got[0].labels.get("team").map(String::as_str), Some("shop"));
+    assert_eq!(got[0].runbook_url.as_deref(), Some("https://wiki.example/drift"));
+}

@@ -119,7 +119,7 @@ impl AlertmanagerSink {
             "labels": {
                 "alertname": alertname(n.alarm),
                 "environment": n.environment,
-                "severity": "critical",
+                "severity": n.severity.as_str(),
             },
             "annotations": {
                 "summary": n.summary,
@@ -129,6 +129,15 @@ impl AlertmanagerSink {
             },
             "startsAt": n.since.to_string(),
         });
+        // SPEC §17: the policy's labels, never over the ones gitstate sets.
+        for (k, v) in &n.labels {
+            if !matches!(k.as_str(), "alertname" | "environment" | "severity") {
+                alert["labels"][k] = serde_json::Value::String(v.clone());
+            }
+        }
+        if let Some(url) = &n.runbook_url {
+            alert["annotations"]["runbook_url"] = serde_json::Value::String(url.clone());
+        }
         // The commits a deploy brings, a line each, and where to compare (SPEC §11).
         let pending: Vec<String> = n.targets.iter().flat_map(|t| &t.pending).map(commit_line).collect();
         if !pending.is_empty() {
@@ -198,6 +207,9 @@ impl WebhookSink {
                 "since": n.since.to_string(),
                 "summary": n.summary,
                 "targets": n.targets,
+                "severity": n.severity.as_str(),
+                "labels": n.labels,
+                "runbook_url": n.runbook_url,
             }),
             WebhookFormat::Slack => {
                 let icon = match n.event {
@@ -206,7 +218,7 @@ impl WebhookSink {
                 };
                 let targets: Vec<String> =
                     n.targets.iter().map(|t| format!("{} is {}", t.name, t.status)).collect();
-                let mut text = format!("{icon} [{}] {}", n.environment, n.summary);
+                let mut text = format!("{icon} [{}] [{}] {}", n.severity.as_str(), n.environment, n.summary);
                 if !targets.is_empty() && n.event != AlarmEvent::AlarmResolved {
                     text.push_str(&format!(" ({})", targets.join("; ")));
                     // Up to five commits a deploy brings, and the compare link (SPEC §11).
@@ -217,6 +229,9 @@ impl WebhookSink {
                     }
                     if let Some(url) = n.targets.iter().find_map(|t| t.compare_url.as_deref()) {
                         text.push_str(&format!("\n<{}|compare>", slack_escape(url)));
+                    }
+                    if let Some(url) = &n.runbook_url {
+                        text.push_str(&format!("\n<{}|runbook>", slack_escape(url)));
                     }
                 }
                 serde_json::json!({ "text": text })

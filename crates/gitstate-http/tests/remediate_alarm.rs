@@ -86,6 +86,10 @@ fn note(event: AlarmEvent) -> AlarmNotification {
             }],
             compare_url: Some("https://github.com/acme/shop/compare/abcdef1...cccc".into()),
         }],
+        severity: gitstate_core::Severity::Warning,
+        labels: [("team".to_owned(), "shop".to_owned()), ("severity".to_owned(), "spoofed".to_owned())]
+            .into(),
+        runbook_url: Some("https://wiki.example/gitstate/drift".into()),
     }
 }
 
@@ -109,6 +113,10 @@ async fn webhook_sink_json_slack_and_failures() {
     assert_eq!(v["targets"][0]["status"], "behind");
     assert_eq!(v["targets"][0]["pending"][0]["subject"], "Fix <checkout> & pay");
     assert_eq!(v["targets"][0]["compare_url"], "https://github.com/acme/shop/compare/abcdef1...cccc");
+    // SPEC §17: the policy's severity, labels and runbook travel with it.
+    assert_eq!(v["severity"], "warning");
+    assert_eq!(v["labels"]["team"], "shop");
+    assert_eq!(v["runbook_url"], "https://wiki.example/gitstate/drift");
 
     let slack = WebhookSink::new(&clients, s.url("/slack").parse().unwrap(), WebhookFormat::Slack, vec![]);
     slack.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap();
@@ -118,9 +126,29 @@ async fn webhook_sink_json_slack_and_failures() {
     // The pending commit and the link, escaped as Slack asks: a subject makes no link.
     assert!(text.contains("dddddd Fix &lt;checkout&gt; &amp; pay (Ada)"), "{text}");
     assert!(text.contains("<https://github.com/acme/shop/compare/abcdef1...cccc|compare>"), "{text}");
+    assert!(
+        text.contains("[warning]") && text.contains("<https://wiki.example/gitstate/drift|runbook>"),
+        "{text}"
+    );
     assert_eq!(v.as_object().unwrap().len(), 1);
 
     let down = WebhookSink::new(&clients, s.url("/down").parse().unwrap(), WebhookFormat::Json, vec![]);
     let e = down.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap_err();
     assert!(e.to_string().contains("503"), "{e}");
+}
+
+/// SPEC §17 in Alertmanager's terms: `severity` is the policy's, the policy's labels join
+/// gitstate's (never replacing `alertname`, `environment` or `severity`), and the runbook
+/// is an annotation.
+#[test]
+fn alertmanager_alerts_carry_severity_labels_and_runbook() {
+    let clients = HttpClients::new(1).unwrap();
+    let sink =
+        gitstate_http::AlertmanagerSink::new(&clients, &"http://127.0.0.1:9093".parse().unwrap(), vec![])
+            .unwrap();
+    let alert = sink.alert(&note(AlarmEvent::AlarmRaised), "2026-11-24T07:00:00Z".parse().unwrap());
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(alert["labels"]["team"], "shop");
+    assert_eq!(alert["labels"]["alertname"], "GitstateDrift");
+    assert_eq!(alert["annotations"]["runbook_url"], "https://wiki.example/gitstate/drift");
 }

@@ -108,6 +108,8 @@ impl Pol {
                 },
                 ..Default::default()
             }),
+            // Severity, labels and the runbook steer sinks, not the loop: the defaults.
+            ..Policy::default()
         }
     }
 }

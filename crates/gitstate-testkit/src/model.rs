@@ -350,6 +350,7 @@ pub fn policy() -> impl Strategy<Value = Policy> {
                 renotify,
                 keep_firing_for,
                 verify: None,
+                ..Policy::default()
             },
         )
 }

@@ -23,10 +23,24 @@ pub(super) fn resolve(
     span: Option<Range<usize>>,
 ) -> Result<(Policy, Vec<FreezeWindow>), ConfigError> {
     let mut merged: BTreeMap<&str, (&Spanned<String>, &Spanned<toml::Value>)> = BTreeMap::new();
+    // SPEC §17: `labels` merge key by key (a tier's keys win), unlike every other key.
+    let mut labels: Option<Spanned<toml::Value>> = None;
     for layer in layers {
         for (key, value) in layer.iter() {
+            if key.get_ref() == "labels" {
+                match (labels.as_mut().and_then(|l| l.get_mut().as_table_mut()), value.get_ref().as_table()) {
+                    (Some(so_far), Some(table)) => {
+                        so_far.extend(table.clone());
+                        continue;
+                    }
+                    _ => labels = Some(Spanned::new(value.span(), value.get_ref().clone())),
+                }
+            }
             merged.insert(key.get_ref(), (key, value));
         }
+    }
+    if let (Some(l), Some((key, _))) = (&labels, merged.get("labels").copied()) {
+        merged.insert("labels", (key, l));
     }
     // Freeze windows are the CLI's (a calendar, not a decision rule): read apart.
     let windows = match merged.remove("windows") {

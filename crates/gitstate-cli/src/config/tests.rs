@@ -183,3 +183,49 @@ name = "production"
     let e = parse_text(&text(bad)).unwrap_err().to_string();
     assert!(e.contains("verify.every must be longer than 0s"), "{e}");
 }
+
+/// SPEC §17: `severity` and `runbook_url` per tier like any key; `labels` merged key by
+/// key (the environment's keys win, the global ones stay); a severity that does not exist
+/// is an error at its line.
+#[test]
+fn severity_labels_and_runbook_per_tier() {
+    let text = |own: &str| {
+        format!(
+            r#"
+[source]
+repo = "."
+[policy]
+labels = {{ team = "shop", tier = "prod" }}
+runbook_url = "https://wiki.example/gitstate/{{alarm}}"
+[[environments]]
+name = "staging"
+  [environments.policy]
+  {own}
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://staging.example.com/meta"]
+[[environments]]
+name = "production"
+  [[environments.targets]]
+  name = "web"
+  [environments.targets.http]
+  urls = ["https://production.example.com/meta"]
+"#
+        )
+    };
+    let cfg = parse_text(&text("severity = \"warning\"\n  labels = { tier = \"staging\", owner = \"ada\" }"))
+        .unwrap();
+    let (staging, production) = (&cfg.environments[0].policy, &cfg.environments[1].policy);
+    assert_eq!(staging.severity, gitstate_core::Severity::Warning);
+    let labels = |p: &gitstate_core::Policy| {
+        p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(labels(staging), "owner=ada,team=shop,tier=staging");
+    assert_eq!(production.severity, gitstate_core::Severity::Critical, "the default");
+    assert_eq!(labels(production), "team=shop,tier=prod");
+    assert_eq!(production.runbook_url.as_deref(), Some("https://wiki.example/gitstate/{alarm}"));
+
+    let e = parse_text(&text("severity = \"page-everyone\"")).unwrap_err().to_string();
+    assert!(e.contains("gitstate.toml:") && e.contains("severity"), "{e}");
+}

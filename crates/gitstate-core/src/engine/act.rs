@@ -84,6 +84,7 @@ impl Engine {
                             change.resolution(),
                             now,
                             targets,
+                            &env.effective_policy(),
                         );
                         notes.push(note);
                     }
@@ -104,6 +105,7 @@ impl Engine {
                         None,
                         now,
                         targets,
+                        &env.effective_policy(),
                     ));
                 }
             }

@@ -65,7 +65,8 @@ impl Engine {
                 tracing::warn!(sink = %u.sink, "dropping an undelivered notification for a sink no longer configured");
             }
         }
-        for note in notes {
+        // SPEC §17: `info` alarms are recorded and shown, never sent.
+        for note in notes.into_iter().filter(|n| n.severity != crate::policy::Severity::Info) {
             for sink in &self.sinks {
                 let key = (note.environment.clone(), sink.name().to_owned(), note.alarm);
                 let queue = queues.entry(key).or_default();
@@ -289,6 +290,7 @@ pub(super) fn notification(
     resolution: Option<Resolution>,
     now: Timestamp,
     targets: &[TargetObservation],
+    policy: &crate::Policy,
 ) -> AlarmNotification {
     let summary = match (event, kind) {
         (AlarmEvent::AlarmResolved, _) => format!(
@@ -341,5 +343,8 @@ pub(super) fn notification(
         resolution,
         summary,
         targets: alarm_targets(targets),
+        severity: policy.severity,
+        labels: policy.labels.clone(),
+        runbook_url: policy.runbook_url.as_ref().map(|u| u.replace("{alarm}", &kind.to_string())),
     }
 }

@@ -39,6 +39,8 @@ impl Engine {
                     change.resolution(),
                     now,
                     &[],
+                    // Its policy went with it: the resolution goes to every sink.
+                    &crate::Policy::default(),
                 ));
             }
             let kind = EventKind::EnvironmentRemoved { expected };
