@@ -83,6 +83,9 @@ struct EnvRow {
     instances: Option<[i64; Status::ALL.len()]>,
     alarms: Option<[bool; 5]>,
     expected_since: Option<f64>,
+    /// `environment_info`'s labels after `environment`, written out
+    /// (`severity="critical",team="shop"`).
+    info: Option<String>,
 }
 
 impl EnvGauges {
@@ -109,7 +112,7 @@ fn row<'a>(envs: &'a mut BTreeMap<String, EnvRow>, name: &EnvName) -> &'a mut En
 
 /// The per-environment families, in exposition order: name (after the `gitstate_`
 /// prefix) and help.
-const ENV_FAMILIES: [(&str, &str); 5] = [
+const ENV_FAMILIES: [(&str, &str); 6] = [
     ("environment_in_sync", "1 when every instance of the environment runs its expected commit"),
     ("environment_suspended", "1 while an operator has the environment suspended (gitstate suspend)"),
     ("instances", "Instances per environment and status, as of the last pass"),
@@ -117,6 +120,10 @@ const ENV_FAMILIES: [(&str, &str); 5] = [
     (
         "expected_commit_change_timestamp_seconds",
         "When the environment's expected commit was last seen to change (Unix time)",
+    ),
+    (
+        "environment_info",
+        "Always 1: the environment's alarm severity and policy labels, to join in PromQL (SPEC §17)",
     ),
 ];
 
@@ -169,7 +176,8 @@ impl EnvGauges {
                             series(out, format_args!(",alarm=\"{}\"", kind.as_str()), &i64::from(*open));
                         }
                     }
-                    _ => row.expected_since.into_iter().for_each(|v| series(out, format_args!(""), &v)),
+                    4 => row.expected_since.into_iter().for_each(|v| series(out, format_args!(""), &v)),
+                    _ => row.info.iter().for_each(|l| series(out, format_args!(",{l}"), &1)),
                 }
                 cursor.after = Some(name.clone());
             }
@@ -210,6 +218,27 @@ pub struct Metrics {
     ready: std::sync::atomic::AtomicBool,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
     started: f64,
+}
+
+/// `severity="…"` then each policy label as `key="value"`: keys made valid label names
+/// (any other character becomes `_`), `environment` and `severity` never overridden,
+/// values escaped as OpenMetrics asks.
+fn info_labels(policy: &gitstate_core::Policy) -> String {
+    let mut out = format!("severity=\"{}\"", policy.severity.as_str());
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in &policy.labels {
+        let mut key: String =
+            k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) || key.starts_with("__") {
+            key.insert_str(0, "label_");
+        }
+        if key == "environment" || key == "severity" || !seen.insert(key.clone()) {
+            continue;
+        }
+        let value = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        out.push_str(&format!(",{key}=\"{value}\""));
+    }
+    out
 }
 
 fn unix_seconds(t: jiff::Timestamp) -> f64 {
@@ -472,11 +501,16 @@ impl Metrics {
         self.webhooks.get_or_create(&Outcome { outcome: outcome.into() }).inc();
     }
 
-    /// Whether each environment of a pass is suspended.
+    /// Whether each environment of a pass is suspended, and its `environment_info` labels.
     pub fn suspended(&self, specs: &[gitstate_core::EnvironmentSpec]) {
         let mut envs = self.envs.write();
         for s in specs {
-            row(&mut envs, &s.name).suspended = Some(s.controls.suspended.is_some());
+            let r = row(&mut envs, &s.name);
+            r.suspended = Some(s.controls.suspended.is_some());
+            let info = info_labels(&s.policy);
+            if r.info.as_deref() != Some(info.as_str()) {
+                r.info = Some(info);
+            }
         }
     }
 
@@ -619,6 +653,20 @@ mod tests {
     fn a_streamed_exposition_is_whole_and_valid() {
         let m = Metrics::new();
         let n = ENVS_PER_CHUNK * 3 + 17;
+        // Labels as an operator may write them: made valid names, escaped, never over
+        // `environment` or `severity`, two keys that read alike written once.
+        let policy = gitstate_core::Policy {
+            severity: gitstate_core::Severity::Warning,
+            labels: [
+                ("team-name", "shop \"eu\""),
+                ("team_name", "twice"),
+                ("9x", "a\\b"),
+                ("environment", "spoof"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+            ..gitstate_core::Policy::default()
+        };
         {
             let mut envs = m.envs.write();
             for i in 0..n {
@@ -628,6 +676,7 @@ mod tests {
                 r.alarms = Some([i % 3 == 0, false, false, false, false]);
                 // Only some have seen their expected commit change.
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
+                r.info = Some(info_labels(&policy));
             }
         }
         m.passes.get_or_create(&PassResult { result: "in_sync".into() }).inc();
@@ -654,6 +703,14 @@ mod tests {
         assert_eq!(count("gitstate_reconcile_passes"), Some(1));
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00002\"} 1\n"));
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00003\"} 0\n"));
+        assert_eq!(count("gitstate_environment_info"), Some(n));
+        assert!(
+            text.contains(
+                "gitstate_environment_info{environment=\"env-00003\",severity=\"warning\",label_9x=\"a\\\\b\",team_name=\"shop \\\"eu\\\"\"} 1\n"
+            ),
+            "{}",
+            text.lines().find(|l| l.starts_with("gitstate_environment_info{environment=\"env-00003\"")).unwrap_or_default()
+        );
 
         let mut promtool = std::process::Command::new("promtool")
             .args(["check", "metrics"])
