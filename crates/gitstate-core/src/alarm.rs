@@ -178,6 +178,22 @@ pub struct AlarmNotification {
     pub runbook_url: Option<String>,
 }
 
+impl AlarmNotification {
+    /// A stable fingerprint of the alarm this notification is about (SPEC §17): 16 hex
+    /// digits of FNV-1a over its environment, kind and raise time — the same for its raise,
+    /// repeats and resolution, in every process, replica and version (no per-process hash
+    /// seed), and different for the next time the same alarm opens.
+    pub fn id(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let key = format!("{}\0{}\0{}", self.environment, self.alarm.as_str(), self.since.as_millisecond());
+        for b in key.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
 /// Keeps [`TargetObservation`] in this module's vocabulary for alarm summaries.
 pub(crate) fn alarm_targets(targets: &[TargetObservation]) -> Vec<AlarmTarget> {
     targets

@@ -199,6 +199,7 @@ impl WebhookSink {
     pub fn body(&self, n: &AlarmNotification) -> serde_json::Value {
         match self.format {
             WebhookFormat::Json => serde_json::json!({
+                "id": n.id(),
                 "event": n.event.as_str(),
                 "alarm": n.alarm,
                 "environment": n.environment,

@@ -113,6 +113,14 @@ async fn webhook_sink_json_slack_and_failures() {
     assert_eq!(v["targets"][0]["status"], "behind");
     assert_eq!(v["targets"][0]["pending"][0]["subject"], "Fix <checkout> & pay");
     assert_eq!(v["targets"][0]["compare_url"], "https://github.com/acme/shop/compare/abcdef1...cccc");
+    // SPEC §17: a stable id — the raise, its repeats and its resolution share it, pinned
+    // here so that no build, process or version changes it (FNV-1a of
+    // "production\0drift\0<since in ms>", computed apart in Python); the next opening differs.
+    assert_eq!(v["id"], "14548f7248d99dc8");
+    let mut resolved = note(AlarmEvent::AlarmResolved);
+    assert_eq!(resolved.id(), note(AlarmEvent::AlarmRaised).id());
+    resolved.since = "2026-11-24T07:00:00Z".parse().unwrap();
+    assert_ne!(resolved.id(), note(AlarmEvent::AlarmRaised).id());
     // SPEC §17: the policy's severity, labels and runbook travel with it.
     assert_eq!(v["severity"], "warning");
     assert_eq!(v["labels"]["team"], "shop");
