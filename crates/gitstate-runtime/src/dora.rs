@@ -430,6 +430,32 @@ pub async fn report<S: gitstate_core::ExpectedState + ?Sized>(
     Report { schema: 1, since, until, all: keys(&all, since, until), environments, weeks }
 }
 
+/// Why [`from_store`] could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DoraError {
+    /// The event log could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    /// An environment asked for is neither in the store nor in the event log.
+    #[error("unknown environment {0:?}")]
+    UnknownEnvironment(String),
+}
+
+/// [`report`] over everything `store` holds — its environments and its whole event log —
+/// for `only` (every environment when empty): what `gitstate dora` prints.
+pub async fn from_store<S: gitstate_core::ExpectedState + ?Sized>(
+    source: &S,
+    store: &dyn crate::Store,
+    only: &[String],
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<Report, DoraError> {
+    let events = store.events_since(Timestamp::MIN).await?;
+    let subjects = subjects(&store.environments(), &events, only).map_err(DoraError::UnknownEnvironment)?;
+    Ok(report(source, &events, &subjects, since, until).await)
+}
+
 /// What the loop's events mean for DORA's metrics (SPEC §16), as they happen.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -219,8 +219,7 @@ pub async fn run() -> anyhow::Result<i32> {
     println!("  $ gitstate dora");
     let until = jiff::Timestamp::now();
     let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24))?;
-    let subjects = gitstate_runtime::dora::subjects(&states, &events, &[]).map_err(|e| anyhow::anyhow!(e))?;
-    let keys = gitstate_runtime::dora::report(&source, &events, &subjects, since, until).await;
+    let keys = gitstate_runtime::dora::from_store(&source, &*store, &[], since, until).await?;
     print!("{}", indent(&super::fleet::dora_text(&keys)?));
     let whereabouts = if found.everywhere() { "runs everywhere" } else { "does not run everywhere yet" };
     println!(

@@ -189,11 +189,8 @@ pub async fn dora(args: crate::cli::Dora) -> anyhow::Result<i32> {
             })?,
         },
     };
-    let events = store.events_since(jiff::Timestamp::MIN).await?;
-    let subjects =
-        gitstate_runtime::dora::subjects(&store.environments(), &events, &args.select.environments)
-            .map_err(|unknown| anyhow::anyhow!("unknown environment {unknown:?}"))?;
-    let report = gitstate_runtime::dora::report(&source, &events, &subjects, since, until).await;
+    let report =
+        gitstate_runtime::dora::from_store(&source, &*store, &args.select.environments, since, until).await?;
     match args.select.output {
         Output::Json => output::emit_json(&report)?,
         Output::Html => {

@@ -9,7 +9,9 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use gitstate_core::Links;
 
-use gitstate_core::{EnvName, ExpectedState};
+use std::collections::BTreeMap;
+
+use gitstate_core::{EnvName, EnvState, Event, ExpectedState};
 use gitstate_runtime::{dora, fleet};
 use maud::{Markup, html};
 
@@ -88,33 +90,42 @@ impl Dashboard {
 
     /// The answer to "where is `rev`?", as the box shows it (`GET /where?rev=REV`).
     pub async fn where_fragment(&self, rev: &str) -> String {
-        self.where_answer(rev).await.into_string()
+        let store = self.view.store();
+        match store.events_since(jiff::Timestamp::MIN).await {
+            Ok(events) => self.where_answer(rev, &store.environments(), &events).await.into_string(),
+            Err(e) => parts::where_answer(rev, Err(&e.to_string())).into_string(),
+        }
     }
 
-    async fn where_answer(&self, rev: &str) -> Markup {
+    async fn where_answer(
+        &self,
+        rev: &str,
+        states: &BTreeMap<EnvName, EnvState>,
+        events: &[Event],
+    ) -> Markup {
         let Some(source) = &self.source else {
             return parts::where_answer(rev, Err("this dashboard has no repository to read"));
         };
-        let store = self.view.store();
-        let id = match source.rev_parse(rev).await {
-            Ok(id) => id,
-            Err(e) => return parts::where_answer(rev, Err(&e.to_string())),
-        };
-        let events = match store.events_since(jiff::Timestamp::MIN).await {
-            Ok(e) => e,
-            Err(e) => return parts::where_answer(rev, Err(&e.to_string())),
-        };
-        let report = fleet::where_is(source.as_ref(), &store.environments(), &events, id).await;
-        parts::where_answer(rev, Ok(&report))
+        match source.rev_parse(rev).await {
+            Ok(id) => {
+                parts::where_answer(rev, Ok(&fleet::where_is(source.as_ref(), states, events, id).await))
+            }
+            Err(e) => parts::where_answer(rev, Err(&e.to_string())),
+        }
     }
 
+    /// The fleet's parts, over one read of the store and its event log.
     async fn fleet(&self, rev: Option<String>) -> Markup {
         let store = self.view.store();
         let states = store.environments();
         let matrix = parts::matrix(&fleet::fleet(&states), &self.links);
         let Some(source) = &self.source else { return matrix };
+        let events = match store.events_since(jiff::Timestamp::MIN).await {
+            Ok(events) => events,
+            Err(e) => return html! { (matrix) p.bad { "the event log could not be read: " (e.to_string()) } },
+        };
         let answer = match rev.as_deref().filter(|r| !r.is_empty()) {
-            Some(r) => Some(self.where_answer(r).await),
+            Some(r) => Some(self.where_answer(r, &states, &events).await),
             None => None,
         };
         let mut order = self.order.clone();
@@ -123,15 +134,9 @@ impl Dashboard {
             fleet::compare_adjacent(source.as_ref(), &states, &order, PAIRS, COMMITS, &self.links).await;
         let until = jiff::Timestamp::now();
         let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24)).unwrap_or(until);
-        let keys = match store.events_since(jiff::Timestamp::MIN).await {
-            Ok(events) => {
-                let subjects = dora::subjects(&states, &events, &[]).unwrap_or_default();
-                let report = dora::report(source.as_ref(), &events, &subjects, since, until).await;
-                parts::dora(&report)
-            }
-            Err(e) => html! { p.bad { "DORA: the event log could not be read: " (e.to_string()) } },
-        };
-        html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (parts::compare(&pairs)) (keys) }
+        let subjects = dora::subjects(&states, &events, &[]).unwrap_or_default();
+        let keys = dora::report(source.as_ref(), &events, &subjects, since, until).await;
+        html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (parts::compare(&pairs)) (parts::dora(&keys)) }
     }
 
     fn view(&self) -> View {

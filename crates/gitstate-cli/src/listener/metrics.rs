@@ -85,7 +85,7 @@ struct EnvRow {
     expected_since: Option<f64>,
     /// `environment_info`'s labels after `environment`, written out
     /// (`severity="critical",team="shop"`).
-    info: Option<String>,
+    info: Option<(u64, String)>,
 }
 
 impl EnvGauges {
@@ -177,7 +177,7 @@ impl EnvGauges {
                         }
                     }
                     4 => row.expected_since.into_iter().for_each(|v| series(out, format_args!(""), &v)),
-                    _ => row.info.iter().for_each(|l| series(out, format_args!(",{l}"), &1)),
+                    _ => row.info.iter().for_each(|(_, l)| series(out, format_args!(",{l}"), &1)),
                 }
                 cursor.after = Some(name.clone());
             }
@@ -218,6 +218,23 @@ pub struct Metrics {
     ready: std::sync::atomic::AtomicBool,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
     started: f64,
+}
+
+/// What `environment_info` depends on, hashed without allocating (FNV-1a).
+fn info_key(policy: &gitstate_core::Policy) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(policy.severity.as_str().as_bytes());
+    for (k, v) in &policy.labels {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    h
 }
 
 /// `severity="…"` then each policy label as `key="value"`: keys made valid label names
@@ -507,9 +524,10 @@ impl Metrics {
         for s in specs {
             let r = row(&mut envs, &s.name);
             r.suspended = Some(s.controls.suspended.is_some());
-            let info = info_labels(&s.policy);
-            if r.info.as_deref() != Some(info.as_str()) {
-                r.info = Some(info);
+            // Written out only when the policy's severity or labels change, not every pass.
+            let key = info_key(&s.policy);
+            if r.info.as_ref().is_none_or(|(k, _)| *k != key) {
+                r.info = Some((key, info_labels(&s.policy)));
             }
         }
     }
@@ -676,7 +694,7 @@ mod tests {
                 r.alarms = Some([i % 3 == 0, false, false, false, false]);
                 // Only some have seen their expected commit change.
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
-                r.info = Some(info_labels(&policy));
+                r.info = Some((info_key(&policy), info_labels(&policy)));
             }
         }
         m.passes.get_or_create(&PassResult { result: "in_sync".into() }).inc();
