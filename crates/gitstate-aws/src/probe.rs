@@ -151,6 +151,10 @@ impl ActualStateProbe for AwsProbe {
         "aws"
     }
 
+    fn origin(&self) -> Option<String> {
+        Some(format!("aws:{}", self.target.region))
+    }
+
     async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
         let limit = self.target.timeout;
         match tokio::time::timeout(limit, self.read_all()).await {

@@ -176,21 +176,104 @@ pub struct AlarmNotification {
     /// The policy's runbook, `{alarm}` replaced by this alarm's kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    /// What the alarm was given as its cause when it was raised (SPEC §17); `None` (an
+    /// alarm raised before causes existed) is the environment's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
 }
 
 impl AlarmNotification {
+    /// The alarm's cause: the one it was given, or the environment's own.
+    pub fn cause(&self) -> crate::cause::Cause {
+        self.cause.clone().unwrap_or_else(|| crate::cause::Cause::Environment(self.environment.clone()))
+    }
+
     /// A stable fingerprint of the alarm this notification is about (SPEC §17): 16 hex
     /// digits of FNV-1a over its environment, kind and raise time — the same for its raise,
     /// repeats and resolution, in every process, replica and version (no per-process hash
     /// seed), and different for the next time the same alarm opens.
     pub fn id(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let key = format!("{}\0{}\0{}", self.environment, self.alarm.as_str(), self.since.as_millisecond());
-        for b in key.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        fingerprint(&format!(
+            "{}\0{}\0{}",
+            self.environment,
+            self.alarm.as_str(),
+            self.since.as_millisecond()
+        ))
+    }
+}
+
+/// 16 hex digits of FNV-1a over `key`: the same in every process and version.
+fn fingerprint(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What happened to a cause, as sinks are told (SPEC §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CauseEvent {
+    /// Two environments or more (or the source) share it: the one page.
+    CauseOpened,
+    /// Members joined or left (at most every `group_wait`).
+    CauseChanged,
+    /// Its last member resolved.
+    CauseResolved,
+    /// Still open, nothing new: for sinks that expire silent alerts (Alertmanager).
+    CauseFiring,
+}
+
+impl CauseEvent {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseEvent::CauseOpened => "cause_opened",
+            CauseEvent::CauseChanged => "cause_changed",
+            CauseEvent::CauseResolved => "cause_resolved",
+            CauseEvent::CauseFiring => "cause_firing",
         }
-        format!("{h:016x}")
+    }
+}
+
+/// One notification for the alarms of several environments that share a cause, sent
+/// instead of one per environment to sinks that group ([`crate::Grouping`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CauseNotification {
+    /// Opened, changed, resolved, firing.
+    pub event: CauseEvent,
+    /// The cause.
+    pub cause: crate::cause::Cause,
+    /// The kind of its members' alarms (the first member's; `unreachable` for the source).
+    pub alarm: AlarmKind,
+    /// When the cause opened.
+    pub since: Timestamp,
+    /// When it resolved (resolved only).
+    pub ended_at: Option<Timestamp>,
+    /// The environments whose alarms it holds now, sorted.
+    pub members: Vec<EnvName>,
+    /// Those that joined since the sink was last told (changed only).
+    pub joined: Vec<EnvName>,
+    /// Those that left since the sink was last told (changed only).
+    pub left: Vec<EnvName>,
+    /// The loudest of its members' severities.
+    pub severity: crate::policy::Severity,
+    /// The labels every member has, with the same value.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// One line for people.
+    pub summary: String,
+}
+
+impl CauseNotification {
+    /// A stable fingerprint of the cause (SPEC §17): 16 hex digits of FNV-1a over the
+    /// cause and when it opened — the same for its opening, changes and resolution, in
+    /// every process and replica.
+    pub fn id(&self) -> String {
+        fingerprint(&format!("cause\0{}\0{}", self.cause, self.since.as_millisecond()))
     }
 }
 

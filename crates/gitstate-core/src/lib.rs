@@ -22,6 +22,7 @@
 //! `git-https` feature, off by default, adds gix's HTTP transport).
 
 mod alarm;
+mod cause;
 #[cfg(feature = "child")]
 pub mod child;
 mod commit;
@@ -59,12 +60,18 @@ pub mod probe {
     pub use async_trait::async_trait;
 }
 
-pub use alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarget, Resolution};
+pub use alarm::{
+    AlarmChange, AlarmEvent, AlarmKind, AlarmNotification, AlarmTarget, CauseEvent, CauseNotification,
+    Resolution,
+};
 pub use async_trait::async_trait;
+pub use cause::{
+    Cause, CauseError, CauseMember, CauseRecord, Symptoms, Told, assign as assign_cause, instance_origin,
+};
 pub use commit::{CommitId, CommitIdError, MIN_ABBREV, ReportedCommit};
 pub use engine::{
-    DEFAULT_MAX_COMMITS, DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, PassMode, PassOutcome,
-    TargetSpec, Timer,
+    DEFAULT_MAX_COMMITS, DEFAULT_PROBE_TIMEOUT, Delivery, Engine, EnvironmentSpec, Fleet, PassMode,
+    PassOutcome, TargetSpec, Timer,
 };
 pub use error::{
     ExpectedError, JournalError, SinkError, chain as error_chain, chain_after as error_chain_after,
@@ -79,8 +86,8 @@ pub use observation::{
 };
 pub use panic::message as panic_message;
 pub use plugin::{
-    ActualStateProbe, AlarmSink, Expected, ExpectedState, Journal, ProbeContext, RemediationOutcome,
-    RemediationRequest, Remediator,
+    ActualStateProbe, AlarmSink, Expected, ExpectedState, Grouping, Journal, ProbeContext,
+    RemediationOutcome, RemediationRequest, Remediator,
 };
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, Severity, parse_duration};
 pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};

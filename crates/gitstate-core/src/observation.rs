@@ -359,16 +359,27 @@ pub struct TargetObservation {
     pub error: Option<String>,
     /// Every instance.
     pub instances: Vec<InstanceObservation>,
+    /// Where the probe's answers come from when its instance ids do not say (its
+    /// [`ActualStateProbe::origin`](crate::ActualStateProbe::origin), e.g. `aws:eu-west-1`):
+    /// what alarm causes are grouped by (SPEC §17). Not in the report.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 impl TargetObservation {
+    /// The same target, answering from `origin` (see [`TargetObservation::origin`]).
+    pub fn with_origin(mut self, origin: Option<String>) -> Self {
+        self.origin = origin;
+        self
+    }
+
     /// A target from its classified instances. A target with no instance at all is `missing`.
     pub fn from_instances(name: String, kind: String, instances: Vec<InstanceObservation>) -> Self {
         if instances.is_empty() {
             return Self::failed(name, kind, ProbeFailure::missing("the probe reported no instance"));
         }
         let status = Status::worst(instances.iter().map(|i| i.status));
-        Self { name, kind, status, error: None, instances }
+        Self { name, kind, status, error: None, instances, origin: None }
     }
 
     /// What counts for this target: `(instance id, status)` of each instance, or
@@ -387,6 +398,7 @@ impl TargetObservation {
             status: failure.kind.status(),
             error: Some(failure.message),
             instances: Vec::new(),
+            origin: None,
         }
     }
 }

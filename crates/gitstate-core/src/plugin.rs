@@ -26,7 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::AlarmNotification;
+use crate::alarm::{AlarmNotification, CauseNotification};
 use crate::commit::{CommitId, ReportedCommit};
 use crate::error::{ExpectedError, JournalError, SinkError};
 use crate::event::Event;
@@ -156,6 +156,14 @@ pub trait ActualStateProbe: Send + Sync {
     /// timeout (30 s by default) and catches a panic; either makes the target
     /// `unreachable`. A probe that knows better bounds its own time and says why.
     async fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure>;
+
+    /// Where this probe's answers come from, when its instance ids do not say: alarms of
+    /// environments whose probes fail at the same origin share one cause (SPEC §17). The
+    /// default, `None`, lets an instance id that is an `http(s)` URL name its
+    /// `host:port`; the AWS probe says `aws:<region>`.
+    fn origin(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a remediator is asked to do.
@@ -203,6 +211,35 @@ pub trait AlarmSink: Send + Sync {
     fn name(&self) -> &str;
     /// Delivers one notification. Must bound its own time.
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError>;
+
+    /// How it wants alarms that share a cause (SPEC §17). The default,
+    /// [`Grouping::PerAlarm`], is every alarm's own notifications and no
+    /// [`Self::notify_cause`].
+    fn grouping(&self) -> Grouping {
+        Grouping::PerAlarm
+    }
+
+    /// Delivers one notification of a cause (sinks whose [`Self::grouping`] is not
+    /// `PerAlarm`). Must bound its own time.
+    async fn notify_cause(&self, n: &CauseNotification) -> Result<(), SinkError> {
+        let _ = n;
+        Ok(())
+    }
+}
+
+/// How a sink is told of alarms that share a cause (SPEC §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Grouping {
+    /// Every alarm's own notifications; causes are not sent.
+    PerAlarm,
+    /// One notification per cause shared by two environments or more (opened, changed,
+    /// resolved) instead of its members' own (a webhook, a chat); an alarm whose cause
+    /// is its environment's own is sent as itself.
+    PerCause,
+    /// Every alarm's own notifications (each naming its cause) and the cause's too
+    /// (Alertmanager, which folds them by the `cause` label).
+    Both,
 }
 
 /// Where the engine persists. `checkpoint` runs before any remediation starts, so a crash

@@ -133,6 +133,9 @@ pub struct OpenAlarm {
     pub since: Timestamp,
     /// When its notification was last sent (raise or repeat).
     pub last_notified_at: Option<Timestamp>,
+    /// What it was given as its cause when raised (SPEC §17); `None`: its environment's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
 }
 
 /// What gitstate remembers of one environment.
@@ -306,10 +309,22 @@ impl Undelivered {
     /// passes have gone by without it (the next pass, then every 2nd, 4th, … pass), or
     /// once `cap` has passed since the last try, whichever comes first.
     pub fn due(&self, now: Timestamp, cap: Duration) -> bool {
-        let Some(n) = self.failures.checked_sub(1) else { return true };
-        let wait = (1u64 << n.min(32)) - 1;
-        u64::from(self.skipped) >= wait || self.last_try.is_none_or(|t| now >= after(t, cap))
+        retry_due(self.failures, self.skipped, self.last_try, now, cap)
     }
+}
+
+/// Whether something that failed `failures` times, last at `last_try`, and has waited
+/// `skipped` passes since, is tried at `now` ([`Undelivered::due`]).
+pub(crate) fn retry_due(
+    failures: u32,
+    skipped: u32,
+    last_try: Option<Timestamp>,
+    now: Timestamp,
+    cap: Duration,
+) -> bool {
+    let Some(n) = failures.checked_sub(1) else { return true };
+    let wait = (1u64 << n.min(32)) - 1;
+    u64::from(skipped) >= wait || last_try.is_none_or(|t| now >= after(t, cap))
 }
 
 /// Alarm notifications kept for a later pass — the engine's, not any environment's: what
@@ -323,12 +338,26 @@ pub struct Outbox {
     /// When a `notification_failed` event was last written, per `environment/sink/alarm`
     /// (at most one an hour).
     pub failure_noted: BTreeMap<String, Timestamp>,
+    /// The causes shared by alarms of several environments (SPEC §17), by cause: open ones,
+    /// and closed ones some sink has not been told of yet.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub causes: BTreeMap<String, crate::cause::CauseRecord>,
+    /// Passes in a row that could not read the expected-state source.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub source_failures: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Outbox {
     /// Nothing pending and nothing remembered.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.failure_noted.is_empty()
+        self.pending.is_empty()
+            && self.failure_noted.is_empty()
+            && self.causes.is_empty()
+            && self.source_failures == 0
     }
 }
 

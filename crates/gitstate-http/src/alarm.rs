@@ -1,11 +1,15 @@
 //! Alarm sinks: [`AlertmanagerSink`] (Alertmanager API v2; firing alerts are re-posted
 //! every pass, a resolution is posted once with `endsAt`) and [`WebhookSink`] (gitstate
-//! JSON, or `{"text": …}` for Slack-compatible hooks).
+//! JSON, or `{"text": …}` for Slack-compatible hooks). Alarms that several environments
+//! share a cause with are one message per cause for a webhook, and one `GitstateOutage`
+//! beside every member's alert (each with the `cause` label) for Alertmanager (SPEC §17).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitstate_core::{AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, SinkError};
+use gitstate_core::{
+    AlarmEvent, AlarmKind, AlarmNotification, AlarmSink, CauseEvent, CauseNotification, Grouping, SinkError,
+};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use url::Url;
@@ -120,6 +124,7 @@ impl AlertmanagerSink {
                 "alertname": alertname(n.alarm),
                 "environment": n.environment,
                 "severity": n.severity.as_str(),
+                "cause": n.cause().to_string(),
             },
             "annotations": {
                 "summary": n.summary,
@@ -129,12 +134,7 @@ impl AlertmanagerSink {
             },
             "startsAt": n.since.to_string(),
         });
-        // SPEC §17: the policy's labels, never over the ones gitstate sets.
-        for (k, v) in &n.labels {
-            if !matches!(k.as_str(), "alertname" | "environment" | "severity") {
-                alert["labels"][k] = serde_json::Value::String(v.clone());
-            }
-        }
+        add_labels(&mut alert, &n.labels);
         if let Some(url) = &n.runbook_url {
             alert["annotations"]["runbook_url"] = serde_json::Value::String(url.clone());
         }
@@ -148,13 +148,56 @@ impl AlertmanagerSink {
         }
         let ends = match n.ended_at.filter(|_| n.event == AlarmEvent::AlarmResolved) {
             Some(end) => end,
-            None => jiff::SignedDuration::try_from(self.ttl)
-                .ok()
-                .and_then(|ttl| now.checked_add(ttl).ok())
-                .unwrap_or(jiff::Timestamp::MAX),
+            None => self.ends(now),
         };
         alert["endsAt"] = serde_json::Value::String(ends.to_string());
         alert
+    }
+
+    /// The `GitstateOutage` alert posted for a cause at `now` (SPEC §17): the `cause`
+    /// label its members' alerts carry too, so that `group_by: [cause]` folds them and an
+    /// inhibit rule can hold them back.
+    pub fn outage(&self, n: &CauseNotification, now: jiff::Timestamp) -> serde_json::Value {
+        let members: Vec<&str> = n.members.iter().map(|m| m.as_str()).collect();
+        let mut alert = serde_json::json!({
+            "labels": {
+                "alertname": OUTAGE,
+                "cause": n.cause.to_string(),
+                "severity": n.severity.as_str(),
+            },
+            "annotations": {
+                "summary": n.summary,
+                "members": members.join(", "),
+                "alarm": n.alarm.as_str(),
+            },
+            "startsAt": n.since.to_string(),
+        });
+        add_labels(&mut alert, &n.labels);
+        let ends = match n.ended_at.filter(|_| n.event == CauseEvent::CauseResolved) {
+            Some(end) => end,
+            None => self.ends(now),
+        };
+        alert["endsAt"] = serde_json::Value::String(ends.to_string());
+        alert
+    }
+
+    fn ends(&self, now: jiff::Timestamp) -> jiff::Timestamp {
+        jiff::SignedDuration::try_from(self.ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add(ttl).ok())
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
+}
+
+/// The `alertname` of a cause's own alert (SPEC §17).
+pub const OUTAGE: &str = "GitstateOutage";
+
+/// SPEC §17: the policy's labels, never over the ones gitstate sets.
+fn add_labels(alert: &mut serde_json::Value, labels: &std::collections::BTreeMap<String, String>) {
+    for (k, v) in labels {
+        if !matches!(k.as_str(), "alertname" | "environment" | "severity" | "cause") {
+            alert["labels"][k] = serde_json::Value::String(v.clone());
+        }
     }
 }
 
@@ -166,6 +209,16 @@ impl AlarmSink for AlertmanagerSink {
 
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
         let alert = self.alert(n, jiff::Timestamp::now());
+        post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([alert])).await
+    }
+
+    /// Every member's alert and the cause's `GitstateOutage` (Alertmanager folds them).
+    fn grouping(&self) -> Grouping {
+        Grouping::Both
+    }
+
+    async fn notify_cause(&self, n: &CauseNotification) -> Result<(), SinkError> {
+        let alert = self.outage(n, jiff::Timestamp::now());
         post(&self.client, self.name(), &self.endpoint, &self.headers, &serde_json::json!([alert])).await
     }
 }
@@ -181,18 +234,65 @@ pub enum WebhookFormat {
     Slack,
 }
 
-/// Posts alarm changes to a webhook (raised, repeated, resolved; not the per-pass refresh).
+/// Posts alarm changes to a webhook (raised, repeated, resolved; not the per-pass refresh),
+/// one message per cause that several environments share (SPEC §17).
 pub struct WebhookSink {
     client: reqwest::Client,
     url: Url,
     headers: HeaderMap,
     format: WebhookFormat,
+    name: String,
 }
 
 impl WebhookSink {
     /// A sink posting to `url` in `format`.
     pub fn new(clients: &HttpClients, url: Url, format: WebhookFormat, headers: Vec<Header>) -> Self {
-        Self { client: clients.default_client().clone(), url, headers: header_map(&headers), format }
+        Self {
+            client: clients.default_client().clone(),
+            url,
+            headers: header_map(&headers),
+            format,
+            name: "webhook".into(),
+        }
+    }
+
+    /// Names the sink (default `webhook`): in metrics, logs and the outbox, so each of
+    /// several webhooks needs its own.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The body posted for a cause (SPEC §17).
+    pub fn cause_body(&self, n: &CauseNotification) -> serde_json::Value {
+        match self.format {
+            WebhookFormat::Json => serde_json::json!({
+                "id": n.id(),
+                "event": n.event.as_str(),
+                "cause": n.cause,
+                "alarm": n.alarm,
+                "severity": n.severity.as_str(),
+                "labels": n.labels,
+                "members": n.members,
+                "joined": n.joined,
+                "left": n.left,
+                "since": n.since.to_string(),
+                "ended_at": n.ended_at.map(|t| t.to_string()),
+                "summary": n.summary,
+            }),
+            WebhookFormat::Slack => {
+                let icon = match n.event {
+                    CauseEvent::CauseResolved => ":white_check_mark:",
+                    _ => ":rotating_light:",
+                };
+                let mut text = format!("{icon} [{}] {}", n.severity.as_str(), slack_escape(&n.summary));
+                if n.event != CauseEvent::CauseResolved && n.members.len() > 5 {
+                    let all: Vec<&str> = n.members.iter().map(|m| m.as_str()).collect();
+                    text.push_str(&format!("\nEnvironments: {}", slack_escape(&all.join(", "))));
+                }
+                serde_json::json!({ "text": text })
+            }
+        }
     }
 
     /// The body posted for a notification.
@@ -211,6 +311,7 @@ impl WebhookSink {
                 "severity": n.severity.as_str(),
                 "labels": n.labels,
                 "runbook_url": n.runbook_url,
+                "cause": n.cause(),
             }),
             WebhookFormat::Slack => {
                 let icon = match n.event {
@@ -244,7 +345,7 @@ impl WebhookSink {
 #[async_trait]
 impl AlarmSink for WebhookSink {
     fn name(&self) -> &str {
-        "webhook"
+        &self.name
     }
 
     async fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError> {
@@ -252,5 +353,17 @@ impl AlarmSink for WebhookSink {
             return Ok(());
         }
         post(&self.client, self.name(), &self.url, &self.headers, &self.body(n)).await
+    }
+
+    /// One message per cause instead of one per environment.
+    fn grouping(&self) -> Grouping {
+        Grouping::PerCause
+    }
+
+    async fn notify_cause(&self, n: &CauseNotification) -> Result<(), SinkError> {
+        if n.event == CauseEvent::CauseFiring {
+            return Ok(());
+        }
+        post(&self.client, self.name(), &self.url, &self.headers, &self.cause_body(n)).await
     }
 }

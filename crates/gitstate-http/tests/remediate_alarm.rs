@@ -90,6 +90,7 @@ fn note(event: AlarmEvent) -> AlarmNotification {
         labels: [("team".to_owned(), "shop".to_owned()), ("severity".to_owned(), "spoofed".to_owned())]
             .into(),
         runbook_url: Some("https://wiki.example/gitstate/drift".into()),
+        cause: None,
     }
 }
 
@@ -125,6 +126,8 @@ async fn webhook_sink_json_slack_and_failures() {
     assert_eq!(v["severity"], "warning");
     assert_eq!(v["labels"]["team"], "shop");
     assert_eq!(v["runbook_url"], "https://wiki.example/gitstate/drift");
+    // An alarm raised before causes existed is its environment's own.
+    assert_eq!(v["cause"], "environment:production");
 
     let slack = WebhookSink::new(&clients, s.url("/slack").parse().unwrap(), WebhookFormat::Slack, vec![]);
     slack.notify(&note(AlarmEvent::AlarmRaised)).await.unwrap();
@@ -159,4 +162,78 @@ fn alertmanager_alerts_carry_severity_labels_and_runbook() {
     assert_eq!(alert["labels"]["team"], "shop");
     assert_eq!(alert["labels"]["alertname"], "GitstateDrift");
     assert_eq!(alert["annotations"]["runbook_url"], "https://wiki.example/gitstate/drift");
+    assert_eq!(alert["labels"]["cause"], "environment:production");
+    let mut shared = note(AlarmEvent::AlarmRaised);
+    shared.cause = Some("origin:10.0.0.7:443".parse().unwrap());
+    shared.labels.insert("cause".into(), "spoofed".into());
+    let alert = sink.alert(&shared, "2026-11-24T07:00:00Z".parse().unwrap());
+    assert_eq!(alert["labels"]["cause"], "origin:10.0.0.7:443");
+}
+
+fn cause_note(event: &str) -> gitstate_core::CauseNotification {
+    serde_json::from_value(serde_json::json!({
+        "event": event, "cause": "origin:10.0.0.7:443", "alarm": "unreachable",
+        "since": "2026-11-24T06:00:00Z",
+        "ended_at": if event == "cause_resolved" { serde_json::json!("2026-11-24T06:30:00Z") } else { serde_json::Value::Null },
+        "members": (0..7).map(|i| format!("shop-{i}")).collect::<Vec<_>>(),
+        "joined": [], "left": [], "severity": "critical", "labels": {"team": "shop"},
+        "summary": "origin 10.0.0.7:443 is failing: 7 environments affected (shop-0, shop-1, shop-2, shop-3, shop-4 and 2 more)"
+    }))
+    .unwrap()
+}
+
+/// SPEC §17: a cause's webhook body, Slack text and Alertmanager `GitstateOutage`.
+#[tokio::test]
+async fn a_cause_is_one_message_in_each_sinks_terms() {
+    let s = TestServer::start().await;
+    s.route("/json", Behavior::Status(200)).route("/slack", Behavior::Status(200));
+    let clients = HttpClients::new(4).unwrap();
+    let json = WebhookSink::new(&clients, s.url("/json").parse().unwrap(), WebhookFormat::Json, vec![])
+        .named("webhook-2");
+    assert_eq!(json.name(), "webhook-2");
+    json.notify_cause(&cause_note("cause_opened")).await.unwrap();
+    json.notify_cause(&cause_note("cause_firing")).await.unwrap();
+    let bodies = s.bodies("/json");
+    assert_eq!(bodies.len(), 1, "a refresh is not a message");
+    let v: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(v["event"], "cause_opened");
+    assert_eq!(v["cause"], "origin:10.0.0.7:443");
+    assert_eq!(v["members"].as_array().unwrap().len(), 7);
+    assert_eq!((v["severity"].as_str(), v["labels"]["team"].as_str()), (Some("critical"), Some("shop")));
+    // FNV-1a of "cause\0origin:10.0.0.7:443\0<since in ms>", computed apart in Python.
+    assert_eq!(v["id"], "ee73873322cfcb38");
+    assert_eq!(cause_note("cause_resolved").id(), cause_note("cause_opened").id());
+
+    let slack = WebhookSink::new(&clients, s.url("/slack").parse().unwrap(), WebhookFormat::Slack, vec![]);
+    slack.notify_cause(&cause_note("cause_opened")).await.unwrap();
+    slack.notify_cause(&cause_note("cause_resolved")).await.unwrap();
+    let texts: Vec<String> = s
+        .bodies("/slack")
+        .iter()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        texts[0].starts_with(":rotating_light: [critical] origin 10.0.0.7:443 is failing"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[0].contains("Environments: shop-0, shop-1, shop-2, shop-3, shop-4, shop-5, shop-6"),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[1].starts_with(":white_check_mark:"), "{}", texts[1]);
+
+    let am =
+        gitstate_http::AlertmanagerSink::new(&clients, &"http://127.0.0.1:9093".parse().unwrap(), vec![])
+            .unwrap();
+    assert_eq!(am.grouping(), gitstate_core::Grouping::Both);
+    let now = "2026-11-24T06:10:00Z".parse().unwrap();
+    let outage = am.outage(&cause_note("cause_opened"), now);
+    assert_eq!(outage["labels"]["alertname"], "GitstateOutage");
+    assert_eq!(outage["labels"]["cause"], "origin:10.0.0.7:443");
+    assert_eq!(outage["labels"]["team"], "shop");
+    assert_eq!(outage["endsAt"], "2026-11-24T07:10:00Z", "open: now + the ttl");
+    let over = am.outage(&cause_note("cause_resolved"), now);
+    assert_eq!(over["endsAt"], "2026-11-24T06:30:00Z");
 }

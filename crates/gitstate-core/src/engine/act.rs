@@ -7,7 +7,10 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
-use crate::alarm::{AlarmEvent, AlarmNotification};
+use std::collections::BTreeMap;
+
+use crate::alarm::{AlarmChange, AlarmEvent, AlarmKind, AlarmNotification};
+use crate::cause::Symptoms;
 use crate::commit::CommitId;
 use crate::event::{Event, EventKind};
 use crate::name::EnvName;
@@ -17,6 +20,7 @@ use crate::reconcile::Action;
 use crate::report::ActionReport;
 use crate::state::EnvState;
 
+use super::group::SourceSeen;
 use super::notify::notification;
 use super::outcome::{EnvOutcome, PassOutcome};
 use super::setup::Engine;
@@ -24,14 +28,18 @@ use super::spec::EnvironmentSpec;
 
 impl Engine {
     /// Carries out (or, in a dry run, only reports) what was decided.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn act(
         &self,
         envs: &[EnvironmentSpec],
         outcomes: &mut [EnvOutcome],
+        prior: &BTreeMap<EnvName, EnvState>,
+        source: SourceSeen,
         dry_run: bool,
         now: Timestamp,
         out: &mut PassOutcome,
     ) {
+        self.assign_causes(envs, outcomes);
         // (environment, index of its Remediate action in the report, request)
         let mut remediate: Vec<(usize, usize, RemediationRequest)> = Vec::new();
         let mut notes: Vec<AlarmNotification> = Vec::new();
@@ -74,6 +82,14 @@ impl Engine {
                     Action::Alarm { change, kind, since, expected: about } => {
                         o.actions.push(ActionReport::of_alarm(change, kind));
                         out.events.push(ev(EventKind::of_alarm(change, kind, about)));
+                        // Fixed when raised: from the new state, or (resolved) the prior one.
+                        let cause = d
+                            .state
+                            .alarms
+                            .iter()
+                            .chain(prior.get(&env.name).map_or(&[][..], |s| &s.alarms[..]))
+                            .find(|a| a.kind == kind)
+                            .and_then(|a| a.cause.clone());
                         let note = notification(
                             &env.name,
                             &o.reference,
@@ -85,6 +101,7 @@ impl Engine {
                             now,
                             targets,
                             &env.effective_policy(),
+                            cause,
                         );
                         notes.push(note);
                     }
@@ -106,6 +123,7 @@ impl Engine {
                         now,
                         targets,
                         &env.effective_policy(),
+                        alarm.cause.clone(),
                     ));
                 }
             }
@@ -209,7 +227,7 @@ impl Engine {
         }
 
         let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
-        self.deliver(envs, &names, notes, now, out).await;
+        self.deliver(envs, &names, notes, source, now, out).await;
 
         // The pass's outcome, persisted by the engine itself: callers never save states.
         if let Some(j) = &self.journal {
@@ -223,6 +241,42 @@ impl Engine {
             }
         }
         out.states = states;
+    }
+
+    /// Gives each alarm raised this pass its cause (SPEC §17), from what this pass saw of
+    /// its environments and what the fleet's last passes saw of the others.
+    fn assign_causes(&self, envs: &[EnvironmentSpec], outcomes: &mut [EnvOutcome]) {
+        let shareable = |a: &Action| {
+            matches!(
+                a,
+                Action::Alarm {
+                    change: AlarmChange::Raised,
+                    kind: AlarmKind::Unreachable | AlarmKind::Drift | AlarmKind::Degraded,
+                    ..
+                }
+            )
+        };
+        if !outcomes.iter().any(|o| o.decision.as_ref().is_some_and(|d| d.actions.iter().any(shareable))) {
+            return;
+        }
+        let mine: Vec<Symptoms> = envs
+            .iter()
+            .zip(outcomes.iter())
+            .map(|(env, o)| Symptoms::of(&env.name, o.expected.as_ref().ok().copied(), o.phase, &o.targets))
+            .collect();
+        let mut fleet = self.fleet.as_ref().map(|f| f.symptoms()).unwrap_or_default();
+        fleet.retain(|s| !mine.iter().any(|m| m.environment == s.environment));
+        fleet.extend(mine.iter().cloned());
+        for (me, o) in mine.iter().zip(outcomes.iter_mut()) {
+            let Some(d) = o.decision.as_mut() else { continue };
+            for action in &d.actions {
+                let Action::Alarm { change: AlarmChange::Raised, kind, .. } = *action else { continue };
+                let cause = crate::cause::assign(kind, me, &fleet);
+                if let Some(open) = d.state.alarms.iter_mut().find(|a| a.kind == kind) {
+                    open.cause = cause.is_shared().then_some(cause);
+                }
+            }
+        }
     }
 
     /// Runs one deferred remediation and records its `remediation_finished` event, stamped

@@ -63,7 +63,8 @@ impl Engine {
             .map(|p| {
                 let t = &env.targets[p.target];
                 let kind = t.probe.name().to_owned();
-                match p.result {
+                let origin = t.probe.origin();
+                let observed = match p.result {
                     Err(failure) => TargetObservation::failed(t.name.clone(), kind, failure),
                     Ok(readings) => {
                         let instances = readings
@@ -121,7 +122,8 @@ impl Engine {
                             .collect();
                         TargetObservation::from_instances(t.name.clone(), kind, instances)
                     }
-                }
+                };
+                observed.with_origin(origin)
             })
             .collect()
     }

@@ -11,6 +11,7 @@
 //! - `classify.rs`: each reported commit classified against the history (drift);
 //! - `act.rs`: checkpoint, then remediate (inline, or deferred: [`Engine::remediate`]);
 //! - `notify.rs`: alarm text, delivery and retries;
+//! - `group.rs`: alarms folded into the causes they share, one page per cause;
 //! - `outcome.rs`: what the pass returns ([`PassOutcome`], [`Delivery`]);
 //! - `remove.rs`: retiring environments the configuration no longer has
 //!   ([`Engine::remove`]).
@@ -26,6 +27,7 @@
 
 mod act;
 mod classify;
+mod group;
 mod notify;
 mod observe;
 mod outcome;
@@ -36,6 +38,6 @@ mod spec;
 mod timer;
 
 pub use outcome::{Delivery, PassOutcome};
-pub use setup::{DEFAULT_MAX_COMMITS, Engine};
+pub use setup::{DEFAULT_MAX_COMMITS, Engine, Fleet};
 pub use spec::{DEFAULT_PROBE_TIMEOUT, EnvironmentSpec, PassMode, TargetSpec};
 pub use timer::Timer;

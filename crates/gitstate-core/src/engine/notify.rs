@@ -18,9 +18,10 @@ use crate::error::SinkError;
 use crate::event::{Event, EventKind};
 use crate::name::EnvName;
 use crate::observation::TargetObservation;
-use crate::plugin::AlarmSink;
+use crate::plugin::{AlarmSink, Grouping};
 use crate::state::{Outbox, Undelivered, after};
 
+use super::group::{self, Routed, SourceSeen};
 use super::outcome::{Delivery, PassOutcome};
 use super::setup::Engine;
 use super::spec::EnvironmentSpec;
@@ -38,6 +39,7 @@ impl Engine {
         envs: &[EnvironmentSpec],
         names: &[EnvName],
         notes: Vec<AlarmNotification>,
+        source: SourceSeen,
         now: Timestamp,
         out: &mut PassOutcome,
     ) {
@@ -51,10 +53,49 @@ impl Engine {
         // This pass's environments' kept notifications, taken out while they are tried (a
         // concurrent pass of other environments keeps its own).
         let kept = self.take_outbox(names).await;
-        if kept.is_empty() && notes.is_empty() {
+        // SPEC §17: `info` alarms are recorded and shown, never sent.
+        let notes: Vec<AlarmNotification> =
+            notes.into_iter().filter(|n| n.severity != crate::policy::Severity::Info).collect();
+        // Folded into the causes they share, and what each grouping sink is told of those.
+        let groupings: Vec<(String, Grouping)> =
+            self.sinks.iter().map(|s| (s.name().to_owned(), s.grouping())).collect();
+        let (routed, cause_sends, causes_changed) = {
+            let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let outbox = guard.get_or_insert_with(Outbox::default);
+            if outbox.causes.is_empty()
+                && notes.iter().all(|n| !n.cause().is_shared())
+                && source != SourceSeen::Failed
+                && outbox.source_failures == 0
+            {
+                let every = notes.clone();
+                (Routed { every, grouped: notes, touched: Default::default() }, Vec::new(), false)
+            } else {
+                let before = (outbox.causes.clone(), outbox.source_failures);
+                let policies: Vec<(EnvName, crate::Policy)> =
+                    envs.iter().map(|e| (e.name.clone(), e.effective_policy())).collect();
+                group::note_source(&mut outbox.causes, &mut outbox.source_failures, source, &policies, now);
+                let routed = group::route(&mut outbox.causes, notes, now, self.group_wait);
+                let sends = group::plan(
+                    &mut outbox.causes,
+                    &groupings,
+                    &routed.touched,
+                    now,
+                    self.group_wait,
+                    MAX_RETRY_GAP,
+                );
+                let changed = before != (outbox.causes.clone(), outbox.source_failures);
+                (routed, sends, changed)
+            }
+        };
+        if kept.is_empty()
+            && routed.every.is_empty()
+            && routed.grouped.is_empty()
+            && cause_sends.is_empty()
+            && !causes_changed
+        {
             return;
         }
-        let took = !kept.is_empty();
+        let took = !kept.is_empty() || causes_changed;
         // One ordered queue per (environment, sink, alarm), kept notifications first.
         let mut queues: BTreeMap<(EnvName, String, AlarmKind), Vec<Undelivered>> = BTreeMap::new();
         for u in kept {
@@ -65,18 +106,19 @@ impl Engine {
                 tracing::warn!(sink = %u.sink, "dropping an undelivered notification for a sink no longer configured");
             }
         }
-        // SPEC §17: `info` alarms are recorded and shown, never sent.
-        for note in notes.into_iter().filter(|n| n.severity != crate::policy::Severity::Info) {
-            for sink in &self.sinks {
-                let key = (note.environment.clone(), sink.name().to_owned(), note.alarm);
+        for (sink, grouping) in &groupings {
+            let notes = if *grouping == Grouping::PerCause { &routed.grouped } else { &routed.every };
+            for note in notes {
+                let key = (note.environment.clone(), sink.clone(), note.alarm);
                 let queue = queues.entry(key).or_default();
                 // A refresh of a firing alarm only matters when nothing is waiting before it.
                 if note.event == AlarmEvent::AlarmFiring && !queue.is_empty() {
                     continue;
                 }
-                queue.push(Undelivered::new(sink.name(), note.clone()));
+                queue.push(Undelivered::new(sink, note.clone()));
             }
         }
+        let causes_sent = self.send_causes(cause_sends, now, out);
 
         let sends: Vec<BoxFuture<'_, Sent>> = queues
             .into_iter()
@@ -91,7 +133,10 @@ impl Engine {
                 }))
             })
             .collect();
-        let results: Vec<Sent> = stream::iter(sends).buffer_unordered(self.concurrency).collect().await;
+        let (results, ()) = futures::join!(
+            stream::iter(sends).buffer_unordered(self.concurrency).collect::<Vec<Sent>>(),
+            causes_sent
+        );
 
         let mut noted: Vec<String> = Vec::new();
         let mut back: Vec<Undelivered> = Vec::new();
@@ -137,6 +182,48 @@ impl Engine {
             }
         }
         self.put_back(took, back, noted, now).await;
+    }
+
+    /// Sends what grouping sinks are told of causes (SPEC §17) and settles what each was
+    /// told by what became of it.
+    fn send_causes<'a>(
+        &'a self,
+        sends: Vec<group::CauseSend>,
+        now: Timestamp,
+        out: &'a mut PassOutcome,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if sends.is_empty() {
+                return;
+            }
+            let tries = sends.into_iter().map(|send| async move {
+                let sink = self.sinks.iter().find(|s| s.name() == send.sink).cloned();
+                let result = match &sink {
+                    Some(s) => s.notify_cause(&send.note).await,
+                    None => Ok(()),
+                };
+                (send, result)
+            });
+            let done: Vec<_> = stream::iter(tries).buffer_unordered(self.concurrency).collect().await;
+            let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let outbox = guard.get_or_insert_with(Outbox::default);
+            for (send, result) in done {
+                let failed = matches!(&result, Err(e) if !e.rejected);
+                out.deliveries.push((
+                    send.sink.clone(),
+                    match &result {
+                        Ok(()) => Delivery::Delivered,
+                        Err(e) if e.rejected => Delivery::Rejected,
+                        Err(_) => Delivery::Failed,
+                    },
+                ));
+                if let Err(e) = &result {
+                    tracing::warn!(sink = %send.sink, cause = %send.note.cause, event = send.note.event.as_str(), error = %e,
+                        "cause notification not delivered{}", if failed { "; tried again on a later pass" } else { "" });
+                }
+                group::settle(&mut outbox.causes, &send, failed, now);
+            }
+        })
     }
 
     /// The outbox, loaded from the journal on first use (empty without one, or when it
@@ -291,6 +378,7 @@ pub(super) fn notification(
     now: Timestamp,
     targets: &[TargetObservation],
     policy: &crate::Policy,
+    cause: Option<crate::cause::Cause>,
 ) -> AlarmNotification {
     let summary = match (event, kind) {
         (AlarmEvent::AlarmResolved, _) => format!(
@@ -346,5 +434,6 @@ pub(super) fn notification(
         severity: policy.severity,
         labels: policy.labels.clone(),
         runbook_url: policy.runbook_url.as_ref().map(|u| u.replace("{alarm}", &kind.to_string())),
+        cause,
     }
 }

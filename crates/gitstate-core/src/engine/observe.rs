@@ -13,22 +13,30 @@ use crate::observation::{CommitInfo, ProbeFailure, Reading, Status, TargetObserv
 use crate::plugin::ProbeContext;
 
 use super::classify::Probed;
+use super::group::SourceSeen;
 use super::setup::Engine;
 use super::spec::{EnvironmentSpec, TargetSpec};
 use super::timer::Timer;
 
 impl Engine {
-    /// Resolves every environment's ref in one call to the source.
-    pub(super) async fn resolve(&self, envs: &[EnvironmentSpec]) -> Vec<Result<(String, CommitId), String>> {
+    /// Resolves every environment's ref in one call to the source; says whether the
+    /// source could be read at all (a ref it lacks is its environment's own error).
+    pub(super) async fn resolve(
+        &self,
+        envs: &[EnvironmentSpec],
+    ) -> (Vec<Result<(String, CommitId), String>>, SourceSeen) {
         let refs: Vec<String> = envs.iter().map(|e| e.reference.clone()).collect();
         match self.source.resolve(&refs).await {
-            Ok(list) if list.len() == envs.len() => list
-                .into_iter()
-                .zip(envs)
-                .map(|(r, env)| {
-                    r.map(|e| (e.reference, e.commit)).map_err(|e| format!("environment {}: {e}", env.name))
-                })
-                .collect(),
+            Ok(list) if list.len() == envs.len() => (
+                list.into_iter()
+                    .zip(envs)
+                    .map(|(r, env)| {
+                        r.map(|e| (e.reference, e.commit))
+                            .map_err(|e| format!("environment {}: {e}", env.name))
+                    })
+                    .collect(),
+                SourceSeen::Read,
+            ),
             Ok(list) => {
                 let msg = format!(
                     "expected-state source {} answered {} refs for {} asked",
@@ -36,9 +44,12 @@ impl Engine {
                     list.len(),
                     envs.len()
                 );
-                envs.iter().map(|_| Err(msg.clone())).collect()
+                (envs.iter().map(|_| Err(msg.clone())).collect(), SourceSeen::Failed)
             }
-            Err(e) => envs.iter().map(|env| Err(format!("environment {}: {e}", env.name))).collect(),
+            Err(e) => (
+                envs.iter().map(|env| Err(format!("environment {}: {e}", env.name))).collect(),
+                SourceSeen::Failed,
+            ),
         }
     }
 

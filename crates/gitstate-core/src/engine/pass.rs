@@ -29,7 +29,11 @@ impl Engine {
         mode: PassMode,
         now: Timestamp,
     ) -> PassOutcome {
-        let resolved = self.resolve(envs).await;
+        let (resolved, source) = if envs.is_empty() {
+            (Vec::new(), super::group::SourceSeen::NotAsked)
+        } else {
+            self.resolve(envs).await
+        };
         let observed = self.observe(envs, &resolved).await;
         let mut outcomes: Vec<EnvOutcome> = envs
             .iter()
@@ -78,7 +82,8 @@ impl Engine {
                     o.decision = Some(d);
                 }
             }
-            self.act(envs, &mut outcomes, dry_run, now, &mut out).await;
+            let source = if dry_run { super::group::SourceSeen::NotAsked } else { source };
+            self.act(envs, &mut outcomes, prior, source, dry_run, now, &mut out).await;
         }
         // The report, built once from what each environment's pass came to.
         out.report.environments = envs.iter().zip(outcomes).map(|(env, o)| o.report(env)).collect();

@@ -41,6 +41,7 @@ impl Engine {
                     &[],
                     // Its policy went with it: the resolution goes to every sink.
                     &crate::Policy::default(),
+                    alarm.cause.clone(),
                 ));
             }
             let kind = EventKind::EnvironmentRemoved { expected };
@@ -48,7 +49,7 @@ impl Engine {
         }
         let names: Vec<EnvName> = states.iter().map(|(n, _)| n.clone()).collect();
         // One last try for what they had kept; what still fails is dropped with them.
-        self.deliver(&[], &names, notes, now, &mut out).await;
+        self.deliver(&[], &names, notes, super::group::SourceSeen::NotAsked, now, &mut out).await;
         self.drop_outbox(&names).await;
         if let Some(j) = &self.journal {
             let persisted = async {

@@ -28,6 +28,18 @@ pub struct Engine {
     pub(super) links: Links,
     /// The clock that bounds each probe.
     pub(super) timer: Timer,
+    /// How long a cause may form before its first notification (SPEC §17).
+    pub(super) group_wait: std::time::Duration,
+    /// What the rest of the fleet's last passes saw, for causes (SPEC §17).
+    pub(super) fleet: Option<Arc<dyn Fleet>>,
+}
+
+/// What the rest of the fleet's last passes saw, for working out an alarm's cause when it
+/// is raised (SPEC §17). The runtime's view is one; an engine without one sees only the
+/// environments of the pass.
+pub trait Fleet: Send + Sync {
+    /// The symptoms of every environment's last pass (those of the pass at hand win).
+    fn symptoms(&self) -> Vec<crate::cause::Symptoms>;
 }
 
 impl Engine {
@@ -43,7 +55,31 @@ impl Engine {
             max_commits: DEFAULT_MAX_COMMITS,
             links: Links::default(),
             timer: Timer::default(),
+            group_wait: std::time::Duration::ZERO,
+            fleet: None,
         }
+    }
+
+    /// Sets how long a shared cause may form before its first notification (`[alerts]
+    /// group_wait`; default 0: at the pass that raises it). Grouping sinks get the
+    /// members' raises after this wait, as one `cause_opened` when two environments or
+    /// more share the cause; `cause_changed` at most this often.
+    pub fn with_group_wait(mut self, wait: std::time::Duration) -> Self {
+        self.group_wait = wait;
+        self
+    }
+
+    /// Sets what the rest of the fleet saw, for alarm causes (SPEC §17).
+    pub fn with_fleet(mut self, fleet: Arc<dyn Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The causes shared by alarms of several environments, as this engine last knew
+    /// them (empty before its first delivery): for `status`'s `inhibited_by` and views.
+    pub fn causes(&self) -> Vec<crate::cause::CauseRecord> {
+        let guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|o| o.causes.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Sets how many of the commits at stake each instance names per side (SPEC §11,

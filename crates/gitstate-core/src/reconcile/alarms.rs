@@ -12,7 +12,12 @@ impl Pass<'_> {
         if self.s.alarm(kind).is_some() {
             return;
         }
-        self.s.alarms.push(OpenAlarm { kind, since: self.now, last_notified_at: Some(self.now) });
+        self.s.alarms.push(OpenAlarm {
+            kind,
+            since: self.now,
+            last_notified_at: Some(self.now),
+            cause: None,
+        });
         let expected = *self.expected;
         self.actions.push(Action::Alarm { change: AlarmChange::Raised, kind, since: self.now, expected });
     }

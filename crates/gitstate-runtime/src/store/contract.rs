@@ -382,7 +382,12 @@ fn drifting(attempts: u32) -> EnvState {
             in_sync_since: None,
             flapping: true,
         }),
-        alarms: vec![OpenAlarm { kind: AlarmKind::Drift, since: at(-50), last_notified_at: Some(at(-40)) }],
+        alarms: vec![OpenAlarm {
+            kind: AlarmKind::Drift,
+            since: at(-50),
+            last_notified_at: Some(at(-40)),
+            cause: Some(gitstate_core::Cause::Commit(commit('b'))),
+        }],
         consecutive_probe_failures: 2,
         ..in_sync(-700)
     }
@@ -397,8 +402,20 @@ fn event(env: &EnvName, i: u32) -> Event {
     }
 }
 
-/// An outbox with a notification waiting and a failure noted.
+/// An outbox with a notification waiting, a failure noted and an open cause (SPEC §17:
+/// causes survive restarts and failover).
 fn outbox() -> Outbox {
+    let cause: gitstate_core::CauseRecord = serde_json::from_value(serde_json::json!({
+        "cause": "origin:10.0.0.7:443", "alarm": "unreachable", "since": "2027-01-15T07:58:00Z",
+        "grouped_at": "2027-01-15T07:58:10Z",
+        "members": [
+            {"environment": "production", "alarm": "unreachable", "since": "2027-01-15T07:58:00Z", "severity": "critical"},
+            {"environment": "staging", "alarm": "unreachable", "since": "2027-01-15T07:58:05Z", "severity": "warning",
+             "labels": {"team": "shop"}, "released": true}
+        ],
+        "told": {"webhook": {"members": ["production", "staging"], "at": "2027-01-15T07:58:10Z"}}
+    }))
+    .unwrap();
     let pending: Undelivered = serde_json::from_value(serde_json::json!({
         "sink": "webhook", "failures": 2, "last_try": "2027-01-15T07:59:00Z", "skipped": 1,
         "notification": {
@@ -412,5 +429,7 @@ fn outbox() -> Outbox {
     Outbox {
         pending: vec![pending],
         failure_noted: BTreeMap::from([("production/webhook/drift".to_owned(), at(-30))]),
+        causes: BTreeMap::from([(cause.cause.to_string(), cause)]),
+        source_failures: 2,
     }
 }

@@ -1,0 +1,257 @@
+//! The grouping rules, driven by hand: what each kind of sink is told as alarms sharing a
+//! cause are raised, repeated and resolved over passes.
+
+use super::*;
+use crate::commit::CommitId;
+
+const SHA: &str = "3f2a9c1d0b7e3f2a9c1d0b7e3f2a9c1d0b7e3f2a";
+
+fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn env(n: &str) -> EnvName {
+    n.parse().unwrap()
+}
+
+fn note(e: &str, event: AlarmEvent, cause: Option<Cause>, since: i64) -> AlarmNotification {
+    AlarmNotification {
+        event,
+        alarm: AlarmKind::Unreachable,
+        environment: env(e),
+        reference: "refs/heads/main".into(),
+        expected_sha: SHA.parse::<CommitId>().unwrap(),
+        since: at(since),
+        ended_at: None,
+        resolution: None,
+        summary: String::new(),
+        targets: Vec::new(),
+        severity: Severity::Critical,
+        labels: [("team".to_owned(), "shop".to_owned()), ("tier".to_owned(), e.to_owned())].into(),
+        runbook_url: None,
+        cause,
+    }
+}
+
+fn origin() -> Option<Cause> {
+    Some(Cause::Origin("127.0.0.1:8080".into()))
+}
+
+fn sinks() -> Vec<(String, Grouping)> {
+    vec![
+        ("webhook".into(), Grouping::PerCause),
+        ("alertmanager".into(), Grouping::Both),
+        ("custom".into(), Grouping::PerAlarm),
+    ]
+}
+
+/// One pass: route, plan, and every send lands (or fails, for the sinks in `failing`).
+fn pass(
+    causes: &mut BTreeMap<String, CauseRecord>,
+    notes: Vec<AlarmNotification>,
+    now: Timestamp,
+    wait: u64,
+    failing: &[&str],
+) -> (Routed, Vec<CauseSend>) {
+    let routed = route(causes, notes, now, Duration::from_secs(wait));
+    let sends =
+        plan(causes, &sinks(), &routed.touched, now, Duration::from_secs(wait), Duration::from_secs(3600));
+    for s in &sends {
+        settle(causes, s, failing.contains(&s.sink.as_str()), now);
+    }
+    (routed, sends)
+}
+
+fn events(sends: &[CauseSend], sink: &str) -> Vec<(CauseEvent, Vec<String>)> {
+    sends
+        .iter()
+        .filter(|s| s.sink == sink)
+        .map(|s| (s.note.event, s.note.members.iter().map(|m| m.to_string()).collect()))
+        .collect()
+}
+
+#[test]
+fn fifty_alarms_of_one_origin_are_one_opening_and_one_resolution() {
+    let mut causes = BTreeMap::new();
+    let names: Vec<String> = (0..50).map(|i| format!("shop-{i:02}")).collect();
+    let raises = names.iter().map(|n| note(n, AlarmEvent::AlarmRaised, origin(), 0)).collect();
+    let (routed, sends) = pass(&mut causes, raises, at(0), 0, &[]);
+    // Grouping sinks get no environment's own raise; the others get all fifty.
+    assert!(routed.grouped.is_empty(), "{:?}", routed.grouped);
+    assert_eq!(routed.every.len(), 50);
+    let opened = events(&sends, "webhook");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].0, CauseEvent::CauseOpened);
+    assert_eq!(opened[0].1.len(), 50);
+    assert_eq!(events(&sends, "alertmanager").len(), 1);
+    assert!(events(&sends, "custom").is_empty());
+    let first = sends.iter().find(|s| s.sink == "webhook").unwrap().note.clone();
+    assert_eq!(first.labels, [("team".to_owned(), "shop".to_owned())].into(), "only the labels all share");
+    assert!(
+        first.summary.contains("origin 127.0.0.1:8080") && first.summary.contains("50 environments"),
+        "{}",
+        first.summary
+    );
+
+    // Later passes: repeats and refreshes go nowhere grouped; Alertmanager's cause is refreshed.
+    let again = names.iter().map(|n| note(n, AlarmEvent::AlarmFiring, origin(), 0)).collect();
+    let (routed, sends) = pass(&mut causes, again, at(30), 0, &[]);
+    assert!(routed.grouped.is_empty());
+    assert!(events(&sends, "webhook").is_empty());
+    assert_eq!(events(&sends, "alertmanager"), vec![(CauseEvent::CauseFiring, opened[0].1.clone())]);
+
+    // All resolve in one pass: one resolution, and the cause is forgotten.
+    let resolved = names.iter().map(|n| note(n, AlarmEvent::AlarmResolved, origin(), 0)).collect();
+    let (routed, sends) = pass(&mut causes, resolved, at(60), 0, &[]);
+    assert!(routed.grouped.is_empty());
+    let done = events(&sends, "webhook");
+    assert_eq!(done, vec![(CauseEvent::CauseResolved, vec![])]);
+    assert_eq!(sends[0].note.id(), first.id(), "the same fingerprint from opening to resolution");
+    assert!(causes.is_empty(), "{causes:?}");
+}
+
+#[test]
+fn a_cause_with_one_member_after_the_wait_is_that_alarm_as_itself() {
+    let mut causes = BTreeMap::new();
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, origin(), 0)], at(0), 10, &[]);
+    assert!(routed.grouped.is_empty(), "held while the cause may form");
+    assert!(sends.is_empty());
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmFiring, origin(), 0)], at(5), 10, &[]);
+    assert!(routed.grouped.is_empty() && sends.is_empty());
+    let (routed, _) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmFiring, origin(), 0)], at(10), 10, &[]);
+    assert_eq!(
+        routed.grouped.iter().map(|n| n.event).collect::<Vec<_>>(),
+        [AlarmEvent::AlarmRaised],
+        "released"
+    );
+    let (routed, _) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmRepeated, origin(), 0)], at(20), 10, &[]);
+    assert_eq!(routed.grouped.len(), 1, "its repeats go out as itself");
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmResolved, origin(), 0)], at(30), 10, &[]);
+    assert_eq!(routed.grouped.iter().map(|n| n.event).collect::<Vec<_>>(), [AlarmEvent::AlarmResolved]);
+    assert!(sends.is_empty());
+    assert!(causes.is_empty());
+}
+
+#[test]
+fn an_alarm_that_resolves_while_held_is_never_sent() {
+    let mut causes = BTreeMap::new();
+    pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, origin(), 0)], at(0), 10, &[]);
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmResolved, origin(), 0)], at(4), 10, &[]);
+    assert!(routed.grouped.is_empty() && sends.is_empty());
+    assert_eq!(routed.every.len(), 1, "Alertmanager still hears of it");
+    assert!(causes.is_empty());
+}
+
+#[test]
+fn members_joining_later_are_one_change_after_the_wait() {
+    let mut causes = BTreeMap::new();
+    let first = ["a", "b", "c"].map(|n| note(n, AlarmEvent::AlarmRaised, origin(), 0)).to_vec();
+    let (_, sends) = pass(&mut causes, first, at(0), 10, &[]);
+    assert!(sends.is_empty(), "nothing before the wait");
+    let (_, sends) = pass(&mut causes, vec![], at(10), 10, &[]);
+    assert_eq!(
+        events(&sends, "webhook"),
+        vec![(CauseEvent::CauseOpened, vec!["a".into(), "b".into(), "c".into()])]
+    );
+    // A fourth joins 2 s later: not a page of its own, and no change before the wait.
+    let (routed, sends) =
+        pass(&mut causes, vec![note("d", AlarmEvent::AlarmRaised, origin(), 12)], at(12), 10, &[]);
+    assert!(routed.grouped.is_empty());
+    assert!(events(&sends, "webhook").is_empty());
+    let (_, sends) = pass(&mut causes, vec![], at(19), 10, &[]);
+    assert!(events(&sends, "webhook").is_empty());
+    let (_, sends) = pass(&mut causes, vec![], at(20), 10, &[]);
+    let changed: Vec<_> = sends.iter().filter(|s| s.sink == "webhook").collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].note.event, CauseEvent::CauseChanged);
+    assert_eq!(changed[0].note.joined, vec![env("d")]);
+    assert!(changed[0].note.summary.contains("joined: d"), "{}", changed[0].note.summary);
+    let (_, sends) = pass(&mut causes, vec![], at(40), 10, &[]);
+    assert!(events(&sends, "webhook").is_empty(), "told once");
+}
+
+#[test]
+fn a_failed_send_is_tried_again_and_never_doubled() {
+    let mut causes = BTreeMap::new();
+    let raises = ["a", "b"].map(|n| note(n, AlarmEvent::AlarmRaised, origin(), 0)).to_vec();
+    let (_, sends) = pass(&mut causes, raises, at(0), 0, &["webhook"]);
+    assert_eq!(events(&sends, "webhook").len(), 1);
+    assert_eq!(causes.values().next().unwrap().told["webhook"].failures, 1);
+    let (_, sends) = pass(&mut causes, vec![], at(1), 0, &[]);
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseOpened, vec!["a".into(), "b".into()])]);
+    let (_, sends) = pass(&mut causes, vec![], at(2), 0, &[]);
+    assert!(events(&sends, "webhook").is_empty());
+    // A resolution that fails is kept until it lands.
+    let resolved = ["a", "b"].map(|n| note(n, AlarmEvent::AlarmResolved, origin(), 0)).to_vec();
+    let (_, sends) = pass(&mut causes, resolved, at(3), 0, &["webhook"]);
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseResolved, vec![])]);
+    assert!(!causes.is_empty(), "kept for the webhook");
+    let (_, sends) = pass(&mut causes, vec![], at(4), 0, &[]);
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseResolved, vec![])]);
+    assert!(causes.is_empty());
+}
+
+#[test]
+fn the_source_cause_opens_after_unreachable_after_and_holds_back_its_members() {
+    let mut causes = BTreeMap::new();
+    let mut failures = 0;
+    let policy = Policy { unreachable_after: 2, ..Policy::default() };
+    let envs: Vec<(EnvName, Policy)> = ["a", "b"].iter().map(|n| (env(n), policy.clone())).collect();
+    note_source(&mut causes, &mut failures, SourceSeen::Failed, &envs, at(0));
+    assert!(causes.is_empty(), "one failed read is not an outage");
+    note_source(&mut causes, &mut failures, SourceSeen::Failed, &envs, at(10));
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmRepeated, None, 0)], at(10), 0, &[]);
+    assert!(routed.every.is_empty() && routed.grouped.is_empty(), "a member's own alarm is held back");
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseOpened, vec!["a".into(), "b".into()])]);
+    assert_eq!(sends[0].note.cause, Cause::Source);
+    note_source(&mut causes, &mut failures, SourceSeen::Failed, &envs, at(20));
+    let (_, sends) = pass(&mut causes, vec![], at(20), 0, &[]);
+    assert!(events(&sends, "webhook").is_empty(), "no second page");
+    note_source(&mut causes, &mut failures, SourceSeen::Read, &envs, at(30));
+    let (routed, sends) =
+        pass(&mut causes, vec![note("a", AlarmEvent::AlarmRepeated, None, 0)], at(30), 0, &[]);
+    assert_eq!(routed.grouped.len(), 1, "no longer held back");
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseResolved, vec![])]);
+    assert_eq!(failures, 0);
+}
+
+#[test]
+fn an_environments_own_cause_goes_everywhere_at_once() {
+    let mut causes = BTreeMap::new();
+    let own = Some(Cause::Environment(env("a")));
+    for c in [None, own] {
+        let (routed, sends) =
+            pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, c, 0)], at(0), 30, &[]);
+        assert_eq!((routed.every.len(), routed.grouped.len()), (1, 1));
+        assert!(sends.is_empty());
+    }
+    assert!(causes.is_empty());
+}
+
+#[test]
+fn a_cause_of_info_alarms_is_never_opened() {
+    let mut causes = BTreeMap::new();
+    let mut quiet = vec![
+        note("a", AlarmEvent::AlarmRaised, origin(), 0),
+        note("b", AlarmEvent::AlarmRaised, origin(), 0),
+    ];
+    for n in &mut quiet {
+        n.severity = Severity::Info;
+    }
+    let (_, sends) = pass(&mut causes, quiet, at(0), 0, &[]);
+    assert!(sends.is_empty());
+    // A warning member joining makes it a page, at the loudest severity.
+    let mut loud = note("c", AlarmEvent::AlarmRaised, origin(), 1);
+    loud.severity = Severity::Warning;
+    let (_, sends) = pass(&mut causes, vec![loud], at(1), 0, &[]);
+    let opened: Vec<_> = sends.iter().filter(|s| s.sink == "webhook").collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].note.severity, Severity::Warning);
+}
