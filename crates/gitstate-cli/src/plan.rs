@@ -275,6 +275,7 @@ impl Plan {
         o.concurrency = config.watch.concurrency;
         o.max_commits = config.max_commits;
         o.links = self.links(config);
+        o.group_wait = config.alerts.group_wait;
         o
     }
 

@@ -273,14 +273,15 @@ macro_rules! forward {
     };
 }
 
-forward!(ActualStateProbe { fn name(&self) -> &str; } async {
+forward!(ActualStateProbe { fn name(&self) -> &str; fn origin(&self) -> Option<String>; } async {
     fn observe(&self, cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure>;
 });
 forward!(Remediator { fn name(&self) -> &str; } async {
     fn remediate(&self, req: &RemediationRequest) -> RemediationOutcome;
 });
-forward!(AlarmSink { fn name(&self) -> &str; } async {
+forward!(AlarmSink { fn name(&self) -> &str; fn grouping(&self) -> Grouping; } async {
     fn notify(&self, n: &AlarmNotification) -> Result<(), SinkError>;
+    fn notify_cause(&self, n: &CauseNotification) -> Result<(), SinkError>;
 });
 
 /// Compile-time check that every plugin trait stays dyn-compatible and thread-safe.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use gitstate_core::{EnvName, EnvState, Phase};
+use gitstate_core::{Cause, CauseRecord, EnvName, EnvState, Phase};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -52,6 +52,10 @@ pub struct EnvironmentStatus {
     pub last_verified_sha: Option<String>,
     /// Commits not to deploy here.
     pub vetoes: Vec<crate::controls::Veto>,
+    /// The cause whose page holds its own alarms back (SPEC §17: `source`, while the
+    /// expected-state source cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inhibited_by: Option<String>,
 }
 
 /// A soak (SPEC §15).
@@ -96,16 +100,25 @@ pub struct AlarmStatus {
     pub since: Timestamp,
     /// When a sink was last told.
     pub last_notified_at: Option<Timestamp>,
+    /// What it was given as its cause when raised (SPEC §17).
+    pub cause: String,
 }
 
 /// The status document of a set of environment records at `now`, with the suspensions
-/// and freeze windows in force.
+/// and freeze windows in force and the causes shared by alarms (the engine's, or the
+/// store's outbox).
 pub fn document(
     states: &BTreeMap<EnvName, EnvState>,
     overrides: &Overrides,
     windows: &Windows,
+    causes: &[CauseRecord],
     now: Timestamp,
 ) -> StatusReport {
+    let inhibited: BTreeMap<&EnvName, String> = causes
+        .iter()
+        .filter(|c| c.cause == Cause::Source)
+        .flat_map(|c| c.members.iter().map(|m| (&m.environment, c.cause.to_string())))
+        .collect();
     StatusReport {
         schema: 1,
         environments: states
@@ -125,6 +138,7 @@ pub fn document(
                     kind: a.kind,
                     since: a.since,
                     last_notified_at: a.last_notified_at,
+                    cause: a.cause.clone().unwrap_or_else(|| Cause::Environment(name.clone())).to_string(),
                 }),
                 last_in_sync_at: s.last_in_sync_at,
                 last_convergence_lag_s: s.last_convergence_lag_s,
@@ -142,6 +156,7 @@ pub fn document(
                 }),
                 last_verified_sha: s.verified.last().map(ToString::to_string),
                 vetoes: overrides.vetoes(name).to_vec(),
+                inhibited_by: inhibited.get(name).cloned(),
             })
             .collect(),
     }

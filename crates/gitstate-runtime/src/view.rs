@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gitstate_core::{EnvName, EnvironmentReport, EnvironmentSpec, PassOutcome};
+use gitstate_core::{CauseRecord, EnvName, EnvironmentReport, EnvironmentSpec, PassOutcome, Symptoms};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
@@ -60,6 +60,13 @@ pub struct Unobserved;
 
 impl Observer for Unobserved {}
 
+/// What the fleet's last passes saw, for the cause of an alarm raised now (SPEC §17).
+impl gitstate_core::Fleet for View {
+    fn symptoms(&self) -> Vec<Symptoms> {
+        self.with_reports(|reports| reports.values().map(Symptoms::of_report).collect())
+    }
+}
+
 /// The loop as it stands, for views: shared by the controller (which writes it) and any
 /// number of readers.
 pub struct View {
@@ -67,6 +74,8 @@ pub struct View {
     leadership: Arc<dyn Leadership>,
     reports: Mutex<BTreeMap<EnvName, EnvironmentReport>>,
     windows: Mutex<Arc<Windows>>,
+    /// The causes shared by alarms, as the last pass that acted left them.
+    causes: Mutex<Arc<Vec<CauseRecord>>>,
     version: watch::Sender<u64>,
 }
 
@@ -81,6 +90,7 @@ impl View {
             leadership,
             reports: Mutex::default(),
             windows: Mutex::default(),
+            causes: Mutex::default(),
             version: watch::Sender::new(0),
         }
     }
@@ -113,7 +123,20 @@ impl View {
     /// The status document (`status -o json`) at `now`.
     pub fn status(&self, now: Timestamp) -> StatusReport {
         let overrides = self.store.overrides().unwrap_or_default();
-        status::document(&self.store.environments(), &overrides, &self.windows(), now)
+        status::document(&self.store.environments(), &overrides, &self.windows(), &self.causes(), now)
+    }
+
+    /// The causes shared by alarms of several environments (SPEC §17), open or still to be
+    /// told, as the last pass that acted left them.
+    pub fn causes(&self) -> Arc<Vec<CauseRecord>> {
+        lock(&self.causes).clone()
+    }
+
+    pub(crate) fn set_causes(&self, causes: Vec<CauseRecord>) {
+        let mut kept = lock(&self.causes);
+        if **kept != causes {
+            *kept = Arc::new(causes);
+        }
     }
 
     /// A receiver of the version, which changes whenever what the views show changes (a

@@ -59,6 +59,11 @@ impl Alertmanager {
     }
 
     fn start_with(global: &str) -> Self {
+        Self::start_with_config(&format!("{global}route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"))
+    }
+
+    /// Starts one with this whole `alertmanager.yml` (an example's, say).
+    pub fn start_with_config(config_text: &str) -> Self {
         let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
             .into_iter()
             .find(|b| {
@@ -69,11 +74,7 @@ impl Alertmanager {
             );
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            format!("{global}route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"),
-        )
-        .unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let spawn = |port: u16| {
             Command::new(bin)
                 .arg(format!("--config.file={}", config.display()))
@@ -93,6 +94,14 @@ impl Alertmanager {
     /// `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    /// Its alert groups (`GET /api/v2/alerts/groups`): each with its `labels` (the
+    /// `group_by` ones), its `receiver` and its `alerts`.
+    pub fn groups(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_get(self.server.port, "/api/v2/alerts/groups").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
     /// The alerts it reports as current (`GET /api/v2/alerts`).

@@ -155,6 +155,34 @@ pub fn git_daemon_pushable(base: &Path) -> Server {
     git_daemon_with(base, "--enable=receive-pack")
 }
 
+/// `git daemon` (upload-pack) on 127.0.0.1:`port`: one started again where another was
+/// stopped (a Git host back after an outage).
+pub fn git_daemon_on(base: &Path, port: u16) -> Server {
+    let start = Instant::now();
+    loop {
+        let child = git_cmd(base)
+            .args(["daemon", "--export-all", "--reuseaddr", "--enable=upload-pack"])
+            .arg(format!("--base-path={}", base.display()))
+            .args(["--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let mut server = Server { child: Some(child), port };
+        while start.elapsed() < Duration::from_secs(10) {
+            if accepts(port) {
+                return server;
+            }
+            if server.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "git daemon did not start on port {port}");
+    }
+}
+
 fn git_daemon_with(base: &Path, enable: &str) -> Server {
     let spawn = |port: u16| {
         git_cmd(base)

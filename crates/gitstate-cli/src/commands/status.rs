@@ -21,7 +21,15 @@ pub async fn run(args: Status) -> anyhow::Result<i32> {
             w.or_else(|| config.discover.first().map(|d| d.windows.clone())).map(|w| (n.clone(), w))
         })
         .collect();
-    let doc = gitstate_runtime::status::document(&environments, &overrides, &windows, jiff::Timestamp::now());
+    // The causes shared by alarms (SPEC §17), as the loop last stored them.
+    let causes: Vec<gitstate_core::CauseRecord> = match gitstate_core::Journal::outbox(&*store).await {
+        Ok(o) => o.causes.into_values().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the causes of open alarms could not be read");
+            Vec::new()
+        }
+    };
+    let doc = gitstate_runtime::status::document(&environments, &overrides, &windows, &causes, jiff::Timestamp::now());
     match args.output {
         Output::Json => output::emit_json(&doc)?,
         Output::Html => {

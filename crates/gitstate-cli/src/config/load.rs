@@ -203,18 +203,31 @@ pub fn parse(
                 })
             })
             .transpose()?,
-        webhook: raw
-            .alerts
-            .webhook
-            .as_ref()
-            .map(|w| {
-                Ok::<_, ConfigError>(AlertWebhookConfig {
+        webhooks: {
+            let mut hooks: Vec<AlertWebhookConfig> = Vec::new();
+            for (i, w) in raw.alerts.webhook.0.iter().enumerate() {
+                let name = match &w.name {
+                    Some(n) if n.get_ref().is_empty() || n.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                        return Err(ctx.err(Some(n.span()), "alerts.webhook.name: a word without spaces"));
+                    }
+                    Some(n) => n.get_ref().clone(),
+                    None if i == 0 => "webhook".to_owned(),
+                    None => format!("webhook-{}", i + 1),
+                };
+                if hooks.iter().any(|h| h.name == name) || name == "alertmanager" {
+                    let at = w.name.as_ref().map(|n| n.span()).unwrap_or(w.url.span());
+                    return Err(ctx.err(Some(at), format!("alerts.webhook: two sinks named {name:?} (give each a name = \"…\")")));
+                }
+                hooks.push(AlertWebhookConfig {
+                    name,
                     url: url_at(&ctx, &w.url, "", lookup)?,
                     format: w.format,
                     headers: headers(&ctx, &w.headers, lookup)?,
-                })
-            })
-            .transpose()?,
+                });
+            }
+            hooks
+        },
+        group_wait: raw.alerts.group_wait.as_ref().map_or(std::time::Duration::ZERO, |d| d.0),
     };
 
     let w = &raw.watch;

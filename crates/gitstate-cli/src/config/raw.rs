@@ -181,7 +181,40 @@ pub struct RawDiscover {
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     pub alertmanager: Option<RawAlertmanager>,
-    pub webhook: Option<RawAlertWebhook>,
+    /// `[alerts.webhook]` (one) or `[[alerts.webhook]]` (several).
+    #[serde(default)]
+    pub webhook: Tables<RawAlertWebhook>,
+    pub group_wait: Option<Dur>,
+}
+
+/// A table written once (`[x]`) or as an array of tables (`[[x]]`); a table's own errors
+/// (an unknown key, a missing one) keep their place.
+#[derive(Debug)]
+pub struct Tables<T>(pub Vec<T>);
+
+impl<T> Default for Tables<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Tables<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Tables<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| Tables(vec![t]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Tables)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +230,7 @@ pub struct RawAlertmanager {
 #[serde(deny_unknown_fields)]
 pub struct RawAlertWebhook {
     pub url: Spanned<String>,
+    pub name: Option<Spanned<String>>,
     #[serde(default)]
     pub format: WebhookFormat,
     #[serde(default)]

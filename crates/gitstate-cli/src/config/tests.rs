@@ -229,3 +229,56 @@ name = "production"
     let e = parse_text(&text("severity = \"page-everyone\"")).unwrap_err().to_string();
     assert!(e.contains("gitstate.toml:") && e.contains("severity"), "{e}");
 }
+
+/// SPEC §17: `[[alerts.webhook]]` several times (each its own sink name), the single
+/// `[alerts.webhook]` as before, `group_wait`, a `[[discover]]` tier's severity and
+/// labels; two sinks of one name are an error at the line.
+#[test]
+fn several_webhooks_group_wait_and_a_discovered_tier() {
+    let text = |alerts: &str| {
+        format!(
+            r#"
+[source]
+repo = "."
+[policy]
+labels = {{ team = "shop" }}
+[[discover]]
+ref_prefix = "refs/heads/previews/"
+  [discover.policy]
+  severity = "info"
+  labels = {{ tier = "preview" }}
+  [[discover.targets]]
+  name = "web"
+  [discover.targets.http]
+  urls = ["https://{{environment}}.example.com/meta"]
+{alerts}
+"#
+        )
+    };
+    let cfg = parse_text(&text(
+        "[alerts]\ngroup_wait = \"10s\"\n[[alerts.webhook]]\nurl = \"https://hooks.example/a\"\n[[alerts.webhook]]\nurl = \"https://hooks.slack.example/b\"\nformat = \"slack\"\n[[alerts.webhook]]\nname = \"oncall\"\nurl = \"https://hooks.example/c\"",
+    ))
+    .unwrap();
+    let names: Vec<&str> = cfg.alerts.webhooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["webhook", "webhook-2", "oncall"]);
+    assert_eq!(cfg.alerts.webhooks[1].format, gitstate_http::WebhookFormat::Slack);
+    assert_eq!(cfg.alerts.group_wait, std::time::Duration::from_secs(10));
+    let tier = &cfg.discover[0].policy;
+    assert_eq!(tier.severity, gitstate_core::Severity::Info);
+    assert_eq!(tier.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["team=shop", "tier=preview"]);
+
+    let one = parse_text(&text("[alerts.webhook]\nurl = \"https://hooks.example/a\"")).unwrap();
+    assert_eq!(one.alerts.webhooks.len(), 1);
+    assert_eq!(one.alerts.group_wait, std::time::Duration::ZERO, "the default");
+
+    let e = parse_text(&text(
+        "[[alerts.webhook]]\nname = \"x\"\nurl = \"https://hooks.example/a\"\n[[alerts.webhook]]\nname = \"x\"\nurl = \"https://hooks.example/b\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("gitstate.toml:") && e.contains("two sinks named \"x\""), "{e}");
+    let e = parse_text(&text("[[alerts.webhook]]\nurl = \"https://hooks.example/a\"\nsurprise = 1"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("surprise"), "{e}");
+}

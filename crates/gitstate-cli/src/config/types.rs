@@ -190,9 +190,12 @@ pub struct AlertmanagerConfig {
     pub ttl: Option<std::time::Duration>,
 }
 
-/// `[alerts.webhook]`.
+/// `[alerts.webhook]`, or each `[[alerts.webhook]]`.
 #[derive(Clone)]
 pub struct AlertWebhookConfig {
+    /// Its name in metrics, logs and the outbox: `name`, else `webhook` for the first and
+    /// `webhook-2`, `webhook-3`… for the others.
+    pub name: String,
     /// Where to POST.
     pub url: Url,
     /// `json` or `slack`.
@@ -206,8 +209,11 @@ pub struct AlertWebhookConfig {
 pub struct AlertsConfig {
     /// Alertmanager, if configured.
     pub alertmanager: Option<AlertmanagerConfig>,
-    /// A webhook, if configured.
-    pub webhook: Option<AlertWebhookConfig>,
+    /// The webhooks (`[alerts.webhook]` or `[[alerts.webhook]]`), in order.
+    pub webhooks: Vec<AlertWebhookConfig>,
+    /// How long a cause shared by several environments may form before its first
+    /// notification (SPEC §17; default 0s).
+    pub group_wait: std::time::Duration,
 }
 
 /// `[watch.webhook]`: push events from the forge (SPEC §13).

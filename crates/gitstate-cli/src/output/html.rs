@@ -464,9 +464,35 @@ pub fn main(view: &View) -> Markup {
             matches!(Standing::of(s.as_ref(), r.as_ref()), Standing::Phase(Phase::InSync | Phase::Verifying))
         })
         .count();
+    // SPEC §17: open alarms grouped by the cause each was given when raised.
+    let mut causes: BTreeMap<gitstate_core::Cause, Vec<(&EnvName, &gitstate_core::OpenAlarm)>> = BTreeMap::new();
+    for (name, (state, _)) in &order {
+        for a in state.iter().flat_map(|s| &s.alarms) {
+            let cause = a.cause.clone().unwrap_or_else(|| gitstate_core::Cause::Environment((*name).clone()));
+            causes.entry(cause).or_default().push((name, a));
+        }
+    }
+    let mut causes: Vec<_> = causes.into_iter().collect();
+    causes.sort_by_key(|(c, members)| (std::cmp::Reverse(members.len()), c.clone()));
     html! {
         main data-updated=(now.to_string()) {
             p { strong { (in_sync) " of " (order.len()) " environments in sync" } span.dim { " · " (now.round(jiff::Unit::Second).unwrap_or(now).to_string()) } }
+            @if !causes.is_empty() {
+                section id="alarms" {
+                    h2 { "Open alarms, by cause" }
+                    @for (cause, members) in &causes {
+                        div.cause data-cause=(cause.to_string()) {
+                            strong.bad { "✗ " (cause.describe()) }
+                            span.dim { " · " (members.len()) @if members.len() == 1 { " alarm" } @else { " alarms" } }
+                            ul {
+                                @for (name, a) in members {
+                                    li { a href=(format!("#env-{name}")) { (name.as_str()) } " " (a.kind.as_str()) span.dim { " since " (age(now, a.since)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @for (name, (state, report)) in &order {
                 (environment(view, name, state.as_ref(), report.as_ref(), lags.get(name).map_or(&[][..], Vec::as_slice)))
             }

@@ -42,8 +42,9 @@ pub fn sinks(
         let sink = AlertmanagerSink::new(clients, &am.url, am.headers.clone())?;
         out.push(Arc::new(sink.with_ttl(am.ttl.unwrap_or(ttl))));
     }
-    if let Some(w) = &cfg.webhook {
-        out.push(Arc::new(WebhookSink::new(clients, w.url.clone(), w.format, w.headers.clone())));
+    for w in &cfg.webhooks {
+        let sink = WebhookSink::new(clients, w.url.clone(), w.format, w.headers.clone()).named(&w.name);
+        out.push(Arc::new(sink));
     }
     Ok(out)
 }

@@ -318,6 +318,9 @@ impl Driver for Loop {
             tracing::info!(environment = %name, %reason, requeue_s = again.map(|d| d.as_secs_f64()), full, "decided");
         }
         self.veto_rolled_back(&out, now).await;
+        if leading {
+            self.view.set_causes(self.engine.causes());
+        }
         let requeue = requeues(&out, self.converging_poll);
         // The reports move to the view (the one copy kept), after the last reader.
         self.view.record(std::mem::take(&mut out.report.environments));

@@ -57,6 +57,9 @@ pub struct Options {
     pub stop_grace: Duration,
     /// The jitter generator's seed (default: the clock and the process id).
     pub seed: Option<u64>,
+    /// How long a cause shared by several environments may form before its first
+    /// notification (SPEC §17, `[alerts] group_wait`; default 0).
+    pub group_wait: Duration,
 }
 
 impl Default for Options {
@@ -72,6 +75,7 @@ impl Default for Options {
             drain: Duration::from_secs(30),
             stop_grace: Duration::from_secs(15),
             seed: None,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -166,6 +170,7 @@ impl Builder {
     pub fn build(self) -> Controller {
         let o = &self.options;
         let timer = Timer::new(|d| Box::pin(tokio::time::sleep(d)));
+        let view = Arc::new(View::new(self.store.clone(), self.leadership.clone()));
         let engine = |acts: bool| {
             let mut e = Engine::new(self.source.clone())
                 .with_timer(timer.clone())
@@ -173,14 +178,13 @@ impl Builder {
                 .with_max_commits(o.max_commits)
                 .with_links(o.links.clone());
             if acts {
-                e = e.with_journal(self.store.clone());
+                e = e.with_journal(self.store.clone()).with_group_wait(o.group_wait).with_fleet(view.clone());
                 for s in &self.sinks {
                     e = e.with_sink(s.clone());
                 }
             }
             e
         };
-        let view = Arc::new(View::new(self.store.clone(), self.leadership.clone()));
         let windows: Windows = self
             .environments
             .iter()
