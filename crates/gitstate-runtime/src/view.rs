@@ -65,6 +65,10 @@ impl gitstate_core::Fleet for View {
     fn symptoms(&self) -> Vec<Symptoms> {
         self.with_reports(|reports| reports.values().map(Symptoms::of_report).collect())
     }
+
+    fn environments(&self) -> Vec<(EnvName, gitstate_core::Policy)> {
+        lock(&self.policies).to_vec()
+    }
 }
 
 /// The loop as it stands, for views: shared by the controller (which writes it) and any
@@ -76,6 +80,8 @@ pub struct View {
     windows: Mutex<Arc<Windows>>,
     /// The causes shared by alarms, as the last pass that acted left them.
     causes: Mutex<Arc<Vec<CauseRecord>>>,
+    /// Every environment's policy in force, for causes that hold them all.
+    policies: Mutex<Arc<Vec<(EnvName, gitstate_core::Policy)>>>,
     version: watch::Sender<u64>,
 }
 
@@ -91,6 +97,7 @@ impl View {
             reports: Mutex::default(),
             windows: Mutex::default(),
             causes: Mutex::default(),
+            policies: Mutex::default(),
             version: watch::Sender::new(0),
         }
     }
@@ -159,6 +166,10 @@ impl View {
             }
         }
         self.changed();
+    }
+
+    pub(crate) fn set_policies(&self, policies: Vec<(EnvName, gitstate_core::Policy)>) {
+        *lock(&self.policies) = Arc::new(policies);
     }
 
     pub(crate) fn set_windows(&self, windows: Arc<Windows>) {

@@ -59,7 +59,9 @@ impl Alertmanager {
     }
 
     fn start_with(global: &str) -> Self {
-        Self::start_with_config(&format!("{global}route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"))
+        Self::start_with_config(&format!(
+            "{global}route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"
+        ))
     }
 
     /// Starts one with this whole `alertmanager.yml` (an example's, say).

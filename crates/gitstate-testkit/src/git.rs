@@ -114,6 +114,21 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Stops it with SIGTERM (which `git` passes on to the `git-daemon` it runs; SIGKILL,
+    /// as on drop, would leave that child serving) and waits until nothing accepts on its
+    /// port.
+    pub fn terminate(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+        let start = Instant::now();
+        while accepts(self.port) {
+            assert!(start.elapsed() < Duration::from_secs(10), "port {} still accepts", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs `spawn(port)` on a free port until `ready(port)`; when the program exits first
     /// (another process took the port) it is tried on another port, five times at most.
     pub fn start(

@@ -19,8 +19,8 @@ pub mod tls;
 pub use alertmanager::{Alertmanager, http_get};
 pub use chromium::{Chromium, Page};
 pub use git::{
-    HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_daemon_on, git_daemon_pushable, git_http_backend,
-    trickling_git_server,
+    HttpBackend, Repo, Server, free_port, git, git_cmd, git_daemon, git_daemon_on, git_daemon_pushable,
+    git_http_backend, trickling_git_server,
 };
 pub use http::{Behavior, TestServer};
 pub use journal::MemoryJournal;

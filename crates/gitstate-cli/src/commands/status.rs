@@ -29,7 +29,13 @@ pub async fn run(args: Status) -> anyhow::Result<i32> {
             Vec::new()
         }
     };
-    let doc = gitstate_runtime::status::document(&environments, &overrides, &windows, &causes, jiff::Timestamp::now());
+    let doc = gitstate_runtime::status::document(
+        &environments,
+        &overrides,
+        &windows,
+        &causes,
+        jiff::Timestamp::now(),
+    );
     match args.output {
         Output::Json => output::emit_json(&doc)?,
         Output::Html => {

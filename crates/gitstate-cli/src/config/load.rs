@@ -207,7 +207,10 @@ pub fn parse(
             let mut hooks: Vec<AlertWebhookConfig> = Vec::new();
             for (i, w) in raw.alerts.webhook.0.iter().enumerate() {
                 let name = match &w.name {
-                    Some(n) if n.get_ref().is_empty() || n.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    Some(n)
+                        if n.get_ref().is_empty()
+                            || n.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                    {
                         return Err(ctx.err(Some(n.span()), "alerts.webhook.name: a word without spaces"));
                     }
                     Some(n) => n.get_ref().clone(),
@@ -216,7 +219,10 @@ pub fn parse(
                 };
                 if hooks.iter().any(|h| h.name == name) || name == "alertmanager" {
                     let at = w.name.as_ref().map(|n| n.span()).unwrap_or(w.url.span());
-                    return Err(ctx.err(Some(at), format!("alerts.webhook: two sinks named {name:?} (give each a name = \"…\")")));
+                    return Err(ctx.err(
+                        Some(at),
+                        format!("alerts.webhook: two sinks named {name:?} (give each a name = \"…\")"),
+                    ));
                 }
                 hooks.push(AlertWebhookConfig {
                     name,

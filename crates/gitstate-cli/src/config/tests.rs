@@ -265,7 +265,10 @@ ref_prefix = "refs/heads/previews/"
     assert_eq!(cfg.alerts.group_wait, std::time::Duration::from_secs(10));
     let tier = &cfg.discover[0].policy;
     assert_eq!(tier.severity, gitstate_core::Severity::Info);
-    assert_eq!(tier.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["team=shop", "tier=preview"]);
+    assert_eq!(
+        tier.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        ["team=shop", "tier=preview"]
+    );
 
     let one = parse_text(&text("[alerts.webhook]\nurl = \"https://hooks.example/a\"")).unwrap();
     assert_eq!(one.alerts.webhooks.len(), 1);

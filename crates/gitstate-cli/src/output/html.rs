@@ -465,7 +465,8 @@ pub fn main(view: &View) -> Markup {
         })
         .count();
     // SPEC §17: open alarms grouped by the cause each was given when raised.
-    let mut causes: BTreeMap<gitstate_core::Cause, Vec<(&EnvName, &gitstate_core::OpenAlarm)>> = BTreeMap::new();
+    let mut causes: BTreeMap<gitstate_core::Cause, Vec<(&EnvName, &gitstate_core::OpenAlarm)>> =
+        BTreeMap::new();
     for (name, (state, _)) in &order {
         for a in state.iter().flat_map(|s| &s.alarms) {
             let cause = a.cause.clone().unwrap_or_else(|| gitstate_core::Cause::Environment((*name).clone()));

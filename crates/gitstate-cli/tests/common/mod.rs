@@ -259,7 +259,12 @@ pub fn watch(cfg: &Path) -> Watching {
         .args(["watch", "--listen", &format!("127.0.0.1:{port}"), "-c"])
         .arg(cfg)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // GITSTATE_TEST_LOG=1 shows watch's log while debugging a test.
+        .stderr(if std::env::var_os("GITSTATE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let w = Watching { child, port };

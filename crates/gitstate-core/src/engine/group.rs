@@ -79,6 +79,11 @@ pub(super) fn note_source(
             if *failures < after {
                 return;
             }
+            tracing::debug!(
+                failures = *failures,
+                environments = envs.len(),
+                "the source cause holds these environments"
+            );
             let rec = causes
                 .entry(SOURCE.to_owned())
                 .or_insert_with(|| CauseRecord::new(Cause::Source, AlarmKind::Unreachable, now));

@@ -71,8 +71,16 @@ impl Engine {
                 (Routed { every, grouped: notes, touched: Default::default() }, Vec::new(), false)
             } else {
                 let before = (outbox.causes.clone(), outbox.source_failures);
-                let policies: Vec<(EnvName, crate::Policy)> =
+                let mut policies: Vec<(EnvName, crate::Policy)> =
                     envs.iter().map(|e| (e.name.clone(), e.effective_policy())).collect();
+                // The source is every environment's: all of them join its cause at once.
+                if source == SourceSeen::Failed
+                    && let Some(fleet) = &self.fleet
+                {
+                    let known: std::collections::BTreeSet<EnvName> =
+                        policies.iter().map(|(n, _)| n.clone()).collect();
+                    policies.extend(fleet.environments().into_iter().filter(|(n, _)| !known.contains(n)));
+                }
                 group::note_source(&mut outbox.causes, &mut outbox.source_failures, source, &policies, now);
                 let routed = group::route(&mut outbox.causes, notes, now, self.group_wait);
                 let sends = group::plan(

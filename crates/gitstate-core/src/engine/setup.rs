@@ -40,6 +40,13 @@ pub struct Engine {
 pub trait Fleet: Send + Sync {
     /// The symptoms of every environment's last pass (those of the pass at hand win).
     fn symptoms(&self) -> Vec<crate::cause::Symptoms>;
+
+    /// Every environment and its policy in force: the members of a cause that holds them
+    /// all (the source, which one pass of a few environments finds unreadable for every
+    /// one). The default knows none: only the pass's environments join.
+    fn environments(&self) -> Vec<(crate::name::EnvName, crate::Policy)> {
+        Vec::new()
+    }
 }
 
 impl Engine {

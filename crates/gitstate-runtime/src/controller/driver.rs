@@ -139,6 +139,7 @@ impl Loop {
             }
             specs.insert(e.spec.name.clone(), e.spec);
         }
+        self.view.set_policies(specs.values().map(|s| (s.name.clone(), s.effective_policy())).collect());
         *lock(&self.specs) = specs;
         self.view.set_windows(Arc::new(windows));
     }
