@@ -282,8 +282,9 @@ fn a_corrupt_state_file_is_named_and_kept() {
 }
 
 /// Every metric family of SPEC §7, as OpenMetrics names them (counters without `_total`).
-const METRIC_FAMILIES: [&str; 14] = [
+const METRIC_FAMILIES: [&str; 15] = [
     "gitstate_environment_in_sync",
+    "gitstate_environment_info",
     "gitstate_environment_suspended",
     "gitstate_instances",
     "gitstate_reconcile_passes",

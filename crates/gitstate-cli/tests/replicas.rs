@@ -400,3 +400,63 @@ fn a_frozen_leader_loses_the_lead_within_failover() {
     assert_eq!(w.deploys().len(), 2, "{:?}", w.deploys());
     assert_eq!(w.events("remediation_started"), 2);
 }
+
+/// SPEC §17: a cause open when its leader dies stays one page. The standby that takes
+/// over reads the cause from the database, tells nobody again, and its resolution carries
+/// the same id.
+#[test]
+fn a_cause_open_at_failover_is_not_paged_twice_and_keeps_its_id() {
+    let w = World::new(1);
+    let hook = TestServer::start_background();
+    hook.route("/hook", Behavior::Status(200));
+    let envs: String = ["production", "staging"]
+        .iter()
+        .map(|n| {
+            w.repo.update_ref(&format!("refs/heads/environments/{n}"), &w.c[0]);
+            format!(
+                "[[environments]]\nname = \"{n}\"\nref = \"refs/heads/environments/{n}\"\n  [[environments.targets]]\n  name = \"web\"\n  [environments.targets.http]\n  urls = [\"{}\"]\n",
+                w.server.url("/meta")
+            )
+        })
+        .collect();
+    let cfg = write_config(
+        w.path(),
+        &format!(
+            "[source]\nrepo = \"{}\"\n[policy]\ngrace = \"0s\"\nunreachable_after = 1\n{envs}[alerts.webhook]\nurl = \"{}\"\n[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\nconverging_poll = \"500ms\"\njitter = \"0%\"\n[state]\npostgres = \"${{GITSTATE_TEST_DATABASE}}\"\nfailover = \"3s\"\n",
+            w.repo.path().display(),
+            hook.url("/hook")
+        ),
+    );
+    let pages = || -> Vec<serde_json::Value> {
+        hook.bodies("/hook").iter().map(|b| serde_json::from_str(b).unwrap()).collect()
+    };
+    let mut a = w.replica(&cfg);
+    let mut b = w.replica(&cfg);
+    let a_leads = roles(&a, &b).0.port == a.port;
+    // The origin both environments answer from goes down.
+    w.server.route("/meta", Behavior::Status(503));
+    wait_for(Duration::from_secs(30), "the cause's page", || !pages().is_empty());
+    let survivor = if a_leads {
+        a.kill9();
+        &b
+    } else {
+        b.kill9();
+        &a
+    };
+    wait_for(Duration::from_secs(15), "the standby to take over", || {
+        survivor.role().as_deref() == Some("leader")
+    });
+    passes_go_by(&[survivor], 4.0);
+    let opened = pages();
+    assert_eq!(opened.len(), 1, "not paged again after failover: {opened:#?}");
+    assert_eq!(opened[0]["event"], "cause_opened");
+    assert_eq!(opened[0]["cause"], format!("origin:127.0.0.1:{}", w.server.port));
+    // The origin is back: the new leader resolves the cause the old one opened.
+    w.server.route("/meta", Behavior::File(w.path().join("served.json")));
+    wait_for(Duration::from_secs(30), "the cause resolved", || pages().len() >= 2);
+    passes_go_by(&[survivor], 3.0);
+    let all = pages();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[1]["event"], "cause_resolved");
+    assert_eq!(all[1]["id"], all[0]["id"], "the same fingerprint after failover");
+}

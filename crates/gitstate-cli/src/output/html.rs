@@ -557,4 +557,43 @@ mod tests {
         assert!(CSP.contains(&hash(STYLE)) && CSP.contains(&hash(SCRIPT)));
         assert!(CSP.starts_with("default-src 'none'"));
     }
+
+    /// SPEC §17: the dashboard groups open alarms by the cause each was given.
+    #[test]
+    fn open_alarms_are_grouped_by_cause() {
+        let now: Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
+        let alarm = |kind, cause: Option<&str>| gitstate_core::OpenAlarm {
+            kind,
+            since: "2026-12-06T11:50:00Z".parse().unwrap(),
+            last_notified_at: None,
+            cause: cause.map(|c| c.parse().unwrap()),
+        };
+        let state = |alarms| EnvState { alarms, ..EnvState::default() };
+        let origin = Some("origin:10.0.0.7:443");
+        let mut view = View { now: Some(now), ..View::default() };
+        for (name, alarms) in [
+            ("shop-a", vec![alarm(gitstate_core::AlarmKind::Unreachable, origin)]),
+            ("shop-b", vec![alarm(gitstate_core::AlarmKind::Unreachable, origin)]),
+            ("billing", vec![alarm(gitstate_core::AlarmKind::Drift, None)]),
+            ("quiet", vec![]),
+        ] {
+            view.environments.insert(name.parse().unwrap(), (Some(state(alarms)), None));
+        }
+        let html = main(&view).into_string();
+        let section = &html[html.find("id=\"alarms\"").expect("the alarms section")..];
+        let origin_at = section.find("data-cause=\"origin:10.0.0.7:443\"").unwrap();
+        let own_at = section.find("data-cause=\"environment:billing\"").unwrap();
+        assert!(origin_at < own_at, "the largest cause first");
+        let origin_block = &section[origin_at..own_at];
+        assert!(
+            origin_block.contains("origin 10.0.0.7:443") && origin_block.contains("2 alarms"),
+            "{origin_block}"
+        );
+        assert!(
+            origin_block.contains("shop-a")
+                && origin_block.contains("shop-b")
+                && !origin_block.contains("billing")
+        );
+        assert!(!section[..section.find("</section>").unwrap()].contains(">quiet<"));
+    }
 }

@@ -239,8 +239,12 @@ pub(super) fn plan(
             }
             let told: &[EnvName] = before.as_ref().map_or(&[], |t| &t.members);
             let event = match (told.is_empty(), members.is_empty()) {
-                // Never told and nothing open (or only `info` alarms): nothing to say.
-                (true, true) => None,
+                // Never told and nothing open: nothing to say, and nothing owed (an opening
+                // that failed and is no longer true).
+                (true, true) => {
+                    rec.told.remove(sink);
+                    None
+                }
                 (true, false) if severity == Severity::Info => None,
                 (true, false) => Some(CauseEvent::CauseOpened),
                 (false, true) => Some(CauseEvent::CauseResolved),

@@ -197,6 +197,19 @@ fn a_failed_send_is_tried_again_and_never_doubled() {
     assert!(causes.is_empty());
 }
 
+/// Found by the property below: an opening that never landed, then every member resolved,
+/// left the cause kept forever for a sink that was owed nothing.
+#[test]
+fn a_cause_whose_opening_never_landed_is_forgotten_when_it_ends() {
+    let mut causes = BTreeMap::new();
+    let raises = ["a", "b"].map(|n| note(n, AlarmEvent::AlarmRaised, origin(), 0)).to_vec();
+    pass(&mut causes, raises, at(0), 0, &["webhook"]);
+    let resolved = ["a", "b"].map(|n| note(n, AlarmEvent::AlarmResolved, origin(), 0)).to_vec();
+    let (_, sends) = pass(&mut causes, resolved, at(1), 0, &[]);
+    assert!(events(&sends, "webhook").is_empty(), "nothing to resolve for a sink never told");
+    assert!(causes.is_empty(), "{causes:?}");
+}
+
 #[test]
 fn the_source_cause_opens_after_unreachable_after_and_holds_back_its_members() {
     let mut causes = BTreeMap::new();
@@ -254,4 +267,115 @@ fn a_cause_of_info_alarms_is_never_opened() {
     let opened: Vec<_> = sends.iter().filter(|s| s.sink == "webhook").collect();
     assert_eq!(opened.len(), 1);
     assert_eq!(opened[0].note.severity, Severity::Warning);
+}
+
+/// One step of a random history: an environment's alarm raised or resolved (or nothing),
+/// some seconds later, a send that fails or not.
+#[derive(Debug, Clone)]
+struct Step {
+    env: usize,
+    raise: Option<bool>,
+    after_s: i64,
+    fail: bool,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    (0usize..5, proptest::option::of(any::<bool>()), 0i64..4, proptest::bool::weighted(0.2))
+        .prop_map(|(env, raise, after_s, fail)| Step { env, raise, after_s, fail })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Over random histories of five environments sharing an origin, sends failing at
+    /// random: what a grouping sink hears adds up. Checked against what happened, not
+    /// against the rules: every alarm raised is heard of — as itself or as a member of
+    /// the cause — unless it resolved within the wait; the cause opens at most once per
+    /// episode and resolves once, after it opened; a resolution as itself follows a raise
+    /// as itself; once quiet, what the sink was last told is who is open.
+    #[test]
+    fn what_a_grouping_sink_hears_adds_up(steps in proptest::collection::vec(step(), 1..40), wait in 0u64..4) {
+        let mut causes = BTreeMap::new();
+        let names: Vec<String> = (0..5).map(|i| format!("e{i}")).collect();
+        let mut open: BTreeMap<usize, (i64, i64)> = BTreeMap::new(); // env → (raised at, since)
+        let mut now = 0i64;
+        // What the grouping sink heard (successful sends only).
+        let mut own_raised: BTreeSet<String> = BTreeSet::new();
+        let mut heard_as_member: BTreeSet<String> = BTreeSet::new();
+        let (mut opened, mut resolved) = (0, 0);
+        let mut told: Vec<String> = Vec::new();
+        let mut quick: BTreeSet<String> = BTreeSet::new(); // resolved within the wait
+        let drive = |causes: &mut BTreeMap<String, CauseRecord>, notes: Vec<AlarmNotification>, now: i64, fail: bool,
+                         own_raised: &mut BTreeSet<String>, heard_as_member: &mut BTreeSet<String>,
+                         opened: &mut i32, resolved: &mut i32, told: &mut Vec<String>| {
+            let failing: &[&str] = if fail { &["webhook"] } else { &[] };
+            let (routed, sends) = pass(causes, notes, at(now), wait, failing);
+            for n in routed.grouped {
+                match n.event {
+                    AlarmEvent::AlarmRaised => { own_raised.insert(n.environment.to_string()); }
+                    AlarmEvent::AlarmResolved => {
+                        prop_assert!(own_raised.contains(n.environment.as_str()), "a resolution as itself without its raise: {}", n.environment);
+                    }
+                    _ => {}
+                }
+            }
+            for s in sends.iter().filter(|s| s.sink == "webhook" && !fail) {
+                match s.note.event {
+                    CauseEvent::CauseOpened => { prop_assert_eq!(*opened, *resolved, "opened twice"); *opened += 1; }
+                    CauseEvent::CauseResolved => { *resolved += 1; prop_assert_eq!(*opened, *resolved, "resolved before opened"); }
+                    _ => {}
+                }
+                heard_as_member.extend(s.note.members.iter().map(|m| m.to_string()));
+                *told = s.note.members.iter().map(|m| m.to_string()).collect();
+            }
+            Ok(())
+        };
+        use proptest::prelude::*;
+        for s in &steps {
+            now += s.after_s;
+            let mut notes = Vec::new();
+            match s.raise {
+                Some(true) if !open.contains_key(&s.env) => {
+                    open.insert(s.env, (now, now));
+                    notes.push(note(&names[s.env], AlarmEvent::AlarmRaised, origin(), now));
+                }
+                Some(false) => {
+                    if let Some((raised, since)) = open.remove(&s.env) {
+                        if now - raised < wait as i64 { quick.insert(names[s.env].clone()); }
+                        notes.push(note(&names[s.env], AlarmEvent::AlarmResolved, origin(), since));
+                    }
+                }
+                _ => {
+                    for (e, (_, since)) in &open {
+                        notes.push(note(&names[*e], AlarmEvent::AlarmFiring, origin(), *since));
+                    }
+                }
+            }
+            drive(&mut causes, notes, now, s.fail, &mut own_raised, &mut heard_as_member, &mut opened, &mut resolved, &mut told)?;
+        }
+        // Quiet: time passes (past the retry cap: what failed is due), every send lands.
+        for _ in 0..2 {
+            now += 3601;
+            drive(&mut causes, vec![], now, false, &mut own_raised, &mut heard_as_member, &mut opened, &mut resolved, &mut told)?;
+        }
+        let still: BTreeSet<String> = open.keys().map(|e| names[*e].clone()).collect();
+        if opened > resolved {
+            prop_assert_eq!(told.iter().cloned().collect::<BTreeSet<_>>(), still.clone(), "told is who is open");
+        }
+        for e in &still {
+            prop_assert!(own_raised.contains(e) || heard_as_member.contains(e), "{} open and never heard of", e);
+        }
+        // Everything resolves: the episode closes, and the record goes.
+        for (e, (_, since)) in std::mem::take(&mut open) {
+            now += 1;
+            drive(&mut causes, vec![note(&names[e], AlarmEvent::AlarmResolved, origin(), since)], now, false,
+                  &mut own_raised, &mut heard_as_member, &mut opened, &mut resolved, &mut told)?;
+        }
+        now += 3601;
+        drive(&mut causes, vec![], now, false, &mut own_raised, &mut heard_as_member, &mut opened, &mut resolved, &mut told)?;
+        prop_assert_eq!(opened, resolved, "every opening resolved");
+        prop_assert!(causes.is_empty(), "{:?}", causes);
+        let _ = quick;
+    }
 }
