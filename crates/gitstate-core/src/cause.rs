@@ -397,11 +397,11 @@ mod tests {
         let b = sym("b", Some(s), true, &[]);
         let b_fine = sym("b", Some(s), false, &[]);
         let c_other = sym("c", Some(t), true, &[]);
-        assert_eq!(assign(AlarmKind::Degraded, &a, &[b.clone()]), Cause::Commit(s));
+        assert_eq!(assign(AlarmKind::Degraded, &a, std::slice::from_ref(&b)), Cause::Commit(s));
         assert_eq!(assign(AlarmKind::Drift, &a, &[b]), Cause::Commit(s));
         assert_eq!(assign(AlarmKind::Drift, &a, &[b_fine, c_other]), Cause::Environment(env("a")));
         // `me`'s own stale entry in the fleet does not count as a second environment.
-        assert_eq!(assign(AlarmKind::Drift, &a, &[a.clone()]), Cause::Environment(env("a")));
+        assert_eq!(assign(AlarmKind::Drift, &a, std::slice::from_ref(&a)), Cause::Environment(env("a")));
         // Other kinds are the environment's own.
         let b = sym("b", Some(s), true, &[]);
         assert_eq!(assign(AlarmKind::Diverged, &a, &[b]), Cause::Environment(env("a")));
