@@ -41,6 +41,7 @@ mod policy;
 mod reconcile;
 mod redact;
 mod report;
+mod signed;
 mod state;
 mod text;
 pub mod verify;
@@ -89,6 +90,7 @@ pub use plugin::{
     ActualStateProbe, AlarmSink, Expected, ExpectedState, Grouping, Journal, ProbeContext,
     RemediationOutcome, RemediationRequest, Remediator,
 };
+pub use signed::{SignedCommit, split_signature};
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, Severity, parse_duration};
 pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};

@@ -84,6 +84,24 @@ pub trait ExpectedState: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The commits `to` brings over `from`, newest first — `git rev-list from..to`, every
+    /// commit a merge brings included; `to` alone without `from` — each with its
+    /// signature and the bytes it signs (SPEC §18). At most `max`: past that, an error
+    /// saying so (a move too large to verify is not trusted). The default cannot read
+    /// signatures: an error.
+    async fn signed_commits(
+        &self,
+        from: Option<&CommitId>,
+        to: &CommitId,
+        max: usize,
+    ) -> Result<Vec<crate::signed::SignedCommit>, ExpectedError> {
+        let _ = (from, to, max);
+        Err(ExpectedError::History {
+            repo: self.name().to_owned(),
+            message: "this expected-state source cannot read commit signatures".into(),
+        })
+    }
+
     /// When each `expected.reference` moved to its `expected.commit`, in the order asked:
     /// the time of its latest reflog entry that set that commit, when the source keeps a
     /// reflog (`None` otherwise). The engine asks once a pass, for the environments whose

@@ -223,6 +223,21 @@ impl ExpectedState for GitSource {
         self.unblock(job).await.unwrap_or_default()
     }
 
+    /// A local repository (or a remote's mirror): the commits a move brings, signed.
+    async fn signed_commits(
+        &self,
+        from: Option<&CommitId>,
+        to: &CommitId,
+        max: usize,
+    ) -> Result<Vec<crate::signed::SignedCommit>, ExpectedError> {
+        let (from, to) = (from.copied(), *to);
+        self.unblock(move |this| match &*this.repo {
+            Repo::Local(r) => r.signed_commits(from.as_ref(), &to, max),
+            Repo::Remote(r) => r.signed_commits(from.as_ref(), &to, max),
+        })
+        .await
+    }
+
     /// A local repository (or a remote's mirror): what `git rev-parse` takes.
     async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
         let rev = rev.to_owned();

@@ -338,6 +338,30 @@ impl RemoteRepo {
         repo.relate_commits(expected, reported, max)
     }
 
+    /// The commits a move brings, read in the mirror (fetched first when it lacks `to`);
+    /// without a mirror, signatures cannot be read (SPEC §18: a config error with trust).
+    pub fn signed_commits(
+        &self,
+        from: Option<&CommitId>,
+        to: &CommitId,
+        max: usize,
+    ) -> Result<Vec<crate::signed::SignedCommit>, ExpectedError> {
+        let Some(mirror) = &self.mirror else {
+            return Err(ExpectedError::History {
+                repo: self.redacted_url().to_owned(),
+                message: "a remote read without a mirror cannot read commit signatures (mirror = true)".into(),
+            });
+        };
+        let repo = self.mirror_repo(mirror)?;
+        match repo.signed_commits(from, to, max) {
+            Ok(c) => Ok(c),
+            Err(_) => {
+                self.fetch(repo)?;
+                repo.signed_commits(from, to, max)
+            }
+        }
+    }
+
     /// Subject, author and time of commits the mirror holds (none without one).
     pub fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
         match &self.mirror {

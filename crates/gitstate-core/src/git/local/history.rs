@@ -45,6 +45,51 @@ impl LocalRepo {
         reported.iter().map(|r| self.relate_one(&repo, graph.as_ref(), exp, r, max)).collect()
     }
 
+    /// The commits `to` brings over `from` (`git rev-list from..to`, newest first; `to`
+    /// alone without `from`), each with its signature and signed bytes (SPEC §18). More
+    /// than `max` is an error.
+    pub fn signed_commits(
+        &self,
+        from: Option<&CommitId>,
+        to: &CommitId,
+        max: usize,
+    ) -> Result<Vec<crate::signed::SignedCommit>, ExpectedError> {
+        let repo = self.gix()?;
+        let hist = |message: String| ExpectedError::History { repo: self.display(), message };
+        let oid = |c: &CommitId| ObjectId::from_hex(c.as_str().as_bytes()).map_err(|e| hist(format!("{c}: {e}")));
+        let tip = oid(to)?;
+        let ids: Vec<ObjectId> = match from {
+            None => vec![tip],
+            Some(from) => {
+                let hidden = oid(from)?;
+                let walk = repo
+                    .rev_walk([tip])
+                    .with_hidden([hidden])
+                    .sorting(gix::revision::walk::Sorting::ByCommitTime(Default::default()))
+                    .all()
+                    .map_err(|e| hist(chain(&e)))?;
+                let mut ids = Vec::new();
+                for info in walk {
+                    let info = info.map_err(|e| hist(chain(&e)))?;
+                    if ids.len() == max {
+                        return Err(hist(format!("{from}..{to} brings more than {max} commits")));
+                    }
+                    ids.push(info.id);
+                }
+                ids
+            }
+        };
+        ids.into_iter()
+            .map(|id| {
+                let object = repo
+                    .find_object(id)
+                    .map_err(|e| hist(format!("commit {id} is not in the repository: {}", chain(&e))))?;
+                let commit = to_commit_id(id);
+                Ok(crate::signed::SignedCommit::from_object(commit, &object.data))
+            })
+            .collect()
+    }
+
     /// Subject, author and time of each commit the repository holds (others are left out).
     pub fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
         let repo = self.gix()?;
