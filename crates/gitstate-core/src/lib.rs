@@ -90,11 +90,11 @@ pub use plugin::{
     ActualStateProbe, AlarmSink, Expected, ExpectedState, Grouping, Journal, ProbeContext,
     RemediationOutcome, RemediationRequest, Remediator,
 };
-pub use signed::{SignedCommit, split_signature};
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, Severity, parse_duration};
 pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
+pub use signed::{SignedCommit, split_signature};
 pub use state::{
     EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, Running, StateFile, Undelivered,
 };

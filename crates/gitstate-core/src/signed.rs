@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn the_signature_is_taken_out_of_the_headers_as_git_does() {
         let (payload, sig) = split_signature(SIGNED);
-        assert_eq!(sig.as_deref(), Some("-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"));
+        assert_eq!(
+            sig.as_deref(),
+            Some("-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n")
+        );
         assert_eq!(
             payload,
             b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nparent 1111111111111111111111111111111111111111\nauthor A <a@x> 1700000000 +0000\ncommitter C <c@x> 1700000100 +0100\n\nmessage\n\nmore\n"

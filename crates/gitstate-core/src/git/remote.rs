@@ -349,7 +349,8 @@ impl RemoteRepo {
         let Some(mirror) = &self.mirror else {
             return Err(ExpectedError::History {
                 repo: self.redacted_url().to_owned(),
-                message: "a remote read without a mirror cannot read commit signatures (mirror = true)".into(),
+                message: "a remote read without a mirror cannot read commit signatures (mirror = true)"
+                    .into(),
             });
         };
         let repo = self.mirror_repo(mirror)?;

@@ -56,7 +56,8 @@ impl LocalRepo {
     ) -> Result<Vec<crate::signed::SignedCommit>, ExpectedError> {
         let repo = self.gix()?;
         let hist = |message: String| ExpectedError::History { repo: self.display(), message };
-        let oid = |c: &CommitId| ObjectId::from_hex(c.as_str().as_bytes()).map_err(|e| hist(format!("{c}: {e}")));
+        let oid =
+            |c: &CommitId| ObjectId::from_hex(c.as_str().as_bytes()).map_err(|e| hist(format!("{c}: {e}")));
         let tip = oid(to)?;
         let ids: Vec<ObjectId> = match from {
             None => vec![tip],
