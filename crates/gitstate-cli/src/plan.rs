@@ -302,6 +302,9 @@ impl Plan {
             .environments(self.take_environments())
             .options(self.options(config))
             .stop_token(self.clients.stop.clone());
+        if let Some(t) = &config.source.trust {
+            builder = builder.trust(t.policy.clone());
+        }
         if let Some(ttl) = ttl {
             for sink in self.sinks(config, ttl)? {
                 builder = builder.sink(sink);

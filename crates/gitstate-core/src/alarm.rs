@@ -27,6 +27,10 @@ pub enum AlarmKind {
     Degraded,
     /// The ref points at a vetoed commit: it is not deployed (SPEC §15).
     Vetoed,
+    /// The expected commit, or one its move brings, is not signed by an allowed key (SPEC §18).
+    Untrusted,
+    /// An instance runs a commit that is not trusted (SPEC §18).
+    UnsignedRunning,
 }
 
 impl AlarmKind {
@@ -38,6 +42,8 @@ impl AlarmKind {
             AlarmKind::Unreachable => "unreachable",
             AlarmKind::Degraded => "degraded",
             AlarmKind::Vetoed => "vetoed",
+            AlarmKind::Untrusted => "untrusted",
+            AlarmKind::UnsignedRunning => "unsigned_running",
         }
     }
 }

@@ -91,11 +91,14 @@ pub use plugin::{
     RemediationOutcome, RemediationRequest, Remediator,
 };
 pub use policy::{MAX_DURATION, Mode, OnDiverged, Policy, Severity, parse_duration};
-pub use reconcile::{Action, Controls, Decision, ExpectedCommit, Reason, reconcile, reconcile_with};
+pub use reconcile::{
+    Action, Controls, Decision, ExpectedCommit, Reason, TrustGate, reconcile, reconcile_with,
+};
 pub use redact::{Redacted, RedactedUrl, redact_text, redact_url};
 pub use report::{ActionReport, EnvironmentReport, Report};
 pub use signed::{SignedCommit, split_signature};
 pub use state::{
-    EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, Running, StateFile, Undelivered,
+    EnvState, ExpectedRecord, Incident, OpenAlarm, Outbox, Phase, Running, StateFile, TrustRecord,
+    Undelivered,
 };
 pub use text::escape_control;

@@ -40,6 +40,9 @@ pub enum Phase {
     Degraded,
     /// The expected commit is vetoed: never deployed (SPEC §15).
     Vetoed,
+    /// The expected commit (or a commit its move brings) is not signed by an allowed key,
+    /// and `on_untrusted = "block"`: never deployed (SPEC §18).
+    Untrusted,
 }
 
 impl Phase {
@@ -57,6 +60,7 @@ impl Phase {
             Phase::Verifying => "verifying",
             Phase::Degraded => "degraded",
             Phase::Vetoed => "vetoed",
+            Phase::Untrusted => "untrusted",
         }
     }
 }
@@ -178,6 +182,49 @@ pub struct EnvState {
     /// only when an instance reports another commit, so a quiet pass writes nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub running: Vec<Running>,
+    /// The last expected commit whose move was trusted (SPEC §18): the next move's
+    /// commits are judged from it (`last_trusted..new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trusted: Option<CommitId>,
+    /// The trust verdict on the expected commit, as `status` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustRecord>,
+}
+
+/// A trust verdict as it is recorded and shown (SPEC §18, `status`'s `trust`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TrustRecord {
+    /// The expected commit judged.
+    pub sha: CommitId,
+    /// `trusted` or `untrusted`.
+    pub state: String,
+    /// Who signed it, when someone allowed did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The signing key's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why it is not trusted: the first offending commit and what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A first expected commit with no trusted predecessor: judged by its tip alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tip_only: bool,
+}
+
+impl TrustRecord {
+    /// A verdict on `sha`.
+    pub fn new(sha: CommitId, trusted: bool) -> Self {
+        Self {
+            sha,
+            state: if trusted { "trusted" } else { "untrusted" }.to_owned(),
+            signer: None,
+            key: None,
+            reason: None,
+            tip_only: false,
+        }
+    }
 }
 
 /// One instance's last reported commit (SPEC §16).
@@ -251,6 +298,8 @@ impl EnvState {
             verified,
             converged_on,
             running,
+            last_trusted,
+            trust,
         } = self;
         *reference == other.reference
             && *expected == other.expected
@@ -264,12 +313,15 @@ impl EnvState {
             && *verified == other.verified
             && *converged_on == other.converged_on
             && *running == other.running
+            && *last_trusted == other.last_trusted
+            && *trust == other.trust
     }
 
-    /// The alarm shown in `status` when several are open: vetoed, degraded, diverged,
-    /// drift, then unreachable.
+    /// The alarm shown in `status` when several are open: untrusted, vetoed, degraded,
+    /// diverged, drift, then unreachable.
     pub fn primary_alarm(&self) -> Option<&OpenAlarm> {
         [
+            AlarmKind::Untrusted,
             AlarmKind::Vetoed,
             AlarmKind::Degraded,
             AlarmKind::Diverged,

@@ -72,6 +72,8 @@ pub fn alertname(kind: AlarmKind) -> &'static str {
         AlarmKind::Unreachable => "GitstateUnreachable",
         AlarmKind::Degraded => "GitstateDegraded",
         AlarmKind::Vetoed => "GitstateVetoed",
+        AlarmKind::Untrusted => "GitstateUntrusted",
+        AlarmKind::UnsignedRunning => "GitstateUnsignedRunning",
         _ => "GitstateAlarm",
     }
 }

@@ -17,6 +17,7 @@
 //! - [`controls`]: suspend, resume, retry, freeze windows.
 //! - [`view`]: what dashboards, `/status` and metrics read ([`View`], [`Observer`]).
 //! - [`environments`]: fixed or discovered environments ([`Environments`]).
+//! - [`trust`]: signed commits (SPEC §18): the verdict on each move, before it is deployed.
 //!
 //! ```no_run
 //! # async fn demo(
@@ -52,6 +53,7 @@ mod prefetched;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod trust;
 pub mod view;
 
 pub use controller::{Builder, Controller, OnePass, Options, Trigger};

@@ -78,6 +78,7 @@ impl Overrides {
             frozen_until: None,
             retry_requested_at: o.retry_requested_at,
             vetoed: o.vetoes.iter().map(|v| v.sha).collect(),
+            trust: None,
         }
     }
 

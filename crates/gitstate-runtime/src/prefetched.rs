@@ -74,4 +74,31 @@ impl ExpectedState for Prefetched {
     async fn describe(&self, commits: &[CommitId]) -> Result<Vec<CommitInfo>, ExpectedError> {
         self.inner.describe(commits).await
     }
+
+    async fn ref_history(&self, reference: &str) -> Vec<(CommitId, jiff::Timestamp)> {
+        self.inner.ref_history(reference).await
+    }
+
+    async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
+        self.inner.rev_parse(rev).await
+    }
+
+    async fn move_ref(
+        &self,
+        reference: &str,
+        from: &CommitId,
+        to: &CommitId,
+        message: &str,
+    ) -> Result<(), ExpectedError> {
+        self.inner.move_ref(reference, from, to, message).await
+    }
+
+    async fn signed_commits(
+        &self,
+        from: Option<&CommitId>,
+        to: &CommitId,
+        max: usize,
+    ) -> Result<Vec<gitstate_core::SignedCommit>, ExpectedError> {
+        self.inner.signed_commits(from, to, max).await
+    }
 }

@@ -52,6 +52,9 @@ pub struct EnvironmentStatus {
     pub last_verified_sha: Option<String>,
     /// Commits not to deploy here.
     pub vetoes: Vec<crate::controls::Veto>,
+    /// Who signed the expected commit, or why it is not trusted (SPEC §18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<gitstate_core::TrustRecord>,
     /// The cause whose page holds its own alarms back (SPEC §17: `source`, while the
     /// expected-state source cannot be read).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +160,7 @@ pub fn document(
                 last_verified_sha: s.verified.last().map(ToString::to_string),
                 vetoes: overrides.vetoes(name).to_vec(),
                 inhibited_by: inhibited.get(name).cloned(),
+                trust: s.trust.clone(),
             })
             .collect(),
     }

@@ -109,6 +109,10 @@ pub fn parse(
         (None, RepoLocation::Local(_)) => false,
         (None, RepoLocation::Remote(_)) => true,
     };
+    let trust = match &raw.source.trust {
+        None => None,
+        Some(t) => Some(trust_config(&ctx, t, mirror, matches!(repo_loc, RepoLocation::Remote(_)))?),
+    };
     let ref_prefix = match &raw.source.ref_prefix {
         Some(p) => check_prefix(&ctx, p)?,
         None => DEFAULT_REF_PREFIX.to_owned(),
@@ -290,7 +294,7 @@ pub fn parse(
     Ok(Config {
         path: path.to_path_buf(),
         dir: dir.clone(),
-        source: SourceConfig { repo: repo_loc, ref_prefix, mirror, timeout: source_timeout, links },
+        source: SourceConfig { repo: repo_loc, ref_prefix, mirror, timeout: source_timeout, links, trust },
         max_commits: match &raw.output.max_commits {
             Some(n) if *n.get_ref() > 1000 => return Err(ctx.at(n, "output.max_commits is at most 1000")),
             Some(n) => *n.get_ref(),
@@ -421,4 +425,46 @@ pub(super) fn headers(
             Header::new(k, &text).map_err(|e| ctx.at(v, e.to_string()))
         })
         .collect()
+}
+
+/// `[source.trust]` (SPEC §18): its files read (relative to the config) and parsed, each
+/// error at its line; a remote read without a mirror cannot verify anything.
+fn trust_config(
+    ctx: &Ctx,
+    t: &Spanned<super::raw::RawTrust>,
+    mirror: bool,
+    remote: bool,
+) -> Result<TrustConfig, ConfigError> {
+    let raw = t.get_ref();
+    if remote && !mirror {
+        return Err(ctx.at(t, "source.trust needs the repository's history: a remote with mirror = false cannot verify signatures"));
+    }
+    if raw.allowed_signers.is_none() && raw.openpgp_keys.is_none() {
+        return Err(ctx.at(t, "source.trust: give allowed_signers, openpgp_keys, or both"));
+    }
+    let read = |f: &Option<Spanned<String>>| -> Result<Option<(String, String)>, ConfigError> {
+        let Some(f) = f else { return Ok(None) };
+        let path = ctx.dir.join(f.get_ref());
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ctx.at(f, format!("{}: {e}", path.display())))?;
+        Ok(Some((path.display().to_string(), text)))
+    };
+    let ssh = read(&raw.allowed_signers)?;
+    let pgp = read(&raw.openpgp_keys)?;
+    let trust = gitstate_trust::Trust::new(
+        ssh.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+        pgp.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+    )
+    .map_err(|e| ctx.at(t, e.to_string()))?;
+    let block = match raw.on_untrusted.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("block") => true,
+        Some("alarm") => false,
+        Some(other) => {
+            let at = raw.on_untrusted.as_ref().unwrap_or_else(|| unreachable!());
+            return Err(ctx.at(at, format!("source.trust.on_untrusted = {other:?}: \"block\" or \"alarm\"")));
+        }
+    };
+    Ok(TrustConfig {
+        policy: gitstate_runtime::trust::TrustPolicy::new(std::sync::Arc::new(trust), raw.require, block),
+    })
 }

@@ -83,6 +83,18 @@ pub struct RawSource {
     pub timeout: Option<Spanned<Dur>>,
     pub commit_url: Option<Spanned<String>>,
     pub compare_url: Option<Spanned<String>>,
+    pub trust: Option<Spanned<RawTrust>>,
+}
+
+/// `[source.trust]` (SPEC §18).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    pub allowed_signers: Option<Spanned<String>>,
+    pub openpgp_keys: Option<Spanned<String>>,
+    #[serde(default)]
+    pub require: gitstate_trust::Require,
+    pub on_untrusted: Option<Spanned<String>>,
 }
 
 /// A `[policy]` table as written: each key with where it stands, its value read later, once

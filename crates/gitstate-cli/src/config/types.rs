@@ -61,6 +61,25 @@ pub struct SourceConfig {
     /// `commit_url` / `compare_url` as configured (unset: derived from the repository's
     /// github.com / gitlab.com / codeberg.org remote when the plan is made).
     pub links: gitstate_core::Links,
+    /// `[source.trust]`: deploy only commits signed by these keys (SPEC §18).
+    pub trust: Option<TrustConfig>,
+}
+
+/// `[source.trust]`, its files read and checked.
+#[derive(Clone)]
+pub struct TrustConfig {
+    /// The keys and the policy, ready for the controller.
+    pub policy: gitstate_runtime::trust::TrustPolicy,
+}
+
+impl std::fmt::Debug for TrustConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustConfig")
+            .field("require", &self.policy.require)
+            .field("block", &self.policy.block)
+            .field("keys", &self.policy.trust.digest())
+            .finish()
+    }
 }
 
 /// What a target is.

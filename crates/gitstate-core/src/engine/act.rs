@@ -103,6 +103,13 @@ impl Engine {
                             &env.effective_policy(),
                             cause,
                         );
+                        let mut note = note;
+                        // SPEC §18: the untrusted alarm names the first offending commit and why.
+                        if kind == AlarmKind::Untrusted
+                            && let Some(reason) = d.state.trust.as_ref().and_then(|t| t.reason.as_deref())
+                        {
+                            note.summary = format!("{} — {reason}", note.summary);
+                        }
                         notes.push(note);
                     }
                 }

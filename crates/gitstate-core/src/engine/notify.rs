@@ -421,6 +421,13 @@ pub(super) fn notification(
             expected.short(12),
             reference
         ),
+        (_, AlarmKind::Untrusted) => format!(
+            "{} points at {} in {}, and its commits are not all signed by allowed keys: not deploying it",
+            reference,
+            expected.short(12),
+            env
+        ),
+        (_, AlarmKind::UnsignedRunning) => format!("{env} runs a commit not signed by an allowed key"),
         (_, AlarmKind::Vetoed) => format!(
             "{} points at {}, a commit vetoed in {}: not deploying it (gitstate unveto to allow it)",
             reference,

@@ -120,6 +120,8 @@ pub enum Reason {
     },
     /// The expected commit is vetoed in this environment.
     Vetoed,
+    /// The expected commit is not trusted (SPEC §18) and `on_untrusted = "block"`.
+    Untrusted,
 }
 
 /// A time for people: to the second.
@@ -165,6 +167,9 @@ impl fmt::Display for Reason {
                 write!(f, "degraded: {failures} failed check run(s) during the soak; a rollback is advised")
             }
             Reason::Vetoed => f.write_str("the expected commit is vetoed here: not deploying it"),
+            Reason::Untrusted => {
+                f.write_str("the expected commit is not signed by an allowed key: not deploying it")
+            }
             Reason::KeepFiring { until } => write!(
                 f,
                 "in sync again after flapping; the drift alarm stays open until {} (keep_firing_for)",
@@ -205,6 +210,33 @@ pub struct Controls {
     /// The commits vetoed in this environment (SPEC §15): while the ref points at one,
     /// nothing is remediated to it (phase `vetoed`, alarm `vetoed`).
     pub vetoed: Vec<CommitId>,
+    /// SPEC §18, when `[source.trust]` is configured: the verdict on the move to the
+    /// commit it names. A pass whose expected commit is not the one judged is not trusted
+    /// yet (fail closed: nothing deployed until it is judged).
+    pub trust: Option<TrustGate>,
+}
+
+/// The trust verdict a pass is given (SPEC §18): reached by the runtime, applied by the
+/// pure decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustGate {
+    /// The expected commit judged.
+    pub commit: CommitId,
+    /// Whether the move to it is trusted.
+    pub trusted: bool,
+    /// `on_untrusted = "block"` (the default): an untrusted commit is never deployed;
+    /// `false` (`"alarm"`): the alarm is raised and it is deployed anyway.
+    pub block: bool,
+    /// What is recorded and shown (`status`'s `trust`).
+    pub record: crate::state::TrustRecord,
+}
+
+impl TrustGate {
+    /// A verdict on `commit`.
+    pub fn new(commit: CommitId, trusted: bool, block: bool, record: crate::state::TrustRecord) -> Self {
+        Self { commit, trusted, block, record }
+    }
 }
 
 /// What the environment's ref points at on a pass, and when it moved there if Git knows.

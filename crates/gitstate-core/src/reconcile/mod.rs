@@ -22,7 +22,7 @@ mod decision;
 #[cfg(test)]
 mod tests;
 
-pub use decision::{Action, Controls, Decision, ExpectedCommit, Reason};
+pub use decision::{Action, Controls, Decision, ExpectedCommit, Reason, TrustGate};
 
 /// Decides one environment's next step. Pure: `now` is an input.
 ///
@@ -150,6 +150,7 @@ impl<'a> Pass<'a> {
             self.resolve(AlarmKind::Diverged, Resolution::Superseded);
             self.resolve(AlarmKind::Degraded, Resolution::Superseded);
             self.resolve(AlarmKind::Vetoed, Resolution::Superseded);
+            self.resolve(AlarmKind::Untrusted, Resolution::Superseded);
             self.s.incident = None;
         }
         // The reflog knows when the ref moved, even on gitstate's very first pass.
@@ -204,6 +205,29 @@ impl<'a> Pass<'a> {
         } else {
             self.s.consecutive_probe_failures = 0;
             self.resolve(AlarmKind::Unreachable, Resolution::Cleared);
+        }
+
+        // SPEC §18: a commit not signed by an allowed key is never deployed under
+        // `block`; one not judged yet is not deployed either (fail closed).
+        if let Some(gate) = self.controls.trust.clone() {
+            let judged = gate.commit == *self.expected;
+            if judged {
+                self.s.trust = Some(gate.record.clone());
+            }
+            if judged && gate.trusted {
+                self.s.last_trusted = Some(*self.expected);
+                self.resolve(AlarmKind::Untrusted, Resolution::Cleared);
+            } else {
+                if judged {
+                    self.raise(AlarmKind::Untrusted);
+                }
+                if gate.block || !judged {
+                    if !a.in_sync {
+                        self.leave_soak();
+                    }
+                    return (Phase::Untrusted, Reason::Untrusted);
+                }
+            }
         }
 
         // SPEC §15: a vetoed commit is never deployed, whoever moved the ref to it.

@@ -45,6 +45,7 @@ pub(super) struct Parts {
     pub converging_poll: Duration,
     pub pushed: Arc<Mutex<Vec<Option<String>>>>,
     pub clock: Clock,
+    pub trust: Option<crate::trust::TrustPolicy>,
 }
 
 /// The controller's driver.
@@ -80,6 +81,9 @@ pub(crate) struct Loop {
     clock: Clock,
     /// DORA's facts from each pass's events, for the observer's metrics.
     dora: crate::dora::Live,
+    /// SPEC §18: whose signatures count, and the verdict on each environment's move.
+    trust: Option<crate::trust::TrustPolicy>,
+    gates: Mutex<HashMap<EnvName, gitstate_core::TrustGate>>,
 }
 
 impl Loop {
@@ -106,6 +110,8 @@ impl Loop {
             last_listed: Mutex::default(),
             clock: p.clock,
             dora: crate::dora::Live::new(),
+            trust: p.trust,
+            gates: Mutex::default(),
         };
         me.set_environments(p.environments);
         me
@@ -149,9 +155,15 @@ impl Loop {
         let all = lock(&self.specs);
         let overrides = lock(&self.overrides);
         let windows = self.view.windows();
+        let gates = lock(&self.gates);
         let control = |s: &EnvironmentSpec| {
             let mut s = s.clone();
             s.controls = controls_at(&overrides, windows.get(&s.name), &s.name, now);
+            if let Some(policy) = &self.trust {
+                s.controls.trust = Some(
+                    gates.get(&s.name).cloned().unwrap_or_else(|| crate::trust::not_judged(policy.block)),
+                );
+            }
             s
         };
         match envs {
@@ -192,6 +204,19 @@ impl Loop {
     ) -> Result<OnePass, crate::store::StoreError> {
         *lock(&self.overrides) = self.store.overrides()?;
         let now = self.clock.now();
+        if self.trust.is_some() {
+            let refs: Vec<(EnvName, String)> =
+                lock(&self.specs).values().map(|s| (s.name.clone(), s.reference.clone())).collect();
+            let names: Vec<String> = refs.iter().map(|(_, r)| r.clone()).collect();
+            if let Ok(resolved) = self.source.resolve(&names).await {
+                let found: Vec<(EnvName, CommitId)> = refs
+                    .into_iter()
+                    .zip(resolved)
+                    .filter_map(|((n, _), r)| Some((n, r.ok()?.commit)))
+                    .collect();
+                self.judge(&found, now).await;
+            }
+        }
         let specs = self.controlled(None, now);
         let prior = self.store.environments();
         let out = self.once_engine.run_pass(&specs, &prior, mode, now).await;
@@ -214,6 +239,29 @@ impl Loop {
 }
 
 impl Loop {
+    /// SPEC §18: judges the move of each environment whose expected commit is new to its
+    /// gate, from its last trusted commit (the store's).
+    pub(super) async fn judge(&self, found: &[(EnvName, CommitId)], now: jiff::Timestamp) {
+        let Some(policy) = &self.trust else { return };
+        let todo: Vec<(EnvName, CommitId)> = {
+            let gates = lock(&self.gates);
+            found.iter().filter(|(n, c)| gates.get(n).is_none_or(|g| g.commit != *c)).cloned().collect()
+        };
+        if todo.is_empty() {
+            return;
+        }
+        let names: Vec<EnvName> = todo.iter().map(|(n, _)| n.clone()).collect();
+        let states = self.store.environments_among(&names);
+        for (name, commit) in todo {
+            let from = states.get(&name).and_then(|s| s.last_trusted);
+            let gate = policy.judge(&*self.source, from, commit, now).await;
+            if !gate.trusted {
+                tracing::warn!(environment = %name, commit = %commit, reason = gate.record.reason.as_deref().unwrap_or(""), "untrusted expected commit");
+            }
+            lock(&self.gates).insert(name, gate);
+        }
+    }
+
     /// SPEC §15: a commit the loop rolled back from is vetoed, kept with the controls.
     async fn veto_rolled_back(&self, out: &PassOutcome, now: jiff::Timestamp) {
         for e in &out.events {

@@ -102,9 +102,17 @@ pub struct Builder {
     stop: tokio_util::sync::CancellationToken,
     options: Options,
     clock: Clock,
+    trust: Option<crate::trust::TrustPolicy>,
 }
 
 impl Builder {
+    /// Deploy only commits signed by allowed keys (SPEC §18, `[source.trust]`): each move
+    /// is judged before its environment is passed.
+    pub fn trust(mut self, policy: crate::trust::TrustPolicy) -> Self {
+        self.trust = Some(policy);
+        self
+    }
+
     /// The environments to work on (replacing any given before).
     pub fn environments(mut self, environments: impl IntoIterator<Item = impl Into<Environment>>) -> Self {
         self.environments = environments.into_iter().map(Into::into).collect();
@@ -209,6 +217,7 @@ impl Builder {
             converging_poll: o.converging_poll,
             pushed: trigger.pushed.clone(),
             clock: self.clock.clone(),
+            trust: self.trust,
         });
         Controller {
             driver: Arc::new(driver),
@@ -279,6 +288,7 @@ impl Controller {
             stop: tokio_util::sync::CancellationToken::new(),
             options: Options::default(),
             clock: Clock(Arc::new(jiff::Timestamp::now)),
+            trust: None,
         }
     }
 

@@ -360,6 +360,13 @@ fn in_sync(s: i64) -> EnvState {
             sha: commit('a').to_string(),
             since: at(-590),
         }],
+        last_trusted: Some(commit('a')),
+        trust: Some(
+            serde_json::from_value(serde_json::json!({
+                "sha": commit('a'), "state": "trusted", "signer": "ada@example.com", "key": "SHA256:abc"
+            }))
+            .unwrap(),
+        ),
     }
 }
 
