@@ -89,12 +89,14 @@ struct EnvRow {
 }
 
 impl EnvGauges {
-    const ALARMS: [AlarmKind; 5] = [
+    const ALARMS: [AlarmKind; 7] = [
         AlarmKind::Drift,
         AlarmKind::Diverged,
         AlarmKind::Unreachable,
         AlarmKind::Degraded,
         AlarmKind::Vetoed,
+        AlarmKind::Untrusted,
+        AlarmKind::UnsignedRunning,
     ];
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, EnvRow>> {
