@@ -81,7 +81,7 @@ struct EnvRow {
     in_sync: Option<bool>,
     suspended: Option<bool>,
     instances: Option<[i64; Status::ALL.len()]>,
-    alarms: Option<[bool; 5]>,
+    alarms: Option<[bool; 7]>,
     expected_since: Option<f64>,
     /// `environment_info`'s labels after `environment`, written out
     /// (`severity="critical",team="shop"`).
@@ -759,7 +759,7 @@ mod tests {
             let mut envs = m.envs.write();
             let r = row(&mut envs, &name);
             (r.in_sync, r.suspended, r.instances, r.alarms, r.expected_since) =
-                (Some(true), Some(false), Some([1; Status::ALL.len()]), Some([true; 5]), Some(1.0));
+                (Some(true), Some(false), Some([1; Status::ALL.len()]), Some([true; 7]), Some(1.0));
             drop(envs);
             m.lag.get_or_create(&Env { environment: env.into() }).observe(2.0);
             m.remediation(env, false);
