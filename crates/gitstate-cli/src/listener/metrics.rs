@@ -693,7 +693,7 @@ mod tests {
                 let r = row(&mut envs, &EnvName::new(&format!("env-{i:05}")).unwrap());
                 (r.in_sync, r.suspended, r.instances) =
                     (Some(i % 2 == 0), Some(false), Some([1; Status::ALL.len()]));
-                r.alarms = Some([i % 3 == 0, false, false, false, false]);
+                r.alarms = Some([i % 3 == 0, false, false, false, false, false, false]);
                 // Only some have seen their expected commit change.
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
                 r.info = Some((info_key(&policy), info_labels(&policy)));
