@@ -4,8 +4,8 @@
 //! [`gitstate_core`] as [`core`] always, and each other library crate behind a feature of
 //! the same name: `http` (probe, remediator and alarm sinks over HTTP), `aws` (the
 //! resource-tag probe), `runtime` (the closed loop as a library: controller, stores,
-//! controls), `postgres` (the PostgreSQL store and leadership) and `process` (the exec
-//! probe and the command remediator). The command-line tool is `gitstate-cli`.
+//! controls), `postgres` (the PostgreSQL store and leadership), `process` (the exec
+//! probe and the command remediator) and `trust` (commit signatures, SSH and OpenPGP). The command-line tool is `gitstate-cli`.
 //!
 //! ```
 //! use gitstate::core::{Assessment, CommitId, Policy, Status, reconcile};
@@ -27,3 +27,5 @@ pub use gitstate_postgres as postgres;
 pub use gitstate_process as process;
 #[cfg(feature = "runtime")]
 pub use gitstate_runtime as runtime;
+#[cfg(feature = "trust")]
+pub use gitstate_trust as trust;

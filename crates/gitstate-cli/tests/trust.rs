@@ -165,3 +165,53 @@ fn an_unsigned_commit_is_never_deployed_under_watch() {
     let st: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(st["environments"][0]["phase"], "untrusted", "{st}");
 }
+
+/// SPEC §18: an instance running a commit nobody allowed signed (a hotfix built from an
+/// unsigned commit) raises `unsigned_running`, whatever the phase; back on the signed
+/// commit, it resolves.
+#[test]
+fn unsigned_code_running_raises_unsigned_running() {
+    let l = Loop::new();
+    let key = signer(&l);
+    let good = commit_signed(&l, &key, "release 1");
+    l.repo.update_ref(REF, &good);
+    l.serve(&good);
+    l.deploy_script("exit 0");
+    let hook = TestServer::start_background();
+    hook.route("/hook", Behavior::Status(200));
+    let cfg = l.config(
+        "grace = \"1h\"",
+        &format!(
+            "[alerts.webhook]\nurl = \"{}\"\n[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"\nconverging_poll = \"500ms\"\n",
+            hook.url("/hook")
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[policy]",
+        "[source.trust]\nallowed_signers = \"allowed_signers\"\n\n[policy]",
+        1,
+    );
+    let cfg = write_config(l.path(), &text);
+    let w = watch(&cfg);
+    // Someone builds a hotfix from an unsigned commit and runs it by hand.
+    let hot = commit_unsigned(&l, "hotfix, unsigned");
+    l.serve(&hot);
+    wait_for(Duration::from_secs(20), "the unsigned_running alarm", || {
+        hook_events(&hook).iter().any(|e| e["event"] == "alarm_raised" && e["alarm"] == "unsigned_running")
+    });
+    let raised = hook_events(&hook).into_iter().find(|e| e["alarm"] == "unsigned_running").unwrap();
+    assert!(raised["summary"].as_str().unwrap().contains(&hot[..12]), "{}", raised["summary"]);
+    // Back on the signed commit: resolved, once.
+    l.serve(&good);
+    wait_for(Duration::from_secs(20), "the alarm resolved", || {
+        hook_events(&hook).iter().any(|e| e["event"] == "alarm_resolved" && e["alarm"] == "unsigned_running")
+    });
+    let before = passes(&w);
+    wait_for(Duration::from_secs(20), "more passes", || passes(&w) >= before + 3.0);
+    let about: Vec<String> = hook_events(&hook)
+        .iter()
+        .filter(|e| e["alarm"] == "unsigned_running")
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(about, ["alarm_raised", "alarm_resolved"]);
+}

@@ -137,13 +137,26 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     wait_for(Duration::from_secs(30), "the fix converged", || {
         events_named(&l, "converged").iter().any(|e| e["expected"] == fix.as_str())
     });
+    // The live count follows the event log by the end of the pass that wrote it: read
+    // both until the pass that converged has been counted.
+    let dora = with_config(&cfg, &["dora", "-o", "json"]).json();
+    let deployed = dora["environments"][0]["deployments"].as_f64().unwrap();
+    let live = |m: &str| {
+        m.lines().find_map(|l| {
+            l.strip_prefix("gitstate_dora_deployments_total{environment=\"production\"} ")?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    wait_for(Duration::from_secs(10), "the live DORA count to catch up", || {
+        live(&metrics(&w)) == Some(deployed)
+    });
     let m = metrics(&w);
     let value = |name: &str| -> f64 {
         m.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {m}"))
     };
-    let dora = with_config(&cfg, &["dora", "-o", "json"]).json();
     let p = &dora["environments"][0];
     assert!(p["deployments"].as_u64().unwrap() >= 3, "c1, c3 and the fix at least: {p}");
     assert_eq!(

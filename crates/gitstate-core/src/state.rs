@@ -317,11 +317,12 @@ impl EnvState {
             && *trust == other.trust
     }
 
-    /// The alarm shown in `status` when several are open: untrusted, vetoed, degraded,
-    /// diverged, drift, then unreachable.
+    /// The alarm shown in `status` when several are open: untrusted, unsigned_running,
+    /// vetoed, degraded, diverged, drift, then unreachable.
     pub fn primary_alarm(&self) -> Option<&OpenAlarm> {
         [
             AlarmKind::Untrusted,
+            AlarmKind::UnsignedRunning,
             AlarmKind::Vetoed,
             AlarmKind::Degraded,
             AlarmKind::Diverged,

@@ -79,6 +79,7 @@ impl Overrides {
             retry_requested_at: o.retry_requested_at,
             vetoed: o.vetoes.iter().map(|v| v.sha).collect(),
             trust: None,
+            unsigned_running: Vec::new(),
         }
     }
 

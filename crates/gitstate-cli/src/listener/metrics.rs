@@ -718,7 +718,7 @@ mod tests {
         assert_eq!(count("gitstate_environment_in_sync"), Some(n));
         assert_eq!(count("gitstate_environment_suspended"), Some(n));
         assert_eq!(count("gitstate_instances"), Some(n * Status::ALL.len()));
-        assert_eq!(count("gitstate_alarms_open"), Some(n * 5));
+        assert_eq!(count("gitstate_alarms_open"), Some(n * 7));
         assert_eq!(count("gitstate_expected_commit_change_timestamp_seconds"), Some(n.div_ceil(5)));
         assert_eq!(count("gitstate_reconcile_passes"), Some(1));
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00002\"} 1\n"));

@@ -110,6 +110,15 @@ impl Engine {
                         {
                             note.summary = format!("{} — {reason}", note.summary);
                         }
+                        if kind == AlarmKind::UnsignedRunning && !env.controls.unsigned_running.is_empty() {
+                            let shas: Vec<String> = env
+                                .controls
+                                .unsigned_running
+                                .iter()
+                                .map(|c| c.short(12).to_string())
+                                .collect();
+                            note.summary = format!("{}: {}", note.summary, shas.join(", "));
+                        }
                         notes.push(note);
                     }
                 }

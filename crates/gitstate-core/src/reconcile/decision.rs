@@ -214,6 +214,10 @@ pub struct Controls {
     /// commit it names. A pass whose expected commit is not the one judged is not trusted
     /// yet (fail closed: nothing deployed until it is judged).
     pub trust: Option<TrustGate>,
+    /// SPEC §18: commits instances run that are neither signed by an allowed key nor a
+    /// trusted expected commit of this environment: alarm `unsigned_running` while any
+    /// runs, whatever the phase.
+    pub unsigned_running: Vec<CommitId>,
 }
 
 /// The trust verdict a pass is given (SPEC §18): reached by the runtime, applied by the

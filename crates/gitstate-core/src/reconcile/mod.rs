@@ -207,6 +207,13 @@ impl<'a> Pass<'a> {
             self.resolve(AlarmKind::Unreachable, Resolution::Cleared);
         }
 
+        // SPEC §18: unsigned code running is an alarm whatever else is decided.
+        if !self.controls.unsigned_running.is_empty() {
+            self.raise(AlarmKind::UnsignedRunning);
+        } else {
+            self.resolve(AlarmKind::UnsignedRunning, Resolution::Cleared);
+        }
+
         // SPEC §18: a commit not signed by an allowed key is never deployed under
         // `block`; one not judged yet is not deployed either (fail closed).
         if let Some(gate) = self.controls.trust.clone() {

@@ -84,6 +84,8 @@ pub(crate) struct Loop {
     /// SPEC §18: whose signatures count, and the verdict on each environment's move.
     trust: Option<crate::trust::TrustPolicy>,
     gates: Mutex<HashMap<EnvName, gitstate_core::TrustGate>>,
+    /// Per environment, the untrusted commits its instances ran at its last pass.
+    unsigned: Mutex<HashMap<EnvName, Vec<CommitId>>>,
 }
 
 impl Loop {
@@ -112,6 +114,7 @@ impl Loop {
             dora: crate::dora::Live::new(),
             trust: p.trust,
             gates: Mutex::default(),
+            unsigned: Mutex::default(),
         };
         me.set_environments(p.environments);
         me
@@ -156,6 +159,7 @@ impl Loop {
         let overrides = lock(&self.overrides);
         let windows = self.view.windows();
         let gates = lock(&self.gates);
+        let unsigned = lock(&self.unsigned);
         let control = |s: &EnvironmentSpec| {
             let mut s = s.clone();
             s.controls = controls_at(&overrides, windows.get(&s.name), &s.name, now);
@@ -163,6 +167,7 @@ impl Loop {
                 s.controls.trust = Some(
                     gates.get(&s.name).cloned().unwrap_or_else(|| crate::trust::not_judged(policy.block)),
                 );
+                s.controls.unsigned_running = unsigned.get(&s.name).cloned().unwrap_or_default();
             }
             s
         };
@@ -221,6 +226,9 @@ impl Loop {
         let prior = self.store.environments();
         let out = self.once_engine.run_pass(&specs, &prior, mode, now).await;
         self.veto_rolled_back(&out, now).await;
+        if mode == (PassMode::Reconcile { dry_run: false }) {
+            self.check_running(&out.report.environments, &prior, now).await;
+        }
         self.view.record(out.report.environments.clone());
         let mut store_error = out.journal_error.clone();
         let mut removed = Vec::new();
@@ -259,6 +267,54 @@ impl Loop {
                 tracing::warn!(environment = %name, commit = %commit, reason = gate.record.reason.as_deref().unwrap_or(""), "untrusted expected commit");
             }
             lock(&self.gates).insert(name, gate);
+        }
+    }
+
+    /// SPEC §18: the commits the pass saw running that are neither signed by an allowed
+    /// key nor the environment's last trusted expected commit; its next pass raises (or
+    /// resolves) `unsigned_running`. Instances reporting a commit the repository lacks
+    /// cannot be judged and count for nothing.
+    async fn check_running(
+        &self,
+        reports: &[gitstate_core::EnvironmentReport],
+        prior: &BTreeMap<EnvName, gitstate_core::EnvState>,
+        now: jiff::Timestamp,
+    ) {
+        let Some(policy) = &self.trust else { return };
+        for r in reports {
+            let trusted_expected = prior.get(&r.name).and_then(|s| s.last_trusted);
+            let mut running: Vec<CommitId> = Vec::new();
+            for i in r.targets.iter().flat_map(|t| &t.instances) {
+                use gitstate_core::Status;
+                if matches!(
+                    i.status,
+                    Status::UnknownCommit | Status::Unreachable | Status::Invalid | Status::Missing
+                ) {
+                    continue;
+                }
+                let Some(c) = i.actual.as_deref().and_then(|a| CommitId::parse(a).ok()) else { continue };
+                if Some(c) != trusted_expected && !running.contains(&c) {
+                    running.push(c);
+                }
+            }
+            let mut unsigned = Vec::new();
+            for c in running {
+                let judged = match self.source.signed_commits(None, &c, 1).await {
+                    Ok(list) => list.first().map(|s| policy.trust.verify(s, now).trusted),
+                    Err(_) => None,
+                };
+                if judged == Some(false) {
+                    unsigned.push(c);
+                }
+            }
+            let mut known = lock(&self.unsigned);
+            if unsigned.is_empty() {
+                known.remove(&r.name);
+            } else {
+                let shas: Vec<String> = unsigned.iter().map(|c| c.short(12).to_string()).collect();
+                tracing::warn!(environment = %r.name, commits = ?shas, "unsigned code running");
+                known.insert(r.name.clone(), unsigned);
+            }
         }
     }
 
@@ -369,6 +425,7 @@ impl Driver for Loop {
         self.veto_rolled_back(&out, now).await;
         if leading {
             self.view.set_causes(self.engine.causes());
+            self.check_running(&out.report.environments, &prior, now).await;
         }
         let requeue = requeues(&out, self.converging_poll);
         // The reports move to the view (the one copy kept), after the last reader.
