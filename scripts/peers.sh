@@ -24,7 +24,10 @@ ensure_peers() {
   [ -x "$core/git-daemon" ] || { echo "git daemon is missing from $core" >&2; return 1; }
   [ -x "$core/git-http-backend" ] || { echo "git http-backend is missing from $core" >&2; return 1; }
 
-  # OpenSSH's server and client (ssh-keygen), for ssh:// remotes.
+  # gpg, to make OpenPGP keys and sign commits in the signature tests (SPEC §18).
+  if ! command -v gpg >/dev/null; then apt_install gnupg; fi
+
+  # OpenSSH's server and client (ssh-keygen), for ssh:// remotes and SSH signatures.
   if [ ! -x /usr/sbin/sshd ]; then apt_install openssh-server; fi
   if ! command -v ssh-keygen >/dev/null || ! command -v ssh >/dev/null; then apt_install openssh-client; fi
 

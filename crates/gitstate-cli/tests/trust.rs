@@ -122,6 +122,12 @@ fn an_unsigned_commit_on_top_of_signed_ones_is_never_deployed_under_reconcile() 
         ]
     );
     assert_eq!(status(&cfg)["alarm"], Value::Null);
+
+    // `rollback` will not move the ref to the attacker's commit either.
+    let r = with_config(&cfg, &["rollback", "production", "--to", &evil, "--reason", "testing"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("is not trusted") && r.stderr.contains(&evil[..12]), "{}", r.stderr);
+    assert_eq!(l.repo.git(&["rev-parse", REF]).trim(), fixed, "the ref did not move");
 }
 
 /// The same attack under `watch`: the ref moves to an unsigned commit, nothing is

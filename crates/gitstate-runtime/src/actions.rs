@@ -122,6 +122,7 @@ pub async fn rollback(
     to: Option<CommitId>,
     actor: Actor<'_>,
     reason: Option<&str>,
+    trust: Option<&crate::trust::TrustPolicy>,
     now: Timestamp,
 ) -> Result<RolledBack, ActionError> {
     let resolved = source.resolve(&[reference.to_owned()]).await?;
@@ -139,6 +140,7 @@ pub async fn rollback(
     if to == from {
         return Err(ActionError::Refused(format!("{reference} already points at {}", to.short(12))));
     }
+    refuse_untrusted(source, trust, to, now).await?;
     let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
     let message = format!("gitstate: roll back {} ({})", from.short(12), why.as_deref().unwrap_or("by hand"));
     if let Err(e) = source.move_ref(&current.reference, &from, &to, &message).await {
@@ -202,6 +204,7 @@ pub async fn adopt(
     report: &gitstate_core::EnvironmentReport,
     actor: Actor<'_>,
     reason: Option<&str>,
+    trust: Option<&crate::trust::TrustPolicy>,
     now: Timestamp,
 ) -> Result<Adopted, ActionError> {
     use gitstate_core::{Relation, ReportedCommit, Status};
@@ -247,6 +250,7 @@ pub async fn adopt(
         }
         Some(_) => {}
     }
+    refuse_untrusted(source, trust, to, now).await?;
     let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
     let message = format!(
         "gitstate: adopt {} ({})",
@@ -261,4 +265,23 @@ pub async fn adopt(
         EventKind::Adopted { from, to, by: actor.by.to_owned(), via: actor.via.to_owned(), reason: why };
     store.append_unfenced(&[Event { at: now, environment: env.clone(), kind }]).await?;
     Ok(Adopted { from, to })
+}
+
+/// SPEC §18: with `[source.trust]`, a ref is never moved to a commit no allowed key signed.
+async fn refuse_untrusted(
+    source: &dyn ExpectedState,
+    trust: Option<&crate::trust::TrustPolicy>,
+    to: CommitId,
+    now: Timestamp,
+) -> Result<(), ActionError> {
+    let Some(policy) = trust else { return Ok(()) };
+    let gate = policy.judge(source, None, to, now).await;
+    if gate.trusted {
+        return Ok(());
+    }
+    Err(ActionError::Refused(format!(
+        "{} is not trusted ({}): not moving the ref to it",
+        to.short(12),
+        gate.record.reason.as_deref().unwrap_or("not signed by an allowed key")
+    )))
 }

@@ -55,20 +55,22 @@ impl TrustPolicy {
             }
         };
         let require = if tip_only { Require::Tip } else { self.require };
-        match self.trust.verify_move(&commits, require, now) {
-            Ok(v) => {
+        let judged = self.trust.verify_move(&commits, require, now);
+        match judged.offending {
+            None => {
                 let mut record = TrustRecord::new(to, true);
-                record.signer = v.signer;
-                record.key = v.key;
+                record.signer = judged.tip.signer;
+                record.key = judged.tip.key;
                 record.tip_only = from.is_none();
                 TrustGate::new(to, true, self.block, record)
             }
-            Err((bad, v)) => {
+            Some(bad) => {
+                let (commit, v) = *bad;
                 let mut record = TrustRecord::new(to, false);
                 let why = v.reason.map_or("untrusted", |r| r.as_str());
                 record.reason = Some(format!(
                     "commit {} is {why}{}",
-                    bad.short(12),
+                    commit.map_or_else(|| "?".to_owned(), |c| c.short(12).to_string()),
                     v.detail.map(|d| format!(": {d}")).unwrap_or_default()
                 ));
                 record.key = v.key;

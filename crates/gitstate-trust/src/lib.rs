@@ -215,36 +215,44 @@ impl Trust {
     /// Judges a move: `commits` are what it brings, newest first (as
     /// `ExpectedState::signed_commits` returns them), the new expected commit first.
     /// Under [`Require::Tip`] only that one counts. The first offending commit is the
-    /// oldest untrusted one, with its verdict.
-    pub fn verify_move(
-        &self,
-        commits: &[SignedCommit],
-        require: Require,
-        now: Timestamp,
-    ) -> Result<Verdict, (CommitId, Verdict)> {
+    /// oldest untrusted one, with its verdict. An empty move is not trusted.
+    pub fn verify_move(&self, commits: &[SignedCommit], require: Require, now: Timestamp) -> MoveVerdict {
         let Some(tip) = commits.first() else {
-            return Err((
-                CommitId::parse(&"0".repeat(40)).unwrap_or_else(|_| unreachable!()),
-                Verdict::untrusted(Reason::Unsigned, "no commit".into()),
-            ));
+            let none = Verdict::untrusted(Reason::Unsigned, "no commit to judge".into());
+            return MoveVerdict { tip: none.clone(), offending: Some(Box::new((None, none))) };
         };
         let tip_verdict = self.verify(tip, now);
         let judged: &[SignedCommit] = match require {
             Require::Tip => std::slice::from_ref(tip),
             _ => commits,
         };
-        let mut first_bad = None;
+        let mut offending = None;
         for c in judged.iter().rev() {
             let v = if c.id == tip.id { tip_verdict.clone() } else { self.verify(c, now) };
             if !v.trusted {
-                first_bad = Some((c.id, v));
+                offending = Some(Box::new((Some(c.id), v)));
                 break;
             }
         }
-        match first_bad {
-            Some(bad) => Err(bad),
-            None => Ok(tip_verdict),
-        }
+        MoveVerdict { tip: tip_verdict, offending }
+    }
+}
+
+/// The judgement on a move ([`Trust::verify_move`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MoveVerdict {
+    /// The verdict on the new expected commit itself.
+    pub tip: Verdict,
+    /// The oldest commit of the move that is not trusted (`None` inside: an empty move),
+    /// and why; `None`: every commit that counts is trusted.
+    pub offending: Option<Box<(Option<CommitId>, Verdict)>>,
+}
+
+impl MoveVerdict {
+    /// Whether every commit that counts is trusted.
+    pub fn trusted(&self) -> bool {
+        self.offending.is_none()
     }
 }
 

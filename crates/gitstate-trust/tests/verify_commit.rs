@@ -182,20 +182,20 @@ fn gitstates_verdict_is_git_verify_commits_on_every_kind_of_commit() {
     let revoked = w.gpg_key("revoked@example.com", "1y", None);
     let stranger = w.gpg_key("stranger@example.com", "1y", None);
 
-    let mut cases: Vec<(&str, String, Option<Reason>)> = Vec::new();
-    cases.push(("ssh, allowed", w.commit_ssh("ssh ok", &ada), None));
-    cases.push(("unsigned", w.commit_plain("plain"), Some(Reason::Unsigned)));
-    cases.push(("ssh, unknown key", w.commit_ssh("eve", &eve), Some(Reason::UnknownKey)));
-    cases.push(("ssh, after valid-before", w.commit_ssh("late", &old), Some(Reason::NotValidThen)));
-    cases.push(("openpgp, allowed", w.commit_gpg("gpg ok", &ada_gpg, None), None));
-    cases.push((
-        "openpgp, expired key",
-        w.commit_gpg("old gpg", &gone, Some("20200101T000100")),
-        Some(Reason::KeyExpired),
-    ));
-    let by_revoked = w.commit_gpg("revoked gpg", &revoked, None);
-    cases.push(("openpgp, revoked key", by_revoked, Some(Reason::KeyRevoked)));
-    cases.push(("openpgp, unknown key", w.commit_gpg("stranger", &stranger, None), Some(Reason::UnknownKey)));
+    let mut cases: Vec<(&str, String, Option<Reason>)> = vec![
+        ("ssh, allowed", w.commit_ssh("ssh ok", &ada), None),
+        ("unsigned", w.commit_plain("plain"), Some(Reason::Unsigned)),
+        ("ssh, unknown key", w.commit_ssh("eve", &eve), Some(Reason::UnknownKey)),
+        ("ssh, after valid-before", w.commit_ssh("late", &old), Some(Reason::NotValidThen)),
+        ("openpgp, allowed", w.commit_gpg("gpg ok", &ada_gpg, None), None),
+        (
+            "openpgp, expired key",
+            w.commit_gpg("old gpg", &gone, Some("20200101T000100")),
+            Some(Reason::KeyExpired),
+        ),
+        ("openpgp, revoked key", w.commit_gpg("revoked gpg", &revoked, None), Some(Reason::KeyRevoked)),
+        ("openpgp, unknown key", w.commit_gpg("stranger", &stranger, None), Some(Reason::UnknownKey)),
+    ];
 
     // A wrong namespace: the commit's bytes signed by an allowed key with `-n other`.
     let plain = w.commit_plain("to be signed elsewhere");
@@ -317,16 +317,17 @@ fn require_all_over_random_sequences_agrees_with_the_sequence() {
         assert_eq!(commits.len(), n, "round {round}: the move brings its {n} commits");
         let now = jiff::Timestamp::now();
         let want_all = made.iter().find(|(_, s)| !*s).map(|(id, _)| id.clone());
-        match (trust.verify_move(&commits, Require::All, now), want_all) {
-            (Ok(v), None) => assert!(v.trusted),
-            (Err((bad, v)), Some(want)) => {
+        let judged = trust.verify_move(&commits, Require::All, now);
+        match (judged.offending.as_deref(), want_all) {
+            (None, None) => assert!(judged.tip.trusted),
+            (Some((Some(bad), v)), Some(want)) => {
                 assert_eq!(bad.as_str(), want, "round {round}: the oldest unsigned commit is named");
                 assert_eq!(v.reason, Some(Reason::Unsigned));
             }
             (got, want) => panic!("round {round}: {got:?}, wanted the first bad to be {want:?} ({made:?})"),
         }
         let tip_signed = made.last().unwrap().1;
-        assert_eq!(trust.verify_move(&commits, Require::Tip, now).is_ok(), tip_signed, "round {round}");
+        assert_eq!(trust.verify_move(&commits, Require::Tip, now).trusted(), tip_signed, "round {round}");
         from = tip;
     }
 }

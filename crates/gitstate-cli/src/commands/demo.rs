@@ -202,7 +202,7 @@ pub async fn run() -> anyhow::Result<i32> {
     let now = jiff::Timestamp::now();
     let report = &out.report.environments[0];
     let reason = Some("INC-7: rounding hotfix");
-    gitstate_runtime::actions::adopt(&source, &*store, &name, report, actor, reason, now).await?;
+    gitstate_runtime::actions::adopt(&source, &*store, &name, report, actor, reason, None, now).await?;
     println!("  {}", git(repo, &["reflog", "-1", "--format=%gs", REF])?);
     demo.until_in_sync(Duration::from_secs(10)).await?;
     println!("{} the ref now says what runs ({}); nothing was redeployed.", p.good("✓"), &hotfix[..7]);

@@ -64,6 +64,7 @@ pub async fn rollback(args: Rollback) -> anyhow::Result<i32> {
         to,
         actor,
         args.reason.as_deref(),
+        config.source.trust.as_ref().map(|t| &t.policy),
         Timestamp::now(),
     )
     .await
@@ -101,7 +102,8 @@ pub async fn adopt(args: Adopt) -> anyhow::Result<i32> {
     let store = stores::for_control(&config).await?;
     let user = os_user();
     let actor = Actor { by: &user, via: "cli" };
-    match actions::adopt(&source, &*store, &env, report, actor, args.reason.as_deref(), now).await {
+    let trust = config.source.trust.as_ref().map(|t| &t.policy);
+    match actions::adopt(&source, &*store, &env, report, actor, args.reason.as_deref(), trust, now).await {
         Ok(done) => {
             println!(
                 "{env}: {} moved from {} to {}, the commit every instance runs",

@@ -362,6 +362,15 @@ fn environment(
                         @if let Some(r) = &v.reason { ": " (r) }
                     }
                 }
+                // SPEC §18: who signed what is to run, or why it is not trusted.
+                @if let Some(t) = state.and_then(|s| s.trust.as_ref()) {
+                    @if t.state == "trusted" {
+                        span.trust { "🔏 signed by " (t.signer.as_deref().unwrap_or("an allowed key"))
+                            span.dim { " " (t.key.as_deref().unwrap_or("")) } }
+                    } @else {
+                        span.bad.trust { "⚠ untrusted: " (t.reason.as_deref().unwrap_or("not signed by an allowed key")) }
+                    }
+                }
                 @if let Some(a) = state.and_then(EnvState::primary_alarm) {
                     span.bad { "✗ " (a.kind.as_str()) " alarm open since " (age(now, a.since)) }
                 }
@@ -556,6 +565,24 @@ mod tests {
         assert!(page.contains(STYLE) && page.contains(SCRIPT));
         assert!(CSP.contains(&hash(STYLE)) && CSP.contains(&hash(SCRIPT)));
         assert!(CSP.starts_with("default-src 'none'"));
+    }
+
+    /// SPEC §18: the dashboard says who signed what is to run, or why it is not trusted.
+    #[test]
+    fn the_signer_or_the_reason_is_shown() {
+        let sha = gitstate_core::CommitId::parse(&"a".repeat(40)).unwrap();
+        let mut good = gitstate_core::TrustRecord::new(sha, true);
+        good.signer = Some("ada@example.com".into());
+        let mut bad = gitstate_core::TrustRecord::new(sha, false);
+        bad.reason = Some("commit bbbbbbbbbbbb is unsigned".into());
+        let mut view = View { now: Some("2026-12-06T12:00:00Z".parse().unwrap()), ..View::default() };
+        for (name, t) in [("signed", good), ("attacked", bad)] {
+            let state = EnvState { trust: Some(t), ..EnvState::default() };
+            view.environments.insert(name.parse().unwrap(), (Some(state), None));
+        }
+        let html = main(&view).into_string();
+        assert!(html.contains("signed by ada@example.com"), "{html}");
+        assert!(html.contains("untrusted: commit bbbbbbbbbbbb is unsigned"), "{html}");
     }
 
     /// SPEC §17: the dashboard groups open alarms by the cause each was given.
