@@ -67,6 +67,15 @@ fn an_unsigned_commit_on_top_of_signed_ones_is_never_deployed_under_reconcile() 
     let st = status(&cfg);
     assert_eq!(st["trust"]["state"], "trusted", "{st}");
     assert_eq!(st["trust"]["signer"], "ada@example.com");
+    // `check` says who signed what is to run, in JSON and with -v.
+    let r = with_config(&cfg, &["check", "-o", "json"]);
+    assert_eq!(r.json()["environments"][0]["trust"]["signer"], "ada@example.com", "{}", r.stdout);
+    let r = with_config(&cfg, &["check", "-v"]);
+    assert!(
+        r.stdout.contains(&format!("production: {} signed by ada@example.com", &good[..12])),
+        "{}",
+        r.stdout
+    );
 
     // The attacker's commit, on top of the signed one.
     let evil = commit_unsigned(&l, "totally harmless");
@@ -170,6 +179,9 @@ fn an_unsigned_commit_is_never_deployed_under_watch() {
     assert_eq!(code, 200);
     let st: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(st["environments"][0]["phase"], "untrusted", "{st}");
+    let m = metrics(&w);
+    assert!(m.contains("gitstate_untrusted_commits_total{environment=\"production\"} 1\n"), "{m}");
+    assert!(m.contains("gitstate_alarms_open{environment=\"production\",alarm=\"untrusted\"} 1\n"), "{m}");
 }
 
 /// SPEC §18: an instance running a commit nobody allowed signed (a hotfix built from an

@@ -50,6 +50,10 @@ pub struct EnvironmentReport {
     pub actions: Vec<ActionReport>,
     /// Per target.
     pub targets: Vec<TargetObservation>,
+    /// Who signed the expected commit, or why it is not trusted (SPEC §18; only with
+    /// `[source.trust]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::state::TrustRecord>,
 }
 
 /// An action in the report.

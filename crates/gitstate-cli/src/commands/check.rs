@@ -20,8 +20,19 @@ pub async fn run(args: Check) -> anyhow::Result<i32> {
     let engine = plan.check_engine(&config);
     let specs = &mut plan.specs;
     let progress = Progress::start(specs);
-    let out = engine.run_pass(specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
+    let mut out = engine.run_pass(specs, &BTreeMap::new(), PassMode::Check, jiff::Timestamp::now()).await;
     drop(progress);
+    // SPEC §18: who signed each expected commit (its own signature; `check` keeps no
+    // state to judge a whole move from).
+    if let Some(t) = &config.source.trust {
+        let source = plan::source(&config)?;
+        for env in &mut out.report.environments {
+            if let Some(commit) = env.expected {
+                let gate = t.policy.judge(&source, None, commit, jiff::Timestamp::now()).await;
+                env.trust = Some(gate.record);
+            }
+        }
+    }
     match args.output {
         Output::Json => output::emit_json(&out.report)?,
         Output::Html => {

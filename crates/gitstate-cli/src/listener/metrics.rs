@@ -202,6 +202,8 @@ pub struct Metrics {
     pass_duration: Histogram,
     probe_duration: HistogramFamily<Kind>,
     remediations: Family<EnvOutcome, Counter>,
+    /// SPEC §18: untrusted expected commits, counted as their alarms are raised.
+    untrusted: Family<Env, Counter>,
     lag: HistogramFamily<Env>,
     notifications: Family<SinkOutcome, Counter>,
     webhooks: Family<Outcome, Counter>,
@@ -298,6 +300,7 @@ impl Metrics {
             pass_duration: seconds_buckets(),
             probe_duration: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
             remediations: Family::default(),
+            untrusted: Family::default(),
             lag: Family::new_with_constructor(lag_buckets as fn() -> Histogram),
             notifications: Family::default(),
             webhooks: Family::default(),
@@ -376,6 +379,11 @@ impl Metrics {
             m.remediations.clone(),
         );
         registry.register(
+            "untrusted_commits",
+            "Expected commits not signed by an allowed key (SPEC §18), by environment, as their untrusted alarm is raised",
+            m.untrusted.clone(),
+        );
+        registry.register(
             "convergence_lag_seconds",
             "Seconds from an expected commit first seen to every instance in sync",
             m.lag.clone(),
@@ -417,6 +425,14 @@ impl Metrics {
             "drift"
         };
         self.passes.get_or_create(&PassResult { result: result.into() }).inc();
+        for e in &out.events {
+            if let gitstate_core::EventKind::AlarmRaised {
+                alarm: gitstate_core::AlarmKind::Untrusted, ..
+            } = &e.kind
+            {
+                self.untrusted.get_or_create(&Env { environment: e.environment.to_string() }).inc();
+            }
+        }
         let mut probe_duration: Vec<(&str, Histogram)> = Vec::new();
         let mut envs = self.envs.write();
         for env in &out.report.environments {
@@ -540,6 +556,7 @@ impl Metrics {
         self.lag.remove(&Env { environment: environment.into() });
         self.dora_deployments.remove(&Env { environment: environment.into() });
         self.dora_failed.remove(&Env { environment: environment.into() });
+        self.untrusted.remove(&Env { environment: environment.into() });
         for outcome in ["ok", "failed"] {
             self.remediations
                 .remove(&EnvOutcome { environment: environment.into(), outcome: outcome.into() });

@@ -134,6 +134,24 @@ pub fn render(report: &Report, p: &Paint) -> String {
 pub fn render_commits(report: &Report, p: &Paint, now: jiff::Timestamp) -> String {
     let mut out = String::new();
     for env in &report.environments {
+        // SPEC §18: who signed what is to run.
+        if let Some(t) = &env.trust {
+            match (t.state.as_str(), &t.signer, &t.reason) {
+                ("trusted", signer, _) => out.push_str(&format!(
+                    "\n{}: {} signed by {} {}\n",
+                    env.name,
+                    t.sha.short(12),
+                    safe(signer.as_deref().unwrap_or("an allowed key")),
+                    p.dim(&safe(t.key.as_deref().unwrap_or("")))
+                )),
+                (_, _, reason) => out.push_str(&format!(
+                    "\n{}: {} is NOT trusted: {}\n",
+                    env.name,
+                    t.sha.short(12),
+                    safe(reason.as_deref().unwrap_or("not signed by an allowed key"))
+                )),
+            }
+        }
         for target in &env.targets {
             for i in &target.instances {
                 let sides = [("pending", &i.pending_commits), ("unexpected", &i.unexpected_commits)];

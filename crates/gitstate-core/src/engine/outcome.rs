@@ -122,13 +122,26 @@ impl EnvOutcome {
             name: env.name.clone(),
             reference: self.reference,
             expected,
-            // SPEC §6: `verifying` counts as in sync; `degraded` and `vetoed` do not.
+            // SPEC §6: `verifying` counts as in sync; `degraded`, `vetoed` and `untrusted` do not.
             in_sync: self.assessment.is_some_and(|a| a.in_sync)
-                && !matches!(self.phase, Some(crate::state::Phase::Degraded | crate::state::Phase::Vetoed)),
+                && !matches!(
+                    self.phase,
+                    Some(
+                        crate::state::Phase::Degraded
+                            | crate::state::Phase::Vetoed
+                            | crate::state::Phase::Untrusted
+                    )
+                ),
             error,
             phase: self.phase,
             actions: self.actions,
             targets: self.targets,
+            trust: env
+                .controls
+                .trust
+                .as_ref()
+                .filter(|g| Some(g.commit) == expected)
+                .map(|g| g.record.clone()),
         }
     }
 }
