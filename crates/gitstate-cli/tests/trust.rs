@@ -34,6 +34,20 @@ fn commit_unsigned(l: &Loop, msg: &str) -> String {
     l.repo.git(&["rev-parse", "HEAD"]).trim().to_owned()
 }
 
+/// `Loop`'s configuration with `[source.trust]` naming the allowed-signers file.
+fn trusted_config(l: &Loop, policy: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = l.config(policy, extra);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[policy]",
+        "[source.trust]\nallowed_signers = \"allowed_signers\"\n\n[policy]",
+        1,
+    );
+    write_config(l.path(), &text)
+}
+
+const FAST: &str =
+    "[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"\nconverging_poll = \"500ms\"\n";
+
 fn hook_events(hook: &TestServer) -> Vec<Value> {
     hook.bodies("/hook").iter().map(|b| serde_json::from_str(b).unwrap()).collect()
 }
@@ -51,16 +65,11 @@ fn an_unsigned_commit_on_top_of_signed_ones_is_never_deployed_under_reconcile() 
     l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
     let hook = TestServer::start_background();
     hook.route("/hook", Behavior::Status(200));
-    let cfg = l.config(
+    let cfg = trusted_config(
+        &l,
         "grace = \"0s\"\nsettle = \"0s\"",
         &format!("[alerts.webhook]\nurl = \"{}\"\n", hook.url("/hook")),
     );
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[policy]",
-        "[source.trust]\nallowed_signers = \"allowed_signers\"\n\n[policy]",
-        1,
-    );
-    let cfg = write_config(l.path(), &text);
     assert_eq!(with_config(&cfg, &["validate"]).code, 0);
     let r = with_config(&cfg, &["reconcile", "-o", "json"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -151,19 +160,11 @@ fn an_unsigned_commit_is_never_deployed_under_watch() {
     l.deploy_script("printf '{\"sha\":\"%s\"}' \"$GITSTATE_EXPECTED_SHA\" > served.json");
     let hook = TestServer::start_background();
     hook.route("/hook", Behavior::Status(200));
-    let cfg = l.config(
+    let cfg = trusted_config(
+        &l,
         "grace = \"0s\"\nsettle = \"0s\"",
-        &format!(
-            "[alerts.webhook]\nurl = \"{}\"\n[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"\nconverging_poll = \"500ms\"\n",
-            hook.url("/hook")
-        ),
+        &format!("[alerts.webhook]\nurl = \"{}\"\n{FAST}", hook.url("/hook")),
     );
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[policy]",
-        "[source.trust]\nallowed_signers = \"allowed_signers\"\n\n[policy]",
-        1,
-    );
-    let cfg = write_config(l.path(), &text);
     let w = watch(&cfg);
     let evil = commit_unsigned(&l, "totally harmless");
     l.repo.update_ref(REF, &evil);
@@ -197,19 +198,11 @@ fn unsigned_code_running_raises_unsigned_running() {
     l.deploy_script("exit 0");
     let hook = TestServer::start_background();
     hook.route("/hook", Behavior::Status(200));
-    let cfg = l.config(
+    let cfg = trusted_config(
+        &l,
         "grace = \"1h\"",
-        &format!(
-            "[alerts.webhook]\nurl = \"{}\"\n[watch]\ninterval = \"1s\"\nref_poll = \"200ms\"\njitter = \"0%\"\nconverging_poll = \"500ms\"\n",
-            hook.url("/hook")
-        ),
+        &format!("[alerts.webhook]\nurl = \"{}\"\n{FAST}", hook.url("/hook")),
     );
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[policy]",
-        "[source.trust]\nallowed_signers = \"allowed_signers\"\n\n[policy]",
-        1,
-    );
-    let cfg = write_config(l.path(), &text);
     let w = watch(&cfg);
     // Someone builds a hotfix from an unsigned commit and runs it by hand.
     let hot = commit_unsigned(&l, "hotfix, unsigned");

@@ -137,7 +137,7 @@ pub enum Require {
 pub struct Trust {
     ssh: Option<AllowedSigners>,
     openpgp: Option<Keyring>,
-    /// A digest of the trust files' content: verdicts kept elsewhere are keyed by it.
+    /// A digest of the trust files' content: what the verdicts were reached with.
     digest: String,
     /// Verdicts already reached. SSH ones never change for a commit (judged at its own
     /// time); OpenPGP ones depend on now (expiry), so only trusted SSH verdicts and
@@ -163,22 +163,10 @@ impl Trust {
         Ok(Self { ssh, openpgp, digest: format!("{h:016x}"), cache: Mutex::default() })
     }
 
-    /// A digest of the trust files' content (16 hex digits): a verdict stored with
-    /// another digest was reached with other keys and does not count.
+    /// A digest of the trust files' content (16 hex digits): two `Trust`s with the same
+    /// digest reach the same verdicts.
     pub fn digest(&self) -> &str {
         &self.digest
-    }
-
-    /// Adds verdicts reached before with the same keys (read back from a store).
-    pub fn remember(&self, verdicts: impl IntoIterator<Item = (CommitId, Verdict)>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.extend(verdicts.into_iter().filter(|(_, v)| keepable(v)));
-    }
-
-    /// The verdicts worth keeping (for a store), keyed by commit.
-    pub fn verdicts(&self) -> Vec<(CommitId, Verdict)> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.iter().map(|(c, v)| (*c, v.clone())).collect()
     }
 
     /// The verdict on one commit at `now`.
