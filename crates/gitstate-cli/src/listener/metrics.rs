@@ -83,6 +83,8 @@ struct EnvRow {
     instances: Option<[i64; Status::ALL.len()]>,
     alarms: Option<[bool; 7]>,
     expected_since: Option<f64>,
+    /// When its last pass observed it (Unix time, SPEC §19's freshness).
+    observed: Option<f64>,
     /// `environment_info`'s labels after `environment`, written out
     /// (`severity="critical",team="shop"`).
     info: Option<(u64, String)>,
@@ -114,7 +116,7 @@ fn row<'a>(envs: &'a mut BTreeMap<String, EnvRow>, name: &EnvName) -> &'a mut En
 
 /// The per-environment families, in exposition order: name (after the `gitstate_`
 /// prefix) and help.
-const ENV_FAMILIES: [(&str, &str); 6] = [
+const ENV_FAMILIES: [(&str, &str); 7] = [
     ("environment_in_sync", "1 when every instance of the environment runs its expected commit"),
     ("environment_suspended", "1 while an operator has the environment suspended (gitstate suspend)"),
     ("instances", "Instances per environment and status, as of the last pass"),
@@ -124,10 +126,47 @@ const ENV_FAMILIES: [(&str, &str); 6] = [
         "When the environment's expected commit was last seen to change (Unix time)",
     ),
     (
+        "environment_observed_timestamp_seconds",
+        "When a pass last observed the environment (Unix time; SPEC §19: above 10,000 environments, environment_observed_age_seconds instead)",
+    ),
+    (
         "environment_info",
         "Always 1: the environment's alarm severity and policy labels, to join in PromQL (SPEC §17)",
     ),
 ];
+
+/// The index of `environment_observed_timestamp_seconds` in [`ENV_FAMILIES`].
+const OBSERVED: usize = 5;
+
+/// Up to this many environments, freshness is a series per environment (SPEC §19).
+const FRESHNESS_PER_ENVIRONMENT: usize = 10_000;
+
+/// `environment_observed_age_seconds`: how long ago each environment was last observed,
+/// as a histogram (the per-environment series would be too many).
+fn observed_ages(envs: &BTreeMap<String, EnvRow>, out: &mut String) {
+    use std::fmt::Write as _;
+    const BOUNDS: [f64; 10] = [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+    let now = unix_seconds(jiff::Timestamp::now());
+    let mut counts = [0u64; BOUNDS.len()];
+    let (mut total, mut sum) = (0u64, 0.0f64);
+    for age in envs.values().filter_map(|r| r.observed).map(|t| (now - t).max(0.0)) {
+        total += 1;
+        sum += age;
+        for (c, b) in counts.iter_mut().zip(BOUNDS) {
+            *c += u64::from(age <= b);
+        }
+    }
+    let _ = write!(
+        out,
+        "# HELP gitstate_environment_observed_age_seconds Seconds since a pass last observed each environment (SPEC §19)\n# TYPE gitstate_environment_observed_age_seconds histogram\n"
+    );
+    for (c, b) in counts.iter().zip(BOUNDS) {
+        let _ = writeln!(out, "gitstate_environment_observed_age_seconds_bucket{{le=\"{b:?}\"}} {c}");
+    }
+    let _ = writeln!(out, "gitstate_environment_observed_age_seconds_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "gitstate_environment_observed_age_seconds_sum {sum:?}");
+    let _ = writeln!(out, "gitstate_environment_observed_age_seconds_count {total}");
+}
 
 /// How many environments one chunk of a streamed exposition holds (some 40 KB of text).
 const ENVS_PER_CHUNK: usize = 500;
@@ -149,6 +188,14 @@ impl EnvGauges {
         use std::ops::Bound;
         let envs = self.0.read().unwrap_or_else(|p| p.into_inner());
         while let Some((family, help)) = ENV_FAMILIES.get(cursor.family) {
+            // SPEC §19: past 10,000 environments, freshness is a histogram of ages, not a
+            // series each.
+            if cursor.family == OBSERVED && envs.len() > FRESHNESS_PER_ENVIRONMENT {
+                observed_ages(&envs, out);
+                cursor.family += 1;
+                cursor.after = None;
+                continue;
+            }
             let rows = match &cursor.after {
                 None => {
                     let _ = write!(out, "# HELP gitstate_{family} {help}\n# TYPE gitstate_{family} gauge\n");
@@ -179,6 +226,7 @@ impl EnvGauges {
                         }
                     }
                     4 => row.expected_since.into_iter().for_each(|v| series(out, format_args!(""), &v)),
+                    OBSERVED => row.observed.into_iter().for_each(|v| series(out, format_args!(""), &v)),
                     _ => row.info.iter().for_each(|(_, l)| series(out, format_args!(",{l}"), &1)),
                 }
                 cursor.after = Some(name.clone());
@@ -456,6 +504,7 @@ impl Metrics {
             let row = row(&mut envs, &env.name);
             row.in_sync = Some(env.in_sync);
             row.instances = Some(counts);
+            row.observed = Some(unix_seconds(out.report.checked_at));
         }
         for (name, state) in &out.states {
             let row = row(&mut envs, name);
@@ -686,6 +735,52 @@ mod tests {
     /// valid OpenMetrics as promtool reads it, every family is written once and whole
     /// (its series together, under its header), and each has one series per environment
     /// and label value set.
+    /// SPEC §19: past 10,000 environments, freshness is one histogram of ages (every
+    /// observed environment counted once, in the right buckets), not a series each.
+    #[test]
+    fn past_ten_thousand_environments_freshness_is_a_histogram() {
+        let m = Metrics::new();
+        let now = unix_seconds(jiff::Timestamp::now());
+        let n = FRESHNESS_PER_ENVIRONMENT + 1;
+        {
+            let mut envs = m.envs.write();
+            for i in 0..n {
+                let r = row(&mut envs, &EnvName::new(&format!("env-{i:05}")).unwrap());
+                // One in ten last seen two hours ago, the rest just now.
+                r.observed = Some(if i % 10 == 0 { now - 7200.0 } else { now });
+            }
+        }
+        let text = m.encode();
+        assert!(
+            !text.contains("gitstate_environment_observed_timestamp_seconds{"),
+            "no series per environment"
+        );
+        let stale = n.div_ceil(10);
+        assert!(
+            text.contains(&format!("gitstate_environment_observed_age_seconds_count {n}\n")),
+            "{text:.2000}"
+        );
+        assert!(text.contains(&format!(
+            "gitstate_environment_observed_age_seconds_bucket{{le=\"3600.0\"}} {}\n",
+            n - stale
+        )));
+        assert!(
+            text.contains(&format!("gitstate_environment_observed_age_seconds_bucket{{le=\"+Inf\"}} {n}\n"))
+        );
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
+        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(1), "promtool cannot parse it: {said}");
+        assert!(!said.contains("observed_age"), "promtool on the histogram: {said}");
+    }
+
     #[test]
     fn a_streamed_exposition_is_whole_and_valid() {
         let m = Metrics::new();
@@ -713,6 +808,8 @@ mod tests {
                 r.alarms = Some([i % 3 == 0, false, false, false, false, false, false]);
                 // Only some have seen their expected commit change.
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
+                // All but a few were observed by a pass.
+                r.observed = (i % 100 != 1).then_some(1_700_000_001.25);
                 r.info = Some((info_key(&policy), info_labels(&policy)));
             }
         }
@@ -741,6 +838,11 @@ mod tests {
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00002\"} 1\n"));
         assert!(text.contains("gitstate_environment_in_sync{environment=\"env-00003\"} 0\n"));
         assert_eq!(count("gitstate_environment_info"), Some(n));
+        // SPEC §19: freshness, a series per environment observed (up to 10,000).
+        assert_eq!(count("gitstate_environment_observed_timestamp_seconds"), Some(n - n.div_ceil(100)));
+        assert!(text.contains(
+            "gitstate_environment_observed_timestamp_seconds{environment=\"env-00002\"} 1700000001.25\n"
+        ));
         assert!(
             text.contains(
                 "gitstate_environment_info{environment=\"env-00003\",severity=\"warning\",label_9x=\"a\\\\b\",team_name=\"shop \\\"eu\\\"\"} 1\n"
