@@ -79,6 +79,12 @@ fn an_unsigned_commit_on_top_of_signed_ones_is_never_deployed_under_reconcile() 
     // `check` says who signed what is to run, in JSON and with -v.
     let r = with_config(&cfg, &["check", "-o", "json"]);
     assert_eq!(r.json()["environments"][0]["trust"]["signer"], "ada@example.com", "{}", r.stdout);
+    let r = with_config(&cfg, &["status"]);
+    assert!(
+        r.stdout.contains(&format!("production: {} signed by ada@example.com", &good[..12])),
+        "{}",
+        r.stdout
+    );
     let r = with_config(&cfg, &["check", "-v"]);
     assert!(
         r.stdout.contains(&format!("production: {} signed by ada@example.com", &good[..12])),
@@ -102,6 +108,12 @@ fn an_unsigned_commit_on_top_of_signed_ones_is_never_deployed_under_reconcile() 
         "{st}"
     );
     assert_eq!(st["trust"]["state"], "untrusted");
+    let r = with_config(&cfg, &["status"]);
+    assert!(
+        r.stdout.contains(&format!("production: {} is NOT trusted: commit {}", &evil[..12], &evil[..12])),
+        "{}",
+        r.stdout
+    );
     let reason = st["trust"]["reason"].as_str().unwrap();
     assert!(reason.contains(&evil[..12]) && reason.contains("unsigned"), "{reason}");
     let raised: Vec<Value> =
