@@ -139,9 +139,7 @@ pub struct Trust {
     openpgp: Option<Keyring>,
     /// A digest of the trust files' content: what the verdicts were reached with.
     digest: String,
-    /// Verdicts already reached. SSH ones never change for a commit (judged at its own
-    /// time); OpenPGP ones depend on now (expiry), so only trusted SSH verdicts and
-    /// untrusted ones that time cannot heal are kept.
+    /// Verdicts already reached that cannot change (`keepable`).
     cache: Mutex<HashMap<CommitId, Verdict>>,
 }
 
@@ -167,6 +165,12 @@ impl Trust {
     /// digest reach the same verdicts.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The verdict reached before on `commit`, when it is one that cannot change (an
+    /// SSH verdict): the commit need not even be read again.
+    pub fn cached(&self, commit: &CommitId) -> Option<Verdict> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(commit).cloned()
     }
 
     /// The verdict on one commit at `now`.
@@ -244,16 +248,32 @@ impl MoveVerdict {
     }
 }
 
-/// SSH verdicts are judged at the commit's own time and never change; OpenPGP ones may
-/// (a key expires or is revoked later): those are not kept. Neither is an unsigned
-/// verdict (cheap to reach again).
+/// Kept: SSH verdicts (judged at the commit's own time, they never change) and
+/// "unsigned" (a commit's content never changes). Not kept: OpenPGP verdicts, which a
+/// key's expiry or revocation can change.
 fn keepable(v: &Verdict) -> bool {
-    v.key.as_deref().is_some_and(|k| k.starts_with("SHA256:"))
+    v.key.as_deref().is_some_and(|k| k.starts_with("SHA256:")) || v.reason == Some(Reason::Unsigned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What cannot change is kept, so the loop need not read the commit again; what a
+    /// key's expiry could change is not.
+    #[test]
+    fn verdicts_that_cannot_change_are_cached() {
+        let trust = Trust::new(None, None).unwrap();
+        let raw = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\ncommitter C <c@x> 5 +0000\n\nm\n";
+        let unsigned = SignedCommit::from_object(CommitId::parse(&"a".repeat(40)).unwrap(), raw);
+        assert_eq!(trust.cached(&unsigned.id), None);
+        let v = trust.verify(&unsigned, Timestamp::now());
+        assert_eq!(trust.cached(&unsigned.id), Some(v));
+        let pgp = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\ncommitter C <c@x> 5 +0000\ngpgsig -----BEGIN PGP SIGNATURE-----\n x\n -----END PGP SIGNATURE-----\n\nm\n";
+        let signed = SignedCommit::from_object(CommitId::parse(&"b".repeat(40)).unwrap(), pgp);
+        assert!(!trust.verify(&signed, Timestamp::now()).trusted);
+        assert_eq!(trust.cached(&signed.id), None, "an OpenPGP verdict is judged again");
+    }
 
     #[test]
     fn reasons_have_their_names() {

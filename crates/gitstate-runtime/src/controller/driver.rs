@@ -78,7 +78,7 @@ pub(crate) struct Loop {
     /// The listing the last ref poll read.
     pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
     /// What time the decisions are made at.
-    clock: Clock,
+    pub(super) clock: Clock,
     /// DORA's facts from each pass's events, for the observer's metrics.
     dora: crate::dora::Live,
     /// SPEC §18: whose signatures count, and the verdict on each environment's move.
@@ -299,6 +299,13 @@ impl Loop {
             }
             let mut unsigned = Vec::new();
             for c in running {
+                // A verdict that cannot change needs no read of the commit.
+                if let Some(v) = policy.trust.cached(&c) {
+                    if !v.trusted {
+                        unsigned.push(c);
+                    }
+                    continue;
+                }
                 let judged = match self.source.signed_commits(None, &c, 1).await {
                     Ok(list) => list.first().map(|s| policy.trust.verify(s, now).trusted),
                     Err(_) => None,

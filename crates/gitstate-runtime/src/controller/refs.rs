@@ -98,7 +98,7 @@ impl Loop {
                 Err(e) => tracing::warn!(error = %e, "ref poll failed"),
             }
         }
-        self.judge(&found, jiff::Timestamp::now()).await;
+        self.judge(&found, self.clock.now()).await;
         let mut known = lock(&self.refs);
         let mut changed = Vec::new();
         for (name, commit) in found {
