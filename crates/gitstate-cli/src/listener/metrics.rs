@@ -735,6 +735,23 @@ mod tests {
     /// valid OpenMetrics as promtool reads it, every family is written once and whole
     /// (its series together, under its header), and each has one series per environment
     /// and label value set.
+    /// `promtool check metrics` on an exposition: its exit code and what it said.
+    fn promtool_check(text: &str) -> (Option<i32>, String) {
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
+        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     /// SPEC §19: past 10,000 environments, freshness is one histogram of ages (every
     /// observed environment counted once, in the right buckets), not a series each.
     #[test]
@@ -767,17 +784,8 @@ mod tests {
         assert!(
             text.contains(&format!("gitstate_environment_observed_age_seconds_bucket{{le=\"+Inf\"}} {n}\n"))
         );
-        let mut promtool = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
-        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(1), "promtool cannot parse it: {said}");
+        let (code, said) = promtool_check(&text);
+        assert_ne!(code, Some(1), "promtool cannot parse it: {said}");
         assert!(!said.contains("observed_age"), "promtool on the histogram: {said}");
     }
 
@@ -851,20 +859,11 @@ mod tests {
             text.lines().find(|l| l.starts_with("gitstate_environment_info{environment=\"env-00003\"")).unwrap_or_default()
         );
 
-        let mut promtool = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool is not installed: run scripts/test, or apt-get install prometheus");
-        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let (code, said) = promtool_check(&text);
         // Exit 1 is a parse error; 3 lint findings, of which the one expected is that an
         // OpenMetrics counter's help names its family (`gitstate_reconcile_passes`), not the
         // `_total` series the Prometheus text lint looks for.
-        assert!(matches!(out.status.code(), Some(0 | 3)), "promtool check metrics: {said}");
+        assert!(matches!(code, Some(0 | 3)), "promtool check metrics: {said}");
         for finding in said.lines() {
             assert!(finding.contains("_total no help text"), "promtool check metrics: {finding}");
         }

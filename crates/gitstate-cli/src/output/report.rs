@@ -129,28 +129,33 @@ pub fn render(report: &Report, p: &Paint) -> String {
     out
 }
 
+/// SPEC §18, one line: who signed the expected commit, or why it is not trusted (for
+/// `check -v` and `status`).
+pub fn trust_line(env: &gitstate_core::EnvName, t: &gitstate_core::TrustRecord, p: &Paint) -> String {
+    let sha = t.sha.short(12);
+    match (t.state.as_str(), &t.signer, &t.reason) {
+        ("trusted", signer, _) => format!(
+            "{env}: {sha} signed by {} {}",
+            safe(signer.as_deref().unwrap_or("an allowed key")),
+            p.dim(&safe(t.key.as_deref().unwrap_or("")))
+        ),
+        (_, _, reason) => format!(
+            "{env}: {sha} {}",
+            p.bad(&format!(
+                "is NOT trusted: {}",
+                safe(reason.as_deref().unwrap_or("not signed by an allowed key"))
+            ))
+        ),
+    }
+}
+
 /// The commits at stake under each instance that lacks some or has some beyond the
 /// expected commit (`check -v`): short SHA, subject, author, age, then the compare link.
 pub fn render_commits(report: &Report, p: &Paint, now: jiff::Timestamp) -> String {
     let mut out = String::new();
     for env in &report.environments {
-        // SPEC §18: who signed what is to run.
         if let Some(t) = &env.trust {
-            match (t.state.as_str(), &t.signer, &t.reason) {
-                ("trusted", signer, _) => out.push_str(&format!(
-                    "\n{}: {} signed by {} {}\n",
-                    env.name,
-                    t.sha.short(12),
-                    safe(signer.as_deref().unwrap_or("an allowed key")),
-                    p.dim(&safe(t.key.as_deref().unwrap_or("")))
-                )),
-                (_, _, reason) => out.push_str(&format!(
-                    "\n{}: {} is NOT trusted: {}\n",
-                    env.name,
-                    t.sha.short(12),
-                    safe(reason.as_deref().unwrap_or("not signed by an allowed key"))
-                )),
-            }
+            out.push_str(&format!("\n{}\n", trust_line(&env.name, t, p)));
         }
         for target in &env.targets {
             for i in &target.instances {

@@ -59,24 +59,8 @@ pub fn render(doc: &StatusReport, p: &Paint) -> String {
         }
         // SPEC §18: who signed what is to run, or why it is not trusted.
         if let Some(t) = &e.trust {
-            let sha = t.sha.short(12);
-            match (t.state.as_str(), &t.signer, &t.reason) {
-                ("trusted", signer, _) => out.push_str(&format!(
-                    "{}: {sha} signed by {}\n",
-                    e.name,
-                    gitstate_core::escape_control(signer.as_deref().unwrap_or("an allowed key"))
-                )),
-                (_, _, reason) => out.push_str(&format!(
-                    "{}: {sha} {}\n",
-                    e.name,
-                    p.bad(&format!(
-                        "is NOT trusted: {}",
-                        gitstate_core::escape_control(
-                            reason.as_deref().unwrap_or("not signed by an allowed key")
-                        )
-                    ))
-                )),
-            }
+            out.push_str(&super::report::trust_line(&e.name, t, p));
+            out.push('\n');
         }
     }
     out
