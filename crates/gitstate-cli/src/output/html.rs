@@ -602,15 +602,20 @@ mod tests {
             ("shop-a", vec![alarm(gitstate_core::AlarmKind::Unreachable, origin)]),
             ("shop-b", vec![alarm(gitstate_core::AlarmKind::Unreachable, origin)]),
             ("billing", vec![alarm(gitstate_core::AlarmKind::Drift, None)]),
+            ("eu-1", vec![alarm(gitstate_core::AlarmKind::Unreachable, Some("aws:eu-west-1"))]),
+            ("eu-2", vec![alarm(gitstate_core::AlarmKind::Unreachable, Some("aws:eu-west-1"))]),
+            ("eu-3", vec![alarm(gitstate_core::AlarmKind::Unreachable, Some("aws:eu-west-1"))]),
             ("quiet", vec![]),
         ] {
             view.environments.insert(name.parse().unwrap(), (Some(state(alarms)), None));
         }
         let html = main(&view).into_string();
         let section = &html[html.find("id=\"alarms\"").expect("the alarms section")..];
+        let aws_at = section.find("data-cause=\"aws:eu-west-1\"").unwrap();
         let origin_at = section.find("data-cause=\"origin:10.0.0.7:443\"").unwrap();
         let own_at = section.find("data-cause=\"environment:billing\"").unwrap();
-        assert!(origin_at < own_at, "the largest cause first");
+        assert!(aws_at < origin_at && origin_at < own_at, "the largest cause first");
+        assert!(section[aws_at..origin_at].contains("3 alarms"));
         let origin_block = &section[origin_at..own_at];
         assert!(
             origin_block.contains("origin 10.0.0.7:443") && origin_block.contains("2 alarms"),
