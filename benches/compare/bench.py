@@ -581,6 +581,158 @@ dir = "{state}"
                  f"{ok(med, 0.1)} (target < 100 ms)", ""))
 
 
+def one_origin(root):
+    """nginx on one loopback port answering every path with the deployment-meta file of
+    `root`: the targets of scale50k (`http://127.0.0.1:PORT/<environment>/...`), one origin
+    as a fleet behind one load balancer."""
+    conf_dir = WORK / "nginx-one"
+    (conf_dir / "logs").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    write(conf_dir / "nginx.conf", f"""
+worker_processes 1;
+error_log {conf_dir}/logs/error.log crit;
+pid {conf_dir}/nginx.pid;
+events {{ worker_connections 4096; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    root {root};
+    location / {{ default_type application/json; try_files /meta.json =404; }}
+  }}
+}}
+""")
+    start(["nginx", "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir), "-g", "daemon off;"])
+    wait_port(port)
+    return port
+
+
+def timed_get(url, timeout=30):
+    """Seconds to read the whole answer of `url`, and its size."""
+    import urllib.request
+    t = time.perf_counter()
+    body = urllib.request.urlopen(url, timeout=timeout).read()
+    return time.perf_counter() - t, len(body)
+
+
+def scale50k():
+    """SPEC §19: one watch over 50,000 [[discover]]ed environments on 2 cores, every
+    target answering at once (one nginx origin), 30 s interval: the first pass, a mean
+    pass, peak and steady RSS per environment, CPU a minute, bytes per quiet pass, the
+    reaction to one ref moving, and how long /status, /metrics and a dashboard page take.
+    BENCH_HEAPTRACK=1 runs watch under heaptrack (the profile's path is logged)."""
+    n = int(os.environ.get("BENCH_SCALE_N", 10_000 if QUICK else 50_000))
+    secs = 60 if QUICK else 120
+    repo = WORK / "scale50k.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    sh(["git", "fast-import", "--quiet"], cwd=repo,
+       input=b"commit refs/heads/main\ncommitter b <b@example.invalid> 1700000000 +0000\ndata 2\nc\n\n"
+             b"commit refs/heads/next\ncommitter b <b@example.invalid> 1700000100 +0000\ndata 2\nd\nfrom refs/heads/main\n\n")
+    deployed = sh(["git", "rev-parse", "refs/heads/main"], cwd=repo).decode().strip()
+    moved_to = sh(["git", "rev-parse", "refs/heads/next"], cwd=repo).decode().strip()
+    site = WORK / "scale50k-site"
+    site.mkdir()
+    (site / "meta.json").write_text(json.dumps({"schema": 1, "sha": deployed}))
+    port_http = one_origin(site)
+    names = [f"svc-{i:05}" for i in range(n)]
+    with open(repo / "packed-refs", "w") as f:
+        f.write("# pack-refs with: peeled fully-peeled sorted \n")
+        for name in sorted(f"refs/heads/environments/{e}" for e in names):
+            f.write(f"{deployed} {name}\n")
+    marks = WORK / "scale50k-marks"
+    marks.mkdir()
+    deploy = write(WORK / "scale50k-deploy.sh", f'#!/bin/sh\ndate +%s.%N > {marks}/$GITSTATE_ENVIRONMENT\n')
+    os.chmod(deploy, 0o755)
+    port = free_port()
+    state = WORK / "scale50k-state"
+    cfg = write(WORK / "scale50k/gitstate.toml", f"""[source]
+repo = "{repo}"
+[policy]
+grace = "0s"
+max_attempts = 1
+[[discover]]
+  [[discover.targets]]
+  name = "web"
+  [discover.targets.http]
+  urls = ["http://127.0.0.1:{port_http}/{{environment}}/.well-known/deployment-meta.json"]
+  [discover.remediate]
+  command = ["{deploy}"]
+[watch]
+interval = "30s"
+jitter = "0%"
+concurrency = 256
+listen = "127.0.0.1:{port}"
+[state]
+dir = "{state}"
+""")
+    cmd = [str(BIN), "watch", "-c", str(cfg)]
+    if os.environ.get("BENCH_HEAPTRACK"):
+        out = WORK.parent / f"gitstate-heaptrack-{n}"
+        cmd = ["heaptrack", "-o", str(out)] + cmd
+        log(f"heaptrack profile: {out}.zst")
+    started = time.time()
+    w = start(cmd)
+    wait_port(port, limit=60)
+    pid = w.pid
+    if os.environ.get("BENCH_HEAPTRACK"):
+        time.sleep(1)
+        pid = int(sh(["pgrep", "-P", str(w.pid), "-f", "gitstate"]).decode().split()[0])
+    deadline = time.time() + 300
+    while pass_counts(port)[1] < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    first_total, _ = pass_counts(port)
+    first_wall = time.time() - started
+    while pass_counts(port)[1] < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    cpu0, wb0, _ = proc_counters(pid)
+    sum0, count0 = pass_counts(port)
+    time.sleep(secs)
+    cpu1, wb1, hwm = proc_counters(pid)
+    sum1, count1 = pass_counts(port)
+    rss = int(next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if l.startswith("VmRSS")).split()[1])
+    passes = count1 - count0
+    per_pass = (wb1 - wb0) / passes if passes else float("nan")
+    cpu_min = (cpu1 - cpu0) * 60 / secs
+    took = (sum1 - sum0) / passes if passes else float("nan")
+    status_s, status_len = timed_get(f"http://127.0.0.1:{port}/status")
+    metrics_s, _ = timed_get(f"http://127.0.0.1:{port}/metrics")
+    page_s, _ = timed_get(f"http://127.0.0.1:{port}/")
+    lags = []
+    for e in names[:5]:
+        moved = time.time()
+        sh(["git", "update-ref", f"refs/heads/environments/{e}", moved_to], cwd=repo)
+        mark = marks / e
+        while not mark.exists() and time.time() < moved + 30:
+            time.sleep(0.002)
+        if not mark.exists():
+            raise RuntimeError(f"watch did not start the remediation of {e} within 30 s")
+        time.sleep(0.01)
+        lags.append(float(mark.read_text()) - moved)
+        time.sleep(0.5)
+    w.send_signal(signal.SIGTERM)
+    w.wait(timeout=120)
+    ok = lambda v, goal: "held" if v <= goal else "missed"
+    k = f"{n:,}"
+    ROWS.append((f"scale: {k} environments, one origin — first pass (start → first pass done)",
+                 f"{first_wall:.1f} s", f"the pass itself {first_total:.1f} s", "", f"{ok(first_total, 5.0)} (target ≤ 5 s)", ""))
+    ROWS.append((f"scale: {k} environments — a pass ({passes:.0f} in {secs} s, 30 s interval)", f"{took:.2f} s", "", "",
+                 f"{ok(took, 5.0)} (target ≤ 5 s)", ""))
+    ROWS.append((f"scale: {k} environments — RSS per environment (steady; peak)", f"{rss * 1024 / n / 1024:.2f} KiB",
+                 f"steady {rss/1024:.0f} MB, peak {hwm/1024:.0f} MB ({hwm * 1024 / n / 1024:.2f} KiB each)", "",
+                 f"{ok(rss / n, 4.0)} (target ≤ 4 KiB)", f"{hwm/1024:.1f} MB"))
+    ROWS.append((f"scale: {k} environments — CPU a minute at a 30 s interval", f"{cpu_min:.2f} CPU-s", "", "",
+                 f"{ok(cpu_min, 5.0)} (target ≤ 5 CPU-s)", ""))
+    ROWS.append((f"scale: {k} environments — bytes written per quiet pass", f"{per_pass/1024:.1f} KB", "", "",
+                 f"{ok(per_pass, 64 * 1024)} (target ≤ 64 KB)", ""))
+    med = statistics.median(lags)
+    ROWS.append((f"scale: {k} environments — reaction to one ref moving (median of 5)", f"{med*1000:.0f} ms",
+                 f"min {min(lags)*1000:.0f} ms, max {max(lags)*1000:.0f} ms", "", f"{ok(med, 0.1)} (target < 100 ms)", ""))
+    ROWS.append((f"scale: {k} environments — /status, /metrics, dashboard", f"{status_s:.2f} s, {metrics_s:.2f} s, {page_s:.2f} s",
+                 f"/status {status_len/1e6:.1f} MB", "", f"{ok(max(status_s, metrics_s, page_s), 1.0)} (target ≤ 1 s each)", ""))
+
+
 def fleet_queries():
     """SPEC §16's queries over a store of 10,000 environments (`reconcile` in observe mode
     leaves it: two instances each, on two commits, expected commits spread over the last 50
@@ -860,6 +1012,8 @@ def main():
             idle(fan[1])
         if fan and run("scale"):
             scale(fan[1])
+        if run("scale50k"):
+            scale50k()
         if run("fleet"):
             fleet_queries()
         if run("failover"):

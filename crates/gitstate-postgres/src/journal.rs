@@ -8,7 +8,7 @@ use gitstate_core::{EnvName, EnvState, Event, Journal, JournalError, Outbox};
 use gitstate_runtime::store::IN_SYNC_WRITTEN_EVERY;
 
 use crate::PgStore;
-use crate::store::RECENT;
+use crate::store::{Fencing, RECENT};
 
 #[async_trait]
 impl Journal for PgStore {
@@ -48,10 +48,12 @@ impl Journal for PgStore {
         let cluster = self.config.cluster.clone();
         let rows: Vec<serde_json::Value> =
             events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
-        self.fenced("appending events", async |tx| {
-            let stmt = tx.prepare("INSERT INTO gitstate_events (cluster, event) VALUES ($1, $2)").await?;
+        let fencing = self.fencing(events.iter().map(|e| e.environment.as_str()))?;
+        self.fenced("appending events", fencing, async |tx, seq| {
+            let stmt =
+                tx.prepare("INSERT INTO gitstate_events (cluster, event, seq) VALUES ($1, $2, $3)").await?;
             for event in &rows {
-                tx.execute(&stmt, &[&cluster, event]).await?;
+                tx.execute(&stmt, &[&cluster, event, &seq]).await?;
             }
             Ok(())
         })
@@ -66,10 +68,14 @@ impl Journal for PgStore {
     async fn forget(&self, environments: &[EnvName]) -> Result<(), JournalError> {
         let cluster = self.config.cluster.clone();
         let names: Vec<String> = environments.iter().map(|n| n.as_str().to_owned()).collect();
-        self.fenced("forgetting environments", async |tx| {
+        let fencing = self.fencing(names.iter().map(String::as_str))?;
+        // Kept as a tombstone with its change number, so that other replicas' catch-up
+        // sees it go; a full read skips it.
+        self.fenced("forgetting environments", fencing, async |tx, seq| {
             tx.execute(
-                "DELETE FROM gitstate_environments WHERE cluster = $1 AND name = ANY($2)",
-                &[&cluster, &names],
+                "UPDATE gitstate_environments SET deleted = true, state = '{}', seq = $3, updated_at = now()
+                 WHERE cluster = $1 AND name = ANY($2)",
+                &[&cluster, &names, &seq],
             )
             .await?;
             Ok(())
@@ -91,17 +97,32 @@ impl Journal for PgStore {
             return Ok(());
         }
         let cluster = self.config.cluster.clone();
+        let replica = self.config.replica.clone();
         let value = serde_json::to_value(outbox).unwrap_or_default();
-        self.fenced("writing the outbox", async |tx| {
-            tx.execute(
-                "INSERT INTO gitstate_outbox (cluster, outbox) VALUES ($1, $2)
-                 ON CONFLICT (cluster) DO UPDATE SET outbox = $2",
-                &[&cluster, &value],
-            )
+        if self.config.shards {
+            // Each replica notifies for its own slots: its own outbox.
+            self.fenced("writing the outbox", Fencing::Replica, async |tx, _| {
+                tx.execute(
+                    "INSERT INTO gitstate_replica_outbox (cluster, replica, outbox) VALUES ($1, $2, $3)
+                     ON CONFLICT (cluster, replica) DO UPDATE SET outbox = $3",
+                    &[&cluster, &replica, &value],
+                )
+                .await?;
+                Ok(())
+            })
             .await?;
-            Ok(())
-        })
-        .await?;
+        } else {
+            self.fenced("writing the outbox", Fencing::Leader, async |tx, _| {
+                tx.execute(
+                    "INSERT INTO gitstate_outbox (cluster, outbox) VALUES ($1, $2)
+                     ON CONFLICT (cluster) DO UPDATE SET outbox = $2",
+                    &[&cluster, &value],
+                )
+                .await?;
+                Ok(())
+            })
+            .await?;
+        }
         self.cache().file.outbox = outbox.clone();
         Ok(())
     }

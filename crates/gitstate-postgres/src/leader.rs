@@ -87,7 +87,9 @@ impl PgStore {
             })
             .await?;
         if got && !was {
-            self.reload().await?;
+            // What the last leader wrote since this replica last read, and the outbox.
+            self.catch_up().await?;
+            self.reload_outbox().await?;
             self.epoch.fetch_add(1, Ordering::SeqCst);
             self.leader.store(true, Ordering::SeqCst);
             tracing::info!(cluster = %self.config.cluster, "leading: this replica remediates and notifies");
@@ -157,24 +159,56 @@ pub(crate) async fn holds_lock(c: &impl tokio_postgres::GenericClient, key: i32)
 }
 
 /// This machine's name (a pod's name in Kubernetes), to say who leads.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-/// The leader acts for every environment of its cluster; a standby for none.
+/// The leader acts for every environment of its cluster; a standby for none. With shards
+/// (SPEC §19), each replica acts for the environments of the slots it holds, and the
+/// holder of the leader lock is the cluster's notifier (fleet-wide duties).
 #[async_trait]
 impl Leadership for PgStore {
-    fn may_act(&self, _env: &EnvName) -> Option<Fence> {
+    fn may_act(&self, env: &EnvName) -> Option<Fence> {
+        if self.config.shards {
+            return self.slot_fence(env.as_str()).map(|(_, token)| Fence(token as u64));
+        }
         self.is_leader().then(|| Fence(self.epoch.load(Ordering::SeqCst)))
     }
 
     fn leading(&self) -> bool {
+        if self.config.shards {
+            return !self.slots().is_empty();
+        }
         self.is_leader()
     }
 
+    fn observes(&self, _env: &EnvName) -> bool {
+        !self.config.shards
+    }
+
+    fn generation(&self) -> u64 {
+        if self.config.shards {
+            return self.leases().generation;
+        }
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     /// The leader checks it still holds the lock (and steps down when not); a standby
-    /// tries to take it. A database that cannot be reached is logged: no lead.
+    /// tries to take it. With shards, every replica also renews, gives up and takes
+    /// slots. A database that cannot be reached is logged: no lead.
     async fn keep(&self) -> bool {
+        if self.config.shards {
+            if let Err(e) = self.keep_slots().await {
+                tracing::warn!(error = %e, cluster = self.cluster(), "slots not renewed: they lapse unless the next round succeeds");
+            }
+            // The notifier's lock, kept for fleet-wide duties.
+            if self.is_leader() {
+                self.check_leadership().await;
+            } else if let Err(e) = self.try_lead().await {
+                tracing::warn!(error = %e, cluster = self.cluster(), "cannot reach the database");
+            }
+            return self.leading();
+        }
         if self.is_leader() {
             return self.check_leadership().await;
         }
@@ -184,6 +218,16 @@ impl Leadership for PgStore {
                 tracing::warn!(error = %e, cluster = self.cluster(), "cannot reach the database");
                 false
             }
+        }
+    }
+
+    /// With shards, the slots are freed for the others' next round; the notifier's lock
+    /// goes with the session, as the process ends.
+    async fn resign(&self) {
+        if self.config.shards
+            && let Err(e) = self.release_slots().await
+        {
+            tracing::warn!(error = %e, cluster = self.cluster(), "slots not released: they lapse within failover");
         }
     }
 

@@ -22,10 +22,12 @@ mod connect;
 mod journal;
 mod leader;
 mod migrate;
+mod shards;
 mod store;
 
 pub use leader::Holder;
 pub use migrate::{MIGRATIONS, migrate};
+pub use shards::{Round, SLOTS, fair_share, slot_of};
 pub use store::{PgOptions, PgStore};
 
 #[cfg(test)]

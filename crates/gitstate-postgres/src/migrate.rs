@@ -34,6 +34,41 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
             since timestamptz NOT NULL DEFAULT now());
          CREATE INDEX gitstate_events_by_cluster ON gitstate_events (cluster, id);",
     ),
+    (
+        3,
+        // SPEC §19: a change sequence (every write takes the next number of its cluster's
+        // counter, whose row lock orders the writers: numbers become visible in order), so
+        // a standby reads only what changed; slot leases and replicas for shards; an
+        // outbox per replica.
+        "CREATE TABLE gitstate_changes (cluster text PRIMARY KEY, seq bigint NOT NULL);
+         ALTER TABLE gitstate_environments
+            ADD COLUMN seq bigint NOT NULL DEFAULT 0,
+            ADD COLUMN slot integer,
+            ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+         CREATE INDEX gitstate_environments_by_seq ON gitstate_environments (cluster, seq);
+         ALTER TABLE gitstate_events ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+         CREATE INDEX gitstate_events_by_seq ON gitstate_events (cluster, seq);
+         CREATE TABLE gitstate_slots (
+            cluster text NOT NULL,
+            slot integer NOT NULL,
+            owner text,
+            backend integer,
+            token bigint NOT NULL DEFAULT 0,
+            expires_at timestamptz,
+            observed_at timestamptz,
+            PRIMARY KEY (cluster, slot));
+         CREATE TABLE gitstate_replicas (
+            cluster text NOT NULL,
+            replica text NOT NULL,
+            backend integer NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (cluster, replica));
+         CREATE TABLE gitstate_replica_outbox (
+            cluster text NOT NULL,
+            replica text NOT NULL,
+            outbox jsonb NOT NULL,
+            PRIMARY KEY (cluster, replica));",
+    ),
 ];
 
 /// Applies the migrations the database lacks, up to `upto` (all of them normally).

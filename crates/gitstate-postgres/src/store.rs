@@ -14,8 +14,8 @@
 //! `gitstate_events` (append-only), `gitstate_outbox`, `gitstate_overrides` (one row
 //! each per cluster), `gitstate_leaders` (who leads, for messages).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,14 +40,38 @@ pub struct PgOptions {
     /// Replicas with the same cluster name share one leader and one state (default
     /// `"default"`).
     pub cluster: String,
-    /// How soon a standby takes over once the leader's session ends (default 15 s).
+    /// How soon a standby takes over once the leader's session ends (default 15 s); with
+    /// shards, how long a slot's lease lasts unrenewed.
     pub failover: Duration,
+    /// SPEC §19: replicas share the environments (slot leases), rather than one leading
+    /// them all (default false: §14's single leader).
+    pub shards: bool,
+    /// This replica's name among the cluster's (default: host name and process id).
+    pub replica: String,
 }
 
 impl PgOptions {
     /// The options for `url`, cluster `default`, failover 15 s.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), cluster: "default".into(), failover: Duration::from_secs(15) }
+        Self {
+            url: url.into(),
+            cluster: "default".into(),
+            failover: Duration::from_secs(15),
+            shards: false,
+            replica: format!("{}-{}", crate::leader::host_name(), std::process::id()),
+        }
+    }
+
+    /// Shares the environments among replicas by slot leases (`shards = "auto"`).
+    pub fn with_shards(mut self, shards: bool) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Sets this replica's name.
+    pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
+        self.replica = replica.into();
+        self
     }
 
     /// Sets the cluster name.
@@ -93,6 +117,26 @@ pub struct PgStore {
     /// When in-sync times were last written with the rest (see `checkpoint`).
     pub(crate) in_sync_written: Mutex<std::time::Instant>,
     cache: Mutex<Cache>,
+    /// With shards: the slots this replica holds.
+    pub(crate) leases: Mutex<crate::shards::Leases>,
+    /// The last change (of the cluster's sequence) read into the cache.
+    seq: AtomicI64,
+    /// Changes this process wrote itself since the last catch-up (not read back).
+    own: Mutex<BTreeSet<i64>>,
+    /// Rows read from the database into the cache, all told (a standby's catch-up reads
+    /// only what changed: this counts it).
+    rows_read: AtomicU64,
+}
+
+/// How a write proves this process may make it, checked in the write's own transaction.
+#[derive(Debug)]
+pub(crate) enum Fencing {
+    /// The session holds the cluster's leader lock (SPEC §14).
+    Leader,
+    /// Each `(slot, token)` is leased to this replica's session, unexpired (SPEC §19).
+    Slots(Vec<(i32, i64)>),
+    /// This replica is alive in `gitstate_replicas` with this session (its own outbox).
+    Replica,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -136,6 +180,10 @@ impl PgStore {
             lost_at: Mutex::new(None),
             in_sync_written: Mutex::new(std::time::Instant::now()),
             cache: Mutex::default(),
+            leases: Mutex::default(),
+            seq: AtomicI64::new(0),
+            own: Mutex::default(),
+            rows_read: AtomicU64::new(0),
         };
         store.reload().await?;
         Ok(store)
@@ -176,38 +224,51 @@ impl PgStore {
         f(&mut session.client).await
     }
 
-    /// Reads everything of the cluster into memory (a standby does so every poll; a new
-    /// leader before its first pass).
+    /// Reads everything of the cluster into memory: once, as the store opens. After that,
+    /// [`Self::catch_up`] reads only what changed.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let cluster = self.config.cluster.clone();
-        let (file, overrides, events) = self
+        let replica = self.config.replica.clone();
+        let shards = self.config.shards;
+        let (file, overrides, events, head, read) = self
             .with_session(async |c| {
-                let rows = c
-                    .query("SELECT name, state FROM gitstate_environments WHERE cluster = $1", &[&cluster])
+                let tx = c
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
                     .await
                     .map_err(|e| db_error("reading state", &e))?;
+                let head = head(&tx, &cluster).await?;
+                let rows = tx
+                    .query(
+                        "SELECT name, state FROM gitstate_environments WHERE cluster = $1 AND NOT deleted",
+                        &[&cluster],
+                    )
+                    .await
+                    .map_err(|e| db_error("reading state", &e))?;
+                let mut read = rows.len() as u64;
                 let mut file = StateFile::new();
                 for row in rows {
-                    let name: String = row.get(0);
-                    let value: serde_json::Value = row.get(1);
-                    let what = format!("gitstate_environments row (cluster {cluster:?}, name {name:?})");
-                    let env = EnvName::new(&name).map_err(|e| StoreError::Corrupt {
-                        path: what.clone().into(),
-                        message: e.to_string(),
-                    })?;
-                    let state: EnvState = serde_json::from_value(value).map_err(|e| corrupt(what, e))?;
+                    let (env, state) = env_row(&cluster, row.get(0), row.get(1))?;
                     file.environments.insert(env, state);
                 }
-                if let Some(row) = c
-                    .query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster])
+                let outbox = if shards {
+                    tx.query_opt(
+                        "SELECT outbox FROM gitstate_replica_outbox WHERE cluster = $1 AND replica = $2",
+                        &[&cluster, &replica],
+                    )
                     .await
-                    .map_err(|e| db_error("reading the outbox", &e))?
-                {
-                    let what = format!("gitstate_outbox row (cluster {cluster:?})");
+                } else {
+                    tx.query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster]).await
+                }
+                .map_err(|e| db_error("reading the outbox", &e))?;
+                if let Some(row) = outbox {
+                    let what = format!("the outbox row of cluster {cluster:?}");
                     file.outbox = serde_json::from_value(row.get(0)).map_err(|e| corrupt(what, e))?;
                 }
-                let overrides = read_overrides(c, &cluster).await?;
-                let rows = c
+                let overrides = read_overrides(&tx, &cluster).await?;
+                let rows = tx
                     .query(
                         "SELECT event FROM (SELECT id, event FROM gitstate_events WHERE cluster = $1
                          ORDER BY id DESC LIMIT $2) last ORDER BY id",
@@ -215,55 +276,254 @@ impl PgStore {
                     )
                     .await
                     .map_err(|e| db_error("reading events", &e))?;
+                read += rows.len() as u64;
                 // An event this gitstate cannot read (a newer kind) is skipped, as in files.
                 let events: Vec<Event> =
                     rows.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect();
-                Ok((file, overrides, events))
+                tx.commit().await.map_err(|e| db_error("reading state", &e))?;
+                Ok((file, overrides, events, head, read))
             })
             .await?;
         let mut cache = self.cache();
         cache.file = file;
         cache.overrides = overrides;
         cache.recent = events.into();
+        self.seq.store(head, Ordering::SeqCst);
+        self.rows_read.fetch_add(read, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Runs `write` in a transaction that first checks this session holds the lock: a
-    /// replica that lost it writes nothing and steps down.
+    /// Reads what other writers changed since the last read (SPEC §19: a standby, or a
+    /// slot's new owner, never reads the whole state again): the environment rows and
+    /// events written after the last change read, in one snapshot. The records of the
+    /// environments this process acts for are its own and are kept as they are.
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
+        let cluster = self.config.cluster.clone();
+        let last = self.seq.load(Ordering::SeqCst);
+        let own: Vec<i64> = self.own.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        let caught = self
+            .with_session(async |c| {
+                let tx = c
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(|e| db_error("reading changes", &e))?;
+                let head = head(&tx, &cluster).await?;
+                if head <= last {
+                    return Ok(None);
+                }
+                let rows = tx
+                    .query(
+                        "SELECT name, state, deleted FROM gitstate_environments
+                         WHERE cluster = $1 AND seq > $2 AND seq <= $3 AND NOT (seq = ANY($4))",
+                        &[&cluster, &last, &head, &own],
+                    )
+                    .await
+                    .map_err(|e| db_error("reading changes", &e))?;
+                let mut envs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let (env, state) = env_row(&cluster, row.get(0), row.get(1))?;
+                    envs.push((env, row.get::<_, bool>(2).then_some(()).map_or(Some(state), |()| None)));
+                }
+                let events = tx
+                    .query(
+                        "SELECT event FROM gitstate_events
+                         WHERE cluster = $1 AND seq > $2 AND seq <= $3 AND NOT (seq = ANY($4)) ORDER BY id",
+                        &[&cluster, &last, &head, &own],
+                    )
+                    .await
+                    .map_err(|e| db_error("reading changes", &e))?;
+                let read = (rows.len() + events.len()) as u64;
+                let events: Vec<Event> =
+                    events.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect();
+                tx.commit().await.map_err(|e| db_error("reading changes", &e))?;
+                Ok(Some((head, envs, events, read)))
+            })
+            .await?;
+        let Some((head, envs, events, read)) = caught else { return Ok(()) };
+        {
+            let mut cache = self.cache();
+            for (env, state) in envs {
+                if self.acts_for(&env) {
+                    continue;
+                }
+                match state {
+                    Some(state) => cache.file.environments.insert(env, state),
+                    None => cache.file.environments.remove(&env),
+                };
+            }
+            cache.recent.extend(events);
+            let over = cache.recent.len().saturating_sub(RECENT);
+            cache.recent.drain(..over);
+        }
+        self.own.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| *s > head);
+        self.seq.store(head, Ordering::SeqCst);
+        self.rows_read.fetch_add(read, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads this process's outbox anew (a new leader's: what the last one kept).
+    pub(crate) async fn reload_outbox(&self) -> Result<(), StoreError> {
+        let cluster = self.config.cluster.clone();
+        let replica = self.config.replica.clone();
+        let shards = self.config.shards;
+        let row = self
+            .with_session(async |c| {
+                if shards {
+                    c.query_opt(
+                        "SELECT outbox FROM gitstate_replica_outbox WHERE cluster = $1 AND replica = $2",
+                        &[&cluster, &replica],
+                    )
+                    .await
+                } else {
+                    c.query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster]).await
+                }
+                .map_err(|e| db_error("reading the outbox", &e))
+            })
+            .await?;
+        let outbox = match row {
+            Some(row) => serde_json::from_value(row.get(0))
+                .map_err(|e| corrupt(format!("the outbox row of cluster {cluster:?}"), e))?,
+            None => gitstate_core::Outbox::default(),
+        };
+        self.cache().file.outbox = outbox;
+        Ok(())
+    }
+
+    /// Rows read from the database into memory so far (the whole state once as the store
+    /// opens, then only changes).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Whether this process writes `env`'s record itself now (the leader; with shards,
+    /// the holder of its slot): its cached record is the newest.
+    fn acts_for(&self, env: &EnvName) -> bool {
+        if self.config.shards { self.slot_fence(env.as_str()).is_some() } else { self.is_leader() }
+    }
+
+    /// The fencing of a write of `envs`' records or events: the leader lock, or (with
+    /// shards) the leases of their slots, refused here when one is not held.
+    pub(crate) fn fencing<'a>(&self, envs: impl Iterator<Item = &'a str>) -> Result<Fencing, StoreError> {
+        if !self.config.shards {
+            return Ok(Fencing::Leader);
+        }
+        let mut pairs = Vec::new();
+        for env in envs {
+            match self.slot_fence(env) {
+                Some(p) => {
+                    if !pairs.contains(&p) {
+                        pairs.push(p);
+                    }
+                }
+                None => {
+                    return Err(StoreError::NotOwner {
+                        cluster: self.config.cluster.clone(),
+                        environment: env.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Fencing::Slots(pairs))
+    }
+
+    /// Runs `write` in a transaction that first checks, holding what it checks, that this
+    /// process may write (`fencing`), then takes the cluster's next change number (given
+    /// to `write`): a replica that lost the lock or its slots writes nothing (a leader
+    /// steps down; a replica forgets the slots).
     pub(crate) async fn fenced(
         &self,
         what: &str,
-        write: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error>,
+        fencing: Fencing,
+        write: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>, i64) -> Result<(), tokio_postgres::Error>,
     ) -> Result<(), StoreError> {
-        if !self.is_leader() {
+        if matches!(fencing, Fencing::Leader) && !self.is_leader() {
             return Err(StoreError::NotLeader { cluster: self.config.cluster.clone() });
         }
         let key = self.key;
+        let cluster = self.config.cluster.clone();
+        let replica = self.config.replica.clone();
         let result = self
             .with_session(async |c| {
-                if !self.is_leader() {
+                if matches!(fencing, Fencing::Leader) && !self.is_leader() {
                     // The session was replaced: its lock went with the old one.
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let tx = c.transaction().await.map_err(|e| db_error(what, &e))?;
-                if !holds_lock(&tx, key).await? {
-                    return Ok(false);
+                let may = match &fencing {
+                    Fencing::Leader => holds_lock(&tx, key).await?,
+                    Fencing::Slots(pairs) => {
+                        let slots: Vec<i32> = pairs.iter().map(|p| p.0).collect();
+                        let tokens: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+                        let rows = tx
+                            .query(
+                                "SELECT slot FROM gitstate_slots WHERE cluster = $1 AND owner = $2
+                                 AND backend = pg_backend_pid() AND expires_at > now()
+                                 AND (slot, token) IN (SELECT * FROM unnest($3::integer[], $4::bigint[]))
+                                 FOR SHARE",
+                                &[&cluster, &replica, &slots, &tokens],
+                            )
+                            .await
+                            .map_err(|e| db_error(what, &e))?;
+                        rows.len() == pairs.len()
+                    }
+                    Fencing::Replica => tx
+                        .query_opt(
+                            "SELECT 1 FROM gitstate_replicas WHERE cluster = $1 AND replica = $2
+                             AND backend = pg_backend_pid() AND expires_at > now() FOR SHARE",
+                            &[&cluster, &replica],
+                        )
+                        .await
+                        .map_err(|e| db_error(what, &e))?
+                        .is_some(),
+                };
+                if !may {
+                    return Ok(None);
                 }
-                write(&tx).await.map_err(|e| db_error(what, &e))?;
+                let seq: i64 = tx
+                    .query_one(
+                        "INSERT INTO gitstate_changes (cluster, seq) VALUES ($1, 1)
+                         ON CONFLICT (cluster) DO UPDATE SET seq = gitstate_changes.seq + 1 RETURNING seq",
+                        &[&cluster],
+                    )
+                    .await
+                    .map_err(|e| db_error(what, &e))?
+                    .get(0);
+                write(&tx, seq).await.map_err(|e| db_error(what, &e))?;
                 tx.commit().await.map_err(|e| db_error(what, &e))?;
-                Ok(true)
+                Ok(Some(seq))
             })
             .await;
         match result {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                self.step_down("fenced: a write found the leader lock gone");
-                Err(StoreError::NotLeader { cluster: self.config.cluster.clone() })
+            Ok(Some(seq)) => {
+                self.own.lock().unwrap_or_else(|p| p.into_inner()).insert(seq);
+                Ok(())
             }
-            Err(e) => {
-                // A connection that failed may have cost the lock: checked on the next write.
-                Err(e)
-            }
+            Ok(None) => match fencing {
+                Fencing::Leader => {
+                    self.step_down("fenced: a write found the leader lock gone");
+                    Err(StoreError::NotLeader { cluster: self.config.cluster.clone() })
+                }
+                Fencing::Slots(pairs) => {
+                    tracing::warn!(cluster = %self.config.cluster, replica = %self.config.replica, "fenced: a write found a slot no longer leased to this replica; its slots are dropped until the next round");
+                    let mut leases = self.leases();
+                    for (slot, _) in &pairs {
+                        leases.slots.remove(slot);
+                    }
+                    Err(StoreError::NotOwner {
+                        cluster: self.config.cluster.clone(),
+                        environment: format!("slot {}", pairs.first().map_or(0, |p| p.0)),
+                    })
+                }
+                Fencing::Replica => Err(StoreError::NotOwner {
+                    cluster: self.config.cluster.clone(),
+                    environment: format!("the outbox of replica {}", self.config.replica),
+                }),
+            },
+            // A connection that failed may have cost the lock: checked on the next write.
+            Err(e) => Err(e),
         }
     }
 
@@ -284,16 +544,18 @@ impl PgStore {
             return Ok(());
         }
         let cluster = self.config.cluster.clone();
-        self.fenced("writing state", async |tx| {
+        let fencing = self.fencing(rows.iter().map(|r| r.0.as_str()))?;
+        self.fenced("writing state", fencing, async |tx, seq| {
             let stmt = tx
                 .prepare(
-                    "INSERT INTO gitstate_environments (cluster, name, state, updated_at)
-                     VALUES ($1, $2, $3, now())
-                     ON CONFLICT (cluster, name) DO UPDATE SET state = $3, updated_at = now()",
+                    "INSERT INTO gitstate_environments (cluster, name, state, updated_at, seq, slot, deleted)
+                     VALUES ($1, $2, $3, now(), $4, $5, false)
+                     ON CONFLICT (cluster, name) DO UPDATE
+                     SET state = $3, updated_at = now(), seq = $4, slot = $5, deleted = false",
                 )
                 .await?;
             for (name, state) in &rows {
-                tx.execute(&stmt, &[&cluster, name, state]).await?;
+                tx.execute(&stmt, &[&cluster, name, state, &seq, &crate::shards::slot_of(name)]).await?;
             }
             Ok(())
         })
@@ -306,7 +568,27 @@ impl PgStore {
     }
 }
 
-async fn read_overrides(c: &Client, cluster: &str) -> Result<Overrides, StoreError> {
+/// The cluster's change number now (0 before any write).
+async fn head(c: &impl tokio_postgres::GenericClient, cluster: &str) -> Result<i64, StoreError> {
+    Ok(c.query_opt("SELECT seq FROM gitstate_changes WHERE cluster = $1", &[&cluster])
+        .await
+        .map_err(|e| db_error("reading the change number", &e))?
+        .map_or(0, |r| r.get(0)))
+}
+
+/// An environment's row, read: named when it cannot be.
+fn env_row(cluster: &str, name: String, value: serde_json::Value) -> Result<(EnvName, EnvState), StoreError> {
+    let what = format!("gitstate_environments row (cluster {cluster:?}, name {name:?})");
+    let env = EnvName::new(&name)
+        .map_err(|e| StoreError::Corrupt { path: what.clone().into(), message: e.to_string() })?;
+    let state: EnvState = serde_json::from_value(value).map_err(|e| corrupt(what, e))?;
+    Ok((env, state))
+}
+
+async fn read_overrides(
+    c: &impl tokio_postgres::GenericClient,
+    cluster: &str,
+) -> Result<Overrides, StoreError> {
     let row = c
         .query_opt("SELECT overrides FROM gitstate_overrides WHERE cluster = $1", &[&cluster])
         .await
@@ -374,21 +656,20 @@ impl Store for PgStore {
         Ok(())
     }
 
-    /// Everything the leader wrote, read anew (a standby, every `failover / 3`).
+    /// What the other writers changed since the last read (every `failover / 3`).
     async fn reload(&self) -> Result<(), StoreError> {
-        PgStore::reload(self).await
+        self.catch_up().await
     }
 
-    /// The leader writes the in-sync times it held back (when `watch` stops).
+    /// The leader (or each shard's holder) writes the in-sync times it held back (when
+    /// `watch` stops).
     async fn flush(&self) -> Result<(), StoreError> {
-        if !self.is_leader() {
-            return Ok(());
-        }
-        let rows = self
+        let rows: Vec<(String, serde_json::Value)> = self
             .cache()
             .file
             .environments
             .iter()
+            .filter(|(n, _)| self.acts_for(n))
             .filter_map(|(n, s)| Some((n.as_str().to_owned(), serde_json::to_value(s).ok()?)))
             .collect();
         self.write_states(rows).await
@@ -438,12 +719,25 @@ impl Store for PgStore {
         let rows: Vec<serde_json::Value> =
             events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
         self.with_session(async |c| {
+            let tx = c.transaction().await.map_err(|e| db_error("appending events", &e))?;
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO gitstate_changes (cluster, seq) VALUES ($1, 1)
+                     ON CONFLICT (cluster) DO UPDATE SET seq = gitstate_changes.seq + 1 RETURNING seq",
+                    &[&cluster],
+                )
+                .await
+                .map_err(|e| db_error("appending events", &e))?
+                .get(0);
             for event in &rows {
-                c.execute("INSERT INTO gitstate_events (cluster, event) VALUES ($1, $2)", &[&cluster, event])
-                    .await
-                    .map_err(|e| db_error("appending events", &e))?;
+                tx.execute(
+                    "INSERT INTO gitstate_events (cluster, event, seq) VALUES ($1, $2, $3)",
+                    &[&cluster, event, &seq],
+                )
+                .await
+                .map_err(|e| db_error("appending events", &e))?;
             }
-            Ok(())
+            tx.commit().await.map_err(|e| db_error("appending events", &e))
         })
         .await
     }

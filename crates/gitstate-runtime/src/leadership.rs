@@ -29,6 +29,21 @@ pub trait Leadership: Send + Sync + std::fmt::Debug {
     async fn keep(&self) -> bool;
     /// How often [`Self::keep`] is called.
     fn period(&self) -> Duration;
+    /// Whether this process probes `env` when it does not act for it: a standby of one
+    /// leader does (it serves what it sees); a replica sharing environments by slots
+    /// (SPEC §19) does not — their owner probes them, and every replica serves the
+    /// owner's records from the store. Default: it does.
+    fn observes(&self, _env: &EnvName) -> bool {
+        true
+    }
+    /// A number that grows each time this process gains environments to act for (took
+    /// the lead, or slots): the loop then passes them at once. Default: 0, never grows.
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// This process stops: what it leads goes to the others now rather than when its
+    /// lease lapses (called once the loop has drained). Default: nothing to give up.
+    async fn resign(&self) {}
 }
 
 /// One process alone: it always leads (what makes it alone — the state directory's lock —

@@ -13,6 +13,7 @@ pub mod model;
 pub mod moto;
 pub mod postgres;
 pub mod prometheus;
+pub mod proxy;
 pub mod ssh;
 pub mod tls;
 
@@ -27,6 +28,7 @@ pub use journal::MemoryJournal;
 pub use moto::{Moto, Resource};
 pub use postgres::Postgres;
 pub use prometheus::Prometheus;
+pub use proxy::Proxy;
 pub use ssh::SshServer;
 
 /// Cases for a property test that starts real processes or servers per case: `default`

@@ -338,6 +338,12 @@ fn postgres(
         if let Some(c) = &state.cluster {
             return Err(ctx.at(c, "state.cluster needs state.postgres"));
         }
+        if let Some(c) = &state.shards {
+            return Err(ctx.at(c, "state.shards needs state.postgres"));
+        }
+        if let Some(c) = &state.replica {
+            return Err(ctx.at(c, "state.replica needs state.postgres"));
+        }
         return Ok(None);
     };
     let expanded = expand_at(ctx, url, false, lookup)?;
@@ -359,7 +365,26 @@ fn postgres(
         Some(f) => f.get_ref().0,
         None => std::time::Duration::from_secs(15),
     };
-    Ok(Some(gitstate_postgres::PgOptions::new(expanded).with_cluster(cluster).with_failover(failover)))
+    let shards = match &state.shards {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "auto" => true,
+            "off" => false,
+            other => return Err(ctx.at(v, format!("state.shards {other:?} must be \"auto\" or \"off\""))),
+        },
+    };
+    let mut options = gitstate_postgres::PgOptions::new(expanded)
+        .with_cluster(cluster)
+        .with_failover(failover)
+        .with_shards(shards);
+    if let Some(r) = &state.replica {
+        let name = expand_at(ctx, r, false, lookup)?;
+        if name.is_empty() || name.len() > 253 || name.chars().any(char::is_control) {
+            return Err(ctx.at(r, format!("state.replica {name:?} must be 1 to 253 printable characters")));
+        }
+        options = options.with_replica(name);
+    }
+    Ok(Some(options))
 }
 
 pub(super) fn check_prefix(ctx: &Ctx, p: &Spanned<String>) -> Result<String, ConfigError> {

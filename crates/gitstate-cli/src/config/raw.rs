@@ -317,6 +317,8 @@ pub struct RawState {
     pub postgres: Option<Spanned<String>>,
     pub cluster: Option<Spanned<String>>,
     pub failover: Option<Spanned<Dur>>,
+    pub shards: Option<Spanned<String>>,
+    pub replica: Option<Spanned<String>>,
 }
 
 impl Default for RawState {
@@ -328,6 +330,8 @@ impl Default for RawState {
             postgres: None,
             cluster: None,
             failover: None,
+            shards: None,
+            replica: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! full pass also retires the environments gone from the list.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,9 +72,12 @@ pub(crate) struct Loop {
     pub(super) overrides: Mutex<Overrides>,
     /// Refs named by push webhooks since the last poll (`None`: every ref).
     pub(super) pushed: Arc<Mutex<Vec<Option<String>>>>,
-    /// Whether this process led at the last poll: one that has just taken over passes
-    /// every environment at once (SPEC §14), not at the next full pass.
+    /// Whether this process led at the last poll.
     led: AtomicBool,
+    /// The leadership's generation at the last poll: one that has just taken over (the
+    /// lead, or slots) passes its environments at once (SPEC §14, §19), not at the next
+    /// full pass.
+    generation: AtomicU64,
     /// The listing the last ref poll read.
     pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
     /// What time the decisions are made at.
@@ -90,6 +93,7 @@ pub(crate) struct Loop {
 
 impl Loop {
     pub(super) fn new(p: Parts) -> Self {
+        let generation = p.leadership.generation();
         let led = p.leadership.leading();
         let me = Self {
             engine: p.engine.with_deferred_remediations(),
@@ -108,6 +112,7 @@ impl Loop {
             deferred: Mutex::default(),
             overrides: Mutex::default(),
             pushed: p.pushed,
+            generation: AtomicU64::new(generation),
             led: AtomicBool::new(led),
             last_listed: Mutex::default(),
             clock: p.clock,
@@ -123,11 +128,16 @@ impl Loop {
     /// Reads what operators said and the refs once (that first reading reports no change).
     pub(super) async fn start(&self) {
         let leading = self.leadership.keep().await;
+        self.generation.store(self.leadership.generation(), Ordering::SeqCst);
         self.led.store(leading, Ordering::SeqCst);
         self.observer.leader(leading);
         self.poll_overrides();
         let listed = self.refresh_environments().await;
         self.poll_refs(&listed).await;
+    }
+
+    pub(super) async fn resign(&self) {
+        self.leadership.resign().await;
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
@@ -182,8 +192,12 @@ impl Loop {
     async fn remove_gone(&self, now: jiff::Timestamp) -> (Vec<EnvName>, Option<String>) {
         let gone: Vec<_> = {
             let specs = lock(&self.specs);
-            let names: Vec<EnvName> =
-                self.store.names().into_iter().filter(|n| !specs.contains_key(n)).collect();
+            let names: Vec<EnvName> = self
+                .store
+                .names()
+                .into_iter()
+                .filter(|n| !specs.contains_key(n) && self.leadership.may_act(n).is_some())
+                .collect();
             self.store.environments_among(&names).into_iter().collect()
         };
         if gone.is_empty() {
@@ -354,8 +368,10 @@ pub(super) async fn keep_leadership(me: Arc<Loop>) {
     loop {
         tokio::time::sleep(period).await;
         let leading = me.leadership.keep().await;
-        if !leading && let Err(e) = me.store.reload().await {
-            tracing::warn!(error = %e, "standby: the leader's state not read");
+        // What the other writers changed (the leader's records for a standby; the other
+        // shards' for a replica), so that every replica serves the whole fleet.
+        if let Err(e) = me.store.reload().await {
+            tracing::warn!(error = %e, "the other writers' changes not read");
         }
         me.observer.leader(leading);
     }
@@ -380,11 +396,14 @@ impl Driver for Loop {
             tracing::info!(environments = ?changed.iter().map(EnvName::as_str).collect::<Vec<_>>(), "expected commit changed");
         }
         let leading = self.leadership.leading();
-        if leading && !self.led.swap(leading, Ordering::SeqCst) {
-            tracing::info!("took over as leader: passing every environment now");
+        let generation = self.leadership.generation();
+        let grew = self.generation.swap(generation, Ordering::SeqCst) != generation;
+        if leading && (!self.led.swap(leading, Ordering::SeqCst) || grew) {
+            tracing::info!("took over (the lead, or slots): passing those environments now");
             // The notifications another leader kept or sent since, read from the store.
             self.engine.reload_outbox();
-            let all = self.environments();
+            let all: Vec<EnvName> =
+                self.environments().into_iter().filter(|e| self.leadership.may_act(e).is_some()).collect();
             self.observer.ref_polled(&all);
             return all;
         }
@@ -403,11 +422,58 @@ impl Driver for Loop {
         if specs.is_empty() {
             return PassDone::default();
         }
+        let leading = self.leadership.leading();
+        self.observer.leader(leading);
+        // Acted for where this process may; observed where it only watches; left to their
+        // owner where another replica holds them (SPEC §19).
+        let (acting, watched): (Vec<_>, Vec<_>) =
+            specs.into_iter().partition(|s| self.leadership.may_act(&s.name).is_some());
+        let watched: Vec<_> = watched.into_iter().filter(|s| self.leadership.observes(&s.name)).collect();
+        let mut done = PassDone::default();
+        for (specs, acts) in [(acting, true), (watched, false)] {
+            if !specs.is_empty() {
+                let part = self.pass_of(specs, acts, full, now).await;
+                done.requeue.extend(part.requeue);
+                done.remediations.extend(part.remediations);
+            }
+        }
+        done
+    }
+
+    async fn remediate(&self, env: EnvName) -> Option<Duration> {
+        self.remediate_one(env).await
+    }
+
+    fn pass_panicked(&self, envs: &[EnvName], message: &str) {
+        let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
+        tracing::error!(environments = ?names, panic = %message, "a pass panicked; the next one runs as scheduled");
+        self.observer.pass_panicked();
+    }
+
+    fn stop_remediations(&self) {
+        self.stop.cancel();
+    }
+
+    async fn abandoned(&self, env: EnvName) {
+        let Some(req) = lock(&self.deferred).remove(&env) else { return };
+        self.observer.remediation(&env, false);
+        let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
+        self.engine.abandon(&env, &req, detail, self.clock.now()).await;
+    }
+}
+
+impl Loop {
+    /// A pass over `specs`: acting for them (`leading`), or only probing and reporting.
+    async fn pass_of(
+        &self,
+        specs: Vec<EnvironmentSpec>,
+        leading: bool,
+        full: bool,
+        now: jiff::Timestamp,
+    ) -> PassDone {
         let names: Vec<EnvName> = specs.iter().map(|s| s.name.clone()).collect();
         let prior = self.store.environments_among(&names);
         let start = Instant::now();
-        let leading = self.leadership.leading();
-        self.observer.leader(leading);
         let mut out = if leading {
             self.engine.run_pass(&specs, &prior, PassMode::Reconcile { dry_run: false }, now).await
         } else {
@@ -449,7 +515,7 @@ impl Driver for Loop {
         PassDone { requeue, remediations }
     }
 
-    async fn remediate(&self, env: EnvName) -> Option<Duration> {
+    async fn remediate_one(&self, env: EnvName) -> Option<Duration> {
         let started = Instant::now();
         let req = lock(&self.deferred).get(&env).cloned();
         let spec = lock(&self.specs).get(&env).cloned();
@@ -468,23 +534,6 @@ impl Driver for Loop {
         tracing::info!(environment = %env, attempt = req.attempt, ok = outcome.ok, detail = %outcome.detail, "remediation finished");
         self.view.changed();
         Some(spec.effective_policy().settle.saturating_sub(started.elapsed()))
-    }
-
-    fn pass_panicked(&self, envs: &[EnvName], message: &str) {
-        let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
-        tracing::error!(environments = ?names, panic = %message, "a pass panicked; the next one runs as scheduled");
-        self.observer.pass_panicked();
-    }
-
-    fn stop_remediations(&self) {
-        self.stop.cancel();
-    }
-
-    async fn abandoned(&self, env: EnvName) {
-        let Some(req) = lock(&self.deferred).remove(&env) else { return };
-        self.observer.remediation(&env, false);
-        let detail = "abandoned: watch shut down and the remediation did not end after being stopped";
-        self.engine.abandon(&env, &req, detail, self.clock.now()).await;
     }
 }
 

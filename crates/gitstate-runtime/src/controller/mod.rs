@@ -330,7 +330,10 @@ impl Controller {
         })
         .await;
         keeper.abort();
-        self.driver.store().flush().await
+        let flushed = self.driver.store().flush().await;
+        // What this process led is left to the others at once, not when it lapses.
+        self.driver.resign().await;
+        flushed
     }
 
     /// One pass over every environment, with the same code as the loop's passes. With

@@ -56,6 +56,17 @@ pub enum StoreError {
         /// The cluster.
         cluster: String,
     },
+    /// With shards (SPEC §19): this replica does not hold the slot of the environment it
+    /// would write for (any longer): it writes nothing for it.
+    #[error(
+        "cluster {cluster:?}: {environment} is not leased to this replica (any longer): it writes nothing for it"
+    )]
+    NotOwner {
+        /// The cluster.
+        cluster: String,
+        /// The environment (or slot) written for.
+        environment: String,
+    },
     /// An I/O error on a state file.
     #[error("{path}: {source}")]
     Io {
@@ -73,7 +84,8 @@ impl From<StoreError> for JournalError {
             StoreError::Io { path, source } => (path, source.to_string()),
             StoreError::Corrupt { path, message } => (path, message),
             StoreError::Locked { path, holder } => (path, format!("held by {holder}")),
-            e @ (StoreError::Database { .. } | StoreError::NotLeader { .. }) => {
+            e
+            @ (StoreError::Database { .. } | StoreError::NotLeader { .. } | StoreError::NotOwner { .. }) => {
                 (PathBuf::from("postgres"), e.to_string())
             }
         };
