@@ -381,6 +381,9 @@ fn the_postgres_settings_are_checked() {
         ("postgres = \"${NOPE_DATABASE_URL}\"", "NOPE_DATABASE_URL is not set"),
         ("postgres = \"postgresql://db/x\"\ncluster = \"eu west\"", "must be 1 to 63 of"),
         ("postgres = \"postgresql://db/x\"\nfailover = \"100ms\"", "state.failover must be at least 1s"),
+        ("shards = \"auto\"", "state.shards needs state.postgres"),
+        ("postgres = \"postgresql://db/x\"\nshards = \"on\"", "must be \"auto\" or \"off\""),
+        ("postgres = \"postgresql://db/x\"\nreplica = \"\"", "state.replica \"\" must be 1 to 253"),
     ] {
         let cfg = write_config(dir.path(), &format!("{base}[state]\n{state}\n"));
         let r = run(gitstate().args(["validate", "-c"]).arg(&cfg).env_remove("NOPE_DATABASE_URL"));

@@ -221,6 +221,15 @@ impl Leadership for PgStore {
         }
     }
 
+    fn shard(&self) -> Option<gitstate_runtime::Shard> {
+        if !self.config.shards {
+            return None;
+        }
+        let slots = self.slots().into_iter().map(|s| s.0).collect();
+        let replicas = self.leases().replicas.clone();
+        Some(gitstate_runtime::Shard::new(self.config.replica.clone(), slots, self.is_leader(), replicas))
+    }
+
     /// With shards, the slots are freed for the others' next round; the notifier's lock
     /// goes with the session, as the process ends.
     async fn resign(&self) {

@@ -50,6 +50,8 @@ pub(crate) struct Leases {
     pub(crate) valid_until: Option<Instant>,
     /// Grows each time a slot is taken: the loop passes its new environments at once.
     pub(crate) generation: u64,
+    /// Slots held by each live replica, as the last round read them.
+    pub(crate) replicas: Vec<(String, i64)>,
 }
 
 impl Leases {
@@ -70,6 +72,8 @@ pub struct Round {
     pub taken: Vec<i32>,
     /// Slots released in the round.
     pub released: Vec<i32>,
+    /// Slots held by each replica after the round.
+    pub replicas: Vec<(String, i64)>,
 }
 
 impl PgStore {
@@ -160,8 +164,19 @@ impl PgStore {
                     }
                     taken.sort_unstable();
                 }
+                let replicas = tx
+                    .query(
+                        "SELECT owner, count(*) FROM gitstate_slots WHERE cluster = $1 AND owner IS NOT NULL
+                         AND expires_at > now() GROUP BY owner ORDER BY owner",
+                        &[&cluster],
+                    )
+                    .await
+                    .map_err(q)?
+                    .into_iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
                 tx.commit().await.map_err(q)?;
-                Ok((Round { live: live as usize, held: held.len(), taken, released }, held))
+                Ok((Round { live: live as usize, held: held.len(), taken, released, replicas }, held))
             })
             .await;
         match round {
@@ -173,6 +188,7 @@ impl PgStore {
                 let mut leases = self.leases();
                 leases.slots = held;
                 leases.valid_until = Some(sent + self.config.failover);
+                leases.replicas = round.replicas.clone();
                 if !round.taken.is_empty() {
                     leases.generation += 1;
                 }

@@ -41,9 +41,35 @@ pub trait Leadership: Send + Sync + std::fmt::Debug {
     fn generation(&self) -> u64 {
         0
     }
+    /// The slots this replica holds and how the cluster shares them (SPEC §19), for
+    /// `/status` and `gitstate_shard_slots`; `None` where environments are not shared.
+    fn shard(&self) -> Option<Shard> {
+        None
+    }
     /// This process stops: what it leads goes to the others now rather than when its
     /// lease lapses (called once the loop has drained). Default: nothing to give up.
     async fn resign(&self) {}
+}
+
+/// What a replica sharing environments by slots holds (SPEC §19), as `/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Shard {
+    /// This replica's name.
+    pub replica: String,
+    /// The slots it holds now (an environment's slot: FNV-1a of its name, modulo 1,024).
+    pub slots: Vec<i32>,
+    /// Whether it is the cluster's notifier (fleet-wide duties).
+    pub notifier: bool,
+    /// Slots held by each live replica, as the last round read them.
+    pub replicas: Vec<(String, i64)>,
+}
+
+impl Shard {
+    /// A replica's holding.
+    pub fn new(replica: String, slots: Vec<i32>, notifier: bool, replicas: Vec<(String, i64)>) -> Self {
+        Self { replica, slots, notifier, replicas }
+    }
 }
 
 /// One process alone: it always leads (what makes it alone — the state directory's lock —

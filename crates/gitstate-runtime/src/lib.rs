@@ -58,7 +58,7 @@ pub mod view;
 
 pub use controller::{Builder, Controller, OnePass, Options, Trigger};
 pub use environments::{Environment, Environments, Refreshed};
-pub use leadership::{Fence, Leadership, Sole};
+pub use leadership::{Fence, Leadership, Shard, Sole};
 pub use prefetched::Prefetched;
 pub use store::{FileStore, Store, StoreError};
 pub use view::{Observer, View};

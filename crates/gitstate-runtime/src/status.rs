@@ -18,6 +18,9 @@ pub struct StatusReport {
     pub schema: u32,
     /// Per environment.
     pub environments: Vec<EnvironmentStatus>,
+    /// With shards (SPEC §19): this replica, the slots it holds, and the cluster's share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::leadership::Shard>,
 }
 
 /// One environment's remembered state.
@@ -163,6 +166,7 @@ pub fn document(
                 trust: s.trust.clone(),
             })
             .collect(),
+        shard: None,
     }
 }
 

@@ -41,6 +41,10 @@ pub trait Observer: Send + Sync {
     fn leader(&self, leading: bool) {
         let _ = leading;
     }
+    /// What this replica holds of a sharded cluster, after each round of leases.
+    fn shard(&self, shard: &crate::leadership::Shard) {
+        let _ = shard;
+    }
     /// A ref poll (every `ref_poll`, a file-system event or a push) read the refs and
     /// what operators said; `changed` are the environments it passes at once (none: the
     /// poll changed nothing).
@@ -80,6 +84,7 @@ pub struct View {
     windows: Mutex<Arc<Windows>>,
     /// The causes shared by alarms, as the last pass that acted left them.
     causes: Mutex<Arc<Vec<CauseRecord>>>,
+    shard: Mutex<Option<crate::leadership::Shard>>,
     /// Every environment's policy in force, for causes that hold them all.
     policies: Mutex<Arc<Vec<(EnvName, gitstate_core::Policy)>>>,
     version: watch::Sender<u64>,
@@ -97,6 +102,7 @@ impl View {
             reports: Mutex::default(),
             windows: Mutex::default(),
             causes: Mutex::default(),
+            shard: Mutex::default(),
             policies: Mutex::default(),
             version: watch::Sender::new(0),
         }
@@ -130,7 +136,15 @@ impl View {
     /// The status document (`status -o json`) at `now`.
     pub fn status(&self, now: Timestamp) -> StatusReport {
         let overrides = self.store.overrides().unwrap_or_default();
-        status::document(&self.store.environments(), &overrides, &self.windows(), &self.causes(), now)
+        let mut doc =
+            status::document(&self.store.environments(), &overrides, &self.windows(), &self.causes(), now);
+        doc.shard = lock(&self.shard).clone();
+        doc
+    }
+
+    /// What this replica holds of a sharded cluster (SPEC §19), as `/status` shows it.
+    pub fn set_shard(&self, shard: Option<crate::leadership::Shard>) {
+        *lock(&self.shard) = shard;
     }
 
     /// The causes shared by alarms of several environments (SPEC §17), open or still to be

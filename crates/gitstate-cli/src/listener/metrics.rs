@@ -68,6 +68,11 @@ struct Version {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
 /// The gauges every environment has, kept as one compact row per environment and turned
 /// into series only when `/metrics` is scraped. With label-set families each environment
 /// held 15 label sets (30 strings) and a pass hashed and allocated them all again: at
@@ -266,6 +271,7 @@ pub struct Metrics {
     checks_seen: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     last_full_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    shard_slots: Family<ReplicaLabel, Gauge>,
     /// Set once a full pass has completed (`/readyz`).
     ready: std::sync::atomic::AtomicBool,
     /// When these metrics were made (Unix seconds): the liveness clock before any pass.
@@ -362,6 +368,7 @@ impl Metrics {
             checks_seen: Default::default(),
             last_full_pass: Gauge::default(),
             leader: Gauge::default(),
+            shard_slots: Family::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
             started: unix_seconds(jiff::Timestamp::now()),
             registry: Registry::default(),
@@ -450,6 +457,11 @@ impl Metrics {
             "leader",
             "1 on the replica that acts (remediates, notifies, writes state); 0 on a standby",
             m.leader.clone(),
+        );
+        registry.register(
+            "shard_slots",
+            "Slots (of 1,024) each live replica of a sharded cluster holds, as this replica last read them",
+            m.shard_slots.clone(),
         );
         let build = Family::<Version, Gauge>::default();
         build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -681,6 +693,14 @@ impl gitstate_runtime::Observer for Metrics {
 
     fn leader(&self, leading: bool) {
         self.set_leader(leading);
+    }
+
+    fn shard(&self, shard: &gitstate_runtime::Shard) {
+        // Replicas gone drop out: the family is rebuilt from the round's counts.
+        self.shard_slots.clear();
+        for (replica, n) in &shard.replicas {
+            self.shard_slots.get_or_create(&ReplicaLabel { replica: replica.clone() }).set(*n);
+        }
     }
 
     fn ref_polled(&self, changed: &[EnvName]) {

@@ -374,6 +374,11 @@ pub(super) async fn keep_leadership(me: Arc<Loop>) {
             tracing::warn!(error = %e, "the other writers' changes not read");
         }
         me.observer.leader(leading);
+        let shard = me.leadership.shard();
+        if let Some(s) = &shard {
+            me.observer.shard(s);
+        }
+        me.view.set_shard(shard);
     }
 }
 
