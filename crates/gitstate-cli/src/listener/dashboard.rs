@@ -56,12 +56,13 @@ impl Dashboard {
                 .map(|(_, v)| v.into_owned())
         };
         let me = self.clone();
+        let query = html::Query::parse(param);
         let (content_type, body): (&str, BoxStream<'static, String>) = match path {
             "/" => {
                 let rev = param("where");
                 (
                     "text/html; charset=utf-8",
-                    futures::stream::once(async move { me.page_with(rev).await }).boxed(),
+                    futures::stream::once(async move { me.page_with(rev, &query).await }).boxed(),
                 )
             }
             "/where" => {
@@ -69,7 +70,7 @@ impl Dashboard {
                 let answer = async move { me.where_fragment(&rev).await };
                 ("text/html; charset=utf-8", futures::stream::once(answer).boxed())
             }
-            "/events" => ("text/event-stream", me.events()),
+            "/events" => ("text/event-stream", me.events(query)),
             _ => return None,
         };
         let mut r = Response::new(StatusCode::OK, content_type, "");
@@ -81,9 +82,10 @@ impl Dashboard {
         Some(r)
     }
 
-    /// The whole page; `rev` is the "where is…" box's question (`GET /?where=REV`).
-    pub async fn page_with(&self, rev: Option<String>) -> String {
-        let mut view = self.view();
+    /// The whole page; `rev` is the "where is…" box's question (`GET /?where=REV`), `query`
+    /// which environments it lists (a page of them, SPEC §19).
+    pub async fn page_with(&self, rev: Option<String>, query: &html::Query) -> String {
+        let mut view = self.view(query);
         view.fleet = Some(self.fleet(rev).await);
         html::page(&view)
     }
@@ -139,36 +141,38 @@ impl Dashboard {
         html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (parts::compare(&pairs)) (parts::dora(&keys)) }
     }
 
-    fn view(&self) -> View {
+    /// One page of the fleet, as `query` asks: only its environments' records and
+    /// reports are copied, whatever the fleet's size.
+    fn view(&self, query: &html::Query) -> View {
         let store = self.view.store();
         let events = store.recent_events(500);
         let overrides = store.overrides().unwrap_or_default();
-        let mut view = View::of_states(
-            &store.environments(),
-            events,
-            self.links.clone(),
-            &overrides,
-            &self.view.windows(),
-        );
+        let states = store.environments();
+        let (page, paging) = self.view.with_reports(|reports| html::select(&states, reports, query));
+        let shown = gitstate_runtime::store::among(&states, &page);
+        let mut view = View::of_states(&shown, events, self.links.clone(), &overrides, &self.view.windows());
         self.view.with_reports(|reports| {
-            for (name, report) in reports {
-                view.environments.entry(name.clone()).or_default().1 = Some(report.clone());
+            for name in &page {
+                if let Some(report) = reports.get(name) {
+                    view.environments.entry(name.clone()).or_default().1 = Some(report.clone());
+                }
             }
         });
+        view.paging = Some(paging);
         view.live = true;
         view
     }
 
     /// `/events`: the page's `<main>` at once, then after every change, as server-sent
     /// events named `page`; the client reconnects after a second when the connection ends.
-    pub fn events(self: Arc<Self>) -> BoxStream<'static, String> {
+    pub fn events(self: Arc<Self>, query: html::Query) -> BoxStream<'static, String> {
         let mut rx = self.view.subscribe();
         rx.mark_changed();
         let head = futures::stream::once(async { "retry: 1000\n\n".to_owned() });
-        let updates = futures::stream::unfold((rx, self), |(mut rx, me)| async move {
+        let updates = futures::stream::unfold((rx, self, query), |(mut rx, me, query)| async move {
             rx.changed().await.ok()?;
-            let fragment = html::main(&me.view()).into_string();
-            Some((sse("page", &fragment), (rx, me)))
+            let fragment = html::main(&me.view(&query)).into_string();
+            Some((sse("page", &fragment), (rx, me, query)))
         });
         head.chain(updates).boxed()
     }

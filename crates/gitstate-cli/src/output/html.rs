@@ -45,6 +45,136 @@ pub struct View {
     /// [`super::fleet`] and shown after `<main>` (they change with the page's load, not
     /// with each pass).
     pub fleet: Option<Markup>,
+    /// Served by `watch`: `environments` holds one page of the fleet, chosen by
+    /// [`select`] (SPEC §19: the server pages, filters and sorts).
+    pub paging: Option<Paging>,
+}
+
+/// The rows the dashboard shows at once, unless the query asks for fewer.
+pub const PER_PAGE: usize = 100;
+
+/// How the dashboard's rows are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// Worst standing first (alarm, degraded, backing off, …, in sync), then by name.
+    #[default]
+    Worst,
+    /// By name.
+    Name,
+}
+
+/// What the dashboard was asked for: `GET /?q=NAME&phase=PHASE&sort=name&page=N`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Only environments whose name contains this.
+    pub q: String,
+    /// Only environments in this phase (`drifted` is any phase but in sync).
+    pub phase: String,
+    /// The order.
+    pub sort: Sort,
+    /// The page, from 0.
+    pub page: usize,
+}
+
+impl Query {
+    /// The query of a URL's parameters.
+    pub fn parse(param: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            q: param("q").unwrap_or_default().chars().take(200).collect(),
+            phase: param("phase").unwrap_or_default().chars().take(40).collect(),
+            sort: if param("sort").as_deref() == Some("name") { Sort::Name } else { Sort::Worst },
+            page: param("page").and_then(|p| p.parse().ok()).unwrap_or(0).min(1_000_000),
+        }
+    }
+
+    /// The URL of page `page` of this query.
+    fn href(&self, page: usize) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        if !self.q.is_empty() {
+            out.append_pair("q", &self.q);
+        }
+        if !self.phase.is_empty() {
+            out.append_pair("phase", &self.phase);
+        }
+        if self.sort == Sort::Name {
+            out.append_pair("sort", "name");
+        }
+        if page > 0 {
+            out.append_pair("page", &page.to_string());
+        }
+        format!("/?{}", out.finish())
+    }
+}
+
+/// The whole fleet's figures, and the query, for a page of it.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    /// Environments in all.
+    pub total: usize,
+    /// Of which in sync (or verifying).
+    pub in_sync: usize,
+    /// Matching the query.
+    pub matched: usize,
+    /// The query.
+    pub query: Query,
+    /// Open alarms of the whole fleet, by cause, largest first.
+    pub causes: Vec<(gitstate_core::Cause, Vec<(EnvName, gitstate_core::OpenAlarm)>)>,
+}
+
+/// Picks one page of the fleet for `query` from every environment's state and report
+/// without copying them: the page's names (in order) and the fleet's figures.
+pub fn select(
+    states: &BTreeMap<EnvName, EnvState>,
+    reports: &BTreeMap<EnvName, EnvironmentReport>,
+    query: &Query,
+) -> (Vec<EnvName>, Paging) {
+    let names: std::collections::BTreeSet<&EnvName> = states.keys().chain(reports.keys()).collect();
+    let standing = |n: &EnvName| Standing::of(states.get(n), reports.get(n));
+    let in_sync = names
+        .iter()
+        .filter(|n| matches!(standing(n), Standing::Phase(Phase::InSync | Phase::Verifying)))
+        .count();
+    let wanted = |n: &EnvName| {
+        let s = standing(n);
+        (query.q.is_empty() || n.as_str().contains(query.q.as_str()))
+            && match query.phase.as_str() {
+                "" => true,
+                "drifted" => !matches!(s, Standing::Phase(Phase::InSync | Phase::Verifying)),
+                p => s.name() == p,
+            }
+    };
+    let mut matched: Vec<(u8, &EnvName)> =
+        names.iter().filter(|n| wanted(n)).map(|n| (standing(n).rank(), *n)).collect();
+    if query.sort == Sort::Worst {
+        matched.sort();
+    }
+    let page: Vec<EnvName> =
+        matched.iter().skip(query.page * PER_PAGE).take(PER_PAGE).map(|(_, n)| (*n).clone()).collect();
+    let paging = Paging {
+        total: names.len(),
+        in_sync,
+        matched: matched.len(),
+        query: query.clone(),
+        causes: causes_of(states.iter().map(|(n, s)| (n, s))),
+    };
+    (page, paging)
+}
+
+/// Open alarms grouped by the cause each was given when raised (SPEC §17), largest first.
+fn causes_of<'a>(
+    states: impl Iterator<Item = (&'a EnvName, &'a EnvState)>,
+) -> Vec<(gitstate_core::Cause, Vec<(EnvName, gitstate_core::OpenAlarm)>)> {
+    let mut causes: BTreeMap<gitstate_core::Cause, Vec<(EnvName, gitstate_core::OpenAlarm)>> =
+        BTreeMap::new();
+    for (name, state) in states {
+        for a in &state.alarms {
+            let cause = a.cause.clone().unwrap_or_else(|| gitstate_core::Cause::Environment(name.clone()));
+            causes.entry(cause).or_default().push((name.clone(), a.clone()));
+        }
+    }
+    let mut causes: Vec<_> = causes.into_iter().collect();
+    causes.sort_by_key(|(c, members)| (std::cmp::Reverse(members.len()), c.clone()));
+    causes
 }
 
 impl View {
@@ -89,6 +219,7 @@ impl View {
             vetoes,
             live: false,
             fleet: None,
+            paging: None,
         }
     }
 }
@@ -119,7 +250,7 @@ const SCRIPT: &str = r#"
 (function(){var f=document.getElementById('where-form');if(f&&window.fetch){f.addEventListener('submit',function(e){
 e.preventDefault();var v=f.elements['where'].value;fetch('/where?rev='+encodeURIComponent(v)).then(function(r){return r.text();})
 .then(function(t){document.getElementById('where-answer').innerHTML=t;});});}})();
-(function(){if(!window.EventSource)return;var es=new EventSource('/events');
+(function(){if(!window.EventSource)return;var es=new EventSource('/events'+location.search);
 es.addEventListener('page',function(e){var m=document.querySelector('main');if(m){m.outerHTML=e.data;}});})();
 "#;
 
@@ -466,7 +597,9 @@ pub fn main(view: &View) -> Markup {
         }
     }
     let mut order: Vec<(&EnvName, &Known)> = view.environments.iter().collect();
-    order.sort_by_key(|(n, (s, r))| (Standing::of(s.as_ref(), r.as_ref()).rank(), (*n).clone()));
+    if view.paging.as_ref().is_none_or(|p| p.query.sort == Sort::Worst) {
+        order.sort_by_key(|(n, (s, r))| (Standing::of(s.as_ref(), r.as_ref()).rank(), (*n).clone()));
+    }
     let in_sync = order
         .iter()
         .filter(|(_, (s, r))| {
@@ -474,19 +607,18 @@ pub fn main(view: &View) -> Markup {
         })
         .count();
     // SPEC §17: open alarms grouped by the cause each was given when raised.
-    let mut causes: BTreeMap<gitstate_core::Cause, Vec<(&EnvName, &gitstate_core::OpenAlarm)>> =
-        BTreeMap::new();
-    for (name, (state, _)) in &order {
-        for a in state.iter().flat_map(|s| &s.alarms) {
-            let cause = a.cause.clone().unwrap_or_else(|| gitstate_core::Cause::Environment((*name).clone()));
-            causes.entry(cause).or_default().push((name, a));
+    let (in_sync, total, causes) = match &view.paging {
+        Some(p) => (p.in_sync, p.total, p.causes.clone()),
+        None => {
+            (in_sync, order.len(), causes_of(order.iter().filter_map(|(n, (s, _))| Some((*n, s.as_ref()?)))))
         }
-    }
-    let mut causes: Vec<_> = causes.into_iter().collect();
-    causes.sort_by_key(|(c, members)| (std::cmp::Reverse(members.len()), c.clone()));
+    };
+    /// Members listed under one cause; the rest are counted.
+    const LISTED: usize = 20;
     html! {
         main data-updated=(now.to_string()) {
-            p { strong { (in_sync) " of " (order.len()) " environments in sync" } span.dim { " · " (now.round(jiff::Unit::Second).unwrap_or(now).to_string()) } }
+            p { strong { (in_sync) " of " (total) " environments in sync" } span.dim { " · " (now.round(jiff::Unit::Second).unwrap_or(now).to_string()) } }
+            @if let Some(p) = &view.paging { (pager(p)) }
             @if !causes.is_empty() {
                 section id="alarms" {
                     h2 { "Open alarms, by cause" }
@@ -495,8 +627,11 @@ pub fn main(view: &View) -> Markup {
                             strong.bad { "✗ " (cause.describe()) }
                             span.dim { " · " (members.len()) @if members.len() == 1 { " alarm" } @else { " alarms" } }
                             ul {
-                                @for (name, a) in members {
+                                @for (name, a) in members.iter().take(LISTED) {
                                     li { a href=(format!("#env-{name}")) { (name.as_str()) } " " (a.kind.as_str()) span.dim { " since " (age(now, a.since)) } }
+                                }
+                                @if members.len() > LISTED {
+                                    li.dim { "and " (members.len() - LISTED) " more" }
                                 }
                             }
                         }
@@ -517,6 +652,38 @@ pub fn main(view: &View) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The filter form and the links to the other pages: plain links and a GET form, so
+/// that they work without JavaScript.
+fn pager(p: &Paging) -> Markup {
+    let q = &p.query;
+    let first = q.page * PER_PAGE;
+    let last = (first + PER_PAGE).min(p.matched);
+    let pages = p.matched.div_ceil(PER_PAGE).max(1);
+    html! {
+        form.pager method="get" action="/" {
+            input type="search" name="q" value=(q.q) placeholder="name contains" aria-label="name contains";
+            select name="phase" aria-label="phase" {
+                @for (value, label) in [("", "any phase"), ("drifted", "not in sync"), ("alarm", "alarm"), ("degraded", "degraded"), ("untrusted", "untrusted"), ("vetoed", "vetoed"), ("backing_off", "backing off"), ("remediating", "remediating"), ("converging", "converging"), ("verifying", "verifying"), ("in_sync", "in sync"), ("suspended", "suspended"), ("frozen", "frozen"), ("unknown", "unknown")] {
+                    option value=(value) selected[q.phase == value] { (label) }
+                }
+            }
+            select name="sort" aria-label="order" {
+                option value="worst" selected[q.sort == Sort::Worst] { "worst first" }
+                option value="name" selected[q.sort == Sort::Name] { "by name" }
+            }
+            button type="submit" { "show" }
+            span.dim {
+                " "
+                @if p.matched == 0 { "none match" } @else { (first + 1) "–" (last) " of " (p.matched) }
+                @if p.matched != p.total { " matching (" (p.total) " in all)" }
+            }
+            " "
+            @if q.page > 0 { a href=(q.href(q.page - 1)) rel="prev" { "← previous" } " " }
+            @if q.page + 1 < pages { a href=(q.href(q.page + 1)) rel="next" { "next →" } }
         }
     }
 }
@@ -627,5 +794,65 @@ mod tests {
                 && !origin_block.contains("billing")
         );
         assert!(!section[..section.find("</section>").unwrap()].contains(">quiet<"));
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::*;
+
+    fn fleet(n: usize, drifted: &[usize]) -> BTreeMap<EnvName, EnvState> {
+        (0..n)
+            .map(|i| {
+                let phase = if drifted.contains(&i) { Phase::Alarm } else { Phase::InSync };
+                (
+                    EnvName::new(&format!("svc-{i:04}")).unwrap(),
+                    EnvState { phase: Some(phase), ..EnvState::default() },
+                )
+            })
+            .collect()
+    }
+
+    fn page_of(states: &BTreeMap<EnvName, EnvState>, query: &Query) -> (Vec<String>, Paging) {
+        let (names, paging) = select(states, &BTreeMap::new(), query);
+        (names.iter().map(|n| n.as_str().to_owned()).collect(), paging)
+    }
+
+    #[test]
+    fn the_dashboard_shows_a_page_the_worst_first_and_filters_on_the_server() {
+        let states = fleet(250, &[7, 140, 249]);
+        let (first, p) = page_of(&states, &Query::default());
+        assert_eq!(first.len(), PER_PAGE);
+        assert_eq!((p.total, p.in_sync, p.matched), (250, 247, 250));
+        assert_eq!(&first[..4], ["svc-0007", "svc-0140", "svc-0249", "svc-0000"], "worst first");
+        let (last, _) = page_of(&states, &Query { page: 2, ..Query::default() });
+        assert_eq!(last.len(), 50);
+        let (by_name, _) = page_of(&states, &Query { sort: Sort::Name, ..Query::default() });
+        assert_eq!(&by_name[..2], ["svc-0000", "svc-0001"]);
+        let (named, p) = page_of(&states, &Query { q: "svc-014".into(), ..Query::default() });
+        assert_eq!(named.len(), 10);
+        assert_eq!((p.matched, p.total), (10, 250));
+        let (bad, _) = page_of(&states, &Query { phase: "drifted".into(), ..Query::default() });
+        assert_eq!(bad, ["svc-0007", "svc-0140", "svc-0249"]);
+        let (none, p) = page_of(&states, &Query { page: 99, ..Query::default() });
+        assert!(none.is_empty() && p.matched == 250);
+
+        // The page links to the others with the same query, as plain links.
+        let query = Query { q: "svc".into(), page: 1, ..Query::default() };
+        let (_, paging) = page_of(&states, &query);
+        let html = pager(&paging).into_string();
+        assert!(html.contains("101–200 of 250"), "{html}");
+        assert!(
+            html.contains(r#"href="/?q=svc" rel="prev""#)
+                && html.contains(r#"href="/?q=svc&amp;page=2" rel="next""#),
+            "{html}"
+        );
+        let parsed = Query::parse(|k| match k {
+            "q" => Some("svc".into()),
+            "page" => Some("1".into()),
+            "sort" => Some("name".into()),
+            _ => None,
+        });
+        assert_eq!(parsed, Query { q: "svc".into(), page: 1, sort: Sort::Name, phase: String::new() });
     }
 }
