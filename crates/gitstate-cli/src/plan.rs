@@ -276,6 +276,7 @@ impl Plan {
         o.max_commits = config.max_commits;
         o.links = self.links(config);
         o.group_wait = config.alerts.group_wait;
+        o.failover = config.postgres.as_ref().map_or(std::time::Duration::ZERO, |p| p.failover);
         o
     }
 

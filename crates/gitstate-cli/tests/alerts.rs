@@ -414,3 +414,43 @@ fn severities_take_different_routes_and_info_reaches_no_sink() {
         st["environments"].as_array().unwrap().iter().find(|e| e["name"] == "preview").unwrap().clone();
     assert_eq!(preview["alarm"]["kind"], "unreachable");
 }
+
+/// SPEC §19: an environment nobody observes within 2 × `interval` + `failover` (here its
+/// pass hangs on a target that never answers, 1 s interval, no failover) is paged once as
+/// the `stale` cause (Alertmanager's `GitstateStale`); observed again, it resolves.
+#[test]
+fn an_environment_not_observed_in_time_is_paged_as_stale_and_resolves() {
+    let repo = Repo::new();
+    let c = repo.commits(2, "c");
+    repo.update_ref(REF, &c[1]);
+    let target = TestServer::start_background();
+    target.route("/meta", Behavior::NeverRespond);
+    let hook = TestServer::start_background();
+    hook.route("/hook", Behavior::Status(200));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[source]\nrepo = \"{}\"\n{}    timeout = \"6s\"\n[[alerts.webhook]]\nurl = \"{}\"\n{FAST}\n[state]\ndir = \"{}\"\n",
+            repo.path().display(),
+            http_env("production", "web", &[target.url("/meta")], ""),
+            hook.url("/hook"),
+            dir.path().join("state").display(),
+        ),
+    );
+    let w = watch(&cfg);
+    wait_for(Duration::from_secs(20), "the stale page", || !bodies(&hook, "/hook").is_empty());
+    let opened = bodies(&hook, "/hook");
+    assert_eq!(opened[0]["event"], "cause_opened", "{opened:#?}");
+    assert_eq!(opened[0]["cause"], "stale");
+    assert_eq!(opened[0]["alarm"], "stale");
+    assert_eq!(opened[0]["members"], serde_json::json!(["production"]));
+    // The target answers again: once a pass completes, the page resolves, with its id.
+    target.route("/meta", meta(&c[1]));
+    wait_for(Duration::from_secs(30), "the stale page resolved", || bodies(&hook, "/hook").len() >= 2);
+    let all = bodies(&hook, "/hook");
+    assert_eq!(all.len(), 2, "one opening, one resolution: {all:#?}");
+    assert_eq!(all[1]["event"], "cause_resolved");
+    assert_eq!(all[1]["id"], all[0]["id"]);
+    drop(w);
+}

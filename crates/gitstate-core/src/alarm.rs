@@ -31,6 +31,9 @@ pub enum AlarmKind {
     Untrusted,
     /// An instance runs a commit that is not trusted (SPEC §18).
     UnsignedRunning,
+    /// The environment has not been observed within 2 × `interval` + `failover` (SPEC
+    /// §19): raised by the cluster's notifier as one page, `GitstateStale`, for all such.
+    Stale,
 }
 
 impl AlarmKind {
@@ -44,6 +47,7 @@ impl AlarmKind {
             AlarmKind::Vetoed => "vetoed",
             AlarmKind::Untrusted => "untrusted",
             AlarmKind::UnsignedRunning => "unsigned_running",
+            AlarmKind::Stale => "stale",
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Cause {
     Commit(CommitId),
     /// The environment's own (and whenever fewer than two environments share a cause).
     Environment(EnvName),
+    /// Environments not observed in time (SPEC §19): nothing probes them (a replica
+    /// stuck or gone, slots unowned), whatever they run.
+    Stale,
 }
 
 impl Cause {
@@ -51,6 +54,7 @@ impl Cause {
             Cause::Aws(r) => format!("the AWS API in {r}"),
             Cause::Commit(c) => format!("commit {}", c.short(12)),
             Cause::Environment(e) => format!("environment {e}"),
+            Cause::Stale => "gitstate's own observation".into(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl fmt::Display for Cause {
             Cause::Aws(r) => write!(f, "aws:{r}"),
             Cause::Commit(c) => write!(f, "commit:{c}"),
             Cause::Environment(e) => write!(f, "environment:{e}"),
+            Cause::Stale => f.write_str("stale"),
         }
     }
 }
@@ -70,7 +75,7 @@ impl fmt::Display for Cause {
 /// A cause that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a cause (source, origin:<host:port>, aws:<region>, commit:<sha> or environment:<name>)"
+    "{0:?} is not a cause (source, stale, origin:<host:port>, aws:<region>, commit:<sha> or environment:<name>)"
 )]
 pub struct CauseError(String);
 
@@ -81,6 +86,9 @@ impl FromStr for Cause {
         let bad = || CauseError(s.to_owned());
         if s == "source" {
             return Ok(Cause::Source);
+        }
+        if s == "stale" {
+            return Ok(Cause::Stale);
         }
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.is_empty() {

@@ -74,6 +74,7 @@ pub fn alertname(kind: AlarmKind) -> &'static str {
         AlarmKind::Vetoed => "GitstateVetoed",
         AlarmKind::Untrusted => "GitstateUntrusted",
         AlarmKind::UnsignedRunning => "GitstateUnsignedRunning",
+        AlarmKind::Stale => STALE,
         _ => "GitstateAlarm",
     }
 }
@@ -163,7 +164,7 @@ impl AlertmanagerSink {
         let members: Vec<&str> = n.members.iter().map(|m| m.as_str()).collect();
         let mut alert = serde_json::json!({
             "labels": {
-                "alertname": OUTAGE,
+                "alertname": if n.cause == gitstate_core::Cause::Stale { STALE } else { OUTAGE },
                 "cause": n.cause.to_string(),
                 "severity": n.severity.as_str(),
             },
@@ -193,6 +194,9 @@ impl AlertmanagerSink {
 
 /// The `alertname` of a cause's own alert (SPEC §17).
 pub const OUTAGE: &str = "GitstateOutage";
+
+/// The `alertname` of the environments not observed in time (SPEC §19).
+pub const STALE: &str = "GitstateStale";
 
 /// SPEC §17: the policy's labels, never over the ones gitstate sets.
 fn add_labels(alert: &mut serde_json::Value, labels: &std::collections::BTreeMap<String, String>) {

@@ -221,6 +221,36 @@ impl Leadership for PgStore {
         }
     }
 
+    /// With shards, the holder of the leader lock; without, the leader.
+    fn notifier(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn full_pass(&self, at: jiff::Timestamp) {
+        *self.leases().passed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    /// With shards: the last full pass of the replica holding each environment's slot,
+    /// as it wrote it down (`None` for this replica's own slots, and without shards).
+    async fn observed_elsewhere(&self, envs: &[EnvName]) -> Vec<Option<jiff::Timestamp>> {
+        if !self.config.shards {
+            return vec![None; envs.len()];
+        }
+        let times = match self.slot_times().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "slots' observation times not read");
+                return vec![None; envs.len()];
+            }
+        };
+        envs.iter()
+            .map(|e| match self.slot_fence(e.as_str()) {
+                Some(_) => None,
+                None => times.get(&crate::shards::slot_of(e.as_str())).copied().flatten(),
+            })
+            .collect()
+    }
+
     fn shard(&self) -> Option<gitstate_runtime::Shard> {
         if !self.config.shards {
             return None;

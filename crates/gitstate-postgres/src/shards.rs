@@ -52,6 +52,9 @@ pub(crate) struct Leases {
     pub(crate) generation: u64,
     /// Slots held by each live replica, as the last round read them.
     pub(crate) replicas: Vec<(String, i64)>,
+    /// When this replica's last full pass completed: written to its slots' `observed_at`
+    /// at each round, for the notifier (SPEC §19, `GitstateStale`).
+    pub(crate) passed_at: std::sync::Arc<std::sync::Mutex<Option<jiff::Timestamp>>>,
 }
 
 impl Leases {
@@ -86,6 +89,8 @@ impl PgStore {
         let replica = self.config.replica.clone();
         let failover = self.config.failover.as_millis() as i64;
         let mine_before: Vec<i32> = self.leases().slots.keys().copied().collect();
+        let passed_at: Option<String> =
+            self.leases().passed_at.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.to_string());
         let round = self
             .with_session(async |c| {
                 let tx = c.transaction().await.map_err(|e| db_error("leasing slots", &e))?;
@@ -125,6 +130,15 @@ impl PgStore {
                     .await
                     .map_err(q)?;
                 let mut held: BTreeMap<i32, i64> = renewed.iter().map(|r| (r.get(0), r.get(1))).collect();
+                if let Some(at) = &passed_at {
+                    tx.execute(
+                        "UPDATE gitstate_slots SET observed_at = $3::text::timestamptz
+                         WHERE cluster = $1 AND owner = $2 AND backend = pg_backend_pid()",
+                        &[&cluster, &replica, at],
+                    )
+                    .await
+                    .map_err(q)?;
+                }
                 let fair = fair_share(live as usize);
                 let mut released = Vec::new();
                 if held.len() > fair {
@@ -242,6 +256,28 @@ impl PgStore {
             .await
             .map_err(|e| db_error("releasing slots", &e))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// When each slot was last observed by its holder (its last full pass), as written.
+    pub(crate) async fn slot_times(
+        &self,
+    ) -> Result<std::collections::HashMap<i32, Option<jiff::Timestamp>>, StoreError> {
+        let cluster = self.config.cluster.clone();
+        self.with_session(async |c| {
+            let rows = c
+                .query(
+                    "SELECT slot, to_char(observed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                     FROM gitstate_slots WHERE cluster = $1",
+                    &[&cluster],
+                )
+                .await
+                .map_err(|e| db_error("reading slots", &e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, Option<String>>(1).and_then(|t| t.parse().ok())))
+                .collect())
         })
         .await
     }

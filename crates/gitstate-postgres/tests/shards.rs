@@ -313,3 +313,30 @@ async fn random_membership_never_shares_a_slot_and_settles_on_fair_shares() {
         }
     }
 }
+
+/// SPEC §19: each replica writes its last full pass down for its slots; another replica
+/// (the notifier) reads it for the environments it does not hold, nothing for its own.
+#[tokio::test]
+async fn the_notifier_reads_when_each_slot_was_last_observed() {
+    let pg = Postgres::start();
+    let url = pg.database("observed");
+    let a = PgStore::open_replica(&options(&url, "a")).await.unwrap();
+    let b = PgStore::open_replica(&options(&url, "b")).await.unwrap();
+    for _ in 0..2 {
+        a.keep_slots().await.unwrap();
+        b.keep_slots().await.unwrap();
+    }
+    let at: jiff::Timestamp = "2026-12-07T00:00:01.5Z".parse().unwrap();
+    a.full_pass(at);
+    a.keep_slots().await.unwrap();
+    let envs: Vec<EnvName> = (0..200).map(env).collect();
+    let seen = b.observed_elsewhere(&envs).await;
+    for (e, t) in envs.iter().zip(&seen) {
+        if a.may_act(e).is_some() {
+            assert_eq!(*t, Some(at), "{e}: a's slot, as a wrote it");
+        } else {
+            assert_eq!(*t, None, "{e}: b's own (b observes it itself)");
+        }
+    }
+    assert!(seen.iter().any(Option::is_some) && seen.iter().any(Option::is_none));
+}

@@ -41,6 +41,22 @@ pub trait Leadership: Send + Sync + std::fmt::Debug {
     fn generation(&self) -> u64 {
         0
     }
+    /// Whether this process has the cluster's fleet-wide duties (SPEC §19: causes and
+    /// `GitstateStale`, the notifier's). Default: while it leads.
+    fn notifier(&self) -> bool {
+        self.leading()
+    }
+    /// A full pass over what this process acts for completed at `at` (a sharded replica
+    /// writes it down for its slots, for the notifier to read).
+    fn full_pass(&self, at: jiff::Timestamp) {
+        let _ = at;
+    }
+    /// When each of `envs` was last observed by whoever acts for it, where that is not
+    /// this process (another replica's slots): `None` where this process observes it
+    /// itself. Default: all `None`.
+    async fn observed_elsewhere(&self, envs: &[EnvName]) -> Vec<Option<jiff::Timestamp>> {
+        vec![None; envs.len()]
+    }
     /// The slots this replica holds and how the cluster shares them (SPEC §19), for
     /// `/status` and `gitstate_shard_slots`; `None` where environments are not shared.
     fn shard(&self) -> Option<Shard> {

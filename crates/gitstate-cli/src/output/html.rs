@@ -155,7 +155,7 @@ pub fn select(
         in_sync,
         matched: matched.len(),
         query: query.clone(),
-        causes: causes_of(states.iter().map(|(n, s)| (n, s))),
+        causes: causes_of(states.iter()),
     };
     (page, paging)
 }

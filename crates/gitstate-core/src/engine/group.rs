@@ -104,6 +104,38 @@ pub(super) fn note_source(
     }
 }
 
+/// The key of the record of environments not observed in time (SPEC §19).
+pub(super) const STALE: &str = "stale";
+
+/// Sets the `stale` cause's members to `stale` exactly: new ones join (since `now`), those
+/// observed again leave; the cause resolves once none is left.
+pub(super) fn note_stale(
+    causes: &mut BTreeMap<String, CauseRecord>,
+    stale: &[(EnvName, Policy)],
+    now: Timestamp,
+) {
+    if stale.is_empty() && !causes.contains_key(STALE) {
+        return;
+    }
+    let rec = causes
+        .entry(STALE.to_owned())
+        .or_insert_with(|| CauseRecord::new(Cause::Stale, AlarmKind::Stale, now));
+    rec.members.retain(|m| stale.iter().any(|(e, _)| *e == m.environment));
+    for (env, policy) in stale {
+        if !rec.members.iter().any(|m| &m.environment == env) {
+            rec.members.push(CauseMember {
+                environment: env.clone(),
+                alarm: AlarmKind::Stale,
+                since: now,
+                severity: policy.severity,
+                labels: policy.labels.clone(),
+                held: None,
+                released: false,
+            });
+        }
+    }
+}
+
 /// Folds `notes` into `causes` and sorts them by who gets them; then decides, for each
 /// cause whose `group_wait` is over, whether it is one page or its one alarm's own.
 pub(super) fn route(
@@ -179,7 +211,7 @@ pub(super) fn route(
         if rec.grouped_at.is_some() || rec.members.is_empty() || now < after(rec.since, group_wait) {
             continue;
         }
-        if rec.environments().len() >= 2 || rec.cause == Cause::Source {
+        if rec.environments().len() >= 2 || matches!(rec.cause, Cause::Source | Cause::Stale) {
             rec.grouped_at = Some(now);
             for m in &mut rec.members {
                 m.held = None;
@@ -387,6 +419,7 @@ fn summary(
 ) -> String {
     let what = match (&rec.cause, rec.alarm) {
         (Cause::Source, _) => "cannot be read".to_owned(),
+        (Cause::Stale, _) => "has not seen them in time (nothing probes them)".to_owned(),
         (Cause::Origin(_) | Cause::Aws(_), _) => "is failing".to_owned(),
         (_, kind) => format!("has {kind} alarms"),
     };

@@ -192,6 +192,42 @@ impl Engine {
         self.put_back(took, back, noted, now).await;
     }
 
+    /// SPEC §19: `stale` are the environments not observed in time, as the cluster's
+    /// notifier sees them (every environment of the fleet, whoever owns it): one `stale`
+    /// cause (Alertmanager's `GitstateStale`), opened when the first goes stale, changed
+    /// as they come and go (at most every `group_wait`), resolved when none is left; told
+    /// to grouping sinks like any cause, retried with backoff, kept in the outbox. Returns
+    /// what became of each send.
+    pub async fn note_stale(
+        &self,
+        stale: Vec<(EnvName, crate::Policy)>,
+        now: Timestamp,
+    ) -> Vec<(String, Delivery)> {
+        self.load_outbox().await;
+        let groupings: Vec<(String, Grouping)> =
+            self.sinks.iter().map(|s| (s.name().to_owned(), s.grouping())).collect();
+        let (sends, changed) = {
+            let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let outbox = guard.get_or_insert_with(Outbox::default);
+            let before = outbox.causes.get(group::STALE).cloned();
+            group::note_stale(&mut outbox.causes, &stale, now);
+            group::route(&mut outbox.causes, Vec::new(), now, self.group_wait);
+            let touched = std::iter::once(group::STALE.to_owned()).collect();
+            let sends =
+                group::plan(&mut outbox.causes, &groupings, &touched, now, self.group_wait, MAX_RETRY_GAP);
+            let changed = before != outbox.causes.get(group::STALE).cloned();
+            (sends, changed)
+        };
+        if sends.is_empty() && !changed {
+            return Vec::new();
+        }
+        let mut out = PassOutcome::new(now);
+        self.send_causes(sends, now, &mut out).await;
+        let snapshot = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.save_outbox(snapshot).await;
+        out.deliveries
+    }
+
     /// Sends what grouping sinks are told of causes (SPEC §17) and settles what each was
     /// told by what became of it.
     fn send_causes<'a>(
@@ -428,6 +464,7 @@ pub(super) fn notification(
             env
         ),
         (_, AlarmKind::UnsignedRunning) => format!("{env} runs a commit not signed by an allowed key"),
+        (_, AlarmKind::Stale) => format!("{env} has not been observed in time: nothing probes it"),
         (_, AlarmKind::Vetoed) => format!(
             "{} points at {}, a commit vetoed in {}: not deploying it (gitstate unveto to allow it)",
             reference,

@@ -89,11 +89,16 @@ pub(crate) struct Loop {
     gates: Mutex<HashMap<EnvName, gitstate_core::TrustGate>>,
     /// Per environment, the untrusted commits its instances ran at its last pass.
     unsigned: Mutex<HashMap<EnvName, Vec<CommitId>>>,
+    /// When this process last passed each environment (SPEC §19: stale past
+    /// 2 × `interval` + `failover`), and when it started (the time of those never passed).
+    observed: Mutex<HashMap<EnvName, jiff::Timestamp>>,
+    started: jiff::Timestamp,
 }
 
 impl Loop {
     pub(super) fn new(p: Parts) -> Self {
         let generation = p.leadership.generation();
+        let started = p.clock.now();
         let led = p.leadership.leading();
         let me = Self {
             engine: p.engine.with_deferred_remediations(),
@@ -120,6 +125,8 @@ impl Loop {
             trust: p.trust,
             gates: Mutex::default(),
             unsigned: Mutex::default(),
+            observed: Mutex::default(),
+            started,
         };
         me.set_environments(p.environments);
         me
@@ -134,6 +141,10 @@ impl Loop {
         self.poll_overrides();
         let listed = self.refresh_environments().await;
         self.poll_refs(&listed).await;
+    }
+
+    pub(super) fn leadership(&self) -> Arc<dyn Leadership> {
+        self.leadership.clone()
     }
 
     pub(super) async fn resign(&self) {
@@ -209,6 +220,7 @@ impl Loop {
             self.observer.removed(name);
             self.dora.forget(name);
             lock(&self.refs).remove(name);
+            lock(&self.observed).remove(name);
         }
         let removed = self.engine.remove(gone, now).await;
         self.view.forget(&names);
@@ -361,6 +373,45 @@ impl Loop {
     }
 }
 
+/// SPEC §19, the notifier's duty: every quarter of `limit` (a second at least), the
+/// environments nobody observed within `limit` (2 × `interval` + `failover`) — by this
+/// process's passes, or by the replica holding their slot — are the `stale` cause's
+/// members; the engine opens, changes or resolves its page (`GitstateStale`).
+pub(super) async fn watch_staleness(me: Arc<Loop>, limit: Duration) {
+    let every = (limit / 4).max(Duration::from_secs(1));
+    let limit = jiff::SignedDuration::try_from(limit).unwrap_or(jiff::SignedDuration::MAX);
+    loop {
+        tokio::time::sleep(every).await;
+        if !me.leadership.notifier() {
+            continue;
+        }
+        let specs: Vec<(EnvName, gitstate_core::Policy)> =
+            lock(&me.specs).values().map(|s| (s.name.clone(), s.effective_policy())).collect();
+        let names: Vec<EnvName> = specs.iter().map(|(n, _)| n.clone()).collect();
+        let elsewhere = me.leadership.observed_elsewhere(&names).await;
+        let now = me.clock.now();
+        let stale: Vec<(EnvName, gitstate_core::Policy)> = {
+            let observed = lock(&me.observed);
+            specs
+                .into_iter()
+                .zip(elsewhere)
+                .filter(|((name, _), there)| {
+                    let seen = there.or_else(|| observed.get(name).copied()).unwrap_or(me.started);
+                    now.duration_since(seen) > limit
+                })
+                .map(|(spec, _)| spec)
+                .collect()
+        };
+        if !stale.is_empty() {
+            tracing::warn!(environments = stale.len(), first = %stale[0].0, "not observed in time: stale");
+        }
+        let deliveries = me.engine.note_stale(stale, now).await;
+        if !deliveries.is_empty() {
+            me.view.set_causes(me.engine.causes());
+        }
+    }
+}
+
 /// Keeps (or takes) the lead every [`Leadership::period`]; while not leading, reads what
 /// the leader wrote, to serve it.
 pub(super) async fn keep_leadership(me: Arc<Loop>) {
@@ -485,6 +536,14 @@ impl Loop {
             self.observer_engine.run_pass(&specs, &prior, PassMode::Check, now).await
         };
         self.observer.pass(&specs, &out, start.elapsed());
+        {
+            // Observed: the pass is over (a pass that hangs leaves them unobserved).
+            let mut observed = lock(&self.observed);
+            let at = self.clock.now();
+            for n in names {
+                observed.insert(n, at);
+            }
+        }
         if leading && !out.events.is_empty() {
             let observed = self.dora.observe(&*self.source, &prior, &out.events).await;
             if !observed.is_empty() {

@@ -60,6 +60,10 @@ pub struct Options {
     /// How long a cause shared by several environments may form before its first
     /// notification (SPEC §17, `[alerts] group_wait`; default 0).
     pub group_wait: Duration,
+    /// How soon a standby or another replica takes over (`[state] failover`; default 0,
+    /// one process): an environment not observed within 2 × `interval` + `failover` is
+    /// stale (SPEC §19, `GitstateStale`).
+    pub failover: Duration,
 }
 
 impl Default for Options {
@@ -76,6 +80,7 @@ impl Default for Options {
             stop_grace: Duration::from_secs(15),
             seed: None,
             group_wait: Duration::ZERO,
+            failover: Duration::ZERO,
         }
     }
 }
@@ -312,6 +317,8 @@ impl Controller {
         };
         self.driver.start().await;
         let keeper = tokio::spawn(driver::keep_leadership(self.driver.clone()));
+        let stale_after = self.options.interval.saturating_mul(2).saturating_add(self.options.failover);
+        let watchdog = tokio::spawn(driver::watch_staleness(self.driver.clone(), stale_after));
         let o = &self.options;
         let timing = Timing {
             interval: o.interval,
@@ -325,11 +332,15 @@ impl Controller {
             .unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as u64 ^ u64::from(std::process::id()));
         let observer = self.driver.observer();
         let clock = self.clock.clone();
+        let leadership = self.driver.leadership();
         schedule::run(self.driver.clone(), timing, Jitter::new(seed), pokes, shutdown, move || {
-            observer.full_pass(clock.now())
+            let at = clock.now();
+            leadership.full_pass(at);
+            observer.full_pass(at)
         })
         .await;
         keeper.abort();
+        watchdog.abort();
         let flushed = self.driver.store().flush().await;
         // What this process led is left to the others at once, not when it lapses.
         self.driver.resign().await;
