@@ -385,18 +385,28 @@ def reaction():
                     0.5, "0.5 s")
 
 
-def webhook_reaction():
+def webhook_reaction(daemon=False):
     """A signed GitHub push webhook → the remediation command started, with refs polled
-    only every 10 minutes (a file:// remote: no file-system notification helps)."""
+    only every 10 minutes: a file:// remote without a mirror, or (`daemon`) a git://
+    remote served by `git daemon` with the default mirror, which must hold the pushed
+    commit to relate it before acting (no file-system notification helps either way)."""
     import hmac, hashlib, urllib.request
     trials = 10 if QUICK else 20
-    repo, commits, port, marks, deploy = reaction_world("hook", trials)
+    name = "hookd" if daemon else "hook"
+    repo, commits, port, marks, deploy = reaction_world(name, trials)
     ref = "refs/heads/environments/production"
     hook_port = free_port()
     secret = "a-benchmark-webhook-secret"
-    cfg = write(WORK / "hook/gitstate.toml", f"""[source]
-repo = "file://{repo}"
-mirror = false
+    if daemon:
+        git_port = free_port()
+        start(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={WORK}", f"--port={git_port}",
+               "--listen=127.0.0.1", str(WORK)])
+        wait_port(git_port)
+        source = f'repo = "git://127.0.0.1:{git_port}/{name}"'
+    else:
+        source = f'repo = "file://{repo}"\nmirror = false'
+    cfg = write(WORK / f"{name}/gitstate.toml", f"""[source]
+{source}
 [policy]
 grace = "0s"
 max_attempts = 1
@@ -428,7 +438,8 @@ secret = "{secret}"
         urllib.request.urlopen(req, timeout=10).read()
         return sent
     lags = reaction_lags(repo, commits, marks, push)
-    stop_and_report(w, lags, f"reaction: signed push webhook → remediation command started (ref_poll 10m; median of {trials})",
+    over = "a git:// remote (git daemon) and its mirror" if daemon else "a file:// remote"
+    stop_and_report(w, lags, f"reaction: signed push webhook → remediation command started, {over} (ref_poll 10m; median of {trials})",
                     0.05, "50 ms")
 
 def idle(addrs):
@@ -1008,6 +1019,8 @@ def main():
             reaction()
         if run("webhook_reaction"):
             webhook_reaction()
+        if run("webhook_reaction") or run("webhook_reaction_daemon"):
+            webhook_reaction(daemon=True)
         if fan and run("idle"):
             idle(fan[1])
         if fan and run("scale"):

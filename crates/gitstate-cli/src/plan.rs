@@ -117,6 +117,22 @@ fn rounds(n: usize, slots: usize) -> u32 {
 
 /// Engine specs: a probe for each target (sharing `clients`) and the configured remediator.
 pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Result<Vec<EnvironmentSpec>> {
+    // Environments with the same command (every one a `[[discover]]` block finds) share
+    // one remediator: it learns the environment from each request.
+    let shared: std::cell::RefCell<Vec<(Vec<String>, Duration, Arc<dyn gitstate_core::Remediator>)>> =
+        Default::default();
+    let remediator = |r: &crate::config::RemediateConfig| -> Arc<dyn gitstate_core::Remediator> {
+        let crate::config::RemediateConfig::Command { argv, timeout } = r else {
+            return crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop);
+        };
+        let mut shared = shared.borrow_mut();
+        if let Some((_, _, r)) = shared.iter().find(|(a, t, _)| a == argv && t == timeout) {
+            return r.clone();
+        }
+        let made = crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop);
+        shared.push((argv.clone(), *timeout, made.clone()));
+        made
+    };
     envs.iter()
         .map(|Planned { config: e, .. }| {
             let targets = e
@@ -154,14 +170,13 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                     Ok(TargetSpec::new(t.name.clone(), probe).with_timeout(bound + PROBE_BOUND_SLACK))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut targets = targets;
+            targets.shrink_to_fit();
             Ok(EnvironmentSpec {
                 name: e.name.clone(),
                 reference: e.reference.clone(),
                 targets,
-                remediator: e
-                    .remediate
-                    .as_ref()
-                    .map(|r| crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop)),
+                remediator: e.remediate.as_ref().map(remediator),
                 checks: checks(e.policy.verify.as_ref(), clients, &config.dir)
                     .with_context(|| format!("environment {}, [policy.verify]", e.name))?,
                 policy: e.policy.clone(),
@@ -225,7 +240,7 @@ pub struct Plan {
     listed: Vec<Expected>,
     /// The last `[[discover]]` listing and its map: a listing equal to it (the usual case,
     /// every second of a quiet watch) is answered without building anything again.
-    last_listing: Option<(Vec<Vec<Expected>>, Arc<Listed>)>,
+    last_listing: Option<Arc<Listed>>,
 }
 
 /// Plans a pass: opens the source, lists `[[discover]]` prefixes once, selects `only`
@@ -338,8 +353,8 @@ impl Plan {
             return Ok(Refreshed::unchanged());
         }
         let listed = listings(config, &self.source).await?;
-        if let Some((last, map)) = &self.last_listing
-            && *last == listed
+        if let Some(map) = &self.last_listing
+            && same_listing(&listed, map)
         {
             return Ok(Refreshed::unchanged().with_listed(map.clone()));
         }
@@ -356,9 +371,11 @@ impl Plan {
             let (envs, _) = environments(config, &self.source, &[]).await?;
             self.specs = specs(config, &envs, &self.clients)?;
             self.keep(envs);
+            // What a one-shot pass prefetches: `watch` reads the refs itself.
+            self.listed = Vec::new();
             refreshed = Refreshed::changed(self.take_environments());
         }
-        self.last_listing = Some((listed, map.clone()));
+        self.last_listing = Some(map.clone());
         Ok(refreshed.with_listed(map))
     }
 
@@ -377,13 +394,30 @@ impl Plan {
             .filter(|p| !p.config.windows.is_empty())
             .map(|p| (p.config.name.clone(), p.config.windows.clone()))
             .collect();
-        self.listed = envs.into_iter().filter_map(|p| p.listed).collect();
+        // A new vector, exactly sized (collected in place it would keep the planned
+        // environments' much larger buffer).
+        let mut listed = Vec::with_capacity(envs.iter().filter(|p| p.listed.is_some()).count());
+        listed.extend(envs.into_iter().filter_map(|p| p.listed));
+        self.listed = listed;
     }
 
     /// Each environment's freeze windows (those without any are absent).
     pub fn windows(&self) -> &Windows {
         &self.windows
     }
+}
+
+/// Whether `listed` says what `map` (the last listing, ref → commit) says: the same refs
+/// at the same commits, nothing more (the listing itself is not kept: the map is).
+fn same_listing(listed: &[Vec<Expected>], map: &Listed) -> bool {
+    let mut n = 0;
+    for e in listed.iter().flatten() {
+        n += 1;
+        if map.get(&e.reference) != Some(&e.commit) {
+            return false;
+        }
+    }
+    n == map.len()
 }
 
 /// `watch`'s environments: the `[[discover]]` prefixes listed again before every ref
@@ -395,7 +429,9 @@ pub struct Discovery {
 
 impl Discovery {
     /// Discovery over `plan` (whose environments the controller already took).
-    pub fn new(config: Config, plan: Plan) -> Self {
+    pub fn new(config: Config, mut plan: Plan) -> Self {
+        // What a one-shot pass prefetches: `watch` reads the refs itself.
+        plan.listed = Vec::new();
         Self { config, plan: tokio::sync::Mutex::new(plan) }
     }
 }

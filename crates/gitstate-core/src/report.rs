@@ -53,7 +53,7 @@ pub struct EnvironmentReport {
     /// Who signed the expected commit, or why it is not trusted (SPEC §18; only with
     /// `[source.trust]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trust: Option<crate::state::TrustRecord>,
+    pub trust: Option<Box<crate::state::TrustRecord>>,
 }
 
 /// An action in the report.

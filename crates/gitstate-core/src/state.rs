@@ -168,7 +168,7 @@ pub struct EnvState {
     pub last_convergence_lag_s: Option<f64>,
     /// The soak of the expected commit, or of the last one soaked (SPEC §15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification: Option<crate::verify::Verification>,
+    pub verification: Option<Box<crate::verify::Verification>>,
     /// Commits verified in this environment, the newest last (at most
     /// [`crate::verify::VERIFIED_KEPT`]): a rollback goes to the last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -188,7 +188,7 @@ pub struct EnvState {
     pub last_trusted: Option<CommitId>,
     /// The trust verdict on the expected commit, as `status` shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trust: Option<TrustRecord>,
+    pub trust: Option<Box<TrustRecord>>,
 }
 
 /// A trust verdict as it is recorded and shown (SPEC §18, `status`'s `trust`).

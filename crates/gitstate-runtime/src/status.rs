@@ -163,7 +163,7 @@ pub fn document(
                 last_verified_sha: s.verified.last().map(ToString::to_string),
                 vetoes: overrides.vetoes(name).to_vec(),
                 inhibited_by: inhibited.get(name).cloned(),
-                trust: s.trust.clone(),
+                trust: s.trust.as_deref().cloned(),
             })
             .collect(),
         shard: None,

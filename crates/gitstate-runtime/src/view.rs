@@ -169,15 +169,15 @@ impl View {
     pub(crate) fn record(&self, reports: Vec<EnvironmentReport>) {
         {
             let mut known = lock(&self.reports);
+            let mut fresh = Vec::new();
             for r in reports {
                 // The name is copied only for an environment not seen before.
                 match known.get_mut(&r.name) {
                     Some(kept) => *kept = r,
-                    None => {
-                        known.insert(r.name.clone(), r);
-                    }
+                    None => fresh.push((r.name.clone(), r)),
                 }
             }
+            crate::store::merge_new(&mut known, fresh);
         }
         self.changed();
     }

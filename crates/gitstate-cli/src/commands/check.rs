@@ -29,7 +29,7 @@ pub async fn run(args: Check) -> anyhow::Result<i32> {
         for env in &mut out.report.environments {
             if let Some(commit) = env.expected {
                 let gate = t.policy.judge(&source, None, commit, jiff::Timestamp::now()).await;
-                env.trust = Some(gate.record);
+                env.trust = Some(Box::new(gate.record));
             }
         }
     }

@@ -62,6 +62,8 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let view = controller.view();
     let order = config.environments.iter().map(|e| e.name.clone()).collect();
     let dashboard = Arc::new(Dashboard::new(view.clone(), links).with_history(history, order));
+    // The fleet's parts (matrix, promotions, DORA) are remade in the background.
+    tokio::spawn(dashboard.clone().keep_fleet_fresh());
     let listen = args.listen.unwrap_or(config.watch.listen);
     let endpoint = server::Endpoint {
         metrics: metrics.clone(),

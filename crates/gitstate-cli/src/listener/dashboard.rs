@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use gitstate_core::{EnvName, EnvState, Event, ExpectedState};
 use gitstate_runtime::{dora, fleet};
-use maud::{Markup, html};
+use maud::{Markup, PreEscaped, html};
 
 use crate::output::fleet as parts;
 use crate::output::html::{self, View};
@@ -31,12 +31,22 @@ pub struct Dashboard {
     source: Option<Arc<dyn ExpectedState>>,
     /// The environments in promotion order (the configuration's), for the promotions.
     order: Vec<EnvName>,
+    /// The fleet's parts that read the whole event log and history (matrix, promotions,
+    /// DORA), as last made, and the view's version then: a page never waits for them
+    /// but the first ([`Self::keep_fleet_fresh`] remakes them in the background).
+    parts: tokio::sync::Mutex<Option<(u64, Parts)>>,
 }
+
+/// The matrix, and the promotions and DORA (the "where is…" box goes between them).
+type Parts = (Markup, Markup);
+
+/// How often the fleet's parts are remade, at most, while the view changes.
+pub const FLEET_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Dashboard {
     /// A dashboard over the loop's `view`, linking commits with `links`.
     pub fn new(view: Arc<gitstate_runtime::View>, links: Links) -> Self {
-        Self { view, links, source: None, order: Vec::new() }
+        Self { view, links, source: None, order: Vec::new(), parts: Default::default() }
     }
 
     /// Shows the fleet's parts that read `source`'s history — the "where is…" box, what
@@ -116,19 +126,54 @@ impl Dashboard {
         }
     }
 
-    /// The fleet's parts, over one read of the store and its event log.
+    /// The fleet's parts with the "where is…" box answering `rev`: the parts as last made
+    /// (made now the first time), the box's answer read now.
     async fn fleet(&self, rev: Option<String>) -> Markup {
+        let made = self.parts.lock().await.as_ref().map(|(_, m)| m.clone());
+        let (matrix, rest) = match made {
+            Some(m) => m,
+            None => self.remake_parts().await,
+        };
+        let Some(_) = &self.source else { return matrix };
+        let answer = match rev.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => Some(html! { (PreEscaped(self.where_fragment(r).await)) }),
+            None => None,
+        };
+        html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (rest) }
+    }
+
+    /// Remakes the fleet's parts every [`FLEET_EVERY`] while the view changes: at 50,000
+    /// environments they read an event log of that many lines and more, too much to do
+    /// while a person waits for the page.
+    pub async fn keep_fleet_fresh(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FLEET_EVERY).await;
+            let version = *self.view.subscribe().borrow();
+            let stale = self.parts.lock().await.as_ref().is_none_or(|(v, _)| *v != version);
+            if stale {
+                self.remake_parts().await;
+            }
+        }
+    }
+
+    /// The matrix, the promotions and DORA, over one read of the store and its event log.
+    async fn remake_parts(&self) -> Parts {
+        let version = *self.view.subscribe().borrow();
+        let made = self.parts_now().await;
+        *self.parts.lock().await = Some((version, made.clone()));
+        made
+    }
+
+    async fn parts_now(&self) -> Parts {
         let store = self.view.store();
         let states = store.environments();
         let matrix = parts::matrix(&fleet::fleet(&states), &self.links);
-        let Some(source) = &self.source else { return matrix };
+        let Some(source) = &self.source else { return (matrix, html! {}) };
         let events = match store.events_since(jiff::Timestamp::MIN).await {
             Ok(events) => events,
-            Err(e) => return html! { (matrix) p.bad { "the event log could not be read: " (e.to_string()) } },
-        };
-        let answer = match rev.as_deref().filter(|r| !r.is_empty()) {
-            Some(r) => Some(self.where_answer(r, &states, &events).await),
-            None => None,
+            Err(e) => {
+                return (matrix, html! { p.bad { "the event log could not be read: " (e.to_string()) } });
+            }
         };
         let mut order = self.order.clone();
         order.extend(states.keys().filter(|n| !self.order.contains(n)).cloned());
@@ -138,7 +183,7 @@ impl Dashboard {
         let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24)).unwrap_or(until);
         let subjects = dora::subjects(&states, &events, &[]).unwrap_or_default();
         let keys = dora::report(source.as_ref(), &events, &subjects, since, until).await;
-        html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (parts::compare(&pairs)) (parts::dora(&keys)) }
+        (matrix, html! { (parts::compare(&pairs)) (parts::dora(&keys)) })
     }
 
     /// One page of the fleet, as `query` asks: only its environments' records and

@@ -744,7 +744,7 @@ mod tests {
         bad.reason = Some("commit bbbbbbbbbbbb is unsigned".into());
         let mut view = View { now: Some("2026-12-06T12:00:00Z".parse().unwrap()), ..View::default() };
         for (name, t) in [("signed", good), ("attacked", bad)] {
-            let state = EnvState { trust: Some(t), ..EnvState::default() };
+            let state = EnvState { trust: Some(Box::new(t)), ..EnvState::default() };
             view.environments.insert(name.parse().unwrap(), (Some(state), None));
         }
         let html = main(&view).into_string();

@@ -141,7 +141,7 @@ impl EnvOutcome {
                 .trust
                 .as_ref()
                 .filter(|g| Some(g.commit) == expected)
-                .map(|g| g.record.clone()),
+                .map(|g| Box::new(g.record.clone())),
         }
     }
 }

@@ -54,7 +54,7 @@ impl Engine {
                     let prior_state = prior.get(&env.name);
                     let due = !env.controls.vetoed.contains(commit)
                         && checks_due(
-                            prior_state.and_then(|s| s.verification.as_ref()),
+                            prior_state.and_then(|s| s.verification.as_deref()),
                             prior_state.map_or(&[][..], |s| &s.verified[..]),
                             commit,
                             assessment.in_sync,

@@ -213,7 +213,7 @@ pub struct Controls {
     /// SPEC §18, when `[source.trust]` is configured: the verdict on the move to the
     /// commit it names. A pass whose expected commit is not the one judged is not trusted
     /// yet (fail closed: nothing deployed until it is judged).
-    pub trust: Option<TrustGate>,
+    pub trust: Option<Box<TrustGate>>,
     /// SPEC §18: commits instances run that are neither signed by an allowed key nor a
     /// trusted expected commit of this environment: alarm `unsigned_running` while any
     /// runs, whatever the phase.

@@ -219,7 +219,7 @@ impl<'a> Pass<'a> {
         if let Some(gate) = self.controls.trust.clone() {
             let judged = gate.commit == *self.expected;
             if judged {
-                self.s.trust = Some(gate.record.clone());
+                self.s.trust = Some(Box::new(gate.record.clone()));
             }
             if judged && gate.trusted {
                 self.s.last_trusted = Some(*self.expected);
@@ -366,14 +366,14 @@ impl<'a> Pass<'a> {
             None => {
                 let until = after(now, verify.soak);
                 self.events.push(EventKind::VerificationStarted { expected, until });
-                Verification {
+                Box::new(Verification {
                     sha: expected,
                     state: VerificationState::Verifying,
                     since: now,
                     until,
                     next_check_at: None,
                     failures: Vec::new(),
-                }
+                })
             }
         };
         if v.state == VerificationState::Degraded {

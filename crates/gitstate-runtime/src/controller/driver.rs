@@ -162,13 +162,16 @@ impl Loop {
     /// Replaces the specs and the windows (the view serves the windows in `/status`).
     pub(super) fn set_environments(&self, envs: Vec<Environment>) {
         let mut windows = Windows::new();
-        let mut specs = BTreeMap::new();
-        for e in envs {
-            if !e.windows.is_empty() {
-                windows.insert(e.spec.name.clone(), e.windows);
-            }
-            specs.insert(e.spec.name.clone(), e.spec);
-        }
+        // Collected, not inserted one by one: the map is built in bulk, its nodes full.
+        let specs: BTreeMap<EnvName, EnvironmentSpec> = envs
+            .into_iter()
+            .map(|e| {
+                if !e.windows.is_empty() {
+                    windows.insert(e.spec.name.clone(), e.windows);
+                }
+                (e.spec.name.clone(), e.spec)
+            })
+            .collect();
         self.view.set_policies(specs.values().map(|s| (s.name.clone(), s.effective_policy())).collect());
         *lock(&self.specs) = specs;
         self.view.set_windows(Arc::new(windows));
@@ -185,9 +188,9 @@ impl Loop {
             let mut s = s.clone();
             s.controls = controls_at(&overrides, windows.get(&s.name), &s.name, now);
             if let Some(policy) = &self.trust {
-                s.controls.trust = Some(
+                s.controls.trust = Some(Box::new(
                     gates.get(&s.name).cloned().unwrap_or_else(|| crate::trust::not_judged(policy.block)),
-                );
+                ));
                 s.controls.unsigned_running = unsigned.get(&s.name).cloned().unwrap_or_default();
             }
             s

@@ -340,7 +340,7 @@ fn in_sync(s: i64) -> EnvState {
         last_in_sync_at: Some(at(s)),
         last_retry: Some(at(-900)),
         last_convergence_lag_s: Some(12.5),
-        verification: Some(gitstate_core::verify::Verification {
+        verification: Some(Box::new(gitstate_core::verify::Verification {
             sha: commit('a'),
             state: gitstate_core::verify::VerificationState::Verified,
             since: at(-500),
@@ -351,7 +351,7 @@ fn in_sync(s: i64) -> EnvState {
                 at: at(-450),
                 reason: "exit 1".into(),
             }],
-        }),
+        })),
         verified: vec![commit('a')],
         converged_on: vec![commit('a')],
         running: vec![gitstate_core::Running {

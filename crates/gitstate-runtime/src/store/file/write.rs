@@ -18,6 +18,7 @@ impl FileStore {
     pub fn save(&self, states: &[(EnvName, EnvState)]) -> Result<(), StoreError> {
         let mut inner = self.inner();
         let mut lines = Vec::new();
+        let mut fresh = Vec::new();
         for (name, s) in states {
             match inner.file.environments.get(name) {
                 Some(old) if old == s => continue,
@@ -32,7 +33,15 @@ impl FileStore {
                     })));
                 }
             }
-            inner.file.environments.insert(name.clone(), s.clone());
+            match inner.file.environments.get_mut(name) {
+                Some(kept) => *kept = s.clone(),
+                None => fresh.push((name.clone(), s.clone())),
+            }
+        }
+        if !fresh.is_empty() {
+            // Many new keys at once (a first pass): built in bulk, the map's nodes are full
+            // rather than half full as one insert after another in order leaves them.
+            crate::store::merge_new(&mut inner.file.environments, fresh);
         }
         self.write(&mut inner, &lines)
     }
