@@ -119,8 +119,8 @@ fn rounds(n: usize, slots: usize) -> u32 {
 pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Result<Vec<EnvironmentSpec>> {
     // Environments with the same command (every one a `[[discover]]` block finds) share
     // one remediator: it learns the environment from each request.
-    let shared: std::cell::RefCell<Vec<(Vec<String>, Duration, Arc<dyn gitstate_core::Remediator>)>> =
-        Default::default();
+    type Shared = Vec<(Vec<String>, Duration, Arc<dyn gitstate_core::Remediator>)>;
+    let shared: std::cell::RefCell<Shared> = Default::default();
     let remediator = |r: &crate::config::RemediateConfig| -> Arc<dyn gitstate_core::Remediator> {
         let crate::config::RemediateConfig::Command { argv, timeout } = r else {
             return crate::remediate::remediator(r, &config.dir, &clients.http, &clients.stop);
