@@ -358,7 +358,16 @@ impl Plan {
         {
             return Ok(Refreshed::unchanged().with_listed(map.clone()));
         }
-        let same = {
+        // Only commits moved (the same refs): the same environments, without working
+        // them out again.
+        let same_refs = self.last_listing.as_ref().is_some_and(|map| {
+            let mut n = 0;
+            listed.iter().flatten().all(|e| {
+                n += 1;
+                map.contains_key(&e.reference)
+            }) && n == map.len()
+        });
+        let same = same_refs || {
             let (found, _) = discover::discovered(config, &listed);
             let names: BTreeSet<&gitstate_core::EnvName> =
                 config.environments.iter().map(|e| &e.name).chain(found.iter().map(|(_, n, _)| n)).collect();

@@ -58,11 +58,21 @@ impl Loop {
     /// the one the last poll read (the same `Arc`), its refs are not even compared again:
     /// nothing under them moved.
     pub(super) async fn poll_refs(&self, listed: &Arc<Listed>) -> Vec<EnvName> {
-        let seen = {
+        let (seen, previous) = {
             let mut last = lock(&self.last_listed);
             let seen = last.as_ref().is_some_and(|l| Arc::ptr_eq(l, listed));
-            *last = Some(listed.clone());
-            seen
+            let previous = last.replace(listed.clone());
+            (seen, previous)
+        };
+        // A new listing after another: only its refs that moved (or appeared) are news
+        // (one ref moving among 50,000 must not cost 50,000 copies).
+        let moved: Option<std::collections::HashSet<&str>> =
+            previous.as_ref().filter(|_| !seen).map(|prev| {
+                listed.iter().filter(|(r, c)| prev.get(*r) != Some(*c)).map(|(r, _)| r.as_str()).collect()
+            });
+        let news = |reference: &str| match &moved {
+            Some(moved) => moved.contains(reference),
+            None => !seen,
         };
         // After a push webhook that named its refs, only the environments on those refs.
         let pushed: Vec<Option<String>> = std::mem::take(&mut *lock(&self.pushed));
@@ -79,7 +89,7 @@ impl Loop {
         };
         let specs: Vec<(EnvName, String)> = lock(&self.specs)
             .values()
-            .filter(|s| on_pushed(&s.reference) && !(seen && listed.contains_key(&s.reference)))
+            .filter(|s| on_pushed(&s.reference) && (!listed.contains_key(&s.reference) || news(&s.reference)))
             .map(|s| (s.name.clone(), s.reference.clone()))
             .collect();
         let (known_now, lookup): (Vec<_>, Vec<_>) =
