@@ -90,7 +90,9 @@ def wait_port(port, host="127.0.0.1", limit=30):
 
 
 def start(cmd, **kw):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    # BENCH_STDERR=FILE: the children's stderr there (with GITSTATE_LOG, watch's log).
+    err = open(os.environ["BENCH_STDERR"], "ab") if os.environ.get("BENCH_STDERR") else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, **kw)
     CHILDREN.append(p)
     return p
 

@@ -120,6 +120,18 @@ pub trait ExpectedState: Send + Sync {
         Vec::new()
     }
 
+    /// A push (a webhook) says `refs` moved, before they are read again: whatever the
+    /// source keeps of an earlier listing is stale now. Default: nothing kept.
+    fn pushed(&self, refs: &[String]) {
+        let _ = refs;
+    }
+
+    /// After a push: a source keeping a local copy of a remote may bring it up to date
+    /// now, while the refs are read again, so that relating the pushed commits does not
+    /// wait for a fetch of its own (SPEC §19). Not waited for; errors are the source's to
+    /// log. Default: nothing.
+    async fn prefetch(&self) {}
+
     /// The commit `rev` names (SPEC §16 `where REV`): the default takes a full commit id,
     /// or a ref or tag [`ExpectedState::resolve`] finds; Git takes whatever `git
     /// rev-parse` takes.

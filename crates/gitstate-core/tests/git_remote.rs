@@ -375,3 +375,31 @@ fn a_rollback_pushes_with_a_lease_over_git_daemon() {
     let err = futures::executor::block_on(bare_only.move_ref(prod, &id(1), &id(0), "x")).unwrap_err();
     assert!(err.to_string().contains("without a mirror"), "{err}");
 }
+
+/// SPEC §19: a push's poll and the pass it starts share one listing of a remote (a real
+/// `git daemon`): read again while it is fresh, the refs are answered from it — unless a
+/// push said refs moved, after which they are read anew.
+#[test]
+fn a_listing_answers_again_while_fresh_and_a_push_makes_it_read_anew() {
+    use gitstate_core::ExpectedState as _;
+    let fx = fixture();
+    let daemon = gitstate_testkit::git_daemon(fx.base.path());
+    let url = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    // Fresh for an hour: what is read again comes from the listing, whatever the clock.
+    let hour = std::time::Duration::from_secs(3600);
+    let src = GitSource::from_remote(RemoteRepo::new(&url).unwrap().with_listing_fresh(hour));
+    let production = "environments/production";
+    assert_eq!(expected_of(&src, production).unwrap().1, fx.c[4]);
+    let bare = fx.base.path().join("repo.git");
+    gitstate_testkit::git(&bare, &["update-ref", "refs/heads/environments/production", &fx.c[1]]);
+    assert_eq!(expected_of(&src, production).unwrap().1, fx.c[4], "answered from the listing");
+    // A push webhook says refs moved: read anew.
+    src.pushed(&["refs/heads/environments/production".to_owned()]);
+    assert_eq!(expected_of(&src, production).unwrap().1, fx.c[1]);
+    // Never fresh: every read asks the server.
+    let never = std::time::Duration::ZERO;
+    let src = GitSource::from_remote(RemoteRepo::new(&url).unwrap().with_listing_fresh(never));
+    assert_eq!(expected_of(&src, production).unwrap().1, fx.c[1]);
+    gitstate_testkit::git(&bare, &["update-ref", "refs/heads/environments/production", &fx.c[3]]);
+    assert_eq!(expected_of(&src, production).unwrap().1, fx.c[3]);
+}

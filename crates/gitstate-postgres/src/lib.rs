@@ -8,6 +8,12 @@
 //! that its session still holds the lock (fencing), so a leader cut off from the database
 //! writes nothing. Migrations are versioned and applied by the program itself.
 //!
+//! With [`PgOptions::with_shards`] (SPEC §19) replicas share the environments instead:
+//! each leases a fair share of [`SLOTS`] slots ([`slot_of`] an environment's), acts and
+//! probes only for its own, and fences every write by its slots' leases (the leader lock
+//! is then the cluster's notifier's). Every write takes the cluster's next change number,
+//! so a standby or a slot's new owner reads only what changed ([`PgStore::catch_up`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), gitstate_runtime::StoreError> {
 //! use std::sync::Arc;

@@ -83,6 +83,14 @@ impl ExpectedState for Prefetched {
         self.inner.rev_parse(rev).await
     }
 
+    fn pushed(&self, refs: &[String]) {
+        self.inner.pushed(refs)
+    }
+
+    async fn prefetch(&self) {
+        self.inner.prefetch().await
+    }
+
     async fn move_ref(
         &self,
         reference: &str,

@@ -62,8 +62,9 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let view = controller.view();
     let order = config.environments.iter().map(|e| e.name.clone()).collect();
     let dashboard = Arc::new(Dashboard::new(view.clone(), links).with_history(history, order));
-    // The fleet's parts (matrix, promotions, DORA) are remade in the background.
-    tokio::spawn(dashboard.clone().keep_fleet_fresh());
+    // The fleet's parts (matrix, promotions, DORA) are made once the first pass is done,
+    // and remade in the background when a page finds them old.
+    tokio::spawn(dashboard.clone().warm());
     let listen = args.listen.unwrap_or(config.watch.listen);
     let endpoint = server::Endpoint {
         metrics: metrics.clone(),

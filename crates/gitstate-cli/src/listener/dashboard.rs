@@ -32,9 +32,13 @@ pub struct Dashboard {
     /// The environments in promotion order (the configuration's), for the promotions.
     order: Vec<EnvName>,
     /// The fleet's parts that read the whole event log and history (matrix, promotions,
-    /// DORA), as last made, and the view's version then: a page never waits for them
-    /// but the first ([`Self::keep_fleet_fresh`] remakes them in the background).
-    parts: tokio::sync::Mutex<Option<(u64, Parts)>>,
+    /// DORA), as last made, with the view's version and the time then: a page is served
+    /// them as they are and, when they are older than [`FLEET_EVERY`] and the view has
+    /// changed since, they are remade in the background for the next one. Nobody looking,
+    /// nothing remade.
+    parts: tokio::sync::Mutex<Option<(u64, std::time::Instant, Parts)>>,
+    /// Set while a remake runs.
+    remaking: std::sync::atomic::AtomicBool,
 }
 
 /// The matrix, and the promotions and DORA (the "where is…" box goes between them).
@@ -46,7 +50,14 @@ pub const FLEET_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 impl Dashboard {
     /// A dashboard over the loop's `view`, linking commits with `links`.
     pub fn new(view: Arc<gitstate_runtime::View>, links: Links) -> Self {
-        Self { view, links, source: None, order: Vec::new(), parts: Default::default() }
+        Self {
+            view,
+            links,
+            source: None,
+            order: Vec::new(),
+            parts: Default::default(),
+            remaking: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Shows the fleet's parts that read `source`'s history — the "where is…" box, what
@@ -70,6 +81,7 @@ impl Dashboard {
         let (content_type, body): (&str, BoxStream<'static, String>) = match path {
             "/" => {
                 let rev = param("where");
+                me.remake_if_stale();
                 (
                     "text/html; charset=utf-8",
                     futures::stream::once(async move { me.page_with(rev, &query).await }).boxed(),
@@ -129,7 +141,7 @@ impl Dashboard {
     /// The fleet's parts with the "where is…" box answering `rev`: the parts as last made
     /// (made now the first time), the box's answer read now.
     async fn fleet(&self, rev: Option<String>) -> Markup {
-        let made = self.parts.lock().await.as_ref().map(|(_, m)| m.clone());
+        let made = self.parts.lock().await.as_ref().map(|(_, _, m)| m.clone());
         let (matrix, rest) = match made {
             Some(m) => m,
             None => self.remake_parts().await,
@@ -142,17 +154,34 @@ impl Dashboard {
         html! { (matrix) (parts::where_box(rev.as_deref(), answer)) (rest) }
     }
 
-    /// Remakes the fleet's parts every [`FLEET_EVERY`] while the view changes: at 50,000
-    /// environments they read an event log of that many lines and more, too much to do
-    /// while a person waits for the page.
-    pub async fn keep_fleet_fresh(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(FLEET_EVERY).await;
-            let version = *self.view.subscribe().borrow();
-            let stale = self.parts.lock().await.as_ref().is_none_or(|(v, _)| *v != version);
-            if stale {
-                self.remake_parts().await;
+    /// Makes the fleet's parts once the first full pass is done, so that the first page
+    /// need not wait for them either: at 50,000 environments they read an event log of
+    /// that many lines and more, too much to do while a person waits.
+    pub async fn warm(self: Arc<Self>) {
+        let mut rx = self.view.subscribe();
+        while self.view.with_reports(|r| r.is_empty()) {
+            if rx.changed().await.is_err() {
+                return;
             }
+        }
+        self.remake_parts().await;
+    }
+
+    /// Remakes the fleet's parts in the background when they are older than
+    /// [`FLEET_EVERY`] and the view changed since (one remake at a time).
+    fn remake_if_stale(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let version = *self.view.subscribe().borrow();
+        let stale = match self.parts.try_lock() {
+            Ok(p) => p.as_ref().is_some_and(|(v, at, _)| *v != version && at.elapsed() >= FLEET_EVERY),
+            Err(_) => false,
+        };
+        if stale && !self.remaking.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.remake_parts().await;
+                me.remaking.store(false, Ordering::SeqCst);
+            });
         }
     }
 
@@ -160,7 +189,7 @@ impl Dashboard {
     async fn remake_parts(&self) -> Parts {
         let version = *self.view.subscribe().borrow();
         let made = self.parts_now().await;
-        *self.parts.lock().await = Some((version, made.clone()));
+        *self.parts.lock().await = Some((version, std::time::Instant::now(), made.clone()));
         made
     }
 

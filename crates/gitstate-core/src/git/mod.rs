@@ -238,6 +238,31 @@ impl ExpectedState for GitSource {
         .await
     }
 
+    /// A remote forgets its last listing.
+    fn pushed(&self, _refs: &[String]) {
+        if let Repo::Remote(r) = &*self.repo {
+            r.forget_listing();
+        }
+    }
+
+    /// A mirrored remote fetches into its mirror at once (the pass that follows finds the
+    /// pushed commits there, or waits for this fetch rather than making its own).
+    async fn prefetch(&self) {
+        let Repo::Remote(r) = &*self.repo else { return };
+        if r.mirror_dir().is_none() {
+            return;
+        }
+        if let Err(e) = self
+            .unblock(move |this| match &*this.repo {
+                Repo::Remote(r) => r.prefetch(),
+                Repo::Local(_) => Ok(()),
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "fetching into the mirror after a push failed; the pass fetches again");
+        }
+    }
+
     /// A local repository (or a remote's mirror): what `git rev-parse` takes.
     async fn rev_parse(&self, rev: &str) -> Result<CommitId, ExpectedError> {
         let rev = rev.to_owned();
@@ -271,7 +296,11 @@ impl ExpectedState for GitSource {
                 // The mirror holds the commit to push once it has fetched it.
                 r.ensure_commit(&to)?;
                 let e = &r.endpoint;
-                update::push(&mirror, &e.url, &e.shown, e.ssh_command.as_deref(), &reference, &from, &to)
+                let pushed =
+                    update::push(&mirror, &e.url, &e.shown, e.ssh_command.as_deref(), &reference, &from, &to);
+                // What was listed before the push is not what the remote says now.
+                r.forget_listing();
+                pushed
             }
         };
         // Not under the remote's listing timeout: a push has its own bound.

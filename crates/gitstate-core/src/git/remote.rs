@@ -28,7 +28,17 @@ pub struct RemoteRepo {
     pub(super) endpoint: Endpoint,
     /// The bare mirror, when mirroring.
     mirror: Option<Mirror>,
+    /// The last listing (when, what was asked, what came back): a pass that reads refs
+    /// a ref poll read within [`LISTING_FRESH`] is answered from it (a push webhook's poll
+    /// and the pass it starts would otherwise ask the server twice in a few ms).
+    recent: Mutex<Option<(Instant, Vec<String>, Vec<(String, ObjectId)>)>>,
+    /// How long a listing answers again ([`LISTING_FRESH`] unless set).
+    fresh: Duration,
 }
+
+/// How long a listing answers again for the same (or fewer) refs: far below any ref poll
+/// period, long enough to cover a poll and the pass it starts.
+const LISTING_FRESH: Duration = Duration::from_millis(100);
 
 /// A bare repository holding the remote's history, made on its first fetch.
 struct Mirror {
@@ -38,6 +48,9 @@ struct Mirror {
     /// [`REFETCH_UNKNOWN`]: a target reporting a commit no branch has must not cost a
     /// fetch every pass).
     last_fetch: Mutex<Option<Instant>>,
+    /// Held through each fetch: one at a time, and a fetch that waited for another
+    /// first looks whether that one brought what it wanted.
+    fetching: Mutex<()>,
 }
 
 /// The least time between two fetches for reported commits the mirror does not hold.
@@ -61,7 +74,12 @@ pub fn is_remote_url(repo: &str) -> bool {
 impl RemoteRepo {
     /// A remote with no local copy: refs only; a differing commit is `drifted`.
     pub fn new(url: &str) -> Result<Self, ExpectedError> {
-        Ok(Self { endpoint: Endpoint::new(url, Self::DEFAULT_TIMEOUT), mirror: None })
+        Ok(Self {
+            endpoint: Endpoint::new(url, Self::DEFAULT_TIMEOUT),
+            mirror: None,
+            recent: Mutex::new(None),
+            fresh: LISTING_FRESH,
+        })
     }
 
     /// How long a whole ref listing or mirror fetch may take by default.
@@ -81,7 +99,12 @@ impl RemoteRepo {
     /// its branches and tags are fetched when a commit to relate is missing from it, so
     /// behind / ahead / diverged can be computed. Resolving and listing refs never fetch.
     pub fn mirrored(url: &str, dir: &Path) -> Result<Self, ExpectedError> {
-        let mirror = Mirror { dir: dir.to_path_buf(), repo: OnceLock::new(), last_fetch: Mutex::new(None) };
+        let mirror = Mirror {
+            dir: dir.to_path_buf(),
+            repo: OnceLock::new(),
+            last_fetch: Mutex::new(None),
+            fetching: Mutex::new(()),
+        };
         Ok(Self { mirror: Some(mirror), ..Self::new(url)? })
     }
 
@@ -168,8 +191,43 @@ impl RemoteRepo {
         }
     }
 
-    /// Fetches the remote's branches and tags into the mirror.
-    fn fetch(&self, mirror: &LocalRepo) -> Result<(), ExpectedError> {
+    /// Fetches into the mirror now (a push webhook named refs): what the pass that follows
+    /// needs is then there, or on its way.
+    pub(super) fn prefetch(&self) -> Result<(), ExpectedError> {
+        let Some(mirror) = &self.mirror else { return Ok(()) };
+        let repo = self.mirror_repo(mirror)?;
+        self.fetch(repo)
+    }
+
+    /// Fetches unless `commit` is in the mirror once any fetch in progress has ended.
+    fn fetch_unless_held(
+        &self,
+        mirror: &Mirror,
+        repo: &LocalRepo,
+        commit: &CommitId,
+    ) -> Result<(), ExpectedError> {
+        let _one = mirror.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if repo.has_commit(commit) {
+            return Ok(());
+        }
+        self.fetch_now(repo)
+    }
+
+    /// Fetches the remote's branches and tags into the mirror, one fetch at a time.
+    fn fetch(&self, repo: &LocalRepo) -> Result<(), ExpectedError> {
+        let _one = self.mirror.as_ref().map(|m| m.fetching.lock().unwrap_or_else(|p| p.into_inner()));
+        self.fetch_now(repo)
+    }
+
+    /// Fetches the remote's branches and tags into the mirror (the caller holds the lock).
+    fn fetch_now(&self, mirror: &LocalRepo) -> Result<(), ExpectedError> {
+        let started = Instant::now();
+        let fetched = self.fetch_into(mirror);
+        tracing::debug!(url = %self.endpoint.shown, took_ms = started.elapsed().as_millis() as u64, ok = fetched.is_ok(), "mirror fetched");
+        fetched
+    }
+
+    fn fetch_into(&self, mirror: &LocalRepo) -> Result<(), ExpectedError> {
         let repo = gix::open_opts(mirror.path(), gix::open::Options::isolated()).map_err(|e| self.err(e))?;
         let specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
         let remote = repo
@@ -201,9 +259,35 @@ impl RemoteRepo {
         }
     }
 
-    /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs).
+    /// Lists the remote refs matching `names` (full ref names, or `prefix*` globs): from
+    /// the last listing when it asked for all of them within [`LISTING_FRESH`].
     fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
-        self.ls_refs_direct(names)
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, asked, got)) = recent.as_ref()
+                && at.elapsed() < self.fresh
+                && names.iter().all(|n| asked.contains(n))
+            {
+                return Ok(got.clone());
+            }
+        }
+        let asked_at = Instant::now();
+        let got = self.ls_refs_direct(names)?;
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((asked_at, names.to_vec(), got.clone()));
+        Ok(got)
+    }
+
+    /// Sets how long a listing answers again for the same refs (default 100 ms: a poll
+    /// and the pass it starts; zero: every read asks the server).
+    pub fn with_listing_fresh(mut self, fresh: Duration) -> Self {
+        self.fresh = fresh;
+        self
+    }
+
+    /// Forgets the last listing (this process moved a ref, or a push says refs moved).
+    pub(super) fn forget_listing(&self) {
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn parse_url(&self) -> Result<gix::Url, ExpectedError> {
@@ -333,8 +417,12 @@ impl RemoteRepo {
                 return Ok(rel);
             }
             *last = Some(Instant::now());
+            drop(last);
+            self.fetch(repo)?;
+        } else {
+            // A push's fetch may be bringing it: waited for, not repeated.
+            self.fetch_unless_held(mirror, repo, expected)?;
         }
-        self.fetch(repo)?;
         repo.relate_commits(expected, reported, max)
     }
 

@@ -439,6 +439,15 @@ pub(super) async fn keep_leadership(me: Arc<Loop>) {
 #[async_trait]
 impl Driver for Loop {
     async fn poll(&self) -> Vec<EnvName> {
+        // A push webhook: the source may fetch what it brought while the refs are read
+        // (a remote's mirror), so that the pass after does not wait for its own fetch.
+        let pushed: Vec<Option<String>> = lock(&self.pushed).clone();
+        if !pushed.is_empty() {
+            let refs: Vec<String> = pushed.into_iter().flatten().collect();
+            self.source.pushed(&refs);
+            let source = self.source.clone();
+            tokio::spawn(async move { source.prefetch().await });
+        }
         // What operators said, read anew.
         if let Err(e) = self.store.refresh().await {
             tracing::warn!(error = %e, "state not read anew; keeping what is known");
