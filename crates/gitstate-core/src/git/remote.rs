@@ -31,10 +31,13 @@ pub struct RemoteRepo {
     /// The last listing (when, what was asked, what came back): a pass that reads refs
     /// a ref poll read within [`LISTING_FRESH`] is answered from it (a push webhook's poll
     /// and the pass it starts would otherwise ask the server twice in a few ms).
-    recent: Mutex<Option<(Instant, Vec<String>, Vec<(String, ObjectId)>)>>,
+    recent: Mutex<Option<Listing>>,
     /// How long a listing answers again ([`LISTING_FRESH`] unless set).
     fresh: Duration,
 }
+
+/// A listing: when it was asked for, the names asked, the refs it found.
+type Listing = (Instant, Vec<String>, Vec<(String, ObjectId)>);
 
 /// How long a listing answers again for the same (or fewer) refs: far below any ref poll
 /// period, long enough to cover a poll and the pass it starts.
