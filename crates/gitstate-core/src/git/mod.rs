@@ -35,7 +35,7 @@ pub(crate) use crate::error::chain;
 #[derive(Debug)]
 enum Repo {
     Local(LocalRepo),
-    Remote(Box<RemoteRepo>),
+    Remote(RemoteRepo),
 }
 
 /// Git repositories as the source of expected commits. Cheap to clone.
@@ -70,7 +70,7 @@ impl GitSource {
 
     /// A remote repository set up beyond the defaults (an ssh command, a timeout).
     pub fn from_remote(remote: RemoteRepo) -> Self {
-        Self { repo: Arc::new(Repo::Remote(Box::new(remote))), inline: false }
+        Self { repo: Arc::new(Repo::Remote(remote)), inline: false }
     }
 
     /// A remote repository mirrored into the bare repository at `dir`.

@@ -31,7 +31,7 @@ pub struct RemoteRepo {
     /// The last listing (when, what was asked, what came back): a pass that reads refs
     /// a ref poll read within [`LISTING_FRESH`] is answered from it (a push webhook's poll
     /// and the pass it starts would otherwise ask the server twice in a few ms).
-    recent: Mutex<Option<Listing>>,
+    recent: Mutex<Option<Box<Listing>>>,
     /// How long a listing answers again ([`LISTING_FRESH`] unless set).
     fresh: Duration,
 }
@@ -267,7 +267,7 @@ impl RemoteRepo {
     fn ls_refs(&self, names: &[String]) -> Result<Vec<(String, ObjectId)>, ExpectedError> {
         {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, asked, got)) = recent.as_ref()
+            if let Some((at, asked, got)) = recent.as_deref()
                 && at.elapsed() < self.fresh
                 && names.iter().all(|n| asked.contains(n))
             {
@@ -277,7 +277,7 @@ impl RemoteRepo {
         let asked_at = Instant::now();
         let got = self.ls_refs_direct(names)?;
         *self.recent.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((asked_at, names.to_vec(), got.clone()));
+            Some(Box::new((asked_at, names.to_vec(), got.clone())));
         Ok(got)
     }
 
