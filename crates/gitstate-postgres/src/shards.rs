@@ -36,6 +36,10 @@ pub fn slot_of(environment: &str) -> i32 {
     (h % SLOTS as u32) as i32
 }
 
+/// Slots held by each replica whose lease counts, by replica.
+const OWNERS: &str = "SELECT owner, count(*) FROM gitstate_slots WHERE cluster = $1 AND owner IS NOT NULL
+     AND expires_at > now() GROUP BY owner ORDER BY owner";
+
 /// The fair share of each of `live` replicas: `⌈SLOTS / live⌉`.
 pub fn fair_share(live: usize) -> usize {
     (SLOTS as usize).div_ceil(live.max(1))
@@ -180,8 +184,7 @@ impl PgStore {
                 }
                 let replicas = tx
                     .query(
-                        "SELECT owner, count(*) FROM gitstate_slots WHERE cluster = $1 AND owner IS NOT NULL
-                         AND expires_at > now() GROUP BY owner ORDER BY owner",
+                        OWNERS,
                         &[&cluster],
                     )
                     .await
@@ -286,14 +289,7 @@ impl PgStore {
     pub async fn slot_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let cluster = self.config.cluster.clone();
         self.with_session(async |c| {
-            let rows = c
-                .query(
-                    "SELECT owner, count(*) FROM gitstate_slots WHERE cluster = $1 AND owner IS NOT NULL
-                     AND expires_at > now() GROUP BY owner ORDER BY owner",
-                    &[&cluster],
-                )
-                .await
-                .map_err(|e| db_error("reading slots", &e))?;
+            let rows = c.query(OWNERS, &[&cluster]).await.map_err(|e| db_error("reading slots", &e))?;
             Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
         })
         .await

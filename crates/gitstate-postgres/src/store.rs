@@ -232,13 +232,7 @@ impl PgStore {
         let shards = self.config.shards;
         let (file, overrides, events, head, read) = self
             .with_session(async |c| {
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(|e| db_error("reading state", &e))?;
+                let tx = snapshot(c, "reading state").await?;
                 let head = head(&tx, &cluster).await?;
                 let rows = tx
                     .query(
@@ -253,20 +247,7 @@ impl PgStore {
                     let (env, state) = env_row(&cluster, row.get(0), row.get(1))?;
                     file.environments.insert(env, state);
                 }
-                let outbox = if shards {
-                    tx.query_opt(
-                        "SELECT outbox FROM gitstate_replica_outbox WHERE cluster = $1 AND replica = $2",
-                        &[&cluster, &replica],
-                    )
-                    .await
-                } else {
-                    tx.query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster]).await
-                }
-                .map_err(|e| db_error("reading the outbox", &e))?;
-                if let Some(row) = outbox {
-                    let what = format!("the outbox row of cluster {cluster:?}");
-                    file.outbox = serde_json::from_value(row.get(0)).map_err(|e| corrupt(what, e))?;
-                }
+                file.outbox = read_outbox(&tx, &cluster, shards.then_some(replica.as_str())).await?;
                 let overrides = read_overrides(&tx, &cluster).await?;
                 let rows = tx
                     .query(
@@ -303,13 +284,7 @@ impl PgStore {
         let own: Vec<i64> = self.own.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
         let caught = self
             .with_session(async |c| {
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(|e| db_error("reading changes", &e))?;
+                let tx = snapshot(c, "reading changes").await?;
                 let head = head(&tx, &cluster).await?;
                 if head <= last {
                     return Ok(None);
@@ -369,25 +344,9 @@ impl PgStore {
         let cluster = self.config.cluster.clone();
         let replica = self.config.replica.clone();
         let shards = self.config.shards;
-        let row = self
-            .with_session(async |c| {
-                if shards {
-                    c.query_opt(
-                        "SELECT outbox FROM gitstate_replica_outbox WHERE cluster = $1 AND replica = $2",
-                        &[&cluster, &replica],
-                    )
-                    .await
-                } else {
-                    c.query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster]).await
-                }
-                .map_err(|e| db_error("reading the outbox", &e))
-            })
+        let outbox = self
+            .with_session(async |c| read_outbox(&*c, &cluster, shards.then_some(replica.as_str())).await)
             .await?;
-        let outbox = match row {
-            Some(row) => serde_json::from_value(row.get(0))
-                .map_err(|e| corrupt(format!("the outbox row of cluster {cluster:?}"), e))?,
-            None => gitstate_core::Outbox::default(),
-        };
         self.cache().file.outbox = outbox;
         Ok(())
     }
@@ -565,6 +524,40 @@ impl PgStore {
     /// The state as last read or written.
     pub fn state(&self) -> StateFile {
         self.cache().file.clone()
+    }
+}
+
+/// A read-only transaction over one snapshot (what it reads is consistent).
+async fn snapshot<'a>(c: &'a mut Client, what: &str) -> Result<tokio_postgres::Transaction<'a>, StoreError> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| db_error(what, &e))
+}
+
+/// The cluster's outbox (with shards, `replica`'s own); empty when none was written.
+async fn read_outbox(
+    c: &impl tokio_postgres::GenericClient,
+    cluster: &str,
+    replica: Option<&str>,
+) -> Result<gitstate_core::Outbox, StoreError> {
+    let row = match replica {
+        Some(r) => {
+            c.query_opt(
+                "SELECT outbox FROM gitstate_replica_outbox WHERE cluster = $1 AND replica = $2",
+                &[&cluster, &r],
+            )
+            .await
+        }
+        None => c.query_opt("SELECT outbox FROM gitstate_outbox WHERE cluster = $1", &[&cluster]).await,
+    }
+    .map_err(|e| db_error("reading the outbox", &e))?;
+    match row {
+        Some(row) => serde_json::from_value(row.get(0))
+            .map_err(|e| corrupt(format!("the outbox row of cluster {cluster:?}"), e)),
+        None => Ok(gitstate_core::Outbox::default()),
     }
 }
 
