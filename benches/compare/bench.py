@@ -746,6 +746,124 @@ dir = "{state}"
                  f"/status {status_len/1e6:.1f} MB", "", f"{ok(max(status_s, metrics_s, page_s), 1.0)} (target ≤ 1 s each)", ""))
 
 
+def shards_bench():
+    """SPEC §19: three `watch` replicas sharing 3,000 discovered environments through
+    PostgreSQL with `shards = "auto"` (failover 5 s): how soon a SIGKILLed replica's slots
+    are taken, how soon a fourth joining evens the shares (each within 10 % of a fair
+    one), and how many deploys, alarms and attempts happened twice over 900 ref moves
+    (the goal: none)."""
+    url = postgres_server()
+    if not url:
+        return
+    n = 3000
+    repo = WORK / "shards.git"
+    sh(["git", "init", "-q", "--bare", str(repo)])
+    sh(["git", "fast-import", "--quiet"], cwd=repo,
+       input=b"commit refs/heads/main\ncommitter b <b@example.invalid> 1700000000 +0000\ndata 2\nc\n\n"
+             b"commit refs/heads/next\ncommitter b <b@example.invalid> 1700000100 +0000\ndata 2\nd\nfrom refs/heads/main\n\n")
+    deployed = sh(["git", "rev-parse", "refs/heads/main"], cwd=repo).decode().strip()
+    moved_to = sh(["git", "rev-parse", "refs/heads/next"], cwd=repo).decode().strip()
+    site = WORK / "shards-site"
+    site.mkdir()
+    (site / "meta.json").write_text(json.dumps({"schema": 1, "sha": deployed}))
+    port_http = one_origin(site)
+    names = [f"svc-{i:05}" for i in range(n)]
+    with open(repo / "packed-refs", "w") as f:
+        f.write("# pack-refs with: peeled fully-peeled sorted \n")
+        for name in sorted(f"refs/heads/environments/{e}" for e in names):
+            f.write(f"{deployed} {name}\n")
+    log_file = WORK / "shards-deploys.log"
+    deploy = write(WORK / "shards-deploy.sh",
+                   f'#!/bin/sh\necho "$GITSTATE_ENVIRONMENT $GITSTATE_ATTEMPT" >> {log_file}\n')
+    os.chmod(deploy, 0o755)
+    cfg = write(WORK / "shards/gitstate.toml", f"""[source]
+repo = "{repo}"
+[policy]
+grace = "0s"
+max_attempts = 1
+[[discover]]
+  [[discover.targets]]
+  name = "web"
+  [discover.targets.http]
+  urls = ["http://127.0.0.1:{port_http}/{{environment}}/.well-known/deployment-meta.json"]
+  [discover.remediate]
+  command = ["{deploy}"]
+[watch]
+interval = "10s"
+ref_poll = "500ms"
+jitter = "0%"
+[state]
+postgres = "{url}"
+failover = "5s"
+shards = "auto"
+replica = "${{GITSTATE_BENCH_REPLICA}}"
+""")
+
+    def psql(q):
+        return subprocess.run(["psql", "-X", "-q", "-A", "-t", url, "-c", q], check=True,
+                              capture_output=True).stdout.decode().strip()
+
+    def owners():
+        out = psql("SELECT owner || ' ' || count(*) FROM gitstate_slots WHERE owner IS NOT NULL "
+                   "AND expires_at > now() GROUP BY owner")
+        return {l.split()[0]: int(l.split()[1]) for l in out.splitlines() if l.strip()}
+
+    def replica(name):
+        port = free_port()
+        p = start([str(BIN), "watch", "--listen", f"127.0.0.1:{port}", "-c", str(cfg)],
+                  env=dict(os.environ, GITSTATE_BENCH_REPLICA=name))
+        wait_port(port, limit=60)
+        return p
+
+    def wait(cond, what, limit=120):
+        deadline = time.time() + limit
+        while not cond():
+            if time.time() > deadline:
+                raise RuntimeError(f"shards: timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def deploys():
+        return log_file.read_text().splitlines() if log_file.exists() else []
+
+    def move(rng):
+        sh(["git", "update-ref", "--stdin"], cwd=repo,
+           input="".join(f"update refs/heads/environments/{names[i]} {moved_to}\n" for i in rng).encode())
+
+    reps = {r: replica(r) for r in ["r1", "r2", "r3"]}
+    wait(lambda: len(owners()) == 3 and sum(owners().values()) == 1024, "three replicas holding every slot")
+    move(range(0, 300))
+    wait(lambda: len(deploys()) >= 300, "the first 300 deploys")
+    reps["r3"].kill()
+    killed = time.time()
+    move(range(300, 600))
+    wait(lambda: "r3" not in owners() and sum(owners().values()) == 1024, "r3's slots taken", 30)
+    moved_in = time.time() - killed
+    wait(lambda: len(deploys()) >= 600, "the second 300 deploys")
+    joined = time.time()
+    reps["r4"] = replica("r4")
+    wait(lambda: len(owners()) == 3 and sum(owners().values()) == 1024
+         and all(abs(c - 1024 / 3) <= 1024 / 30 for c in owners().values()), "a fair share each", 60)
+    rebalanced_in = time.time() - joined
+    move(range(600, 900))
+    wait(lambda: len(deploys()) >= 900, "the third 300 deploys")
+    time.sleep(3)
+    lines = deploys()
+    twice = len(lines) - len({l.split()[0] for l in lines})
+    alarms_twice = int(psql("SELECT count(*) FROM (SELECT event->>'environment', event->>'alarm' FROM gitstate_events "
+                            "WHERE event->>'event' = 'alarm_raised' GROUP BY 1, 2 HAVING count(*) > 1) d"))
+    for p in reps.values():
+        p.send_signal(signal.SIGTERM)
+    for p in reps.values():
+        p.wait(timeout=60)
+    ROWS.append(("shards: 3 replicas over 3,000 environments — a replica SIGKILLed → its slots taken (failover 5 s)",
+                 f"{moved_in:.2f} s", "", "", f"{'held' if moved_in <= 5 else 'missed'} (target ≤ failover)", ""))
+    ROWS.append(("shards: a fourth replica joins → each within 10 % of a fair share (from its start)",
+                 f"{rebalanced_in:.2f} s", "", "", f"{'held' if rebalanced_in <= 5 else 'missed'} (target ≤ failover)", ""))
+    ROWS.append(("shards: 900 ref moves across the kill and the join — deploys twice, alarms raised twice",
+                 f"{twice}, {alarms_twice}", f"{len(lines)} deploys", "",
+                 "held" if twice == 0 and alarms_twice == 0 else "missed (target: 0, 0)", ""))
+
+
 def fleet_queries():
     """SPEC §16's queries over a store of 10,000 environments (`reconcile` in observe mode
     leaves it: two instances each, on two commits, expected commits spread over the last 50
@@ -1029,6 +1147,8 @@ def main():
             scale(fan[1])
         if run("scale50k"):
             scale50k()
+        if run("shards"):
+            shards_bench()
         if run("fleet"):
             fleet_queries()
         if run("failover"):
