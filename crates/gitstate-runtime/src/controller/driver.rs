@@ -388,22 +388,26 @@ pub(super) async fn watch_staleness(me: Arc<Loop>, limit: Duration) {
         if !me.leadership.notifier() {
             continue;
         }
-        let specs: Vec<(EnvName, gitstate_core::Policy)> =
-            lock(&me.specs).values().map(|s| (s.name.clone(), s.effective_policy())).collect();
-        let names: Vec<EnvName> = specs.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<EnvName> = lock(&me.specs).keys().cloned().collect();
         let elsewhere = me.leadership.observed_elsewhere(&names).await;
         let now = me.clock.now();
-        let stale: Vec<(EnvName, gitstate_core::Policy)> = {
+        let stale: Vec<EnvName> = {
             let observed = lock(&me.observed);
-            specs
+            names
                 .into_iter()
                 .zip(elsewhere)
-                .filter(|((name, _), there)| {
+                .filter(|(name, there)| {
                     let seen = there.or_else(|| observed.get(name).copied()).unwrap_or(me.started);
                     now.duration_since(seen) > limit
                 })
-                .map(|(spec, _)| spec)
+                .map(|(name, _)| name)
                 .collect()
+        };
+        // Policies (severity, labels) for the stale ones only: at 50,000 environments a
+        // copy of every policy every few seconds would be the watchdog's whole cost.
+        let stale: Vec<(EnvName, gitstate_core::Policy)> = {
+            let specs = lock(&me.specs);
+            stale.into_iter().filter_map(|n| Some((n.clone(), specs.get(&n)?.effective_policy()))).collect()
         };
         if !stale.is_empty() {
             tracing::warn!(environments = stale.len(), first = %stale[0].0, "not observed in time: stale");
