@@ -441,15 +441,7 @@ impl PgStore {
                 if !may {
                     return Ok(None);
                 }
-                let seq: i64 = tx
-                    .query_one(
-                        "INSERT INTO gitstate_changes (cluster, seq) VALUES ($1, 1)
-                         ON CONFLICT (cluster) DO UPDATE SET seq = gitstate_changes.seq + 1 RETURNING seq",
-                        &[&cluster],
-                    )
-                    .await
-                    .map_err(|e| db_error(what, &e))?
-                    .get(0);
+                let seq = next_change(&tx, &cluster, what).await?;
                 write(&tx, seq).await.map_err(|e| db_error(what, &e))?;
                 tx.commit().await.map_err(|e| db_error(what, &e))?;
                 Ok(Some(seq))
@@ -559,6 +551,25 @@ async fn read_outbox(
             .map_err(|e| corrupt(format!("the outbox row of cluster {cluster:?}"), e)),
         None => Ok(gitstate_core::Outbox::default()),
     }
+}
+
+/// Takes the cluster's next change number for the writing transaction `tx`: the counter
+/// row stays locked until it commits, so numbers become visible in the order they were
+/// taken (what [`PgStore::catch_up`] relies on).
+async fn next_change(
+    tx: &tokio_postgres::Transaction<'_>,
+    cluster: &str,
+    what: &str,
+) -> Result<i64, StoreError> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO gitstate_changes (cluster, seq) VALUES ($1, 1)
+             ON CONFLICT (cluster) DO UPDATE SET seq = gitstate_changes.seq + 1 RETURNING seq",
+            &[&cluster],
+        )
+        .await
+        .map_err(|e| db_error(what, &e))?
+        .get(0))
 }
 
 /// The cluster's change number now (0 before any write).
@@ -713,15 +724,7 @@ impl Store for PgStore {
             events.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
         self.with_session(async |c| {
             let tx = c.transaction().await.map_err(|e| db_error("appending events", &e))?;
-            let seq: i64 = tx
-                .query_one(
-                    "INSERT INTO gitstate_changes (cluster, seq) VALUES ($1, 1)
-                     ON CONFLICT (cluster) DO UPDATE SET seq = gitstate_changes.seq + 1 RETURNING seq",
-                    &[&cluster],
-                )
-                .await
-                .map_err(|e| db_error("appending events", &e))?
-                .get(0);
+            let seq = next_change(&tx, &cluster, "appending events").await?;
             for event in &rows {
                 tx.execute(
                     "INSERT INTO gitstate_events (cluster, event, seq) VALUES ($1, $2, $3)",

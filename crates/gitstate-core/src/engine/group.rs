@@ -89,18 +89,24 @@ pub(super) fn note_source(
                 .or_insert_with(|| CauseRecord::new(Cause::Source, AlarmKind::Unreachable, now));
             for (env, policy) in envs {
                 if !rec.members.iter().any(|m| &m.environment == env) {
-                    rec.members.push(CauseMember {
-                        environment: env.clone(),
-                        alarm: AlarmKind::Unreachable,
-                        since: now,
-                        severity: policy.severity,
-                        labels: policy.labels.clone(),
-                        held: None,
-                        released: false,
-                    });
+                    rec.members.push(member_by_policy(env, AlarmKind::Unreachable, policy, now));
                 }
             }
         }
+    }
+}
+
+/// A member that joins a cause by what the fleet shows (the source, staleness), not by
+/// an alarm of its own: its severity and labels are its policy's.
+fn member_by_policy(env: &EnvName, alarm: AlarmKind, policy: &Policy, now: Timestamp) -> CauseMember {
+    CauseMember {
+        environment: env.clone(),
+        alarm,
+        since: now,
+        severity: policy.severity,
+        labels: policy.labels.clone(),
+        held: None,
+        released: false,
     }
 }
 
@@ -123,15 +129,7 @@ pub(super) fn note_stale(
     rec.members.retain(|m| stale.iter().any(|(e, _)| *e == m.environment));
     for (env, policy) in stale {
         if !rec.members.iter().any(|m| &m.environment == env) {
-            rec.members.push(CauseMember {
-                environment: env.clone(),
-                alarm: AlarmKind::Stale,
-                since: now,
-                severity: policy.severity,
-                labels: policy.labels.clone(),
-                held: None,
-                released: false,
-            });
+            rec.members.push(member_by_policy(env, AlarmKind::Stale, policy, now));
         }
     }
 }
