@@ -2,7 +2,11 @@
 //! share ([`CauseRecord`]s, kept in the outbox so they survive restarts and failover), and
 //! what each sink is told of each cause.
 //!
-//! - An alarm whose cause is its environment's own goes to every sink as itself.
+//! - An alarm whose cause is its environment's own goes to every sink as itself — to
+//!   grouping sinks after `group_wait` when its kind can be shared (`drift`, `degraded`,
+//!   `unreachable`): the first environment to show a bad commit is seen before the
+//!   others, so at the end of its wait its cause is asked again of what the fleet shows
+//!   then, and if others share it now, it joins their cause instead of paging alone.
 //! - An alarm with a shared cause joins the cause's record. Sinks that want every alarm
 //!   ([`Grouping::PerAlarm`], [`Grouping::Both`]) get it at once; sinks that group
 //!   ([`Grouping::PerCause`]) do not: its raise is held while the cause may still form
@@ -114,11 +118,14 @@ fn member_by_policy(env: &EnvName, alarm: AlarmKind, policy: &Policy, now: Times
 pub(super) const STALE: &str = "stale";
 
 /// Sets the `stale` cause's members to `stale` exactly: new ones join (since `now`), those
-/// observed again leave; the cause resolves once none is left.
+/// observed again leave; the cause resolves once none is left. It becomes a page once
+/// `group_wait` has passed since it opened (no other cause is touched here: a raise held
+/// elsewhere is released by a pass, which sends it).
 pub(super) fn note_stale(
     causes: &mut BTreeMap<String, CauseRecord>,
     stale: &[(EnvName, Policy)],
     now: Timestamp,
+    group_wait: Duration,
 ) {
     if stale.is_empty() && !causes.contains_key(STALE) {
         return;
@@ -132,36 +139,63 @@ pub(super) fn note_stale(
             rec.members.push(member_by_policy(env, AlarmKind::Stale, policy, now));
         }
     }
+    if rec.grouped_at.is_none() && !rec.members.is_empty() && now >= after(rec.since, group_wait) {
+        rec.grouped_at = Some(now);
+    }
 }
 
 /// Folds `notes` into `causes` and sorts them by who gets them; then decides, for each
 /// cause whose `group_wait` is over, whether it is one page or its one alarm's own.
+///
+/// `reassign` answers what an environment's alarm of a kind shares now (from what the
+/// fleet shows); it is asked at the end of the wait of an alarm raised as its own.
 pub(super) fn route(
     causes: &mut BTreeMap<String, CauseRecord>,
     notes: Vec<AlarmNotification>,
     now: Timestamp,
     group_wait: Duration,
+    reassign: &mut dyn FnMut(&EnvName, AlarmKind) -> Cause,
 ) -> Routed {
     let mut out = Routed::default();
     let inhibited: BTreeSet<EnvName> = causes
         .get(SOURCE)
         .map(|r| r.members.iter().map(|m| m.environment.clone()).collect())
         .unwrap_or_default();
+    // Which record holds each open alarm: the cause it joined at the end of its wait may
+    // not be the one it was raised with.
+    let mut held_in: std::collections::HashMap<(EnvName, AlarmKind), String> = causes
+        .iter()
+        .flat_map(|(k, r)| r.members.iter().map(move |m| ((m.environment.clone(), m.alarm), k.clone())))
+        .collect();
     for note in notes {
         if inhibited.contains(&note.environment) {
             tracing::debug!(environment = %note.environment, alarm = %note.alarm, "not sent: the source cause is open");
             continue;
         }
+        let is = |m: &CauseMember| m.environment == note.environment && m.alarm == note.alarm;
         let cause = note.cause();
-        if !cause.is_shared() {
+        let key = match held_in.get(&(note.environment.clone(), note.alarm)) {
+            Some(k) if note.event != AlarmEvent::AlarmRaised => k.clone(),
+            _ => cause.to_string(),
+        };
+        if note.event == AlarmEvent::AlarmRaised
+            && let Some(was) = held_in.insert((note.environment.clone(), note.alarm), key.clone())
+            && was != key
+            && let Some(rec) = causes.get_mut(&was)
+        {
+            // Raised anew with another cause: it leaves the record it was in.
+            rec.members.retain(|m| !is(m));
+        }
+        let tracked = cause.is_shared()
+            || causes.contains_key(&key)
+            || (note.event == AlarmEvent::AlarmRaised && holds(note.alarm, group_wait));
+        if !tracked {
             out.every.push(note.clone());
             out.grouped.push(note);
             continue;
         }
-        let key = cause.to_string();
         out.touched.insert(key.clone());
         out.every.push(note.clone());
-        let is = |m: &CauseMember| m.environment == note.environment && m.alarm == note.alarm;
         match note.event {
             AlarmEvent::AlarmRaised => {
                 let rec = causes.entry(key).or_insert_with(|| CauseRecord::new(cause, note.alarm, now));
@@ -204,6 +238,34 @@ pub(super) fn route(
             }
         }
     }
+    // Alarms held as their own whose wait is over: asked again what they share, they
+    // join that cause (and its wait) when it is another's too.
+    let due: Vec<(String, CauseMember, Cause)> = causes
+        .iter()
+        .filter(|(_, r)| {
+            matches!(r.cause, Cause::Environment(_))
+                && r.grouped_at.is_none()
+                && now >= after(r.since, group_wait)
+        })
+        .flat_map(|(k, r)| r.members.iter().filter(|m| m.held.is_some()).map(move |m| (k.clone(), m.clone())))
+        .filter_map(|(k, m)| {
+            let shared = reassign(&m.environment, m.alarm);
+            shared.is_shared().then_some((k, m, shared))
+        })
+        .collect();
+    for (from, mut member, cause) in due {
+        if let Some(rec) = causes.get_mut(&from) {
+            rec.members.retain(|m| !(m.environment == member.environment && m.alarm == member.alarm));
+        }
+        let key = cause.to_string();
+        tracing::debug!(environment = %member.environment, alarm = %member.alarm, cause = %key, "an alarm raised as its own joins the cause it shares now");
+        let rec = causes.entry(key.clone()).or_insert_with(|| CauseRecord::new(cause, member.alarm, now));
+        if rec.grouped_at.is_some() {
+            member.held = None;
+        }
+        rec.members.push(member);
+        out.touched.insert(key);
+    }
     // Causes whose wait is over: one page, or their one alarm's own.
     for rec in causes.values_mut() {
         if rec.grouped_at.is_some() || rec.members.is_empty() || now < after(rec.since, group_wait) {
@@ -224,6 +286,12 @@ pub(super) fn route(
         }
     }
     out
+}
+
+/// Whether a raise as its environment's own is held from grouping sinks for `group_wait`:
+/// its kind is one that environments share, and there is a wait.
+pub(super) fn holds(kind: AlarmKind, group_wait: Duration) -> bool {
+    !group_wait.is_zero() && matches!(kind, AlarmKind::Drift | AlarmKind::Degraded | AlarmKind::Unreachable)
 }
 
 /// One notification of a cause to one sink, and what the sink is told once it lands.

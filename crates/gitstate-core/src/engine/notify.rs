@@ -63,7 +63,10 @@ impl Engine {
             let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             let outbox = guard.get_or_insert_with(Outbox::default);
             if outbox.causes.is_empty()
-                && notes.iter().all(|n| !n.cause().is_shared())
+                && notes.iter().all(|n| {
+                    let held = n.event == AlarmEvent::AlarmRaised && group::holds(n.alarm, self.group_wait);
+                    !(n.cause().is_shared() || held)
+                })
                 && source != SourceSeen::Failed
                 && outbox.source_failures == 0
             {
@@ -82,7 +85,8 @@ impl Engine {
                     policies.extend(fleet.environments().into_iter().filter(|(n, _)| !known.contains(n)));
                 }
                 group::note_source(&mut outbox.causes, &mut outbox.source_failures, source, &policies, now);
-                let routed = group::route(&mut outbox.causes, notes, now, self.group_wait);
+                let routed =
+                    group::route(&mut outbox.causes, notes, now, self.group_wait, &mut self.reassigner());
                 let sends = group::plan(
                     &mut outbox.causes,
                     &groupings,
@@ -192,6 +196,20 @@ impl Engine {
         self.put_back(took, back, noted, now).await;
     }
 
+    /// What an environment's alarm of a kind shares now, from what the fleet's last passes
+    /// saw (read once, and only when asked: when an alarm's wait ends).
+    fn reassigner(&self) -> impl FnMut(&EnvName, AlarmKind) -> crate::cause::Cause + '_ {
+        let mut fleet: Option<Vec<crate::cause::Symptoms>> = None;
+        move |env, kind| {
+            let fleet =
+                fleet.get_or_insert_with(|| self.fleet.as_ref().map(|f| f.symptoms()).unwrap_or_default());
+            match fleet.iter().find(|s| &s.environment == env) {
+                Some(me) => crate::cause::assign(kind, me, fleet),
+                None => crate::cause::Cause::Environment(env.clone()),
+            }
+        }
+    }
+
     /// SPEC §19: `stale` are the environments not observed in time, as the cluster's
     /// notifier sees them (every environment of the fleet, whoever owns it): one `stale`
     /// cause (Alertmanager's `GitstateStale`), opened when the first goes stale, changed
@@ -210,8 +228,7 @@ impl Engine {
             let mut guard = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             let outbox = guard.get_or_insert_with(Outbox::default);
             let before = outbox.causes.get(group::STALE).cloned();
-            group::note_stale(&mut outbox.causes, &stale, now);
-            group::route(&mut outbox.causes, Vec::new(), now, self.group_wait);
+            group::note_stale(&mut outbox.causes, &stale, now, self.group_wait);
             let touched = std::iter::once(group::STALE.to_owned()).collect();
             let sends =
                 group::plan(&mut outbox.causes, &groupings, &touched, now, self.group_wait, MAX_RETRY_GAP);

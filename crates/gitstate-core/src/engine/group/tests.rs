@@ -53,7 +53,8 @@ fn pass(
     wait: u64,
     failing: &[&str],
 ) -> (Routed, Vec<CauseSend>) {
-    let routed = route(causes, notes, now, Duration::from_secs(wait));
+    let routed =
+        route(causes, notes, now, Duration::from_secs(wait), &mut |e, _| Cause::Environment(e.clone()));
     let sends =
         plan(causes, &sinks(), &routed.touched, now, Duration::from_secs(wait), Duration::from_secs(3600));
     for s in &sends {
@@ -236,16 +237,87 @@ fn the_source_cause_opens_after_unreachable_after_and_holds_back_its_members() {
 }
 
 #[test]
-fn an_environments_own_cause_goes_everywhere_at_once() {
+fn an_environments_own_cause_goes_everywhere_at_once_when_nothing_can_share_it() {
     let mut causes = BTreeMap::new();
     let own = Some(Cause::Environment(env("a")));
-    for c in [None, own] {
-        let (routed, sends) =
-            pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, c, 0)], at(0), 30, &[]);
+    // No wait; or a kind no other environment can share.
+    for (c, kind, wait) in [(None, AlarmKind::Unreachable, 0), (own, AlarmKind::Vetoed, 30)] {
+        let mut raise = note("a", AlarmEvent::AlarmRaised, c, 0);
+        raise.alarm = kind;
+        let (routed, sends) = pass(&mut causes, vec![raise], at(0), wait, &[]);
         assert_eq!((routed.every.len(), routed.grouped.len()), (1, 1));
         assert!(sends.is_empty());
     }
     assert!(causes.is_empty());
+}
+
+#[test]
+fn an_own_raise_of_a_kind_others_share_waits_then_goes_as_itself() {
+    let mut causes = BTreeMap::new();
+    let (routed, _) = pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, None, 0)], at(0), 30, &[]);
+    assert_eq!((routed.every.len(), routed.grouped.len()), (1, 0), "held from grouping sinks");
+    let (routed, _) = pass(&mut causes, vec![], at(29), 30, &[]);
+    assert!(routed.grouped.is_empty());
+    let (routed, sends) = pass(&mut causes, vec![], at(30), 30, &[]);
+    assert_eq!(routed.grouped.len(), 1, "released as itself at the end of the wait");
+    assert!(sends.is_empty());
+    // Its repeat and resolution go as itself too; then nothing is kept.
+    let (routed, _) = pass(&mut causes, vec![note("a", AlarmEvent::AlarmRepeated, None, 0)], at(40), 30, &[]);
+    assert_eq!(routed.grouped.len(), 1);
+    let (routed, _) = pass(&mut causes, vec![note("a", AlarmEvent::AlarmResolved, None, 0)], at(50), 30, &[]);
+    assert_eq!(routed.grouped.len(), 1);
+    assert!(causes.is_empty(), "{causes:?}");
+}
+
+/// The first environment to show a bad commit is seen alone: raised as its own. When the
+/// others show it within the wait, it joins their cause: one page with all of them.
+#[test]
+fn the_first_of_a_cause_seen_alone_joins_it_at_the_end_of_its_wait() {
+    let mut causes = BTreeMap::new();
+    let shared = Cause::Origin("127.0.0.1:8080".into());
+    let mut fleet_shares = false;
+    let mut step = |causes: &mut BTreeMap<String, CauseRecord>, notes, t: i64, shares: bool| {
+        fleet_shares = shares;
+        let shared = shared.clone();
+        let routed = route(causes, notes, at(t), Duration::from_secs(30), &mut |e, _| {
+            if fleet_shares { shared.clone() } else { Cause::Environment(e.clone()) }
+        });
+        let sends = plan(
+            causes,
+            &sinks(),
+            &routed.touched,
+            at(t),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        );
+        (routed, sends)
+    };
+    let (routed, _) = step(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, None, 0)], 0, false);
+    assert!(routed.grouped.is_empty());
+    let (routed, _) = step(
+        &mut causes,
+        vec![
+            note("b", AlarmEvent::AlarmRaised, origin(), 5),
+            note("c", AlarmEvent::AlarmRaised, origin(), 5),
+        ],
+        5,
+        true,
+    );
+    assert!(routed.grouped.is_empty());
+    // a's wait ends: it joins the origin's cause (still waiting), nothing as itself.
+    let (routed, sends) = step(&mut causes, vec![], 30, true);
+    assert!(routed.grouped.is_empty(), "{:?}", routed.grouped);
+    assert!(sends.is_empty());
+    let (routed, sends) = step(&mut causes, vec![], 35, true);
+    assert!(routed.grouped.is_empty());
+    assert_eq!(
+        events(&sends, "webhook"),
+        vec![(CauseEvent::CauseOpened, vec!["a".into(), "b".into(), "c".into()])]
+    );
+    // Its resolution (its note still says its own cause) is the cause's business.
+    let (routed, sends) = step(&mut causes, vec![note("a", AlarmEvent::AlarmResolved, None, 0)], 100, true);
+    assert!(routed.grouped.is_empty(), "{:?}", routed.grouped);
+    assert_eq!(events(&sends, "webhook"), vec![(CauseEvent::CauseChanged, vec!["b".into(), "c".into()])]);
 }
 
 #[test]
@@ -378,4 +450,21 @@ proptest::proptest! {
         prop_assert!(causes.is_empty(), "{:?}", causes);
         let _ = quick;
     }
+}
+
+/// The stale watchdog runs between passes and sends only causes: a raise held elsewhere
+/// must stay held for the next pass to send (it once released it there, and it was lost).
+#[test]
+fn the_stale_watchdog_leaves_a_held_raise_for_a_pass_to_send() {
+    let mut causes = BTreeMap::new();
+    pass(&mut causes, vec![note("a", AlarmEvent::AlarmRaised, None, 0)], at(0), 30, &[]);
+    let policy = Policy::default();
+    note_stale(&mut causes, &[(env("b"), policy)], at(40), Duration::from_secs(30));
+    let a = &causes["environment:a"].members[0];
+    assert!(a.held.is_some() && !a.released, "{a:?}");
+    assert!(causes[STALE].grouped_at.is_none(), "the stale cause waits from its own opening");
+    note_stale(&mut causes, &[(env("b"), Policy::default())], at(70), Duration::from_secs(30));
+    assert!(causes[STALE].grouped_at.is_some());
+    let (routed, _) = pass(&mut causes, vec![], at(71), 30, &[]);
+    assert_eq!(routed.grouped.len(), 1, "the next pass sends it");
 }
