@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reference,
         targets: vec![TargetSpec::new("releases", probe)],
         remediator: None,
-        policy: Policy::default(),
+        policy: Arc::new(Policy::default()),
         controls: gitstate_core::Controls::default(),
         checks: Vec::new(),
     };

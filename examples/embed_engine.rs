@@ -52,7 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reference: reference.clone(),
         targets: vec![TargetSpec::new("service", Arc::new(Fixed(ReportedCommit::parse(running)?)))],
         remediator: Some(Arc::new(PrintDeploy)),
-        policy: Policy { grace: Duration::ZERO, settle: Duration::from_secs(60), ..Policy::default() },
+        policy: Arc::new(Policy {
+            grace: Duration::ZERO,
+            settle: Duration::from_secs(60),
+            ..Policy::default()
+        }),
         controls: gitstate_core::Controls::default(),
         checks: Vec::new(),
     };

@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reference: reference.clone(),
         targets: vec![TargetSpec::new("web", Arc::new(probe))],
         remediator: Some(Arc::new(deploy)),
-        policy,
+        policy: Arc::new(policy),
         controls: Default::default(),
         checks: Vec::new(),
     };

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod listener;
+pub mod memory;
 pub mod output;
 pub mod plan;
 pub mod remediate;

@@ -133,6 +133,17 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
         shared.push((argv.clone(), *timeout, made.clone()));
         made
     };
+    // And the same policy (every one of a `[[discover]]` block has its block's).
+    let policies: std::cell::RefCell<Vec<Arc<gitstate_core::Policy>>> = Default::default();
+    let policy = |p: &gitstate_core::Policy| {
+        let mut policies = policies.borrow_mut();
+        if let Some(shared) = policies.iter().find(|s| ***s == *p) {
+            return shared.clone();
+        }
+        let made = Arc::new(p.clone());
+        policies.push(made.clone());
+        made
+    };
     envs.iter()
         .map(|Planned { config: e, .. }| {
             let targets = e
@@ -179,7 +190,7 @@ pub fn specs(config: &Config, envs: &[Planned], clients: &Clients) -> anyhow::Re
                 remediator: e.remediate.as_ref().map(remediator),
                 checks: checks(e.policy.verify.as_ref(), clients, &config.dir)
                     .with_context(|| format!("environment {}, [policy.verify]", e.name))?,
-                policy: e.policy.clone(),
+                policy: policy(&e.policy),
                 controls: gitstate_core::Controls::default(),
             })
         })
@@ -434,6 +445,11 @@ fn same_listing(listed: &[Vec<Expected>], map: &Listed) -> bool {
 pub struct Discovery {
     config: Config,
     plan: tokio::sync::Mutex<Plan>,
+    /// What file-system notification saw change in a local repository since the last
+    /// listing, when it watches one.
+    changes: Option<Arc<RefChanges>>,
+    /// When the refs were last listed whole.
+    listed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Discovery {
@@ -441,7 +457,25 @@ impl Discovery {
     pub fn new(config: Config, mut plan: Plan) -> Self {
         // What a one-shot pass prefetches: `watch` reads the refs itself.
         plan.listed = Vec::new();
-        Self { config, plan: tokio::sync::Mutex::new(plan) }
+        Self { config, plan: tokio::sync::Mutex::new(plan), changes: None, listed_at: Default::default() }
+    }
+
+    /// Lists the refs again only when `changes` says something under them may have
+    /// changed (or the last whole listing is older than the interval, a minute at most).
+    pub fn with_changes(mut self, changes: Arc<RefChanges>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Whether the last listing still holds: notification is watching, it saw nothing
+    /// but loose refs that the last listing has, rewritten (moved, not made or deleted;
+    /// those the ref poll reads one by one), and the listing is recent.
+    fn listing_holds(&self, plan: &Plan) -> bool {
+        let (Some(changes), Some(map)) = (&self.changes, &plan.last_listing) else { return false };
+        let every = self.config.watch.interval.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let recent =
+            self.listed_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < every);
+        recent && changes.only_moved(map)
     }
 }
 
@@ -449,6 +483,84 @@ impl Discovery {
 impl Environments for Discovery {
     async fn refresh(&self) -> Result<Refreshed, gitstate_runtime::environments::BoxError> {
         let mut plan = self.plan.lock().await;
-        plan.replan(&self.config).await.map_err(|e| output::chain(&e).into())
+        if self.listing_holds(&plan)
+            && let Some(map) = &plan.last_listing
+        {
+            return Ok(Refreshed::unchanged().with_listed(map.clone()));
+        }
+        // Changes from now on are seen by the next refresh (this listing may miss them).
+        if let Some(changes) = &self.changes {
+            changes.clear();
+        }
+        let refreshed = plan.replan(&self.config).await.map_err(|e| output::chain(&e))?;
+        *self.listed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        Ok(refreshed)
+    }
+}
+
+/// What file-system notification saw change under a local repository's git directory
+/// since the refs were last listed: loose refs by name, or something that needs a whole
+/// listing (packed refs, reftable, a lost event). Fed by `watch`'s watcher; read by
+/// [`Discovery`] at each ref poll.
+#[derive(Debug, Default)]
+pub struct RefChanges {
+    /// The git directory watched, once a watcher is in place; without one every poll lists.
+    watching: std::sync::OnceLock<std::path::PathBuf>,
+    inner: std::sync::Mutex<Changed>,
+}
+
+#[derive(Debug, Default)]
+struct Changed {
+    /// Something only a whole listing can tell.
+    whole: bool,
+    /// Loose refs written, by name (`refs/heads/…`).
+    loose: BTreeSet<String>,
+}
+
+impl RefChanges {
+    /// A watcher is in place over `git_dir`: polls may trust what it reports.
+    pub fn watching(&self, git_dir: std::path::PathBuf) {
+        let _ = self.watching.set(git_dir);
+    }
+
+    /// A change at `path`: a loose ref's name, returned (for the ref poll to read), or
+    /// `None` when only a whole listing tells what changed.
+    pub fn saw(&self, path: &std::path::Path) -> Option<String> {
+        let git_dir = self.watching.get()?;
+        let name = path.strip_prefix(git_dir).ok().and_then(|p| p.to_str()).map(str::to_owned);
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match name {
+            // A lock file is written, then renamed to the ref: the rename is the news.
+            Some(n) if n.ends_with(".lock") => None,
+            Some(n) if n.starts_with("refs/") => {
+                c.loose.insert(n.clone());
+                Some(n)
+            }
+            _ => {
+                c.whole = true;
+                None
+            }
+        }
+    }
+
+    /// Something happened that only a whole listing can tell (an event lost, an error).
+    pub fn all(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).whole = true;
+    }
+
+    fn clear(&self) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Changed::default();
+    }
+
+    /// Whether all that changed are loose refs `map` lists, still files (a ref moved); then
+    /// they are forgotten here (the ref poll reads them, named by the watcher).
+    fn only_moved(&self, map: &Listed) -> bool {
+        let Some(git_dir) = self.watching.get() else { return false };
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = !c.whole && c.loose.iter().all(|r| map.contains_key(r) && git_dir.join(r).is_file());
+        if moved {
+            c.loose.clear();
+        }
+        moved
     }
 }

@@ -133,7 +133,7 @@ fn env(
         reference: format!("environments/{name}"),
         targets,
         remediator,
-        policy,
+        policy: Arc::new(policy),
         controls: Controls::default(),
         checks: Vec::new(),
     }

@@ -311,7 +311,7 @@ fn run_loop(policy: &Policy, passes: &[Pass], deploy_s: u64, interval_s: u64) ->
             reference: "refs/heads/environments/production".into(),
             targets: vec![TargetSpec::new("web", probe.clone())],
             remediator: Some(deploy.clone()),
-            policy: policy.clone(),
+            policy: Arc::new(policy.clone()),
             controls: gitstate_core::Controls::default(),
             checks: Vec::new(),
         };

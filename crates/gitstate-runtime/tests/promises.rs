@@ -132,7 +132,7 @@ fn controller(w: &World, policy: Policy, windows: Vec<FreezeWindow>, start: Inst
         reference: REF.into(),
         targets: vec![TargetSpec::new("web", Arc::new(Probe(w.answer.clone())))],
         remediator: None,
-        policy,
+        policy: Arc::new(policy),
         controls: Default::default(),
         checks: Vec::new(),
     };

@@ -1224,7 +1224,7 @@ impl Sut {
             targets: vec![TargetSpec::new("web", world.clone())],
             remediator: Some(world.clone()),
             checks: vec![world.clone()],
-            policy: self.pol.core(),
+            policy: std::sync::Arc::new(self.pol.core()),
             controls: gitstate_core::Controls::default(),
         };
         let mut options = Options::default();

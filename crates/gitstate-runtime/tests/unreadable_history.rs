@@ -92,7 +92,7 @@ async fn loop_over(source: Arc<dyn ExpectedState>, runs: &str) -> (Vec<Vec<Statu
         reference: REF.into(),
         targets: vec![TargetSpec::new("web", Arc::new(Runs(runs.to_owned())))],
         remediator: Some(deploys.clone()),
-        policy,
+        policy: Arc::new(policy),
         controls: Default::default(),
         checks: Vec::new(),
     };

@@ -58,7 +58,7 @@ pub async fn run() -> anyhow::Result<i32> {
         reference: REF.into(),
         targets: vec![TargetSpec::new("web", Arc::new(HttpProbe::new(&clients, target)?))],
         remediator: Some(deploy.clone()),
-        policy: Policy {
+        policy: Arc::new(Policy {
             grace: Duration::ZERO,
             settle: Duration::from_millis(1500),
             backoff: Duration::from_millis(1500),
@@ -72,7 +72,7 @@ pub async fn run() -> anyhow::Result<i32> {
                 ..Verify::default()
             }),
             ..Policy::default()
-        },
+        }),
         controls: gitstate_core::Controls::default(),
         checks: vec![smoke],
     };

@@ -55,8 +55,12 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         .leadership(leadership)
         .observer(metrics.clone());
     let links = plan.links(&config);
+    // What file-system notification sees change in a local repository: a ref poll after
+    // a loose ref moved reads that ref, not 50,000 (SPEC §19).
+    let changes = Arc::new(plan::RefChanges::default());
     if !config.discover.is_empty() {
-        builder = builder.discovery(Arc::new(plan::Discovery::new(config.clone(), plan)));
+        let discovery = plan::Discovery::new(config.clone(), plan).with_changes(changes.clone());
+        builder = builder.discovery(Arc::new(discovery));
     }
     let controller = builder.build();
     let view = controller.view();
@@ -65,6 +69,18 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     // The fleet's parts (matrix, promotions, DORA) are made once the first pass is done,
     // and remade in the background when a page finds them old.
     tokio::spawn(dashboard.clone().warm());
+    // What a pass freed goes back to the system once it is done (see `crate::memory`), at
+    // most once an interval: a second after the views changed.
+    let mut passes = view.subscribe();
+    let every = config.watch.interval.max(Duration::from_secs(1));
+    tokio::spawn(async move {
+        while passes.changed().await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            passes.borrow_and_update();
+            let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
+            tokio::time::sleep(every).await;
+        }
+    });
     let listen = args.listen.unwrap_or(config.watch.listen);
     let endpoint = server::Endpoint {
         metrics: metrics.clone(),
@@ -81,7 +97,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     // a pass without waiting for the next poll.
     let trigger = controller.trigger();
     let _fs_watcher = match &config.source.repo {
-        RepoLocation::Local(p) => fs_watcher(&p.clone(), trigger.clone()),
+        RepoLocation::Local(p) => fs_watcher(&p.clone(), trigger.clone(), changes),
         RepoLocation::Remote(_) => None,
     };
     if let Some(hook) = config.watch.webhook.clone() {
@@ -99,15 +115,32 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     Ok(exit::IN_SYNC)
 }
 
-/// Watches the refs of the local repository at `repo`: any change pokes the controller.
+/// Watches the refs of the local repository at `repo`: a loose ref written is a push of
+/// that ref (the poll reads it alone); anything else pokes the controller to list them all.
 fn fs_watcher(
     repo: &std::path::Path,
     trigger: gitstate_runtime::Trigger,
+    changes: Arc<plan::RefChanges>,
 ) -> Option<notify::RecommendedWatcher> {
     let dotgit = repo.join(".git");
     let dir = if dotgit.is_dir() { dotgit } else { repo.to_path_buf() };
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
+    let seen = changes.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(e) if e.kind.is_access() => {}
+        Ok(e) if e.need_rescan() || e.paths.is_empty() => {
+            seen.all();
+            trigger.poke();
+        }
+        Ok(e) => {
+            for path in &e.paths {
+                match seen.saw(path) {
+                    Some(reference) => trigger.pushed(Some(reference)),
+                    None => trigger.poke(),
+                }
+            }
+        }
+        Err(_) => {
+            seen.all();
             trigger.poke();
         }
     });
@@ -122,8 +155,14 @@ fn fs_watcher(
             {
                 tracing::warn!(error = %e, "file-system notification unavailable for reftable/");
             }
-            if let Err(e) = refs.and(top) {
-                tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
+            match refs.and(top) {
+                Err(e) => {
+                    tracing::warn!(error = %e, "file-system notification unavailable; polling refs only")
+                }
+                // The paths events name start with `dir` as given to the watcher.
+                Ok(()) if !reftable.is_dir() => changes.watching(dir),
+                // Reftable writes name no ref: every change is a whole listing.
+                Ok(()) => {}
             }
             Some(w)
         }

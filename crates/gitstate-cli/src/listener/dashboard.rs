@@ -31,8 +31,8 @@ pub struct Dashboard {
     source: Option<Arc<dyn ExpectedState>>,
     /// The environments in promotion order (the configuration's), for the promotions.
     order: Vec<EnvName>,
-    /// The fleet's parts that read the whole event log and history (matrix, promotions,
-    /// DORA), as last made, with the view's version and the time then: a page is served
+    /// The fleet's parts that read the whole event log and history (promotions, DORA), as
+    /// last made, with the view's version and the time then: a page is served
     /// them as they are and, when they are older than [`FLEET_EVERY`] and the view has
     /// changed since, they are remade in the background for the next one. Nobody looking,
     /// nothing remade.
@@ -41,8 +41,8 @@ pub struct Dashboard {
     remaking: std::sync::atomic::AtomicBool,
 }
 
-/// The matrix, and the promotions and DORA (the "where is…" box goes between them).
-type Parts = (Markup, Markup);
+/// The promotions and DORA (the matrix is the page's environments', made with the page).
+type Parts = Markup;
 
 /// How often the fleet's parts are remade, at most, while the view changes.
 pub const FLEET_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -107,8 +107,8 @@ impl Dashboard {
     /// The whole page; `rev` is the "where is…" box's question (`GET /?where=REV`), `query`
     /// which environments it lists (a page of them, SPEC §19).
     pub async fn page_with(&self, rev: Option<String>, query: &html::Query) -> String {
-        let mut view = self.view(query);
-        view.fleet = Some(self.fleet(rev).await);
+        let (mut view, shown) = self.view(query);
+        view.fleet = Some(self.fleet(rev, &shown).await);
         html::page(&view)
     }
 
@@ -138,15 +138,17 @@ impl Dashboard {
         }
     }
 
-    /// The fleet's parts with the "where is…" box answering `rev`: the parts as last made
-    /// (made now the first time), the box's answer read now.
-    async fn fleet(&self, rev: Option<String>) -> Markup {
+    /// The fleet's parts with the "where is…" box answering `rev`: the matrix of the page's
+    /// environments (`shown`: a page, never 50,000 rows), the promotions and DORA as last
+    /// made (made now the first time), the box's answer read now.
+    async fn fleet(&self, rev: Option<String>, shown: &BTreeMap<EnvName, EnvState>) -> Markup {
+        let matrix = parts::matrix(&fleet::fleet(shown), &self.links);
+        let Some(_) = &self.source else { return matrix };
         let made = self.parts.lock().await.as_ref().map(|(_, _, m)| m.clone());
-        let (matrix, rest) = match made {
+        let rest = match made {
             Some(m) => m,
             None => self.remake_parts().await,
         };
-        let Some(_) = &self.source else { return matrix };
         let answer = match rev.as_deref().filter(|r| !r.is_empty()) {
             Some(r) => Some(html! { (PreEscaped(self.where_fragment(r).await)) }),
             None => None,
@@ -185,7 +187,7 @@ impl Dashboard {
         }
     }
 
-    /// The matrix, the promotions and DORA, over one read of the store and its event log.
+    /// The promotions and DORA, over one read of the store and its event log.
     async fn remake_parts(&self) -> Parts {
         let version = *self.view.subscribe().borrow();
         let made = self.parts_now().await;
@@ -195,14 +197,11 @@ impl Dashboard {
 
     async fn parts_now(&self) -> Parts {
         let store = self.view.store();
+        let Some(source) = &self.source else { return html! {} };
         let states = store.environments();
-        let matrix = parts::matrix(&fleet::fleet(&states), &self.links);
-        let Some(source) = &self.source else { return (matrix, html! {}) };
         let events = match store.events_since(jiff::Timestamp::MIN).await {
             Ok(events) => events,
-            Err(e) => {
-                return (matrix, html! { p.bad { "the event log could not be read: " (e.to_string()) } });
-            }
+            Err(e) => return html! { p.bad { "the event log could not be read: " (e.to_string()) } },
         };
         let mut order = self.order.clone();
         order.extend(states.keys().filter(|n| !self.order.contains(n)).cloned());
@@ -212,12 +211,12 @@ impl Dashboard {
         let since = until.checked_sub(jiff::SignedDuration::from_hours(30 * 24)).unwrap_or(until);
         let subjects = dora::subjects(&states, &events, &[]).unwrap_or_default();
         let keys = dora::report(source.as_ref(), &events, &subjects, since, until).await;
-        (matrix, html! { (parts::compare(&pairs)) (parts::dora(&keys)) })
+        html! { (parts::compare(&pairs)) (parts::dora(&keys)) }
     }
 
     /// One page of the fleet, as `query` asks: only its environments' records and
     /// reports are copied, whatever the fleet's size.
-    fn view(&self, query: &html::Query) -> View {
+    fn view(&self, query: &html::Query) -> (View, BTreeMap<EnvName, EnvState>) {
         let store = self.view.store();
         let events = store.recent_events(500);
         let overrides = store.overrides().unwrap_or_default();
@@ -234,7 +233,7 @@ impl Dashboard {
         });
         view.paging = Some(paging);
         view.live = true;
-        view
+        (view, shown)
     }
 
     /// `/events`: the page's `<main>` at once, then after every change, as server-sent
@@ -245,7 +244,7 @@ impl Dashboard {
         let head = futures::stream::once(async { "retry: 1000\n\n".to_owned() });
         let updates = futures::stream::unfold((rx, self, query), |(mut rx, me, query)| async move {
             rx.changed().await.ok()?;
-            let fragment = html::main(&me.view(&query)).into_string();
+            let fragment = html::main(&me.view(&query).0).into_string();
             Some((sse("page", &fragment), (rx, me, query)))
         });
         head.chain(updates).boxed()

@@ -50,8 +50,8 @@ pub struct EnvironmentSpec {
     pub targets: Vec<TargetSpec>,
     /// How to redeploy it; none means the environment is only observed.
     pub remediator: Option<Arc<dyn Remediator>>,
-    /// Its policy.
-    pub policy: Policy,
+    /// Its policy (shared: every environment a `[[discover]]` block finds has the same).
+    pub policy: Arc<Policy>,
     /// What an operator (or a freeze window) says about acting on it now.
     pub controls: Controls,
     /// The checks of its `[policy.verify]` soak (SPEC §15), in order; each bounded by the
@@ -62,7 +62,7 @@ pub struct EnvironmentSpec {
 impl EnvironmentSpec {
     /// The policy in force: observe mode when there is nothing to remediate with.
     pub fn effective_policy(&self) -> Policy {
-        let mut p = self.policy.clone();
+        let mut p = (*self.policy).clone();
         if self.remediator.is_none() {
             p.mode = Mode::Observe;
         }

@@ -87,13 +87,28 @@ impl Loop {
                 })
             })
         };
-        let specs: Vec<(EnvName, String)> = lock(&self.specs)
-            .values()
-            .filter(|s| on_pushed(&s.reference) && (!listed.contains_key(&s.reference) || news(&s.reference)))
-            .map(|s| (s.name.clone(), s.reference.clone()))
-            .collect();
-        let (known_now, lookup): (Vec<_>, Vec<_>) =
-            specs.into_iter().partition(|(_, r)| listed.contains_key(r));
+        // What to read of each environment's ref: its commit in a new listing (only the
+        // refs that moved), or the ref itself. A listing not read anew (the same as the
+        // last poll's: the source said nothing under it changed but the refs pushed) has
+        // nothing new: the pushed refs are read one by one. A new listing is compared
+        // whole, pushed or not (a ref that moved beside the pushed ones is not lost).
+        let named = only.is_some();
+        let mut known_now: Vec<(EnvName, String)> = Vec::new();
+        let mut lookup: Vec<(EnvName, String)> = Vec::new();
+        for s in lock(&self.specs).values() {
+            let r = &s.reference;
+            if !listed.contains_key(r) {
+                if on_pushed(r) {
+                    lookup.push((s.name.clone(), r.clone()));
+                }
+            } else if seen {
+                if named && on_pushed(r) {
+                    lookup.push((s.name.clone(), r.clone()));
+                }
+            } else if news(r) {
+                known_now.push((s.name.clone(), r.clone()));
+            }
+        }
         let mut found: Vec<(EnvName, CommitId)> =
             known_now.into_iter().map(|(name, r)| (name, listed[&r])).collect();
         if !lookup.is_empty() {
