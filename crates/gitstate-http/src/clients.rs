@@ -31,6 +31,8 @@ pub struct HttpClients {
     /// Kept connections of the plain-HTTP client; `None` when a proxy is configured.
     pub(crate) plain: Option<Arc<Pool>>,
     pub(crate) keep_alive: KeepAlive,
+    /// What probes of the same settings share (`probe.rs`), while any probe holds it.
+    pub(crate) shared: Arc<Mutex<Vec<std::sync::Weak<crate::probe::Shared>>>>,
 }
 
 /// Whether reqwest would send plain-HTTP requests through a proxy (it reads these).
@@ -70,6 +72,7 @@ impl HttpClients {
             user_agent,
             plain: (!proxied()).then(|| Arc::new(Pool::new(idle_cap()))),
             keep_alive: KeepAlive::Shared,
+            shared: Arc::default(),
         })
     }
 

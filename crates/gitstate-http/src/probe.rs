@@ -38,7 +38,18 @@ pub use crate::target::HttpTarget;
 pub use crate::timeouts::CONNECT_TIMEOUT;
 
 /// Reads the commit of every URL of one target.
+///
+/// What is not its URLs — settings, headers, clients — is shared by every probe made
+/// from the same [`HttpClients`] with the same settings: 50,000 environments a
+/// `[[discover]]` block finds hold one copy, not 50,000 (SPEC §19).
 pub struct HttpProbe {
+    urls: Vec<Url>,
+    shared: Arc<Shared>,
+}
+
+/// What probes of the same settings share.
+pub(crate) struct Shared {
+    /// The settings (its `urls` empty: each probe has its own).
     target: HttpTarget,
     client: reqwest::Client,
     in_flight: Arc<Semaphore>,
@@ -51,17 +62,37 @@ pub struct HttpProbe {
     user_agent: String,
 }
 
+/// Whether two targets' settings other than their URLs are the same.
+fn same_settings(a: &HttpTarget, b: &HttpTarget) -> bool {
+    a.sha_pointer == b.sha_pointer
+        && a.timeout == b.timeout
+        && a.max_bytes == b.max_bytes
+        && a.headers == b.headers
+        && a.ca_file == b.ca_file
+        && a.follow_redirects == b.follow_redirects
+}
+
 impl HttpProbe {
     /// A probe using the shared `clients`.
-    pub fn new(clients: &HttpClients, target: HttpTarget) -> Result<Self, HttpError> {
+    pub fn new(clients: &HttpClients, mut target: HttpTarget) -> Result<Self, HttpError> {
+        let urls = std::mem::take(&mut target.urls);
+        clients.origins.add(&urls);
+        let mut made = clients.shared.lock().unwrap_or_else(|p| p.into_inner());
+        made.retain(|w| w.strong_count() > 0);
+        if let Some(shared) = made
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|s| s.keep_alive == clients.keep_alive && same_settings(&s.target, &target))
+        {
+            return Ok(Self { urls, shared });
+        }
         let client = match &target.ca_file {
             Some(ca) => clients.with_ca_file(ca)?,
             None => clients.default.clone(),
         };
         let headers = crate::header::header_map(&target.headers);
         let header_lines = crate::header::header_lines(&target.headers);
-        clients.origins.add(&target.urls);
-        Ok(Self {
+        let shared = Arc::new(Shared {
             target,
             client,
             in_flight: clients.in_flight.clone(),
@@ -71,9 +102,13 @@ impl HttpProbe {
             plain: clients.plain.clone(),
             keep_alive: clients.keep_alive,
             user_agent: clients.user_agent.clone(),
-        })
+        });
+        made.push(Arc::downgrade(&shared));
+        Ok(Self { urls, shared })
     }
+}
 
+impl Shared {
     /// Sends `GET url`, with the configured headers when `credentials` (not after a
     /// redirect to another host), through the plain-HTTP client when it serves the URL.
     async fn send(&self, url: &Url, credentials: bool, left: Duration) -> Result<Answer<'_>, ProbeFailure> {
@@ -169,8 +204,8 @@ impl HttpProbe {
 
 impl Drop for HttpProbe {
     fn drop(&mut self) {
-        let gone = self.origins.remove(&self.target.urls);
-        if let Some(pool) = &self.plain {
+        let gone = self.shared.origins.remove(&self.urls);
+        if let Some(pool) = &self.shared.plain {
             gone.iter().for_each(|o| pool.forget(o));
         }
     }
@@ -183,6 +218,39 @@ impl ActualStateProbe for HttpProbe {
     }
 
     async fn observe(&self, _cx: &ProbeContext<'_>) -> Result<Vec<Reading>, ProbeFailure> {
-        Ok(futures::future::join_all(self.target.urls.iter().map(|u| self.read(u))).await)
+        Ok(futures::future::join_all(self.urls.iter().map(|u| self.shared.read(u))).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::Header;
+
+    fn target(url: &str, headers: Vec<Header>) -> HttpTarget {
+        let mut t = HttpTarget::new(vec![Url::parse(url).unwrap()]);
+        t.headers = headers;
+        t
+    }
+
+    /// Probes of the same settings share one copy of them (one per discover block at
+    /// 50,000 environments); other headers — secrets — or another keep-alive never do.
+    #[test]
+    fn probes_share_their_settings_only_when_they_are_the_same() {
+        let clients = HttpClients::new(4).unwrap();
+        let token = |v: &str| vec![Header::new("Authorization", v).unwrap()];
+        let a = HttpProbe::new(&clients, target("http://127.0.0.1:1/a", token("Bearer x"))).unwrap();
+        let b = HttpProbe::new(&clients, target("http://127.0.0.1:1/b", token("Bearer x"))).unwrap();
+        let c = HttpProbe::new(&clients, target("http://127.0.0.1:1/c", token("Bearer y"))).unwrap();
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        assert!(!Arc::ptr_eq(&a.shared, &c.shared));
+        assert_eq!(b.urls[0].path(), "/b");
+        let other = clients.clone().with_keep_alive(KeepAlive::Every);
+        let d = HttpProbe::new(&other, target("http://127.0.0.1:1/d", token("Bearer x"))).unwrap();
+        assert!(!Arc::ptr_eq(&a.shared, &d.shared));
+        // Gone with its last probe: a new one makes its own again.
+        let weak = Arc::downgrade(&c.shared);
+        drop(c);
+        assert!(weak.upgrade().is_none());
     }
 }
