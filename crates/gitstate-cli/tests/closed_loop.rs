@@ -1162,26 +1162,6 @@ fn a_freeze_window_holds_remediation_until_it_ends() {
     });
 }
 
-/// `POST` to 127.0.0.1:`port`: the status code.
-fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// SPEC §13: with refs polled only every 10 minutes, a signed push webhook (GitHub's,
 /// Gitea's, GitLab's headers and payload shape) starts the remediation of the environment
 /// on the pushed ref at once, over a real `git http-backend` remote; a wrong or missing

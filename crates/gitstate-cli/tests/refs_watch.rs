@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -116,21 +115,6 @@ fn a_moved_loose_ref_is_read_alone_and_anything_else_is_a_whole_listing() {
     wait_for(Duration::from_secs(20), "a's deploy", || deployed(&log) == ["a", "b", "c"]);
 }
 
-fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut req =
-        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// A push webhook names one ref; another moved in the same push (or before it, unseen):
 /// the listing the webhook's poll reads is compared whole, so both are remediated. Before,
 /// the poll looked only at the named ref and kept the listing as seen: the other's move
@@ -176,6 +160,6 @@ fn a_push_naming_one_ref_does_not_hide_another_that_moved() {
     .into_bytes();
     let sig = gitstate_cli::listener::webhook::sign(secret, &body);
     let headers = [("X-GitHub-Event", "push".to_owned()), ("X-Hub-Signature-256", format!("sha256={sig}"))];
-    assert_eq!(post(hook_port, "/hooks/git", &headers, &body), 202);
+    assert_eq!(http_post(hook_port, "/hooks/git", &headers, &body), 202);
     wait_for(Duration::from_secs(20), "both deploys", || deployed(&log) == ["a", "b"]);
 }

@@ -154,7 +154,7 @@ pub struct EnvState {
     pub phase: Option<Phase>,
     /// The incident of the expected commit: open while not in sync, closed but kept
     /// (with its attempts) after an in-sync pass.
-    pub incident: Option<Incident>,
+    pub incident: Option<Box<Incident>>,
     /// Open alarms, at most one per kind.
     pub alarms: Vec<OpenAlarm>,
     /// Consecutive passes with a failed probe.
@@ -277,7 +277,7 @@ impl EnvState {
 
     /// The incident, when it is open (the environment is out of sync).
     pub fn open_incident(&self) -> Option<&Incident> {
-        self.incident.as_ref().filter(|i| i.is_open())
+        self.incident.as_deref().filter(|i| i.is_open())
     }
 
     /// Whether `other` differs from this state in nothing but `last_in_sync_at`: the one

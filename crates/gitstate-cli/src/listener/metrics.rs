@@ -79,13 +79,13 @@ struct ReplicaLabel {
 /// 10,000 environments some 25 MB and 150,000 lookups a pass. A field is `None` until
 /// first set: the series exists from then on, as with a family.
 #[derive(Debug, Default)]
-struct EnvGauges(RwLock<BTreeMap<String, EnvRow>>);
+struct EnvGauges(RwLock<BTreeMap<EnvName, EnvRow>>);
 
 #[derive(Debug, Default)]
 struct EnvRow {
     in_sync: Option<bool>,
     suspended: Option<bool>,
-    instances: Option<[i64; Status::ALL.len()]>,
+    instances: Option<[u32; Status::ALL.len()]>,
     alarms: Option<[bool; 7]>,
     expected_since: Option<f64>,
     /// When its last pass observed it (Unix time, SPEC §19's freshness).
@@ -106,15 +106,15 @@ impl EnvGauges {
         AlarmKind::UnsignedRunning,
     ];
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, EnvRow>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<EnvName, EnvRow>> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The row of `name`, made on first use (the name is copied once, not every pass).
-fn row<'a>(envs: &'a mut BTreeMap<String, EnvRow>, name: &EnvName) -> &'a mut EnvRow {
+fn row<'a>(envs: &'a mut BTreeMap<EnvName, EnvRow>, name: &EnvName) -> &'a mut EnvRow {
     if !envs.contains_key(name.as_str()) {
-        envs.insert(name.to_string(), EnvRow::default());
+        envs.insert(name.clone(), EnvRow::default());
     }
     envs.get_mut(name.as_str()).expect("just inserted")
 }
@@ -148,7 +148,7 @@ const FRESHNESS_PER_ENVIRONMENT: usize = 10_000;
 
 /// `environment_observed_age_seconds`: how long ago each environment was last observed,
 /// as a histogram (the per-environment series would be too many).
-fn observed_ages(envs: &BTreeMap<String, EnvRow>, out: &mut String) {
+fn observed_ages(envs: &BTreeMap<EnvName, EnvRow>, out: &mut String) {
     use std::fmt::Write as _;
     const BOUNDS: [f64; 10] = [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
     let now = unix_seconds(jiff::Timestamp::now());
@@ -182,7 +182,7 @@ struct Cursor {
     /// Index into [`ENV_FAMILIES`].
     family: usize,
     /// The last environment written of this family (`None`: its header is next).
-    after: Option<String>,
+    after: Option<EnvName>,
 }
 
 impl EnvGauges {
@@ -504,7 +504,7 @@ impl Metrics {
         let mut probe_duration: Vec<(&str, Histogram)> = Vec::new();
         let mut envs = self.envs.write();
         for env in &out.report.environments {
-            let mut counts = [0i64; Status::ALL.len()];
+            let mut counts = [0u32; Status::ALL.len()];
             for t in &env.targets {
                 for (_, status) in t.statuses() {
                     counts[Status::ALL.iter().position(|s| *s == status).unwrap_or(0)] += 1;

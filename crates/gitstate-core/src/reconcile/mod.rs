@@ -266,7 +266,7 @@ impl<'a> Pass<'a> {
 
         // Invariant 3: the incident belongs to the expected commit. Renewed drift reopens it
         // with its attempts and backoff; drift after the commit was in sync is flapping.
-        let incident = match self.s.incident.clone() {
+        let incident = match self.s.incident.as_deref().cloned() {
             Some(inc) if inc.is_open() => inc,
             closed => {
                 let flapping = self.s.expected.as_ref().is_some_and(|e| e.converged);
@@ -281,7 +281,7 @@ impl<'a> Pass<'a> {
                         flapping,
                     },
                 };
-                self.s.incident = Some(inc.clone());
+                self.s.incident = Some(Box::new(inc.clone()));
                 self.events.push(EventKind::DriftDetected { expected: *self.expected, status: a.worst });
                 inc
             }
@@ -443,12 +443,12 @@ impl<'a> Pass<'a> {
             if due {
                 let attempt = inc.attempts + 1;
                 let next = after(now, policy.gap_after_attempt(attempt));
-                self.s.incident = Some(Incident {
+                self.s.incident = Some(Box::new(Incident {
                     attempts: attempt,
                     last_attempt_at: Some(now),
                     next_attempt_at: Some(next),
                     ..inc
-                });
+                }));
                 self.actions.push(Action::Remediate { attempt });
                 self.wake_at(after(now, policy.settle).min(next));
                 return (Phase::Remediating, Reason::Remediating { attempt });
@@ -481,7 +481,7 @@ impl<'a> Pass<'a> {
         self.resolve(AlarmKind::Diverged, Resolution::Converged);
         self.s.last_in_sync_at = Some(now);
         // A convergence is the end of an open incident, or the first in-sync pass of a commit.
-        let was_open = self.s.incident.as_ref().is_some_and(Incident::is_open);
+        let was_open = self.s.incident.as_deref().is_some_and(Incident::is_open);
         let mut in_sync_since = now;
         let mut flapping = false;
         if let Some(inc) = self.s.incident.as_mut() {

@@ -85,6 +85,10 @@ pub(crate) struct Loop {
     generation: AtomicU64,
     /// The listing the last ref poll read.
     pub(super) last_listed: Mutex<Option<Arc<Listed>>>,
+    /// The environments whose refs that listing does not have (named refs, read each
+    /// poll), as the last poll of a new listing found them.
+    /// `None` once the environments change.
+    pub(super) unlisted: Mutex<Option<Vec<(EnvName, String)>>>,
     /// What time the decisions are made at.
     pub(super) clock: Clock,
     /// DORA's facts from each pass's events, for the observer's metrics.
@@ -125,6 +129,7 @@ impl Loop {
             generation: AtomicU64::new(generation),
             led: AtomicBool::new(led),
             last_listed: Mutex::default(),
+            unlisted: Mutex::default(),
             clock: p.clock,
             dora: crate::dora::Live::new(),
             trust: p.trust,
@@ -178,6 +183,8 @@ impl Loop {
             })
             .collect();
         self.view.set_policies(specs.values().map(|s| (s.name.clone(), s.effective_policy())).collect());
+        // The refs read one by one are worked out again at the next poll.
+        *lock(&self.unlisted) = None;
         *lock(&self.specs) = specs;
         self.view.set_windows(Arc::new(windows));
     }

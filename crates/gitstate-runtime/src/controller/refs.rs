@@ -92,22 +92,33 @@ impl Loop {
         // last poll's: the source said nothing under it changed but the refs pushed) has
         // nothing new: the pushed refs are read one by one. A new listing is compared
         // whole, pushed or not (a ref that moved beside the pushed ones is not lost).
+        // A poll of the same listing with nothing pushed (most polls) reads only the refs
+        // the listing does not have, as the last new listing found them: 50,000 specs are
+        // not gone through every second.
         let named = only.is_some();
         let mut known_now: Vec<(EnvName, String)> = Vec::new();
         let mut lookup: Vec<(EnvName, String)> = Vec::new();
-        for s in lock(&self.specs).values() {
-            let r = &s.reference;
-            if !listed.contains_key(r) {
-                if on_pushed(r) {
-                    lookup.push((s.name.clone(), r.clone()));
+        let cached = if seen && !named { lock(&self.unlisted).clone() } else { None };
+        if let Some(unlisted) = cached {
+            lookup = unlisted;
+        } else {
+            let mut unlisted = Vec::new();
+            for s in lock(&self.specs).values() {
+                let r = &s.reference;
+                if !listed.contains_key(r) {
+                    unlisted.push((s.name.clone(), r.clone()));
+                    if on_pushed(r) {
+                        lookup.push((s.name.clone(), r.clone()));
+                    }
+                } else if seen {
+                    if named && on_pushed(r) {
+                        lookup.push((s.name.clone(), r.clone()));
+                    }
+                } else if news(r) {
+                    known_now.push((s.name.clone(), r.clone()));
                 }
-            } else if seen {
-                if named && on_pushed(r) {
-                    lookup.push((s.name.clone(), r.clone()));
-                }
-            } else if news(r) {
-                known_now.push((s.name.clone(), r.clone()));
             }
+            *lock(&self.unlisted) = Some(unlisted);
         }
         let mut found: Vec<(EnvName, CommitId)> =
             known_now.into_iter().map(|(name, r)| (name, listed[&r])).collect();

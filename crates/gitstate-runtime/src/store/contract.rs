@@ -381,14 +381,14 @@ fn drifting(attempts: u32) -> EnvState {
             converged: false,
         }),
         phase: Some(Phase::Alarm),
-        incident: Some(Incident {
+        incident: Some(Box::new(Incident {
             since: at(-200),
             attempts,
             last_attempt_at: Some(at(-100)),
             next_attempt_at: Some(at(200)),
             in_sync_since: None,
             flapping: true,
-        }),
+        })),
         alarms: vec![OpenAlarm {
             kind: AlarmKind::Drift,
             since: at(-50),
