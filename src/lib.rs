@@ -15,6 +15,9 @@
 //! let d = reconcile(&expected, &seen, None, &Policy::default(), now);
 //! assert!(d.actions.is_empty());
 //! ```
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "aws")]
 pub use gitstate_aws as aws;

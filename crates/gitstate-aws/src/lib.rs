@@ -18,6 +18,9 @@
 //! read (and reject with a clear error) a configuration naming AWS targets.
 //!
 //! IAM: the probe needs `tag:GetResources` and nothing else.
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "sdk")]
 pub mod probe;

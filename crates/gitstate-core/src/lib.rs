@@ -20,6 +20,9 @@
 //!
 //! No async runtime, HTTP client or cloud SDK is a dependency of this crate (the
 //! `git-https` feature, off by default, adds gix's HTTP transport).
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 mod alarm;
 mod cause;

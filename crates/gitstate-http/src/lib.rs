@@ -14,6 +14,9 @@
 //! `keep_alive.rs` (which connections are kept, [`KeepAlive`]), `target.rs`
 //! ([`HttpTarget`]), `clients.rs`, and `plain/`, the small HTTP/1.1 client for plain
 //! `http://` URLs.
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 pub mod alarm;
 mod answer;

@@ -23,6 +23,9 @@
 //! // Controller::builder(source, pg.clone()).leadership(pg.clone()) …
 //! # Ok(()) }
 //! ```
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 mod connect;
 mod journal;

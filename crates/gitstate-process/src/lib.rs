@@ -8,6 +8,9 @@
 //! for both, on the runtime-agnostic rules of [`gitstate_core::child`].
 //!
 //! Runs on tokio (process, pipes, timers); emits `tracing` events, installs nothing.
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 mod check;
 mod child;

@@ -39,6 +39,9 @@
 //!
 //! A whole program — a local repository, one HTTP target, a deploy command, a state
 //! directory — is `examples/embed_loop.rs` in the repository.
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 
 pub mod actions;
 pub mod controller;

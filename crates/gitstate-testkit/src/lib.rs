@@ -1,5 +1,8 @@
 //! Test peers for gitstate's own tests (not published): real git repositories and servers,
 //! and HTTP targets, well-behaved and hostile, served on 127.0.0.1 with ephemeral ports.
+// The workspace denies `unsafe`; libraries forbid it outright (only the binary's
+// allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
+#![forbid(unsafe_code)]
 // A test-only crate: its helpers are documented where their behaviour is not obvious.
 #![allow(missing_docs)]
 
