@@ -6,10 +6,11 @@
 //! process's resident size stays at the pass's peak. `watch` asks it to return them once a
 //! pass is done ([`give_back`]): RSS then follows what is live.
 //!
-//! `watch` also keeps to one arena ([`one_arena`]): its loop runs on one thread, and what
-//! the blocking threads (Git listings, state files) allocated in arenas of their own
-//! stayed resident beside it — 5.04 KiB per environment at 50,000 with them, 4.49 with
-//! one (`BENCH_ONLY=scale50k bash scripts/bench`, `MALLOC_ARENA_MAX=1` against none).
+//! One arena (`mallopt(M_ARENA_MAX, 1)`) measured 4.0 KiB per environment at 50,000
+//! instead of 4.5, and was taken out: with every thread in one arena, `malloc_trim` and
+//! the blocking threads' allocations stalled the loop's thread long enough for slot
+//! leases to lapse (the sharded test saw a slot claimed twice and a takeover past
+//! `failover`).
 
 /// Returns the pages `malloc` holds free to the system (glibc's `malloc_trim(0)`, which
 /// releases free pages anywhere in every arena). A no-op on other C libraries.
@@ -20,16 +21,5 @@ pub fn give_back() {
     // locks; it is safe to call from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Makes `malloc` keep to one arena for the rest of the process (glibc's
-/// `mallopt(M_ARENA_MAX, 1)`); call it before threads start. A no-op on other C libraries.
-pub fn one_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: `mallopt` takes two integers and only sets a parameter of glibc's allocator.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

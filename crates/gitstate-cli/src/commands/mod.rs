@@ -62,8 +62,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// environments (`BENCH_ONLY=scale`, the README's Performance section): CPU a minute 5.0 →
 /// 4.5 s, peak RSS 124 → 100 MB, a pass 600 → 700 ms (the goal is 2 s).
 fn watch_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // Before any thread starts: what they allocate stays in the one arena (`crate::memory`).
-    crate::memory::one_arena();
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
