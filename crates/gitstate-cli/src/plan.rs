@@ -447,7 +447,7 @@ pub struct Discovery {
     plan: tokio::sync::Mutex<Plan>,
     /// What file-system notification saw change in a local repository since the last
     /// listing, when it watches one.
-    changes: Option<Arc<RefChanges>>,
+    changes: Option<Arc<gitstate_runtime::refwatch::RefChanges>>,
     /// When the refs were last listed whole.
     listed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -462,7 +462,7 @@ impl Discovery {
 
     /// Lists the refs again only when `changes` says something under them may have
     /// changed (or the last whole listing is older than the interval, a minute at most).
-    pub fn with_changes(mut self, changes: Arc<RefChanges>) -> Self {
+    pub fn with_changes(mut self, changes: Arc<gitstate_runtime::refwatch::RefChanges>) -> Self {
         self.changes = Some(changes);
         self
     }
@@ -495,72 +495,5 @@ impl Environments for Discovery {
         let refreshed = plan.replan(&self.config).await.map_err(|e| output::chain(&e))?;
         *self.listed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         Ok(refreshed)
-    }
-}
-
-/// What file-system notification saw change under a local repository's git directory
-/// since the refs were last listed: loose refs by name, or something that needs a whole
-/// listing (packed refs, reftable, a lost event). Fed by `watch`'s watcher; read by
-/// [`Discovery`] at each ref poll.
-#[derive(Debug, Default)]
-pub struct RefChanges {
-    /// The git directory watched, once a watcher is in place; without one every poll lists.
-    watching: std::sync::OnceLock<std::path::PathBuf>,
-    inner: std::sync::Mutex<Changed>,
-}
-
-#[derive(Debug, Default)]
-struct Changed {
-    /// Something only a whole listing can tell.
-    whole: bool,
-    /// Loose refs written, by name (`refs/heads/…`).
-    loose: BTreeSet<String>,
-}
-
-impl RefChanges {
-    /// A watcher is in place over `git_dir`: polls may trust what it reports.
-    pub fn watching(&self, git_dir: std::path::PathBuf) {
-        let _ = self.watching.set(git_dir);
-    }
-
-    /// A change at `path`: a loose ref's name, returned (for the ref poll to read), or
-    /// `None` when only a whole listing tells what changed.
-    pub fn saw(&self, path: &std::path::Path) -> Option<String> {
-        let git_dir = self.watching.get()?;
-        let name = path.strip_prefix(git_dir).ok().and_then(|p| p.to_str()).map(str::to_owned);
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match name {
-            // A lock file is written, then renamed to the ref: the rename is the news.
-            Some(n) if n.ends_with(".lock") => None,
-            Some(n) if n.starts_with("refs/") => {
-                c.loose.insert(n.clone());
-                Some(n)
-            }
-            _ => {
-                c.whole = true;
-                None
-            }
-        }
-    }
-
-    /// Something happened that only a whole listing can tell (an event lost, an error).
-    pub fn all(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).whole = true;
-    }
-
-    fn clear(&self) {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Changed::default();
-    }
-
-    /// Whether all that changed are loose refs `map` lists, still files (a ref moved); then
-    /// they are forgotten here (the ref poll reads them, named by the watcher).
-    fn only_moved(&self, map: &Listed) -> bool {
-        let Some(git_dir) = self.watching.get() else { return false };
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let moved = !c.whole && c.loose.iter().all(|r| map.contains_key(r) && git_dir.join(r).is_file());
-        if moved {
-            c.loose.clear();
-        }
-        moved
     }
 }

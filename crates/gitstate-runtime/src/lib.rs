@@ -17,6 +17,7 @@
 //! - [`controls`]: suspend, resume, retry, freeze windows.
 //! - [`view`]: what dashboards, `/status` and metrics read ([`View`], [`Observer`]).
 //! - [`environments`]: fixed or discovered environments ([`Environments`]).
+//! - [`refwatch`]: file-system notification of a local repository's refs.
 //! - [`trust`]: signed commits (SPEC §18): the verdict on each move, before it is deployed.
 //!
 //! ```no_run
@@ -53,6 +54,7 @@ pub mod fs;
 pub mod leadership;
 mod overrides;
 mod prefetched;
+pub mod refwatch;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -247,3 +247,95 @@ async fn an_open_alarm_reaches_the_sink_again_every_renotify() {
         last = r;
     }
 }
+
+/// Environments a test can change while the loop runs.
+struct Listing(Mutex<Option<Vec<Environment>>>);
+
+#[async_trait]
+impl gitstate_runtime::Environments for Listing {
+    async fn refresh(&self) -> Result<gitstate_runtime::Refreshed, gitstate_runtime::environments::BoxError> {
+        Ok(match self.0.lock().unwrap().take() {
+            Some(envs) => gitstate_runtime::Refreshed::changed(envs),
+            None => gitstate_runtime::Refreshed::unchanged(),
+        })
+    }
+}
+
+/// What the loop told its observer: environments passed (with repeats) and retired.
+#[derive(Default)]
+struct Told {
+    passed: Mutex<Vec<EnvName>>,
+    removed: Mutex<Vec<EnvName>>,
+    full_passes: Mutex<u32>,
+}
+
+impl gitstate_runtime::Observer for Told {
+    fn pass(&self, specs: &[EnvironmentSpec], _: &gitstate_core::PassOutcome, _: Duration) {
+        self.passed.lock().unwrap().extend(specs.iter().map(|s| s.name.clone()));
+    }
+    fn full_pass(&self, _: jiff::Timestamp) {
+        *self.full_passes.lock().unwrap() += 1;
+    }
+    fn removed(&self, env: &EnvName) {
+        self.removed.lock().unwrap().push(env.clone());
+    }
+}
+
+/// SPEC §19: a pass over more environments than one chunk holds sees every one of them (each
+/// once per full pass, persisted), and environments gone from the listing are retired once,
+/// after the pass — not per chunk, not never.
+#[tokio::test(start_paused = true)]
+async fn a_full_pass_over_many_chunks_sees_every_environment_and_retires_the_gone_once() {
+    let w = world();
+    let start = Instant::now();
+    let env = |i: usize| {
+        Environment::new(EnvironmentSpec {
+            name: EnvName::new(&format!("shop-{i:05}")).unwrap(),
+            reference: format!("refs/heads/environments/shop-{i}"),
+            targets: vec![TargetSpec::new("web", Arc::new(Probe(w.answer.clone())))],
+            remediator: None,
+            policy: Arc::new(Policy::default()),
+            controls: Default::default(),
+            checks: Vec::new(),
+        })
+    };
+    const N: usize = 5000;
+    const KEPT: usize = 3100;
+    let listing = Arc::new(Listing(Mutex::new(Some((0..N).map(env).collect()))));
+    let told = Arc::new(Told::default());
+    let mut options = Options::default();
+    (options.interval, options.jitter, options.ref_poll, options.seed) =
+        (Duration::from_secs(10), 0.0, Duration::from_secs(1), Some(1));
+    let c = Controller::builder(Arc::new(Source), w.store.clone())
+        .discovery(listing.clone())
+        .observer(told.clone())
+        .options(options)
+        .clock(clock(start))
+        .build();
+    let (store, seen) = (w.store.clone(), told.clone());
+    let script = async move {
+        // The first full pass: every environment passed once and recorded.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(*seen.full_passes.lock().unwrap(), 1);
+        let mut passed = seen.passed.lock().unwrap().clone();
+        passed.sort();
+        let all: Vec<EnvName> = (0..N).map(|i| env(i).spec.name).collect();
+        assert!(
+            passed == all,
+            "each environment once in the first full pass: {} passed of {N}",
+            passed.len()
+        );
+        assert_eq!(gitstate_runtime::Store::names(&*store).len(), N);
+        // The listing loses all but KEPT: retired at the next full pass, once each.
+        *listing.0.lock().unwrap() = Some((0..KEPT).map(env).collect());
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    };
+    c.run(script).await.unwrap();
+    let mut removed = told.removed.lock().unwrap().clone();
+    removed.sort();
+    let gone: Vec<EnvName> = (KEPT..N).map(|i| env(i).spec.name).collect();
+    assert!(removed == gone, "every environment gone retired, once: {} of {}", removed.len(), gone.len());
+    let mut names = gitstate_runtime::Store::names(&*w.store);
+    names.sort();
+    assert!(names == (0..KEPT).map(|i| env(i).spec.name).collect::<Vec<_>>(), "{} records kept", names.len());
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use gitstate_postgres::PgStore;
 use gitstate_runtime::{FileStore, Leadership, Sole, Store};
-use notify::Watcher as _;
 
 use crate::cli::Watch;
 use crate::config::RepoLocation;
@@ -57,7 +56,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let links = plan.links(&config);
     // What file-system notification sees change in a local repository: a ref poll after
     // a loose ref moved reads that ref, not 50,000 (SPEC §19).
-    let changes = Arc::new(plan::RefChanges::default());
+    let changes = Arc::new(gitstate_runtime::refwatch::RefChanges::default());
     if !config.discover.is_empty() {
         let discovery = plan::Discovery::new(config.clone(), plan).with_changes(changes.clone());
         builder = builder.discovery(Arc::new(discovery));
@@ -97,7 +96,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     // a pass without waiting for the next poll.
     let trigger = controller.trigger();
     let _fs_watcher = match &config.source.repo {
-        RepoLocation::Local(p) => fs_watcher(&p.clone(), trigger.clone(), changes),
+        RepoLocation::Local(p) => gitstate_runtime::refwatch::watch(p, trigger.clone(), changes),
         RepoLocation::Remote(_) => None,
     };
     if let Some(hook) = config.watch.webhook.clone() {
@@ -113,64 +112,6 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     controller.run(shutdown_signal()).await?;
     tracing::info!("stopped; state persisted");
     Ok(exit::IN_SYNC)
-}
-
-/// Watches the refs of the local repository at `repo`: a loose ref written is a push of
-/// that ref (the poll reads it alone); anything else pokes the controller to list them all.
-fn fs_watcher(
-    repo: &std::path::Path,
-    trigger: gitstate_runtime::Trigger,
-    changes: Arc<plan::RefChanges>,
-) -> Option<notify::RecommendedWatcher> {
-    let dotgit = repo.join(".git");
-    let dir = if dotgit.is_dir() { dotgit } else { repo.to_path_buf() };
-    let seen = changes.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(e) if e.kind.is_access() => {}
-        Ok(e) if e.need_rescan() || e.paths.is_empty() => {
-            seen.all();
-            trigger.poke();
-        }
-        Ok(e) => {
-            for path in &e.paths {
-                match seen.saw(path) {
-                    Some(reference) => trigger.pushed(Some(reference)),
-                    None => trigger.poke(),
-                }
-            }
-        }
-        Err(_) => {
-            seen.all();
-            trigger.poke();
-        }
-    });
-    match watcher {
-        Ok(mut w) => {
-            let refs = w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive);
-            let top = w.watch(&dir, notify::RecursiveMode::NonRecursive);
-            // A reftable repository writes its refs under reftable/.
-            let reftable = dir.join("reftable");
-            if reftable.is_dir()
-                && let Err(e) = w.watch(&reftable, notify::RecursiveMode::Recursive)
-            {
-                tracing::warn!(error = %e, "file-system notification unavailable for reftable/");
-            }
-            match refs.and(top) {
-                Err(e) => {
-                    tracing::warn!(error = %e, "file-system notification unavailable; polling refs only")
-                }
-                // The paths events name start with `dir` as given to the watcher.
-                Ok(()) if !reftable.is_dir() => changes.watching(dir),
-                // Reftable writes name no ref: every change is a whole listing.
-                Ok(()) => {}
-            }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "file-system notification unavailable; polling refs only");
-            None
-        }
-    }
 }
 
 async fn shutdown_signal() {
