@@ -58,9 +58,9 @@ pub enum Command {
     /// Stop acting on environments: still probed and reported, never remediated.
     Suspend(Suspend),
     /// Act on suspended environments again.
-    Resume(Control),
+    Resume(Reasoned),
     /// A fresh set of remediation attempts for environments, at once.
-    Retry(Control),
+    Retry(Reasoned),
     /// Move an environment's ref back to a good commit in Git, and veto the bad one.
     Rollback(Rollback),
     /// Never deploy a commit to an environment while its ref points at it.
@@ -130,6 +130,17 @@ pub struct Control {
     /// The environments (explicit or discovered).
     #[arg(value_name = "ENV", required = true)]
     pub environments: Vec<String>,
+}
+
+/// `gitstate resume` and `gitstate retry`.
+#[derive(Debug, Args)]
+pub struct Reasoned {
+    /// Which environments.
+    #[command(flatten)]
+    pub control: Control,
+    /// Why, for the events.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 /// `gitstate suspend`.

@@ -81,24 +81,39 @@ pub enum EventKind {
         /// Where the lag is measured from.
         lag_from: LagFrom,
     },
-    /// An operator suspended it (`gitstate suspend`).
+    /// An operator suspended it (`gitstate suspend`, or the dashboard).
     Suspended {
         /// Why, as given.
         reason: Option<String>,
-        /// Who (the OS user).
+        /// Who (the OS user, or the dashboard's user).
         by: String,
+        /// How: `cli` or `dashboard` (records before SPEC §20 read as `cli`).
+        #[serde(default = "via_cli")]
+        via: String,
         /// When it ends by itself, if it does.
         until: Option<Timestamp>,
     },
-    /// An operator resumed it (`gitstate resume`).
+    /// An operator resumed it (`gitstate resume`, or the dashboard).
     Resumed {
         /// Who.
         by: String,
+        /// How: `cli` or `dashboard`.
+        #[serde(default = "via_cli")]
+        via: String,
+        /// Why, as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
-    /// An operator asked for a fresh set of attempts (`gitstate retry`).
+    /// An operator asked for a fresh set of attempts (`gitstate retry`, or the dashboard).
     RetryRequested {
         /// Who.
         by: String,
+        /// How: `cli` or `dashboard`.
+        #[serde(default = "via_cli")]
+        via: String,
+        /// Why, as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The environment is gone from the configuration (or no longer discovered) on a whole
     /// pass: its open alarms were resolved (`removed`) and its state pruned.
@@ -260,4 +275,9 @@ mod tests {
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }
+}
+
+/// How controls recorded before the dashboard could act were made.
+fn via_cli() -> String {
+    "cli".into()
 }

@@ -15,6 +15,8 @@
 //!   PostgreSQL store is in `gitstate-postgres`.
 //! - [`leadership`]: who may act ([`Leadership`], [`Sole`]).
 //! - [`controls`]: suspend, resume, retry, freeze windows.
+//! - [`operate`]: an operator's requests to a running loop ([`operate::Operator`]), as
+//!   the dashboard's buttons make them.
 //! - [`view`]: what dashboards, `/status` and metrics read ([`View`], [`Observer`]).
 //! - [`environments`]: fixed or discovered environments ([`Environments`]).
 //! - [`refwatch`]: file-system notification of a local repository's refs.
@@ -52,6 +54,7 @@ pub mod environments;
 pub mod fleet;
 pub mod fs;
 pub mod leadership;
+pub mod operate;
 mod overrides;
 mod prefetched;
 pub mod refwatch;

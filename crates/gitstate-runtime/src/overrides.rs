@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 pub struct Suspension {
     /// Why, as given.
     pub reason: Option<String>,
-    /// Who (the OS user).
+    /// Who (the OS user, or the dashboard's user).
     pub by: String,
+    /// How: `cli` or `dashboard` (suspensions made before SPEC §20 read as `cli`).
+    #[serde(default = "via_cli")]
+    pub via: String,
     /// When.
     pub since: Timestamp,
     /// When it ends by itself, if it does.
@@ -92,4 +95,8 @@ impl Overrides {
     pub fn suspension(&self, env: &EnvName, now: Timestamp) -> Option<&Suspension> {
         self.environments.get(env)?.suspension.as_ref().filter(|s| s.active(now))
     }
+}
+
+fn via_cli() -> String {
+    "cli".into()
 }

@@ -71,7 +71,8 @@ impl gitstate_core::Fleet for View {
     }
 
     fn environments(&self) -> Vec<(EnvName, gitstate_core::Policy)> {
-        lock(&self.policies).to_vec()
+        let policies = lock(&self.policies).clone();
+        policies.iter().map(|(n, p)| (n.clone(), (**p).clone())).collect()
     }
 }
 
@@ -86,7 +87,9 @@ pub struct View {
     causes: Mutex<Arc<Vec<CauseRecord>>>,
     shard: Mutex<Option<crate::leadership::Shard>>,
     /// Every environment's policy in force, for causes that hold them all.
-    policies: Mutex<Arc<Vec<(EnvName, gitstate_core::Policy)>>>,
+    /// Each environment's policy in force, shared between environments whose policies are
+    /// (one per `[[discover]]` block, not a copy each: SPEC §19).
+    policies: Mutex<Arc<Vec<(EnvName, Arc<gitstate_core::Policy>)>>>,
     version: watch::Sender<u64>,
 }
 
@@ -182,7 +185,25 @@ impl View {
         self.changed();
     }
 
-    pub(crate) fn set_policies(&self, policies: Vec<(EnvName, gitstate_core::Policy)>) {
+    /// Keeps the policy in force of each of `specs` (its own, observing when it has no
+    /// remediator), one copy per distinct policy.
+    pub(crate) fn set_policies<'a>(&self, specs: impl Iterator<Item = &'a EnvironmentSpec>) {
+        // Effective policies by the spec's policy they come from (its address: the specs
+        // hold it while this runs) and whether the environment only observes.
+        let mut made: std::collections::HashMap<(usize, bool), Arc<gitstate_core::Policy>> =
+            Default::default();
+        let policies = specs
+            .map(|s| {
+                let observes = s.remediator.is_none();
+                let p = made
+                    .entry((Arc::as_ptr(&s.policy) as usize, observes))
+                    .or_insert_with(
+                        || if observes { Arc::new(s.effective_policy()) } else { s.policy.clone() },
+                    )
+                    .clone();
+                (s.name.clone(), p)
+            })
+            .collect();
         *lock(&self.policies) = Arc::new(policies);
     }
 

@@ -163,7 +163,7 @@ async fn suspended_an_unreachable_alarm_still_fires_and_drift_raises_nothing() {
     gitstate_runtime::controls::suspend(
         &*w.store,
         std::slice::from_ref(&production),
-        "ada",
+        gitstate_runtime::actions::Actor { by: "ada", via: "cli" },
         Some("incident"),
         None,
         now,

@@ -1296,17 +1296,17 @@ impl Sut {
         let names = [EnvName::new(ENV).unwrap()];
         let now = self.parts.ts(at);
         self.rt.as_ref().unwrap().block_on(async move {
+            let tester = gitstate_runtime::actions::Actor { by: "tester", via: "cli" };
             match step {
                 Step::Suspend(until) => {
                     let until =
                         until.map(|u| Timestamp::from_millisecond(now.as_millisecond() + u as i64).unwrap());
-                    controls::suspend(&*store, &names, "tester", Some("test"), until, now).await
+                    controls::suspend(&*store, &names, tester, Some("test"), until, now).await
                 }
-                Step::Resume => controls::resume(&*store, &names, "tester", now).await,
-                Step::Retry => controls::retry(&*store, &names, "tester", now).await,
+                Step::Resume => controls::resume(&*store, &names, tester, None, now).await,
+                Step::Retry => controls::retry(&*store, &names, tester, None, now).await,
                 Step::Veto(c) => {
-                    let actor = gitstate_runtime::actions::Actor { by: "tester", via: "cli" };
-                    gitstate_runtime::actions::veto(&*store, &names[0], commit(*c), actor, None, now).await
+                    gitstate_runtime::actions::veto(&*store, &names[0], commit(*c), tester, None, now).await
                 }
                 Step::Unveto(c) => {
                     let actor = gitstate_runtime::actions::Actor { by: "tester", via: "cli" };

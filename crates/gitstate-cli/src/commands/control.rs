@@ -4,10 +4,11 @@
 //! an error (exit 2).
 
 use gitstate_core::EnvName;
+use gitstate_runtime::actions::Actor;
 use gitstate_runtime::controls::{self, os_user};
 use jiff::Timestamp;
 
-use crate::cli::{Control, Suspend};
+use crate::cli::{Control, Reasoned, Suspend};
 use crate::{exit, plan, stores};
 
 /// The environments named, each known to the configuration (explicit or discovered).
@@ -38,7 +39,9 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
         anyhow::bail!("--until is in the past");
     }
     let store = stores::for_control(&config).await?;
-    controls::suspend(&*store, &names, &os_user(), args.reason.as_deref(), until, now).await?;
+    let user = os_user();
+    let actor = Actor { by: &user, via: "cli" };
+    controls::suspend(&*store, &names, actor, args.reason.as_deref(), until, now).await?;
     let till = until.map_or("until resumed".to_owned(), |u| {
         format!("until {}", u.round(jiff::Unit::Second).unwrap_or(u))
     });
@@ -49,10 +52,12 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
 }
 
 /// Runs `resume`.
-pub async fn resume(args: Control) -> anyhow::Result<i32> {
-    let (config, names) = known(&args).await?;
+pub async fn resume(args: Reasoned) -> anyhow::Result<i32> {
+    let (config, names) = known(&args.control).await?;
     let store = stores::for_control(&config).await?;
-    controls::resume(&*store, &names, &os_user(), Timestamp::now()).await?;
+    let user = os_user();
+    let actor = Actor { by: &user, via: "cli" };
+    controls::resume(&*store, &names, actor, args.reason.as_deref(), Timestamp::now()).await?;
     for n in &names {
         println!("{n}: resumed");
     }
@@ -60,10 +65,12 @@ pub async fn resume(args: Control) -> anyhow::Result<i32> {
 }
 
 /// Runs `retry`.
-pub async fn retry(args: Control) -> anyhow::Result<i32> {
-    let (config, names) = known(&args).await?;
+pub async fn retry(args: Reasoned) -> anyhow::Result<i32> {
+    let (config, names) = known(&args.control).await?;
     let store = stores::for_control(&config).await?;
-    controls::retry(&*store, &names, &os_user(), Timestamp::now()).await?;
+    let user = os_user();
+    let actor = Actor { by: &user, via: "cli" };
+    controls::retry(&*store, &names, actor, args.reason.as_deref(), Timestamp::now()).await?;
     for n in &names {
         println!("{n}: a fresh set of attempts; the next pass may remediate at once");
     }

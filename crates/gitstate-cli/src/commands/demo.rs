@@ -155,8 +155,14 @@ pub async fn run() -> anyhow::Result<i32> {
     );
     deploy.broken.store(false, Ordering::SeqCst);
     println!("  $ gitstate retry production");
-    gitstate_runtime::controls::retry(&*store, std::slice::from_ref(&name), "demo", jiff::Timestamp::now())
-        .await?;
+    gitstate_runtime::controls::retry(
+        &*store,
+        std::slice::from_ref(&name),
+        gitstate_runtime::actions::Actor { by: "demo", via: "cli" },
+        None,
+        jiff::Timestamp::now(),
+    )
+    .await?;
     demo.reconcile_pass().await?;
     demo.until_in_sync(Duration::from_secs(10)).await?;
     println!(

@@ -281,8 +281,16 @@ pub fn parse(
         }
         None => None,
     };
+    let tls = w.tls.as_ref().map(|t| TlsConfig {
+        cert: dir.join(t.cert.get_ref()),
+        key: dir.join(t.key.get_ref()),
+        hsts: t.hsts.as_ref().map(|d| d.0),
+    });
+    let auth = w.auth.as_ref().map(|a| AuthConfig::parse(&ctx, a)).transpose()?;
     let watch = WatchConfig {
         webhook,
+        tls,
+        auth,
         interval: w.interval.0,
         jitter: w.jitter.0,
         ref_poll: w.ref_poll.0,

@@ -265,6 +265,38 @@ pub struct RawWatch {
     #[serde(default = "default_listen")]
     pub listen: Spanned<String>,
     pub webhook: Option<RawPushWebhook>,
+    pub tls: Option<RawTls>,
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub hsts: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+    pub trusted_header: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub header_role: Option<Spanned<String>>,
+    #[serde(default)]
+    pub header_operators: Vec<String>,
+    #[serde(default)]
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Spanned<String>,
+    pub password_hash: Spanned<String>,
+    pub role: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +316,8 @@ impl Default for RawWatch {
             concurrency: default_concurrency(),
             listen: default_listen(),
             webhook: None,
+            tls: None,
+            auth: None,
         }
     }
 }

@@ -268,6 +268,154 @@ pub struct WatchConfig {
     pub listen: SocketAddr,
     /// Push webhooks, when configured.
     pub webhook: Option<WebhookConfig>,
+    /// `[watch.tls]`: HTTPS on both listeners (SPEC §20).
+    pub tls: Option<TlsConfig>,
+    /// `[watch.auth]`: who may read and act on the `listen` listener (SPEC §20).
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[watch.tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), relative paths resolved.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// `Strict-Transport-Security: max-age`, when set.
+    pub hsts: Option<Duration>,
+}
+
+/// What a user may do on the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Reads and acts.
+    Operator,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// One `[watch.auth] users` entry.
+#[derive(Clone)]
+pub struct User {
+    /// The name.
+    pub name: String,
+    /// The bcrypt hash (`$2y$…`, `$2b$…`).
+    pub password_hash: String,
+    /// The role.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+/// `[watch.auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Basic-auth users.
+    pub users: Vec<User>,
+    /// The header a reverse proxy names the user in.
+    pub trusted_header: Option<String>,
+    /// Where that header is believed from.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The role of header-authenticated users…
+    pub header_role: Role,
+    /// …except these, who are operators.
+    pub header_operators: Vec<String>,
+    /// `/metrics` needs no user.
+    pub metrics_public: bool,
+}
+
+impl AuthConfig {
+    pub(super) fn parse(ctx: &Ctx, raw: &toml::Spanned<super::raw::RawAuth>) -> Result<Self, ConfigError> {
+        let a = raw.get_ref();
+        let mut users: Vec<User> = Vec::new();
+        for u in &a.users {
+            let r = u.get_ref();
+            let name = r.name.get_ref().trim().to_owned();
+            if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+                return Err(
+                    ctx.at(&r.name, "watch.auth.users.name: a name without ':' or control characters")
+                );
+            }
+            if users.iter().any(|x| x.name == name) {
+                return Err(ctx.at(&r.name, format!("watch.auth.users: {name:?} is listed twice")));
+            }
+            let hash = r.password_hash.get_ref().trim().to_owned();
+            if !hash.starts_with("$2") || hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(ctx.at(
+                    &r.password_hash,
+                    "watch.auth.users.password_hash: a bcrypt hash ($2y$ or $2b$, as htpasswd -nBC 10 makes)",
+                ));
+            }
+            let role = Role::parse(r.role.get_ref())
+                .ok_or_else(|| ctx.at(&r.role, "watch.auth.users.role: \"viewer\" or \"operator\""))?;
+            users.push(User { name, password_hash: hash, role });
+        }
+        let trusted_header = match &a.trusted_header {
+            Some(h) => {
+                let name = h.get_ref().trim();
+                if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ctx.at(h, format!("watch.auth.trusted_header {name:?} is not a header name")));
+                }
+                Some(name.to_ascii_lowercase())
+            }
+            None => None,
+        };
+        let mut trusted_proxies = Vec::new();
+        for p in a.trusted_proxies.iter().flatten() {
+            let text = p.get_ref().trim();
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ctx.at(p, format!("watch.auth.trusted_proxies: {text:?} is not an address or CIDR block"))
+                })?;
+            trusted_proxies.push(net);
+        }
+        if trusted_header.is_some() && trusted_proxies.is_empty() {
+            return Err(ctx.at(
+                raw,
+                "watch.auth.trusted_header needs trusted_proxies: the addresses of the proxies that set it",
+            ));
+        }
+        if trusted_header.is_none() && users.is_empty() {
+            return Err(ctx.at(raw, "watch.auth: give users, or trusted_header with trusted_proxies"));
+        }
+        let header_role = match &a.header_role {
+            Some(r) => Role::parse(r.get_ref())
+                .ok_or_else(|| ctx.at(r, "watch.auth.header_role: \"viewer\" or \"operator\""))?,
+            None => Role::Viewer,
+        };
+        Ok(Self {
+            users,
+            trusted_header,
+            trusted_proxies,
+            header_role,
+            header_operators: a.header_operators.clone(),
+            metrics_public: a.metrics_public,
+        })
+    }
 }
 
 /// The whole configuration, validated.

@@ -455,7 +455,7 @@ fn environment(
                 }
                 @if let Some(s) = view.suspensions.get(name) {
                     span.warn {
-                        "⏸ suspended by " (s.by) " " (age(now, s.since))
+                        "⏸ suspended by " (s.by) " (" (s.via) ") " (age(now, s.since))
                         @if let Some(u) = s.until { ", until " (u.round(jiff::Unit::Second).unwrap_or(u).to_string()) }
                         @if let Some(r) = &s.reason { ": " (r) }
                     }
@@ -539,6 +539,11 @@ fn environment(
     }
 }
 
+/// `: reason`, when there is one.
+fn because(reason: &Option<String>) -> String {
+    reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+}
+
 fn event_line(e: &Event) -> String {
     match &e.kind {
         EventKind::ExpectedChanged { to, .. } => format!("expected commit changed to {}", to.short(7)),
@@ -566,7 +571,7 @@ fn event_line(e: &Event) -> String {
             "rolled back from {} to {} by {by} ({via}){}",
             from.short(7),
             to.short(7),
-            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            because(reason)
         ),
         EventKind::RollbackRefused { from, error, .. } => {
             format!("rollback from {} refused: {error}", from.short(7))
@@ -576,6 +581,13 @@ fn event_line(e: &Event) -> String {
             format!("veto of {} lifted by {by} ({via})", sha.short(7))
         }
         EventKind::Adopted { to, by, via, .. } => format!("hotfix {} adopted by {by} ({via})", to.short(7)),
+        EventKind::Suspended { by, via, reason, .. } => {
+            format!("suspended by {by} ({via}){}", because(reason))
+        }
+        EventKind::Resumed { by, via, reason } => format!("resumed by {by} ({via}){}", because(reason)),
+        EventKind::RetryRequested { by, via, reason } => {
+            format!("retry asked by {by} ({via}){}", because(reason))
+        }
         _ => serde_json::to_value(&e.kind)
             .ok()
             .and_then(|v| v["event"].as_str().map(str::to_owned))

@@ -51,9 +51,10 @@ pub fn render(doc: &StatusReport, p: &Paint) -> String {
             let until = s.until.map_or("until resumed".to_owned(), |u| format!("until {}", ago(Some(u))));
             let why = s.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
             out.push_str(&format!(
-                "{}: suspended by {} since {}, {until}{why}\n",
+                "{}: suspended by {} ({}) since {}, {until}{why}\n",
                 e.name,
                 s.by,
+                s.via,
                 ago(Some(s.since))
             ));
         }

@@ -94,7 +94,7 @@ pub(crate) struct Loop {
     /// DORA's facts from each pass's events, for the observer's metrics.
     dora: crate::dora::Live,
     /// SPEC §18: whose signatures count, and the verdict on each environment's move.
-    trust: Option<crate::trust::TrustPolicy>,
+    pub(super) trust: Option<crate::trust::TrustPolicy>,
     gates: Mutex<HashMap<EnvName, gitstate_core::TrustGate>>,
     /// Per environment, the untrusted commits its instances ran at its last pass.
     unsigned: Mutex<HashMap<EnvName, Vec<CommitId>>>,
@@ -182,7 +182,7 @@ impl Loop {
                 (e.spec.name.clone(), e.spec)
             })
             .collect();
-        self.view.set_policies(specs.values().map(|s| (s.name.clone(), s.effective_policy())).collect());
+        self.view.set_policies(specs.values());
         // The refs read one by one are worked out again at the next poll.
         *lock(&self.unlisted) = None;
         *lock(&self.specs) = specs;

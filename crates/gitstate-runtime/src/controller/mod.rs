@@ -302,6 +302,18 @@ impl Controller {
         self.view.clone()
     }
 
+    /// Carries out operators' requests (suspend, roll back, veto…) against this loop's
+    /// store and source, recorded with who asked (SPEC §20).
+    pub fn operator(&self) -> crate::operate::Operator {
+        crate::operate::Operator {
+            store: self.driver.store.clone(),
+            source: self.driver.source.clone(),
+            view: self.view.clone(),
+            trust: self.driver.trust.clone(),
+            trigger: self.trigger.clone(),
+        }
+    }
+
     /// A handle that asks for a ref poll now.
     pub fn trigger(&self) -> Trigger {
         self.trigger.clone()

@@ -14,6 +14,7 @@ mod freeze;
 pub use crate::overrides::{OVERRIDES_SCHEMA, Override, Overrides, Suspension, Veto};
 pub use freeze::{FreezeWindow, frozen_until};
 
+use crate::actions::Actor;
 use crate::store::{Store, StoreError};
 
 /// Each environment's freeze windows (environments without any are absent).
@@ -49,13 +50,15 @@ async fn record(
 pub async fn suspend(
     store: &dyn Store,
     names: &[EnvName],
-    by: &str,
+    actor: Actor<'_>,
     reason: Option<&str>,
     until: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
-    let suspension = Suspension { reason: reason.clone(), by: by.to_owned(), since: now, until };
+    let (by, via) = (actor.by.to_owned(), actor.via.to_owned());
+    let suspension =
+        Suspension { reason: reason.clone(), by: by.clone(), via: via.clone(), since: now, until };
     let envs = names.to_vec();
     store
         .update_overrides(Box::new(move |o| {
@@ -64,17 +67,24 @@ pub async fn suspend(
             }
         }))
         .await?;
-    record(store, names, now, || EventKind::Suspended { reason: reason.clone(), by: by.to_owned(), until })
-        .await
+    record(store, names, now, || EventKind::Suspended {
+        reason: reason.clone(),
+        by: by.clone(),
+        via: via.clone(),
+        until,
+    })
+    .await
 }
 
 /// Ends the suspension of `names`, with a `resumed` event each.
 pub async fn resume(
     store: &dyn Store,
     names: &[EnvName],
-    by: &str,
+    actor: Actor<'_>,
+    reason: Option<&str>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
     let envs = names.to_vec();
     store
         .update_overrides(Box::new(move |o| {
@@ -85,12 +95,24 @@ pub async fn resume(
             }
         }))
         .await?;
-    record(store, names, now, || EventKind::Resumed { by: by.to_owned() }).await
+    record(store, names, now, || EventKind::Resumed {
+        by: actor.by.to_owned(),
+        via: actor.via.to_owned(),
+        reason: reason.clone(),
+    })
+    .await
 }
 
 /// Gives `names` a fresh set of attempts (the next pass may remediate at once), with a
 /// `retry_requested` event each.
-pub async fn retry(store: &dyn Store, names: &[EnvName], by: &str, now: Timestamp) -> Result<(), StoreError> {
+pub async fn retry(
+    store: &dyn Store,
+    names: &[EnvName],
+    actor: Actor<'_>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let reason = reason.map(|r| gitstate_core::escape_control(r).into_owned());
     let envs = names.to_vec();
     store
         .update_overrides(Box::new(move |o| {
@@ -99,7 +121,12 @@ pub async fn retry(store: &dyn Store, names: &[EnvName], by: &str, now: Timestam
             }
         }))
         .await?;
-    record(store, names, now, || EventKind::RetryRequested { by: by.to_owned() }).await
+    record(store, names, now, || EventKind::RetryRequested {
+        by: actor.by.to_owned(),
+        via: actor.via.to_owned(),
+        reason: reason.clone(),
+    })
+    .await
 }
 
 /// Who is acting at this terminal: the OS user (`$USER`, `$LOGNAME`, else the uid).
@@ -123,17 +150,26 @@ mod tests {
         let names = [EnvName::new("production").unwrap()];
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let until = Timestamp::from_second(1_800_003_600).unwrap();
-        suspend(&store, &names, "ada", Some("INC-42"), Some(until), now).await.unwrap();
-        assert_eq!(store.overrides().unwrap().suspension(&names[0], now).unwrap().by, "ada");
-        resume(&store, &names, "grace", now).await.unwrap();
-        retry(&store, &names, "linus", now).await.unwrap();
+        let cli = |by| Actor { by, via: "cli" };
+        suspend(&store, &names, Actor { by: "ada", via: "dashboard" }, Some("INC-42"), Some(until), now)
+            .await
+            .unwrap();
+        let s = store.overrides().unwrap().suspension(&names[0], now).cloned().unwrap();
+        assert_eq!((s.by.as_str(), s.via.as_str()), ("ada", "dashboard"));
+        resume(&store, &names, cli("grace"), Some("fixed"), now).await.unwrap();
+        retry(&store, &names, cli("linus"), None, now).await.unwrap();
         let kinds: Vec<EventKind> = store.recent_events(10).into_iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
             [
-                EventKind::Suspended { reason: Some("INC-42".into()), by: "ada".into(), until: Some(until) },
-                EventKind::Resumed { by: "grace".into() },
-                EventKind::RetryRequested { by: "linus".into() },
+                EventKind::Suspended {
+                    reason: Some("INC-42".into()),
+                    by: "ada".into(),
+                    via: "dashboard".into(),
+                    until: Some(until)
+                },
+                EventKind::Resumed { by: "grace".into(), via: "cli".into(), reason: Some("fixed".into()) },
+                EventKind::RetryRequested { by: "linus".into(), via: "cli".into(), reason: None },
             ]
         );
     }

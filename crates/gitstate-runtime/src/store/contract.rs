@@ -183,8 +183,13 @@ pub async fn overrides_round_trip_and_empty_ones_are_pruned(h: &impl Harness) {
     let place = h.place("overrides").await;
     let (a, b) = (name("production"), name("staging"));
     let now = at(100);
-    let suspension =
-        Suspension { reason: Some("incident 42".into()), by: "ada".into(), since: at(50), until: None };
+    let suspension = Suspension {
+        reason: Some("incident 42".into()),
+        by: "ada".into(),
+        via: "cli".into(),
+        since: at(50),
+        until: None,
+    };
     let store = h.open(&place).await.unwrap();
     assert!(store.overrides().unwrap().environments.is_empty());
     let (a2, b2, s2) = (a.clone(), b.clone(), suspension.clone());
@@ -234,7 +239,12 @@ pub async fn operators_events_are_read_back_after_the_loops_own(h: &impl Harness
     let suspended = Event {
         at: at(70),
         environment: a.clone(),
-        kind: EventKind::Suspended { reason: Some("incident 42".into()), by: "ada".into(), until: None },
+        kind: EventKind::Suspended {
+            reason: Some("incident 42".into()),
+            by: "ada".into(),
+            via: "cli".into(),
+            until: None,
+        },
     };
     store.append_unfenced(std::slice::from_ref(&suspended)).await.unwrap();
     h.crash(store).await;

@@ -102,6 +102,7 @@ mod tests {
                 o.environments.entry(e2).or_default().suspension = Some(Suspension {
                     reason: Some("incident 42".into()),
                     by: "ada".into(),
+                    via: "cli".into(),
                     since: now,
                     until: None,
                 });
