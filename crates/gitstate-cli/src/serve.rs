@@ -62,20 +62,51 @@ pub enum Body {
 }
 
 /// A request, its body read (at most the `max_body` given to [`serve`]).
-pub struct Request<'a> {
+#[derive(Debug, Clone)]
+pub struct Request {
     /// `GET`, `POST`, …
-    pub method: &'a str,
+    pub method: String,
     /// The path, without the query.
-    pub path: &'a str,
+    pub path: String,
     /// The query, without its `?`, when there is one.
-    pub query: Option<&'a str>,
+    pub query: Option<String>,
     /// The headers.
-    pub headers: &'a hyper::HeaderMap,
+    pub headers: hyper::HeaderMap,
     /// The body; empty when `max_body` is 0.
-    pub body: &'a [u8],
+    pub body: Bytes,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
 }
 
-impl Request<'_> {
+/// An answer now, or one that needs waiting for (a password's hash, an action).
+pub enum Answer {
+    /// Ready.
+    Now(Response),
+    /// Made by this future.
+    Later(futures::future::BoxFuture<'static, Response>),
+}
+
+impl From<Response> for Answer {
+    fn from(r: Response) -> Self {
+        Answer::Now(r)
+    }
+}
+
+/// How a listener serves, beyond its handler.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Bodies are read up to this many bytes (none when 0); a longer one is `413`.
+    pub max_body: usize,
+    /// HTTPS with these certificates, when set.
+    pub tls: Option<Arc<crate::listener::tls::Certs>>,
+    /// Headers every answer carries (unless the handler set them), the listener's own
+    /// answers (`413`) too.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Request {
     /// A header's value as text, by name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -87,8 +118,26 @@ impl Request<'_> {
 /// when 0); a longer one is answered 413 without calling the handler.
 pub async fn serve<H>(addr: SocketAddr, max_body: usize, handler: H) -> std::io::Result<SocketAddr>
 where
-    H: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
+    serve_with(addr, Options { max_body, ..Options::default() }, move |r| Answer::Now(handler(r))).await
+}
+
+/// As [`serve`], with TLS when `options` say so, and handlers that may answer later.
+pub async fn serve_with<H>(addr: SocketAddr, options: Options, handler: H) -> std::io::Result<SocketAddr>
+where
+    H: Fn(&Request) -> Answer + Send + Sync + 'static,
+{
+    let Options { max_body, tls, headers } = options;
+    let always: Arc<Vec<(hyper::header::HeaderName, HeaderValue)>> = Arc::new(
+        headers
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some((hyper::header::HeaderName::from_static(k), HeaderValue::from_str(&v).ok()?))
+            })
+            .collect(),
+    );
+    let acceptor = tls.map(|certs| certs.acceptor());
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let handler = Arc::new(handler);
@@ -96,8 +145,8 @@ where
     tokio::spawn(async move {
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed; backing off");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -105,10 +154,22 @@ where
                 }
             };
             let handler = handler.clone();
+            let acceptor = acceptor.clone();
+            let always = always.clone();
             tokio::spawn(async move {
                 let _slot = slot;
+                let tls = acceptor.is_some();
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let handler = handler.clone();
+                    let always = always.clone();
+                    let with_always = move |mut resp: hyper::Response<UnsyncBoxBody<Bytes, Infallible>>| {
+                        for (k, v) in always.iter() {
+                            if !resp.headers().contains_key(k) {
+                                resp.headers_mut().insert(k.clone(), v.clone());
+                            }
+                        }
+                        resp
+                    };
                     async move {
                         let (parts, incoming) = req.into_parts();
                         let body = if max_body == 0 {
@@ -121,18 +182,23 @@ where
                                         Bytes::from("request body too large, or not read whole\n"),
                                     )));
                                     *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                                    return Ok::<_, Infallible>(resp);
+                                    return Ok::<_, Infallible>(with_always(resp));
                                 }
                             }
                         };
                         let request = Request {
-                            method: parts.method.as_str(),
-                            path: parts.uri.path(),
-                            query: parts.uri.query(),
-                            headers: &parts.headers,
-                            body: &body,
+                            method: parts.method.as_str().to_owned(),
+                            path: parts.uri.path().to_owned(),
+                            query: parts.uri.query().map(str::to_owned),
+                            headers: parts.headers,
+                            body,
+                            peer,
+                            tls,
                         };
-                        let r = handler(&request);
+                        let r = match handler(&request) {
+                            Answer::Now(r) => r,
+                            Answer::Later(f) => f.await,
+                        };
                         let body: UnsyncBoxBody<Bytes, Infallible> = match r.body {
                             Body::Full(text) => BodyExt::boxed_unsync(Full::new(Bytes::from(text))),
                             Body::Stream(chunks) => BodyExt::boxed_unsync(StreamBody::new(
@@ -147,15 +213,30 @@ where
                                 resp.headers_mut().insert(name, value);
                             }
                         }
-                        Ok::<_, Infallible>(resp)
+                        Ok::<_, Infallible>(with_always(resp))
                     }
                 });
-                let conn = http1::Builder::new()
+                let http = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEAD_TIMEOUT)
                     .max_buf_size(16 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+                    .clone();
+                let served = async move {
+                    match acceptor {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        // The handshake, too, within the head's time.
+                        Some(a) => match tokio::time::timeout(HEAD_TIMEOUT, a.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                    }
+                };
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, served).await;
             });
         }
     });

@@ -69,6 +69,15 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
             outbox jsonb NOT NULL,
             PRIMARY KEY (cluster, replica));",
     ),
+    (
+        4,
+        // SPEC §20: keys every replica shares (the dashboard's CSRF tokens).
+        "CREATE TABLE gitstate_keys (
+            cluster text NOT NULL,
+            name text NOT NULL,
+            key bytea NOT NULL,
+            PRIMARY KEY (cluster, name));",
+    ),
 ];
 
 /// Applies the migrations the database lacks, up to `upto` (all of them normally).

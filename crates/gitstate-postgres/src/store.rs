@@ -513,6 +513,34 @@ impl PgStore {
         .await
     }
 
+    /// The 32-byte key named `name` that every replica of the cluster shares, made from
+    /// `fresh` by the first replica to ask (SPEC §20: the dashboard's CSRF tokens).
+    pub async fn shared_key(&self, name: &str, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let cluster = self.config.cluster.clone();
+        let name = name.to_owned();
+        self.with_session(async |c| {
+            c.execute(
+                "INSERT INTO gitstate_keys (cluster, name, key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&cluster, &name, &fresh.as_slice()],
+            )
+            .await
+            .map_err(|e| db_error("making a shared key", &e))?;
+            let row = c
+                .query_one(
+                    "SELECT key FROM gitstate_keys WHERE cluster = $1 AND name = $2",
+                    &[&cluster, &name],
+                )
+                .await
+                .map_err(|e| db_error("reading a shared key", &e))?;
+            let key: Vec<u8> = row.get(0);
+            key.try_into().map_err(|_| StoreError::Corrupt {
+                path: std::path::PathBuf::from(format!("gitstate_keys row {name:?} (cluster {cluster:?})")),
+                message: "not a 32-byte key".into(),
+            })
+        })
+        .await
+    }
+
     /// The state as last read or written.
     pub fn state(&self) -> StateFile {
         self.cache().file.clone()

@@ -21,7 +21,7 @@ async fn known(args: &Control) -> anyhow::Result<(crate::config::Config, Vec<Env
 }
 
 /// `--until`: a duration from now, or a time.
-fn until(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+pub(crate) fn until(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     if let Ok(d) = gitstate_core::parse_duration(text) {
         let d = jiff::SignedDuration::try_from(d)?;
         return Ok(now.checked_add(d)?);

@@ -251,8 +251,8 @@ pub async fn run() -> anyhow::Result<i32> {
 /// Serves the dashboard on 127.0.0.1:9464 (watch's default) when it is free, else on a
 /// port of the system's choosing.
 async fn dashboard_listener(dashboard: Arc<Dashboard>) -> anyhow::Result<std::net::SocketAddr> {
-    let handler = move |r: &crate::serve::Request<'_>| {
-        dashboard.respond(r.path, r.query).unwrap_or_else(|| {
+    let handler = move |r: &crate::serve::Request| {
+        dashboard.respond(&r.path, r.query.as_deref(), None).unwrap_or_else(|| {
             crate::serve::Response::new(crate::serve::StatusCode::NOT_FOUND, "text/plain", "not found\n")
         })
     };

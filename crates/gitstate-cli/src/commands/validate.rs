@@ -8,6 +8,12 @@ use crate::exit;
 /// Runs the command.
 pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.as_deref())?;
+    if let Some(t) = &config.watch.tls {
+        crate::listener::tls::Certs::load(&t.cert, &t.key).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    for warning in listener_warnings(&config, config.watch.listen) {
+        eprintln!("gitstate: warning: {warning}");
+    }
     let repo = match &config.source.repo {
         RepoLocation::Local(p) => p.display().to_string(),
         RepoLocation::Remote(u) => gitstate_core::redact_url(u),
@@ -46,6 +52,26 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
         print_windows(&d.windows);
     }
     Ok(exit::IN_SYNC)
+}
+
+/// What SPEC §20 warns of for a listener on `listen`: anyone who can reach a
+/// non-loopback address reads every environment without `[watch.auth]`, and passwords
+/// cross the network in the clear without `[watch.tls]`.
+pub fn listener_warnings(config: &crate::config::Config, listen: std::net::SocketAddr) -> Vec<String> {
+    let mut out = Vec::new();
+    if listen.ip().is_loopback() {
+        return out;
+    }
+    match &config.watch.auth {
+        None => out.push(format!(
+            "watch.listen {listen} is not a loopback address and [watch.auth] is not set: anyone who can reach it reads every environment"
+        )),
+        Some(a) if !a.users.is_empty() && config.watch.tls.is_none() => out.push(format!(
+            "watch.listen {listen} is not a loopback address and [watch.auth] users are set without [watch.tls]: passwords cross the network in the clear"
+        )),
+        Some(_) => {}
+    }
+    out
 }
 
 /// Each freeze window with its next start and end (the one open now, if one is).

@@ -24,20 +24,46 @@ pub const DRAIN: Duration = Duration::from_secs(30);
 /// Runs the command.
 pub async fn run(args: Watch) -> anyhow::Result<i32> {
     let config = super::load_config(args.config.config.as_deref())?;
+    let listen = args.listen.unwrap_or(config.watch.listen);
+    for warning in crate::commands::validate::listener_warnings(&config, listen) {
+        tracing::warn!("{warning}");
+    }
+    // Bad certificate files are a startup error (exit 2), before anything runs.
+    let tls = match &config.watch.tls {
+        Some(t) => Some(crate::listener::tls::Certs::load(&t.cert, &t.key).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     // The state in files (one watch at a time, by the lock) or in PostgreSQL (replicas,
     // one of them leading).
-    let (store, leadership, _lock): (Arc<dyn Store>, Arc<dyn Leadership>, _) = match &config.postgres {
+    // The dashboard's CSRF key is shared by every replica: in the database, or the
+    // state directory.
+    let (store, leadership, _lock, key): (Arc<dyn Store>, Arc<dyn Leadership>, _, _) = match &config.postgres
+    {
         Some(pg) => {
             // Connected and migrated here (errors exit 2); the controller takes the lead, or
             // stands by, as it starts.
             let pg = Arc::new(PgStore::open_replica(pg).await?);
-            (pg.clone(), pg, None)
+            let key = match &config.watch.auth {
+                Some(_) => {
+                    let mut fresh = [0u8; 32];
+                    getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("random numbers: {e}"))?;
+                    Some(pg.shared_key("dashboard-csrf", fresh).await?)
+                }
+                None => None,
+            };
+            (pg.clone(), pg, None, key)
         }
         None => {
             let lock = FileStore::lock(&config.state_dir)?;
             let store = FileStore::open(&config.state_dir)?.with_rotation(config.events);
-            (Arc::new(store), Arc::new(Sole), Some(lock))
+            let key = config
+                .watch
+                .auth
+                .as_ref()
+                .map(|_| crate::listener::csrf::file_key(&config.state_dir))
+                .transpose()?;
+            (Arc::new(store), Arc::new(Sole), Some(lock), key)
         }
     };
     let mut plan = plan::build(&config, &[], gitstate_http::KeepAlive::Every).await?;
@@ -80,17 +106,31 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
             tokio::time::sleep(every).await;
         }
     });
-    let listen = args.listen.unwrap_or(config.watch.listen);
+    let guard = match (&config.watch.auth, key) {
+        (Some(auth), Some(key)) => Some(server::Guard {
+            gate: crate::listener::auth::Gate::new(auth.clone()),
+            csrf: crate::listener::csrf::Csrf::new(key),
+            operator: controller.operator(),
+        }),
+        _ => None,
+    };
     let endpoint = server::Endpoint {
         metrics: metrics.clone(),
         view,
         stall_after: server::stall_window(config.watch.interval),
         dashboard,
+        guard,
+        hsts: config.watch.tls.as_ref().and_then(|t| t.hsts),
     };
-    let bound = server::start(listen, endpoint)
+    if let Some(certs) = &tls {
+        certs.watch();
+        metrics.tls_reloads(certs.clone());
+    }
+    let bound = server::start(listen, endpoint, tls.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(listen = %bound, "serving the dashboard at http://{bound}/ and /metrics /healthz /readyz /status");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %bound, "serving the dashboard at {scheme}://{bound}/ and /metrics /healthz /readyz /status");
 
     // Local repositories are also watched by file-system notification: a moved ref starts
     // a pass without waiting for the next poll.
@@ -101,8 +141,10 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
     };
     if let Some(hook) = config.watch.webhook.clone() {
         let metrics = metrics.clone();
-        let bound = crate::serve::serve(hook.listen, webhook::MAX_BODY, move |r| {
-            webhook::respond(r, &hook.secret, &metrics, |reference| trigger.pushed(reference))
+        let options =
+            crate::serve::Options { max_body: webhook::MAX_BODY, tls: tls.clone(), headers: Vec::new() };
+        let bound = crate::serve::serve_with(hook.listen, options, move |r| {
+            webhook::respond(r, &hook.secret, &metrics, |reference| trigger.pushed(reference)).into()
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for webhooks: {e}", hook.listen))?;

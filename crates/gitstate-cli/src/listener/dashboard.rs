@@ -69,8 +69,14 @@ impl Dashboard {
 
     /// Answers the dashboard's paths: `/` (with `?where=REV`), `/where?rev=REV` (the
     /// box's answer alone, for the page's script) and `/events`; `None` for any other.
-    /// The pages are rendered as their body is sent (they read the repository).
-    pub fn respond(self: &Arc<Self>, path: &str, query: Option<&str>) -> Option<Response> {
+    /// The pages are rendered as their body is sent (they read the repository). `token`:
+    /// the user may act, and the page's forms carry this CSRF token (SPEC §20).
+    pub fn respond(
+        self: &Arc<Self>,
+        path: &str,
+        query: Option<&str>,
+        token: Option<String>,
+    ) -> Option<Response> {
         let param = |name: &str| {
             url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .find(|(k, _)| k == name)
@@ -84,7 +90,7 @@ impl Dashboard {
                 me.remake_if_stale();
                 (
                     "text/html; charset=utf-8",
-                    futures::stream::once(async move { me.page_with(rev, &query).await }).boxed(),
+                    futures::stream::once(async move { me.page_with(rev, &query, token).await }).boxed(),
                 )
             }
             "/where" => {
@@ -92,7 +98,7 @@ impl Dashboard {
                 let answer = async move { me.where_fragment(&rev).await };
                 ("text/html; charset=utf-8", futures::stream::once(answer).boxed())
             }
-            "/events" => ("text/event-stream", me.events(query)),
+            "/events" => ("text/event-stream", me.events(query, token)),
             _ => return None,
         };
         let mut r = Response::new(StatusCode::OK, content_type, "");
@@ -106,8 +112,9 @@ impl Dashboard {
 
     /// The whole page; `rev` is the "where is…" box's question (`GET /?where=REV`), `query`
     /// which environments it lists (a page of them, SPEC §19).
-    pub async fn page_with(&self, rev: Option<String>, query: &html::Query) -> String {
+    pub async fn page_with(&self, rev: Option<String>, query: &html::Query, token: Option<String>) -> String {
         let (mut view, shown) = self.view(query);
+        view.actions = token;
         view.fleet = Some(self.fleet(rev, &shown).await);
         html::page(&view)
     }
@@ -238,15 +245,18 @@ impl Dashboard {
 
     /// `/events`: the page's `<main>` at once, then after every change, as server-sent
     /// events named `page`; the client reconnects after a second when the connection ends.
-    pub fn events(self: Arc<Self>, query: html::Query) -> BoxStream<'static, String> {
+    pub fn events(self: Arc<Self>, query: html::Query, token: Option<String>) -> BoxStream<'static, String> {
         let mut rx = self.view.subscribe();
         rx.mark_changed();
         let head = futures::stream::once(async { "retry: 1000\n\n".to_owned() });
-        let updates = futures::stream::unfold((rx, self, query), |(mut rx, me, query)| async move {
-            rx.changed().await.ok()?;
-            let fragment = html::main(&me.view(&query).0).into_string();
-            Some((sse("page", &fragment), (rx, me, query)))
-        });
+        let updates =
+            futures::stream::unfold((rx, self, query, token), |(mut rx, me, query, token)| async move {
+                rx.changed().await.ok()?;
+                let mut view = me.view(&query).0;
+                view.actions = token.clone();
+                let fragment = html::main(&view).into_string();
+                Some((sse("page", &fragment), (rx, me, query, token)))
+            });
         head.chain(updates).boxed()
     }
 }

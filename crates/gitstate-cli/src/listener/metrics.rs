@@ -280,8 +280,11 @@ pub struct Metrics {
     dora_restore: Histogram,
     /// The `check_failures` series made, so that a removed environment's go too.
     checks_seen: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// `[watch.tls]`'s certificates, for `gitstate_tls_reload_failures_total`.
+    tls: std::sync::OnceLock<Arc<crate::listener::tls::Certs>>,
     last_full_pass: Gauge<f64, AtomicU64>,
     full_passes: Counter,
+    tls_reload_failures: Counter,
     leader: Gauge,
     shard_slots: Family<ReplicaLabel, Gauge>,
     /// Set once a full pass has completed (`/readyz`).
@@ -378,8 +381,10 @@ impl Metrics {
             dora_lead_time: lead_time_buckets(),
             dora_restore: restore_buckets(),
             checks_seen: Default::default(),
+            tls: Default::default(),
             last_full_pass: Gauge::default(),
             full_passes: Counter::default(),
+            tls_reload_failures: Counter::default(),
             leader: Gauge::default(),
             shard_slots: Family::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -471,6 +476,11 @@ impl Metrics {
             "Full passes completed (each over every environment, taken 2,048 at a time: a \
              pass of reconcile_pass_duration_seconds is one such part, or a pass of a few)",
             m.full_passes.clone(),
+        );
+        registry.register(
+            "tls_reload_failures",
+            "[watch.tls] certificate or key files that changed but did not load (the previous pair is still served)",
+            m.tls_reload_failures.clone(),
         );
         registry.register(
             "leader",
@@ -642,6 +652,11 @@ impl Metrics {
         }
     }
 
+    /// Counts the certificate reloads `certs` refuses (SPEC §20).
+    pub fn tls_reloads(&self, certs: Arc<crate::listener::tls::Certs>) {
+        let _ = self.tls.set(certs);
+    }
+
     /// Drops every series of a removed environment.
     pub fn forget(&self, environment: &str) {
         self.envs.write().remove(environment);
@@ -678,6 +693,10 @@ impl Metrics {
     /// 12 MB (15 series each), which a scrape no longer holds in memory at once.
     pub fn exposition(&self) -> futures::stream::BoxStream<'static, String> {
         use futures::StreamExt as _;
+        if let Some(certs) = self.tls.get() {
+            let seen = self.tls_reload_failures.get();
+            self.tls_reload_failures.inc_by(certs.failures().saturating_sub(seen));
+        }
         let mut head = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut head, &self.registry);
@@ -869,7 +888,7 @@ mod tests {
                 r.expected_since = (i % 5 == 0).then_some(1_700_000_000.5);
                 // All but a few were observed by a pass.
                 r.observed = (i % 100 != 1).then_some(1_700_000_001.25);
-                r.info = Some((info_key(&policy), info_labels(&policy)));
+                r.info = Some((info_key(&policy), info_labels(&policy).into()));
             }
         }
         m.passes.get_or_create(&PassResult { result: "in_sync".into() }).inc();

@@ -110,7 +110,7 @@ pub fn judge(secret: &str, header: &dyn Fn(&str) -> Option<String>, body: &[u8])
 /// Answers a request to the webhook listener: `POST /hooks/git` is judged, counted and,
 /// when it is a push, handed to `pushed` with the ref it names.
 pub fn respond(
-    r: &crate::serve::Request<'_>,
+    r: &crate::serve::Request,
     secret: &str,
     metrics: &super::metrics::Metrics,
     pushed: impl FnOnce(Option<String>),
@@ -125,7 +125,7 @@ pub fn respond(
         metrics.webhook("bad_request");
         return Response::new(StatusCode::METHOD_NOT_ALLOWED, TEXT, "POST only\n");
     }
-    let verdict = judge(secret, &|name| r.header(name), r.body);
+    let verdict = judge(secret, &|name| r.header(name), &r.body);
     metrics.webhook(verdict.outcome());
     let status = StatusCode::from_u16(verdict.status()).unwrap_or(StatusCode::BAD_REQUEST);
     match verdict {

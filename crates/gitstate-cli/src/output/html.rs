@@ -48,6 +48,9 @@ pub struct View {
     /// Served by `watch`: `environments` holds one page of the fleet, chosen by
     /// [`select`] (SPEC §19: the server pages, filters and sorts).
     pub paging: Option<Paging>,
+    /// Served by `watch` to an operator: the CSRF token its action forms carry (SPEC §20).
+    /// `None`: no buttons.
+    pub actions: Option<String>,
 }
 
 /// The rows the dashboard shows at once, unless the query asks for fewer.
@@ -220,6 +223,7 @@ impl View {
             live: false,
             fleet: None,
             paging: None,
+            actions: None,
         }
     }
 }
@@ -241,7 +245,10 @@ th{font-size:.8em;color:var(--dim);font-weight:600}ul.commits{margin:.2em 0 .2em
 .facts{display:flex;flex-wrap:wrap;gap:.3em 1.5em;margin:.3em 0}
 section#fleet,section#where,section#compare,section#dora{margin:1.5em auto;padding:0 1em;max-width:80em}
 td.expected{font-weight:600;background:var(--card)}.key{border:1px solid var(--line);border-radius:8px;padding:.5em .8em;min-width:12em}
-#where-form input{font:inherit;padding:.2em .4em;min-width:16em}.chart{vertical-align:middle}.chart rect{fill:var(--link)}
+#where-form input{font:inherit;padding:.2em .4em;min-width:16em}
+.acts{display:flex;flex-wrap:wrap;gap:.4em;margin:.5em 0 0;padding-top:.5em;border-top:1px dashed var(--line)}
+form.act{display:flex;gap:.2em;align-items:center}form.act input,form.act button{font:inherit;font-size:.85em;padding:.1em .4em}
+form.act input[name=reason]{width:9em}.chart{vertical-align:middle}.chart rect{fill:var(--link)}
 @media (max-width:640px){td,th{display:block;border:0;padding:.1em .3em}tr{display:block;border-top:1px solid var(--line);padding:.3em 0}thead{display:none}}
 "#;
 
@@ -251,7 +258,9 @@ const SCRIPT: &str = r#"
 e.preventDefault();var v=f.elements['where'].value;fetch('/where?rev='+encodeURIComponent(v)).then(function(r){return r.text();})
 .then(function(t){document.getElementById('where-answer').innerHTML=t;});});}})();
 (function(){if(!window.EventSource)return;var es=new EventSource('/events'+location.search);
-es.addEventListener('page',function(e){var m=document.querySelector('main');if(m){m.outerHTML=e.data;}});})();
+es.addEventListener('page',function(e){var m=document.querySelector('main');
+if(!m)return;var typing=[].some.call(m.querySelectorAll('form.act input:not([type=hidden])'),function(i){return i.value!==''||i===document.activeElement;});
+if(!typing){m.outerHTML=e.data;}});})();
 "#;
 
 fn hash(text: &str) -> String {
@@ -263,14 +272,19 @@ fn hash(text: &str) -> String {
 
 /// The Content-Security-Policy the page is served with: nothing from outside, and only the
 /// page's own inline style and script (by hash).
-pub static CSP: LazyLock<String> = LazyLock::new(|| {
+pub static CSP: LazyLock<String> = LazyLock::new(|| csp("'self'"));
+
+/// A static page's (`-o html`): it holds no forms and may post nowhere.
+pub static CSP_STATIC: LazyLock<String> = LazyLock::new(|| csp("'none'"));
+
+fn csp(form_action: &str) -> String {
     format!(
         "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; img-src 'self' data:; \
-         base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+         base-uri 'none'; form-action {form_action}; frame-ancestors 'none'",
         hash(STYLE),
         hash(SCRIPT)
     )
-});
+}
 
 fn status_class(s: Status) -> &'static str {
     match s {
@@ -535,6 +549,43 @@ fn environment(
             } @else {
                 p.dim { "Targets are shown by a running watch, or by check -o html." }
             }
+            @if let Some(token) = &view.actions {
+                (actions(view, token, name, expected))
+            }
+        }
+    }
+}
+
+/// An operator's buttons for `name` (SPEC §20): one form each, working without
+/// JavaScript, each asking for a reason.
+fn actions(view: &View, token: &str, name: &EnvName, expected: Option<gitstate_core::CommitId>) -> Markup {
+    let form = |action: &str, label: &str, fields: Markup| {
+        html! {
+            form.act method="post" action=(format!("/actions/{action}")) {
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="environment" value=(name.as_str());
+                (fields)
+                input name="reason" required maxlength="200" placeholder="reason" aria-label=(format!("reason to {label}"));
+                button type="submit" data-action=(action) { (label) }
+            }
+        }
+    };
+    html! {
+        div.acts {
+            @if view.suspensions.contains_key(name) {
+                (form("resume", "Resume", html! {}))
+            } @else {
+                (form("suspend", "Suspend", html! { input name="until" size="6" placeholder="until (2h)" aria-label="until"; }))
+            }
+            (form("retry", "Retry", html! {}))
+            (form("rollback", "Roll back", html! { input name="sha" size="9" placeholder="to (last verified)" aria-label="roll back to"; }))
+            @if let Some(e) = expected {
+                (form("veto", "Veto", html! { input type="hidden" name="sha" value=(e.as_str()); }))
+            }
+            @for v in view.vetoes.get(name).into_iter().flatten() {
+                (form("unveto", &format!("Unveto {}", v.sha.short(7)), html! { input type="hidden" name="sha" value=(v.sha.as_str()); }))
+            }
+            (form("adopt", "Adopt", html! {}))
         }
     }
 }
@@ -718,7 +769,7 @@ fn document(title: &str, live: bool, body: Markup) -> String {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if !live { meta http-equiv="Content-Security-Policy" content=(CSP.as_str()); }
+                @if !live { meta http-equiv="Content-Security-Policy" content=(CSP_STATIC.as_str()); }
                 title { (title) }
                 // No icon to fetch: nothing leaves the page, not even a favicon request.
                 link rel="icon" href="data:,";
