@@ -312,6 +312,15 @@ fn hostile_requests_get_the_answers_the_spec_gives() {
         eprintln!("{what}: {method} {path} → {}", a.status);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A viewer is refused for the role, before any token is looked at.
+    let a = request(
+        port,
+        "POST",
+        "/actions/suspend",
+        &[("Authorization", &basic("bob", BOB)), ("X-CSRF-Token", &ada_token)],
+        &suspend("x"),
+    );
+    assert_eq!((a.status, a.body.trim()), (403, "only an operator may act"));
     let a = request(port, "GET", "/", &[], "");
     assert_eq!(a.headers["x-frame-options"], "DENY");
     assert_eq!(a.headers["referrer-policy"], "same-origin");

@@ -251,6 +251,66 @@ fn basic(r: &Request) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
+    fn gate() -> Gate {
+        Gate::new(AuthConfig {
+            users: Vec::new(),
+            trusted_header: Some("x-forwarded-user".into()),
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            header_role: Role::Viewer,
+            header_operators: vec!["ada@example.com".into()],
+            metrics_public: false,
+        })
+    }
+
+    fn from(peer: &str, headers: &[(&str, &str)]) -> Request {
+        let mut map = hyper::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        Request {
+            method: "GET".into(),
+            path: "/".into(),
+            query: None,
+            headers: map,
+            body: Default::default(),
+            peer: std::net::SocketAddr::new(peer.parse().unwrap(), 40000),
+            tls: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_names_the_user_and_nobody_else_can() {
+        let g = gate();
+        let who = |peer: &str, headers: &[(&str, &str)]| {
+            let r = from(peer, headers);
+            let g = &g;
+            async move { g.check(&r).await }
+        };
+        let ada = [("x-forwarded-user", "ada@example.com")];
+        assert_eq!(
+            who("10.1.2.3", &ada).await,
+            Ok(Who { name: "ada@example.com".into(), role: Role::Operator })
+        );
+        // IPv4-mapped IPv6 is the IPv4 address.
+        assert_eq!(who("::ffff:10.1.2.3", &ada).await.map(|w| w.role), Ok(Role::Operator));
+        let bob = [("x-forwarded-user", "bob@example.com")];
+        assert_eq!(who("fd00::1", &bob).await.map(|w| w.role), Ok(Role::Viewer));
+        // From outside trusted_proxies: ignored (no users: nobody else gets in).
+        assert_eq!(who("192.0.2.1", &ada).await, Err(Denied::Unauthorized));
+        // Duplicated, empty, too long or with control characters: refused.
+        let twice = [("x-forwarded-user", "ada@example.com"), ("x-forwarded-user", "eve")];
+        assert_eq!(who("10.0.0.1", &twice).await, Err(Denied::Unauthorized));
+        assert_eq!(who("10.0.0.1", &[("x-forwarded-user", " ")]).await, Err(Denied::Unauthorized));
+        let long = "a".repeat(129);
+        assert_eq!(who("10.0.0.1", &[("x-forwarded-user", &long)]).await, Err(Denied::Unauthorized));
+        assert_eq!(who("10.0.0.1", &[("x-forwarded-user", "ada\tx")]).await, Err(Denied::Unauthorized));
+        // Limits count the client behind the proxy.
+        let r = from("10.0.0.1", &[("x-forwarded-for", "198.51.100.7, 203.0.113.9")]);
+        assert_eq!(g.client(&r), "203.0.113.9".parse::<IpAddr>().unwrap());
+        let r = from("192.0.2.1", &[("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(g.client(&r), "192.0.2.1".parse::<IpAddr>().unwrap(), "only a trusted proxy's");
+    }
+
     #[test]
     fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
