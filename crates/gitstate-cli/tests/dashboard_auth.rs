@@ -471,6 +471,12 @@ fn an_operator_clicks_suspend_retry_and_roll_back_in_chromium_and_a_viewer_sees_
             .to_owned()
     };
     assert!(buttons(&mut page).contains("suspend"), "{}", buttons(&mut page));
+    // The README's picture of the operator's view, made from this very page when asked
+    // (GITSTATE_DOCS_DIR=docs: what `scripts/docs` does).
+    if let Some(dir) = std::env::var_os("GITSTATE_DOCS_DIR") {
+        let png = page.screenshot(1280, 800, false);
+        std::fs::write(Path::new(&dir).join("dashboard-operator.png"), png).unwrap();
+    }
     click(&mut page, "suspend", "INC-7: paging storm");
     wait_for(Duration::from_secs(20), "the suspension", || status(&cfg)["suspension"]["by"] == "ada");
     let st = status(&cfg);

@@ -578,7 +578,7 @@ fn actions(view: &View, token: &str, name: &EnvName, expected: Option<gitstate_c
                 (form("suspend", "Suspend", html! { input name="until" size="6" placeholder="until (2h)" aria-label="until"; }))
             }
             (form("retry", "Retry", html! {}))
-            (form("rollback", "Roll back", html! { input name="sha" size="9" placeholder="to (last verified)" aria-label="roll back to"; }))
+            (form("rollback", "Roll back", html! { input name="sha" size="14" placeholder="to (last verified)" aria-label="roll back to"; }))
             @if let Some(e) = expected {
                 (form("veto", "Veto", html! { input type="hidden" name="sha" value=(e.as_str()); }))
             }
