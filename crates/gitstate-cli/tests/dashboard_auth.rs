@@ -498,6 +498,8 @@ fn an_operator_clicks_suspend_retry_and_roll_back_in_chromium_and_a_viewer_sees_
     wait_for(Duration::from_secs(30), "rolled back to c1", || {
         l.repo.git(&["rev-parse", REF]).trim() == l.c[1]
     });
+    let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
+    assert!(reflog.lines().next().unwrap().ends_with("(c2 is bad) by ada via dashboard"), "{reflog}");
     let rolled = l.events().into_iter().find(|e| e["event"] == "rolled_back").expect("rolled_back recorded");
     assert_eq!((rolled["by"].as_str(), rolled["via"].as_str()), (Some("ada"), Some("dashboard")));
     // The dashboard's events show them.

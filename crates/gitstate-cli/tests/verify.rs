@@ -196,9 +196,11 @@ fn rollback_by_hand_moves_the_ref_with_a_reflog_line_even_without_log_all_ref_up
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[1]);
     let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
-    assert_eq!(
-        reflog.lines().next().unwrap(),
-        format!("gitstate: roll back {} (checkout errors)", &l.c[2][..12])
+    let line = reflog.lines().next().unwrap();
+    assert!(
+        line.starts_with(&format!("gitstate: roll back {} (checkout errors) by ", &l.c[2][..12]))
+            && line.ends_with(" via cli"),
+        "{line}"
     );
     let rolled = events_named(&l, "rolled_back");
     assert_eq!(rolled[0]["via"], "cli");

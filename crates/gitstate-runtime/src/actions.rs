@@ -142,7 +142,14 @@ pub async fn rollback(
     }
     refuse_untrusted(source, trust, to, now).await?;
     let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
-    let message = format!("gitstate: roll back {} ({})", from.short(12), why.as_deref().unwrap_or("by hand"));
+    // The reflog names who moved the ref, and how (SPEC §20).
+    let message = format!(
+        "gitstate: roll back {} ({}) by {} via {}",
+        from.short(12),
+        why.as_deref().unwrap_or("by hand"),
+        actor.by,
+        actor.via
+    );
     if let Err(e) = source.move_ref(&current.reference, &from, &to, &message).await {
         let error = gitstate_core::error_chain(&e);
         let kind = EventKind::RollbackRefused { from, to, error: error.clone() };
@@ -253,9 +260,11 @@ pub async fn adopt(
     refuse_untrusted(source, trust, to, now).await?;
     let why = reason.map(|r| gitstate_core::escape_control(r).into_owned());
     let message = format!(
-        "gitstate: adopt {} ({})",
+        "gitstate: adopt {} ({}) by {} via {}",
         to.short(12),
-        why.as_deref().unwrap_or("hotfix running everywhere")
+        why.as_deref().unwrap_or("hotfix running everywhere"),
+        actor.by,
+        actor.via
     );
     source
         .move_ref(&report.reference, &from, &to, &message)

@@ -33,6 +33,7 @@ pub async fn run(args: Watch) -> anyhow::Result<i32> {
         Some(t) => Some(crate::listener::tls::Certs::load(&t.cert, &t.key).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
     };
+    crate::memory::large_blocks_from_the_system();
     let metrics = Arc::new(Metrics::new());
     // The state in files (one watch at a time, by the lock) or in PostgreSQL (replicas,
     // one of them leading).
