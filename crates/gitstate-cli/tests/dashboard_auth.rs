@@ -113,6 +113,9 @@ fn token(port: u16, user: &str, password: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// A hostile request: what, method, path, headers, body, and the status expected.
+type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, String)>, String, u16);
+
 #[test]
 fn hostile_requests_get_the_answers_the_spec_gives() {
     let l = Loop::new();
@@ -127,9 +130,8 @@ fn hostile_requests_get_the_answers_the_spec_gives() {
     let grace_token = token(port, "grace", GRACE);
     let suspend = |reason: &str| form(&[("environment", "production"), ("reason", reason)]);
 
-    // (what, method, path, headers, body, expected status)
     let json = ("Accept", "application/json");
-    let cases: Vec<(&str, &str, &str, Vec<(&str, String)>, String, u16)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("the page without credentials", "GET", "/", vec![], String::new(), 401),
         ("/status without credentials", "GET", "/status", vec![], String::new(), 401),
         ("/events without credentials", "GET", "/events", vec![], String::new(), 401),

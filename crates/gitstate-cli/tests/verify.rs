@@ -316,9 +316,11 @@ fn adopt_makes_the_hotfix_every_instance_runs_the_expected_commit() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(l.repo.git(&["rev-parse", REF]), l.c[2]);
     let reflog = l.repo.git(&["reflog", "show", "--format=%gs", REF]);
-    assert_eq!(
-        reflog.lines().next().unwrap(),
-        format!("gitstate: adopt {} (hotfix for INC-42)", &l.c[2][..12])
+    let line = reflog.lines().next().unwrap();
+    assert!(
+        line.starts_with(&format!("gitstate: adopt {} (hotfix for INC-42) by ", &l.c[2][..12]))
+            && line.ends_with(" via cli"),
+        "{line}"
     );
     let adopted = events_named(&l, "adopted");
     assert_eq!(adopted[0]["to"], l.c[2].as_str());

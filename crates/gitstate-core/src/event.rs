@@ -251,6 +251,11 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// How controls recorded before the dashboard could act were made.
+fn via_cli() -> String {
+    "cli".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,9 +280,4 @@ mod tests {
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }
-}
-
-/// How controls recorded before the dashboard could act were made.
-fn via_cli() -> String {
-    "cli".into()
 }

@@ -40,7 +40,7 @@ async fn migrations_apply_to_an_empty_database_and_to_the_previous_version() {
     b.unwrap();
     assert_eq!(
         pg.sql("empty", "SELECT string_agg(version::text, ',' ORDER BY version) FROM gitstate_migrations"),
-        "1,2,3"
+        "1,2,3,4"
     );
 
     // The previous version, with a state in it: migrated, the state kept.
@@ -51,7 +51,11 @@ async fn migrations_apply_to_an_empty_database_and_to_the_previous_version() {
             r#"INSERT INTO gitstate_environments (cluster, name, state) VALUES ('default', 'production', '{"consecutive_probe_failures": 4}')"#,
         );
     let store = PgStore::open(&config(&url)).await.unwrap();
-    assert_eq!(pg.sql("previous", "SELECT max(version) FROM gitstate_migrations"), "3");
+    assert_eq!(pg.sql("previous", "SELECT max(version) FROM gitstate_migrations"), "4");
+    // SPEC §20: a key the first replica makes, every other one reads.
+    assert_eq!(store.shared_key("dashboard-csrf", [1; 32]).await.unwrap(), [1; 32]);
+    let other = PgStore::open(&config(&url)).await.unwrap();
+    assert_eq!(other.shared_key("dashboard-csrf", [2; 32]).await.unwrap(), [1; 32]);
     assert_eq!(
         store.state().environments[&EnvName::new("production").unwrap()].consecutive_probe_failures,
         4

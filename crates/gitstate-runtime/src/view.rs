@@ -86,12 +86,15 @@ pub struct View {
     /// The causes shared by alarms, as the last pass that acted left them.
     causes: Mutex<Arc<Vec<CauseRecord>>>,
     shard: Mutex<Option<crate::leadership::Shard>>,
-    /// Every environment's policy in force, for causes that hold them all.
-    /// Each environment's policy in force, shared between environments whose policies are
-    /// (one per `[[discover]]` block, not a copy each: SPEC §19).
-    policies: Mutex<Arc<Vec<(EnvName, Arc<gitstate_core::Policy>)>>>,
+    /// Each environment's policy in force, for causes that hold them all; environments
+    /// with the same policy share one (one per `[[discover]]` block, not a copy each:
+    /// SPEC §19).
+    policies: Mutex<Arc<PolicyTable>>,
     version: watch::Sender<u64>,
 }
+
+/// Each environment with its policy in force, the policy shared where it is the same.
+type PolicyTable = Vec<(EnvName, Arc<gitstate_core::Policy>)>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -114,7 +114,7 @@ impl Endpoint {
                     return resp;
                 }
             };
-            let resp = if r.path.starts_with("/actions/") && r.method == "POST" {
+            if r.path.starts_with("/actions/") && r.method == "POST" {
                 super::actions::respond(&r, &who, &guard.csrf, &guard.operator).await
             } else if r.path == "/actions/token" && r.method == "GET" {
                 if who.role == crate::config::Role::Operator {
@@ -136,8 +136,7 @@ impl Endpoint {
                 let token = (who.role == crate::config::Role::Operator)
                     .then(|| guard.csrf.token(&who.name, jiff::Timestamp::now()));
                 me.respond(&r.method, &r.path, r.query.as_deref(), token)
-            };
-            resp
+            }
         }))
     }
 
