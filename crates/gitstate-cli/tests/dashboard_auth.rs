@@ -473,8 +473,8 @@ fn an_operator_clicks_suspend_retry_and_roll_back_in_chromium_and_a_viewer_sees_
             .to_owned()
     };
     assert!(buttons(&mut page).contains("suspend"), "{}", buttons(&mut page));
-    // The README's picture of the operator's view, made from this very page when asked
-    // (GITSTATE_DOCS_DIR=docs: what `scripts/docs` does).
+    // The book's picture of the operator's view, from this very page when `scripts/docs`
+    // asks (GITSTATE_DOCS_DIR=docs/src/images).
     if let Some(dir) = std::env::var_os("GITSTATE_DOCS_DIR") {
         let png = page.screenshot(1280, 800, false);
         std::fs::write(Path::new(&dir).join("dashboard-operator.png"), png).unwrap();

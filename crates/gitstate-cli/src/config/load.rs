@@ -67,6 +67,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text, &|k| std::env::var(k).ok())
 }
 
+/// Checks configuration text against the schema alone: every key known, every value of
+/// its type, every `[policy]` table readable (its own keys over the global ones) — without
+/// expanding `${VAR}`, reading the files it names or opening the repository. What the
+/// book's examples are held to (SPEC §21); [`parse`] does all of this and the rest.
+pub fn check_schema(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let ctx = Ctx { file: path.display().to_string(), text: Arc::from(text), dir: PathBuf::from(".") };
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ctx.err(e.span(), e.message().trim().to_owned()))?;
+    resolve(&ctx, &[&raw.policy], None)?;
+    let own = raw.environments.iter().map(|e| &e.policy).chain(raw.discover.iter().map(|d| &d.policy));
+    for p in own.flatten() {
+        resolve(&ctx, &[&raw.policy, p.get_ref()], Some(p.span()))?;
+    }
+    Ok(())
+}
+
 /// Parses configuration text; `lookup` answers `${VAR}`.
 pub fn parse(
     path: &Path,

@@ -20,7 +20,7 @@ pub use gitstate_aws::AwsTarget;
 pub use gitstate_http::WebhookFormat;
 pub(crate) use load::Ctx;
 use load::*;
-pub use load::{load, locate, parse};
+pub use load::{check_schema, load, locate, parse};
 use policy::resolve;
 pub(crate) use remediate::remediate;
 pub(crate) use targets::targets;

@@ -59,7 +59,10 @@ pub(super) fn resolve(
             for (k, (key, value)) in &merged {
                 if let Err(e) = read(vec![(*k, *value)]) {
                     let message = e.message();
-                    return Err(if message.starts_with("unknown field") {
+                    return Err(if message.starts_with(&format!("unknown field `{k}`")) {
+                        // `windows` is read apart (above), but it is a key of the table all the same.
+                        ctx.err(Some(key.span()), format!("{message}, or `windows`"))
+                    } else if message.starts_with("unknown field") {
                         ctx.err(Some(key.span()), message.to_owned())
                     } else {
                         ctx.err(Some(value.span()), format!("{k}: {message}"))
