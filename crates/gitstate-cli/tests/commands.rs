@@ -527,3 +527,27 @@ fn without_the_aws_feature_an_aws_target_is_a_config_error() {
         assert!(r.stderr.contains("`aws`"), "{cmd:?} names the feature: {}", r.stderr);
     }
 }
+
+/// A reader that went away (`gitstate completions bash | head`) is not a panic: the
+/// output is given up and the command exits as it would have (found by the book's
+/// writing, which piped it).
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let (repo, _) = repo_with_env();
+    let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{ENV}"));
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        vec!["completions", "bash"],
+        vec!["validate", "-c", cfg],
+        vec!["suspend", "-c", cfg, "production"],
+        vec!["resume", "-c", cfg, "production"],
+        vec!["expected", "-c", cfg],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = gitstate().args(&args).stdout(writer).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -43,7 +43,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Demo => runtime()?.block_on(demo::run()),
         Command::Completions { shell } => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "gitstate", &mut std::io::stdout());
+            // Written whole, then emitted: `completions bash | head` is no panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "gitstate", &mut script);
+            crate::output::emit(&script)?;
             Ok(crate::exit::IN_SYNC)
         }
     }

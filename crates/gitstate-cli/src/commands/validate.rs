@@ -18,8 +18,8 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
         RepoLocation::Local(p) => p.display().to_string(),
         RepoLocation::Remote(u) => gitstate_core::redact_url(u),
     };
-    println!("{}: valid", config.path.display());
-    println!("  source: {repo} (ref prefix {})", config.source.ref_prefix);
+    crate::say!("{}: valid", config.path.display())?;
+    crate::say!("  source: {repo} (ref prefix {})", config.source.ref_prefix)?;
     for e in &config.environments {
         let kinds: Vec<String> = e
             .targets
@@ -40,16 +40,21 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
             Some(RemediateConfig::Webhook { url, .. }) => format!("webhook {}", url.host_str().unwrap_or("")),
             None => "none (observe only)".into(),
         };
-        println!("  environment {} -> {}: {}; remediate: {remediate}", e.name, e.reference, kinds.join(", "));
-        print_windows(&e.windows);
+        crate::say!(
+            "  environment {} -> {}: {}; remediate: {remediate}",
+            e.name,
+            e.reference,
+            kinds.join(", ")
+        )?;
+        print_windows(&e.windows)?;
     }
     for d in &config.discover {
-        println!(
+        crate::say!(
             "  discover {}* (exclude: {})",
             d.ref_prefix,
             if d.exclude.is_empty() { "none".into() } else { d.exclude.join(", ") }
-        );
-        print_windows(&d.windows);
+        )?;
+        print_windows(&d.windows)?;
     }
     Ok(exit::IN_SYNC)
 }
@@ -75,7 +80,7 @@ pub fn listener_warnings(config: &crate::config::Config, listen: std::net::Socke
 }
 
 /// Each freeze window with its next start and end (the one open now, if one is).
-fn print_windows(windows: &[gitstate_runtime::controls::FreezeWindow]) {
+fn print_windows(windows: &[gitstate_runtime::controls::FreezeWindow]) -> std::io::Result<()> {
     let now = jiff::Timestamp::now();
     for w in windows {
         let when = match w.next(now) {
@@ -83,11 +88,12 @@ fn print_windows(windows: &[gitstate_runtime::controls::FreezeWindow]) {
             Some((start, end)) => format!("next {start} to {end}"),
             None => "never again".into(),
         };
-        println!(
+        crate::say!(
             "    freeze window {:?} for {} ({}): {when}",
             w.schedule,
             humantime::format_duration(w.duration),
             w.timezone
-        );
+        )?;
     }
+    Ok(())
 }

@@ -67,14 +67,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text, &|k| std::env::var(k).ok())
 }
 
+/// The text as the schema's tables, or where it fails: a text that is not TOML at all says
+/// so (`invalid TOML:`), apart from a key or value the schema refuses.
+fn read_raw(ctx: &Ctx, text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().trim();
+        match text.parse::<toml::Table>() {
+            Err(_) => ctx.err(e.span(), format!("invalid TOML: {message}")),
+            Ok(_) => ctx.err(e.span(), message.to_owned()),
+        }
+    })
+}
+
 /// Checks configuration text against the schema alone: every key known, every value of
 /// its type, every `[policy]` table readable (its own keys over the global ones) — without
 /// expanding `${VAR}`, reading the files it names or opening the repository. What the
 /// book's examples are held to (SPEC §21); [`parse`] does all of this and the rest.
 pub fn check_schema(path: &Path, text: &str) -> Result<(), ConfigError> {
     let ctx = Ctx { file: path.display().to_string(), text: Arc::from(text), dir: PathBuf::from(".") };
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ctx.err(e.span(), e.message().trim().to_owned()))?;
+    let raw = read_raw(&ctx, text)?;
     resolve(&ctx, &[&raw.policy], None)?;
     let own = raw.environments.iter().map(|e| &e.policy).chain(raw.discover.iter().map(|d| &d.policy));
     for p in own.flatten() {
@@ -95,8 +106,7 @@ pub fn parse(
         _ => PathBuf::from("."),
     };
     let ctx = Ctx { file: file.clone(), text: Arc::from(text), dir: dir.clone() };
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ctx.err(e.span(), e.message().trim().to_owned()))?;
+    let raw = read_raw(&ctx, text)?;
 
     let repo = raw.source.repo.get_ref().trim();
     if repo.is_empty() {
