@@ -15,6 +15,9 @@
 //! let d = reconcile(&expected, &seen, None, &Policy::default(), now);
 //! assert!(d.actions.is_empty());
 //! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`);
+//! the README is its front door.
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

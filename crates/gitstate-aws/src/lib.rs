@@ -18,6 +18,24 @@
 //! read (and reject with a clear error) a configuration naming AWS targets.
 //!
 //! IAM: the probe needs `tag:GetResources` and nothing else.
+//!
+//! The smallest complete use of the pure part: one resource's tags, read as an instance.
+//!
+//! ```
+//! use gitstate_aws::{DEFAULT_SHA_TAG, reading_from_tags};
+//! use std::time::Duration;
+//!
+//! let sha = "4e69ed0b2a6b9a5d4e1c0f8a7b6c5d4e3f2a1b0c";
+//! let arn = "arn:aws:lambda:eu-west-1:123456789012:function:workers";
+//! let tags = [("service", "workers"), ("gitstate:sha", sha)];
+//! let reading = reading_from_tags(arn, tags, DEFAULT_SHA_TAG, Duration::ZERO);
+//! assert_eq!(reading.instance, arn);
+//! assert_eq!(reading.result.unwrap().to_string(), sha);
+//! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *AWS: resource tags* (`docs/src/probes/aws.md`), with the Terraform, CloudFormation and
+//! CDK ways to stamp the tag.
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

@@ -332,3 +332,26 @@ fn adopt_makes_the_hotfix_every_instance_runs_the_expected_commit() {
     let resolved = events_named(&l, "alarm_resolved");
     assert_eq!(resolved[0]["alarm"], "drift");
 }
+
+/// A check's relative `ca_file` is the configuration's directory's, as a target's is,
+/// wherever gitstate runs from (it was the working directory's: `reconcile -c
+/// elsewhere/gitstate.toml` failed with "No such file").
+#[test]
+fn a_checks_relative_ca_file_is_found_beside_the_configuration() {
+    let repo = Repo::new();
+    let c = repo.commits(1, "c");
+    repo.update_ref(REF, &c[0]);
+    let (cert, _key) = gitstate_testkit::tls::self_signed_pem(&["localhost"]);
+    std::fs::write(repo.path().join("ca.pem"), cert).unwrap();
+    let env = http_env("production", "web", &["http://127.0.0.1:9/meta".to_owned()], "");
+    let cfg = write_config(
+        repo.path(),
+        &format!(
+            "[source]\nrepo = \".\"\n[policy.verify]\nsoak = \"1m\"\n[[policy.verify.checks]]\nname = \"health\"\nhttp = {{ url = \"https://localhost:9/healthz\", ca_file = \"ca.pem\" }}\n{env}"
+        ),
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = run(gitstate().current_dir(elsewhere.path()).args(["reconcile", "-c", cfg.to_str().unwrap()]));
+    assert!(!r.stderr.contains("ca.pem"), "{}", r.stderr);
+    assert_eq!(r.code, 1, "the target is unreachable, so not in sync: {}", r.stderr);
+}

@@ -20,6 +20,24 @@
 //!
 //! No async runtime, HTTP client or cloud SDK is a dependency of this crate (the
 //! `git-https` feature, off by default, adds gix's HTTP transport).
+//!
+//! The smallest complete use: what to do about an environment whose one instance runs
+//! the commit before the expected one, past its grace, never remediated before.
+//!
+//! ```
+//! use gitstate_core::{Action, Assessment, CommitId, Policy, Status, reconcile};
+//!
+//! let expected = CommitId::parse(&"a".repeat(40)).unwrap();
+//! let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+//! let seen = Assessment::of_statuses([Status::Behind]);
+//! let policy = Policy { grace: std::time::Duration::ZERO, ..Policy::default() };
+//! let decision = reconcile(&expected, &seen, None, &policy, now);
+//! assert!(decision.actions.iter().any(|a| matches!(a, Action::Remediate { .. })));
+//! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *Concepts* (`docs/src/concepts.md`) for the words, *The loop* (`docs/src/loop.md`) for
+//! what `reconcile` decides, *Writing your own probe* (`docs/src/probes/custom.md`).
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

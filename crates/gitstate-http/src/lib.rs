@@ -10,6 +10,29 @@
 //! - [`WebhookRemediator`]: re-triggers a deployment with a POST.
 //! - [`AlertmanagerSink`] and [`WebhookSink`]: where alarms go.
 //!
+//! The smallest complete use: a probe over two instances' well-known files, and the pure
+//! body parser every answer goes through.
+//!
+//! ```
+//! use gitstate_http::{HttpClients, HttpProbe, HttpTarget, parse_body};
+//!
+//! let clients = HttpClients::new(64).unwrap(); // one pool, 64 requests in flight
+//! let target = HttpTarget::new(vec![
+//!     "https://eu.example.com/.well-known/deployment-meta.json".parse().unwrap(),
+//!     "https://us.example.com/.well-known/deployment-meta.json".parse().unwrap(),
+//! ]);
+//! let probe = HttpProbe::new(&clients, target).unwrap(); // an `ActualStateProbe`
+//! # let _ = probe;
+//!
+//! let sha = "4e69ed0b2a6b9a5d4e1c0f8a7b6c5d4e3f2a1b0c";
+//! let body = format!(r#"{{"schema": 1, "sha": "{sha}"}}"#);
+//! let reported = parse_body(body.as_bytes(), None).unwrap();
+//! assert_eq!(reported.to_string(), sha);
+//! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *HTTP: a well-known file* (`docs/src/probes/http.md`), *Alerts* (`docs/src/alerts.md`).
+//!
 //! Behind them: `timeouts.rs` (a probe's per-instance deadline, [`CONNECT_TIMEOUT`]),
 //! `keep_alive.rs` (which connections are kept, [`KeepAlive`]), `target.rs`
 //! ([`HttpTarget`]), `clients.rs`, and `plain/`, the small HTTP/1.1 client for plain

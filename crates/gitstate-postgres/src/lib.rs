@@ -23,6 +23,9 @@
 //! // Controller::builder(source, pg.clone()).leadership(pg.clone()) …
 //! # Ok(()) }
 //! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *High availability and shards* (`docs/src/operating/high-availability.md`).
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

@@ -8,6 +8,40 @@
 //! for both, on the runtime-agnostic rules of [`gitstate_core::child`].
 //!
 //! Runs on tokio (process, pipes, timers); emits `tracing` events, installs nothing.
+//!
+//! The smallest complete use: a command that prints the commit it finds, read as one
+//! instance, as a pass of the loop would ask it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use gitstate_core::{ActualStateProbe, CommitId, EnvName, ProbeContext};
+//! use gitstate_process::{ExecFormat, ExecProbe, ExecTarget};
+//!
+//! let sha = "4e69ed0b2a6b9a5d4e1c0f8a7b6c5d4e3f2a1b0c";
+//! let probe = ExecProbe::new(
+//!     ExecTarget {
+//!         command: vec!["echo".into(), sha.into()], // argv, never a shell
+//!         format: ExecFormat::Report,
+//!         sha_pointer: None,
+//!         timeout: ExecTarget::DEFAULT_TIMEOUT,
+//!         max_bytes: ExecTarget::DEFAULT_MAX_BYTES,
+//!     },
+//!     std::env::temp_dir(),
+//! );
+//! let env = EnvName::new("production").unwrap();
+//! let expected = CommitId::parse(sha).unwrap();
+//! let readings = probe
+//!     .observe(&ProbeContext { environment: &env, target: "api", expected: &expected })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(readings[0].result.as_ref().unwrap().to_string(), sha);
+//! # }
+//! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *Exec: anything with a command line* (`docs/src/probes/exec.md`), and remediation in
+//! *The loop* (`docs/src/loop.md`).
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

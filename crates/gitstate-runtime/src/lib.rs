@@ -42,6 +42,10 @@
 //!
 //! A whole program — a local repository, one HTTP target, a deploy command, a state
 //! directory — is `examples/embed_loop.rs` in the repository.
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *Embedding the library* (`docs/src/embedding.md`), *The loop* (`docs/src/loop.md`),
+//! *Operator controls* (`docs/src/operating/controls.md`).
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]

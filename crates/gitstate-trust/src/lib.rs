@@ -23,6 +23,9 @@
 //! assert!(!verdict.trusted);
 //! assert_eq!(verdict.reason, Some(Reason::Unsigned));
 //! ```
+//!
+//! The gitstate book explains the whole: `docs/` in the repository (`mdbook serve docs`):
+//! *Signed commits* (`docs/src/signed-commits.md`).
 // The workspace denies `unsafe`; libraries forbid it outright (only the binary's
 // allocator tuning, `gitstate-cli/src/memory.rs`, allows it).
 #![forbid(unsafe_code)]
