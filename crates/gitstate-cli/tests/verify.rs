@@ -107,6 +107,10 @@ fn a_degraded_commit_is_rolled_back_in_git_vetoed_and_a_fix_on_top_of_it_deploye
     assert_eq!(s["vetoes"][0]["sha"], l.c[3].as_str(), "{s}");
     assert_eq!(s["vetoes"][0]["by"], "gitstate");
     assert_eq!(s["vetoes"][0]["via"], "loop");
+    // `status` for people says so too, with the soak that failed.
+    let text = with_config(&cfg, &["status"]).stdout;
+    let vetoed = format!("production: {} vetoed by gitstate (loop) since ", &l.c[3][..12]);
+    assert!(text.contains(&vetoed), "{text}");
 
     // A person points the ref at the bad commit again: not deployed, phase and alarm vetoed.
     let deploys_before = l.attempts().len();

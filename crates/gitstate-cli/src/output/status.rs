@@ -58,6 +58,30 @@ pub fn render(doc: &StatusReport, p: &Paint) -> String {
                 ago(Some(s.since))
             ));
         }
+        // SPEC §15: the soak, its last failure, and what may not be deployed here.
+        if let Some(v) = &e.verification {
+            let last = v.failures.last().map_or(String::new(), |f| {
+                format!("; last failure: {} at {}: {}", f.check, ago(Some(f.at)), f.reason)
+            });
+            let sha = &v.sha[..12.min(v.sha.len())];
+            let line = match v.state {
+                "verifying" => p.warn(&format!("verifying {sha} until {}", ago(Some(v.until)))),
+                "degraded" => p.bad(&format!("degraded {sha}: {} failed check run(s)", v.failures.len())),
+                state => format!("{state} {sha}"),
+            };
+            out.push_str(&format!("{}: {line}{last}\n", e.name));
+        }
+        for veto in &e.vetoes {
+            let why = veto.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
+            out.push_str(&format!(
+                "{}: {} vetoed by {} ({}) since {}{why}\n",
+                e.name,
+                veto.sha.short(12),
+                veto.by,
+                veto.via,
+                ago(Some(veto.since))
+            ));
+        }
         // SPEC §18: who signed what is to run, or why it is not trusted.
         if let Some(t) = &e.trust {
             out.push_str(&super::report::trust_line(&e.name, t, p));
