@@ -92,7 +92,9 @@ pub async fn run(args: Select) -> anyhow::Result<i32> {
     match args.output {
         Output::Json => output::emit_with(16 * 1024, |out| write_json(out, rows))?,
         Output::Html => {
-            anyhow::bail!("-o html is for check, status, reconcile, fleet and dora; expected prints text or json")
+            anyhow::bail!(
+                "-o html is for check, status, reconcile, fleet and dora; expected prints text or json"
+            )
         }
         Output::Text => {
             let p = Paint::new(output::color_enabled_stdout());

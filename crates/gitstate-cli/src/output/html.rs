@@ -357,6 +357,21 @@ impl Standing {
     }
 }
 
+/// A convergence lag for a person: tenths of a second under a minute ("1.7 s"), then the
+/// two largest units ("12m 3s", "5h 2m", "3d 4h").
+fn lag(seconds: f64) -> String {
+    if seconds >= 60.0 {
+        let s = if seconds.is_finite() { seconds.round() as u64 } else { u64::MAX };
+        let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+        return match s {
+            ..3600 => format!("{m}m {}s", s % 60),
+            ..86_400 => format!("{h}h {m}m"),
+            _ => format!("{d}d {h}h"),
+        };
+    }
+    format!("{:.1} s", seconds.max(0.0))
+}
+
 /// The time from `now` until `until`, for a person ("42s", "3m").
 fn left(now: Timestamp, until: Timestamp) -> String {
     let s = until.as_second().saturating_sub(now.as_second()).max(0);
@@ -402,7 +417,7 @@ fn lag_chart(lags: &[f64]) -> Markup {
                 @for (i, l) in lags.iter().enumerate() {
                     @let bh = (l / max * (h - 2.0)).max(1.0);
                     rect x=(i as f64 * bar) y=(h - bh) width=(bar - 2.0) height=(bh) {
-                        title { (format!("{l:.1} s")) }
+                        title { (lag(*l)) }
                     }
                 }
             }
@@ -527,7 +542,7 @@ fn environment(
                     }
                 }
                 @if let Some(l) = state.and_then(|s| s.last_convergence_lag_s) {
-                    span { span.dim { "last lag " } (format!("{l:.1} s")) " " (lag_chart(lags)) }
+                    span { span.dim { "last lag " } (lag(l)) " " (lag_chart(lags)) }
                 }
             }
             @if let Some(r) = report {
@@ -608,7 +623,7 @@ fn event_line(e: &Event) -> String {
         EventKind::AlarmResolved { alarm, reason } => {
             format!("{alarm} alarm resolved ({reason:?})").to_lowercase()
         }
-        EventKind::Converged { lag_s: Some(l), .. } => format!("converged in {l:.1} s"),
+        EventKind::Converged { lag_s: Some(l), .. } => format!("converged in {}", lag(*l)),
         EventKind::Converged { .. } => "converged".into(),
         EventKind::EnvironmentRemoved { .. } => "environment removed".into(),
         EventKind::NotificationFailed { sink, alarm, .. } => format!("{alarm} notification to {sink} failed"),
@@ -788,6 +803,18 @@ fn document(title: &str, live: bool, body: Markup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lag_reads_in_the_units_it_needs() {
+        assert_eq!(lag(1.74), "1.7 s");
+        assert_eq!(lag(59.94), "59.9 s");
+        assert_eq!(lag(60.0), "1m 0s");
+        assert_eq!(lag(725.0), "12m 5s");
+        assert_eq!(lag(18_130.0), "5h 2m");
+        assert_eq!(lag(29_417_914.1), "340d 11h");
+        assert_eq!(lag(-1.0), "0.0 s");
+        assert_eq!(lag(f64::INFINITY), format!("{}d {}h", u64::MAX / 86_400, u64::MAX / 3600 % 24));
+    }
 
     #[test]
     fn the_policy_allows_exactly_the_inline_style_and_script() {
