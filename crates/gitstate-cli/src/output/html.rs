@@ -364,8 +364,8 @@ fn lag(seconds: f64) -> String {
         let s = if seconds.is_finite() { seconds.round() as u64 } else { u64::MAX };
         let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
         return match s {
-            ..3600 => format!("{m}m {}s", s % 60),
-            ..86_400 => format!("{h}h {m}m"),
+            0..3600 => format!("{m}m {}s", s % 60),
+            3600..86_400 => format!("{h}h {m}m"),
             _ => format!("{d}d {h}h"),
         };
     }
