@@ -717,3 +717,28 @@ fn the_demo_transcript_in_the_book_is_what_the_demo_prints() {
         );
     }
 }
+
+#[test]
+fn the_readme_tour_quotes_the_demo() {
+    // The README's tour is made of the demo's own lines: each is in the transcript the
+    // test above holds to the real demo (ids, times and counts masked).
+    let transcript: BTreeSet<String> =
+        masked(&read(&book().join("demo.txt"))).lines().map(|l| l.trim().to_owned()).collect();
+    let readme = read(&root().join("README.md"));
+    let mut quoted = 0;
+    let mut strange = Vec::new();
+    for b in blocks(&readme).iter().filter(|b| b.info.trim() == "text") {
+        for line in masked(&b.text).lines().map(str::trim).filter(|l| !l.is_empty()) {
+            quoted += 1;
+            if !transcript.contains(line) {
+                strange.push(format!("README.md:{}: {line}", b.line));
+            }
+        }
+    }
+    assert!(quoted >= 10, "only {quoted} lines quoted from the demo");
+    assert!(
+        strange.is_empty(),
+        "lines the demo does not print (run scripts/docs, then quote it):\n{}",
+        strange.join("\n")
+    );
+}
