@@ -551,3 +551,32 @@ fn a_closed_stdout_is_no_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// A timeout of zero would kill a deploy, a webhook or an AWS call before it starts: every
+/// timeout refuses it, as the HTTP and exec targets' always did.
+#[test]
+fn a_zero_timeout_is_refused_everywhere() {
+    let (repo, _) = repo_with_env();
+    let target = "[[environments]]\nname = \"x\"\n  [[environments.targets]]\n  name = \"t\"\n";
+    let cases = [
+        format!("{ENV}  [environments.remediate]\n  command = [\"./deploy.sh\"]\n  timeout = \"0s\"\n"),
+        format!(
+            "{ENV}  [environments.remediate]\n  timeout = \"0s\"\n  [environments.remediate.webhook]\n  url = \"http://127.0.0.1:9/deploy\"\n"
+        ),
+        format!(
+            "{ENV}  [environments.remediate.webhook]\n  url = \"http://127.0.0.1:9/deploy\"\n  timeout = \"0s\"\n"
+        ),
+        format!(
+            "{target}  [environments.targets.aws]\n  region = \"eu-west-1\"\n  tags = {{ a = \"b\" }}\n  timeout = \"0s\"\n"
+        ),
+    ];
+    for body in cases {
+        if body.contains("aws") && !cfg!(feature = "aws") {
+            continue;
+        }
+        let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{body}"));
+        let r = with_config(&cfg, &["validate"]);
+        assert_eq!(r.code, 2, "{body}: {}", r.stdout);
+        assert!(r.stderr.contains("timeout must be more than 0s"), "{body}: {}", r.stderr);
+    }
+}

@@ -17,12 +17,18 @@ pub(crate) fn remediate(
             if argv.first().is_none_or(|p| p.is_empty()) {
                 return Err(ctx.at(cmd, "remediate.command is empty: give [\"program\", \"arg\", ...]"));
             }
+            if r.timeout.is_some_and(|d| d.0.is_zero()) {
+                return Err(ctx.at(cmd, "remediate.timeout must be more than 0s"));
+            }
             Ok(RemediateConfig::Command {
                 argv,
                 timeout: r.timeout.map_or(Duration::from_secs(900), |d| d.0),
             })
         }
         (None, Some(w)) => {
+            if w.timeout.or(r.timeout).is_some_and(|d| d.0.is_zero()) {
+                return Err(ctx.at(&w.url, "remediate.webhook.timeout must be more than 0s"));
+            }
             let url = url_at(ctx, &w.url, env, lookup)?;
             let body = w
                 .body

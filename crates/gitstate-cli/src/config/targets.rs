@@ -169,6 +169,9 @@ pub(super) fn aws(
     target.endpoint_url = endpoint_url.map(|u| u.to_string().trim_end_matches('/').to_owned());
     target.profile = a.profile.clone();
     if let Some(d) = a.timeout {
+        if d.0.is_zero() {
+            return Err(ctx.at(&a.region, "timeout must be more than 0s"));
+        }
         target.timeout = d.0;
     }
     Ok(target)
