@@ -580,3 +580,23 @@ fn a_zero_timeout_is_refused_everywhere() {
         assert!(r.stderr.contains("timeout must be more than 0s"), "{body}: {}", r.stderr);
     }
 }
+
+/// An alarm sink serves every environment: `{environment}` in its URL was silently
+/// replaced by nothing; now it is an error at its place.
+#[test]
+fn environment_in_an_alarm_sinks_url_is_refused() {
+    let (repo, _) = repo_with_env();
+    for sink in [
+        "[alerts.alertmanager]\nurl = \"http://am-{environment}.internal:9093\"\n",
+        "[[alerts.webhook]]\nurl = \"https://hooks.example.com/{environment}\"\n",
+    ] {
+        let cfg = write_config(repo.path(), &format!("[source]\nrepo = \".\"\n{ENV}\n{sink}"));
+        let r = with_config(&cfg, &["validate"]);
+        assert_eq!(r.code, 2, "{sink}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("{environment} has no value in an alarm sink's URL"),
+            "{sink}: {}",
+            r.stderr
+        );
+    }
+}

@@ -227,7 +227,7 @@ pub fn parse(
             .as_ref()
             .map(|a| {
                 Ok::<_, ConfigError>(AlertmanagerConfig {
-                    url: url_at(&ctx, &a.url, "", lookup)?,
+                    url: sink_url_at(&ctx, &a.url, lookup)?,
                     headers: headers(&ctx, &a.headers, lookup)?,
                     ttl: a.ttl.as_ref().map(|d| d.0),
                 })
@@ -256,7 +256,7 @@ pub fn parse(
                 }
                 hooks.push(AlertWebhookConfig {
                     name,
-                    url: url_at(&ctx, &w.url, "", lookup)?,
+                    url: sink_url_at(&ctx, &w.url, lookup)?,
                     format: w.format,
                     headers: headers(&ctx, &w.headers, lookup)?,
                 });
@@ -452,6 +452,22 @@ pub(super) fn expand_at(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
     expand::expand(s.get_ref(), keep_runtime, lookup).map_err(|m| ctx.at(s, m))
+}
+
+/// An alarm sink's URL: it serves every environment, so `{environment}` has no value in it
+/// (it was replaced by nothing).
+fn sink_url_at(
+    ctx: &Ctx,
+    s: &Spanned<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Url, ConfigError> {
+    if s.get_ref().contains("{environment}") {
+        return Err(ctx.at(
+            s,
+            "{environment} has no value in an alarm sink's URL: one sink serves every environment (alarms carry it in their body and labels)",
+        ));
+    }
+    url_at(ctx, s, "", lookup)
 }
 
 pub(super) fn url_at(
