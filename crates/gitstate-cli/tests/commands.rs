@@ -43,7 +43,13 @@ fn bad_values_are_located_too() {
     let cases = [
         ("[policy]\ngrace = \"soon\"\n", 2, "invalid duration \"soon\""),
         ("[policy]\nmode = \"yolo\"\n", 2, "unknown variant `yolo`"),
-        ("[policy]\nbackoff = \"10m\"\nbackoff_max = \"1m\"\n", 0, "backoff_max"),
+        // A rule between keys points at the key it names (here the longer one).
+        (
+            "[policy]\nbackoff = \"10m\"\nbackoff_max = \"1m\"\n",
+            3,
+            "backoff_max (1m) is shorter than backoff",
+        ),
+        ("[policy]\nbackoff = \"1h\"\n", 2, "backoff_max (30m) is shorter than backoff (1h)"),
         ("[[environments]]\nname = \"bad/name\"\n", 2, "invalid environment name \"bad/name\""),
         ("[[environments]]\nname = \"x\"\nref = \"refs/heads/a..b\"\n", 3, "not a valid Git ref name"),
         (

@@ -72,7 +72,16 @@ pub(super) fn resolve(
             return Err(ctx.err(span, whole.message().to_owned()));
         }
     };
-    policy.validate().map_err(|m| ctx.err(span, format!("policy: {m}")))?;
+    policy.validate().map_err(|m| {
+        // Point at the key the message names (the longest, so `backoff_max` before
+        // `backoff`), else at the table.
+        let named = merged
+            .iter()
+            .filter(|(k, _)| m.contains(**k))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, (key, _))| key.span());
+        ctx.err(named.or(span), format!("policy: {m}"))
+    })?;
     Ok((policy, windows))
 }
 
