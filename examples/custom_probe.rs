@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+// ANCHOR: probe
 use gitstate::core::probe::*;
 
 /// Reads `REVISION` from each release directory.
@@ -38,6 +39,7 @@ impl ActualStateProbe for RevisionFile {
             .collect())
     }
 }
+// ANCHOR_END: probe
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
