@@ -357,29 +357,19 @@ impl Standing {
     }
 }
 
-/// A convergence lag for a person: tenths of a second under a minute ("1.7 s"), then the
-/// two largest units ("12m 3s", "5h 2m", "3d 4h").
+/// A convergence lag for a person: tenths of a second under a minute ("1.7 s"), then
+/// roughly ("12m", "5h", "340d").
 fn lag(seconds: f64) -> String {
     if seconds >= 60.0 {
-        let s = if seconds.is_finite() { seconds.round() as u64 } else { u64::MAX };
-        let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
-        return match s {
-            0..3600 => format!("{m}m {}s", s % 60),
-            3600..86_400 => format!("{h}h {m}m"),
-            _ => format!("{d}d {h}h"),
-        };
+        // `as` saturates: an infinite lag is u64::MAX seconds.
+        return super::report::rough(seconds.round() as u64);
     }
     format!("{:.1} s", seconds.max(0.0))
 }
 
 /// The time from `now` until `until`, for a person ("42s", "3m").
 fn left(now: Timestamp, until: Timestamp) -> String {
-    let s = until.as_second().saturating_sub(now.as_second()).max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        _ => format!("{}h", s / 3600),
-    }
+    super::report::rough(until.as_second().saturating_sub(now.as_second()).max(0).unsigned_abs())
 }
 
 fn commit_link(links: &Links, sha: &str, text: Markup) -> Markup {
@@ -808,12 +798,12 @@ mod tests {
     fn a_lag_reads_in_the_units_it_needs() {
         assert_eq!(lag(1.74), "1.7 s");
         assert_eq!(lag(59.94), "59.9 s");
-        assert_eq!(lag(60.0), "1m 0s");
-        assert_eq!(lag(725.0), "12m 5s");
-        assert_eq!(lag(18_130.0), "5h 2m");
-        assert_eq!(lag(29_417_914.1), "340d 11h");
+        assert_eq!(lag(60.0), "1m");
+        assert_eq!(lag(725.0), "12m");
+        assert_eq!(lag(18_130.0), "5h");
+        assert_eq!(lag(29_417_914.1), "340d");
         assert_eq!(lag(-1.0), "0.0 s");
-        assert_eq!(lag(f64::INFINITY), format!("{}d {}h", u64::MAX / 86_400, u64::MAX / 3600 % 24));
+        assert_eq!(lag(f64::INFINITY), format!("{}d", u64::MAX / 86_400));
     }
 
     #[test]

@@ -188,12 +188,16 @@ pub fn render_commits(report: &Report, p: &Paint, now: jiff::Timestamp) -> Strin
 
 /// How long ago, roughly, for people.
 pub fn age(now: jiff::Timestamp, at: jiff::Timestamp) -> String {
-    let s = now.as_second().saturating_sub(at.as_second()).max(0);
+    format!("{} ago", rough(now.as_second().saturating_sub(at.as_second()).max(0).unsigned_abs()))
+}
+
+/// A span of seconds, roughly, for people: its largest unit ("42s", "3m", "5h", "2d").
+pub fn rough(s: u64) -> String {
     match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86_400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }
 
