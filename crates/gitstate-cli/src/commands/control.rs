@@ -46,7 +46,7 @@ pub async fn suspend(args: Suspend) -> anyhow::Result<i32> {
         format!("until {}", u.round(jiff::Unit::Second).unwrap_or(u))
     });
     for n in &names {
-        crate::say!("{n}: suspended {till}; still probed and reported, not acted on")?;
+        crate::output::say!("{n}: suspended {till}; still probed and reported, not acted on")?;
     }
     Ok(exit::IN_SYNC)
 }
@@ -59,7 +59,7 @@ pub async fn resume(args: Reasoned) -> anyhow::Result<i32> {
     let actor = Actor { by: &user, via: "cli" };
     controls::resume(&*store, &names, actor, args.reason.as_deref(), Timestamp::now()).await?;
     for n in &names {
-        crate::say!("{n}: resumed")?;
+        crate::output::say!("{n}: resumed")?;
     }
     Ok(exit::IN_SYNC)
 }
@@ -72,7 +72,7 @@ pub async fn retry(args: Reasoned) -> anyhow::Result<i32> {
     let actor = Actor { by: &user, via: "cli" };
     controls::retry(&*store, &names, actor, args.reason.as_deref(), Timestamp::now()).await?;
     for n in &names {
-        crate::say!("{n}: a fresh set of attempts; the next pass may remediate at once")?;
+        crate::output::say!("{n}: a fresh set of attempts; the next pass may remediate at once")?;
     }
     Ok(exit::IN_SYNC)
 }

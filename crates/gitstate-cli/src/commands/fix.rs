@@ -70,7 +70,7 @@ pub async fn rollback(args: Rollback) -> anyhow::Result<i32> {
     .await
     {
         Ok(done) => {
-            crate::say!(
+            crate::output::say!(
                 "{env}: {reference} rolled back from {} to {}; {} is vetoed here (gitstate unveto {env} {} to allow it again)",
                 done.from.short(12),
                 done.to.short(12),
@@ -105,7 +105,7 @@ pub async fn adopt(args: Adopt) -> anyhow::Result<i32> {
     let trust = config.source.trust.as_ref().map(|t| &t.policy);
     match actions::adopt(&source, &*store, &env, report, actor, args.reason.as_deref(), trust, now).await {
         Ok(done) => {
-            crate::say!(
+            crate::output::say!(
                 "{env}: {} moved from {} to {}, the commit every instance runs",
                 report.reference,
                 done.from.short(12),
@@ -132,7 +132,7 @@ pub async fn veto(args: VetoArgs) -> anyhow::Result<i32> {
         Timestamp::now(),
     )
     .await?;
-    crate::say!("{env}: {} vetoed; it is not deployed here while the ref points at it", sha.short(12))?;
+    crate::output::say!("{env}: {} vetoed; it is not deployed here while the ref points at it", sha.short(12))?;
     Ok(exit::IN_SYNC)
 }
 
@@ -153,7 +153,7 @@ pub async fn unveto(args: VetoArgs) -> anyhow::Result<i32> {
     .await
     {
         Ok(()) => {
-            crate::say!("{env}: {} no longer vetoed", sha.short(12))?;
+            crate::output::say!("{env}: {} no longer vetoed", sha.short(12))?;
             Ok(exit::IN_SYNC)
         }
         Err(e) => refused(e),

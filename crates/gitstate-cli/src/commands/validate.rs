@@ -18,8 +18,8 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
         RepoLocation::Local(p) => p.display().to_string(),
         RepoLocation::Remote(u) => gitstate_core::redact_url(u),
     };
-    crate::say!("{}: valid", config.path.display())?;
-    crate::say!("  source: {repo} (ref prefix {})", config.source.ref_prefix)?;
+    crate::output::say!("{}: valid", config.path.display())?;
+    crate::output::say!("  source: {repo} (ref prefix {})", config.source.ref_prefix)?;
     for e in &config.environments {
         let kinds: Vec<String> = e
             .targets
@@ -40,7 +40,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
             Some(RemediateConfig::Webhook { url, .. }) => format!("webhook {}", url.host_str().unwrap_or("")),
             None => "none (observe only)".into(),
         };
-        crate::say!(
+        crate::output::say!(
             "  environment {} -> {}: {}; remediate: {remediate}",
             e.name,
             e.reference,
@@ -49,7 +49,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<i32> {
         print_windows(&e.windows)?;
     }
     for d in &config.discover {
-        crate::say!(
+        crate::output::say!(
             "  discover {}* (exclude: {})",
             d.ref_prefix,
             if d.exclude.is_empty() { "none".into() } else { d.exclude.join(", ") }
@@ -88,7 +88,7 @@ fn print_windows(windows: &[gitstate_runtime::controls::FreezeWindow]) -> std::i
             Some((start, end)) => format!("next {start} to {end}"),
             None => "never again".into(),
         };
-        crate::say!(
+        crate::output::say!(
             "    freeze window {:?} for {} ({}): {when}",
             w.schedule,
             humantime::format_duration(w.duration),

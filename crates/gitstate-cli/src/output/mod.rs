@@ -25,12 +25,12 @@ pub fn emit(text: &[u8]) -> std::io::Result<()> {
 
 /// `println!` for a command's output, through [`emit`]: a reader that went away (`| head`)
 /// is not a panic. Evaluates to the write's `io::Result`.
-#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::output::emit(format!("{}\n", format_args!($($arg)*)).as_bytes())
     };
 }
+pub(crate) use say;
 
 /// Writes a command's output to stdout through a buffer of `capacity` bytes as `write`
 /// produces it; a reader that went away is not an error, as for [`emit`].
