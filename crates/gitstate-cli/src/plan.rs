@@ -209,15 +209,10 @@ fn checks(
         .iter()
         .map(|c| -> anyhow::Result<Arc<dyn gitstate_core::verify::Check>> {
             Ok(match (&c.http, &c.prometheus, &c.exec) {
-                (Some(h), _, _) => {
-                    // A relative `ca_file` is the config's directory's, as a target's is.
-                    let mut h = h.clone();
-                    h.ca_file = h.ca_file.map(|ca| dir.join(ca));
-                    Arc::new(
-                        gitstate_http::HttpCheck::new(&clients.http, &c.name, h)
-                            .with_context(|| format!("check {}", c.name))?,
-                    )
-                }
+                (Some(h), _, _) => Arc::new(
+                    gitstate_http::HttpCheck::new(&clients.http, &c.name, h.clone())
+                        .with_context(|| format!("check {}", c.name))?,
+                ),
                 (_, Some(p), _) => Arc::new(gitstate_http::PrometheusCheck::new(
                     &clients.http,
                     &c.name,

@@ -132,7 +132,10 @@ pub async fn veto(args: VetoArgs) -> anyhow::Result<i32> {
         Timestamp::now(),
     )
     .await?;
-    crate::output::say!("{env}: {} vetoed; it is not deployed here while the ref points at it", sha.short(12))?;
+    crate::output::say!(
+        "{env}: {} vetoed; it is not deployed here while the ref points at it",
+        sha.short(12)
+    )?;
     Ok(exit::IN_SYNC)
 }
 

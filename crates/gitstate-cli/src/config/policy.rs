@@ -52,7 +52,7 @@ pub(super) fn resolve(
             entries.into_iter().map(|(k, v)| (k.to_owned(), v.get_ref().clone())).collect();
         Policy::deserialize(toml::Value::Table(table))
     };
-    let policy = match read(merged.iter().map(|(k, (_, v))| (*k, *v)).collect()) {
+    let mut policy = match read(merged.iter().map(|(k, (_, v))| (*k, *v)).collect()) {
         Ok(p) => p,
         Err(whole) => {
             // Read key by key to find the one at fault and point at it.
@@ -72,6 +72,12 @@ pub(super) fn resolve(
             return Err(ctx.err(span, whole.message().to_owned()));
         }
     };
+    // A check's relative `ca_file` is the configuration's directory's, as a target's is.
+    if let Some(v) = policy.verify.as_mut() {
+        for h in v.checks.iter_mut().filter_map(|c| c.http.as_mut()) {
+            h.ca_file = h.ca_file.take().map(|ca| ctx.dir.join(ca));
+        }
+    }
     policy.validate().map_err(|m| {
         // Point at the key the message names (the longest, so `backoff_max` before
         // `backoff`), else at the table.
