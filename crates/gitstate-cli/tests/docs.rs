@@ -253,33 +253,29 @@ fn keys_at(path: &[(String, bool)]) -> Option<Vec<String>> {
 /// Every table the loader reads, by dotted path, with its keys: found by offering the
 /// loader an unknown key in each table and reading the keys it lists instead.
 fn loader_tables() -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    let mut todo: Vec<Vec<(String, bool)>> = Vec::new();
-    for root_key in keys_at_root().expect("the root refuses an unknown key") {
-        let table = vec![(root_key.clone(), false)];
-        todo.push(if keys_at(&table).is_some() { table } else { vec![(root_key, true)] });
+    /// The table at `path` with `key` appended, and its keys: read as a table first (serde
+    /// would also read a struct from an array, by position), else as an array of tables.
+    fn step(path: &[(String, bool)], key: &str) -> Option<(Vec<(String, bool)>, Vec<String>)> {
+        [false, true].into_iter().find_map(|array| {
+            let mut next = path.to_vec();
+            next.push((key.to_owned(), array));
+            keys_at(&next).map(|keys| (next, keys))
+        })
     }
-    while let Some(path) = todo.pop() {
-        let Some(keys) = keys_at(&path) else { continue };
-        let name = path.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(".");
-        if out.contains_key(&name) {
-            continue;
-        }
-        for k in &keys {
-            // A table first: serde would also read a struct from an array, by position.
-            let mut next = path.clone();
-            next.push((k.clone(), false));
-            if keys_at(&next).is_none() {
-                next.last_mut().unwrap().1 = true;
-            }
-            todo.push(next);
-        }
-        out.insert(name, keys);
+    let mut out = BTreeMap::new();
+    let mut todo: Vec<_> = keys_at_root()
+        .expect("the root refuses an unknown key")
+        .iter()
+        .filter_map(|k| step(&[], k))
+        .collect();
+    while let Some((path, keys)) = todo.pop() {
+        todo.extend(keys.iter().filter_map(|k| step(&path, k)));
+        out.insert(path.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join("."), keys);
     }
     out
 }
 
-/// The root's keys are tables; the root itself is probed to make sure it has no others.
+/// The root's keys (each a table), as the loader lists them when it refuses an unknown one.
 fn keys_at_root() -> Option<Vec<String>> {
     let message = schema_error(&format!("{PROBE} = 1\n[source]\nrepo = \".\"\n"));
     let rest = &message[message.find("expected")?..];
