@@ -250,12 +250,15 @@ fn keys_at(path: &[(String, bool)]) -> Option<Vec<String>> {
     Some(expected.split('`').skip(1).step_by(2).map(str::to_owned).collect())
 }
 
+/// A table's place: the keys from the root, each marked when it is an array of tables.
+type TablePath = Vec<(String, bool)>;
+
 /// Every table the loader reads, by dotted path, with its keys: found by offering the
 /// loader an unknown key in each table and reading the keys it lists instead.
 fn loader_tables() -> BTreeMap<String, Vec<String>> {
     /// The table at `path` with `key` appended, and its keys: read as a table first (serde
     /// would also read a struct from an array, by position), else as an array of tables.
-    fn step(path: &[(String, bool)], key: &str) -> Option<(Vec<(String, bool)>, Vec<String>)> {
+    fn step(path: &[(String, bool)], key: &str) -> Option<(TablePath, Vec<String>)> {
         [false, true].into_iter().find_map(|array| {
             let mut next = path.to_vec();
             next.push((key.to_owned(), array));
