@@ -276,6 +276,10 @@ fn a_soak_interrupted_by_kill_9_resumes_with_the_time_left() {
     assert!(took >= jiff::SignedDuration::from_secs(6), "the whole soak: {took:?}");
     assert!(took < jiff::SignedDuration::from_secs(9), "the time left, not a new soak: {took:?}");
     assert_eq!(status(&cfg)["verification"]["until"], started[0]["until"]);
+    // `status` for people names the soak's outcome and the commit.
+    let sha = status(&cfg)["verification"]["sha"].as_str().unwrap()[..12].to_owned();
+    let text = with_config(&cfg, &["status"]).stdout;
+    assert!(text.contains(&format!("production: verified {sha}")), "{text}");
 }
 
 /// `gitstate adopt`: a hotfix running on every instance becomes the expected commit (the
